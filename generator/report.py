@@ -1,0 +1,52 @@
+"""Human-readable tables (rich) for plans and generated bundles."""
+
+from __future__ import annotations
+
+import shlex
+
+from rich.console import Console
+from rich.table import Table
+
+from generator.planner import Plan
+
+console = Console(highlight=False)
+
+
+def plan_table(plan: Plan) -> None:
+    verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
+    table = Table(title=f"{plan.model} ({plan.quantization}) on {plan.hardware}: {verdict}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    res = plan.resources
+    rows = [
+        ("runtime", f"{plan.runtime}, weights from {plan.weights_source}"),
+        ("context x concurrency", f"{plan.context} tokens x {plan.concurrency}"),
+        ("memory budget", f"{plan.memory_budget_gib} GiB of {plan.device_memory_gib:g} GiB ({plan.device})"),
+        ("weights", f"{plan.weights_gib} GiB (download {plan.download_gib} GiB)"),
+        ("overhead + activations", f"{plan.overhead_gib} + {plan.activation_gib} GiB"),
+        ("KV cache", f"{plan.kv_cache_gib} GiB, {plan.kv_bytes_per_token} bytes/token, {plan.kv_tokens} tokens"),
+        ("max concurrent sequences", str(plan.max_concurrent_sequences)),
+        (
+            "container",
+            f"memory {res.memory_request_gib}-{res.memory_limit_gib} GiB, cpu {res.cpu_request:g}, "
+            f"gpu {res.gpu_count}, shm {res.shm_gib:g} GiB, cache disk {res.cache_disk_gib} GiB",
+        ),
+        (
+            "startup budget",
+            f"{res.startup_budget_seconds} s ({res.startup_failure_threshold} x {res.probe_period_seconds} s)",
+        ),
+        ("decode (estimate)", f"<= {plan.decode_tokens_per_second_estimate:g} tokens/s, one stream"),
+    ]
+    if plan.runtime_args:
+        rows.append(("args", shlex.join(plan.runtime_args)))
+    for key, value in sorted(plan.runtime_env.items()):
+        rows.append(("env", f"{key}={value}"))
+    if plan.reason:
+        rows.append(("reason", f"[red]{plan.reason}[/red]"))
+    for suggestion in plan.suggestions:
+        rows.append(("suggestion", f"{suggestion.change} ({suggestion.detail})"))
+    for note in plan.notes:
+        rows.append(("note", note))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)

@@ -1,0 +1,52 @@
+"""Shared test helpers: external tools are skipped with a reason when absent, and fail the run
+instead when SLM_REQUIRE_TOOLS=1 (CI), so no validator is ever silently skipped there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRE_TOOLS = os.environ.get("SLM_REQUIRE_TOOLS") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a tool or data set is missing; fail instead under SLM_REQUIRE_TOOLS=1."""
+    if condition:
+        return
+    if REQUIRE_TOOLS:
+        pytest.fail(f"SLM_REQUIRE_TOOLS=1 but {reason}")
+    pytest.skip(reason)
+
+
+def need_binary(name: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"{name} is not installed (CI installs it with apt-get)")
+    assert path is not None
+    return path
+
+
+def schema_dir() -> Path:
+    env = os.environ.get("SLM_SCHEMA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared" / "schemas")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    need(False, "no schema directory: set SLM_SCHEMA_DIR or keep ../shared/schemas next to the checkout")
+    raise AssertionError("unreachable")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "generator.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        check=False,
+    )

@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -131,6 +132,64 @@ def plan(
     if not result.fits:
         hints = "; ".join(s.change for s in result.suggestions) or "none in the catalog"
         fail(f"plan: {result.model} on {result.hardware}: does not fit: {result.reason}; try: {hints}")
+
+
+@main.command()
+@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory for the bundles.")
+@click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
+@click.option("--tar", "as_tar", is_flag=True, help="Also write a reproducible BOX.tar.gz per box.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@clear_errors
+def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool) -> None:
+    """Write one hardened compose bundle per box of FLEET into OUT/<box id>."""
+    from generator.bundle.writer import build_fleet, select_boxes, write_box, write_tar
+    from generator.fleet import load_fleet
+    from generator.report import bundle_summary, progress_bar
+
+    fleet = load_fleet(fleet_file)
+    boxes = select_boxes(fleet, box_ids)
+    with progress_bar(len(boxes), enabled=not as_json) as advance:
+        bundles = build_fleet(fleet, boxes, progress=advance)
+    for built in bundles:
+        write_box(out_dir, built)
+        if as_tar:
+            write_tar(out_dir, built)
+    rows = [
+        {
+            "box": b.box.id,
+            "runtime": p.runtime,
+            "model": p.model,
+            "quantization": p.quantization,
+            "context": p.context,
+            "concurrency": p.concurrency,
+            "device": p.device,
+            "memory_used_gib": p.memory_used_gib,
+            "device_memory_gib": p.device_memory_gib,
+        }
+        for b in bundles
+        for p in b.plans
+    ]
+    if as_json:
+        print_json({"out": str(out_dir), "boxes": rows})
+    else:
+        bundle_summary(rows, out_dir)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@clear_errors
+def verify(directory: Path) -> None:
+    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file."""
+    from generator.bundle.writer import verify_bundle
+
+    report = verify_bundle(directory)
+    for label, paths in (("missing", report.missing), ("extra", report.extra), ("changed", report.changed)):
+        for path in paths:
+            click.echo(f"{label}: {path}")
+    if not report.ok:
+        sys.exit(1)
+    click.echo(f"ok: {directory} matches its MANIFEST.json")
 
 
 if __name__ == "__main__":  # pragma: no cover

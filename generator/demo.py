@@ -27,6 +27,9 @@ def main(out: str = "out") -> None:
     run("plan", "--model", "qwen3-8b", "--runtime", "ollama", "--cpu", "--cpus", "8", "--memory-gib", "16")
     run("plan", "--model", "qwen3-14b")
     run("plan", "--model", "qwen3-32b", "--gpu", "l4", "--context", "32768")
+    bundles = out_dir / "bundles"
+    run("bundle", str(EXAMPLES / "fleet.yaml"), "--out", str(bundles), "--tar")
+    run("verify", str(bundles / "store-0001"))
 
 
 if __name__ == "__main__":

@@ -548,8 +548,8 @@ def _evaluate_gguf(req: _Request, target: Target) -> _Fit:
 
 def _vllm_args(req: _Request, target: Target, fit: _Fit, source: str) -> tuple[str, ...]:
     assert target.gpu is not None
+    # Arguments to `vllm serve`, which takes the model as its first, positional argument.
     args = [
-        "--model",
         source.removeprefix("hf://"),
         "--served-model-name",
         req.model.id,

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from generator.planner import Plan
 
 console = Console(highlight=False)
+if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
+    console = Console(highlight=False, width=140)
+stderr = Console(stderr=True, highlight=False)
+PROGRESS_MIN_BOXES = 5
 
 
 def plan_table(plan: Plan) -> None:
@@ -49,4 +58,41 @@ def plan_table(plan: Plan) -> None:
         rows.append(("note", note))
     for key, value in rows:
         table.add_row(key, value)
+    console.print(table)
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr for fleets of more than a few boxes."""
+    if not enabled or total <= PROGRESS_MIN_BOXES or not stderr.is_terminal:
+        yield lambda _box: None
+        return
+    columns = (
+        TextColumn("bundling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("", total=total)
+        yield lambda box: progress.update(task, advance=1, description=box)
+
+
+def bundle_summary(rows: list[dict[str, Any]], out: Path) -> None:
+    table = Table(title=f"{len({r['box'] for r in rows})} bundles in {out}")
+    for column in ("box", "runtime", "model", "quant", "context", "conc.", "device", "memory used"):
+        table.add_column(column, no_wrap=column in ("box", "model"))
+    for r in rows:
+        used = f"{r['memory_used_gib']}/{r['device_memory_gib']:g} GiB"
+        table.add_row(
+            r["box"],
+            r["runtime"],
+            r["model"],
+            r["quantization"],
+            str(r["context"]),
+            str(r["concurrency"]),
+            r["device"],
+            used,
+        )
     console.print(table)

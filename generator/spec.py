@@ -93,6 +93,10 @@ DEFAULT_CPU_BANDWIDTH_GBPS: dict[CpuArch, float] = {
     CpuArch.ARM64: 17.0,
 }
 
+# Names that end up in commands and file names: no spaces, quotes or shell metacharacters.
+HF_REPO = r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$"
+HF_REPO_OR_ID = r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -153,7 +157,7 @@ class Hardware(Frozen):
 class Serving(Frozen):
     """Which model to serve, with which runtime, and how hard it will be used."""
 
-    model: str = Field(min_length=1, description="Catalog model id or Hugging Face repo id.")
+    model: str = Field(pattern=HF_REPO_OR_ID, description="Catalog model id or Hugging Face repo id.")
     architecture: ModelArchitecture | None = Field(
         default=None, description="Required for a model that is not in the catalog."
     )
@@ -171,7 +175,9 @@ class Serving(Frozen):
     )
     tensor_parallel: PositiveInt | None = Field(default=None, description="vLLM: GPUs per replica; None: all.")
     weights_repo: str | None = Field(
-        default=None, description="Hugging Face repo of a pre-quantized checkpoint (AWQ/GPTQ/int8)."
+        default=None,
+        pattern=HF_REPO,
+        description="Hugging Face repo of a pre-quantized checkpoint (AWQ/GPTQ/int8).",
     )
 
     @property

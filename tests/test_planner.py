@@ -49,8 +49,8 @@ def test_vllm_kv_tokens_follow_what_vllm_reserves() -> None:
     result = plan(Serving(model="phi-4-mini-instruct", context=8192, concurrency=4), gpu_box("l4"))
     assert result.kv_tokens == expected
     assert result.max_concurrent_sequences == expected // 8192
-    assert "--max-model-len" in result.runtime_args
-    args = dict(zip(result.runtime_args[::2], result.runtime_args[1::2], strict=True))
+    assert result.runtime_args[0] == "microsoft/Phi-4-mini-instruct"
+    args = dict(zip(result.runtime_args[1::2], result.runtime_args[2::2], strict=True))
     assert args["--max-model-len"] == "8192"
     assert args["--max-num-seqs"] == "4"
     assert args["--gpu-memory-utilization"] == "0.9"

@@ -27,7 +27,7 @@ class _HasId(Protocol):
     def id(self) -> str: ...
 
 
-I = TypeVar("I", bound=_HasId)
+IdT = TypeVar("IdT", bound=_HasId)
 
 # Spelling of each GGUF quantization in Ollama tags and in GGUF file names.
 OLLAMA_QUANT_TAG = {
@@ -129,8 +129,8 @@ def _load(path: Path, model: type[T]) -> T:
         raise from_validation_error(path.name, exc) from None
 
 
-def _index(path: Path, key: str, entries: tuple[I, ...]) -> dict[str, I]:
-    out: dict[str, I] = {}
+def _index(path: Path, key: str, entries: tuple[IdT, ...]) -> dict[str, IdT]:
+    out: dict[str, IdT] = {}
     for i, entry in enumerate(entries):
         entry_id = entry.id
         if entry_id in out:

@@ -1,0 +1,74 @@
+"""`make bench`: speed and memory figures, printed, never asserted (machines differ)."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_fleet(n: int) -> dict[str, Any]:
+    """N boxes cycling through the example fleet's boxes, each with its own id."""
+    base = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
+    boxes = []
+    for i in range(n):
+        box = copy.deepcopy(base["boxes"][i % len(base["boxes"])])
+        box["id"] = f"box-{i:05d}"
+        boxes.append(box)
+    return {"fleet": "synthetic", "defaults": base["defaults"], "boxes": boxes}
+
+
+def bench_planner() -> None:
+    from generator.planner import plan
+    from generator.spec import GpuAttachment, Hardware, Serving
+
+    serving = Serving(model="qwen3-8b", context=32768, concurrency=8)
+    hardware = Hardware(cpus=8, memory_gib=32, gpu=GpuAttachment(model="l4"))
+    rounds = 200
+    start = time.perf_counter()
+    for _ in range(rounds):
+        plan(serving, hardware)
+    took = (time.perf_counter() - start) / rounds
+    print(f"planner: {took * 1000:.2f} ms per plan that does not fit (with suggestions)")
+
+
+def bench_bundles(n: int) -> float:
+    from generator.bundle.writer import build_fleet, write_box
+    from generator.fleet import parse_fleet
+
+    fleet = parse_fleet(synthetic_fleet(n), "synthetic.yaml")
+    gc.collect()
+    start = time.perf_counter()
+    bundles = build_fleet(fleet, fleet.boxes)
+    built = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SLM_BENCH_DIR")) as tmp:
+        for bundle in bundles:
+            write_box(Path(tmp), bundle)
+        written = time.perf_counter()
+    total = written - start
+    print(
+        f"bundle: {n:>6} boxes in {total:6.2f} s = {total / n * 1000:5.2f} ms/box "
+        f"(build {(built - start) / n * 1000:.2f} ms/box, write {(written - built) / n * 1000:.2f} ms/box)"
+    )
+    return total
+
+
+def main() -> None:
+    target = os.environ.get("SLM_BENCH_DIR") or tempfile.gettempdir()
+    print(f"slm-deploy bench (one process, one core); bundles written under {target} (set SLM_BENCH_DIR)")
+    bench_planner()
+    t1k = bench_bundles(1000)
+    t10k = bench_bundles(10000)
+    print(f"bundle: 10,000 boxes took {t10k / t1k:.1f}x the time of 1,000 (goal: within 10x; < 5 ms/box)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The generated gateway config, run live by the Debian caddy binary on 127.0.0.1 in front of a
+small fake OpenAI-compatible upstream. The Caddyfile is used byte for byte as generated; only
+its documented {$VAR} placeholders (ports, bind address, secrets directory, upstreams) are set."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from generator.bundle.writer import build_fleet
+from generator.fleet import load_fleet
+from tests.conftest import ROOT, need_binary
+
+FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")
+API_KEY = "k" * 48
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    def _reply(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply(200, {"object": "list", "data": [{"id": "fake-model"}], "path": self.path})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        self._reply(200, {"choices": [{"message": {"content": "hello"}}], "path": self.path})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    def __init__(self, port: int, metrics_port: int, cert: Path) -> None:
+        self.base = f"https://127.0.0.1:{port}"
+        self.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.context = ssl.create_default_context(cafile=str(cert))
+
+    def request(self, path: str, key: str | None = None, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        req = urllib.request.Request(self.base + path, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=self.context, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+
+@pytest.fixture(params=["store-0001", "kiosk-0003"])
+def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Gateway]]:
+    caddy = need_binary("caddy")
+    openssl = need_binary("openssl")
+    box_id: str = request.param
+    (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "tls_key"),
+            "-out",
+            str(tmp_path / "tls_cert"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    up = f"127.0.0.1:{upstream.server_address[1]}"
+    port, metrics_port = free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "SLM_API_KEY": API_KEY,
+        "SLM_SECRETS_DIR": str(tmp_path),
+        "SLM_BIND": "127.0.0.1",
+        "SLM_METRICS_BIND": "127.0.0.1",
+        "SLM_GATEWAY_PORT": str(port),
+        "SLM_METRICS_PORT": str(metrics_port),
+        "SLM_UPSTREAM": up,
+        "SLM_WEBUI_UPSTREAM": up,
+        "SLM_GRAFANA_UPSTREAM": up,
+    }
+    proc = subprocess.Popen(
+        [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        gw = Gateway(port, metrics_port, tmp_path / "tls_cert")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stderr = proc.stderr.read().decode() if proc.stderr else ""
+                    pytest.fail(f"caddy did not start: {stderr[-2000:]}")
+                time.sleep(0.1)
+        yield box_id, gw
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        upstream.shutdown()
+        upstream.server_close()
+
+
+@pytest.mark.tools
+def test_gateway_enforces_key_and_allow_list_and_counts_requests(gateway: tuple[str, Gateway]) -> None:
+    box_id, gw = gateway
+    body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    assert gw.request("/v1/models")[0] == 401
+    assert gw.request("/v1/models", key="wrong-" + API_KEY)[0] == 401
+    status, data = gw.request("/v1/models", key=API_KEY)
+    assert status == 200 and json.loads(data)["data"][0]["id"] == "fake-model"
+    status, data = gw.request("/v1/chat/completions", key=API_KEY, body=body)
+    assert status == 200 and json.loads(data)["path"] == "/v1/chat/completions"
+
+    for refused in ("/tokenize", "/v1/load_lora_adapter", "/metrics", "/api/pull", "/invocations"):
+        assert gw.request(refused, key=API_KEY, body=b"{}")[0] == 403, refused
+    if box_id == "kiosk-0003":  # no web UI: anything else is not found
+        assert gw.request("/", key=API_KEY)[0] == 404
+
+    with urllib.request.urlopen(gw.metrics, timeout=5) as resp:
+        metrics = resp.read().decode()
+
+    def served(code: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("caddy_http_request_duration_seconds_count{")
+            and f'code="{code}"' in line
+            and 'handler="subroute"' in line
+        )
+
+    assert served("200") == 2, metrics  # /v1/models and /v1/chat/completions
+    assert served("401") == 2
+    assert served("403") == 5

@@ -61,10 +61,33 @@ def bench_bundles(n: int) -> float:
     return total
 
 
+def _measure(code: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a fresh interpreter running `code`."""
+    import resource
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, peak_kb / 1024
+
+
+def bench_preview() -> None:
+    bare, bare_mb = _measure("import pulumi, pulumi_kubernetes")
+    wall, peak = _measure("from generator.preview import run_preview; run_preview('prod')")
+    print(
+        f"preview prod: {wall:.2f} s, peak {peak:.0f} MB; bare `import pulumi, pulumi_kubernetes`: "
+        f"{bare:.2f} s, {bare_mb:.0f} MB; ratio {wall / bare:.1f}x (goals: 2 s, 200 MB, 2x)"
+    )
+
+
 def main() -> None:
     target = os.environ.get("SLM_BENCH_DIR") or tempfile.gettempdir()
     print(f"slm-deploy bench (one process, one core); bundles written under {target} (set SLM_BENCH_DIR)")
     bench_planner()
+    bench_preview()
     t1k = bench_bundles(1000)
     t10k = bench_bundles(10000)
     print(f"bundle: 10,000 boxes took {t10k / t1k:.1f}x the time of 1,000 (goal: within 10x; < 5 ms/box)")

@@ -192,5 +192,41 @@ def verify(directory: Path) -> None:
     click.echo(f"ok: {directory} matches its MANIFEST.json")
 
 
+@main.command()
+@click.argument("stack")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write each Kubernetes resource as a manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print resources and outputs as JSON.")
+@click.option(
+    "--project-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Directory holding Pulumi.STACK.yaml (default: this project).",
+)
+@clear_errors
+def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None) -> None:
+    """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
+
+    Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
+    declares and, with --out, renders the Kubernetes manifests it would send.
+    """
+    from generator.preview import ROOT, run_preview, write_manifests
+    from generator.report import preview_table
+
+    result = run_preview(stack, project_dir or ROOT)
+    written = write_manifests(result, out_dir) if out_dir else []
+    if as_json:
+        print_json(
+            {
+                "stack": stack,
+                "resources": [{"type": t, "name": n, "parent": p} for t, n, p in result.table_rows()],
+                "outputs": {k: v for k, v in sorted(result.outputs.items())},
+                "secret_outputs": sorted(result.secret_outputs),
+                "manifests": [str(p) for p in written],
+            }
+        )
+    else:
+        preview_table(result.stack, result.table_rows(), len(written), out_dir)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -30,6 +30,8 @@ def main(out: str = "out") -> None:
     bundles = out_dir / "bundles"
     run("bundle", str(EXAMPLES / "fleet.yaml"), "--out", str(bundles), "--tar")
     run("verify", str(bundles / "store-0001"))
+    for stack in ("dev", "staging", "prod"):
+        run("preview", stack, "--out", str(out_dir / "manifests" / stack))
 
 
 if __name__ == "__main__":

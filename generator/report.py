@@ -96,3 +96,14 @@ def bundle_summary(rows: list[dict[str, Any]], out: Path) -> None:
             used,
         )
     console.print(table)
+
+
+def preview_table(stack: str, rows: list[tuple[str, str, str]], manifests: int, out: Path | None) -> None:
+    table = Table(title=f"offline preview of stack {stack} (Pulumi mocks; not `pulumi preview`)")
+    for column in ("type", "name", "parent"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    where = f"; {manifests} manifests in {out}" if out else ""
+    console.print(f"{len(rows)} resources{where}")

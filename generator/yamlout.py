@@ -15,7 +15,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 _PLAIN = re.compile(r"^[A-Za-z/_.][A-Za-z0-9/_.:@=,+-]*$")
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _RESERVED = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~", ".nan", ".inf", "-.inf"})
 # Not printable in YAML, or a line break to YAML but not to JSON (NEL, LS, PS).
 _NOT_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")

@@ -19,8 +19,22 @@ def golden_bundles() -> dict[str, bytes]:
     return {f"bundles/{b.box.id}/{rel}": data for b in build_fleet(fleet, boxes) for rel, data in b.files.items()}
 
 
+def golden_manifests(stack: str = "prod") -> dict[str, bytes]:
+    """The Kubernetes manifests of the prod stack's offline preview."""
+    import tempfile
+
+    from generator.preview import run_preview, write_manifests
+
+    result = run_preview(stack)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        return {
+            f"manifests/{stack}/{p.relative_to(out).as_posix()}": p.read_bytes() for p in write_manifests(result, out)
+        }
+
+
 def generate() -> dict[str, bytes]:
-    return golden_bundles()
+    return golden_bundles() | golden_manifests()
 
 
 def main() -> None:

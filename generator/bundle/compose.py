@@ -12,16 +12,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from generator.bundle.runtimes import APP_UID, MODEL_DIR, RuntimeSpec
 from generator.catalog import Catalog
 from generator.fleet import Box
+from generator.gateway import ENTRYPOINT as GATEWAY_ENTRYPOINT
+from generator.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from generator.planner import Plan
+from generator.runtimes import APP_UID, MODEL_DIR, RuntimeSpec
 
 INTERNAL_NETWORK = "internal"
 EDGE_NETWORK = "edge"
 EGRESS_NETWORK = "egress"
 GATEWAY_CONTAINER_PORT = 8443
-GATEWAY_METRICS_PORT = 9180
 USER = f"{APP_UID}:{APP_UID}"
 LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 HEALTH_TIMING = {"interval": "30s", "timeout": "5s", "retries": 3}
@@ -168,8 +169,6 @@ def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
         networks=[EDGE_NETWORK, INTERNAL_NETWORK],
         tmpfs=["/tmp:size=16m,mode=1777", "/data:size=16m,uid=10001", "/config:size=16m,uid=10001"],
     )
-    # The API key reaches Caddy as an adapt-time placeholder, read from the secret file inside
-    # the container; the compose file and the environment never hold it.
     service["entrypoint"] = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
     service["environment"] = {"XDG_CONFIG_HOME": "/config", "XDG_DATA_HOME": "/data"}
     service["ports"] = [
@@ -191,13 +190,6 @@ def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
     )
     service["depends_on"] = {runtime: {"condition": "service_started"}}
     return service
-
-
-GATEWAY_ENTRYPOINT = (
-    'key="$(cat /run/secrets/api_key)"; '
-    'if [ "${#key}" -lt 32 ]; then echo "gateway: secrets/api_key must hold at least 32 characters" >&2; exit 1; fi; '
-    'SLM_API_KEY="$key" exec caddy run --config /etc/caddy/Caddyfile --adapter caddyfile'
-)
 
 
 def _webui(catalog: Catalog, spec: RuntimeSpec) -> dict[str, Any]:

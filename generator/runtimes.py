@@ -1,5 +1,6 @@
-"""What each runtime needs on an edge box: its server service, the one-shot model fetch, and the
-offline image that bakes the model in. Sizes come from the Plan; nothing is recomputed here."""
+"""How each runtime is run, for both targets: its server command and environment, the one-shot
+model fetch, and (edge, offline) the Dockerfile that bakes the model in. Sizes come from the
+Plan; nothing is recomputed here."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Azure components: network, AKS with GPU pools, Key Vault and workload identity."""

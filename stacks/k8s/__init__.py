@@ -1,0 +1,1 @@
+"""Kubernetes components: namespace, GPU drivers, model servers, gateway, autoscaling, monitoring."""

@@ -1,0 +1,91 @@
+"""Building blocks every workload shares: the restricted security contexts, probes, labels."""
+
+from __future__ import annotations
+
+from pulumi_kubernetes.core.v1 import (
+    CapabilitiesArgs,
+    ContainerPortArgs,
+    EmptyDirVolumeSourceArgs,
+    HTTPGetActionArgs,
+    PodSecurityContextArgs,
+    ProbeArgs,
+    SeccompProfileArgs,
+    SecurityContextArgs,
+    TolerationArgs,
+    VolumeArgs,
+    VolumeMountArgs,
+)
+
+APP_UID = 10001
+PART_OF = "slm-deploy"
+GPU_RESOURCE = "nvidia.com/gpu"
+ROLE_LABEL = "slm.dev/role"
+
+
+def labels(name: str, role: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+        ROLE_LABEL: role,
+    }
+
+
+def selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def pod_security() -> PodSecurityContextArgs:
+    """Pod Security Standards `restricted`, at pod level."""
+    return PodSecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=APP_UID,
+        run_as_group=APP_UID,
+        fs_group=APP_UID,
+        fs_group_change_policy="OnRootMismatch",
+        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
+def container_security() -> SecurityContextArgs:
+    """Pod Security Standards `restricted`, plus a read-only root filesystem."""
+    return SecurityContextArgs(
+        allow_privilege_escalation=False,
+        privileged=False,
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        run_as_user=APP_UID,
+        run_as_group=APP_UID,
+        capabilities=CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
+def http_probe(path: str, port: int, period: int, failures: int, timeout: int = 5) -> ProbeArgs:
+    return ProbeArgs(
+        http_get=HTTPGetActionArgs(path=path, port=port),
+        period_seconds=period,
+        failure_threshold=failures,
+        timeout_seconds=timeout,
+    )
+
+
+def scratch_volume(name: str = "tmp", size: str = "1Gi", memory: bool = False) -> VolumeArgs:
+    return VolumeArgs(
+        name=name, empty_dir=EmptyDirVolumeSourceArgs(size_limit=size, medium="Memory" if memory else None)
+    )
+
+
+def mount(name: str, path: str, read_only: bool = False, sub_path: str | None = None) -> VolumeMountArgs:
+    return VolumeMountArgs(name=name, mount_path=path, read_only=read_only, sub_path=sub_path)
+
+
+def port(number: int, name: str) -> ContainerPortArgs:
+    return ContainerPortArgs(container_port=number, name=name, protocol="TCP")
+
+
+GPU_TOLERATION = TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+
+
+def gib(value: float) -> str:
+    return f"{round(value * 1024)}Mi"

@@ -42,7 +42,7 @@ def test_every_manifest_validates_strictly_for_two_kubernetes_versions(stack: st
     manifests = preview(stack).manifests()
     assert len(manifests) > 15
     kinds = {m["kind"] for m in manifests}
-    assert {"ScaledObject", "ServiceMonitor", "SecretProviderClass", "PrometheusRule"} <= kinds
+    assert {"ScaledObject", "ServiceMonitor", "PodMonitor", "SecretProviderClass", "PrometheusRule"} <= kinds
     for m in manifests:
         assert validate_manifest(m, ("1.31.0", "1.33.0"), schemas) == [], (m["kind"], m["metadata"]["name"])
 

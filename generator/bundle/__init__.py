@@ -107,12 +107,17 @@ def spec_digest(box: Box, fleet: Fleet) -> str:
 
 
 def _scrape_targets(spec: RuntimeSpec, box: Box, gpus: bool) -> list[ScrapeTarget]:
-    targets = [ScrapeTarget("gateway", f"gateway:{GATEWAY_METRICS_PORT}")]
+    targets = [ScrapeTarget("gateway", f"gateway:{GATEWAY_METRICS_PORT}", "gateway")]
     if spec.runtime in METRICS_PATH:
-        targets.append(ScrapeTarget(spec.runtime.value, f"{spec.service}:{spec.port}", METRICS_PATH[spec.runtime]))
-    targets += [ScrapeTarget("node", "node-exporter:9100"), ScrapeTarget("prometheus", "localhost:9090")]
+        targets.append(
+            ScrapeTarget(spec.runtime.value, f"{spec.service}:{spec.port}", "model-server", METRICS_PATH[spec.runtime])
+        )
+    targets += [
+        ScrapeTarget("node", "node-exporter:9100", "host"),
+        ScrapeTarget("prometheus", "localhost:9090", "prometheus"),
+    ]
     if gpus:
-        targets.append(ScrapeTarget("dcgm", "dcgm-exporter:9400"))
+        targets.append(ScrapeTarget("dcgm", "dcgm-exporter:9400", "gpu"))
     return targets
 
 

@@ -14,6 +14,7 @@ RULES_GLOB = "/etc/prometheus/rules/*.yml"
 class ScrapeTarget:
     job: str
     address: str  # host:port
+    role: str  # slm_role label: model-server, gateway, gpu, host, prometheus
     metrics_path: str = "/metrics"
 
 
@@ -29,7 +30,7 @@ def prometheus_config(targets: list[ScrapeTarget], labels: dict[str, str]) -> di
             {
                 "job_name": t.job,
                 "metrics_path": t.metrics_path,
-                "static_configs": [{"targets": [t.address]}],
+                "static_configs": [{"targets": [t.address], "labels": {"slm_role": t.role}}],
             }
             for t in targets
         ],

@@ -206,7 +206,14 @@ class Gateway(pulumi.ComponentResource):
             metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "gateway")),
             spec={
                 "selector": {"matchLabels": {"app.kubernetes.io/name": name, "slm.dev/role": "gateway"}},
-                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+                "endpoints": [
+                    {
+                        "port": "metrics",
+                        "path": "/metrics",
+                        "interval": "15s",
+                        "relabelings": [{"targetLabel": "slm_role", "replacement": "gateway"}],
+                    }
+                ],
             },
             opts=child,
         )

@@ -19,13 +19,7 @@ from stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 def publish_observability(name: str, env: Environment, opts: pulumi.ResourceOptions) -> None:
     runtimes = sorted({m.plan.runtime for m in env.models})
     gpus = any(m.plan.resources.gpu_count for m in env.models)
-    groups: list[dict[str, object]] = []
-    seen: set[str] = set()
-    for runtime in runtimes:
-        for group in rule_groups(runtime, env.spec.monitoring.slo, gpus=gpus, edge=False):
-            if group["name"] not in seen:
-                seen.add(str(group["name"]))
-                groups.append(group)
+    groups = rule_groups(runtimes, env.spec.monitoring.slo, gpus=gpus, edge=False)
     CustomResource(
         f"{name}-rules",
         api_version="monitoring.coreos.com/v1",
@@ -36,9 +30,7 @@ def publish_observability(name: str, env: Environment, opts: pulumi.ResourceOpti
         spec={"groups": groups},
         opts=opts,
     )
-    boards: dict[str, object] = {}
-    for runtime in runtimes:
-        boards |= dashboards(runtime, gpus=gpus, edge=False)
+    boards = dashboards(runtimes, gpus=gpus, edge=False)
     for board_name, board in sorted(boards.items()):
         ConfigMap(
             f"{name}-dashboard-{board_name}",

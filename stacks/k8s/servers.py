@@ -4,7 +4,7 @@ Each server owns a model-cache PVC (ReadWriteMany, so every replica shares one d
 that fetches the model into it (the only pods allowed to reach the internet), a Deployment that
 waits for the fetched model, a ClusterIP Service, a PodDisruptionBudget, an autoscaler (KEDA on
 vLLM's queue, CPU HPA for runtimes without a queue metric), its network policies and, where the
-runtime exports metrics, a ServiceMonitor.
+runtime exports metrics, a PodMonitor.
 """
 
 from __future__ import annotations
@@ -160,11 +160,19 @@ class ModelServer(pulumi.ComponentResource):
             CustomResource(
                 f"{name}-monitor",
                 api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor",
+                kind="PodMonitor",
                 metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "model-server")),
                 spec={
+                    # Every replica is scraped directly; slm_role is what the alert rules select on.
                     "selector": {"matchLabels": {"app.kubernetes.io/name": name, "slm.dev/role": "model-server"}},
-                    "endpoints": [{"port": "http", "path": METRICS_PATH[runtime], "interval": "15s"}],
+                    "podMetricsEndpoints": [
+                        {
+                            "port": "http",
+                            "path": METRICS_PATH[runtime],
+                            "interval": "15s",
+                            "relabelings": [{"targetLabel": "slm_role", "replacement": "model-server"}],
+                        }
+                    ],
                 },
                 opts=child,
             )

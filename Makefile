@@ -20,9 +20,9 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check generator stacks tests
-	$(BIN)/ruff format --check generator stacks tests
-	$(BIN)/mypy generator stacks
+	$(BIN)/ruff check generator stacks policies tests
+	$(BIN)/ruff format --check generator stacks policies tests
+	$(BIN)/mypy generator stacks policies
 
 bench: $(STAMP)
 	$(BIN)/python -m generator.bench

@@ -83,6 +83,32 @@ def bench_preview() -> None:
     )
 
 
+def bench_review() -> None:
+    import yaml as _yaml
+
+    from generator.review import review
+
+    start = time.perf_counter()
+    review(stacks=["dev", "staging", "prod"], fleets=[ROOT / "examples" / "fleet.yaml"])
+    first = time.perf_counter() - start
+    print(f"review: 3 stacks + example fleet: {first:.1f} s (goal: under 10 s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "synthetic.yaml"
+        big.write_text(_yaml.safe_dump(synthetic_fleet(1000)))
+        distinct = Path(tmp) / "distinct.yaml"
+        distinct.write_text(_yaml.safe_dump(synthetic_fleet(7)))
+        start = time.perf_counter()
+        small_report = review(fleets=[distinct])
+        small = time.perf_counter() - start
+        start = time.perf_counter()
+        big_report = review(fleets=[big])
+        large = time.perf_counter() - start
+    print(
+        f"review: 1,000-box fleet {large:.1f} s ({big_report.files} files, {big_report.distinct} distinct) vs its "
+        f"7 distinct bundles {small:.1f} s ({small_report.files} files): {large / small:.1f}x (goal: within 2x)"
+    )
+
+
 def main() -> None:
     target = os.environ.get("SLM_BENCH_DIR") or tempfile.gettempdir()
     print(f"slm-deploy bench (one process, one core); bundles written under {target} (set SLM_BENCH_DIR)")
@@ -91,6 +117,7 @@ def main() -> None:
     t1k = bench_bundles(1000)
     t10k = bench_bundles(10000)
     print(f"bundle: 10,000 boxes took {t10k / t1k:.1f}x the time of 1,000 (goal: within 10x; < 5 ms/box)")
+    bench_review()
 
 
 if __name__ == "__main__":

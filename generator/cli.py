@@ -56,9 +56,7 @@ def _choice(enum: type[Any]) -> click.Choice[str]:
 @main.command()
 @click.option("--model", "model", required=True, help="Catalog model id or Hugging Face repo id.")
 @click.option("--gpu", help="Catalog GPU id (l4, a100-80gb, ...) or Azure VM size (Standard_NC24ads_A100_v4).")
-@click.option(
-    "--gpu-count", type=click.IntRange(min=1), default=None, help="GPUs of that model (default: 1, or the VM size's)."
-)
+@click.option("--gpu-count", type=click.IntRange(min=1), default=None, help="GPUs of that model (default: 1, or the VM size's).")
 @click.option("--cpu", "cpu_only", is_flag=True, help="Plan for a CPU-only machine.")
 @click.option("--cpus", type=click.IntRange(min=1), default=8, show_default=True, help="CPU cores of the machine.")
 @click.option("--memory-gib", type=click.FloatRange(min=0.5), default=32.0, show_default=True, help="Host RAM, GiB.")
@@ -226,6 +224,60 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
         )
     else:
         preview_table(result.stack, result.table_rows(), len(written), out_dir)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--stack", "stacks", multiple=True, help="Review a stack through its offline preview (repeatable).")
+@click.option("--fleet", "fleets", multiple=True, type=click.Path(path_type=Path), help="Review a fleet's bundles.")
+@click.option("--sarif", "sarif_file", type=click.Path(path_type=Path), help="Write merged SARIF 2.1.0 here.")
+@click.option("--json", "as_json", is_flag=True, help="Print findings and skips as JSON.")
+@click.option(
+    "--tool",
+    "tools",
+    multiple=True,
+    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint).",
+)
+@clear_errors
+def review(
+    paths: tuple[Path, ...],
+    stacks: tuple[str, ...],
+    fleets: tuple[Path, ...],
+    sarif_file: Path | None,
+    as_json: bool,
+    tools: tuple[str, ...],
+) -> None:
+    """Run every validator and policy over PATHS, stacks and fleets. Exit 1 on findings, 0 when clean."""
+    from generator.report import review_table
+    from generator.review import TOOLS, ToolMissing, sarif
+    from generator.review import review as run_review
+
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        raise InputError("arguments", "--tool", f"unknown tool {unknown[0]!r}; known: {', '.join(TOOLS)}")
+    if not (paths or stacks or fleets):
+        raise InputError("arguments", "PATHS", "nothing to review: give paths, --stack or --fleet")
+    try:
+        report = run_review(paths, stacks, fleets, tools=tools or None)
+    except ToolMissing as exc:
+        raise InputError("review", "tools", f"{exc} is not installed") from None
+    if sarif_file:
+        sarif_file.write_text(json.dumps(sarif(report), indent=2, sort_keys=True) + "\n")
+    if as_json:
+        print_json(
+            {
+                "clean": report.clean,
+                "files": report.files,
+                "distinct": report.distinct,
+                "findings": [vars(f) for f in report.findings],
+                "skipped": [{**vars(f), "reason": s.reason} for f, s in report.skipped],
+                "tools": {k: vars(v) for k, v in sorted(report.tools.items())},
+            }
+        )
+    else:
+        review_table(report)
+    if not report.clean:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

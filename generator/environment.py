@@ -178,9 +178,7 @@ class EnvironmentSpec(Camel):
         if self.cluster.mode is ClusterMode.AKS:
             for model in self.models:
                 if model.pool not in pools:
-                    raise ValueError(
-                        f"model {model.name!r} runs on pool {model.pool!r}, which gpuPools does not define"
-                    )
+                    raise ValueError(f"model {model.name!r} runs on pool {model.pool!r}, which gpuPools does not define")
         return self
 
 

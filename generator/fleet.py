@@ -130,16 +130,12 @@ def parse_fleet(data: Any, source: str) -> Fleet:
     for i, raw_box in enumerate(raw.boxes):
         path = format_location(["boxes", i])
         if raw_box.id in seen:
-            raise InputError(
-                source, f"{path}.id", f"duplicate box id {raw_box.id!r} (first at boxes[{seen[raw_box.id]}])"
-            )
+            raise InputError(source, f"{path}.id", f"duplicate box id {raw_box.id!r} (first at boxes[{seen[raw_box.id]}])")
         seen[raw_box.id] = i
         if raw_box.serving is not None and raw_box.models is not None:
             raise InputError(source, f"{path}.models", "give `serving` or `models`, not both")
         if raw_box.models is not None:
-            servings = tuple(
-                _serving(source, raw.defaults, m, f"{path}.models[{j}]") for j, m in enumerate(raw_box.models)
-            )
+            servings = tuple(_serving(source, raw.defaults, m, f"{path}.models[{j}]") for j, m in enumerate(raw_box.models))
         else:
             servings = (_serving(source, raw.defaults, raw_box.serving or {}, f"{path}.serving"),)
         if len({s.runtime for s in servings}) > 1:

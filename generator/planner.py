@@ -238,9 +238,7 @@ def resolve_model(serving: Serving, catalog: Catalog, source: str = "spec", fiel
     return ModelInfo(model_id, serving.model, serving.architecture, None)
 
 
-def resolve_gpu(
-    name: str, catalog: Catalog, source: str = "--gpu", field_name: str = "gpu"
-) -> tuple[Gpu, int, str | None]:
+def resolve_gpu(name: str, catalog: Catalog, source: str = "--gpu", field_name: str = "gpu") -> tuple[Gpu, int, str | None]:
     """A catalog GPU id (count 1) or an Azure VM size (its GPU model and count)."""
     if name in catalog.gpus:
         return catalog.gpus[name], 1, None
@@ -425,10 +423,8 @@ def _evaluate(req: _Request, target: Target) -> _Fit:
     problem = _check_static(req, target)
     if problem is None:
         problem = _weights_source(req)[1]
-    if req.runtime is Runtime.VLLM and target.gpu is not None:
-        fit = _evaluate_vllm(req, target)
-    else:
-        fit = _evaluate_gguf(req, target)
+    vllm = req.runtime is Runtime.VLLM and target.gpu is not None
+    fit = _evaluate_vllm(req, target) if vllm else _evaluate_gguf(req, target)
     if problem is not None:
         return replace(fit, fits=False, reason=problem)
     return fit
@@ -468,10 +464,7 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
             f"exceed vLLM's budget of {_gib(budget)} GiB ({req.util:g} x {target.gpu.memory_gib:g} GiB)"
         )
     elif kv_tokens < req.context:
-        reason = (
-            f"the KV cache holds {kv_tokens} tokens, less than one request of {req.context} tokens "
-            "(vLLM refuses to start)"
-        )
+        reason = f"the KV cache holds {kv_tokens} tokens, less than one request of {req.context} tokens (vLLM refuses to start)"
     elif max_seqs < req.concurrency:
         reason = (
             f"the KV cache holds {kv_tokens} tokens: {max_seqs} concurrent sequences of {req.context} tokens, "
@@ -799,9 +792,7 @@ def plan(
             fit = replace(_evaluate(req, target), fits=False, reason="no catalog GPU size fits this model and workload")
             return _build_plan(req, target, fit, _suggest(req, target, fit, catalog))
         target = found[0]
-        req = replace(
-            _resolve_request(serving, model, target), tp=target.gpu_count if serving.runtime is Runtime.VLLM else 1
-        )
+        req = replace(_resolve_request(serving, model, target), tp=target.gpu_count if serving.runtime is Runtime.VLLM else 1)
     else:
         target = resolve_target(hardware, catalog, source, hardware_path)
         req = _resolve_request(serving, model, target)
@@ -841,8 +832,7 @@ def plan_colocated(
         )
     target = resolve_target(hardware, catalog, source, hardware_path)
     reqs = [
-        _resolve_request(s, resolve_model(s, catalog, source, f"{p}.model"), target)
-        for s, p in zip(servings, paths, strict=True)
+        _resolve_request(s, resolve_model(s, catalog, source, f"{p}.model"), target) for s, p in zip(servings, paths, strict=True)
     ]
     fits = [_evaluate(r, target) for r in reqs]
     if not all(f.fits for f in fits):
@@ -850,10 +840,7 @@ def plan_colocated(
             _build_plan(r, target, f, () if f.fits else _suggest(r, target, f, catalog), len(reqs))
             for r, f in zip(reqs, fits, strict=True)
         )
-    needs = [
-        f.budget - f.kv_cache + _needed_kv(r, f) if _is_vllm(r, target) else f.used
-        for r, f in zip(reqs, fits, strict=True)
-    ]
+    needs = [f.budget - f.kv_cache + _needed_kv(r, f) if _is_vllm(r, target) else f.used for r, f in zip(reqs, fits, strict=True)]
     budget = min(f.budget for f in fits)
     total_need = sum(needs)
     problem = None

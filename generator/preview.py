@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import yaml
 from generator.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
+# gRPC (under the Pulumi SDK) prints a notice on every fork while its threads run; review forks
+# validators after a preview.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 REDACTED = "<redacted>"
 UNKNOWN = "<unknown>"

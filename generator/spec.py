@@ -158,21 +158,15 @@ class Serving(Frozen):
     """Which model to serve, with which runtime, and how hard it will be used."""
 
     model: str = Field(pattern=HF_REPO_OR_ID, description="Catalog model id or Hugging Face repo id.")
-    architecture: ModelArchitecture | None = Field(
-        default=None, description="Required for a model that is not in the catalog."
-    )
+    architecture: ModelArchitecture | None = Field(default=None, description="Required for a model that is not in the catalog.")
     runtime: Runtime = Field(default=Runtime.VLLM)
-    quantization: Quantization | None = Field(
-        default=None, description="None: bf16 on vLLM, q4_k_m on Ollama and llama.cpp."
-    )
+    quantization: Quantization | None = Field(default=None, description="None: bf16 on vLLM, q4_k_m on Ollama and llama.cpp.")
     context: PositiveInt | None = Field(
         default=None, description=f"Max context per request, tokens; None: min(model max, {DEFAULT_CONTEXT_CAP})."
     )
     concurrency: PositiveInt = Field(default=4, description="Concurrent requests the server must hold.")
     kv_cache_dtype: KvCacheDtype = Field(default=KvCacheDtype.AUTO)
-    gpu_memory_utilization: float = Field(
-        default=0.9, gt=0.05, le=0.98, description="vLLM: fraction of each GPU it may reserve."
-    )
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.05, le=0.98, description="vLLM: fraction of each GPU it may reserve.")
     tensor_parallel: PositiveInt | None = Field(default=None, description="vLLM: GPUs per replica; None: all.")
     weights_repo: str | None = Field(
         default=None,

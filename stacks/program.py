@@ -49,9 +49,7 @@ def read_config(stack: str, values: dict[str, Any], source: str) -> Environment:
     return plan_environment(stack, config, source=source)
 
 
-def _secret_inputs(
-    name: str, hf_token: pulumi.Output[str] | None
-) -> tuple[dict[str, pulumi.Input[str]], pulumi.Output[str]]:
+def _secret_inputs(name: str, hf_token: pulumi.Output[str] | None) -> tuple[dict[str, pulumi.Input[str]], pulumi.Output[str]]:
     api_key = random.RandomPassword(f"{name}-api-key", length=48, special=False)
     grafana = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False)
     secrets: dict[str, pulumi.Input[str]] = {"api_key": api_key.result}
@@ -103,25 +101,17 @@ def build(env: Environment, hf_token: pulumi.Output[str] | None, kubeconfig: str
             secrets=secrets,
         )
         key_vault = KeyVaultSource(vault.vault_name, vault.client_id, vault.tenant_id)
-        provider = k8s.Provider(
-            f"{name}-k8s", kubeconfig=cluster.kubeconfig, opts=pulumi.ResourceOptions(depends_on=pools)
-        )
+        provider = k8s.Provider(f"{name}-k8s", kubeconfig=cluster.kubeconfig, opts=pulumi.ResourceOptions(depends_on=pools))
         pulumi.export("clusterName", cluster.name)
         pulumi.export("keyVaultName", vault.vault_name)
         pulumi.export("kubeconfig", cluster.kubeconfig)
     else:
-        provider = k8s.Provider(
-            f"{name}-k8s", kubeconfig=kubeconfig or spec.cluster.kubeconfig, context=spec.cluster.context
-        )
+        provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig or spec.cluster.kubeconfig, context=spec.cluster.context)
     with_provider = pulumi.ResourceOptions(provider=provider)
     from stacks.k8s.gpu import GpuSupport
 
-    GpuSupport(
-        f"{name}-gpu", driver=spec.gpu_driver, catalog=catalog, monitoring=spec.monitoring.enabled, opts=with_provider
-    )
-    namespace = ServingNamespace(
-        name, namespace=spec.namespace, secrets=secrets, key_vault=key_vault, opts=with_provider
-    )
+    GpuSupport(f"{name}-gpu", driver=spec.gpu_driver, catalog=catalog, monitoring=spec.monitoring.enabled, opts=with_provider)
+    namespace = ServingNamespace(name, namespace=spec.namespace, secrets=secrets, key_vault=key_vault, opts=with_provider)
     after_ns = pulumi.ResourceOptions(provider=provider, depends_on=[namespace])
     monitoring = None
     if spec.monitoring.enabled:

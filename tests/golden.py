@@ -28,9 +28,7 @@ def golden_manifests(stack: str = "prod") -> dict[str, bytes]:
     result = run_preview(stack)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        return {
-            f"manifests/{stack}/{p.relative_to(out).as_posix()}": p.read_bytes() for p in write_manifests(result, out)
-        }
+        return {f"manifests/{stack}/{p.relative_to(out).as_posix()}": p.read_bytes() for p in write_manifests(result, out)}
 
 
 def generate() -> dict[str, bytes]:

@@ -62,9 +62,7 @@ def test_docker_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
     broken = compose_of("store-0001")
     broken["services"]["gateway"]["read_onyl"] = True
     (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken))
-    result = subprocess.run(
-        [binary, "--profile", "*", "config", "-q"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([binary, "--profile", "*", "config", "-q"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "read_onyl" in result.stderr
 
 

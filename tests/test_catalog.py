@@ -109,9 +109,7 @@ def _broken_copy(tmp_path: Path, filename: str, mutate: object) -> Path:
         ("gpus.yaml", lambda d: d["vm_sizes"][0].update(gpu="v100"), "vm_sizes[0].gpu: unknown GPU 'v100'"),
     ],
 )
-def test_inconsistent_catalog_entries_fail_loading(
-    tmp_path: Path, filename: str, mutate: object, expected: str
-) -> None:
+def test_inconsistent_catalog_entries_fail_loading(tmp_path: Path, filename: str, mutate: object, expected: str) -> None:
     broken = _broken_copy(tmp_path, filename, mutate)
     with pytest.raises(InputError) as info:
         load_catalog.__wrapped__(broken)

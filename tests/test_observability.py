@@ -164,22 +164,14 @@ CASES: dict[str, tuple[str, list[dict[str, str]], dict[str, str], str, list[dict
 K8S_DISK = (
     "15m",
     [
-        series(
-            "kubelet_volume_stats_available_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "5x20"
-        ),
-        series(
-            "kubelet_volume_stats_capacity_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "100x20"
-        ),
+        series("kubelet_volume_stats_available_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "5x20"),
+        series("kubelet_volume_stats_capacity_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "100x20"),
     ],
     {"namespace": "slm", "persistentvolumeclaim": "a-models"},
     "model cache disk 5% free",
     [
-        series(
-            "kubelet_volume_stats_available_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "60x20"
-        ),
-        series(
-            "kubelet_volume_stats_capacity_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "100x20"
-        ),
+        series("kubelet_volume_stats_available_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "60x20"),
+        series("kubelet_volume_stats_capacity_bytes", {"namespace": "slm", "persistentvolumeclaim": "a-models"}, "100x20"),
     ],
 )
 
@@ -215,9 +207,7 @@ def _promtool(tmp_path: Path, groups: list[dict[str, Any]], cases: dict[str, Any
     promtool = need_binary("promtool")
     (tmp_path / "rules.yml").write_text(dump({"groups": groups}))
     (tmp_path / "tests.yml").write_text(dump(_unit_tests(groups, cases)))
-    return subprocess.run(
-        [promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    return subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, check=False)
 
 
 def test_every_alert_has_a_case_and_a_runbook_section() -> None:
@@ -233,9 +223,7 @@ def test_every_alert_has_a_case_and_a_runbook_section() -> None:
 
 @pytest.mark.tools
 @pytest.mark.parametrize(("groups", "disk"), [(EDGE_RULES, None), (K8S_RULES, K8S_DISK)], ids=["edge", "kubernetes"])
-def test_promtool_unit_tests_fire_and_stay_quiet_for_every_alert(
-    tmp_path: Path, groups: list[dict[str, Any]], disk: Any
-) -> None:
+def test_promtool_unit_tests_fire_and_stay_quiet_for_every_alert(tmp_path: Path, groups: list[dict[str, Any]], disk: Any) -> None:
     cases = {name: CASES[name] for name in alert_names(groups)}
     if disk is not None:
         cases["ModelCacheDiskNearlyFull"] = disk
@@ -248,9 +236,7 @@ def test_promtool_unit_tests_fire_and_stay_quiet_for_every_alert(
 def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     """A wrong expectation is reported: the harness does not pass everything."""
     at, firing, labels, _summary, quiet = CASES["VllmRequestQueueBackingUp"]
-    result = _promtool(
-        tmp_path, EDGE_RULES, {"VllmRequestQueueBackingUp": (at, quiet, labels, "m: 2 requests waiting", firing)}
-    )
+    result = _promtool(tmp_path, EDGE_RULES, {"VllmRequestQueueBackingUp": (at, quiet, labels, "m: 2 requests waiting", firing)})
     assert result.returncode != 0
 
 

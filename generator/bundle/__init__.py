@@ -61,9 +61,7 @@ def _check_box(box: Box, fleet: Fleet) -> None:
 def plan_box(box: Box, fleet: Fleet, catalog: Catalog) -> tuple[Plan, ...]:
     """Plan every model of a box; a model that does not fit is an error naming the box."""
     _check_box(box, fleet)
-    paths = tuple(
-        f"{box.path}.models[{i}]" if len(box.servings) > 1 else f"{box.path}.serving" for i in range(len(box.servings))
-    )
+    paths = tuple(f"{box.path}.models[{i}]" if len(box.servings) > 1 else f"{box.path}.serving" for i in range(len(box.servings)))
     plans = plan_colocated(
         box.servings,
         box.hardware,
@@ -75,9 +73,7 @@ def plan_box(box: Box, fleet: Fleet, catalog: Catalog) -> tuple[Plan, ...]:
     for plan, path in zip(plans, paths, strict=True):
         if not plan.fits:
             hints = "; ".join(s.change for s in plan.suggestions) or "none in the catalog"
-            raise InputError(
-                fleet.source, path, f"box {box.id}: {plan.model} does not fit: {plan.reason}; try: {hints}"
-            )
+            raise InputError(fleet.source, path, f"box {box.id}: {plan.model} does not fit: {plan.reason}; try: {hints}")
         if box.hardware.disk_gib is not None and plan.resources.cache_disk_gib > box.hardware.disk_gib:
             raise InputError(
                 fleet.source,
@@ -92,6 +88,13 @@ def plan_box(box: Box, fleet: Fleet, catalog: Catalog) -> tuple[Plan, ...]:
             f"box {box.id}: {image.repository} is not published for {box.hardware.cpu_arch.value}",
         )
     return plans
+
+
+def offline_image_ref(box: Box, fleet: Fleet) -> str:
+    """Boxes that serve the same models share one offline image: its tag hashes the servings."""
+    servings = json.dumps([s.model_dump(mode="json") for s in box.servings], sort_keys=True)
+    digest = hashlib.sha256(f"{__version__}:{box.hardware.cpu_arch.value}:{servings}".encode()).hexdigest()
+    return f"slm-offline/{fleet.name}:{digest[:12]}"
 
 
 def spec_digest(box: Box, fleet: Fleet) -> str:
@@ -141,7 +144,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
     plans = plan_box(box, fleet, catalog)
     digest = spec_digest(box, fleet)
     spec = runtime_spec(plans, catalog, box.options.offline, box.id)
-    offline_image = f"slm-offline/{box.id}:{digest[:12]}"
+    offline_image = offline_image_ref(box, fleet)
     compose = compose_document(box, plans, spec, catalog, offline_image)
     if box.options.offline:
         compose["services"][spec.service]["image"] = offline_image

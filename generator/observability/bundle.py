@@ -14,9 +14,7 @@ from generator.planner import Plan
 DASHBOARD_DIR = "/etc/grafana/provisioning/dashboards"
 
 
-def monitoring_files(
-    box: Box, plans: tuple[Plan, ...], gpus: bool, dump_yaml: Callable[[Any, str], str]
-) -> dict[str, str]:
+def monitoring_files(box: Box, plans: tuple[Plan, ...], gpus: bool, dump_yaml: Callable[[Any, str], str]) -> dict[str, str]:
     runtime = plans[0].runtime
     files = {
         "prometheus/rules/slm.rules.yml": dump_yaml(

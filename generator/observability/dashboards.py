@@ -34,8 +34,7 @@ class PanelSpec:
 
 def _quantiles(metric: str, by: str = "le") -> tuple[tuple[str, str], ...]:
     return tuple(
-        (f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{M}}}[5m])))", f"p{int(q * 100)}")
-        for q in QUANTILES
+        (f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{M}}}[5m])))", f"p{int(q * 100)}") for q in QUANTILES
     )
 
 
@@ -105,8 +104,7 @@ GATEWAY = (
         "Requests by status",
         "reqps",
         ((f"sum by (code) (rate({G}[5m]))", "{{code}}"),),
-        "Every request through the gateway, counted once. This is the view for Ollama, which "
-        "exports no metrics of its own.",
+        "Every request through the gateway, counted once. This is the view for Ollama, which exports no metrics of its own.",
     ),
     PanelSpec("Error ratio (5xx)", "percentunit", ((f"{RECORD_GATEWAY_ERRORS}{{{INST}}}", "{{instance}}"),)),
     PanelSpec(
@@ -117,10 +115,7 @@ GATEWAY = (
     PanelSpec(
         "Latency",
         "s",
-        tuple(
-            (f"histogram_quantile({q}, sum by (le) (rate({GATEWAY_BUCKETS}[5m])))", f"p{int(q * 100)}")
-            for q in QUANTILES
-        ),
+        tuple((f"histogram_quantile({q}, sum by (le) (rate({GATEWAY_BUCKETS}[5m])))", f"p{int(q * 100)}") for q in QUANTILES),
     ),
     PanelSpec(
         "Requests in flight",

@@ -101,8 +101,7 @@ def _gateway_groups(slo: SloThresholds) -> list[dict[str, Any]]:
         {"record": RECORD_GATEWAY_RATE, "expr": f"sum by (instance, code) (rate({GATEWAY_SERIES}[5m]))"},
         {
             "record": RECORD_GATEWAY_ERRORS,
-            "expr": f'sum by (instance) ({RECORD_GATEWAY_RATE}{{code=~"5.."}}) '
-            f"/ sum by (instance) ({RECORD_GATEWAY_RATE})",
+            "expr": f'sum by (instance) ({RECORD_GATEWAY_RATE}{{code=~"5.."}}) / sum by (instance) ({RECORD_GATEWAY_RATE})',
         },
     ]
     alerts = [

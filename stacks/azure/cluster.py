@@ -53,9 +53,7 @@ class GpuNodePool(pulumi.ComponentResource):
             # With the GPU Operator, AKS must not install drivers too ("None"); otherwise AKS installs
             # them and the device plugin DaemonSet advertises nvidia.com/gpu.
             gpu_profile=containerservice.GPUProfileArgs(
-                driver=containerservice.GPUDriver.NONE
-                if driver is GpuDriver.OPERATOR
-                else containerservice.GPUDriver.INSTALL
+                driver=containerservice.GPUDriver.NONE if driver is GpuDriver.OPERATOR else containerservice.GPUDriver.INSTALL
             ),
             gpu_instance_profile=pool.mig_profile,
             scale_set_priority=containerservice.ScaleSetPriority.SPOT if pool.spot else None,
@@ -95,9 +93,7 @@ class AksCluster(pulumi.ComponentResource):
             resource_group_name=resource_group_name,
             dns_prefix=name,
             kubernetes_version=cluster.kubernetes_version,
-            identity=containerservice.ManagedClusterIdentityArgs(
-                type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED
-            ),
+            identity=containerservice.ManagedClusterIdentityArgs(type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED),
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier="Standard"),
             enable_rbac=True,
             disable_local_accounts=True,
@@ -153,11 +149,7 @@ class AksCluster(pulumi.ComponentResource):
             resource_group_name=resource_group_name, resource_name=managed.name
         )
         # Local accounts are disabled: this kubeconfig authenticates through Entra ID (kubelogin).
-        self.kubeconfig = pulumi.Output.secret(
-            credentials.kubeconfigs[0].value.apply(lambda v: base64.b64decode(v).decode())
-        )
+        self.kubeconfig = pulumi.Output.secret(credentials.kubeconfigs[0].value.apply(lambda v: base64.b64decode(v).decode()))
         self.name = managed.name
         self.oidc_issuer_url = managed.oidc_issuer_profile.apply(lambda p: p.issuer_url if p else "")
-        self.register_outputs(
-            {"name": managed.name, "oidcIssuerUrl": self.oidc_issuer_url, "kubeconfig": self.kubeconfig}
-        )
+        self.register_outputs({"name": managed.name, "oidcIssuerUrl": self.oidc_issuer_url, "kubeconfig": self.kubeconfig})

@@ -57,9 +57,7 @@ class ServingSecrets(pulumi.ComponentResource):
                 properties=keyvault.SecretPropertiesArgs(value=pulumi.Output.secret(value)),
                 opts=pulumi.ResourceOptions(parent=vault),
             )
-        identity = managedidentity.UserAssignedIdentity(
-            f"{name}-id", resource_group_name=resource_group_name, opts=child
-        )
+        identity = managedidentity.UserAssignedIdentity(f"{name}-id", resource_group_name=resource_group_name, opts=child)
         managedidentity.FederatedIdentityCredential(
             f"{name}-federation",
             resource_group_name=resource_group_name,
@@ -74,9 +72,7 @@ class ServingSecrets(pulumi.ComponentResource):
             principal_id=identity.principal_id,
             principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
             role_definition_id=client.subscription_id.apply(
-                lambda sub: (
-                    f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{KEY_VAULT_SECRETS_USER}"
-                )
+                lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{KEY_VAULT_SECRETS_USER}"
             ),
             scope=vault.id,
             opts=pulumi.ResourceOptions(parent=identity),

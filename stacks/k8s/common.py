@@ -71,9 +71,7 @@ def http_probe(path: str, port: int, period: int, failures: int, timeout: int = 
 
 
 def scratch_volume(name: str = "tmp", size: str = "1Gi", memory: bool = False) -> VolumeArgs:
-    return VolumeArgs(
-        name=name, empty_dir=EmptyDirVolumeSourceArgs(size_limit=size, medium="Memory" if memory else None)
-    )
+    return VolumeArgs(name=name, empty_dir=EmptyDirVolumeSourceArgs(size_limit=size, medium="Memory" if memory else None))
 
 
 def mount(name: str, path: str, read_only: bool = False, sub_path: str | None = None) -> VolumeMountArgs:

@@ -157,9 +157,7 @@ class Gateway(pulumi.ComponentResource):
         PodDisruptionBudget(
             f"{name}-pdb",
             metadata=ObjectMetaArgs(name=name, namespace=ns),
-            spec=PodDisruptionBudgetSpecArgs(
-                max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))
-            ),
+            spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))),
             opts=child,
         )
         server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address in upstreams})
@@ -178,9 +176,7 @@ class Gateway(pulumi.ComponentResource):
                     NetworkPolicyIngressRuleArgs(
                         from_=[
                             NetworkPolicyPeerArgs(
-                                namespace_selector=LabelSelectorArgs(
-                                    match_labels={"kubernetes.io/metadata.name": "monitoring"}
-                                )
+                                namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "monitoring"})
                             )
                         ],
                         ports=[NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP")],
@@ -188,11 +184,7 @@ class Gateway(pulumi.ComponentResource):
                 ],
                 egress=[
                     NetworkPolicyEgressRuleArgs(
-                        to=[
-                            NetworkPolicyPeerArgs(
-                                pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "model-server"})
-                            )
-                        ],
+                        to=[NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "model-server"}))],
                         ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in server_ports],
                     )
                 ],
@@ -234,9 +226,7 @@ class Gateway(pulumi.ComponentResource):
                                         path="/",
                                         path_type="Prefix",
                                         backend=IngressBackendArgs(
-                                            service=IngressServiceBackendArgs(
-                                                name=name, port=ServiceBackendPortArgs(name="http")
-                                            )
+                                            service=IngressServiceBackendArgs(name=name, port=ServiceBackendPortArgs(name="http"))
                                         ),
                                     )
                                 ]

@@ -30,9 +30,7 @@ class GpuSupport(pulumi.ComponentResource):
                 "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
                 "migManager": {"enabled": True},
                 # Run the operator's own pods only where they must run, and never on the system pool.
-                "daemonsets": {
-                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-                },
+                "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
                 "node-feature-discovery": {"worker": {"tolerations": [{"operator": "Exists"}]}},
                 "operator": {"defaultRuntime": "containerd"},
                 "psa": {"enabled": True},

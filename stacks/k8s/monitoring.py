@@ -28,7 +28,22 @@ class Monitoring(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:k8s:Monitoring", name, None, opts)
-        ns = Namespace(f"{name}-ns", metadata=ObjectMetaArgs(name=NAMESPACE), opts=pulumi.ResourceOptions(parent=self))
+        ns = Namespace(
+            f"{name}-ns",
+            metadata=ObjectMetaArgs(
+                name=NAMESPACE,
+                labels={
+                    "pod-security.kubernetes.io/enforce": "privileged",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+                annotations={
+                    "slm.dev/pod-security-reason": "node-exporter reads the host's /proc, /sys and root filesystem "
+                    "and uses the host network; every other pod here runs as non-root"
+                },
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
         Secret(
             f"{name}-grafana-admin",

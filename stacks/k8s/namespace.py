@@ -68,9 +68,7 @@ class ServingNamespace(pulumi.ComponentResource):
             sa_labels["azure.workload.identity/use"] = "true"
         ServiceAccount(
             f"{name}-sa",
-            metadata=ObjectMetaArgs(
-                name=SERVICE_ACCOUNT, namespace=namespace, annotations=annotations, labels=sa_labels
-            ),
+            metadata=ObjectMetaArgs(name=SERVICE_ACCOUNT, namespace=namespace, annotations=annotations, labels=sa_labels),
             automount_service_account_token=False,
             opts=in_ns,
         )
@@ -90,9 +88,7 @@ class ServingNamespace(pulumi.ComponentResource):
                     NetworkPolicyEgressRuleArgs(
                         to=[
                             NetworkPolicyPeerArgs(
-                                namespace_selector=LabelSelectorArgs(
-                                    match_labels={"kubernetes.io/metadata.name": "kube-system"}
-                                ),
+                                namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "kube-system"}),
                                 pod_selector=LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
                             )
                         ],

@@ -149,9 +149,7 @@ class ModelServer(pulumi.ComponentResource):
         PodDisruptionBudget(
             f"{name}-pdb",
             metadata=ObjectMetaArgs(name=name, namespace=ns),
-            spec=PodDisruptionBudgetSpecArgs(
-                max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))
-            ),
+            spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))),
             opts=child,
         )
         self._autoscaler(name, ns, plan, settings, deployment, child)
@@ -177,9 +175,7 @@ class ModelServer(pulumi.ComponentResource):
                 opts=child,
             )
         self.service_name = service.metadata.name
-        self.register_outputs(
-            {"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name}
-        )
+        self.register_outputs({"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name})
 
     def _config_volumes(self, name: str, ns: str, spec: RuntimeSpec, child: pulumi.ResourceOptions) -> list[VolumeArgs]:
         if not spec.files:
@@ -421,9 +417,7 @@ class ModelServer(pulumi.ComponentResource):
                 f"{name}-hpa",
                 metadata=ObjectMetaArgs(name=name, namespace=ns),
                 spec=HorizontalPodAutoscalerSpecArgs(
-                    scale_target_ref=CrossVersionObjectReferenceArgs(
-                        api_version="apps/v1", kind="Deployment", name=name
-                    ),
+                    scale_target_ref=CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=name),
                     min_replicas=max(scaling.min_replicas, 1),
                     max_replicas=scaling.max_replicas,
                     metrics=[
@@ -431,9 +425,7 @@ class ModelServer(pulumi.ComponentResource):
                             type="Resource",
                             resource=ResourceMetricSourceArgs(
                                 name="cpu",
-                                target=MetricTargetArgs(
-                                    type="Utilization", average_utilization=scaling.cpu_utilization_percent
-                                ),
+                                target=MetricTargetArgs(type="Utilization", average_utilization=scaling.cpu_utilization_percent),
                             ),
                         )
                     ],
@@ -451,13 +443,9 @@ class ModelServer(pulumi.ComponentResource):
                 ingress=[
                     NetworkPolicyIngressRuleArgs(
                         from_=[
+                            NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "gateway"})),
                             NetworkPolicyPeerArgs(
-                                pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "gateway"})
-                            ),
-                            NetworkPolicyPeerArgs(
-                                namespace_selector=LabelSelectorArgs(
-                                    match_labels={"kubernetes.io/metadata.name": "monitoring"}
-                                )
+                                namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "monitoring"})
                             ),
                         ],
                         ports=[NetworkPolicyPortArgs(port=spec.port, protocol="TCP")],
@@ -470,9 +458,7 @@ class ModelServer(pulumi.ComponentResource):
             f"{name}-fetch-egress",
             metadata=ObjectMetaArgs(name=f"{name}-fetch-egress", namespace=ns),
             spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(
-                    match_labels={"app.kubernetes.io/name": name, "slm.dev/role": "model-fetch"}
-                ),
+                pod_selector=LabelSelectorArgs(match_labels={"app.kubernetes.io/name": name, "slm.dev/role": "model-fetch"}),
                 policy_types=["Egress"],
                 egress=[
                     NetworkPolicyEgressRuleArgs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import (
     CapabilitiesArgs,
     ContainerPortArgs,
@@ -12,9 +14,13 @@ from pulumi_kubernetes.core.v1 import (
     SeccompProfileArgs,
     SecurityContextArgs,
     TolerationArgs,
+    TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
 )
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
+from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
@@ -87,3 +93,53 @@ GPU_TOLERATION = TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoS
 
 def gib(value: float) -> str:
     return f"{round(value * 1024)}Mi"
+
+
+def spread(name: str) -> list[TopologySpreadConstraintArgs]:
+    """Replicas on different nodes where possible."""
+    return [
+        TopologySpreadConstraintArgs(
+            max_skew=1,
+            topology_key="kubernetes.io/hostname",
+            when_unsatisfiable="ScheduleAnyway",
+            label_selector=LabelSelectorArgs(match_labels=selector(name)),
+        )
+    ]
+
+
+def disruption_budget(name: str, namespace: str, opts: pulumi.ResourceOptions) -> PodDisruptionBudget:
+    # maxUnavailable, not minAvailable: a single replica must not block node drains and upgrades.
+    return PodDisruptionBudget(
+        f"{name}-pdb",
+        metadata=ObjectMetaArgs(name=name, namespace=namespace),
+        spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))),
+        opts=opts,
+    )
+
+
+def from_monitoring() -> NetworkPolicyPeerArgs:
+    return NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "monitoring"}))
+
+
+def metrics_monitor(
+    name: str, namespace: str, *, kind: str, role: str, port_name: str, path: str, opts: pulumi.ResourceOptions
+) -> CustomResource:
+    """A ServiceMonitor or PodMonitor; `slm_role` is what the alert rules select on."""
+    endpoint = {
+        "port": port_name,
+        "path": path,
+        "interval": "15s",
+        "relabelings": [{"targetLabel": "slm_role", "replacement": role}],
+    }
+    endpoints_key = "podMetricsEndpoints" if kind == "PodMonitor" else "endpoints"
+    return CustomResource(
+        f"{name}-monitor",
+        api_version="monitoring.coreos.com/v1",
+        kind=kind,
+        metadata=ObjectMetaArgs(name=name, namespace=namespace, labels=labels(name, role)),
+        spec={
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name, ROLE_LABEL: role}},
+            endpoints_key: [endpoint],
+        },
+        opts=opts,
+    )

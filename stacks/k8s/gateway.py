@@ -6,7 +6,6 @@ Ingress terminates TLS in front of it."""
 from __future__ import annotations
 
 import pulumi
-from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs
 from pulumi_kubernetes.core.v1 import (
     ConfigMap,
@@ -19,7 +18,6 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
-    TopologySpreadConstraintArgs,
     VolumeArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
@@ -40,19 +38,22 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicySpecArgs,
     ServiceBackendPortArgs,
 )
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
 from generator.environment import IngressSpec
 from generator.gateway import ENTRYPOINT, METRICS_PORT, caddyfile, route
 from stacks.k8s.common import (
     container_security,
+    disruption_budget,
+    from_monitoring,
     http_probe,
     labels,
+    metrics_monitor,
     mount,
     pod_security,
     port,
     scratch_volume,
     selector,
+    spread,
 )
 from stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
 
@@ -98,14 +99,7 @@ class Gateway(pulumi.ComponentResource):
                         service_account_name=SERVICE_ACCOUNT,
                         automount_service_account_token=False,
                         security_context=pod_security(),
-                        topology_spread_constraints=[
-                            TopologySpreadConstraintArgs(
-                                max_skew=1,
-                                topology_key="kubernetes.io/hostname",
-                                when_unsatisfiable="ScheduleAnyway",
-                                label_selector=LabelSelectorArgs(match_labels=selector(name)),
-                            )
-                        ],
+                        topology_spread_constraints=spread(name),
                         containers=[
                             ContainerArgs(
                                 name="caddy",
@@ -154,12 +148,7 @@ class Gateway(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=ObjectMetaArgs(name=name, namespace=ns),
-            spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))),
-            opts=child,
-        )
+        disruption_budget(name, ns, child)
         server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address in upstreams})
         NetworkPolicy(
             f"{name}-netpol",
@@ -174,11 +163,7 @@ class Gateway(pulumi.ComponentResource):
                         ports=[NetworkPolicyPortArgs(port=HTTP_PORT, protocol="TCP")],
                     ),
                     NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            NetworkPolicyPeerArgs(
-                                namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "monitoring"})
-                            )
-                        ],
+                        from_=[from_monitoring()],
                         ports=[NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP")],
                     ),
                 ],
@@ -191,24 +176,7 @@ class Gateway(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        CustomResource(
-            f"{name}-monitor",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "gateway")),
-            spec={
-                "selector": {"matchLabels": {"app.kubernetes.io/name": name, "slm.dev/role": "gateway"}},
-                "endpoints": [
-                    {
-                        "port": "metrics",
-                        "path": "/metrics",
-                        "interval": "15s",
-                        "relabelings": [{"targetLabel": "slm_role", "replacement": "gateway"}],
-                    }
-                ],
-            },
-            opts=child,
-        )
+        metrics_monitor(name, ns, kind="ServiceMonitor", role="gateway", port_name="metrics", path="/metrics", opts=child)
         if ingress.enabled:
             assert ingress.host is not None
             Ingress(

@@ -38,7 +38,6 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
-    TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeResourceRequirementsArgs,
 )
@@ -52,7 +51,6 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicyPortArgs,
     NetworkPolicySpecArgs,
 )
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
 from generator.catalog import Catalog
 from generator.environment import AutoscalingSpec
@@ -63,14 +61,18 @@ from stacks.k8s.common import (
     GPU_RESOURCE,
     GPU_TOLERATION,
     container_security,
+    disruption_budget,
+    from_monitoring,
     gib,
     http_probe,
     labels,
+    metrics_monitor,
     mount,
     pod_security,
     port,
     scratch_volume,
     selector,
+    spread,
 )
 from stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
 
@@ -146,33 +148,13 @@ class ModelServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=ObjectMetaArgs(name=name, namespace=ns),
-            spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector(name))),
-            opts=child,
-        )
+        disruption_budget(name, ns, child)
         self._autoscaler(name, ns, plan, settings, deployment, child)
         self._network_policies(name, ns, spec, child)
         if settings.monitoring and runtime in METRICS_PATH:
-            CustomResource(
-                f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="PodMonitor",
-                metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "model-server")),
-                spec={
-                    # Every replica is scraped directly; slm_role is what the alert rules select on.
-                    "selector": {"matchLabels": {"app.kubernetes.io/name": name, "slm.dev/role": "model-server"}},
-                    "podMetricsEndpoints": [
-                        {
-                            "port": "http",
-                            "path": METRICS_PATH[runtime],
-                            "interval": "15s",
-                            "relabelings": [{"targetLabel": "slm_role", "replacement": "model-server"}],
-                        }
-                    ],
-                },
-                opts=child,
+            # Every replica is scraped directly (PodMonitor), not through the Service.
+            metrics_monitor(
+                name, ns, kind="PodMonitor", role="model-server", port_name="http", path=METRICS_PATH[runtime], opts=child
             )
         self.service_name = service.metadata.name
         self.register_outputs({"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name})
@@ -357,14 +339,7 @@ class ModelServer(pulumi.ComponentResource):
                         termination_grace_period_seconds=60,
                         tolerations=[GPU_TOLERATION] if res.gpu_count else None,
                         node_selector=self._node_selector(settings),
-                        topology_spread_constraints=[
-                            TopologySpreadConstraintArgs(
-                                max_skew=1,
-                                topology_key="kubernetes.io/hostname",
-                                when_unsatisfiable="ScheduleAnyway",
-                                label_selector=LabelSelectorArgs(match_labels=selector(name)),
-                            )
-                        ],
+                        topology_spread_constraints=spread(name),
                         init_containers=[wait],
                         containers=[container],
                         volumes=volumes,
@@ -444,9 +419,7 @@ class ModelServer(pulumi.ComponentResource):
                     NetworkPolicyIngressRuleArgs(
                         from_=[
                             NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "gateway"})),
-                            NetworkPolicyPeerArgs(
-                                namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "monitoring"})
-                            ),
+                            from_monitoring(),
                         ],
                         ports=[NetworkPolicyPortArgs(port=spec.port, protocol="TCP")],
                     )

@@ -280,5 +280,20 @@ def review(
         sys.exit(1)
 
 
+def run() -> None:
+    """The console script: click's usage errors become the same one-line `error:` as ours."""
+    try:
+        main.main(prog_name="slm-deploy", standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "slm-deploy"
+        fail(f"arguments: {exc.format_message()} (see `{command} --help`)")
+    except click.ClickException as exc:
+        fail(f"arguments: {exc.format_message()}")
+    except click.Abort:
+        fail("aborted")
+    except BrokenPipeError:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

@@ -118,6 +118,8 @@ def _options(source: str, defaults: dict[str, Any], raw: _RawBox, path: str) -> 
 
 
 def parse_fleet(data: Any, source: str) -> Fleet:
+    if not isinstance(data, dict):
+        raise InputError(source, "", "expected a mapping with `fleet`, `defaults` and `boxes`")
     try:
         raw = _RawFleet.model_validate(data)
     except ValidationError as exc:

@@ -738,13 +738,25 @@ def _suggest(req: _Request, target: Target, fit: _Fit, catalog: Catalog) -> tupl
     if 0 < fit.max_seqs < req.concurrency and fit.kv_tokens >= req.context:
         out.append(Suggestion(f"concurrency={fit.max_seqs}", "the most concurrent sequences at this context"))
     if target.gpu is not None and req.runtime is Runtime.VLLM:
-        for tp in (2, 4, 8):
-            if tp <= req.tp or req.model.arch.attention_heads % tp:
-                continue
-            wider = replace(target, gpu_count=max(tp, target.gpu_count), vm_size=None)
+        # Tensor parallelism on the GPUs the target has first, then on more of the same GPU.
+        candidates = sorted(
+            (tp for tp in (1, 2, 4, 8) if tp != req.tp and req.model.arch.attention_heads % tp == 0),
+            key=lambda tp: (tp > target.gpu_count, tp),
+        )
+        for tp in candidates:
+            wider = replace(
+                target, gpu_count=max(tp, target.gpu_count), vm_size=target.vm_size if tp <= target.gpu_count else None
+            )
             if _evaluate(replace(req, tp=tp), wider).fits:
                 out.append(Suggestion(f"tensor_parallel={tp}", f"{tp} x {target.gpu.id}"))
                 break
+    if target.gpu is None and req.runtime is Runtime.VLLM:
+        for runtime in (Runtime.OLLAMA, Runtime.LLAMACPP):
+            if req.model.entry is not None:
+                gguf = replace(req, runtime=runtime, quant=Quantization.Q4_K_M, kv=KvCacheDtype.AUTO, tp=1)
+                if _evaluate(gguf, target).fits:
+                    out.append(Suggestion(f"runtime={runtime.value}", "GGUF q4_k_m on the CPU"))
+                    break
     bigger = _recommend(req, target.host, catalog)
     if bigger is not None and target.gpu is not None and bigger[1].id != target.vm_size:
         out.append(Suggestion(f"gpu={bigger[1].id}", bigger[0].describe()))

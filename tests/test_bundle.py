@@ -330,3 +330,22 @@ def test_several_models_on_a_vllm_box_are_refused() -> None:
     fleet: Fleet = parse_fleet(data, "fleet.yaml")
     with pytest.raises(Exception, match=r"boxes\[0\]\.models: several models on one box need runtime ollama"):
         build_box(fleet.boxes[0], fleet)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "error: fleet.yaml: expected a mapping with `fleet`, `defaults` and `boxes`"),
+        ("- a\n- b\n", "error: fleet.yaml: expected a mapping with `fleet`, `defaults` and `boxes`"),
+        ("fleet: x\n  boxes: [\n", "error: fleet.yaml: line 2: not valid YAML"),
+        ("fleet: x\nboxes: {a: 1}\n", "error: fleet.yaml: boxes: Input should be a valid list"),
+        ("fleet: x\nboxes:\n  - id: a\n", "error: fleet.yaml: boxes[0].hardware: required field is missing"),
+    ],
+)
+def test_malformed_inventories_are_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    result = run_cli("bundle", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(expected) and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -70,3 +70,19 @@ def test_invalid_combination_is_one_clear_line() -> None:
     assert out.stderr.strip() == (
         "error: arguments: quantization 'awq' is not available on ollama; choose one of fp16, q8_0, q5_k_m, q4_k_m"
     )
+
+
+def test_usage_errors_are_one_line_too() -> None:
+    for args in (("plan", "--model", "qwen3-8b", "--context", "0"), ("plan",), ("no-such-command",)):
+        out = run_cli(*args)
+        assert out.returncode == 2
+        assert out.stderr.startswith("error: arguments: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_vllm_on_a_cpu_suggests_a_gguf_runtime_and_tp_stays_on_the_box() -> None:
+    out = run_cli("plan", "--model", "qwen3-0.6b", "--cpu", "--json")
+    assert out.returncode == 2
+    assert {s["change"] for s in json.loads(out.stdout)["suggestions"]} >= {"runtime=ollama"}
+    out = run_cli("plan", "--model", "qwen3-0.6b", "--gpu", "l4", "--gpu-count", "2", "--tensor-parallel", "3", "--json")
+    assert out.returncode == 2
+    assert "tensor_parallel=1" in {s["change"] for s in json.loads(out.stdout)["suggestions"]}

@@ -19,6 +19,7 @@ from generator.errors import InputError, format_location, from_validation_error
 from generator.spec import Frozen, Hardware, Serving
 
 BOX_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
 
 
 class SloThresholds(Frozen):
@@ -156,7 +157,7 @@ def load_fleet(path: Path) -> Fleet:
     except OSError as exc:
         raise InputError(source, "", f"cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"

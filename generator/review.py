@@ -346,7 +346,9 @@ def _stack_artifacts(stack: str, workdir: Path, report_rule: Callable[[str, str,
 def fleet_key(box_id: str, name: str, data: bytes) -> str:
     """Bundles of one fleet differ by their box id, and MANIFEST.json by the hashes that follow from
     it; neither changes a verdict, so the content key sets both aside."""
-    normalized = SHA256_HEX.sub(b"<sha256>", data.replace(box_id.encode(), b"<box>"))
+    normalized = data.replace(box_id.encode(), b"<box>")
+    if name == "MANIFEST.json":
+        normalized = SHA256_HEX.sub(b"<sha256>", normalized)
     return hashlib.sha256(name.encode() + b"\0" + normalized).hexdigest()
 
 

@@ -68,6 +68,12 @@ def _choice(enum: type[Any]) -> click.Choice[str]:
 @click.option("--kv-cache-dtype", type=_choice(KvCacheDtype), default=None)
 @click.option("--gpu-memory-utilization", type=float, default=None, help="vLLM: fraction of each GPU to reserve.")
 @click.option("--tensor-parallel", type=click.IntRange(min=1), default=None, help="vLLM: GPUs per replica.")
+@click.option(
+    "--max-num-batched-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="vLLM: tokens per scheduler step (default: vLLM's own).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @clear_errors
 def plan(
@@ -85,6 +91,7 @@ def plan(
     kv_cache_dtype: str | None,
     gpu_memory_utilization: float | None,
     tensor_parallel: int | None,
+    max_num_batched_tokens: int | None,
     as_json: bool,
 ) -> None:
     """Size MODEL on a GPU, a CPU-only box, or (neither given) recommend a GPU size.
@@ -107,6 +114,7 @@ def plan(
         "kv_cache_dtype": kv_cache_dtype,
         "gpu_memory_utilization": gpu_memory_utilization,
         "tensor_parallel": tensor_parallel,
+        "max_num_batched_tokens": max_num_batched_tokens,
     }
     serving = Serving.model_validate({k: v for k, v in options.items() if v is not None})
     catalog = load_catalog()

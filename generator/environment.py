@@ -127,6 +127,7 @@ class ModelDeploymentSpec(Camel):
     kv_cache_dtype: str | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel: int | None = None
+    max_num_batched_tokens: int | None = None
     weights_repo: str | None = None
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
 

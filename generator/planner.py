@@ -341,6 +341,7 @@ class _Request:
     util: float
     tp: int
     weights_repo: str | None
+    batched_tokens: int | None = None
     share: float = 1.0  # fraction of the device budget this instance may use (co-located models)
 
 
@@ -357,6 +358,7 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Req
         serving.gpu_memory_utilization,
         tp,
         serving.weights_repo,
+        serving.max_num_batched_tokens,
     )
 
 
@@ -437,7 +439,7 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
     budget = total * req.util
     weights = weights_bytes(arch, req.quant, req.runtime) / req.tp
     overhead = (VLLM_NON_TORCH_GIB + (VLLM_NON_TORCH_TP_GIB if req.tp > 1 else 0.0)) * GIB
-    batched = 8192 if target.gpu.memory_gib >= VLLM_LARGE_GPU_GIB else 2048
+    batched = req.batched_tokens or (8192 if target.gpu.memory_gib >= VLLM_LARGE_GPU_GIB else 2048)
     batched = max(batched, req.concurrency)
     activation = batched * (3 * arch.intermediate_size + 4 * arch.hidden_size) * 2 / req.tp
     activation += req.concurrency * arch.vocab_size * 4 * 3

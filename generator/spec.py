@@ -168,6 +168,10 @@ class Serving(Frozen):
     kv_cache_dtype: KvCacheDtype = Field(default=KvCacheDtype.AUTO)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.05, le=0.98, description="vLLM: fraction of each GPU it may reserve.")
     tensor_parallel: PositiveInt | None = Field(default=None, description="vLLM: GPUs per replica; None: all.")
+    max_num_batched_tokens: PositiveInt | None = Field(
+        default=None,
+        description="vLLM: tokens per scheduler step (sizes the activation peak); None: vLLM's API-server default.",
+    )
     weights_repo: str | None = Field(
         default=None,
         pattern=HF_REPO,
@@ -195,6 +199,8 @@ class Serving(Frozen):
             )
         if self.tensor_parallel is not None and self.tensor_parallel > 1 and self.runtime is not Runtime.VLLM:
             raise ValueError("tensor_parallel applies to vllm only")
+        if self.max_num_batched_tokens is not None and self.runtime is not Runtime.VLLM:
+            raise ValueError("max_num_batched_tokens applies to vllm only")
         return self
 
 

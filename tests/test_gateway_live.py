@@ -21,7 +21,7 @@ import pytest
 
 from generator.bundle.writer import build_fleet
 from generator.fleet import load_fleet
-from tests.conftest import ROOT, need_binary
+from tests.conftest import ROOT, need_binary, stop
 
 FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")
 API_KEY = "k" * 48
@@ -143,12 +143,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
                 time.sleep(0.1)
         yield box_id, gw
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         upstream.shutdown()
         upstream.server_close()
 

@@ -20,7 +20,7 @@ import yaml
 
 from generator.bundle.writer import build_fleet
 from generator.fleet import load_fleet
-from tests.conftest import ROOT, need_binary
+from tests.conftest import ROOT, need_binary, stop
 from tests.test_gateway_live import free_port
 
 VLLM_METRICS = """# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
@@ -102,12 +102,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
         wait_for(lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=1).status == 200, 30, "ready", proc)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         exporter.shutdown()
         exporter.server_close()
 

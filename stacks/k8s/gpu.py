@@ -21,32 +21,22 @@ class GpuSupport(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:k8s:GpuSupport", name, None, opts)
-        if driver is GpuDriver.OPERATOR:
-            chart = catalog.charts["gpu-operator"]
-            values = {
-                "driver": {"enabled": True},
-                "toolkit": {"enabled": True},
-                "devicePlugin": {"enabled": True},
-                "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
-                "migManager": {"enabled": True},
-                # Run the operator's own pods only where they must run, and never on the system pool.
-                "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
-                "node-feature-discovery": {"worker": {"tolerations": [{"operator": "Exists"}]}},
-                "operator": {"defaultRuntime": "containerd"},
-                "psa": {"enabled": True},
-            }
-        else:
-            # AKS installs the drivers (gpuProfile.driver Install); the chart then runs only the
-            # device plugin and DCGM exporter.
-            chart = catalog.charts["gpu-operator"]
-            values = {
-                "driver": {"enabled": False},
-                "toolkit": {"enabled": False},
-                "devicePlugin": {"enabled": True},
-                "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
-                "operator": {"defaultRuntime": "containerd"},
-                "psa": {"enabled": True},
-            }
+        chart = catalog.charts["gpu-operator"]
+        # With AKS-installed drivers (gpuProfile.driver Install) the chart runs only the device
+        # plugin, MIG manager and DCGM exporter; otherwise it installs the driver and toolkit too.
+        installs_driver = driver is GpuDriver.OPERATOR
+        values = {
+            "driver": {"enabled": installs_driver},
+            "toolkit": {"enabled": installs_driver},
+            "devicePlugin": {"enabled": True},
+            "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
+            "migManager": {"enabled": True},
+            # The operator's daemon sets tolerate the GPU taint and nothing else.
+            "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            "node-feature-discovery": {"worker": {"tolerations": [{"operator": "Exists"}]}},
+            "operator": {"defaultRuntime": "containerd"},
+            "psa": {"enabled": True},
+        }
         release = Release(
             f"{name}-gpu-operator",
             ReleaseArgs(

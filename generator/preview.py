@@ -206,18 +206,19 @@ def run_preview(stack: str, root: Path = ROOT) -> PreviewResult:
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    from stacks.entry import project_config
-    from stacks.program import build, read_config
+    from stacks.entry import main, project_config
+    from stacks.program import read_config
 
     config, secret_keys, source = load_stack_file(stack, root)
     result = PreviewResult(stack)
     mocks = _mocks(result)
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
     set_all_config(config, secret_keys)
-    env = read_config(stack, project_config(), source)
+    # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.
+    read_config(stack, project_config(), source)
 
     def program() -> None:
-        build(env, pulumi.Config(PROJECT).get_secret("hfToken"))
+        main()  # exactly what `pulumi up` runs through stacks/__main__.py
         root_resource = pulumi.runtime.get_root_resource()
         if root_resource is not None:
             root_resource.register_outputs(root_resource.outputs)  # type: ignore[attr-defined]

@@ -263,3 +263,29 @@ def test_a_misspelled_component_argument_fails_loudly() -> None:
 
     with pytest.raises(TypeError):
         ContainerArgs(name="x", imagePullPolicy="Always")  # type: ignore[call-arg]
+
+
+def test_pulumi_up_reports_a_bad_stack_file_as_one_line_not_a_traceback() -> None:
+    """What `pulumi up` runs (stacks/__main__.py -> stacks.entry.main) turns InputError into RunError."""
+    import pulumi
+    from pulumi.runtime import set_all_config, set_mocks
+
+    from generator.preview import PROJECT, load_stack_file
+    from stacks.entry import main
+
+    config, secrets, _ = load_stack_file("dev")
+    config["slm-deploy:monitoring"] = json.dumps({"enabled": True, "retention": "forever"})
+
+    class NoMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return args.name, dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=True)
+    set_all_config(config, secrets)
+    with pytest.raises(pulumi.RunError) as info:
+        main()
+    assert str(info.value).startswith("Pulumi.dev.yaml: slm-deploy:monitoring.retention: String should match pattern")
+    assert "\n" not in str(info.value)

@@ -113,7 +113,8 @@ class Gateway(pulumi.ComponentResource):
                                 ports=[port(HTTP_PORT, "http"), port(METRICS_PORT, "metrics")],
                                 security_context=container_security(),
                                 resources=ResourceRequirementsArgs(
-                                    requests={"cpu": "100m", "memory": "64Mi"}, limits={"cpu": "1", "memory": "256Mi"}
+                                    requests={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+                                    limits={"cpu": "1", "memory": "256Mi", "ephemeral-storage": "512Mi"},
                                 ),
                                 startup_probe=http_probe("/healthz", METRICS_PORT, 2, 30),
                                 readiness_probe=http_probe("/healthz", HTTP_PORT, 10, 3),

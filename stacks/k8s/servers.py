@@ -228,8 +228,8 @@ class ModelServer(pulumi.ComponentResource):
                                 env=[EnvVarArgs(name=k, value=v) for k, v in sorted(fetch["environment"].items())],
                                 security_context=container_security(),
                                 resources=ResourceRequirementsArgs(
-                                    requests={"cpu": "500m", "memory": "1Gi"},
-                                    limits={"cpu": "2", "memory": "4Gi"},
+                                    requests={"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
+                                    limits={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "3Gi"},
                                 ),
                                 volume_mounts=mounts,
                             )
@@ -290,8 +290,14 @@ class ModelServer(pulumi.ComponentResource):
             ports=[port(spec.port, "http")],
             security_context=container_security(),
             resources=ResourceRequirementsArgs(
-                requests={"cpu": f"{res.cpu_request:g}", "memory": f"{res.memory_request_gib}Gi", **gpu},
-                limits={"cpu": cpu_limit, "memory": f"{res.memory_limit_gib}Gi", **gpu},
+                # ephemeral-storage covers the 4 GiB /tmp emptyDir (compile caches) and the logs.
+                requests={
+                    "cpu": f"{res.cpu_request:g}",
+                    "memory": f"{res.memory_request_gib}Gi",
+                    "ephemeral-storage": "1Gi",
+                    **gpu,
+                },
+                limits={"cpu": cpu_limit, "memory": f"{res.memory_limit_gib}Gi", "ephemeral-storage": "5Gi", **gpu},
             ),
             # Downloading and loading weights takes a time that grows with their size; the
             # startup probe allows it, so liveness never kills a server that is still loading.
@@ -309,7 +315,8 @@ class ModelServer(pulumi.ComponentResource):
             command=["/bin/sh", "-c", f"until [ -f {READY_MARKER} ]; do echo waiting for the model; sleep 10; done"],
             security_context=container_security(),
             resources=ResourceRequirementsArgs(
-                requests={"cpu": "10m", "memory": "32Mi"}, limits={"cpu": "100m", "memory": "64Mi"}
+                requests={"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+                limits={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
             ),
             volume_mounts=[mount("models", MODEL_DIR, read_only=True)],
         )

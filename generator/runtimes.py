@@ -39,6 +39,13 @@ class RuntimeSpec:
     files: dict[str, str]  # extra files the runtime needs (Modelfiles), path -> text
 
 
+def runtime_image_id(plan: Plan) -> str:
+    """The catalog image a plan's server runs (llama.cpp has a CUDA build for GPUs)."""
+    if plan.runtime == Runtime.LLAMACPP.value:
+        return "llamacpp-cuda" if plan.resources.gpu_count else "llamacpp"
+    return plan.runtime
+
+
 def _python_probe(port: int, path: str) -> list[str]:
     code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)"
     return ["CMD", "python3", "-c", code]
@@ -171,7 +178,7 @@ def ollama_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box
 
 def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
     (plan,) = plans  # one llama.cpp server per model; the fleet loader refuses more per box
-    image = catalog.images["llamacpp-cuda" if plan.resources.gpu_count else "llamacpp"].ref
+    image = catalog.images[runtime_image_id(plan)].ref
     port = SERVER_PORT[Runtime.LLAMACPP]
     url, filename = _gguf_url(plan)
     model_path = f"{OFFLINE_MODEL_DIR}/{filename}" if offline else f"{MODEL_DIR}/{filename}"

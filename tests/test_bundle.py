@@ -349,3 +349,17 @@ def test_malformed_inventories_are_one_clear_line(tmp_path: Path, text: str, exp
     assert result.returncode == 2
     assert result.stderr.startswith(expected) and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_not_published_for_the_box_architecture_is_refused(tmp_path: Path) -> None:
+    """llama.cpp's CUDA build is amd64-only: a Jetson (arm64) box cannot run it."""
+    data = yaml.safe_load(FLEET_PATH.read_text())
+    data["boxes"][-1]["serving"] = {"runtime": "llamacpp", "model": "qwen3-4b"}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run_cli("bundle", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert (
+        "boxes[6].hardware.cpu_arch: box depot-0011: ghcr.io/ggml-org/llama.cpp:server-cuda-b6700 is not published for arm64"
+        in result.stderr
+    )

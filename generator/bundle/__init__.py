@@ -20,7 +20,7 @@ from generator.gateway import API_PATHS, caddyfile, route
 from generator.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from generator.observability.scrape import ScrapeTarget, prometheus_config
 from generator.planner import Plan, plan_colocated
-from generator.runtimes import METRICS_PATH, RuntimeSpec, runtime_spec
+from generator.runtimes import METRICS_PATH, RuntimeSpec, runtime_image_id, runtime_spec
 from generator.spec import Runtime
 from generator.templating import render
 
@@ -80,12 +80,12 @@ def plan_box(box: Box, fleet: Fleet, catalog: Catalog) -> tuple[Plan, ...]:
                 f"{box.path}.hardware.disk_gib",
                 f"box {box.id}: the model cache needs {plan.resources.cache_disk_gib} GiB",
             )
-    image = catalog.images["vllm" if plans[0].runtime == "vllm" else "ollama"]
-    if box.hardware.cpu_arch not in image.platforms and plans[0].runtime != "llamacpp":
+    image = catalog.images[runtime_image_id(plans[0])]
+    if box.hardware.cpu_arch not in image.platforms:
         raise InputError(
             fleet.source,
             f"{box.path}.hardware.cpu_arch",
-            f"box {box.id}: {image.repository} is not published for {box.hardware.cpu_arch.value}",
+            f"box {box.id}: {image.ref} is not published for {box.hardware.cpu_arch.value}",
         )
     return plans
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unpinned
 from policies.model import Kind, Rule, Severity
 
 SENSITIVE_HOST_PATHS = ("/", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var/run", "/run")
-SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|PRIVATE_KEY|CREDENTIALS?)$", re.IGNORECASE)
-REFERENCE_SUFFIXES = ("_FILE", "__FILE", "_PATH")
 
 
 def _exception(service: dict[str, Any], key: str) -> bool:
@@ -131,10 +130,7 @@ def pinned_image(svc: dict[str, Any]) -> list[str]:
     image = str(svc["service"].get("image", ""))
     if not image:
         return [] if svc["service"].get("build") else [f"service {svc['name']} has no image"]
-    if "@sha256:" in image:
-        return []
-    tail = image.rsplit("/", 1)[-1]
-    if ":" not in tail or tail.rsplit(":", 1)[1] in ("latest", "main", "master", "nightly", "stable"):
+    if unpinned(image):
         return [f"service {svc['name']} uses an unpinned image {image!r}"]
     return []
 

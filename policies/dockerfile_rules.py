@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unpinned
 from policies.model import Kind, Rule, Severity
-
-SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|PRIVATE_KEY|CREDENTIALS?)$", re.IGNORECASE)
-MOVING_TAGS = ("latest", "main", "master", "nightly", "stable")
 
 
 def parse_dockerfile(text: str) -> list[tuple[str, str]]:
@@ -47,12 +45,8 @@ def pinned_base(instructions: list[tuple[str, str]]) -> list[str]:
     stages: set[str] = set()
     problems = []
     for image, alias in _from_images(instructions):
-        if image in stages or image == "scratch" or "@sha256:" in image:
-            pass
-        else:
-            tail = image.rsplit("/", 1)[-1]
-            if ":" not in tail or tail.rsplit(":", 1)[1] in MOVING_TAGS or "$" in image:
-                problems.append(f"FROM {image} is not pinned to a version")
+        if image not in stages and image != "scratch" and (unpinned(image) or "$" in image):
+            problems.append(f"FROM {image} is not pinned to a version")
         if alias:
             stages.add(alias)
     return problems
@@ -89,7 +83,7 @@ def no_secret_env(instructions: list[tuple[str, str]]) -> list[str]:
         if word not in ("ENV", "ARG"):
             continue
         for name, assigned in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)(?:=(\S+))?", value):
-            if SECRET_NAME.search(name) and not name.upper().endswith(("_FILE", "_PATH")):
+            if SECRET_NAME.search(name) and not name.upper().endswith(REFERENCE_SUFFIXES):
                 problems.append(f"{word} {name} puts a secret into the image or its history")
             elif assigned and re.search(r"\bhf_[A-Za-z0-9]{20,}", assigned):
                 problems.append(f"{word} {name} holds a Hugging Face token")

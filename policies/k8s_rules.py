@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
+from policies.common import SECRET_NAME, unpinned
 from policies.model import Kind, Rule, Severity
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod"}
@@ -19,7 +19,6 @@ ALLOWED_VOLUMES = {
     "projected",
     "secret",
 }
-SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|PRIVATE_KEY|CREDENTIALS?)$", re.IGNORECASE)
 EXPOSURE_ANNOTATION = "slm.dev/exposure"
 PSS_REASON = "slm.dev/pod-security-reason"
 
@@ -160,12 +159,10 @@ def resources_set(manifest: dict[str, Any]) -> list[str]:
 def pinned_images(manifest: dict[str, Any]) -> list[str]:
     def bad(_: dict[str, Any], c: dict[str, Any]) -> str | None:
         image = str(c.get("image") or "")
-        if "@sha256:" in image:
-            return None
-        name = image.rsplit("/", 1)[-1]
-        if ":" not in name:
+        reason = unpinned(image)
+        if reason == "untagged":
             return f"container {c.get('name')} uses an untagged image {image!r}"
-        if name.rsplit(":", 1)[1] in ("latest", "main", "master", "nightly", "stable"):
+        if reason:
             return f"container {c.get('name')} uses a moving tag {image!r}"
         return None
 

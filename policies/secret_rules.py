@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from policies.common import REFERENCE_SUFFIXES
 from policies.model import Kind, Rule, Severity
 
 HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
@@ -32,7 +33,7 @@ def no_literal_credentials(doc: dict[str, Any]) -> list[str]:
     for n, line in enumerate(doc["text"].splitlines(), 1):
         for match in ASSIGNMENT.finditer(line):
             name, value = match.group("name"), match.group("value")
-            if name.upper().endswith(("_FILE", "__FILE", "_PATH")) or value.startswith(PLACEHOLDERS):
+            if name.upper().endswith(REFERENCE_SUFFIXES) or value.startswith(PLACEHOLDERS):
                 continue
             if value.lower() in ("true", "false", "null", "none", "required", "optional"):
                 continue

@@ -102,7 +102,7 @@ def _fill_name(resource: CapturedResource) -> None:
         metadata["name"] = f"{resource.name}-{suffix}"
 
 
-def _mocks(result: PreviewResult) -> Any:
+def _mocks() -> Any:
     import pulumi
 
     class Mocks(pulumi.runtime.Mocks):
@@ -211,7 +211,7 @@ def run_preview(stack: str, root: Path = ROOT) -> PreviewResult:
 
     config, secret_keys, source = load_stack_file(stack, root)
     result = PreviewResult(stack)
-    mocks = _mocks(result)
+    mocks = _mocks()
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
     set_all_config(config, secret_keys)
     # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.

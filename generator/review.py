@@ -139,11 +139,14 @@ def collect(root: Path, label_root: str) -> list[Artifact]:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "secrets" not in p.relative_to(root).parts):
         if path.stat().st_size > TEXT_LIMIT:
             continue
-        data = path.read_bytes()
-        role = _role(path)
-        key = hashlib.sha256(role.encode() + b"\0" + data).hexdigest()
-        out.append(Artifact(path, f"{label_root}/{path.relative_to(root).as_posix()}", key, role))
+        out.append(_artifact(path, f"{label_root}/{path.relative_to(root).as_posix()}"))
     return out
+
+
+def _artifact(path: Path, label: str) -> Artifact:
+    role = _role(path)
+    key = hashlib.sha256(role.encode() + b"\0" + path.read_bytes()).hexdigest()
+    return Artifact(path, label, key, role)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,9 +412,7 @@ def review(
             if not path.exists():
                 raise InputError(str(path), "", "no such file or directory")
             if path.is_file():
-                data = path.read_bytes()
-                role = _role(path)
-                artifacts.append(Artifact(path, str(path), hashlib.sha256(role.encode() + data).hexdigest(), role))
+                artifacts.append(_artifact(path, str(path)))
             else:
                 artifacts += collect(path, str(path))
         report.files = len(artifacts)

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from generator.catalog import load_catalog
-from generator.environment import ClusterMode, Environment, plan_environment
+from generator.environment import ClusterMode, Environment, EnvironmentSpec, plan_environment
 from generator.spec import Runtime
 from stacks.k8s.gateway import Gateway
 from stacks.k8s.monitoring import Monitoring
@@ -21,16 +21,8 @@ from stacks.k8s.namespace import KeyVaultSource, ServingNamespace
 from stacks.k8s.servers import SERVERS, ServerSettings
 
 PROJECT = "slm-deploy"
-STRUCTURED_KEYS = {
-    "namespace": "namespace",
-    "cluster": "cluster",
-    "gpuDriver": "gpuDriver",
-    "gpuPools": "gpuPools",
-    "models": "models",
-    "monitoring": "monitoring",
-    "ingress": "ingress",
-    "gatewayReplicas": "gatewayReplicas",
-}
+# The project's config keys are the environment model's fields, as camelCase aliases.
+STRUCTURED_KEYS = frozenset(str(field.alias) for field in EnvironmentSpec.model_fields.values())
 SECRET_KEYS = {"hfToken"}
 
 
@@ -45,7 +37,7 @@ def read_config(stack: str, values: dict[str, Any], source: str) -> Environment:
         if key not in STRUCTURED_KEYS:
             known = ", ".join(sorted([*STRUCTURED_KEYS, *SECRET_KEYS]))
             raise InputError(source, f"{PROJECT}:{key}", f"unknown config key (known: {known})")
-        config[STRUCTURED_KEYS[key]] = value
+        config[key] = value
     return plan_environment(stack, config, source=source)
 
 

@@ -13,19 +13,31 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The demo runs the installed console script, exactly as a user does (`plan` exits 2 for a model
+# that cannot fit: that refusal is part of the demo).
+SLM := $(BIN)/slm-deploy
 demo: $(STAMP)
-	$(BIN)/python -m generator.demo $(OUT)
+	$(SLM) plan --model phi-4-mini-instruct --gpu l4
+	$(SLM) plan --model qwen3-8b --runtime ollama --cpu --cpus 8 --memory-gib 16
+	$(SLM) plan --model qwen3-14b
+	$(SLM) plan --model qwen3-32b --gpu l4 --context 32768 || test $$? -eq 2
+	$(SLM) bundle examples/fleet.yaml --out $(OUT)/bundles --tar
+	$(SLM) verify $(OUT)/bundles/store-0001
+	$(SLM) preview dev --out $(OUT)/manifests/dev
+	$(SLM) preview staging --out $(OUT)/manifests/staging
+	$(SLM) preview prod --out $(OUT)/manifests/prod
+	$(SLM) review $(OUT)/bundles --stack dev --stack staging --stack prod --sarif $(OUT)/review.sarif
 
 test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check generator stacks policies tests
-	$(BIN)/ruff format --check generator stacks policies tests
-	$(BIN)/mypy generator stacks policies
+	$(BIN)/ruff check slm_deploy policies __main__.py tests
+	$(BIN)/ruff format --check slm_deploy policies __main__.py tests
+	$(BIN)/mypy slm_deploy
 
 bench: $(STAMP)
-	$(BIN)/python -m generator.bench
+	$(BIN)/python -m slm_deploy.bench
 
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden

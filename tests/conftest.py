@@ -33,18 +33,12 @@ def need_binary(name: str) -> str:
 
 def schema_dir() -> Path:
     env = os.environ.get("SLM_SCHEMA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "schemas")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    need(False, "no schema directory: set SLM_SCHEMA_DIR or keep ../shared/schemas next to the checkout")
-    raise AssertionError("unreachable")
+    return Path(env) if env else ROOT / "slm_deploy" / "schemas"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator.cli", *args],
+        [sys.executable, "-m", "slm_deploy.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,

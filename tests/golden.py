@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from generator.bundle.writer import build_fleet
-from generator.fleet import load_fleet
+from slm_deploy.bundle.writer import build_fleet
+from slm_deploy.fleet import load_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -23,9 +23,9 @@ def golden_manifests(stack: str = "prod") -> dict[str, bytes]:
     """The Kubernetes manifests of the prod stack's offline preview."""
     import tempfile
 
-    from generator.preview import run_preview, write_manifests
+    from slm_deploy.preview import run_preview, write_manifests
 
-    result = run_preview(stack)
+    result = run_preview(stack, ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         return {f"manifests/{stack}/{p.relative_to(out).as_posix()}": p.read_bytes() for p in write_manifests(result, out)}

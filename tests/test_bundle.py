@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.bundle import build_box
-from generator.bundle.writer import build_fleet, tar_bytes, write_box
-from generator.fleet import Fleet, load_fleet, parse_fleet
+from slm_deploy.bundle import build_box
+from slm_deploy.bundle.writer import build_fleet, tar_bytes, write_box
+from slm_deploy.fleet import Fleet, load_fleet, parse_fleet
 from tests.conftest import ROOT, compose_binary, hadolint_binary, need_binary, run_cli
 
 FLEET_PATH = ROOT / "examples" / "fleet.yaml"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.bundle.writer import build_fleet, write_box
-from generator.fleet import load_fleet
+from slm_deploy.bundle.writer import build_fleet, write_box
+from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need, need_binary, run_cli
 
 FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")

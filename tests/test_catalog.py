@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.catalog import CATALOG_DIR, load_catalog
-from generator.errors import InputError
-from generator.spec import Quantization
+from slm_deploy.catalog import CATALOG_DIR, load_catalog
+from slm_deploy.errors import InputError
+from slm_deploy.spec import Quantization
 
 REQUIRED_MODELS = {
     "microsoft/Phi-4-mini-instruct",

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.bundle.writer import build_fleet
-from generator.fleet import load_fleet
+from slm_deploy.bundle.writer import build_fleet
+from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need_binary, stop
 
 FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")

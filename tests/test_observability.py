@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.fleet import SloThresholds
-from generator.observability.dashboards import all_expressions, dashboards
-from generator.observability.metrics import all_known
-from generator.observability.rules import alert_names, rule_groups
-from generator.yamlout import dump
+from slm_deploy.fleet import SloThresholds
+from slm_deploy.observability.dashboards import all_expressions, dashboards
+from slm_deploy.observability.metrics import all_known
+from slm_deploy.observability.rules import alert_names, rule_groups
+from slm_deploy.yamlout import dump
 from tests.conftest import need_binary
 
 SLO = SloThresholds()
@@ -317,8 +317,8 @@ def test_dashboards_have_stable_uids_panel_ids_and_variables() -> None:
 
 
 def test_bundles_ship_rules_and_grafana_provisioning() -> None:
-    from generator.bundle.writer import build_fleet
-    from generator.fleet import load_fleet
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
     from tests.conftest import ROOT
 
     fleet = load_fleet(ROOT / "examples" / "fleet.yaml")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from generator.catalog import load_catalog
-from generator.errors import InputError
-from generator.planner import GIB, plan, startup_budget_seconds
-from generator.spec import GpuAttachment, Hardware, ModelArchitecture, Serving
+from slm_deploy.catalog import load_catalog
+from slm_deploy.errors import InputError
+from slm_deploy.planner import GIB, plan, startup_budget_seconds
+from slm_deploy.spec import GpuAttachment, Hardware, ModelArchitecture, Serving
 
 CATALOG = load_catalog()
 

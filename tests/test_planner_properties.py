@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from generator.catalog import load_catalog
-from generator.errors import InputError
-from generator.planner import GIB, plan, weights_bytes
-from generator.spec import GpuAttachment, Hardware, Quantization, Runtime, Serving
+from slm_deploy.catalog import load_catalog
+from slm_deploy.errors import InputError
+from slm_deploy.planner import GIB, plan, weights_bytes
+from slm_deploy.spec import GpuAttachment, Hardware, Quantization, Runtime, Serving
 
 CATALOG = load_catalog()
 MODELS = sorted(CATALOG.models)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from policies.dockerfile_rules import parse_dockerfile
-from policies.model import Kind, Rule
-from policies.registry import BY_ID, RULES
+from slm_deploy.policies.dockerfile_rules import parse_dockerfile
+from slm_deploy.policies.model import Kind, Rule
+from slm_deploy.policies.registry import BY_ID, RULES
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "policies"
@@ -117,7 +117,7 @@ def _checkov_failed(rule: Rule, path: Path) -> set[str]:
     report = runner().run(
         root_folder=None,
         files=[str(path)],
-        external_checks_dir=[str(ROOT / "policies" / "checkov_checks")],
+        external_checks_dir=[str(ROOT / "slm_deploy" / "policies" / "checkov_checks")],
         runner_filter=RunnerFilter(framework=[framework]),
     )
     passed = {c.check_id for c in report.passed_checks if c.check_id == rule.id}
@@ -145,7 +145,7 @@ def _crossguard_violations(rule: Rule, data: Any) -> list[str]:
         StackValidationArgs,
     )
 
-    from policies.crossguard import build_policies
+    from slm_deploy.policies.crossguard import build_policies
 
     policy = next(p for p in build_policies() if p.name == rule.id.lower())
     opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
@@ -189,10 +189,10 @@ def test_crossguard_pack_passes_every_stack_on_the_analyzer_path(stack: str) -> 
         StackValidationArgs,
     )
 
-    from generator.preview import run_preview
-    from policies.crossguard import build_policies
+    from slm_deploy.preview import run_preview
+    from slm_deploy.policies.crossguard import build_policies
 
-    result = run_preview(stack)
+    result = run_preview(stack, ROOT)
     violations: list[str] = []
     report = lambda message, urn=None: violations.append(message)  # noqa: E731
     resources = []
@@ -210,9 +210,9 @@ def test_crossguard_pack_passes_every_stack_on_the_analyzer_path(stack: str) -> 
 
 
 def test_review_of_everything_we_generate_is_clean(tmp_path: Path) -> None:
-    from generator.review import load_skips, review, sarif
+    from slm_deploy.review import load_skips, review, sarif
 
-    report = review(stacks=["dev", "staging", "prod"], fleets=[ROOT / "examples" / "fleet.yaml"])
+    report = review(stacks=["dev", "staging", "prod"], fleets=[ROOT / "examples" / "fleet.yaml"], project=ROOT)
     assert report.findings == [], "\n".join(f"{f.tool} {f.rule} {f.file} {f.resource}: {f.message}" for f in report.findings)
     for tool in ("slm", "checkov", "hadolint", "compose", "kubernetes-validate", "promtool", "yamllint"):
         assert report.tools[tool].checked > 0, tool
@@ -226,7 +226,7 @@ def test_review_of_everything_we_generate_is_clean(tmp_path: Path) -> None:
 
 
 def test_naive_artifacts_are_caught_by_checkov_builtins_and_our_rules() -> None:
-    from generator.review import review
+    from slm_deploy.review import review
 
     report = review(paths=[ROOT / "tests" / "fixtures" / "naive"], tools=["slm", "checkov", "hadolint"])
     found = {(f.tool, f.rule) for f in report.findings}

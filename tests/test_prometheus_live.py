@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.bundle.writer import build_fleet
-from generator.fleet import load_fleet
+from slm_deploy.bundle.writer import build_fleet
+from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need_binary, stop
 from tests.test_gateway_live import free_port
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.environment import plan_environment
-from generator.k8s_validation import validate_manifest
-from generator.preview import REDACTED, PreviewResult, run_preview
+from slm_deploy.environment import plan_environment
+from slm_deploy.k8s_validation import validate_manifest
+from slm_deploy.preview import REDACTED, PreviewResult, run_preview
 from tests.conftest import ROOT, run_cli, schema_dir
 
 STACKS = ("dev", "staging", "prod")
@@ -21,7 +21,7 @@ _CACHE: dict[str, PreviewResult] = {}
 
 def preview(stack: str) -> PreviewResult:
     if stack not in _CACHE:
-        _CACHE[stack] = run_preview(stack)
+        _CACHE[stack] = run_preview(stack, ROOT)
     return _CACHE[stack]
 
 
@@ -252,8 +252,8 @@ def test_preview_cli_writes_manifests_and_reports_errors(tmp_path: Path) -> None
 
 
 def test_a_misspelled_component_argument_fails_loudly() -> None:
-    from stacks.azure.cluster import GpuNodePool
-    from stacks.k8s.servers import VllmServer
+    from slm_deploy.stacks.azure.cluster import GpuNodePool
+    from slm_deploy.stacks.k8s.servers import VllmServer
 
     with pytest.raises(TypeError):
         VllmServer("x", plann=None)  # type: ignore[call-arg]
@@ -270,10 +270,10 @@ def test_pulumi_up_reports_a_bad_stack_file_as_one_line_not_a_traceback() -> Non
     import pulumi
     from pulumi.runtime import set_all_config, set_mocks
 
-    from generator.preview import PROJECT, load_stack_file
-    from stacks.entry import main
+    from slm_deploy.preview import PROJECT, load_stack_file
+    from slm_deploy.stacks.entry import main
 
-    config, secrets, _ = load_stack_file("dev")
+    config, secrets, _ = load_stack_file("dev", ROOT)
     config["slm-deploy:monitoring"] = json.dumps({"enabled": True, "retention": "forever"})
 
     class NoMocks(pulumi.runtime.Mocks):

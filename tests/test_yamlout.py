@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator.yamlout import dump
+from slm_deploy.yamlout import dump
 
 scalars = st.one_of(
     st.none(),

@@ -1,0 +1,218 @@
+"""Edge bundles: one directory per box, built in memory from the box's spec and plans.
+
+`build_box` returns every file of a bundle as bytes (deterministic: same input, same bytes);
+`slm_deploy.bundle.writer` puts them on disk atomically and writes the MANIFEST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from slm_deploy import __version__, yamlout
+from slm_deploy.bundle.compose import GATEWAY_CONTAINER_PORT, compose_document
+from slm_deploy.catalog import Catalog, load_catalog
+from slm_deploy.errors import InputError
+from slm_deploy.fleet import Box, Fleet
+from slm_deploy.gateway import API_PATHS, caddyfile, route
+from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
+from slm_deploy.observability.scrape import ScrapeTarget, prometheus_config
+from slm_deploy.planner import Plan, plan_colocated
+from slm_deploy.runtimes import METRICS_PATH, RuntimeSpec, runtime_image_id, runtime_spec
+from slm_deploy.spec import Runtime
+from slm_deploy.templating import render
+
+EXECUTABLE = 0o755
+REGULAR = 0o644
+
+
+@dataclass(frozen=True)
+class BoxBundle:
+    box: Box
+    plans: tuple[Plan, ...]
+    files: dict[str, bytes]  # relative path -> content, MANIFEST.json included
+    modes: dict[str, int]
+    spec_sha256: str
+
+
+def _check_box(box: Box, fleet: Fleet) -> None:
+    runtime = box.servings[0].runtime
+    if len(box.servings) > 1 and runtime is not Runtime.OLLAMA:
+        raise InputError(
+            fleet.source,
+            f"{box.path}.models",
+            "several models on one box need runtime ollama (one server, "
+            "routed by model name); give each vLLM or llama.cpp model its own box",
+        )
+    if runtime is Runtime.OLLAMA and len({s.concurrency for s in box.servings}) > 1:
+        raise InputError(
+            fleet.source,
+            f"{box.path}.models",
+            "models on one Ollama server share OLLAMA_NUM_PARALLEL: give them the same concurrency",
+        )
+
+
+def plan_box(box: Box, fleet: Fleet, catalog: Catalog) -> tuple[Plan, ...]:
+    """Plan every model of a box; a model that does not fit is an error naming the box."""
+    _check_box(box, fleet)
+    paths = tuple(f"{box.path}.models[{i}]" if len(box.servings) > 1 else f"{box.path}.serving" for i in range(len(box.servings)))
+    plans = plan_colocated(
+        box.servings,
+        box.hardware,
+        catalog=catalog,
+        source=fleet.source,
+        serving_paths=paths,
+        hardware_path=f"{box.path}.hardware",
+    )
+    for plan, path in zip(plans, paths, strict=True):
+        if not plan.fits:
+            hints = "; ".join(s.change for s in plan.suggestions) or "none in the catalog"
+            raise InputError(fleet.source, path, f"box {box.id}: {plan.model} does not fit: {plan.reason}; try: {hints}")
+        if box.hardware.disk_gib is not None and plan.resources.cache_disk_gib > box.hardware.disk_gib:
+            raise InputError(
+                fleet.source,
+                f"{box.path}.hardware.disk_gib",
+                f"box {box.id}: the model cache needs {plan.resources.cache_disk_gib} GiB",
+            )
+    image = catalog.images[runtime_image_id(plans[0])]
+    if box.hardware.cpu_arch not in image.platforms:
+        raise InputError(
+            fleet.source,
+            f"{box.path}.hardware.cpu_arch",
+            f"box {box.id}: {image.ref} is not published for {box.hardware.cpu_arch.value}",
+        )
+    return plans
+
+
+def offline_image_ref(box: Box, fleet: Fleet) -> str:
+    """Boxes that serve the same models share one offline image: its tag hashes the servings."""
+    servings = json.dumps([s.model_dump(mode="json") for s in box.servings], sort_keys=True)
+    digest = hashlib.sha256(f"{__version__}:{box.hardware.cpu_arch.value}:{servings}".encode()).hexdigest()
+    return f"slm-offline/{fleet.name}:{digest[:12]}"
+
+
+def spec_digest(box: Box, fleet: Fleet) -> str:
+    resolved = {
+        "fleet": fleet.name,
+        "box": box.id,
+        "hardware": box.hardware.model_dump(mode="json"),
+        "servings": [s.model_dump(mode="json") for s in box.servings],
+        "options": box.options.model_dump(mode="json"),
+        "generator": __version__,
+    }
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
+
+
+def _scrape_targets(spec: RuntimeSpec, box: Box, gpus: bool) -> list[ScrapeTarget]:
+    targets = [ScrapeTarget("gateway", f"gateway:{GATEWAY_METRICS_PORT}", "gateway")]
+    if spec.runtime in METRICS_PATH:
+        targets.append(
+            ScrapeTarget(spec.runtime.value, f"{spec.service}:{spec.port}", "model-server", METRICS_PATH[spec.runtime])
+        )
+    targets += [
+        ScrapeTarget("node", "node-exporter:9100", "host"),
+        ScrapeTarget("prometheus", "localhost:9090", "prometheus"),
+    ]
+    if gpus:
+        targets.append(ScrapeTarget("dcgm", "dcgm-exporter:9400", "gpu"))
+    return targets
+
+
+def _service_descriptions(compose: dict[str, Any], spec: RuntimeSpec) -> list[tuple[str, str]]:
+    what = {
+        "volume-init": "one-shot: gives the named volumes to the unprivileged user",
+        "model-fetch": "one-shot: downloads the model into the `models` volume",
+        spec.service: f"the {spec.runtime.value} model server (internal only)",
+        "gateway": "Caddy: TLS, API key, path allow-list, request metrics; the only published port",
+        "open-webui": "Open WebUI chat interface, behind the gateway",
+        "prometheus": "metrics and alert rules",
+        "grafana": "dashboards, behind the gateway at /grafana/",
+        "node-exporter": "host CPU, memory, disk and network metrics",
+        "dcgm-exporter": "NVIDIA GPU metrics",
+    }
+    return [(name, what[name]) for name in compose["services"]]
+
+
+def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBundle:
+    catalog = catalog or load_catalog()
+    plans = plan_box(box, fleet, catalog)
+    digest = spec_digest(box, fleet)
+    spec = runtime_spec(plans, catalog, box.options.offline, box.id)
+    offline_image = offline_image_ref(box, fleet)
+    compose = compose_document(box, plans, spec, catalog, offline_image)
+    if box.options.offline:
+        compose["services"][spec.service]["image"] = offline_image
+    header = f"# Compose bundle for box {box.id} (fleet {fleet.name}), generated by slm-deploy {__version__}.\n"
+    files: dict[str, str] = {"compose.yaml": yamlout.dump(compose, header)}
+    files["gateway/Caddyfile"] = caddyfile(
+        f"box {box.id}",
+        tls=True,
+        port=GATEWAY_CONTAINER_PORT,
+        routes=[route(spec.service, f"{spec.service}:{spec.port}")],
+        grafana_upstream="grafana:3000" if box.options.monitoring else None,
+        webui_upstream="open-webui:8080" if box.options.webui else None,
+    )
+    files.update(spec.files)
+    if spec.dockerfile is not None:
+        files["Dockerfile"] = spec.dockerfile
+    if box.options.monitoring:
+        from slm_deploy.observability.bundle import monitoring_files
+
+        gpus = "dcgm-exporter" in compose["services"]
+        scrape = prometheus_config(_scrape_targets(spec, box, gpus), {"box": box.id, "fleet": fleet.name})
+        files["prometheus/prometheus.yml"] = yamlout.dump(scrape, "# Prometheus configuration, generated by slm-deploy.\n")
+        files.update(monitoring_files(plans[0].runtime, box.options.slo, gpus))
+    secrets = sorted(compose["secrets"])
+    files["init-secrets.sh"] = render(
+        "init-secrets.sh",
+        box_id=box.id,
+        uid=10001,
+        random_secrets=[s for s in secrets if s not in {"hf_token", "tls_cert", "tls_key"}],
+        hf_token="hf_token" in secrets,
+    )
+    files[".env.example"] = render("env.example", box_id=box.id)
+    files["README.md"] = render(
+        "bundle-README.md",
+        box_id=box.id,
+        fleet=fleet.name,
+        version=__version__,
+        services=_service_descriptions(compose, spec),
+        runtime=spec.runtime.value,
+        runtime_service=spec.service,
+        hardware=plans[0].hardware,
+        plans=plans,
+        listen=box.options.listen_address,
+        port=box.options.gateway_port,
+        api_paths=API_PATHS,
+        webui=box.options.webui,
+        monitoring=box.options.monitoring,
+        offline=box.options.offline,
+        offline_image=offline_image,
+        cache_disk_gib=sum(p.resources.cache_disk_gib for p in plans),
+        startup_minutes=max(p.resources.startup_budget_seconds for p in plans) // 60,
+    )
+    encoded = {path: text.encode() for path, text in files.items()}
+    modes = {path: EXECUTABLE if path.endswith(".sh") else REGULAR for path in encoded}
+    encoded["MANIFEST.json"] = manifest_bytes(box, fleet, digest, encoded, modes)
+    modes["MANIFEST.json"] = REGULAR
+    return BoxBundle(box, plans, encoded, modes, digest)
+
+
+MANIFEST_IGNORES = ("secrets/", ".env")
+
+
+def manifest_bytes(box: Box, fleet: Fleet, digest: str, files: dict[str, bytes], modes: dict[str, int]) -> bytes:
+    manifest = {
+        "generator": f"slm-deploy {__version__}",
+        "fleet": fleet.name,
+        "box": box.id,
+        "spec_sha256": digest,
+        "ignored": list(MANIFEST_IGNORES),
+        "files": {
+            path: {"sha256": hashlib.sha256(data).hexdigest(), "mode": f"{modes[path]:04o}"}
+            for path, data in sorted(files.items())
+        },
+    }
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()

@@ -1,0 +1,375 @@
+"""The compose file of one box, built as data (then dumped), hardened service by service.
+
+Every service gets the same baseline (pinned image, non-root user, read-only root with tmpfs
+scratch, no capabilities, no-new-privileges, limits, log rotation, restart policy, healthcheck
+when long-running). Where a service cannot follow a rule, the reason is written next to the
+exception in the service's `x-hardening-exceptions` field, which review tools read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from slm_deploy.catalog import Catalog
+from slm_deploy.fleet import Box
+from slm_deploy.gateway import ENTRYPOINT as GATEWAY_ENTRYPOINT
+from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
+from slm_deploy.planner import Plan
+from slm_deploy.runtimes import APP_UID, MODEL_DIR, RuntimeSpec
+
+INTERNAL_NETWORK = "internal"
+EDGE_NETWORK = "edge"
+EGRESS_NETWORK = "egress"
+GATEWAY_CONTAINER_PORT = 8443
+USER = f"{APP_UID}:{APP_UID}"
+LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+HEALTH_TIMING = {"interval": "30s", "timeout": "5s", "retries": 3}
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float
+    memory_mib: int
+    pids: int
+
+
+# Limits of the services around the model server, sized for their work on one box.
+SIDECAR_LIMITS = {
+    "gateway": Limits(1.0, 256, 256),
+    "prometheus": Limits(1.0, 1024, 256),
+    "grafana": Limits(0.5, 512, 256),
+    "node-exporter": Limits(0.25, 128, 64),
+    "dcgm-exporter": Limits(0.5, 512, 128),
+    "open-webui": Limits(1.0, 2048, 512),
+    "model-fetch": Limits(2.0, 4096, 256),
+    "volume-init": Limits(0.25, 64, 32),
+}
+RUNTIME_PIDS = 4096  # vLLM spawns an engine core, tokenizer workers and compile threads
+PROMETHEUS_RETENTION = "15d"
+
+
+def _deploy(cpus: float, memory_mib: int, pids: int, gpus: int = 0) -> dict[str, Any]:
+    resources: dict[str, Any] = {
+        "limits": {"cpus": f"{cpus:g}", "memory": f"{memory_mib}M", "pids": pids},
+        "reservations": {"cpus": f"{min(cpus, 0.25 if cpus < 1 else cpus / 2):g}", "memory": f"{memory_mib // 2}M"},
+    }
+    if gpus:
+        resources["reservations"]["devices"] = [{"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]
+    return {"resources": resources}
+
+
+def _healthcheck(test: list[str], start_period_s: int = 30) -> dict[str, Any]:
+    return {"test": test, **HEALTH_TIMING, "start_period": f"{start_period_s}s"}
+
+
+def _hardened(
+    image: str,
+    *,
+    limits: Limits,
+    networks: list[str],
+    tmpfs: list[str] | None = None,
+    user: str = USER,
+    one_shot: bool = False,
+    gpus: int = 0,
+) -> dict[str, Any]:
+    service: dict[str, Any] = {
+        "image": image,
+        "user": user,
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "tmpfs": tmpfs or ["/tmp:size=64m,mode=1777"],
+        "restart": "no" if one_shot else "unless-stopped",
+        "networks": networks,
+        "logging": LOGGING,
+        "deploy": _deploy(limits.cpus, limits.memory_mib, limits.pids, gpus),
+    }
+    return service
+
+
+def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image: str) -> dict[str, Any]:
+    res = plans[0].resources
+    memory_gib = sum(p.resources.memory_limit_gib for p in plans) if len(plans) > 1 else res.memory_limit_gib
+    cap = max(1, math.floor(box.hardware.memory_gib - 1))
+    service = _hardened(
+        image,
+        limits=Limits(res.cpu_request, min(memory_gib, cap) * 1024, RUNTIME_PIDS),
+        networks=[INTERNAL_NETWORK],
+        tmpfs=["/tmp:size=2g,mode=1777"],
+        gpus=res.gpu_count,
+    )
+    if spec.entrypoint:
+        service["entrypoint"] = spec.entrypoint
+    service["command"] = spec.command
+    service["environment"] = dict(sorted(spec.environment.items()))
+    service["shm_size"] = f"{math.ceil(res.shm_gib * 1024)}m"
+    service["healthcheck"] = _healthcheck(spec.healthcheck, res.startup_budget_seconds)
+    service["expose"] = [str(spec.port)]
+    if box.options.offline:
+        service["build"] = {"context": ".", "dockerfile": "Dockerfile"}
+        if spec.uses_hf_token or spec.runtime.value == "vllm":
+            service["build"]["secrets"] = ["hf_token"]
+        service["pull_policy"] = "never"
+    else:
+        service["volumes"] = [{"type": "volume", "source": "models", "target": MODEL_DIR, "read_only": True}]
+        if spec.runtime.value == "ollama":
+            # Ollama writes its key pair and manifests next to the models at start.
+            service["volumes"][0]["read_only"] = False
+        service["depends_on"] = {"model-fetch": {"condition": "service_completed_successfully"}}
+    return service
+
+
+def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
+    assert spec.fetch is not None
+    fetch = spec.fetch
+    service = _hardened(
+        fetch["image"],
+        limits=SIDECAR_LIMITS["model-fetch"],
+        networks=[EGRESS_NETWORK],
+        one_shot=True,
+        tmpfs=["/tmp:size=1g,mode=1777"],
+    )
+    service["entrypoint"] = fetch["entrypoint"]
+    service["environment"] = dict(sorted(fetch["environment"].items()))
+    service["volumes"] = [{"type": "volume", "source": "models", "target": MODEL_DIR}]
+    for source, target in sorted(fetch.get("config_files", {}).items()):
+        service["volumes"].append({"type": "bind", "source": f"./{source}", "target": target, "read_only": True})
+    if spec.uses_hf_token:
+        service["secrets"] = ["hf_token"]
+    service["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
+    return service
+
+
+def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
+    service = _hardened(
+        catalog.images["gateway"].ref,
+        limits=SIDECAR_LIMITS["volume-init"],
+        networks=[],
+        user="0:0",
+        one_shot=True,
+    )
+    del service["networks"]
+    service["network_mode"] = "none"
+    service["cap_add"] = ["CHOWN"]
+    service["entrypoint"] = ["chown", "-R", USER, *(f"/volumes/{v}" for v in volumes)]
+    service["volumes"] = [{"type": "volume", "source": v, "target": f"/volumes/{v}"} for v in volumes]
+    service["x-hardening-exceptions"] = {
+        "user": "root, once: new named volumes belong to root, and every other service runs as "
+        f"{USER}; this one-shot container only chowns them, with no network and CAP_CHOWN alone",
+        "cap_add": "CHOWN, to give the new named volumes to the unprivileged user; nothing else",
+    }
+    return service
+
+
+def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
+    service = _hardened(
+        catalog.images["gateway"].ref,
+        limits=SIDECAR_LIMITS["gateway"],
+        networks=[EDGE_NETWORK, INTERNAL_NETWORK],
+        tmpfs=["/tmp:size=16m,mode=1777", "/data:size=16m,uid=10001", "/config:size=16m,uid=10001"],
+    )
+    service["entrypoint"] = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
+    service["environment"] = {"XDG_CONFIG_HOME": "/config", "XDG_DATA_HOME": "/data"}
+    service["ports"] = [
+        {
+            "name": "https",
+            "host_ip": box.options.listen_address,
+            "target": GATEWAY_CONTAINER_PORT,
+            "published": str(box.options.gateway_port),
+            "protocol": "tcp",
+        }
+    ]
+    service["expose"] = [str(GATEWAY_METRICS_PORT)]
+    service["secrets"] = ["api_key", "tls_cert", "tls_key"]
+    service["volumes"] = [{"type": "bind", "source": "./gateway/Caddyfile", "target": "/etc/caddy/Caddyfile", "read_only": True}]
+    service["healthcheck"] = _healthcheck(
+        ["CMD", "wget", "--quiet", "--spider", f"http://127.0.0.1:{GATEWAY_METRICS_PORT}/healthz"]
+    )
+    service["depends_on"] = {runtime: {"condition": "service_started"}}
+    return service
+
+
+def _webui(catalog: Catalog, spec: RuntimeSpec) -> dict[str, Any]:
+    service = _hardened(
+        catalog.images["open-webui"].ref,
+        limits=SIDECAR_LIMITS["open-webui"],
+        networks=[INTERNAL_NETWORK],
+        tmpfs=["/tmp:size=256m,mode=1777"],
+    )
+    base = f"http://{spec.service}:{spec.port}"
+    env = {
+        "HOME": "/tmp",
+        "DATA_DIR": "/app/backend/data",
+        "OFFLINE_MODE": "true",
+        "HF_HUB_OFFLINE": "1",
+        "ENABLE_SIGNUP": "true",
+        "DEFAULT_USER_ROLE": "pending",
+        "ANONYMIZED_TELEMETRY": "false",
+        "DO_NOT_TRACK": "true",
+        "SCARF_NO_ANALYTICS": "true",
+    }
+    if spec.runtime.value == "ollama":
+        env |= {"OLLAMA_BASE_URL": base, "ENABLE_OPENAI_API": "false"}
+    else:
+        env |= {"OPENAI_API_BASE_URL": f"{base}/v1", "ENABLE_OLLAMA_API": "false"}
+    service["environment"] = dict(sorted(env.items()))
+    service["entrypoint"] = ["/bin/bash", "-c", WEBUI_ENTRYPOINT]
+    service["secrets"] = ["webui_secret_key"]
+    service["volumes"] = [{"type": "volume", "source": "webui-data", "target": "/app/backend/data"}]
+    service["healthcheck"] = _healthcheck(["CMD", "curl", "--fail", "--silent", "http://127.0.0.1:8080/health"], 120)
+    service["depends_on"] = {spec.service: {"condition": "service_started"}}
+    service["read_only"] = False
+    service["x-hardening-exceptions"] = {
+        "read_only": "Open WebUI writes its compiled frontend and caches under /app/backend at start; "
+        "it runs as a non-root user without capabilities instead",
+    }
+    return service
+
+
+WEBUI_ENTRYPOINT = 'WEBUI_SECRET_KEY="$(cat /run/secrets/webui_secret_key)" exec bash /app/backend/start.sh'
+
+
+def _prometheus(catalog: Catalog) -> dict[str, Any]:
+    service = _hardened(catalog.images["prometheus"].ref, limits=SIDECAR_LIMITS["prometheus"], networks=[INTERNAL_NETWORK])
+    service["command"] = [
+        "--config.file=/etc/prometheus/prometheus.yml",
+        "--storage.tsdb.path=/prometheus",
+        f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+        "--web.listen-address=0.0.0.0:9090",
+    ]
+    service["volumes"] = [
+        {"type": "bind", "source": "./prometheus", "target": "/etc/prometheus", "read_only": True},
+        {"type": "volume", "source": "prometheus-data", "target": "/prometheus"},
+    ]
+    service["expose"] = ["9090"]
+    service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9090/-/ready"])
+    return service
+
+
+def _grafana(catalog: Catalog, box: Box) -> dict[str, Any]:
+    service = _hardened(catalog.images["grafana"].ref, limits=SIDECAR_LIMITS["grafana"], networks=[INTERNAL_NETWORK])
+    service["environment"] = {
+        "GF_SECURITY_ADMIN_USER": "admin",
+        "GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana_admin_password",
+        "GF_SERVER_ROOT_URL": f"https://localhost:{box.options.gateway_port}/grafana/",
+        "GF_SERVER_SERVE_FROM_SUB_PATH": "true",
+        "GF_AUTH_ANONYMOUS_ENABLED": "false",
+        "GF_USERS_ALLOW_SIGN_UP": "false",
+        "GF_ANALYTICS_REPORTING_ENABLED": "false",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+        "GF_PATHS_DATA": "/var/lib/grafana",
+        "GF_PATHS_PROVISIONING": "/etc/grafana/provisioning",
+    }
+    service["secrets"] = ["grafana_admin_password"]
+    service["volumes"] = [
+        {"type": "bind", "source": "./grafana/provisioning", "target": "/etc/grafana/provisioning", "read_only": True},
+        {"type": "volume", "source": "grafana-data", "target": "/var/lib/grafana"},
+    ]
+    service["expose"] = ["3000"]
+    service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:3000/api/health"], 60)
+    service["depends_on"] = {"prometheus": {"condition": "service_started"}}
+    return service
+
+
+def _node_exporter(catalog: Catalog) -> dict[str, Any]:
+    service = _hardened(catalog.images["node-exporter"].ref, limits=SIDECAR_LIMITS["node-exporter"], networks=[INTERNAL_NETWORK])
+    service["command"] = [
+        "--path.procfs=/host/proc",
+        "--path.sysfs=/host/sys",
+        "--path.rootfs=/host/root",
+        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
+    ]
+    service["volumes"] = [
+        {"type": "bind", "source": "/proc", "target": "/host/proc", "read_only": True},
+        {"type": "bind", "source": "/sys", "target": "/host/sys", "read_only": True},
+        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}},
+    ]
+    service["expose"] = ["9100"]
+    service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
+    service["x-hardening-exceptions"] = {
+        "volumes": "host /proc, /sys and / mounted read-only: node-exporter reads the host's CPU, memory, "
+        "disk (the model cache) and network figures from them; no write access, no host namespaces",
+    }
+    return service
+
+
+def _dcgm_exporter(catalog: Catalog, gpus: int) -> dict[str, Any]:
+    limits = SIDECAR_LIMITS["dcgm-exporter"]
+    service = _hardened(catalog.images["dcgm-exporter"].ref, limits=limits, networks=[INTERNAL_NETWORK], gpus=gpus)
+    service["expose"] = ["9400"]
+    service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9400"], 60)
+    return service
+
+
+def compose_document(
+    box: Box, plans: tuple[Plan, ...], spec: RuntimeSpec, catalog: Catalog, offline_image: str
+) -> dict[str, Any]:
+    """The whole compose file as data: services, networks, volumes, secrets."""
+    options = box.options
+    services: dict[str, Any] = {}
+    volumes = ["models"] if spec.fetch is not None else []
+    if options.webui:
+        volumes.append("webui-data")
+    if options.monitoring:
+        volumes += ["prometheus-data", "grafana-data"]
+    if volumes:
+        services["volume-init"] = _volume_init(catalog, volumes)
+    if spec.fetch is not None:
+        services["model-fetch"] = _fetch_service(spec)
+    image = offline_image if options.offline else spec.image
+    services[spec.service] = _runtime_service(spec, plans, box, image)
+    services["gateway"] = _gateway(catalog, box, spec.service)
+    if options.webui:
+        services["open-webui"] = _webui(catalog, spec)
+        services["open-webui"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
+    if options.monitoring:
+        services["prometheus"] = _prometheus(catalog)
+        services["prometheus"]["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
+        services["grafana"] = _grafana(catalog, box)
+        services["grafana"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
+        services["node-exporter"] = _node_exporter(catalog)
+        gpus = plans[0].resources.gpu_count
+        if gpus and not _unified(plans, catalog):
+            services["dcgm-exporter"] = _dcgm_exporter(catalog, box.hardware.gpu.count if box.hardware.gpu else gpus)
+    secrets = {"api_key", "tls_cert", "tls_key"}
+    if spec.uses_hf_token or "hf_token" in services[spec.service].get("build", {}).get("secrets", []):
+        secrets.add("hf_token")
+    if options.webui:
+        secrets.add("webui_secret_key")
+    if options.monitoring:
+        secrets.add("grafana_admin_password")
+    for service in services.values():
+        _escape_interpolation(service)
+    networks: dict[str, Any] = {
+        EDGE_NETWORK: {"driver": "bridge"},
+        INTERNAL_NETWORK: {"driver": "bridge", "internal": True},
+    }
+    if spec.fetch is not None:
+        networks[EGRESS_NETWORK] = {"driver": "bridge"}
+    return {
+        "name": box.id,
+        "services": services,
+        "networks": networks,
+        "volumes": {v: {} for v in volumes},
+        "secrets": {s: {"file": f"./secrets/{s}"} for s in sorted(secrets)},
+    }
+
+
+def _unified(plans: tuple[Plan, ...], catalog: Catalog) -> bool:
+    gpu = catalog.gpus.get(plans[0].device)
+    return gpu is not None and gpu.unified_memory
+
+
+def _escape_interpolation(service: dict[str, Any]) -> None:
+    """Compose interpolates `$VAR` in every string; scripts in commands need `$$` for a literal `$`."""
+
+    def escape(args: list[str]) -> list[str]:
+        return [arg.replace("$", "$$") for arg in args]
+
+    for key in ("entrypoint", "command"):
+        if key in service:
+            service[key] = escape(service[key])
+    if "healthcheck" in service:
+        service["healthcheck"]["test"] = escape(service["healthcheck"]["test"])

@@ -1,0 +1,254 @@
+"""The cloud environment of one Pulumi stack: cluster, GPU pools and the models they serve.
+
+Read from `Pulumi.<stack>.yaml` (camelCase keys, the Pulumi convention) into frozen models that
+reject unknown keys, so a typo in a stack file is a clear error instead of a silent default.
+Sizing is the planner's: every model is planned on its pool's VM size here, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from slm_deploy.catalog import Catalog, load_catalog
+from slm_deploy.errors import InputError, from_validation_error
+from slm_deploy.fleet import SloThresholds
+from slm_deploy.planner import Plan, hardware_for_vm, plan
+from slm_deploy.spec import Frozen, Runtime, Serving
+
+DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
+POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
+
+
+class Camel(Frozen):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=False)
+
+
+class ClusterMode(StrEnum):
+    AKS = "aks"
+    EXISTING = "existing"
+
+
+class GpuDriver(StrEnum):
+    OPERATOR = "operator"  # NVIDIA GPU Operator installs drivers; AKS installs none (gpuProfile.driver None)
+    AKS = "aks"  # AKS installs drivers (gpuProfile.driver Install); we run only the device plugin
+
+
+class ApiServerAccess(Camel):
+    private: bool = Field(default=False, description="Private cluster: the API server has no public address.")
+    authorized_ip_ranges: tuple[str, ...] = Field(default=(), description="CIDRs allowed to reach a public API server.")
+
+    @field_validator("authorized_ip_ranges")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            network = ipaddress.ip_network(cidr, strict=False)
+            if network.prefixlen == 0:
+                raise ValueError(f"{cidr} opens the API server to the whole internet")
+        return value
+
+    @model_validator(mode="after")
+    def _restricted(self) -> ApiServerAccess:
+        if not self.private and not self.authorized_ip_ranges:
+            raise ValueError("set private: true or list authorizedIpRanges; an open API server is refused")
+        return self
+
+
+class ClusterSpec(Camel):
+    mode: ClusterMode = ClusterMode.AKS
+    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d{2}(\.\d+)?$")
+    kubeconfig: str | None = Field(default=None, description="existing: path of a kubeconfig file.")
+    context: str | None = Field(default=None, description="existing: the kubeconfig context to use.")
+    api_server: ApiServerAccess | None = Field(default=None, description="aks: how the API server is reached.")
+    system_vm_size: str = Field(default="Standard_D4ds_v5")
+    system_node_count: int = Field(default=2, ge=1, le=10)
+    upgrade_channel: str = Field(default="patch", pattern=r"^(patch|stable|rapid|node-image)$")
+    storage_class: str = Field(
+        default="azurefile-csi-premium", description="ReadWriteMany storage class for the shared model caches."
+    )
+    keda: bool = Field(default=True, description="KEDA is available (the AKS add-on; existing: installed by you).")
+    vnet_cidr: str = Field(default="10.42.0.0/16")
+    node_subnet_cidr: str = Field(default="10.42.0.0/20")
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> ClusterSpec:
+        if self.mode is ClusterMode.AKS and self.api_server is None:
+            raise ValueError("aks mode needs apiServer (private: true, or authorizedIpRanges)")
+        return self
+
+
+class GpuPoolSpec(Camel):
+    name: str = Field(pattern=POOL_NAME)
+    vm_size: str | None = Field(default=None, description="Azure VM size; None: the planner's recommendation.")
+    min_count: int = Field(default=0, ge=0, le=100)
+    max_count: int = Field(default=1, ge=1, le=100)
+    spot: bool = False
+    mig_profile: str | None = Field(default=None, pattern=r"^MIG[1-7]g$")
+    os_disk_gb: int = Field(default=128, ge=64, le=2048)
+
+    @model_validator(mode="after")
+    def _counts(self) -> GpuPoolSpec:
+        if self.min_count > self.max_count:
+            raise ValueError("minCount cannot exceed maxCount")
+        return self
+
+
+class AutoscalingSpec(Camel):
+    min_replicas: int = Field(default=1, ge=0, le=100, description="0 allows scale to zero (KEDA).")
+    max_replicas: int = Field(default=1, ge=1, le=100)
+    queue_threshold: int = Field(default=5, ge=1, description="vllm:num_requests_waiting per replica.")
+    polling_interval_seconds: int = Field(default=15, ge=5)
+    cooldown_seconds: int = Field(default=360, ge=30)
+    cpu_utilization_percent: int = Field(default=70, ge=10, le=100, description="HPA target for Ollama/llama.cpp.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas cannot exceed maxReplicas")
+        return self
+
+
+class ModelDeploymentSpec(Camel):
+    """A Serving (same fields, camelCase) plus where and how many."""
+
+    name: str = Field(pattern=DNS_LABEL, description="Kubernetes name of the server.")
+    pool: str = Field(pattern=POOL_NAME, description="The GPU pool it runs on.")
+    model: str
+    architecture: dict[str, Any] | None = None
+    runtime: Runtime = Runtime.VLLM
+    quantization: str | None = None
+    context: int | None = None
+    concurrency: int | None = None
+    kv_cache_dtype: str | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel: int | None = None
+    max_num_batched_tokens: int | None = None
+    weights_repo: str | None = None
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+
+    def serving(self) -> Serving:
+        fields = self.model_dump(exclude={"name", "pool", "autoscaling"}, exclude_none=True, by_alias=False)
+        return Serving.model_validate(fields)
+
+
+class MonitoringSpec(Camel):
+    enabled: bool = True
+    alerts: bool = True
+    retention: str = Field(default="15d", pattern=r"^\d+[dhw]$")
+    storage_gi: int = Field(default=50, ge=1)
+    grafana_storage_gi: int = Field(default=10, ge=1)
+    slo: SloThresholds = Field(default_factory=SloThresholds)
+
+
+class IngressSpec(Camel):
+    enabled: bool = False
+    host: str | None = Field(default=None, pattern=r"^[a-z0-9.-]+$")
+    class_name: str = "nginx"
+    tls_secret_name: str = Field(default="slm-gateway-tls", pattern=DNS_LABEL)
+
+    @model_validator(mode="after")
+    def _host(self) -> IngressSpec:
+        if self.enabled and not self.host:
+            raise ValueError("an enabled ingress needs a host")
+        return self
+
+
+class EnvironmentSpec(Camel):
+    namespace: str = Field(default="slm", pattern=DNS_LABEL)
+    cluster: ClusterSpec
+    gpu_driver: GpuDriver = GpuDriver.OPERATOR
+    gpu_pools: tuple[GpuPoolSpec, ...] = Field(default=(), description="aks: GPU pools (existing: ignored).")
+    models: tuple[ModelDeploymentSpec, ...] = Field(min_length=1)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    ingress: IngressSpec = Field(default_factory=IngressSpec)
+    gateway_replicas: int = Field(default=2, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _references(self) -> EnvironmentSpec:
+        pools = [p.name for p in self.gpu_pools]
+        if len(set(pools)) != len(pools):
+            raise ValueError("gpuPools: pool names must be unique")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("models: names must be unique")
+        if self.cluster.mode is ClusterMode.AKS:
+            for model in self.models:
+                if model.pool not in pools:
+                    raise ValueError(f"model {model.name!r} runs on pool {model.pool!r}, which gpuPools does not define")
+        return self
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    spec: ModelDeploymentSpec
+    plan: Plan
+    vm_size: str
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A validated stack: its spec, and every model planned on its pool's VM size."""
+
+    stack: str
+    spec: EnvironmentSpec
+    models: tuple[PlannedModel, ...]
+    pool_vm_sizes: dict[str, str]
+
+
+def _pool_vm(env: EnvironmentSpec, pool_name: str, existing: dict[str, str]) -> str | None:
+    pool = next((p for p in env.gpu_pools if p.name == pool_name), None)
+    return pool.vm_size if pool else existing.get(pool_name)
+
+
+def plan_environment(
+    stack: str, config: dict[str, Any], catalog: Catalog | None = None, source: str | None = None
+) -> Environment:
+    """Validate a stack's structured config and plan every model; errors name the key."""
+    catalog = catalog or load_catalog()
+    source = source or f"Pulumi.{stack}.yaml"
+    try:
+        spec = EnvironmentSpec.model_validate(config)
+    except ValidationError as exc:
+        raise _config_error(source, exc) from None
+    models = []
+    pool_sizes: dict[str, str] = {}
+    for i, model in enumerate(spec.models):
+        path = f"slm-deploy:models[{i}]"
+        try:
+            serving = model.serving()
+        except ValidationError as exc:
+            raise _config_error(source, exc, ["models", i]) from None
+        vm_size = _pool_vm(spec, model.pool, pool_sizes)
+        if vm_size is None:
+            recommended = plan(serving, None, catalog=catalog, source=source, serving_path=path)
+            if not recommended.fits:
+                raise InputError(source, path, f"no catalog VM size fits: {recommended.reason}")
+            vm_size = recommended.hardware.split(":", 1)[0]
+        if vm_size not in catalog.vm_sizes:
+            raise InputError(source, f"{path}.pool", f"pool {model.pool!r}: unknown VM size {vm_size!r}")
+        pool_sizes.setdefault(model.pool, vm_size)
+        hardware = hardware_for_vm(catalog.vm_sizes[vm_size])
+        result = plan(serving, hardware, catalog=catalog, source=source, serving_path=path, hardware_path=path)
+        if not result.fits:
+            hints = "; ".join(s.change for s in result.suggestions) or "none in the catalog"
+            raise InputError(source, path, f"{model.name} does not fit {vm_size}: {result.reason}; try: {hints}")
+        models.append(PlannedModel(model, result, vm_size))
+    for pool in spec.gpu_pools:
+        if pool.vm_size:
+            pool_sizes[pool.name] = pool.vm_size
+    return Environment(stack, spec, tuple(models), pool_sizes)
+
+
+def _config_error(source: str, exc: ValidationError, prefix: list[int | str] | None = None) -> InputError:
+    """Pulumi config keys are namespaced: `slm-deploy:models[0].context`."""
+    error = from_validation_error(source, exc, prefix or [])
+    field = f"{PROJECT}:{error.field}" if error.field else PROJECT
+    return InputError(source, field, error.message)
+
+
+PROJECT = "slm-deploy"

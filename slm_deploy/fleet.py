@@ -1,0 +1,165 @@
+"""The fleet inventory: one file describing every edge box, validated with the spec models.
+
+`defaults` holds any Serving or BoxOptions field; each box overrides them with `serving:` (one
+model) or `models:` (several, all on the same runtime), plus any BoxOptions field. Every key is
+checked: a typo is an error that names the file, the box and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from slm_deploy.errors import InputError, format_location, from_validation_error
+from slm_deploy.spec import Frozen, Hardware, Serving
+
+BOX_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+
+
+class SloThresholds(Frozen):
+    """Alert thresholds; each can be overridden per fleet or box."""
+
+    ttft_p95_seconds: float = Field(default=2.0, gt=0, description="Time to first token, p95, seconds.")
+    error_ratio: float = Field(default=0.05, gt=0, lt=1, description="5xx share of gateway requests.")
+    queue_waiting: int = Field(default=5, gt=0, description="Requests waiting in the vLLM queue.")
+    kv_cache_usage: float = Field(default=0.9, gt=0, le=1, description="KV-cache usage fraction.")
+    gpu_temperature_celsius: float = Field(default=85, gt=0)
+    disk_free_ratio: float = Field(default=0.1, gt=0, lt=1, description="Free share of the model-cache disk.")
+
+
+class BoxOptions(Frozen):
+    """What runs next to the model server on a box."""
+
+    webui: bool = Field(default=False, description="Open WebUI behind the gateway.")
+    monitoring: bool = Field(default=True, description="Prometheus, Grafana, node-exporter (and DCGM on GPUs).")
+    offline: bool = Field(default=False, description="Air-gapped: bake the model into an image built beforehand.")
+    gateway_port: int = Field(default=8443, ge=1, le=65535, description="The one port published to the LAN.")
+    listen_address: str = Field(
+        default="0.0.0.0", description="Interface the gateway port binds to; 0.0.0.0 means every interface."
+    )
+    slo: SloThresholds = Field(default_factory=SloThresholds)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
+
+
+SERVING_KEYS = frozenset(Serving.model_fields)
+OPTION_KEYS = frozenset(BoxOptions.model_fields)
+
+
+class _RawBox(Frozen):
+    id: str = Field(pattern=BOX_ID_PATTERN, description="Directory and compose project name.")
+    hardware: Hardware
+    serving: dict[str, Any] | None = None
+    models: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    webui: bool | None = None
+    monitoring: bool | None = None
+    offline: bool | None = None
+    gateway_port: int | None = None
+    listen_address: str | None = None
+    slo: dict[str, Any] | None = None
+
+
+class _RawFleet(Frozen):
+    fleet: str = Field(pattern=BOX_ID_PATTERN)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    boxes: list[_RawBox] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Box:
+    id: str
+    hardware: Hardware
+    servings: tuple[Serving, ...]
+    options: BoxOptions
+    path: str  # `boxes[3]`, for error messages
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str
+    boxes: tuple[Box, ...]
+    source: str
+
+
+def _serving(source: str, defaults: dict[str, Any], given: dict[str, Any], path: str) -> Serving:
+    unknown = sorted(set(given) - SERVING_KEYS)
+    if unknown:
+        raise InputError(source, f"{path}.{unknown[0]}", "unknown field")
+    merged = {k: v for k, v in defaults.items() if k in SERVING_KEYS} | given
+    try:
+        return Serving.model_validate(merged)
+    except ValidationError as exc:
+        loc = exc.errors(include_url=False)[0]["loc"]
+        owner = path if (not loc or loc[0] in given) else "defaults"
+        raise from_validation_error(source, exc, [owner]) from None
+
+
+def _options(source: str, defaults: dict[str, Any], raw: _RawBox, path: str) -> BoxOptions:
+    merged: dict[str, Any] = {k: v for k, v in defaults.items() if k in OPTION_KEYS}
+    given = {k: getattr(raw, k) for k in OPTION_KEYS if getattr(raw, k) is not None}
+    if "slo" in merged and "slo" in given:
+        given["slo"] = dict(merged["slo"]) | given["slo"]
+    merged |= given
+    try:
+        return BoxOptions.model_validate(merged)
+    except ValidationError as exc:
+        loc = exc.errors(include_url=False)[0]["loc"]
+        owner = path if (loc and loc[0] in given) else "defaults"
+        raise from_validation_error(source, exc, [owner]) from None
+
+
+def parse_fleet(data: Any, source: str) -> Fleet:
+    if not isinstance(data, dict):
+        raise InputError(source, "", "expected a mapping with `fleet`, `defaults` and `boxes`")
+    try:
+        raw = _RawFleet.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(source, exc) from None
+    unknown = sorted(set(raw.defaults) - SERVING_KEYS - OPTION_KEYS)
+    if unknown:
+        raise InputError(source, f"defaults.{unknown[0]}", "unknown field")
+    seen: dict[str, int] = {}
+    boxes = []
+    for i, raw_box in enumerate(raw.boxes):
+        path = format_location(["boxes", i])
+        if raw_box.id in seen:
+            raise InputError(source, f"{path}.id", f"duplicate box id {raw_box.id!r} (first at boxes[{seen[raw_box.id]}])")
+        seen[raw_box.id] = i
+        if raw_box.serving is not None and raw_box.models is not None:
+            raise InputError(source, f"{path}.models", "give `serving` or `models`, not both")
+        if raw_box.models is not None:
+            servings = tuple(_serving(source, raw.defaults, m, f"{path}.models[{j}]") for j, m in enumerate(raw_box.models))
+        else:
+            servings = (_serving(source, raw.defaults, raw_box.serving or {}, f"{path}.serving"),)
+        if len({s.runtime for s in servings}) > 1:
+            raise InputError(source, f"{path}.models", "every model on one box must use the same runtime")
+        if len({s.model for s in servings}) < len(servings):
+            raise InputError(source, f"{path}.models", "a model is listed twice")
+        options = _options(source, raw.defaults, raw_box, path)
+        boxes.append(Box(raw_box.id, raw_box.hardware, servings, options, path))
+    return Fleet(raw.fleet, tuple(boxes), source)
+
+
+def load_fleet(path: Path) -> Fleet:
+    source = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(source, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        raise InputError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_fleet(data, source)

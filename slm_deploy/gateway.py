@@ -1,0 +1,49 @@
+"""The API gateway both targets put in front of the model servers (Caddy): which API paths pass,
+how the key reaches Caddy, and its configuration file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slm_deploy.templating import render
+
+API_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+METRICS_PORT = 9180
+API_KEY_FILE = "/run/secrets/api_key"
+MIN_KEY_LENGTH = 32
+
+# The key reaches Caddy as an adapt-time placeholder, read from the secret file inside the
+# container; neither the compose file, the manifests nor the environment ever hold it.
+ENTRYPOINT = (
+    f'key="$(cat {API_KEY_FILE})"; '
+    f'if [ "${{#key}}" -lt {MIN_KEY_LENGTH} ]; then '
+    f'echo "gateway: the api_key secret must hold at least {MIN_KEY_LENGTH} characters" >&2; exit 1; fi; '
+    'SLM_API_KEY="$key" exec caddy run --config /etc/caddy/Caddyfile --adapter caddyfile'
+)
+
+
+def route(server: str, address: str, prefix: str = "") -> dict[str, str]:
+    """One upstream; `prefix` (e.g. /phi4mini) when several models share the gateway."""
+    variable = "SLM_UPSTREAM" + (f"_{server.upper().replace('-', '_')}" if prefix else "")
+    return {"prefix": prefix, "upstream": address, "variable": variable}
+
+
+def caddyfile(
+    label: str,
+    *,
+    tls: bool,
+    port: int,
+    routes: list[dict[str, str]],
+    grafana_upstream: str | None = None,
+    webui_upstream: str | None = None,
+) -> str:
+    values: dict[str, Any] = {
+        "box_id": label,
+        "tls": tls,
+        "port": port,
+        "api_paths": API_PATHS,
+        "routes": routes,
+        "grafana_upstream": grafana_upstream,
+        "webui_upstream": webui_upstream,
+    }
+    return render("Caddyfile", **values)

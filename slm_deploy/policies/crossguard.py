@@ -1,0 +1,98 @@
+"""The rules as a Pulumi CrossGuard policy pack: thin wrappers, no rule written twice.
+
+Kubernetes resources arrive with their manifest as `props` (camelCase, apiVersion and kind);
+Azure resources with their camelCase inputs. `policies/__main__.py` only calls PolicyPack with
+`build_policies()`; tests call the same validate functions with ResourceValidationArgs made
+from the resources the offline preview captured (importing __main__ would start the analyzer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy import Severity as PolicySeverity
+
+from slm_deploy.policies.model import Kind, Rule, Severity
+from slm_deploy.policies.registry import rules_of
+
+ENFORCEMENT = {
+    Severity.CRITICAL: EnforcementLevel.MANDATORY,
+    Severity.HIGH: EnforcementLevel.MANDATORY,
+    Severity.MEDIUM: EnforcementLevel.ADVISORY,
+    Severity.LOW: EnforcementLevel.ADVISORY,
+}
+SEVERITY = {
+    Severity.CRITICAL: PolicySeverity.CRITICAL,
+    Severity.HIGH: PolicySeverity.HIGH,
+    Severity.MEDIUM: PolicySeverity.MEDIUM,
+    Severity.LOW: PolicySeverity.LOW,
+}
+
+
+def is_manifest(props: Any) -> bool:
+    return isinstance(props, dict) and "apiVersion" in props and "kind" in props
+
+
+def resource_validator(rule: Rule) -> Any:
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        props = dict(args.props)
+        if rule.kind is Kind.K8S:
+            if not args.resource_type.startswith("kubernetes:") or not is_manifest(props):
+                return
+            messages = rule(props)
+        else:
+            if not args.resource_type.startswith("azure-native:"):
+                return
+            messages = rule({"type": args.resource_type, "props": props})
+        for message in messages:
+            report_violation(f"{rule.title}: {message}. Fix: {rule.fix}", None)
+
+    return validate
+
+
+def stack_validator(rule: Rule) -> Any:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        manifests = [dict(r.props) for r in args.resources if r.resource_type.startswith("kubernetes:") and is_manifest(r.props)]
+        for message in rule(manifests):
+            report_violation(f"{rule.title}: {message}. Fix: {rule.fix}", None)
+
+    return validate
+
+
+def _name(rule: Rule) -> str:
+    return rule.id.lower()
+
+
+def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
+    policies: list[ResourceValidationPolicy | StackValidationPolicy] = []
+    for rule in rules_of(Kind.K8S, Kind.AZURE):
+        policies.append(
+            ResourceValidationPolicy(
+                name=_name(rule),
+                description=f"{rule.title}. {rule.rationale}",
+                validate=resource_validator(rule),
+                enforcement_level=ENFORCEMENT[rule.severity],
+                severity=SEVERITY[rule.severity],
+                remediation_steps=rule.fix,
+            )
+        )
+    for rule in rules_of(Kind.K8S_SET):
+        policies.append(
+            StackValidationPolicy(
+                name=_name(rule),
+                description=f"{rule.title}. {rule.rationale}",
+                validate=stack_validator(rule),
+                enforcement_level=ENFORCEMENT[rule.severity],
+                severity=SEVERITY[rule.severity],
+                remediation_steps=rule.fix,
+            )
+        )
+    return policies

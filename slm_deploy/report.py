@@ -1,0 +1,129 @@
+"""Human-readable tables (rich) for plans and generated bundles."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from slm_deploy.planner import Plan
+
+console = Console(highlight=False)
+if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
+    console = Console(highlight=False, width=140)
+stderr = Console(stderr=True, highlight=False)
+PROGRESS_MIN_BOXES = 5
+
+
+def plan_table(plan: Plan) -> None:
+    verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
+    table = Table(title=f"{plan.model} ({plan.quantization}) on {plan.hardware}: {verdict}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    res = plan.resources
+    rows = [
+        ("runtime", f"{plan.runtime}, weights from {plan.weights_source}"),
+        ("context x concurrency", f"{plan.context} tokens x {plan.concurrency}"),
+        ("memory budget", f"{plan.memory_budget_gib} GiB of {plan.device_memory_gib:g} GiB ({plan.device})"),
+        ("weights", f"{plan.weights_gib} GiB (download {plan.download_gib} GiB)"),
+        ("overhead + activations", f"{plan.overhead_gib} + {plan.activation_gib} GiB"),
+        ("KV cache", f"{plan.kv_cache_gib} GiB, {plan.kv_bytes_per_token} bytes/token, {plan.kv_tokens} tokens"),
+        ("max concurrent sequences", str(plan.max_concurrent_sequences)),
+        (
+            "container",
+            f"memory {res.memory_request_gib}-{res.memory_limit_gib} GiB, cpu {res.cpu_request:g}, "
+            f"gpu {res.gpu_count}, shm {res.shm_gib:g} GiB, cache disk {res.cache_disk_gib} GiB",
+        ),
+        (
+            "startup budget",
+            f"{res.startup_budget_seconds} s ({res.startup_failure_threshold} x {res.probe_period_seconds} s)",
+        ),
+        ("decode (estimate)", f"<= {plan.decode_tokens_per_second_estimate:g} tokens/s, one stream"),
+    ]
+    if plan.runtime_args:
+        rows.append(("args", shlex.join(plan.runtime_args)))
+    for key, value in sorted(plan.runtime_env.items()):
+        rows.append(("env", f"{key}={value}"))
+    if plan.reason:
+        rows.append(("reason", f"[red]{plan.reason}[/red]"))
+    for suggestion in plan.suggestions:
+        rows.append(("suggestion", f"{suggestion.change} ({suggestion.detail})"))
+    for note in plan.notes:
+        rows.append(("note", note))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr for fleets of more than a few boxes."""
+    if not enabled or total <= PROGRESS_MIN_BOXES or not stderr.is_terminal:
+        yield lambda _box: None
+        return
+    columns = (
+        TextColumn("bundling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("", total=total)
+        yield lambda box: progress.update(task, advance=1, description=box)
+
+
+def bundle_summary(rows: list[dict[str, Any]], out: Path) -> None:
+    table = Table(title=f"{len({r['box'] for r in rows})} bundles in {out}")
+    for column in ("box", "runtime", "model", "quant", "context", "conc.", "device", "memory used"):
+        table.add_column(column, no_wrap=column in ("box", "model"))
+    for r in rows:
+        used = f"{r['memory_used_gib']}/{r['device_memory_gib']:g} GiB"
+        table.add_row(
+            r["box"],
+            r["runtime"],
+            r["model"],
+            r["quantization"],
+            str(r["context"]),
+            str(r["concurrency"]),
+            r["device"],
+            used,
+        )
+    console.print(table)
+
+
+def preview_table(stack: str, rows: list[tuple[str, str, str]], manifests: int, out: Path | None) -> None:
+    table = Table(title=f"offline preview of stack {stack} (Pulumi mocks; not `pulumi preview`)")
+    for column in ("type", "name", "parent"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    where = f"; {manifests} manifests in {out}" if out else ""
+    console.print(f"{len(rows)} resources{where}")
+
+
+def review_table(report: Any) -> None:
+    if report.findings:
+        table = Table(title=f"{len(report.findings)} findings")
+        for column in ("tool", "rule", "severity", "file", "resource", "message"):
+            table.add_column(column, overflow="fold")
+        for f in sorted(report.findings, key=lambda f: (f.tool, f.rule, f.file)):
+            table.add_row(f.tool, f.rule, f.severity, f.file, f.resource, f.message)
+        console.print(table)
+    summary = Table(title=f"review: {report.files} files ({report.distinct} distinct)")
+    for column in ("tool", "checked", "findings", "skipped"):
+        summary.add_column(column)
+    for tool, counts in sorted(report.tools.items()):
+        summary.add_row(tool, str(counts.checked), str(counts.findings), str(counts.skipped))
+    console.print(summary)
+    reasons = sorted({(s.check, s.reason) for _, s in report.skipped})
+    for check, reason in reasons:
+        console.print(f"skipped {check}: {reason}")
+    console.print("[green]clean: zero findings[/green]" if report.clean else f"[red]{len(report.findings)} findings[/red]")

@@ -1,0 +1,251 @@
+"""How each runtime is run, for both targets: its server command and environment, the one-shot
+model fetch, and (edge, offline) the Dockerfile that bakes the model in. Sizes come from the
+Plan; nothing is recomputed here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from slm_deploy.catalog import Catalog
+from slm_deploy.planner import Plan
+from slm_deploy.spec import Runtime
+from slm_deploy.templating import render
+
+APP_UID = 10001
+MODEL_DIR = "/models"
+OFFLINE_MODEL_DIR = "/opt/model"
+SERVER_PORT = {Runtime.VLLM: 8000, Runtime.OLLAMA: 11434, Runtime.LLAMACPP: 8080}
+METRICS_PATH = {Runtime.VLLM: "/metrics", Runtime.LLAMACPP: "/metrics"}  # Ollama exports none (ollama #3144)
+HEALTH_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health"}
+HF_URL = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """The server side of one box: one service, serving every model planned for it."""
+
+    runtime: Runtime
+    service: str
+    image: str
+    port: int
+    command: list[str]
+    entrypoint: list[str] | None
+    environment: dict[str, str]
+    healthcheck: list[str]
+    uses_hf_token: bool
+    fetch: dict[str, Any] | None  # the one-shot fetch service, or None when the image holds the model
+    dockerfile: str | None  # offline: the Dockerfile that bakes the model in
+    files: dict[str, str]  # extra files the runtime needs (Modelfiles), path -> text
+
+
+def runtime_image_id(plan: Plan) -> str:
+    """The catalog image a plan's server runs (llama.cpp has a CUDA build for GPUs)."""
+    if plan.runtime == Runtime.LLAMACPP.value:
+        return "llamacpp-cuda" if plan.resources.gpu_count else "llamacpp"
+    return plan.runtime
+
+
+def _python_probe(port: int, path: str) -> list[str]:
+    code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)"
+    return ["CMD", "python3", "-c", code]
+
+
+def _hf_repo(plan: Plan) -> str:
+    return plan.weights_source.removeprefix("hf://")
+
+
+def _gguf_url(plan: Plan) -> tuple[str, str]:
+    repo, _, filename = plan.weights_source.removeprefix("hf://").rpartition("/")
+    return f"{HF_URL}/{repo}/resolve/main/{filename}", filename
+
+
+def _ollama_tag(plan: Plan) -> str:
+    return plan.weights_source.removeprefix("ollama://")
+
+
+def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
+    (plan,) = plans  # one vLLM server per box; the fleet loader refuses more
+    image = catalog.images["vllm"].ref
+    port = SERVER_PORT[Runtime.VLLM]
+    repo = _hf_repo(plan)
+    model_ref = OFFLINE_MODEL_DIR if offline else repo
+    args = [model_ref, *plan.runtime_args[1:], "--host", "0.0.0.0", "--port", str(port)]
+    env = {
+        "HOME": "/tmp",
+        "HF_HOME": f"{MODEL_DIR}/hf",
+        "HF_HUB_OFFLINE": "1",  # the fetch service downloaded everything; the server never goes online
+        "VLLM_CACHE_ROOT": "/tmp/vllm",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    fetch = None
+    dockerfile = None
+    if offline:
+        env.pop("HF_HOME")
+        dockerfile = render(
+            "Dockerfile.vllm",
+            base=image,
+            repo=repo,
+            model_dir=OFFLINE_MODEL_DIR,
+            uid=APP_UID,
+            port=port,
+            start_period=plan.resources.startup_budget_seconds,
+            box_id=box_id,
+        )
+    else:
+        code = (
+            "from huggingface_hub import snapshot_download; "
+            f"snapshot_download({repo!r}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])"
+        )
+        fetch = {
+            "image": image,
+            "entrypoint": ["python3", "-c", code],
+            "environment": {
+                "HOME": "/tmp",
+                "HF_HOME": f"{MODEL_DIR}/hf",
+                "HF_TOKEN_PATH": "/run/secrets/hf_token",
+                "HF_HUB_DISABLE_TELEMETRY": "1",
+            },
+        }
+    return RuntimeSpec(
+        runtime=Runtime.VLLM,
+        service="vllm",
+        image=image,
+        port=port,
+        command=args,
+        entrypoint=["vllm", "serve"],
+        environment=env,
+        healthcheck=_python_probe(port, "/health"),
+        uses_hf_token=not offline,
+        fetch=fetch,
+        dockerfile=dockerfile,
+        files={},
+    )
+
+
+def _modelfile(plan: Plan) -> str:
+    return render("Modelfile", tag=_ollama_tag(plan), context=plan.context, model=plan.model)
+
+
+def ollama_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
+    image = catalog.images["ollama"].ref
+    port = SERVER_PORT[Runtime.OLLAMA]
+    models_dir = f"{OFFLINE_MODEL_DIR}/ollama" if offline else MODEL_DIR
+    env = dict(plans[0].runtime_env)
+    # One server holds every model: slots and loaded models are server-wide settings.
+    env["OLLAMA_NUM_PARALLEL"] = str(max(p.concurrency for p in plans))
+    env["OLLAMA_CONTEXT_LENGTH"] = str(max(p.context for p in plans))
+    env |= {"OLLAMA_HOST": f"0.0.0.0:{port}", "OLLAMA_MODELS": models_dir, "HOME": "/tmp", "OLLAMA_NOPRUNE": "1"}
+    files = {f"ollama/Modelfile.{p.model}": _modelfile(p) for p in plans}
+    pulls = [(_ollama_tag(p), p.model, f"/config/Modelfile.{p.model}") for p in plans]
+    fetch = None
+    dockerfile = None
+    if offline:
+        dockerfile = render(
+            "Dockerfile.ollama",
+            base=image,
+            pulls=pulls,
+            models_dir=models_dir,
+            uid=APP_UID,
+            port=port,
+            box_id=box_id,
+            start_period=plans[0].resources.startup_budget_seconds,
+        )
+    else:
+        script = render("ollama-fetch.sh", pulls=pulls).strip()
+        fetch = {
+            "image": image,
+            "entrypoint": ["/bin/sh", "-c", script],
+            "environment": {"HOME": "/tmp", "OLLAMA_MODELS": MODEL_DIR, "OLLAMA_HOST": "127.0.0.1:11434"},
+            "config_files": {path: f"/config/{path.rsplit('/', 1)[1]}" for path in files},
+        }
+    return RuntimeSpec(
+        runtime=Runtime.OLLAMA,
+        service="ollama",
+        image=image,
+        port=port,
+        command=["serve"],
+        entrypoint=["/bin/ollama"],
+        environment=env,
+        healthcheck=["CMD", "/bin/ollama", "list"],
+        uses_hf_token=False,
+        fetch=fetch,
+        dockerfile=dockerfile,
+        files=files,
+    )
+
+
+def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
+    (plan,) = plans  # one llama.cpp server per model; the fleet loader refuses more per box
+    image = catalog.images[runtime_image_id(plan)].ref
+    port = SERVER_PORT[Runtime.LLAMACPP]
+    url, filename = _gguf_url(plan)
+    model_path = f"{OFFLINE_MODEL_DIR}/{filename}" if offline else f"{MODEL_DIR}/{filename}"
+    args = [
+        "-m",
+        model_path,
+        "--alias",
+        plan.model,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--metrics",
+        *plan.runtime_args,
+    ]
+    fetch = None
+    dockerfile = None
+    if offline:
+        dockerfile = render(
+            "Dockerfile.llamacpp",
+            fetch_image=catalog.images["model-fetch"].ref,
+            base=image,
+            url=url,
+            filename=filename,
+            model_dir=OFFLINE_MODEL_DIR,
+            uid=APP_UID,
+            port=port,
+            box_id=box_id,
+            start_period=plan.resources.startup_budget_seconds,
+        )
+    else:
+        fetch = {
+            "image": catalog.images["model-fetch"].ref,
+            "entrypoint": [
+                "curl",
+                "--fail",
+                "--location",
+                "--silent",
+                "--show-error",
+                "--retry",
+                "5",
+                "--continue-at",
+                "-",
+                "--output",
+                model_path,
+                url,
+            ],
+            "environment": {"HOME": "/tmp"},
+        }
+    return RuntimeSpec(
+        runtime=Runtime.LLAMACPP,
+        service="llamacpp",
+        image=image,
+        port=port,
+        command=args,
+        entrypoint=["/app/llama-server"],
+        environment={"HOME": "/tmp"},
+        healthcheck=["CMD", "curl", "--fail", "--silent", f"http://127.0.0.1:{port}/health"],
+        uses_hf_token=False,
+        fetch=fetch,
+        dockerfile=dockerfile,
+        files={},
+    )
+
+
+BUILDERS = {Runtime.VLLM: vllm_runtime, Runtime.OLLAMA: ollama_runtime, Runtime.LLAMACPP: llamacpp_runtime}
+
+
+def runtime_spec(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
+    return BUILDERS[Runtime(plans[0].runtime)](plans, catalog, offline, box_id)

@@ -1,0 +1,38 @@
+"""What `pulumi up` runs (through stacks/__main__.py): config -> Environment -> resources."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from slm_deploy.errors import InputError
+from slm_deploy.stacks.program import PROJECT, build, read_config
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config to the program as JSON text."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def project_config() -> dict[str, Any]:
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{PROJECT}:"
+    return {k[len(prefix) :]: _decode(v) for k, v in sorted(values.items()) if k.startswith(prefix)}
+
+
+def main() -> None:
+    stack = pulumi.get_stack()
+    try:
+        env = read_config(stack, project_config(), f"Pulumi.{stack}.yaml")
+    except InputError as exc:
+        # One clear line in `pulumi up` output instead of a Python traceback.
+        raise pulumi.RunError(str(exc)) from None
+    build(env, pulumi.Config(PROJECT).get_secret("hfToken"))

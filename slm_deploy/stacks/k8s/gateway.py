@@ -1,0 +1,209 @@
+"""The gateway in front of every model server: API-key authentication, a path allow-list and
+request metrics (the same Caddy configuration as the edge gateway), so Ollama and the others
+are never reachable unauthenticated. Each model is served under /<name>/v1/...; an optional
+Ingress terminates TLS in front of it."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs
+from pulumi_kubernetes.core.v1 import (
+    ConfigMap,
+    ConfigMapVolumeSourceArgs,
+    ContainerArgs,
+    EnvVarArgs,
+    PodSpecArgs,
+    PodTemplateSpecArgs,
+    ResourceRequirementsArgs,
+    Service,
+    ServicePortArgs,
+    ServiceSpecArgs,
+    VolumeArgs,
+)
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    HTTPIngressPathArgs,
+    HTTPIngressRuleValueArgs,
+    Ingress,
+    IngressBackendArgs,
+    IngressRuleArgs,
+    IngressServiceBackendArgs,
+    IngressSpecArgs,
+    IngressTLSArgs,
+    NetworkPolicy,
+    NetworkPolicyEgressRuleArgs,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+    ServiceBackendPortArgs,
+)
+
+from slm_deploy.environment import IngressSpec
+from slm_deploy.gateway import ENTRYPOINT, METRICS_PORT, caddyfile, route
+from slm_deploy.stacks.k8s.common import (
+    container_security,
+    disruption_budget,
+    from_monitoring,
+    http_probe,
+    labels,
+    metrics_monitor,
+    mount,
+    pod_security,
+    port,
+    scratch_volume,
+    selector,
+    spread,
+)
+from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
+
+HTTP_PORT = 8080
+
+
+class Gateway(pulumi.ComponentResource):
+    service_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        namespace: ServingNamespace,
+        image: str,
+        upstreams: list[tuple[str, str]],  # (model server name, host:port)
+        replicas: int,
+        ingress: IngressSpec,
+        identity_label: dict[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:k8s:Gateway", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ns = namespace.name
+        routes = [route(server, address, prefix=f"/{server}") for server, address in upstreams]
+        config = caddyfile(f"namespace {ns}", tls=False, port=HTTP_PORT, routes=routes)
+        ConfigMap(
+            f"{name}-config",
+            metadata=ObjectMetaArgs(name=f"{name}-config", namespace=ns),
+            data={"Caddyfile": config},
+            opts=child,
+        )
+        pod_labels = {**labels(name, "gateway"), **identity_label}
+        deployment = Deployment(
+            f"{name}-deploy",
+            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "gateway")),
+            spec=DeploymentSpecArgs(
+                replicas=replicas,
+                selector=LabelSelectorArgs(match_labels=selector(name)),
+                template=PodTemplateSpecArgs(
+                    metadata=ObjectMetaArgs(labels=pod_labels),
+                    spec=PodSpecArgs(
+                        service_account_name=SERVICE_ACCOUNT,
+                        automount_service_account_token=False,
+                        security_context=pod_security(),
+                        topology_spread_constraints=spread(name),
+                        containers=[
+                            ContainerArgs(
+                                name="caddy",
+                                image=image,
+                                image_pull_policy="Always",
+                                command=["/bin/sh", "-c", ENTRYPOINT],
+                                env=[
+                                    EnvVarArgs(name="XDG_CONFIG_HOME", value="/tmp/config"),
+                                    EnvVarArgs(name="XDG_DATA_HOME", value="/tmp/data"),
+                                ],
+                                ports=[port(HTTP_PORT, "http"), port(METRICS_PORT, "metrics")],
+                                security_context=container_security(),
+                                resources=ResourceRequirementsArgs(
+                                    requests={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+                                    limits={"cpu": "1", "memory": "256Mi", "ephemeral-storage": "512Mi"},
+                                ),
+                                startup_probe=http_probe("/healthz", METRICS_PORT, 2, 30),
+                                readiness_probe=http_probe("/healthz", HTTP_PORT, 10, 3),
+                                liveness_probe=http_probe("/healthz", METRICS_PORT, 20, 3),
+                                volume_mounts=[
+                                    mount("config", "/etc/caddy", read_only=True),
+                                    mount(SECRETS_VOLUME, SECRETS_PATH, read_only=True),
+                                    mount("tmp", "/tmp"),
+                                ],
+                            )
+                        ],
+                        volumes=[
+                            VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config")),
+                            namespace.secrets_volume(["api_key"]),
+                            scratch_volume("tmp", "64Mi"),
+                        ],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+        service = Service(
+            f"{name}-svc",
+            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "gateway")),
+            spec=ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector(name),
+                ports=[
+                    ServicePortArgs(name="http", port=80, target_port="http", protocol="TCP"),
+                    ServicePortArgs(name="metrics", port=METRICS_PORT, target_port="metrics", protocol="TCP"),
+                ],
+            ),
+            opts=child,
+        )
+        disruption_budget(name, ns, child)
+        server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address in upstreams})
+        NetworkPolicy(
+            f"{name}-netpol",
+            metadata=ObjectMetaArgs(name=name, namespace=ns),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels=selector(name)),
+                policy_types=["Ingress", "Egress"],
+                ingress=[
+                    # Clients arrive through the ingress controller (any namespace in the cluster).
+                    NetworkPolicyIngressRuleArgs(
+                        from_=[NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs())],
+                        ports=[NetworkPolicyPortArgs(port=HTTP_PORT, protocol="TCP")],
+                    ),
+                    NetworkPolicyIngressRuleArgs(
+                        from_=[from_monitoring()],
+                        ports=[NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP")],
+                    ),
+                ],
+                egress=[
+                    NetworkPolicyEgressRuleArgs(
+                        to=[NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "model-server"}))],
+                        ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in server_ports],
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        metrics_monitor(name, ns, kind="ServiceMonitor", role="gateway", port_name="metrics", path="/metrics", opts=child)
+        if ingress.enabled:
+            assert ingress.host is not None
+            Ingress(
+                f"{name}-ingress",
+                metadata=ObjectMetaArgs(name=name, namespace=ns),
+                spec=IngressSpecArgs(
+                    ingress_class_name=ingress.class_name,
+                    tls=[IngressTLSArgs(hosts=[ingress.host], secret_name=ingress.tls_secret_name)],
+                    rules=[
+                        IngressRuleArgs(
+                            host=ingress.host,
+                            http=HTTPIngressRuleValueArgs(
+                                paths=[
+                                    HTTPIngressPathArgs(
+                                        path="/",
+                                        path_type="Prefix",
+                                        backend=IngressBackendArgs(
+                                            service=IngressServiceBackendArgs(name=name, port=ServiceBackendPortArgs(name="http"))
+                                        ),
+                                    )
+                                ]
+                            ),
+                        )
+                    ],
+                ),
+                opts=child,
+            )
+        self.service_name = service.metadata.name
+        self.register_outputs({"serviceName": service.metadata.name, "deployment": deployment.metadata.name})

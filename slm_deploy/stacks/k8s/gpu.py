@@ -1,0 +1,55 @@
+"""GPU drivers and the device plugin: the NVIDIA GPU Operator, or AKS-installed drivers plus the
+device plugin DaemonSet. `nvidia.com/gpu` is only advertised once one of them runs."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
+
+from slm_deploy.catalog import Catalog
+from slm_deploy.environment import GpuDriver
+
+
+class GpuSupport(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        *,
+        driver: GpuDriver,
+        catalog: Catalog,
+        monitoring: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:k8s:GpuSupport", name, None, opts)
+        chart = catalog.charts["gpu-operator"]
+        # With AKS-installed drivers (gpuProfile.driver Install) the chart runs only the device
+        # plugin, MIG manager and DCGM exporter; otherwise it installs the driver and toolkit too.
+        installs_driver = driver is GpuDriver.OPERATOR
+        values = {
+            "driver": {"enabled": installs_driver},
+            "toolkit": {"enabled": installs_driver},
+            "devicePlugin": {"enabled": True},
+            "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
+            "migManager": {"enabled": True},
+            # The operator's daemon sets tolerate the GPU taint and nothing else.
+            "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            "node-feature-discovery": {"worker": {"tolerations": [{"operator": "Exists"}]}},
+            "operator": {"defaultRuntime": "containerd"},
+            "psa": {"enabled": True},
+        }
+        release = Release(
+            f"{name}-gpu-operator",
+            ReleaseArgs(
+                name="gpu-operator",
+                chart=chart.chart,
+                version=chart.version,
+                namespace="gpu-operator",
+                create_namespace=True,
+                repository_opts=RepositoryOptsArgs(repo=chart.repository),
+                values=values,
+                atomic=True,
+                timeout=900,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"release": release.name})

@@ -1,0 +1,107 @@
+"""kube-prometheus-stack with hardened values: Grafana admin from a secret, persistence, retention;
+our ServiceMonitors, PrometheusRules and dashboards are picked up without Helm labels."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.core.v1 import Namespace, Secret
+from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+
+from slm_deploy.catalog import Catalog
+from slm_deploy.environment import MonitoringSpec
+
+NAMESPACE = "monitoring"
+GRAFANA_SECRET = "grafana-admin"
+
+
+class Monitoring(pulumi.ComponentResource):
+    namespace: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        spec: MonitoringSpec,
+        catalog: Catalog,
+        grafana_password: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:k8s:Monitoring", name, None, opts)
+        ns = Namespace(
+            f"{name}-ns",
+            metadata=ObjectMetaArgs(
+                name=NAMESPACE,
+                labels={
+                    "pod-security.kubernetes.io/enforce": "privileged",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+                annotations={
+                    "slm.dev/pod-security-reason": "node-exporter reads the host's /proc, /sys and root filesystem "
+                    "and uses the host network; every other pod here runs as non-root"
+                },
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        Secret(
+            f"{name}-grafana-admin",
+            metadata=ObjectMetaArgs(name=GRAFANA_SECRET, namespace=NAMESPACE),
+            type="Opaque",
+            string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(grafana_password)},
+            opts=in_ns,
+        )
+        chart = catalog.charts["kube-prometheus-stack"]
+        non_root = {
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "fsGroup": 65534,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        values = {
+            "grafana": {
+                "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
+                "persistence": {"enabled": True, "size": f"{spec.grafana_storage_gi}Gi"},
+                "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": "ALL"}},
+                "grafana.ini": {
+                    "analytics": {"reporting_enabled": False, "check_for_updates": False},
+                    "users": {"allow_sign_up": False},
+                    "auth.anonymous": {"enabled": False},
+                },
+            },
+            "prometheus": {
+                "prometheusSpec": {
+                    "retention": spec.retention,
+                    "securityContext": non_root,
+                    "serviceMonitorSelectorNilUsesHelmValues": False,
+                    "podMonitorSelectorNilUsesHelmValues": False,
+                    "ruleSelectorNilUsesHelmValues": False,
+                    "storageSpec": {
+                        "volumeClaimTemplate": {
+                            "spec": {
+                                "accessModes": ["ReadWriteOnce"],
+                                "resources": {"requests": {"storage": f"{spec.storage_gi}Gi"}},
+                            }
+                        }
+                    },
+                }
+            },
+            "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}},
+        }
+        release = Release(
+            f"{name}-kube-prometheus-stack",
+            ReleaseArgs(
+                name="kube-prometheus-stack",
+                chart=chart.chart,
+                version=chart.version,
+                namespace=NAMESPACE,
+                repository_opts=RepositoryOptsArgs(repo=chart.repository),
+                values=values,
+                atomic=True,
+                timeout=900,
+            ),
+            opts=in_ns,
+        )
+        self.namespace = NAMESPACE
+        self.register_outputs({"release": release.name, "namespace": NAMESPACE})

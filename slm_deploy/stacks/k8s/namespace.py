@@ -1,0 +1,160 @@
+"""The serving namespace: Pod Security `restricted`, a service account without an automounted
+token, default-deny network policies, and where secrets come from (Key Vault or a Secret)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+from pulumi_kubernetes.core.v1 import (
+    CSIVolumeSourceArgs,
+    Namespace,
+    Secret,
+    SecretVolumeSourceArgs,
+    ServiceAccount,
+    VolumeArgs,
+)
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    NetworkPolicy,
+    NetworkPolicyEgressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
+
+from slm_deploy.stacks.k8s.common import PART_OF
+
+SERVICE_ACCOUNT = "slm-serving"
+SECRETS_VOLUME = "secrets"
+SECRETS_PATH = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class KeyVaultSource:
+    vault_name: pulumi.Input[str]
+    client_id: pulumi.Input[str]
+    tenant_id: pulumi.Input[str]
+
+
+class ServingNamespace(pulumi.ComponentResource):
+    """Namespace-wide security; `secrets_volume()` mounts the serving secrets as files."""
+
+    name: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        namespace: str,
+        secrets: dict[str, pulumi.Input[str]],
+        key_vault: KeyVaultSource | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:k8s:ServingNamespace", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        pss = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+        ns = Namespace(
+            f"{name}-ns",
+            metadata=ObjectMetaArgs(name=namespace, labels={**pss, "app.kubernetes.io/part-of": PART_OF}),
+            opts=child,
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        annotations = {}
+        sa_labels = {"app.kubernetes.io/part-of": PART_OF}
+        if key_vault is not None:
+            annotations["azure.workload.identity/client-id"] = key_vault.client_id
+            sa_labels["azure.workload.identity/use"] = "true"
+        ServiceAccount(
+            f"{name}-sa",
+            metadata=ObjectMetaArgs(name=SERVICE_ACCOUNT, namespace=namespace, annotations=annotations, labels=sa_labels),
+            automount_service_account_token=False,
+            opts=in_ns,
+        )
+        NetworkPolicy(
+            f"{name}-default-deny",
+            metadata=ObjectMetaArgs(name="default-deny", namespace=namespace),
+            spec=NetworkPolicySpecArgs(pod_selector=LabelSelectorArgs(), policy_types=["Ingress", "Egress"]),
+            opts=in_ns,
+        )
+        NetworkPolicy(
+            f"{name}-allow-dns",
+            metadata=ObjectMetaArgs(name="allow-dns", namespace=namespace),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(),
+                policy_types=["Egress"],
+                egress=[
+                    NetworkPolicyEgressRuleArgs(
+                        to=[
+                            NetworkPolicyPeerArgs(
+                                namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "kube-system"}),
+                                pod_selector=LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
+                            )
+                        ],
+                        ports=[
+                            NetworkPolicyPortArgs(port=53, protocol="UDP"),
+                            NetworkPolicyPortArgs(port=53, protocol="TCP"),
+                        ],
+                    )
+                ],
+            ),
+            opts=in_ns,
+        )
+        self._key_vault = key_vault
+        self._secret_names = sorted(secrets)
+        if key_vault is not None:
+            objects = "array:\n" + "".join(
+                f"  - |\n    objectName: {s.replace('_', '-')}\n    objectType: secret\n    objectAlias: {s}\n"
+                for s in self._secret_names
+            )
+            CustomResource(
+                f"{name}-spc",
+                api_version="secrets-store.csi.x-k8s.io/v1",
+                kind="SecretProviderClass",
+                metadata=ObjectMetaArgs(name="slm-secrets", namespace=namespace),
+                spec={
+                    "provider": "azure",
+                    "parameters": {
+                        "usePodIdentity": "false",
+                        "clientID": key_vault.client_id,
+                        "keyvaultName": key_vault.vault_name,
+                        "tenantId": key_vault.tenant_id,
+                        "objects": objects,
+                    },
+                },
+                opts=in_ns,
+            )
+        else:
+            Secret(
+                f"{name}-secret",
+                metadata=ObjectMetaArgs(name="slm-secrets", namespace=namespace),
+                type="Opaque",
+                string_data={k: pulumi.Output.secret(v) for k, v in secrets.items()},
+                opts=in_ns,
+            )
+        self.name = namespace
+        self.namespace_resource = ns
+        self.register_outputs({"namespace": ns.metadata.name})
+
+    def secrets_volume(self, keys: list[str]) -> VolumeArgs:
+        """The serving secrets as files under /run/secrets (only `keys`, from a Secret)."""
+        if self._key_vault is not None:
+            return VolumeArgs(
+                name=SECRETS_VOLUME,
+                csi=CSIVolumeSourceArgs(
+                    driver="secrets-store.csi.k8s.io",
+                    read_only=True,
+                    volume_attributes={"secretProviderClass": "slm-secrets"},
+                ),
+            )
+        from pulumi_kubernetes.core.v1 import KeyToPathArgs
+
+        return VolumeArgs(
+            name=SECRETS_VOLUME,
+            secret=SecretVolumeSourceArgs(
+                secret_name="slm-secrets",
+                default_mode=0o440,
+                items=[KeyToPathArgs(key=k, path=k) for k in keys if k in self._secret_names],
+            ),
+        )

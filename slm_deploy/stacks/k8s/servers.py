@@ -1,0 +1,473 @@
+"""Model servers: one component per runtime, every size taken from the Plan.
+
+Each server owns a model-cache PVC (ReadWriteMany, so every replica shares one download), a Job
+that fetches the model into it (the only pods allowed to reach the internet), a Deployment that
+waits for the fetched model, a ClusterIP Service, a PodDisruptionBudget, an autoscaler (KEDA on
+vLLM's queue, CPU HPA for runtimes without a queue metric), its network policies and, where the
+runtime exports metrics, a PodMonitor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs
+from pulumi_kubernetes.autoscaling.v2 import (
+    CrossVersionObjectReferenceArgs,
+    HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerSpecArgs,
+    MetricSpecArgs,
+    MetricTargetArgs,
+    ResourceMetricSourceArgs,
+)
+from pulumi_kubernetes.batch.v1 import Job, JobSpecArgs
+from pulumi_kubernetes.core.v1 import (
+    ConfigMap,
+    ConfigMapVolumeSourceArgs,
+    ContainerArgs,
+    EnvVarArgs,
+    PersistentVolumeClaim,
+    PersistentVolumeClaimSpecArgs,
+    PersistentVolumeClaimVolumeSourceArgs,
+    PodSpecArgs,
+    PodTemplateSpecArgs,
+    ResourceRequirementsArgs,
+    Service,
+    ServicePortArgs,
+    ServiceSpecArgs,
+    VolumeArgs,
+    VolumeResourceRequirementsArgs,
+)
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    IPBlockArgs,
+    NetworkPolicy,
+    NetworkPolicyEgressRuleArgs,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
+
+from slm_deploy.catalog import Catalog
+from slm_deploy.environment import AutoscalingSpec
+from slm_deploy.planner import Plan
+from slm_deploy.runtimes import METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
+from slm_deploy.spec import Runtime
+from slm_deploy.stacks.k8s.common import (
+    GPU_RESOURCE,
+    GPU_TOLERATION,
+    container_security,
+    disruption_budget,
+    from_monitoring,
+    gib,
+    http_probe,
+    labels,
+    metrics_monitor,
+    mount,
+    pod_security,
+    port,
+    scratch_volume,
+    selector,
+    spread,
+)
+from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
+
+READY_MARKER = f"{MODEL_DIR}/.slm-ready"
+READINESS_PATH = {Runtime.VLLM: "/v1/models", Runtime.OLLAMA: "/api/tags", Runtime.LLAMACPP: "/v1/models"}
+LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health"}
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What a server needs from the stack besides its Plan."""
+
+    namespace: ServingNamespace
+    pool: str | None  # node selector value for slm.dev/pool; None on existing clusters
+    storage_class: str
+    autoscaling: AutoscalingSpec
+    keda: bool
+    monitoring: bool
+    has_hf_token: bool
+    workload_identity: bool  # Key Vault secrets through Azure workload identity (aks mode)
+
+
+class ModelServer(pulumi.ComponentResource):
+    """Common shape of the three runtime components; subclasses only name their type token."""
+
+    TYPE = "slm:k8s:ModelServer"
+    RUNTIME: Runtime = Runtime.VLLM
+    service_name: pulumi.Output[str]
+    port: int
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        plan: Plan,
+        catalog: Catalog,
+        settings: ServerSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        runtime = Runtime(plan.runtime)
+        if self.RUNTIME is not runtime:
+            raise ValueError(f"{type(self).__name__} serves {self.RUNTIME.value}; the plan is for {runtime.value}")
+        if not plan.fits:
+            raise ValueError(f"{name}: the plan does not fit: {plan.reason}")
+        super().__init__(self.TYPE, name, None, opts)
+        spec = runtime_spec((plan,), catalog, False, name)
+        ns = settings.namespace.name
+        child = pulumi.ResourceOptions(parent=self)
+        res = plan.resources
+        self.port = spec.port
+        pvc = PersistentVolumeClaim(
+            f"{name}-models",
+            metadata=ObjectMetaArgs(name=f"{name}-models", namespace=ns, labels=labels(name, "model-cache")),
+            spec=PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteMany"],
+                storage_class_name=settings.storage_class,
+                resources=VolumeResourceRequirementsArgs(requests={"storage": f"{res.cache_disk_gib}Gi"}),
+            ),
+            opts=child,
+        )
+        config_volumes = self._config_volumes(name, ns, spec, child)
+        job = self._fetch_job(name, ns, plan, spec, settings, pvc, config_volumes, child)
+        deployment = self._deployment(name, ns, plan, spec, settings, pvc, config_volumes, child, job)
+        service = Service(
+            f"{name}-svc",
+            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "model-server")),
+            spec=ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector(name),
+                ports=[ServicePortArgs(name="http", port=spec.port, target_port="http", protocol="TCP")],
+            ),
+            opts=child,
+        )
+        disruption_budget(name, ns, child)
+        self._autoscaler(name, ns, plan, settings, deployment, child)
+        self._network_policies(name, ns, spec, child)
+        if settings.monitoring and runtime in METRICS_PATH:
+            # Every replica is scraped directly (PodMonitor), not through the Service.
+            metrics_monitor(
+                name, ns, kind="PodMonitor", role="model-server", port_name="http", path=METRICS_PATH[runtime], opts=child
+            )
+        self.service_name = service.metadata.name
+        self.register_outputs({"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name})
+
+    def _config_volumes(self, name: str, ns: str, spec: RuntimeSpec, child: pulumi.ResourceOptions) -> list[VolumeArgs]:
+        if not spec.files:
+            return []
+        ConfigMap(
+            f"{name}-config",
+            metadata=ObjectMetaArgs(name=f"{name}-config", namespace=ns),
+            data={path.rsplit("/", 1)[1]: text for path, text in sorted(spec.files.items())},
+            opts=child,
+        )
+        return [VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config"))]
+
+    def _fetch_job(
+        self,
+        name: str,
+        ns: str,
+        plan: Plan,
+        spec: RuntimeSpec,
+        settings: ServerSettings,
+        pvc: PersistentVolumeClaim,
+        config_volumes: list[VolumeArgs],
+        child: pulumi.ResourceOptions,
+    ) -> Job:
+        assert spec.fetch is not None
+        fetch = spec.fetch
+        digest = hashlib.sha256(plan.weights_source.encode()).hexdigest()[:8]
+        mounts = [mount("models", MODEL_DIR), mount("tmp", "/tmp")]
+        volumes = [
+            VolumeArgs(
+                name="models",
+                persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name),
+            ),
+            scratch_volume("tmp", "2Gi"),
+        ]
+        if config_volumes:
+            volumes += config_volumes
+            mounts.append(mount("config", "/config", read_only=True))
+        if spec.uses_hf_token and settings.has_hf_token:
+            volumes.append(settings.namespace.secrets_volume(["hf_token"]))
+            mounts.append(mount(SECRETS_VOLUME, SECRETS_PATH, read_only=True))
+        command = ["/bin/sh", "-c", f'set -e; "$@"; touch {READY_MARKER}', "fetch", *fetch["entrypoint"]]
+        return Job(
+            f"{name}-fetch",
+            metadata=ObjectMetaArgs(
+                name=f"{name}-fetch-{digest}",
+                namespace=ns,
+                labels=labels(name, "model-fetch"),
+                # The download can take longer than Pulumi's await; the server waits for it instead.
+                annotations={"pulumi.com/skipAwait": "true"},
+            ),
+            spec=JobSpecArgs(
+                backoff_limit=6,
+                template=PodTemplateSpecArgs(
+                    metadata=ObjectMetaArgs(labels={**labels(name, "model-fetch"), **self._identity_label(settings)}),
+                    spec=PodSpecArgs(
+                        restart_policy="OnFailure",
+                        service_account_name=SERVICE_ACCOUNT,
+                        automount_service_account_token=False,
+                        security_context=pod_security(),
+                        tolerations=[GPU_TOLERATION],
+                        node_selector=self._node_selector(settings),
+                        containers=[
+                            ContainerArgs(
+                                name="fetch",
+                                image=fetch["image"],
+                                image_pull_policy="Always",
+                                command=command,
+                                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(fetch["environment"].items())],
+                                security_context=container_security(),
+                                resources=ResourceRequirementsArgs(
+                                    requests={"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
+                                    limits={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "3Gi"},
+                                ),
+                                volume_mounts=mounts,
+                            )
+                        ],
+                        volumes=volumes,
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+
+    @staticmethod
+    def _identity_label(settings: ServerSettings) -> dict[str, str]:
+        # Workload identity projects a token only into pods that ask for it (Key Vault mode).
+        return {"azure.workload.identity/use": "true"} if settings.workload_identity else {}
+
+    @staticmethod
+    def _node_selector(settings: ServerSettings) -> dict[str, str] | None:
+        return {"slm.dev/pool": settings.pool} if settings.pool else None
+
+    def _deployment(
+        self,
+        name: str,
+        ns: str,
+        plan: Plan,
+        spec: RuntimeSpec,
+        settings: ServerSettings,
+        pvc: PersistentVolumeClaim,
+        config_volumes: list[VolumeArgs],
+        child: pulumi.ResourceOptions,
+        job: Job,
+    ) -> Deployment:
+        res = plan.resources
+        read_only_models = spec.runtime is not Runtime.OLLAMA  # Ollama writes manifests next to its models
+        mounts = [
+            mount("models", MODEL_DIR, read_only=read_only_models),
+            mount("tmp", "/tmp"),
+            mount("shm", "/dev/shm"),
+        ]
+        volumes = [
+            VolumeArgs(
+                name="models",
+                persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name),
+            ),
+            scratch_volume("tmp", "4Gi"),
+            scratch_volume("shm", gib(res.shm_gib), memory=True),
+            *config_volumes,
+        ]
+        gpu = {GPU_RESOURCE: str(res.gpu_count)} if res.gpu_count else {}
+        cpu_limit = f"{res.cpu_request * 2:g}"
+        container = ContainerArgs(
+            name=spec.runtime.value,
+            image=spec.image,
+            image_pull_policy="Always",
+            command=spec.entrypoint,
+            args=spec.command,
+            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(spec.environment.items())],
+            ports=[port(spec.port, "http")],
+            security_context=container_security(),
+            resources=ResourceRequirementsArgs(
+                # ephemeral-storage covers the 4 GiB /tmp emptyDir (compile caches) and the logs.
+                requests={
+                    "cpu": f"{res.cpu_request:g}",
+                    "memory": f"{res.memory_request_gib}Gi",
+                    "ephemeral-storage": "1Gi",
+                    **gpu,
+                },
+                limits={"cpu": cpu_limit, "memory": f"{res.memory_limit_gib}Gi", "ephemeral-storage": "5Gi", **gpu},
+            ),
+            # Downloading and loading weights takes a time that grows with their size; the
+            # startup probe allows it, so liveness never kills a server that is still loading.
+            startup_probe=http_probe(
+                LIVENESS_PATH[spec.runtime], spec.port, res.probe_period_seconds, res.startup_failure_threshold
+            ),
+            readiness_probe=http_probe(READINESS_PATH[spec.runtime], spec.port, 10, 3),
+            liveness_probe=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, 3),
+            volume_mounts=mounts,
+        )
+        wait = ContainerArgs(
+            name="wait-for-model",
+            image=spec.image,
+            image_pull_policy="Always",
+            command=["/bin/sh", "-c", f"until [ -f {READY_MARKER} ]; do echo waiting for the model; sleep 10; done"],
+            security_context=container_security(),
+            resources=ResourceRequirementsArgs(
+                requests={"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+                limits={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+            ),
+            volume_mounts=[mount("models", MODEL_DIR, read_only=True)],
+        )
+        autoscaled = settings.autoscaling.max_replicas > settings.autoscaling.min_replicas or (
+            settings.autoscaling.min_replicas == 0
+        )
+        timeout = res.startup_budget_seconds + 600
+        return Deployment(
+            f"{name}-deploy",
+            metadata=ObjectMetaArgs(
+                name=name,
+                namespace=ns,
+                labels=labels(name, "model-server"),
+                annotations={"pulumi.com/timeoutSeconds": str(timeout)},
+            ),
+            spec=DeploymentSpecArgs(
+                replicas=None if autoscaled else settings.autoscaling.min_replicas,
+                selector=LabelSelectorArgs(match_labels=selector(name)),
+                # A GPU server cannot surge: there is rarely a spare GPU for a second copy.
+                strategy=DeploymentStrategyArgs(type="Recreate" if res.gpu_count else "RollingUpdate"),
+                template=PodTemplateSpecArgs(
+                    metadata=ObjectMetaArgs(labels={**labels(name, "model-server"), **self._identity_label(settings)}),
+                    spec=PodSpecArgs(
+                        service_account_name=SERVICE_ACCOUNT,
+                        automount_service_account_token=False,
+                        security_context=pod_security(),
+                        termination_grace_period_seconds=60,
+                        tolerations=[GPU_TOLERATION] if res.gpu_count else None,
+                        node_selector=self._node_selector(settings),
+                        topology_spread_constraints=spread(name),
+                        init_containers=[wait],
+                        containers=[container],
+                        volumes=volumes,
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
+        )
+
+    def _autoscaler(
+        self,
+        name: str,
+        ns: str,
+        plan: Plan,
+        settings: ServerSettings,
+        deployment: Deployment,
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        scaling = settings.autoscaling
+        queue_metric = plan.runtime == Runtime.VLLM.value and settings.keda and settings.monitoring
+        if queue_metric:
+            query = f'sum(vllm:num_requests_waiting{{namespace="{ns}",model_name="{plan.model}"}})'
+            CustomResource(
+                f"{name}-scaler",
+                api_version="keda.sh/v1alpha1",
+                kind="ScaledObject",
+                metadata=ObjectMetaArgs(name=name, namespace=ns),
+                spec={
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicaCount": scaling.min_replicas,
+                    "maxReplicaCount": scaling.max_replicas,
+                    "pollingInterval": scaling.polling_interval_seconds,
+                    "cooldownPeriod": scaling.cooldown_seconds,
+                    "triggers": [
+                        {
+                            "type": "prometheus",
+                            "metadata": {
+                                "serverAddress": PROMETHEUS_URL,
+                                "query": query,
+                                "threshold": str(scaling.queue_threshold),
+                            },
+                        }
+                    ],
+                },
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+            )
+            return
+        if scaling.max_replicas > max(scaling.min_replicas, 1):
+            HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata=ObjectMetaArgs(name=name, namespace=ns),
+                spec=HorizontalPodAutoscalerSpecArgs(
+                    scale_target_ref=CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=name),
+                    min_replicas=max(scaling.min_replicas, 1),
+                    max_replicas=scaling.max_replicas,
+                    metrics=[
+                        MetricSpecArgs(
+                            type="Resource",
+                            resource=ResourceMetricSourceArgs(
+                                name="cpu",
+                                target=MetricTargetArgs(type="Utilization", average_utilization=scaling.cpu_utilization_percent),
+                            ),
+                        )
+                    ],
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+            )
+
+    def _network_policies(self, name: str, ns: str, spec: RuntimeSpec, child: pulumi.ResourceOptions) -> None:
+        NetworkPolicy(
+            f"{name}-ingress",
+            metadata=ObjectMetaArgs(name=f"{name}-ingress", namespace=ns),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels=selector(name)),
+                policy_types=["Ingress"],
+                ingress=[
+                    NetworkPolicyIngressRuleArgs(
+                        from_=[
+                            NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "gateway"})),
+                            from_monitoring(),
+                        ],
+                        ports=[NetworkPolicyPortArgs(port=spec.port, protocol="TCP")],
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        NetworkPolicy(
+            f"{name}-fetch-egress",
+            metadata=ObjectMetaArgs(name=f"{name}-fetch-egress", namespace=ns),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels={"app.kubernetes.io/name": name, "slm.dev/role": "model-fetch"}),
+                policy_types=["Egress"],
+                egress=[
+                    NetworkPolicyEgressRuleArgs(
+                        to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
+                        ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")],
+                    )
+                ],
+            ),
+            opts=child,
+        )
+
+
+class VllmServer(ModelServer):
+    TYPE = "slm:k8s:VllmServer"
+    RUNTIME = Runtime.VLLM
+
+
+class OllamaServer(ModelServer):
+    TYPE = "slm:k8s:OllamaServer"
+    RUNTIME = Runtime.OLLAMA
+
+
+class LlamaCppServer(ModelServer):
+    TYPE = "slm:k8s:LlamaCppServer"
+    RUNTIME = Runtime.LLAMACPP
+
+
+SERVERS: dict[Runtime, type[ModelServer]] = {
+    Runtime.VLLM: VllmServer,
+    Runtime.OLLAMA: OllamaServer,
+    Runtime.LLAMACPP: LlamaCppServer,
+}

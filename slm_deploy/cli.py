@@ -255,6 +255,12 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     multiple=True,
     help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint).",
 )
+@click.option(
+    "--require-tools",
+    is_flag=True,
+    envvar="SLM_REQUIRE_TOOLS",
+    help="A validator that is not installed is an error (exit 2), not 'not run'. Also SLM_REQUIRE_TOOLS=1.",
+)
 @clear_errors
 def review(
     paths: tuple[Path, ...],
@@ -264,8 +270,15 @@ def review(
     sarif_file: Path | None,
     as_json: bool,
     tools: tuple[str, ...],
+    require_tools: bool,
 ) -> None:
-    """Run every validator and policy over PATHS, stacks and fleets. Exit 1 on findings, 0 when clean."""
+    """Run every validator and policy over PATHS, stacks and fleets.
+
+    Exit 1 on findings, 0 when clean, 2 on bad input. A validator whose program is not installed
+    is listed as "not run" with how to install it; the review then still exits 0 when nothing was
+    found, but says INCOMPLETE in the summary (and "complete": false in --json, and
+    executionSuccessful false in SARIF). --require-tools makes a missing program exit 2.
+    """
     from slm_deploy.report import review_table
     from slm_deploy.review import TOOLS, ToolMissing, sarif
     from slm_deploy.review import review as run_review
@@ -276,15 +289,17 @@ def review(
     if not (paths or stacks or fleets):
         raise InputError("arguments", "PATHS", "nothing to review: give paths, --stack or --fleet")
     try:
-        report = run_review(paths, stacks, fleets, tools=tools or None, project=project_dir)
+        report = run_review(paths, stacks, fleets, tools=tools or None, project=project_dir, require_tools=require_tools)
     except ToolMissing as exc:
-        raise InputError("review", "tools", f"{exc} is not installed") from None
+        raise InputError("review", "tools", f"{exc} (--require-tools / SLM_REQUIRE_TOOLS=1)") from None
     if sarif_file:
         sarif_file.write_text(json.dumps(sarif(report), indent=2, sort_keys=True) + "\n")
     if as_json:
         print_json(
             {
                 "clean": report.clean,
+                "complete": not report.not_run,
+                "not_run": report.not_run,
                 "files": report.files,
                 "distinct": report.distinct,
                 "findings": [vars(f) for f in report.findings],

@@ -121,9 +121,16 @@ def review_table(report: Any) -> None:
     for column in ("tool", "checked", "findings", "skipped"):
         summary.add_column(column)
     for tool, counts in sorted(report.tools.items()):
-        summary.add_row(tool, str(counts.checked), str(counts.findings), str(counts.skipped))
+        checked = f"not run ({counts.not_run})" if counts.not_run else str(counts.checked)
+        summary.add_row(tool, checked, str(counts.findings), str(counts.skipped))
     console.print(summary)
     reasons = sorted({(s.check, s.reason) for _, s in report.skipped})
     for check, reason in reasons:
         console.print(f"skipped {check}: {reason}")
-    console.print("[green]clean: zero findings[/green]" if report.clean else f"[red]{len(report.findings)} findings[/red]")
+    if not report.clean:
+        console.print(f"[red]{len(report.findings)} findings[/red]")
+    elif report.not_run:
+        missing = ", ".join(report.not_run)
+        console.print(f"[yellow]INCOMPLETE: zero findings, but not run: {missing} (not installed; see above)[/yellow]")
+    else:
+        console.print("[green]clean: zero findings[/green]")

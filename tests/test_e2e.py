@@ -1,0 +1,224 @@
+"""End to end: every subcommand of the installed console script, run as a process from folders that
+are not the repository (see tests/e2e.py for how the wheel is built and installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slm_deploy.cli import main as cli_group
+from tests.conftest import ROOT
+from tests.e2e import Installed, assert_clean_failure, build_wheel, install, path_without, user_project
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    base = tmp_path_factory.mktemp("e2e")
+    return install(base, build_wheel(base / "dist"))
+
+
+@pytest.fixture()
+def elsewhere(tmp_path: Path) -> Path:
+    """A working folder that is not the repository and has nothing in it."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return user_project(tmp_path_factory.mktemp("e2e-project") / "my-deploy")
+
+
+def test_the_wheel_carries_everything_the_command_reads(installed: Installed) -> None:
+    import zipfile
+
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    for required in (
+        "slm_deploy/stacks/entry.py",
+        "slm_deploy/policies/skips.yaml",
+        "slm_deploy/policies/checkov_checks/__init__.py",
+        "slm_deploy/templates/Caddyfile.jinja",
+        "slm_deploy/catalog/models.yaml",
+        "slm_deploy/schemas/crds/LICENSE",
+        "slm_deploy/schemas/pulumi/NOTICE",
+    ):
+        assert required in names, required
+    # No top-level module other than the package: nothing named `stacks`, `policies` or `tests`.
+    assert {n.split("/")[0] for n in names} == {"slm_deploy", f"{installed.wheel.name.split('-')[0]}-0.1.0.dist-info"}
+
+
+def test_the_installed_package_is_imported_not_the_checkout(installed: Installed, elsewhere: Path) -> None:
+    out = subprocess.run(
+        [str(installed.bin / "python"), "-c", "import slm_deploy; print(slm_deploy.__file__)"],
+        cwd=elsewhere,
+        env=installed.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(out.stdout.strip()).is_relative_to(installed.venv), out.stdout
+
+
+@pytest.mark.parametrize("command", [None, *sorted(cli_group.commands)])
+def test_help_of_every_subcommand(installed: Installed, elsewhere: Path, command: str | None) -> None:
+    result = installed.run(*([command] if command else []), "--help", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: slm-deploy"), result.stdout[:200]
+    assert not result.stderr
+
+
+def test_plan_from_any_folder(installed: Installed, elsewhere: Path) -> None:
+    table = installed.run("plan", "--model", "phi-4-mini-instruct", "--gpu", "l4", cwd=elsewhere)
+    assert table.returncode == 0, table.stderr
+    assert "--max-model-len" in table.stdout
+    data = installed.run("plan", "--model", "Qwen/Qwen3-8B", "--gpu", "Standard_NC24ads_A100_v4", "--json", cwd=elsewhere)
+    assert data.returncode == 0, data.stderr
+    assert json.loads(data.stdout)["fits"] is True
+    refused = installed.run("plan", "--model", "qwen3-32b", "--gpu", "l4", "--context", "32768", cwd=elsewhere)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+
+
+def test_bundle_verify_and_review_of_a_users_fleet(installed: Installed, project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundles"
+    bundle = installed.run("bundle", str(project / "examples" / "fleet.yaml"), "--out", str(out), cwd=project)
+    assert bundle.returncode == 0, bundle.stderr
+    boxes = sorted(p.name for p in out.iterdir() if p.is_dir())
+    fleet = yaml.safe_load((project / "examples" / "fleet.yaml").read_text())
+    assert boxes == sorted(b["id"] for b in fleet["boxes"])
+    assert (out / boxes[0] / "gateway" / "Caddyfile").is_file() and (out / boxes[0] / "MANIFEST.json").is_file()
+
+    assert installed.run("verify", str(out / boxes[0]), cwd=tmp_path).returncode == 0
+    (out / boxes[0] / "compose.yaml").write_text("services: {}\n")
+    changed = installed.run("verify", str(out / boxes[0]), cwd=tmp_path)
+    assert changed.returncode == 1 and "compose.yaml" in changed.stdout + changed.stderr
+
+    review = installed.run("review", str(out / boxes[1]), "--json", cwd=tmp_path)
+    assert review.returncode == 0, review.stdout[-3000:] + review.stderr
+    report = json.loads(review.stdout)
+    assert report["clean"] and report["files"] > 5 and report["tools"]["checkov"]["checked"] > 0
+
+
+def test_preview_reads_the_stack_file_of_the_current_folder_or_project(
+    installed: Installed, project: Path, tmp_path: Path
+) -> None:
+    here = installed.run("preview", "dev", "--out", str(tmp_path / "here"), cwd=project)
+    assert here.returncode == 0, here.stderr
+    manifests = sorted((tmp_path / "here").rglob("*.yaml"))
+    assert manifests and any("deployment-" in m.name for m in manifests)
+
+    there = installed.run("preview", "dev", "--project", str(project), "--out", str(tmp_path / "there"), cwd=tmp_path)
+    assert there.returncode == 0, there.stderr
+    assert [p.read_bytes() for p in manifests] == [p.read_bytes() for p in sorted((tmp_path / "there").rglob("*.yaml"))]
+
+
+def test_preview_without_a_stack_file_is_one_error_line(installed: Installed, elsewhere: Path) -> None:
+    assert_clean_failure(installed.run("preview", "dev", cwd=elsewhere), "Pulumi.dev.yaml")
+
+
+def test_review_of_stacks_and_a_fleet_from_a_users_folder(installed: Installed, project: Path) -> None:
+    result = installed.run("review", "--stack", "dev", "--fleet", "examples/fleet.yaml", "--json", cwd=project)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    report = json.loads(result.stdout)
+    assert report["clean"] and report["tools"]["kubernetes-validate"]["checked"] > 0
+    assert report["tools"]["slm"]["checked"] > 0
+
+
+def test_missing_validator_is_reported_not_run_never_clean(installed: Installed, project: Path, tmp_path: Path) -> None:
+    """A fresh machine: no promtool. The review says so; it is an error only when asked to be."""
+    bundles = tmp_path / "b"
+    assert (
+        installed.run("bundle", "examples/fleet.yaml", "--out", str(bundles), "--box", "store-0001", cwd=project).returncode == 0
+    )
+    bare = path_without(tmp_path)
+    env_without_ci = {k: v for k, v in os.environ.items() if k != "SLM_REQUIRE_TOOLS"}
+    result = subprocess.run(
+        [str(installed.bin / "slm-deploy"), "review", str(bundles)],
+        cwd=tmp_path,
+        env={**env_without_ci, **{k: v for k, v in installed.env(bare).items() if k in {"PATH", "VIRTUAL_ENV", "COLUMNS"}}},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "not run (not installed: promtool" in result.stdout
+    assert "INCOMPLETE" in result.stdout and "clean: zero findings" not in result.stdout
+
+    as_json = installed.run("review", str(bundles), "--json", "--sarif", str(tmp_path / "r.sarif"), cwd=tmp_path, path=bare)
+    report = json.loads(as_json.stdout)
+    assert report["complete"] is False and "promtool" in report["not_run"]
+    runs = {run["tool"]["driver"]["name"]: run for run in json.loads((tmp_path / "r.sarif").read_text())["runs"]}
+    assert runs["promtool"]["invocations"][0]["executionSuccessful"] is False
+
+    required = installed.run("review", str(bundles), "--require-tools", cwd=tmp_path, path=bare)
+    assert_clean_failure(required, "promtool")
+
+
+def test_bad_input_is_one_error_line_from_the_installed_command(installed: Installed, elsewhere: Path) -> None:
+    assert_clean_failure(installed.run("bundle", "no-such-fleet.yaml", "--out", "out", cwd=elsewhere))
+    (elsewhere / "fleet.yaml").write_text("boxes: [{id: x, hardware: {gpu: {count: -1}}}]\n")
+    assert_clean_failure(installed.run("bundle", "fleet.yaml", "--out", "out", cwd=elsewhere), "fleet.yaml")
+    assert not (elsewhere / "out").exists()
+    assert_clean_failure(installed.run("plan", "--model", "no-such-model", "--gpu", "l4", cwd=elsewhere), "no-such-model")
+    assert_clean_failure(installed.run("review", cwd=elsewhere))
+
+
+def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(installed: Installed, tmp_path: Path) -> None:
+    """What `pulumi install`/`pulumi up` does with `toolchain: pip` (sdk/python/toolchain/pip.go): create
+    the virtualenv named in Pulumi.yaml and run `python -m pip install -r requirements.txt` in the
+    project folder. Done here into a fresh venv (dependencies linked from this environment so no
+    network is needed), then the program's entry point is imported from the project folder."""
+    project_yaml = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    options = project_yaml["runtime"]["options"]
+    assert project_yaml["runtime"]["name"] == "python" and options["toolchain"] == "pip"
+    program_dir = ROOT / project_yaml.get("main", ".")
+    requirements = program_dir / "requirements.txt"
+    assert requirements.is_file(), "Pulumi's pip toolchain installs requirements.txt from the program folder"
+    assert (program_dir / "__main__.py").is_file()
+
+    from tests.e2e import SOURCE_IGNORE, _dependency_links
+
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT, clone, ignore=SOURCE_IGNORE)
+    venv = clone / options["virtualenv"]
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "_deps.pth").write_text(f"{_dependency_links(tmp_path / 'deps')}\n")
+
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            "-r",
+            "requirements.txt",
+        ],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    check = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import slm_deploy.stacks.entry as e, slm_deploy; print(slm_deploy.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert Path(check.stdout.strip()).is_relative_to(venv)

@@ -1,7 +1,7 @@
 """Grafana dashboards, built with grafana-foundation-sdk (pinned to the Grafana 11.6 build our
 images run). Stable uids and panel ids; the datasource is a variable; model and instance
 variables filter every query. Every expression here is parsed and its metrics checked against
-generator/observability/metrics.py by the tests.
+slm_deploy/observability/metrics.py by the tests.
 """
 
 from __future__ import annotations

@@ -66,7 +66,9 @@ def test_pulumi_yaml_validates_against_the_project_schema() -> None:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     errors = list(validator_for(schema)(schema).iter_errors(project))
     assert errors == []
-    assert project["main"] == "stacks/" and project["runtime"]["name"] == "python"
+    # No `main`: Pulumi runs the project folder's __main__.py, which calls the installed package.
+    assert "main" not in project and project["runtime"]["name"] == "python"
+    assert "slm_deploy.stacks.entry" in (ROOT / "__main__.py").read_text()
     for key, declaration in project["config"].items():
         assert {"type", "description", "default"} <= set(declaration), key
 

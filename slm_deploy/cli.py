@@ -298,6 +298,53 @@ def review(
         sys.exit(1)
 
 
+@main.command()
+@click.option(
+    "--lock", "lock_file", type=click.Path(path_type=Path, dir_okay=False), default="images.lock.yaml", show_default=True
+)
+@click.option(
+    "--images", "images_files", multiple=True, type=click.Path(path_type=Path), help="Also lock these (images.yaml format)."
+)
+@click.option("--no-catalog", is_flag=True, help="Lock only the --images files, not the catalog's images.")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 when a tag moved or an image is missing from the lock.")
+@click.option("--mirror", help="Resolve through this registry mirror (HOST[:PORT], images under HOST/<registry>/<path>).")
+@click.option("--insecure-registry", "insecure", multiple=True, help="Allow plain HTTP to this host (loopback may).")
+@clear_errors
+def lock(
+    lock_file: Path, images_files: tuple[Path, ...], no_catalog: bool, check: bool, mirror: str | None, insecure: tuple[str, ...]
+) -> None:
+    """Resolve every image to its digests on the registry and write them to the lock file.
+
+    Exit 0 when written (or, with --check, when the lock matches the registry); 1 when --check finds
+    a moved tag or a missing image; 2 when a registry cannot answer (nothing is written then).
+    """
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.supply import lock as locking
+    from slm_deploy.supply.registry import RegistryClient, RegistryError
+
+    extra = [image for path in images_files for image in locking.load_images_file(path)]
+    refs = locking.wanted_images(None if no_catalog else load_catalog(), extra)
+    if not refs:
+        raise InputError("arguments", "--images", "no images to lock")
+    previous = locking.load(lock_file) if lock_file.exists() else None
+    client = RegistryClient(insecure_hosts=frozenset(insecure))
+    try:
+        current = locking.resolve(refs, client, previous, mirror=mirror)
+    except RegistryError as exc:
+        fail(f"lock: {exc}; {lock_file} left unchanged")
+    moved = locking.compare(previous, current)
+    if check:
+        for change in moved:
+            old = change.old or "missing from the lock"
+            click.echo(f"{'moved' if change.old else 'missing'}: {change.key}: {old} -> {change.new}")
+        if moved:
+            sys.exit(1)
+        click.echo(f"ok: {lock_file}: {len(current)} images match the registry")
+        return
+    locking.write(lock_file, locking.LockFile(version=1, images=current))
+    click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed")
+
+
 def run() -> None:
     """The console script: click's usage errors become the same one-line `error:` as ours."""
     try:

@@ -146,9 +146,12 @@ def plan(
 @click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
 @click.option("--tar", "as_tar", is_flag=True, help="Also write a reproducible BOX.tar.gz per box.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
 @clear_errors
-def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool) -> None:
-    """Write one hardened compose bundle per box of FLEET into OUT/<box id>."""
+def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool, allow_unlocked: bool) -> None:
+    """Write one hardened compose bundle per box of FLEET into OUT/<box id>.
+
+    Images are pinned by images.lock.yaml beside FLEET (else the lock shipped with the catalog)."""
     from slm_deploy.bundle.writer import build_fleet, select_boxes, write_box, write_tar
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
@@ -156,7 +159,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     fleet = load_fleet(fleet_file)
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
-        bundles = build_fleet(fleet, boxes, progress=advance)
+        bundles = build_fleet(fleet, boxes, progress=advance, allow_unlocked=allow_unlocked)
     for built in bundles:
         write_box(out_dir, built)
         if as_tar:
@@ -186,8 +189,12 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @clear_errors
 def verify(directory: Path) -> None:
-    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file."""
+    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file.
+
+    With a docker daemon at hand (on the box), also compare the loaded images with the digests in
+    the bundle's images.lock.json; exit 1 when one differs."""
     from slm_deploy.bundle.writer import verify_bundle
+    from slm_deploy.supply.loaded import check
 
     report = verify_bundle(directory)
     for label, paths in (("missing", report.missing), ("extra", report.extra), ("changed", report.changed)):
@@ -196,6 +203,17 @@ def verify(directory: Path) -> None:
     if not report.ok:
         sys.exit(1)
     click.echo(f"ok: {directory} matches its MANIFEST.json")
+    images = check(directory)
+    if images.skipped:
+        click.echo(f"images: not checked: {images.skipped}")
+        return
+    for ref in images.absent:
+        click.echo(f"images: not loaded yet (pulled by digest at `docker compose up`): {ref}")
+    for line in images.wrong:
+        click.echo(f"image differs: {line}")
+    if images.wrong:
+        sys.exit(1)
+    click.echo(f"images: {len(images.ok)} loaded image(s) match images.lock.json")
 
 
 @main.command()
@@ -210,8 +228,9 @@ def verify(directory: Path) -> None:
     default=None,
     help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
 )
+@click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
 @clear_errors
-def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None) -> None:
+def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool) -> None:
     """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
 
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
@@ -220,6 +239,12 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     from slm_deploy.preview import run_preview, write_manifests
     from slm_deploy.report import preview_table
 
+    if allow_unlocked:
+        import os
+
+        from slm_deploy.supply.lock import ALLOW_UNLOCKED_ENV
+
+        os.environ[ALLOW_UNLOCKED_ENV] = "1"  # what the program reads under `pulumi up` too
     result = run_preview(stack, project_dir or Path.cwd())
     written = write_manifests(result, out_dir) if out_dir else []
     if as_json:

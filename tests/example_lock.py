@@ -28,12 +28,13 @@ EXAMPLE_NOTE = (
 )
 
 
-def start_mirror(workdir: Path) -> LiveRegistry:
-    """A registry holding a stand-in for every catalog image, at MIRROR/<registry>/<path>:<tag>."""
+def start_mirror(workdir: Path, platforms: dict[str, tuple[str, ...]] | None = None) -> LiveRegistry:
+    """A registry holding a stand-in for every catalog image, at MIRROR/<registry>/<path>:<tag>,
+    for the platforms the catalog lists (or PLATFORMS[repository])."""
     registry = LiveRegistry(workdir)
     try:
         for image in sorted(load_catalog().images.values(), key=lambda i: (i.repository, i.tag)):
-            archs = tuple(a.value for a in image.platforms) or ("amd64",)
+            archs = (platforms or {}).get(image.repository) or tuple(a.value for a in image.platforms) or ("amd64",)
             name = mirror_path(registry.host, image.repository).split("/", 1)[1]
             registry.push(name, image.tag, archs, label=f"{image.repository}:{image.tag}")
     except BaseException:

@@ -173,7 +173,9 @@ class LiveRegistry:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"docker-registry did not start: {(workdir / 'registry.log').read_text()[-500:]}") from None
+                    raise RuntimeError(
+                        f"docker-registry did not start: {(workdir / 'registry.log').read_text()[-500:]}"
+                    ) from None
                 time.sleep(0.1)
 
     def stop(self) -> None:
@@ -224,7 +226,12 @@ class LiveRegistry:
         }
         body = json.dumps(manifest, sort_keys=True).encode()
         digest = self.put_manifest(name, sha256(body), manifest)
-        entry = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body), "platform": {"os": "linux", "architecture": arch}}
+        entry = {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": len(body),
+            "platform": {"os": "linux", "architecture": arch},
+        }
         return digest, config_digest, entry
 
     def push(self, name: str, tag: str, archs: tuple[str, ...] = ("amd64", "arm64"), label: str = "v1") -> dict[str, Any]:
@@ -238,6 +245,8 @@ class LiveRegistry:
     def push_plain(self, name: str, tag: str, arch: str = "amd64", label: str = "v1") -> dict[str, Any]:
         """Tag NAME:TAG as a single-platform manifest (no index)."""
         digest, config, _ = self.push_single(name, arch, label)
-        manifest = json.loads(self._request("GET", f"http://{self.host}/v2/{name}/manifests/{digest}", None, {"Accept": OCI_MANIFEST}).read())
+        manifest = json.loads(
+            self._request("GET", f"http://{self.host}/v2/{name}/manifests/{digest}", None, {"Accept": OCI_MANIFEST}).read()
+        )
         self.put_manifest(name, tag, manifest)
         return {"digest": digest, "platforms": {f"linux/{arch}": (digest, config)}}

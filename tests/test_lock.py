@@ -126,7 +126,9 @@ def _docker_config(tmp: Path, config: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, "DOCKER_CONFIG": str(tmp / "docker")}
 
 
-def test_token_auth_with_credentials_from_the_docker_config(token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path) -> None:
+def test_token_auth_with_credentials_from_the_docker_config(
+    token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path
+) -> None:
     registry, issuer = token_registry
     pushed = registry.push("private/model-server", "3.0")
     images = images_file(tmp_path / "images.yaml", (f"{registry.host}/private/model-server", "3.0"))
@@ -144,7 +146,7 @@ def test_token_auth_through_a_credential_helper(token_registry: tuple[LiveRegist
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     helper = bin_dir / "docker-credential-slmtest"
-    helper.write_text(f"#!/bin/sh\nread server\necho '{{\"Username\": \"{USER}\", \"Secret\": \"{PASSWORD}\"}}'\n")
+    helper.write_text(f'#!/bin/sh\nread server\necho \'{{"Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n')
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
     env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}})
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
@@ -153,7 +155,9 @@ def test_token_auth_through_a_credential_helper(token_registry: tuple[LiveRegist
     assert result.returncode == 0, result.stderr
 
 
-def test_token_auth_failure_is_exit_2_naming_docker_login(token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path) -> None:
+def test_token_auth_failure_is_exit_2_naming_docker_login(
+    token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path
+) -> None:
     registry, issuer = token_registry
     registry.push("private/denied", "1.0")
     refused = issuer.refused
@@ -334,6 +338,30 @@ def test_an_image_missing_from_the_lock_stops_generation_unless_allowed(mirror_l
     assert allowed.returncode == 0, allowed.stderr
     compose = yaml.safe_load((tmp_path / "out" / "edge-1" / "compose.yaml").read_text())
     assert compose["services"]["gateway"]["image"] == "caddy:2.10.2-alpine"
+    review = run_cli("review", str(tmp_path / "out"), "--tool", "slm", "--json")
+    assert review.returncode == 1
+    findings = json.loads(review.stdout)["findings"]
+    assert {(f["rule"], f["message"]) for f in findings} == {
+        ("SLM-COMPOSE-011", f"service {name} uses 'caddy:2.10.2-alpine' without a digest") for name in ("gateway", "volume-init")
+    }
+
+
+def test_a_stack_previewed_with_unlocked_images_is_reported_by_the_review(mirror_lock: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(mirror_lock.read_text())
+    del data["images"]["caddy:2.10.2-alpine"]
+    (tmp_path / "images.lock.yaml").write_text(yaml.safe_dump(data))
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    refused = run_cli("preview", "dev", "--project", str(tmp_path), "--out", str(tmp_path / "m"))
+    assert refused.returncode == 2
+    assert "images.caddy:2.10.2-alpine: image 'gateway' is not locked; run `slm-deploy lock`" in refused.stderr
+    allowed = run_cli("preview", "dev", "--project", str(tmp_path), "--out", str(tmp_path / "m"), "--allow-unlocked")
+    assert allowed.returncode == 0, allowed.stderr
+    review = run_cli("review", str(tmp_path / "m"), "--tool", "checkov", "--json")
+    assert review.returncode == 1
+    flagged = {(f["rule"], f["resource"]) for f in json.loads(review.stdout)["findings"]}
+    assert {rule for rule, _ in flagged} == {"CKV_K8S_43"}
+    assert all("gateway" in resource for _, resource in flagged), flagged
 
 
 def _fake_docker(tmp: Path, ids: dict[str, str]) -> dict[str, str]:

@@ -82,9 +82,9 @@ class TokenIssuer:
     def __post_init__(self) -> None:
         openssl = need_binary("openssl")
         self.key, self.cert = self.workdir / "token.key", self.workdir / "token.crt"
+        request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=slm-test-token-issuer"]
         subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key), "-out", str(self.cert)]
-            + ["-days", "2", "-subj", "/CN=slm-test-token-issuer"],
+            [openssl, *request, "-keyout", str(self.key), "-out", str(self.cert)],
             check=True,
             capture_output=True,
         )

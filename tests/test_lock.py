@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -176,8 +176,8 @@ def test_token_auth_failure_is_exit_2_naming_docker_login(
 
 
 class _Scripted(BaseHTTPRequestHandler):
-    answers: list[tuple[int, dict[str, str]]] = []
-    seen: list[str] = []
+    answers: ClassVar[list[tuple[int, dict[str, str]]]] = []
+    seen: ClassVar[list[str]] = []
 
     def _answer(self) -> None:
         type(self).seen.append(f"{self.command} {self.path}")
@@ -408,3 +408,21 @@ def test_verify_compares_loaded_images_with_the_bundle_digests(mirror_lock: Path
     assert absent.returncode == 0 and f"not loaded yet (pulled by digest at `docker compose up`): {ollama}" in absent.stdout
     no_docker = verify({**os.environ, "PATH": str(tmp_path / "empty-path")})
     assert no_docker.returncode == 0 and "images: not checked: no docker command here" in no_docker.stdout
+
+
+def test_the_gpu_operator_runs_the_locked_device_plugin_and_dcgm_exporter() -> None:
+    from slm_deploy.preview import run_preview
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())["images"]
+    (release,) = [r for r in run_preview("dev", ROOT).resources if r.type == "kubernetes:helm.sh/v3:Release" and "gpu" in r.name]
+    values = release.inputs["values"]
+    assert values["devicePlugin"] | {"enabled": True} == {
+        "enabled": True,
+        "repository": "nvcr.io/nvidia",
+        "image": "k8s-device-plugin",
+        "version": lock["nvcr.io/nvidia/k8s-device-plugin:v0.17.4"]["digest"],
+    }
+    exporter = values["dcgmExporter"]
+    assert (exporter["repository"], exporter["image"]) == ("nvcr.io/nvidia/k8s", "dcgm-exporter")
+    assert exporter["version"] == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]

@@ -183,6 +183,15 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
         print_json({"out": str(out_dir), "boxes": rows})
     else:
         bundle_summary(rows, out_dir)
+    _example_lock_notice(fleet.directory)
+
+
+def _example_lock_notice(directory: Path | None) -> None:
+    from slm_deploy.supply.lock import example_notice
+
+    notice = example_notice(directory)
+    if notice:
+        click.echo(notice, err=True)
 
 
 @main.command()
@@ -259,6 +268,7 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
         )
     else:
         preview_table(result.stack, result.table_rows(), len(written), out_dir)
+    _example_lock_notice(project_dir or Path.cwd())
 
 
 @main.command()

@@ -90,6 +90,13 @@ def find(directory: Path | None) -> Path:
     return PACKAGED_LOCK
 
 
+def example_notice(directory: Path | None) -> str | None:
+    """A one-line notice when the lock that applies is example data (the digests are not real)."""
+    path = find(directory)
+    example = load(path).example
+    return f"note: images are pinned by {path}, which is {example}" if example else None
+
+
 def allow_unlocked_from_env() -> bool:
     return os.environ.get(ALLOW_UNLOCKED_ENV) == "1"
 

@@ -11,6 +11,7 @@ the real registries before deploying (README, "Image digests").
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,12 +59,17 @@ def regenerate(path: Path = locking.PACKAGED_LOCK) -> None:
 
 
 def check(path: Path = locking.PACKAGED_LOCK) -> int:
+    if shutil.which("docker-registry") is None:
+        print("lock check skipped: docker-registry is not installed (apt-get install docker-registry)")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         registry = start_mirror(Path(tmp))
         try:
-            cmd = ["slm-deploy", "lock", "--check", "--lock", str(path), "--mirror", registry.host]
+            cmd = ["slm-deploy", "lock", "--check", "--lock", str(path.relative_to(ROOT)), "--mirror", registry.host]
             print("$ " + " ".join(cmd), flush=True)
-            return subprocess.run([sys.executable, "-m", "slm_deploy.cli", *cmd[1:]], check=False).returncode
+            script = Path(sys.executable).parent / "slm-deploy"  # the console script, as a user runs it
+            program = [str(script)] if script.exists() else [sys.executable, "-m", "slm_deploy.cli"]
+            return subprocess.run([*program, *cmd[1:]], cwd=ROOT, check=False).returncode
         finally:
             registry.stop()
 

@@ -26,6 +26,7 @@ from slm_deploy.catalog import CATALOG_DIR, Catalog, Image
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.spec import CpuArch, Frozen
 from slm_deploy.supply.model import LockEntry, PlatformDigests
+from slm_deploy.supply.registry import RegistryClient, mirror_path
 
 LOCK_NAME = "images.lock.yaml"
 PACKAGED_LOCK = CATALOG_DIR / LOCK_NAME
@@ -184,16 +185,13 @@ def wanted_images(catalog: Catalog | None, extra: Iterable[Image]) -> list[tuple
 
 def resolve(
     refs: list[tuple[str, str]],
-    client: object,
+    client: RegistryClient,
     previous: LockFile | None,
     mirror: str | None = None,
     progress: Callable[[str], None] | None = None,
     now: Callable[[], str] = _now,
 ) -> dict[str, LockEntry]:
     """Resolve every reference (all of them, or raise RegistryError: nothing half done)."""
-    from slm_deploy.supply.registry import RegistryClient, mirror_path
-
-    assert isinstance(client, RegistryClient)
     out: dict[str, LockEntry] = {}
     for repository, tag in refs:
         key = image_key(repository, tag)

@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(SLM) plan --model qwen3-8b --runtime ollama --cpu --cpus 8 --memory-gib 16
 	$(SLM) plan --model qwen3-14b
 	$(SLM) plan --model qwen3-32b --gpu l4 --context 32768 || test $$? -eq 2
+	$(BIN)/python -m tests.example_lock --check
 	$(SLM) bundle examples/fleet.yaml --out $(OUT)/bundles --tar
 	$(SLM) verify $(OUT)/bundles/store-0001
 	$(SLM) preview dev --out $(OUT)/manifests/dev

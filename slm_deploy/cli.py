@@ -146,9 +146,12 @@ def plan(
 @click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
 @click.option("--tar", "as_tar", is_flag=True, help="Also write a reproducible BOX.tar.gz per box.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
 @clear_errors
-def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool) -> None:
-    """Write one hardened compose bundle per box of FLEET into OUT/<box id>."""
+def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool, allow_unlocked: bool) -> None:
+    """Write one hardened compose bundle per box of FLEET into OUT/<box id>.
+
+    Images are pinned by images.lock.yaml beside FLEET (else the lock shipped with the catalog)."""
     from slm_deploy.bundle.writer import build_fleet, select_boxes, write_box, write_tar
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
@@ -156,7 +159,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     fleet = load_fleet(fleet_file)
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
-        bundles = build_fleet(fleet, boxes, progress=advance)
+        bundles = build_fleet(fleet, boxes, progress=advance, allow_unlocked=allow_unlocked)
     for built in bundles:
         write_box(out_dir, built)
         if as_tar:
@@ -180,14 +183,27 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
         print_json({"out": str(out_dir), "boxes": rows})
     else:
         bundle_summary(rows, out_dir)
+    _example_lock_notice(fleet.directory)
+
+
+def _example_lock_notice(directory: Path | None) -> None:
+    from slm_deploy.supply.lock import example_notice
+
+    notice = example_notice(directory)
+    if notice:
+        click.echo(notice, err=True)
 
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @clear_errors
 def verify(directory: Path) -> None:
-    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file."""
+    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file.
+
+    With a docker daemon at hand (on the box), also compare the loaded images with the digests in
+    the bundle's images.lock.json; exit 1 when one differs."""
     from slm_deploy.bundle.writer import verify_bundle
+    from slm_deploy.supply.loaded import check
 
     report = verify_bundle(directory)
     for label, paths in (("missing", report.missing), ("extra", report.extra), ("changed", report.changed)):
@@ -196,6 +212,17 @@ def verify(directory: Path) -> None:
     if not report.ok:
         sys.exit(1)
     click.echo(f"ok: {directory} matches its MANIFEST.json")
+    images = check(directory)
+    if images.skipped:
+        click.echo(f"images: not checked: {images.skipped}")
+        return
+    for ref in images.absent:
+        click.echo(f"images: not loaded yet (pulled by digest at `docker compose up`): {ref}")
+    for line in images.wrong:
+        click.echo(f"image differs: {line}")
+    if images.wrong:
+        sys.exit(1)
+    click.echo(f"images: {len(images.ok)} loaded image(s) match images.lock.json")
 
 
 @main.command()
@@ -210,8 +237,9 @@ def verify(directory: Path) -> None:
     default=None,
     help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
 )
+@click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
 @clear_errors
-def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None) -> None:
+def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool) -> None:
     """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
 
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
@@ -220,6 +248,12 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     from slm_deploy.preview import run_preview, write_manifests
     from slm_deploy.report import preview_table
 
+    if allow_unlocked:
+        import os
+
+        from slm_deploy.supply.lock import ALLOW_UNLOCKED_ENV
+
+        os.environ[ALLOW_UNLOCKED_ENV] = "1"  # what the program reads under `pulumi up` too
     result = run_preview(stack, project_dir or Path.cwd())
     written = write_manifests(result, out_dir) if out_dir else []
     if as_json:
@@ -234,6 +268,7 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
         )
     else:
         preview_table(result.stack, result.table_rows(), len(written), out_dir)
+    _example_lock_notice(project_dir or Path.cwd())
 
 
 @main.command()
@@ -311,6 +346,53 @@ def review(
         review_table(report)
     if not report.clean:
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--lock", "lock_file", type=click.Path(path_type=Path, dir_okay=False), default="images.lock.yaml", show_default=True
+)
+@click.option(
+    "--images", "images_files", multiple=True, type=click.Path(path_type=Path), help="Also lock these (images.yaml format)."
+)
+@click.option("--no-catalog", is_flag=True, help="Lock only the --images files, not the catalog's images.")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 when a tag moved or an image is missing from the lock.")
+@click.option("--mirror", help="Resolve through this registry mirror (HOST[:PORT], images under HOST/<registry>/<path>).")
+@click.option("--insecure-registry", "insecure", multiple=True, help="Allow plain HTTP to this host (loopback may).")
+@clear_errors
+def lock(
+    lock_file: Path, images_files: tuple[Path, ...], no_catalog: bool, check: bool, mirror: str | None, insecure: tuple[str, ...]
+) -> None:
+    """Resolve every image to its digests on the registry and write them to the lock file.
+
+    Exit 0 when written (or, with --check, when the lock matches the registry); 1 when --check finds
+    a moved tag or a missing image; 2 when a registry cannot answer (nothing is written then).
+    """
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.supply import lock as locking
+    from slm_deploy.supply.registry import RegistryClient, RegistryError
+
+    extra = [image for path in images_files for image in locking.load_images_file(path)]
+    refs = locking.wanted_images(None if no_catalog else load_catalog(), extra)
+    if not refs:
+        raise InputError("arguments", "--images", "no images to lock")
+    previous = locking.load(lock_file) if lock_file.exists() else None
+    client = RegistryClient(insecure_hosts=frozenset(insecure))
+    try:
+        current = locking.resolve(refs, client, previous, mirror=mirror)
+    except RegistryError as exc:
+        fail(f"lock: {exc}; {lock_file} left unchanged")
+    moved = locking.compare(previous, current)
+    if check:
+        for change in moved:
+            old = change.old or "missing from the lock"
+            click.echo(f"{'moved' if change.old else 'missing'}: {change.key}: {old} -> {change.new}")
+        if moved:
+            sys.exit(1)
+        click.echo(f"ok: {lock_file}: {len(current)} images match the registry")
+        return
+    locking.write(lock_file, locking.LockFile(version=1, images=current))
+    click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed")
 
 
 def run() -> None:

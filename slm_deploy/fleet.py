@@ -89,6 +89,7 @@ class Fleet:
     name: str
     boxes: tuple[Box, ...]
     source: str
+    directory: Path | None = None  # where the fleet file is: its images.lock.yaml applies
 
 
 def _serving(source: str, defaults: dict[str, Any], given: dict[str, Any], path: str) -> Serving:
@@ -162,4 +163,5 @@ def load_fleet(path: Path) -> Fleet:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"
         raise InputError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_fleet(data, source)
+    fleet = parse_fleet(data, source)
+    return Fleet(fleet.name, fleet.boxes, fleet.source, path.parent)

@@ -207,6 +207,7 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
 
     from slm_deploy.stacks.entry import main, project_config
     from slm_deploy.stacks.program import read_config
+    from slm_deploy.supply.lock import locked_catalog
 
     config, secret_keys, source = load_stack_file(stack, root)
     result = PreviewResult(stack)
@@ -215,9 +216,10 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
     set_all_config(config, secret_keys)
     # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.
     read_config(stack, project_config(), source)
+    locked_catalog(root)  # an image missing from the lock is exit 2 too, before the program runs
 
     def program() -> None:
-        main()  # exactly what `pulumi up` runs through the project's __main__.py
+        main(root)  # exactly what `pulumi up` runs through the project's __main__.py, from ROOT
         root_resource = pulumi.runtime.get_root_resource()
         if root_resource is not None:
             root_resource.register_outputs(root_resource.outputs)  # type: ignore[attr-defined]

@@ -236,6 +236,7 @@ def test_naive_artifacts_are_caught_by_checkov_builtins_and_our_rules() -> None:
         "SLM-COMPOSE-006",
         "SLM-COMPOSE-009",
         "SLM-COMPOSE-010",
+        "SLM-COMPOSE-011",
         "SLM-K8S-001",
         "SLM-K8S-009",
         "SLM-K8S-014",
@@ -243,6 +244,7 @@ def test_naive_artifacts_are_caught_by_checkov_builtins_and_our_rules() -> None:
         "SLM-DOCKER-002",
         "SLM-DOCKER-004",
         "SLM-DOCKER-005",
+        "SLM-DOCKER-006",
         "SLM-SECRET-001",
     }
     assert expected_ours <= {rule for tool, rule in found if tool == "slm"}

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slm_deploy.bundle import MANIFEST_IGNORES, BoxBundle, build_box
-from slm_deploy.catalog import Catalog, load_catalog
+from slm_deploy.catalog import Catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
+from slm_deploy.supply.lock import locked_catalog
 
 TAR_MTIME = 0
 
@@ -45,8 +46,11 @@ def build_fleet(
     boxes: tuple[Box, ...],
     catalog: Catalog | None = None,
     progress: Callable[[str], None] | None = None,
+    allow_unlocked: bool | None = None,
 ) -> list[BoxBundle]:
-    catalog = catalog or load_catalog()
+    """Bundle BOXES with the catalog pinned by the fleet's lock (images.lock.yaml beside the fleet
+    file, else the one shipped with the catalog)."""
+    catalog = catalog or locked_catalog(fleet.directory, allow_unlocked)
     bundles = []
     for box in boxes:
         bundles.append(build_box(box, fleet, catalog))

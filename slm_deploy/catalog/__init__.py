@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.spec import CpuArch, Frozen, ModelArchitecture, PositiveFloat, PositiveInt, Quantization
+from slm_deploy.supply.model import LockEntry
 
 CATALOG_DIR = Path(__file__).parent
 
@@ -90,10 +91,14 @@ class Image(Frozen):
     repository: str = Field(min_length=1)
     tag: str = Field(pattern=r"^[\w][\w.\-]*$")
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
-    platforms: tuple[CpuArch, ...] = Field(min_length=1)
+    # Hand-written, and no longer read: the lock's per-platform digests decide which architectures
+    # an image serves (slm_deploy/supply/lock.py). To be dropped from images.yaml.
+    platforms: tuple[CpuArch, ...] = ()
+    locked: LockEntry | None = Field(default=None, exclude=True, description="Set from the lock, never from images.yaml.")
 
     @property
     def ref(self) -> str:
+        """The one place an image reference is spelled: repository:tag@sha256:... once locked."""
         return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
 

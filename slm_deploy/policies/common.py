@@ -20,3 +20,8 @@ def unpinned(image: str) -> str | None:
     if tail.rsplit(":", 1)[1] in MOVING_TAGS:
         return "moving tag"
     return None
+
+
+def unlocked(image: str) -> bool:
+    """An image reference without a digest: the tag can move under it (`slm-deploy lock`)."""
+    return "@sha256:" not in image

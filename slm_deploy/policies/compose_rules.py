@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unpinned
+from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unlocked, unpinned
 from slm_deploy.policies.model import Kind, Rule, Severity
 
 SENSITIVE_HOST_PATHS = ("/", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var/run", "/run")
@@ -135,6 +135,13 @@ def pinned_image(svc: dict[str, Any]) -> list[str]:
     return []
 
 
+def locked_image(svc: dict[str, Any]) -> list[str]:
+    image = str(svc["service"].get("image", ""))
+    if not image or svc["service"].get("build") or not unlocked(image):
+        return []  # a service built on the box has no registry digest; its Dockerfile's FROM lines do
+    return [f"service {svc['name']} uses {image!r} without a digest"]
+
+
 def no_secret_environment(svc: dict[str, Any]) -> list[str]:
     env = svc["service"].get("environment") or {}
     pairs: list[tuple[str, str]] = []
@@ -239,5 +246,13 @@ RULES = [
         "Environment values show in `docker inspect`, in logs and in every copy of the compose file.",
         "Declare a compose secret (a file) and point the program at /run/secrets/NAME (e.g. a *_FILE variable).",
         no_secret_environment,
+    ),
+    _c(
+        "SLM-COMPOSE-011",
+        "Images locked to a digest",
+        Severity.MEDIUM,
+        "A tag can be moved on the registry: the same bundle then runs different bits, box by box.",
+        "Run `slm-deploy lock` and regenerate without --allow-unlocked: references become repository:tag@sha256:...",
+        locked_image,
     ),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unpinned
+from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unlocked, unpinned
 from slm_deploy.policies.model import Kind, Rule, Severity
 
 
@@ -47,6 +47,17 @@ def pinned_base(instructions: list[tuple[str, str]]) -> list[str]:
     for image, alias in _from_images(instructions):
         if image not in stages and image != "scratch" and (unpinned(image) or "$" in image):
             problems.append(f"FROM {image} is not pinned to a version")
+        if alias:
+            stages.add(alias)
+    return problems
+
+
+def locked_base(instructions: list[tuple[str, str]]) -> list[str]:
+    stages: set[str] = set()
+    problems = []
+    for image, alias in _from_images(instructions):
+        if image not in stages and image != "scratch" and unlocked(image):
+            problems.append(f"FROM {image} has no digest")
         if alias:
             stages.add(alias)
     return problems
@@ -134,5 +145,13 @@ RULES = [
         "ENV and ARG values are stored in the image config and its history, readable by anyone who pulls it.",
         "Use a BuildKit secret mount (RUN --mount=type=secret,id=...) at build time and files at run time.",
         no_secret_env,
+    ),
+    _d(
+        "SLM-DOCKER-006",
+        "Base images locked to a digest",
+        Severity.MEDIUM,
+        "A tag can be moved on the registry: the same Dockerfile then builds on different bits.",
+        "Run `slm-deploy lock` and regenerate without --allow-unlocked: FROM repository:tag@sha256:...",
+        locked_base,
     ),
 ]

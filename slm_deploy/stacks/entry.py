@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -10,6 +11,7 @@ from pulumi.runtime import config as runtime_config
 
 from slm_deploy.errors import InputError
 from slm_deploy.stacks.program import PROJECT, build, read_config
+from slm_deploy.supply.lock import locked_catalog
 
 
 def _decode(value: Any) -> Any:
@@ -28,11 +30,14 @@ def project_config() -> dict[str, Any]:
     return {k[len(prefix) :]: _decode(v) for k, v in sorted(values.items()) if k.startswith(prefix)}
 
 
-def main() -> None:
+def main(project_dir: Path | None = None) -> None:
+    """PROJECT_DIR holds Pulumi.yaml and the images.lock.yaml that pins the images (default: the
+    current folder, as under `pulumi up`)."""
     stack = pulumi.get_stack()
     try:
         env = read_config(stack, project_config(), f"Pulumi.{stack}.yaml")
+        catalog = locked_catalog(project_dir or Path.cwd())
     except InputError as exc:
         # One clear line in `pulumi up` output instead of a Python traceback.
         raise pulumi.RunError(str(exc)) from None
-    build(env, pulumi.Config(PROJECT).get_secret("hfToken"))
+    build(env, pulumi.Config(PROJECT).get_secret("hfToken"), catalog=catalog)

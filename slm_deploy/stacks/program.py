@@ -6,19 +6,21 @@ resources only inside `build()`, never at import time.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from slm_deploy.catalog import load_catalog
+from slm_deploy.catalog import Catalog
 from slm_deploy.environment import ClusterMode, Environment, EnvironmentSpec, plan_environment
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.gateway import Gateway
 from slm_deploy.stacks.k8s.monitoring import Monitoring
 from slm_deploy.stacks.k8s.namespace import KeyVaultSource, ServingNamespace
 from slm_deploy.stacks.k8s.servers import SERVERS, ServerSettings
+from slm_deploy.supply.lock import locked_catalog
 
 PROJECT = "slm-deploy"
 # The project's config keys are the environment model's fields, as camelCase aliases.
@@ -50,8 +52,12 @@ def _secret_inputs(name: str, hf_token: pulumi.Output[str] | None) -> tuple[dict
     return secrets, grafana.result
 
 
-def build(env: Environment, hf_token: pulumi.Output[str] | None, kubeconfig: str | None = None) -> None:
-    catalog = load_catalog()
+def build(
+    env: Environment, hf_token: pulumi.Output[str] | None, kubeconfig: str | None = None, catalog: Catalog | None = None
+) -> None:
+    """Declare every resource; image references come from CATALOG (default: pinned by the lock in
+    the current folder, which is the project folder under `pulumi up`)."""
+    catalog = catalog or locked_catalog(Path.cwd())
     spec = env.spec
     name = f"slm-{env.stack}"
     secrets, grafana_password = _secret_inputs(name, hf_token)

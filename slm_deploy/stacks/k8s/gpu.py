@@ -6,8 +6,15 @@ from __future__ import annotations
 import pulumi
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
-from slm_deploy.catalog import Catalog
+from slm_deploy.catalog import Catalog, Image
 from slm_deploy.environment import GpuDriver
+
+
+def operator_image(image: Image) -> dict[str, str]:
+    """The operator's repository/image/version triple; a `sha256:` version becomes repository/image@digest
+    (gpu-operator api/nvidia/v1 imagePath), so a locked image is pinned by its index digest."""
+    repository, _, name = image.repository.rpartition("/")
+    return {"repository": repository, "image": name, "version": image.digest or image.tag}
 
 
 class GpuSupport(pulumi.ComponentResource):
@@ -28,8 +35,12 @@ class GpuSupport(pulumi.ComponentResource):
         values = {
             "driver": {"enabled": installs_driver},
             "toolkit": {"enabled": installs_driver},
-            "devicePlugin": {"enabled": True},
-            "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
+            "devicePlugin": {"enabled": True, **operator_image(catalog.images["nvidia-device-plugin"])},
+            "dcgmExporter": {
+                "enabled": True,
+                "serviceMonitor": {"enabled": monitoring},
+                **operator_image(catalog.images["dcgm-exporter"]),
+            },
             "migManager": {"enabled": True},
             # The operator's daemon sets tolerate the GPU taint and nothing else.
             "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},

@@ -1,0 +1,78 @@
+"""The lock shipped with the catalog (slm_deploy/catalog/images.lock.yaml) is EXAMPLE DATA.
+
+Its digests are not those of the real images: this machine has no internet. They come from a
+loopback mirror (Debian's docker-registry on 127.0.0.1) holding small stand-in images under the
+catalog's names, one per platform the catalog lists for it. A user runs `slm-deploy lock` against
+the real registries before deploying (README, "Image digests").
+
+  python -m tests.example_lock           regenerate the shipped lock
+  python -m tests.example_lock --check   start the mirror and run `slm-deploy lock --check` on it
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from slm_deploy.catalog import load_catalog
+from slm_deploy.supply import lock as locking
+from slm_deploy.supply.registry import RegistryClient, mirror_path
+from tests.registry import LiveRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_NOTE = (
+    "example data: digests of stand-in images on a loopback test mirror (python -m tests.example_lock), "
+    "not of the real images; run `slm-deploy lock` before deploying"
+)
+
+
+def start_mirror(workdir: Path, platforms: dict[str, tuple[str, ...]] | None = None) -> LiveRegistry:
+    """A registry holding a stand-in for every catalog image, at MIRROR/<registry>/<path>:<tag>,
+    for the platforms the catalog lists (or PLATFORMS[repository])."""
+    registry = LiveRegistry(workdir)
+    try:
+        for image in sorted(load_catalog().images.values(), key=lambda i: (i.repository, i.tag)):
+            archs = (platforms or {}).get(image.repository) or tuple(a.value for a in image.platforms) or ("amd64",)
+            name = mirror_path(registry.host, image.repository).split("/", 1)[1]
+            registry.push(name, image.tag, archs, label=f"{image.repository}:{image.tag}")
+    except BaseException:
+        registry.stop()
+        raise
+    return registry
+
+
+def regenerate(path: Path = locking.PACKAGED_LOCK) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = start_mirror(Path(tmp))
+        try:
+            catalog = load_catalog()
+            previous = locking.load(path) if path.exists() else None
+            refs = locking.wanted_images(catalog, ())
+            current = locking.resolve(refs, RegistryClient(credentials=lambda host: None), previous, mirror=registry.host)
+        finally:
+            registry.stop()
+    locking.write(path, locking.LockFile(version=1, example=EXAMPLE_NOTE, images=current))
+    print(f"wrote {path.relative_to(ROOT)}: {len(current)} images (example data)")
+
+
+def check(path: Path = locking.PACKAGED_LOCK) -> int:
+    if shutil.which("docker-registry") is None:
+        print("lock check skipped: docker-registry is not installed (apt-get install docker-registry)")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = start_mirror(Path(tmp))
+        try:
+            cmd = ["slm-deploy", "lock", "--check", "--lock", str(path.relative_to(ROOT)), "--mirror", registry.host]
+            print("$ " + " ".join(cmd), flush=True)
+            script = Path(sys.executable).parent / "slm-deploy"  # the console script, as a user runs it
+            program = [str(script)] if script.exists() else [sys.executable, "-m", "slm_deploy.cli"]
+            return subprocess.run([*program, *cmd[1:]], cwd=ROOT, check=False).returncode
+        finally:
+            registry.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(check() if "--check" in sys.argv[1:] else regenerate())

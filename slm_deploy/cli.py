@@ -298,6 +298,58 @@ def review(
         sys.exit(1)
 
 
+@main.command()
+@click.argument("url")
+@click.option("--api-key-file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="File holding the API key.")
+@click.option("--cacert", type=click.Path(path_type=Path, dir_okay=False), help="CA or self-signed certificate to trust (PEM).")
+@click.option("--model", help="Model to call (default: the first one listed).")
+@click.option("--requests", "requests_", type=click.IntRange(1, 64), default=8, show_default=True, help="Requests in the burst.")
+@click.option("--max-tokens", type=click.IntRange(1, 1024), default=32, show_default=True, help="Tokens per completion.")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True, help="Seconds per request.")
+@click.option("--min-cert-days", type=click.IntRange(0), default=14, show_default=True, help="Fail on an expiry sooner.")
+@click.option("--metrics-url", help="Internal metrics address to check too (e.g. http://127.0.0.1:9180/metrics on the box).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@clear_errors
+def smoke(
+    url: str,
+    api_key_file: Path,
+    cacert: Path | None,
+    model: str | None,
+    requests_: int,
+    max_tokens: int,
+    timeout: float,
+    min_cert_days: int,
+    metrics_url: str | None,
+    as_json: bool,
+) -> None:
+    """Test a deployed endpoint: TLS, auth, models, chat (plain and streamed), a latency burst, metrics.
+
+    URL is the gateway's base address (https://box:8443, or .../<model name> on a shared gateway).
+    Exit 0 when every check passes, 1 when one fails.
+    """
+    from slm_deploy.report import smoke_table
+    from slm_deploy.smoke import read_api_key, run_smoke
+
+    key = read_api_key(api_key_file)
+    result = run_smoke(
+        url,
+        key,
+        cacert=cacert,
+        model=model,
+        requests=requests_,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        metrics_url=metrics_url,
+        min_cert_days=min_cert_days,
+    )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        smoke_table(result)
+    if not result.passed:
+        sys.exit(1)
+
+
 def run() -> None:
     """The console script: click's usage errors become the same one-line `error:` as ours."""
     try:

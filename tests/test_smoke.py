@@ -199,3 +199,18 @@ def test_percentiles_are_nearest_rank_and_tokens_per_second_is_decode_speed() ->
     assert percentile([0.4, 0.1, 0.3, 0.2], 50) == 0.2
     assert percentile([0.4, 0.1, 0.3, 0.2], 95) == 0.4
     assert StreamResult(ttft=0.5, total=1.5, tokens=11, text="").tokens_per_second == 10.0
+
+
+def test_bundle_readme_and_stack_outputs_print_the_smoke_command() -> None:
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.preview import run_preview
+    from tests.test_gateway_live import FLEET
+
+    (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == "kiosk-0003"))
+    readme = bundle.files["README.md"].decode()
+    assert "sudo slm-deploy smoke https://localhost:8443 --api-key-file secrets/api_key --cacert secrets/tls_cert" in readme
+    outputs = run_preview("prod", ROOT).outputs
+    assert outputs["smoke"] == [
+        "slm-deploy smoke https://llm.example.com/phi4mini --api-key-file api_key",
+        "slm-deploy smoke https://llm.example.com/qwen3-8b --api-key-file api_key",
+    ]

@@ -253,7 +253,7 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     "--tool",
     "tools",
     multiple=True,
-    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint).",
+    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint, actionlint, zizmor).",
 )
 @clear_errors
 def review(
@@ -348,6 +348,48 @@ def smoke(
         smoke_table(result)
     if not result.passed:
         sys.exit(1)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--stack", "stacks", multiple=True, help="Stack names, cheapest first (default: dev, staging, prod).")
+@click.option("--location", help="Azure region (default: westeurope).")
+@click.option("--model", help="Catalog model id or Hugging Face repo id (default: phi-4-mini-instruct).")
+@click.option("--runtime", type=_choice(Runtime), help="vllm, ollama or llamacpp (default: vllm).")
+@click.option("--vm-size", help="Azure GPU VM size of the pool (default: Standard_NC8as_T4_v3).")
+@click.option("--context", type=click.IntRange(min=512), help="Max context per request, tokens (default: 8192).")
+@click.option("--api-range", "api_ranges", multiple=True, help="CIDR allowed to reach the AKS API server (repeatable).")
+@click.option("--edge-gpu", help="Catalog GPU of the example edge box (default: l4).")
+@click.option("--fleet", "fleet_name", help="Fleet name (default: edge).")
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@clear_errors
+def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str | None, **options: Any) -> None:
+    """Scaffold a deployment repository in DIRECTORY: fleet, Pulumi project and stacks, policy pack,
+    README of day-2 commands and GitHub Actions workflows.
+
+    Options not given are asked for when stdin is a terminal, and take their defaults otherwise.
+    """
+    from slm_deploy.scaffold import InitChoices, build_files, existing, parse_choices, write_files
+
+    values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
+    if stacks:
+        values["stacks"] = stacks
+    if fleet_name:
+        values["fleet"] = fleet_name
+    if _interactive():
+        for name in ("model", "runtime", "vm_size", "location"):
+            if name not in values:
+                values[name] = click.prompt(name.replace("_", " "), default=str(InitChoices.model_fields[name].default))
+    files = build_files(parse_choices(values))
+    clashes = [] if force else existing(directory, files)
+    if clashes:
+        raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
+    write_files(directory, files)
+    click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
 
 
 def run() -> None:

@@ -102,7 +102,7 @@ def parse_choices(values: dict[str, Any]) -> InitChoices:
 
 
 def _profile(index: int, count: int) -> dict[str, Any]:
-    if index == 0 and count > 1 or count == 1:
+    if (index == 0 and count > 1) or count == 1:
         return {"nodes": 1, "spot": True, "min": 0, "max": 1, "replicas": (0, 1), "retention": "7d", "channel": "patch"}
     if index == count - 1:
         return {"nodes": 3, "spot": False, "min": 1, "max": 3, "replicas": (1, 3), "retention": "30d", "channel": "stable"}
@@ -190,7 +190,9 @@ def build_files(choices: InitChoices) -> dict[str, str]:
     files["Pulumi.yaml"] = dump(project_file(), header=header)
     for index, stack in enumerate(stacks):
         files[f"Pulumi.{stack}.yaml"] = dump(stack_config(choices, index), header=header + _stack_comment(choices, index))
-    files["fleet.yaml"] = dump(fleet_file(choices), header=header + "# Edge boxes: `slm-deploy bundle fleet.yaml --out out/bundles`.\n")
+    files["fleet.yaml"] = dump(
+        fleet_file(choices), header=header + "# Edge boxes: `slm-deploy bundle fleet.yaml --out out/bundles`.\n"
+    )
     values = {
         "choices": choices,
         "stacks": stacks,

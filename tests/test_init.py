@@ -21,7 +21,18 @@ from tests.conftest import ROOT, need, need_binary
 
 CHOICES = {
     "defaults": [],
-    "ollama-a10": ["--runtime", "ollama", "--model", "qwen3-4b", "--vm-size", "Standard_NV36ads_A10_v5", "--stack", "dev", "--stack", "prod"],
+    "ollama-a10": [
+        "--runtime",
+        "ollama",
+        "--model",
+        "qwen3-4b",
+        "--vm-size",
+        "Standard_NV36ads_A10_v5",
+        "--stack",
+        "dev",
+        "--stack",
+        "prod",
+    ],
     "qwen-a100": [
         "--model",
         "Qwen/Qwen3-8B",
@@ -40,7 +51,7 @@ CHOICES = {
         "--stack",
         "live",
         "--edge-gpu",
-        "rtx-4090",
+        "l40s",
     ],
 }
 
@@ -131,7 +142,9 @@ def test_every_action_is_pinned_to_a_commit_of_the_catalog(tmp_path: Path) -> No
 
 
 def test_workflows_deploy_in_order_behind_environments_with_oidc(tmp_path: Path) -> None:
-    assert cli("init", str(tmp_path / "r"), "--stack", "dev", "--stack", "staging", "--stack", "prod", cwd=tmp_path).returncode == 0
+    assert (
+        cli("init", str(tmp_path / "r"), "--stack", "dev", "--stack", "staging", "--stack", "prod", cwd=tmp_path).returncode == 0
+    )
     deploy = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "deploy.yml").read_text())
     pr = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "pull-request.yml").read_text())
     assert deploy["on"] == {"push": {"branches": ["main"]}} and pr["on"] == {"pull_request": {"branches": ["main"]}}
@@ -208,6 +221,10 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
         (["--api-range", "0.0.0.0/0"], "lets every address reach the API server"),
         (["--model", "qwen3-32b", "--context", "40960"], "does not fit"),
         (["--vm-size", "Standard_NC999_nope"], "Standard_NC999_nope"),
+        (
+            ["--model", "qwen3-8b", "--vm-size", "Standard_NC24ads_A100_v4", "--context", "16384", "--edge-gpu", "rtx-4090"],
+            "fleet.yaml: boxes[0].serving: box edge-0001: qwen3-8b does not fit",
+        ),
     ],
 )
 def test_bad_choices_are_one_error_line_and_write_nothing(args: list[str], message: str, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Sources: directories of artifacts, stacks (through the offline preview) and fleets (bundled into
 a temporary directory). Tools: our rules (policies/), checkov in-process (built-in kubernetes,
 dockerfile and secrets checks plus our custom checks), hadolint, the Docker Compose binary's
-`config -q`, kubernetes-validate strict + CRD schemas, promtool and yamllint. Files with the same
+`config -q`, kubernetes-validate strict + CRD schemas, promtool, yamllint, and for GitHub Actions
+workflows (.github/workflows/*.yml) actionlint and zizmor. Files with the same
 content (for fleet bundles: the same content once the box id is set aside) are checked once.
 Skips live in policies/skips.yaml (check, scope, reason) and are reported, never dropped.
 """

@@ -80,6 +80,7 @@ def workflow_tools() -> None:
     for tool in ("actionlint", "zizmor"):
         need((Path(sys.executable).parent / tool).is_file(), f"{tool} is not installed next to {sys.executable}")
     need_binary("promtool")
+    need_binary("shellcheck")  # actionlint checks `run:` scripts with it when it is on PATH
 
 
 @pytest.mark.tools
@@ -115,12 +116,14 @@ def test_review_reports_what_actionlint_and_zizmor_find(tmp_path: Path) -> None:
     text = text.replace("runs-on: ubuntu-24.04", "runs-on: ubuntu-24.4", 1)  # a runner label that does not exist
     text = re.sub(r"actions/setup-python@[0-9a-f]{40}", "actions/setup-python@v7", text, count=1)  # a movable tag
     text = text.replace("run: python -m pip install -r requirements.txt", 'run: echo "${{ github.event.pull_request.title }}"', 1)
+    text = text.replace('slm-deploy verify "$box"', "slm-deploy verify $box", 1)  # unquoted: shellcheck SC2086
     workflow.write_text(text)
     out = cli("review", ".github", "--tool", "actionlint", "--tool", "zizmor", "--json", cwd=repo)
     assert out.returncode == 1, out.stderr
     rules = {(f["tool"], f["rule"], f["file"]) for f in json.loads(out.stdout)["findings"]}
     label = ".github/workflows/pull-request.yml"
     assert ("actionlint", "actionlint:runner-label", label) in rules
+    assert ("actionlint", "actionlint:shellcheck", label) in rules
     assert ("zizmor", "zizmor:unpinned-uses", label) in rules
     assert ("zizmor", "zizmor:template-injection", label) in rules
     assert not any(f.endswith("deploy.yml") for _, _, f in rules)

@@ -81,15 +81,23 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
 
 @contextmanager
 def running_gateway(
-    box_id: str, tmp_path: Path, upstream_handler: type[BaseHTTPRequestHandler] = FakeOpenAI
+    box_id: str,
+    tmp_path: Path,
+    upstream_handler: type[BaseHTTPRequestHandler] = FakeOpenAI,
+    config: str | None = None,
+    upstream_vars: tuple[str, ...] = (),
 ) -> Iterator[Gateway]:
-    """The box's generated Caddyfile, run by caddy on 127.0.0.1 in front of `upstream_handler`."""
+    """The box's generated Caddyfile (or `config`), run by caddy on 127.0.0.1 in front of
+    `upstream_handler`; `upstream_vars` name further upstream placeholders to point at it."""
     caddy = need_binary("caddy")
     openssl = need_binary("openssl")
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
     caddyfile = tmp_path / "Caddyfile"
-    caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
+    if config is None:
+        (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
+        caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
+    else:
+        caddyfile.write_text(config)
     subprocess.run(
         [
             openssl,
@@ -132,6 +140,7 @@ def running_gateway(
         "SLM_UPSTREAM": up,
         "SLM_WEBUI_UPSTREAM": up,
         "SLM_GRAFANA_UPSTREAM": up,
+        **dict.fromkeys(upstream_vars, up),
     }
     proc = subprocess.Popen(
         [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],

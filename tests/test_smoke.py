@@ -126,6 +126,23 @@ def test_smoke_table_and_internal_metrics(tmp_path: Path, key_file: Path) -> Non
     assert out.stdout.rstrip().endswith("passed")
 
 
+def test_smoke_through_the_kubernetes_gateway_config_with_a_model_prefix(tmp_path: Path, key_file: Path) -> None:
+    """The Kubernetes gateway serves each model under /<name>/v1 over plain http (TLS ends at the
+    ingress): the URL `pulumi stack output smoke` prints works as given."""
+    from slm_deploy.gateway import caddyfile, route
+
+    config = caddyfile("namespace slm", tls=False, port=8080, routes=[route("phi4mini", "phi4mini.slm:8000", prefix="/phi4mini")])
+    with running_gateway("", tmp_path / "gw", StreamingOpenAI, config=config, upstream_vars=("SLM_UPSTREAM_PHI4MINI",)) as gw:
+        base = gw.base.replace("https://", "http://")
+        out = smoke_cli(f"{base}/phi4mini", "--api-key-file", str(key_file), "--requests", "2", "--json")
+        unrouted = smoke_cli(f"{base}/other", "--api-key-file", str(key_file), "--requests", "1", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = checks(out)
+    assert found["tls"]["status"] == "skip" and "plain http URL" in found["tls"]["detail"]
+    assert {found[n]["status"] for n in ("auth", "models", "chat", "stream", "burst", "metrics")} == {"pass"}
+    assert unrouted.returncode == 1 and checks(unrouted)["auth"]["status"] == "fail"
+
+
 def test_wrong_key_fails_at_models_and_skips_the_calls(live: tuple[str, Path], tmp_path: Path) -> None:
     url, cert = live
     wrong = tmp_path / "wrong"

@@ -145,14 +145,16 @@ def project_file() -> dict[str, Any]:
     from slm_deploy.environment import EnvironmentSpec
 
     fields = EnvironmentSpec.model_fields
+    scalars = {
+        "namespace": ("string", "Kubernetes namespace of the model servers and the gateway."),
+        "gpu_driver": ("string", "Who installs GPU drivers: operator (NVIDIA GPU Operator) or aks (AKS-installed drivers)."),
+        "gateway_replicas": ("integer", "Replicas of the API gateway in front of the model servers."),
+    }
     config = {}
-    for name, kind in (("namespace", "string"), ("gpu_driver", "string"), ("gateway_replicas", "integer")):
+    for name, (kind, description) in scalars.items():
         info = fields[name]
         default = info.default.value if hasattr(info.default, "value") else info.default
-        entry = {"type": kind, "default": default}
-        if info.description:
-            entry["description"] = info.description
-        config[str(info.alias)] = entry
+        config[str(info.alias)] = {"type": kind, "description": info.description or description, "default": default}
     return {
         "name": PROJECT,
         "description": "Small language models on AKS GPU node pools, deployed by slm-deploy.",

@@ -201,7 +201,15 @@ def test_scaffold_is_byte_identical_and_wires_the_installed_program(tmp_path: Pa
     schema = json.loads((ROOT / "slm_deploy" / "schemas" / "pulumi" / "project.json").read_text())
     import jsonschema
 
-    jsonschema.validate(yaml.safe_load((repo / "Pulumi.yaml").read_text()), schema)
+    project = yaml.safe_load((repo / "Pulumi.yaml").read_text())
+    jsonschema.validate(project, schema)
+    assert project["name"] == "slm-deploy" and "main" not in project  # Pulumi runs __main__.py from the folder
+    assert {k: v["default"] for k, v in project["config"].items()} == {
+        "namespace": "slm",
+        "gpuDriver": "operator",
+        "gatewayReplicas": 2,
+    }
+    assert all(v["description"] for v in project["config"].values())
 
 
 def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:

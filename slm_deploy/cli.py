@@ -288,7 +288,7 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     "--tool",
     "tools",
     multiple=True,
-    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint).",
+    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint, actionlint, zizmor).",
 )
 @click.option(
     "--require-tools",
@@ -393,6 +393,100 @@ def lock(
         return
     locking.write(lock_file, locking.LockFile(version=1, images=current))
     click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed")
+
+
+@main.command()
+@click.argument("url")
+@click.option("--api-key-file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="File holding the API key.")
+@click.option("--cacert", type=click.Path(path_type=Path, dir_okay=False), help="CA or self-signed certificate to trust (PEM).")
+@click.option("--model", help="Model to call (default: the first one listed).")
+@click.option("--requests", "requests_", type=click.IntRange(1, 64), default=8, show_default=True, help="Requests in the burst.")
+@click.option("--max-tokens", type=click.IntRange(1, 1024), default=32, show_default=True, help="Tokens per completion.")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True, help="Seconds per request.")
+@click.option("--min-cert-days", type=click.IntRange(0), default=14, show_default=True, help="Fail on an expiry sooner.")
+@click.option("--metrics-url", help="Internal metrics address to check too (e.g. http://127.0.0.1:9180/metrics on the box).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@clear_errors
+def smoke(
+    url: str,
+    api_key_file: Path,
+    cacert: Path | None,
+    model: str | None,
+    requests_: int,
+    max_tokens: int,
+    timeout: float,
+    min_cert_days: int,
+    metrics_url: str | None,
+    as_json: bool,
+) -> None:
+    """Test a deployed endpoint: TLS, auth, models, chat (plain and streamed), a latency burst, metrics.
+
+    URL is the gateway's base address (https://box:8443, or .../<model name> on a shared gateway).
+    Exit 0 when every check passes, 1 when one fails.
+    """
+    from slm_deploy.report import smoke_table
+    from slm_deploy.smoke import read_api_key, run_smoke
+
+    key = read_api_key(api_key_file)
+    result = run_smoke(
+        url,
+        key,
+        cacert=cacert,
+        model=model,
+        requests=requests_,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        metrics_url=metrics_url,
+        min_cert_days=min_cert_days,
+    )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        smoke_table(result)
+    if not result.passed:
+        sys.exit(1)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--stack", "stacks", multiple=True, help="Stack names, cheapest first (default: dev, staging, prod).")
+@click.option("--location", help="Azure region (default: westeurope).")
+@click.option("--model", help="Catalog model id or Hugging Face repo id (default: phi-4-mini-instruct).")
+@click.option("--runtime", type=_choice(Runtime), help="vllm, ollama or llamacpp (default: vllm).")
+@click.option("--vm-size", help="Azure GPU VM size of the pool (default: Standard_NC8as_T4_v3).")
+@click.option("--context", type=click.IntRange(min=512), help="Max context per request, tokens (default: 8192).")
+@click.option("--api-range", "api_ranges", multiple=True, help="CIDR allowed to reach the AKS API server (repeatable).")
+@click.option("--edge-gpu", help="Catalog GPU of the example edge box (default: l4).")
+@click.option("--fleet", "fleet_name", help="Fleet name (default: edge).")
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@clear_errors
+def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str | None, **options: Any) -> None:
+    """Scaffold a deployment repository in DIRECTORY: fleet, Pulumi project and stacks, policy pack,
+    README of day-2 commands and GitHub Actions workflows.
+
+    Options not given are asked for when stdin is a terminal, and take their defaults otherwise.
+    """
+    from slm_deploy.scaffold import InitChoices, build_files, existing, parse_choices, write_files
+
+    values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
+    if stacks:
+        values["stacks"] = stacks
+    if fleet_name:
+        values["fleet"] = fleet_name
+    if _interactive():
+        for name in ("model", "runtime", "vm_size", "location"):
+            if name not in values:
+                values[name] = click.prompt(name.replace("_", " "), default=str(InitChoices.model_fields[name].default))
+    files = build_files(parse_choices(values))
+    clashes = [] if force else existing(directory, files)
+    if clashes:
+        raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
+    write_files(directory, files)
+    click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
 
 
 def run() -> None:

@@ -134,3 +134,14 @@ def review_table(report: Any) -> None:
         console.print(f"[yellow]INCOMPLETE: zero findings, but not run: {missing} (not installed; see above)[/yellow]")
     else:
         console.print("[green]clean: zero findings[/green]")
+
+
+def smoke_table(report: Any) -> None:
+    colour = {"pass": "green", "fail": "red", "skip": "yellow"}
+    table = Table(title=f"smoke test of {report.url}" + (f" (model {report.model})" if report.model else ""))
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        table.add_row(check.name, f"[{colour[check.status]}]{check.status}[/{colour[check.status]}]", check.detail)
+    console.print(table)
+    console.print("[green]passed[/green]" if report.passed else "[red]failed[/red]")

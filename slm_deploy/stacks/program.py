@@ -160,4 +160,7 @@ def build(
     pulumi.export("namespace", spec.namespace)
     pulumi.export("gateway", f"http://slm-{env.stack}-gateway.{spec.namespace}.svc.cluster.local")
     pulumi.export("models", [f"/{m.spec.name}/v1" for m in env.models])
+    # `pulumi stack output --show-secrets apiKey > api_key`, then run one of these (in the cluster, or through the ingress).
+    base = f"https://{spec.ingress.host}" if spec.ingress.enabled else f"http://{name}-gateway.{spec.namespace}.svc.cluster.local"
+    pulumi.export("smoke", [f"slm-deploy smoke {base}/{m.spec.name} --api-key-file api_key" for m in env.models])
     pulumi.export("apiKey", pulumi.Output.secret(secrets["api_key"]))

@@ -1,0 +1,268 @@
+"""`slm-deploy init DIR`: a deployment repository in one command.
+
+The scaffold holds a fleet file for edge boxes, the Pulumi project and one stack file per
+environment (the program itself is the installed `slm_deploy` package), the CrossGuard policy
+pack, a README of the day-2 commands and GitHub Actions workflows. Every file is built and
+checked (the fleet is bundled, every stack is planned) before anything is written, and nothing
+that exists is overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from slm_deploy import __version__
+from slm_deploy.errors import InputError, from_validation_error
+from slm_deploy.spec import Frozen, Runtime
+from slm_deploy.templating import render
+from slm_deploy.yamlout import dump
+
+ACTIONS_FILE = Path(__file__).resolve().parent / "catalog" / "actions.yaml"
+PROJECT = "slm-deploy"  # the program reads its config under this project name
+POOL = "gpu"
+EDGE_BOX = "edge-0001"
+
+
+class InitChoices(Frozen):
+    """What `slm-deploy init` asks; each default is stated here once."""
+
+    stacks: tuple[str, ...] = Field(default=("dev", "staging", "prod"), min_length=1)
+    location: str = Field(default="westeurope", pattern=r"^[a-z0-9]+$")
+    model: str = Field(default="phi-4-mini-instruct", min_length=1)
+    runtime: Runtime = Runtime.VLLM
+    vm_size: str = Field(default="Standard_NC8as_T4_v3", pattern=r"^Standard_[A-Za-z0-9_]+$")
+    context: int = Field(default=8192, ge=512)
+    api_ranges: tuple[str, ...] = Field(default=("203.0.113.0/24",), min_length=1)
+    edge_gpu: str = Field(default="l4", min_length=1)
+    fleet: str = Field(default="edge", pattern=r"^[a-z0-9][a-z0-9-]*$")
+
+    @field_validator("stacks")
+    @classmethod
+    def _stack_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+                raise ValueError(f"stack name {name!r}: lower-case letters, digits and '-' only")
+        if len(set(value)) != len(value):
+            raise ValueError("stack names must be unique")
+        return value
+
+    @field_validator("api_ranges")
+    @classmethod
+    def _ranges(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for cidr in value:
+            try:
+                network = ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR range") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{cidr!r} lets every address reach the API server")
+        return value
+
+
+@dataclass(frozen=True)
+class Action:
+    uses: str
+    tag: str
+    sha: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.uses}@{self.sha}"
+
+
+@cache
+def pinned_actions() -> tuple[dict[str, Action], str]:
+    data = yaml.safe_load(ACTIONS_FILE.read_text(encoding="utf-8"))
+    actions = {}
+    for entry in data["actions"]:
+        if not re.fullmatch(r"[0-9a-f]{40}", entry["sha"]) or not entry.get("source"):
+            raise InputError(str(ACTIONS_FILE), entry["id"], "every action needs a full commit sha and a source")
+        actions[entry["id"]] = Action(entry["uses"], entry["tag"], entry["sha"])
+    return actions, str(data["pulumi_cli"]["version"])
+
+
+def parse_choices(values: dict[str, Any]) -> InitChoices:
+    try:
+        return InitChoices.model_validate(values)
+    except ValidationError as exc:
+        raise from_validation_error("arguments", exc) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Per environment: the first stack is the cheap one, the last the production one.
+
+
+def _profile(index: int, count: int) -> dict[str, Any]:
+    if (index == 0 and count > 1) or count == 1:
+        return {"nodes": 1, "spot": True, "min": 0, "max": 1, "replicas": (0, 1), "retention": "7d", "channel": "patch"}
+    if index == count - 1:
+        return {"nodes": 3, "spot": False, "min": 1, "max": 3, "replicas": (1, 3), "retention": "30d", "channel": "stable"}
+    return {"nodes": 2, "spot": False, "min": 0, "max": 2, "replicas": (1, 2), "retention": "15d", "channel": "patch"}
+
+
+def stack_config(choices: InitChoices, index: int) -> dict[str, Any]:
+    p = _profile(index, len(choices.stacks))
+    name = re.sub(r"[^a-z0-9-]", "-", choices.model.lower().split("/")[-1]).strip("-")[:40]
+    return {
+        "config": {
+            "azure-native:location": choices.location,
+            f"{PROJECT}:cluster": {
+                "mode": "aks",
+                "kubernetesVersion": "1.33",
+                "apiServer": {"authorizedIpRanges": list(choices.api_ranges)},
+                "systemNodeCount": p["nodes"],
+                "upgradeChannel": p["channel"],
+            },
+            f"{PROJECT}:gpuPools": [
+                {"name": POOL, "vmSize": choices.vm_size, "minCount": p["min"], "maxCount": p["max"], "spot": p["spot"]}
+            ],
+            f"{PROJECT}:models": [
+                {
+                    "name": name,
+                    "pool": POOL,
+                    "model": choices.model,
+                    "runtime": choices.runtime.value,
+                    "context": choices.context,
+                    "autoscaling": {"minReplicas": p["replicas"][0], "maxReplicas": p["replicas"][1]},
+                }
+            ],
+            f"{PROJECT}:monitoring": {"enabled": True, "alerts": True, "retention": p["retention"]},
+        }
+    }
+
+
+def project_file() -> dict[str, Any]:
+    """Pulumi.yaml: the scalar config keys with their defaults, read from the environment model."""
+    from slm_deploy.environment import EnvironmentSpec
+
+    fields = EnvironmentSpec.model_fields
+    scalars = {
+        "namespace": ("string", "Kubernetes namespace of the model servers and the gateway."),
+        "gpu_driver": ("string", "Who installs GPU drivers: operator (NVIDIA GPU Operator) or aks (AKS-installed drivers)."),
+        "gateway_replicas": ("integer", "Replicas of the API gateway in front of the model servers."),
+    }
+    config = {}
+    for name, (kind, description) in scalars.items():
+        info = fields[name]
+        default = info.default.value if hasattr(info.default, "value") else info.default
+        config[str(info.alias)] = {"type": kind, "description": info.description or description, "default": default}
+    return {
+        "name": PROJECT,
+        "description": "Small language models on AKS GPU node pools, deployed by slm-deploy.",
+        "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}},
+        "config": config,
+    }
+
+
+def fleet_file(choices: InitChoices) -> dict[str, Any]:
+    return {
+        "fleet": choices.fleet,
+        "defaults": {"runtime": choices.runtime.value, "model": choices.model, "context": choices.context, "monitoring": True},
+        "boxes": [
+            {
+                "id": EDGE_BOX,
+                "hardware": {
+                    "cpu_arch": "amd64",
+                    "cpus": 8,
+                    "memory_gib": 32,
+                    "disk_gib": 256,
+                    "gpu": {"model": choices.edge_gpu, "count": 1},
+                },
+                "webui": False,
+            }
+        ],
+    }
+
+
+def build_files(choices: InitChoices) -> dict[str, str]:
+    """Every file of the scaffold (relative path -> text), checked before anything is written."""
+    actions, pulumi_version = pinned_actions()
+    stacks = choices.stacks
+    files: dict[str, str] = {}
+    header = "# Written by `slm-deploy init`; yours to edit. `slm-deploy review` checks it.\n"
+    files["Pulumi.yaml"] = dump(project_file(), header=header)
+    for index, stack in enumerate(stacks):
+        files[f"Pulumi.{stack}.yaml"] = dump(stack_config(choices, index), header=header + _stack_comment(choices, index))
+    files["fleet.yaml"] = dump(
+        fleet_file(choices), header=header + "# Edge boxes: `slm-deploy bundle fleet.yaml --out out/bundles`.\n"
+    )
+    values = {
+        "choices": choices,
+        "stacks": stacks,
+        "first_stack": stacks[0],
+        "box": EDGE_BOX,
+        "a": actions,
+        "pulumi_version": pulumi_version,
+        "version": __version__,
+        "project": PROJECT,
+        "review_command": review_command(stacks),
+        "e": lambda expression: "${{ " + expression + " }}",
+    }
+    files["__main__.py"] = render("init/main.py", **values)
+    files["requirements.txt"] = render("init/requirements.txt", **values)
+    files["policies/PulumiPolicy.yaml"] = render("init/PulumiPolicy.yaml", **values)
+    files["policies/__main__.py"] = render("init/policy_main.py", **values)
+    files["policies/requirements.txt"] = render("init/policy_requirements.txt", **values)
+    files["README.md"] = render("init/README.md", **values)
+    files[".gitignore"] = render("init/gitignore", **values)
+    files[".github/workflows/pull-request.yml"] = render("init/pull-request.yml", **values)
+    files[".github/workflows/deploy.yml"] = render("init/deploy.yml", **values)
+    _check(choices, files)
+    return files
+
+
+def review_command(stacks: tuple[str, ...]) -> str:
+    files = " ".join(["Pulumi.yaml", *(f"Pulumi.{s}.yaml" for s in stacks), "fleet.yaml"])
+    flags = " ".join(f"--stack {s}" for s in stacks)
+    return f"slm-deploy review .github {files} --fleet fleet.yaml {flags} --sarif review.sarif"
+
+
+def _stack_comment(choices: InitChoices, index: int) -> str:
+    stack = choices.stacks[index]
+    kind = ("the cheap one: spot GPUs that scale to zero", "production-like", "production")
+    p = _profile(index, len(choices.stacks))
+    which = kind[0] if p["spot"] else kind[2] if p["channel"] == "stable" else kind[1]
+    return (
+        f"# Stack {stack}: {which}. apiServer.authorizedIpRanges: put your CI runners' and operators'\n"
+        "# egress ranges here (or `private: true` with a runner inside the network).\n"
+    )
+
+
+def _check(choices: InitChoices, files: dict[str, str]) -> None:
+    """Plan every stack and bundle the fleet: a choice that cannot work stops here, writing nothing."""
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import parse_fleet
+    from slm_deploy.stacks.program import read_config
+
+    for stack in choices.stacks:
+        source = f"Pulumi.{stack}.yaml"
+        config = yaml.safe_load(files[source])["config"]
+        values = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
+        read_config(stack, values, source)
+    fleet = parse_fleet(yaml.safe_load(files["fleet.yaml"]), "fleet.yaml")
+    build_fleet(fleet, fleet.boxes)
+
+
+def existing(directory: Path, files: dict[str, str]) -> list[str]:
+    return sorted(rel for rel in files if (directory / rel).exists())
+
+
+def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
+    written = []
+    for rel, text in sorted(files.items()):
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".slm-init-tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written

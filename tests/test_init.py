@@ -1,0 +1,258 @@
+"""`slm-deploy init`: the scaffolded repository for three typical choices runs its README's offline
+commands (review with actionlint and zizmor included: zero findings; preview; bundle; verify)
+from a folder outside this repository, as a user with the installed package would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from slm_deploy.scaffold import pinned_actions
+from tests.conftest import ROOT, need, need_binary
+
+CHOICES = {
+    "defaults": [],
+    "ollama-a10": [
+        "--runtime",
+        "ollama",
+        "--model",
+        "qwen3-4b",
+        "--vm-size",
+        "Standard_NV36ads_A10_v5",
+        "--stack",
+        "dev",
+        "--stack",
+        "prod",
+    ],
+    "qwen-a100": [
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--vm-size",
+        "Standard_NC24ads_A100_v4",
+        "--context",
+        "16384",
+        "--location",
+        "swedencentral",
+        "--api-range",
+        "198.51.100.0/24",
+        "--stack",
+        "test",
+        "--stack",
+        "qa",
+        "--stack",
+        "live",
+        "--edge-gpu",
+        "l40s",
+    ],
+}
+
+
+def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m slm_deploy.cli` from a folder outside the repository, stdin not a terminal."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def readme_offline_commands(readme: str) -> list[str]:
+    block = readme.split("<!-- offline:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def workflow_tools() -> None:
+    for tool in ("actionlint", "zizmor"):
+        need((Path(sys.executable).parent / tool).is_file(), f"{tool} is not installed next to {sys.executable}")
+    need_binary("promtool")
+    need_binary("shellcheck")  # actionlint checks `run:` scripts with it when it is on PATH
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("choice", sorted(CHOICES))
+def test_scaffold_readme_commands_run_offline_and_review_is_clean(choice: str, tmp_path: Path) -> None:
+    workflow_tools()
+    repo = tmp_path / "deploy"
+    made = cli("init", str(repo), *CHOICES[choice], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    commands = readme_offline_commands((repo / "README.md").read_text())
+    assert [c.split()[1] for c in commands] == ["plan", "review", "preview", "bundle", "verify"]
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "slm-deploy"
+        out = cli(*argv[1:], cwd=repo, timeout=600)
+        assert out.returncode == 0, f"{command}\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
+        if argv[1] == "review":
+            assert "clean: zero findings" in out.stdout
+            for tool in ("actionlint", "zizmor"):  # both workflows went through both linters
+                assert re.search(rf"│ {tool}\s+│ 2\s+│ 0\s+│ 0\s+│", out.stdout), out.stdout
+            sarif = json.loads((repo / "review.sarif").read_text())
+            assert all(not run["results"] for run in sarif["runs"] if run["tool"]["driver"]["name"] in ("actionlint", "zizmor"))
+    assert (repo / "out" / "manifests").is_dir() and (repo / "out" / "bundles" / "edge-0001.tar.gz").is_file()
+
+
+@pytest.mark.tools
+def test_review_reports_what_actionlint_and_zizmor_find(tmp_path: Path) -> None:
+    workflow_tools()
+    repo = tmp_path / "deploy"
+    assert cli("init", str(repo), cwd=tmp_path).returncode == 0
+    workflow = repo / ".github" / "workflows" / "pull-request.yml"
+    text = workflow.read_text()
+    text = text.replace("runs-on: ubuntu-24.04", "runs-on: ubuntu-24.4", 1)  # a runner label that does not exist
+    text = re.sub(r"actions/setup-python@[0-9a-f]{40}", "actions/setup-python@v7", text, count=1)  # a movable tag
+    text = text.replace("run: python -m pip install -r requirements.txt", 'run: echo "${{ github.event.pull_request.title }}"', 1)
+    text = text.replace('slm-deploy verify "$box"', "slm-deploy verify $box", 1)  # unquoted: shellcheck SC2086
+    workflow.write_text(text)
+    out = cli("review", ".github", "--tool", "actionlint", "--tool", "zizmor", "--json", cwd=repo)
+    assert out.returncode == 1, out.stderr
+    rules = {(f["tool"], f["rule"], f["file"]) for f in json.loads(out.stdout)["findings"]}
+    label = ".github/workflows/pull-request.yml"
+    assert ("actionlint", "actionlint:runner-label", label) in rules
+    assert ("actionlint", "actionlint:shellcheck", label) in rules
+    assert ("zizmor", "zizmor:unpinned-uses", label) in rules
+    assert ("zizmor", "zizmor:template-injection", label) in rules
+    assert not any(f.endswith("deploy.yml") for _, _, f in rules)
+
+
+def test_every_action_is_pinned_to_a_commit_of_the_catalog(tmp_path: Path) -> None:
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    actions, _ = pinned_actions()
+    known = {a.ref: a.tag for a in actions.values()}
+    uses = []
+    for workflow in sorted((tmp_path / "r" / ".github" / "workflows").glob("*.yml")):
+        for line in workflow.read_text().splitlines():
+            if "uses:" in line:
+                match = re.fullmatch(r"\s+(?:- )?uses: (\S+@[0-9a-f]{40})  # (v[\d.]+)", line)
+                assert match, line
+                assert known[match[1]] == match[2]
+                uses.append(match[1])
+    assert {u.split("@")[0] for u in uses} == {a.uses for a in actions.values()}
+
+
+def test_workflows_deploy_in_order_behind_environments_with_oidc(tmp_path: Path) -> None:
+    assert (
+        cli("init", str(tmp_path / "r"), "--stack", "dev", "--stack", "staging", "--stack", "prod", cwd=tmp_path).returncode == 0
+    )
+    deploy = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "deploy.yml").read_text())
+    pr = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "pull-request.yml").read_text())
+    assert deploy["on"] == {"push": {"branches": ["main"]}} and pr["on"] == {"pull_request": {"branches": ["main"]}}
+    assert deploy["permissions"] == {} and pr["permissions"] == {}
+    jobs = deploy["jobs"]
+    assert [(n, j.get("environment"), j["needs"]) for n, j in jobs.items() if n != "bundles"] == [
+        ("up-dev", "dev", "bundles"),
+        ("up-staging", "staging", "up-dev"),
+        ("up-prod", "prod", "up-staging"),
+    ]
+    for name in ("up-dev", "up-staging", "up-prod"):
+        steps = jobs[name]["steps"]
+        login = next(s for s in steps if s.get("uses", "").startswith("azure/login@"))
+        assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}  # OIDC: no client secret, no creds
+        assert jobs[name]["permissions"] == {"contents": "read", "id-token": "write"}
+        up = steps[-1]["with"]
+        assert up["command"] == "up" and up["policyPacks"] == "policies" and up["stack-name"] == name[3:]
+    assert "secrets." not in (tmp_path / "r" / ".github" / "workflows" / "deploy.yml").read_text()
+    publish = jobs["bundles"]["steps"][-1]
+    assert publish["uses"].startswith("actions/upload-artifact@") and publish["with"]["path"] == "out/bundles"
+    assert "sha256sum ./*.tar.gz ./*/MANIFEST.json | tee SHA256SUMS" in jobs["bundles"]["steps"][-2]["run"]
+    preview = pr["jobs"]["preview"]
+    assert preview["strategy"]["matrix"]["stack"] == ["dev", "staging", "prod"]
+    assert preview["steps"][-1]["with"] | {"stack-name": None} == {
+        "command": "preview",
+        "stack-name": None,
+        "cloud-url": "${{ vars.PULUMI_BACKEND_URL }}",
+        "pulumi-version": pinned_actions()[1],
+        "policyPacks": "policies",
+        "diff": True,
+        "comment-on-pr": True,
+    }
+    review = next(s for s in pr["jobs"]["review"]["steps"] if s.get("name", "").startswith("Review"))
+    assert "--sarif review.sarif" in review["run"]
+    assert pr["jobs"]["review"]["steps"][-1]["with"]["sarif_file"] == "review.sarif"
+
+
+def test_scaffold_is_byte_identical_and_wires_the_installed_program(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert cli("init", str(tmp_path / name), cwd=tmp_path).returncode == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    repo = tmp_path / "a"
+    assert "from slm_deploy.stacks.entry import main" in (repo / "__main__.py").read_text()
+    assert "from slm_deploy.policies.crossguard import build_policies" in (repo / "policies" / "__main__.py").read_text()
+    assert yaml.safe_load((repo / "policies" / "PulumiPolicy.yaml").read_text())["runtime"]["options"]["virtualenv"] == "../.venv"
+    from slm_deploy import __version__
+
+    assert f"slm-deploy=={__version__}" in (repo / "requirements.txt").read_text().splitlines()
+    schema = json.loads((ROOT / "slm_deploy" / "schemas" / "pulumi" / "project.json").read_text())
+    import jsonschema
+
+    project = yaml.safe_load((repo / "Pulumi.yaml").read_text())
+    jsonschema.validate(project, schema)
+    assert project["name"] == "slm-deploy" and "main" not in project  # Pulumi runs __main__.py from the folder
+    assert {k: v["default"] for k, v in project["config"].items()} == {
+        "namespace": "slm",
+        "gpuDriver": "operator",
+        "gatewayReplicas": 2,
+    }
+    assert all(v["description"] for v in project["config"].values())
+
+
+def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    assert cli("init", str(repo), cwd=tmp_path).returncode == 0
+    fleet = repo / "fleet.yaml"
+    fleet.write_text("# mine\n")
+    again = cli("init", str(repo), cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"error: {repo}/") and "(use --force)" in again.stderr and again.stderr.count("\n") == 1
+    assert fleet.read_text() == "# mine\n"
+    forced = cli("init", str(repo), "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and fleet.read_text().startswith("# Written by `slm-deploy init`")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stack", "Prod!"], "error: arguments: stacks: Value error, stack name 'Prod!'"),
+        (["--api-range", "0.0.0.0/0"], "lets every address reach the API server"),
+        (["--model", "qwen3-32b", "--context", "40960"], "does not fit"),
+        (["--vm-size", "Standard_NC999_nope"], "Standard_NC999_nope"),
+        (
+            ["--model", "qwen3-8b", "--vm-size", "Standard_NC24ads_A100_v4", "--context", "16384", "--edge-gpu", "rtx-4090"],
+            "fleet.yaml: boxes[0].serving: box edge-0001: qwen3-8b does not fit",
+        ),
+    ],
+)
+def test_bad_choices_are_one_error_line_and_write_nothing(args: list[str], message: str, tmp_path: Path) -> None:
+    out = cli("init", str(tmp_path / "r"), *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stdout
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert message.removeprefix("error: arguments: stacks: Value error, ") in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_prompts_for_choices_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slm_deploy import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r")], input="qwen3-4b\nollama\n\nnortheurope\n")
+    assert result.exit_code == 0, result.output
+    assert "model [phi-4-mini-instruct]:" in result.output and "vm size [Standard_NC8as_T4_v3]:" in result.output
+    dev = yaml.safe_load((tmp_path / "r" / "Pulumi.dev.yaml").read_text())["config"]
+    assert dev["azure-native:location"] == "northeurope"
+    assert dev["slm-deploy:models"][0]["model"] == "qwen3-4b" and dev["slm-deploy:models"][0]["runtime"] == "ollama"

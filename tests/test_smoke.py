@@ -1,0 +1,233 @@
+"""`slm-deploy smoke` against the generated gateway run live (caddy on 127.0.0.1, the box's
+Caddyfile byte for byte, see test_gateway_live.py) in front of a fake OpenAI-compatible server
+that streams, and against broken endpoints: wrong key, server down, slow server, no auth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from slm_deploy.smoke import StreamResult, percentile, run_smoke
+from tests.conftest import ROOT
+from tests.test_gateway_live import API_KEY, FakeOpenAI, free_port, running_gateway
+
+pytestmark = pytest.mark.tools
+
+
+class StreamingOpenAI(FakeOpenAI):
+    """Lists one model; answers chat completions plainly or as SSE, after `delay` seconds."""
+
+    delay = 0.0
+    words = ("A ", "smoke ", "test ", "checks ", "the ", "basics.")
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        time.sleep(self.delay)
+        if not body.get("stream"):
+            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "".join(self.words)}}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for word in self.words:
+            self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {"content": word}}]}).encode() + b"\n\n")
+            self.wfile.flush()
+            time.sleep(0.005)
+        usage = {"choices": [], "usage": {"completion_tokens": len(self.words)}}
+        self.wfile.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
+        self.close_connection = True
+
+
+class SlowOpenAI(StreamingOpenAI):
+    delay = 5.0
+
+
+def smoke_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "smoke", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "api_key"
+    path.write_text(API_KEY + "\n")
+    return path
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with running_gateway("store-0001", tmp_path / "gw", StreamingOpenAI) as gw:
+        yield gw.base, tmp_path / "gw" / "tls_cert"
+
+
+def checks(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_smoke_passes_against_the_live_gateway(live: tuple[str, Path], key_file: Path) -> None:
+    url, cert = live
+    out = smoke_cli(
+        url, "--api-key-file", str(key_file), "--cacert", str(cert), "--min-cert-days", "1", "--requests", "6", "--json"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    found = checks(out)
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 7, report
+    assert found["tls"]["detail"].startswith("TLSv1.3, certificate commonName=test valid for 1 more days")
+    assert report["model"] == "fake-model"
+    assert found["auth"]["detail"] == "401 without a key and with a wrong key"
+    assert "HTTP 403" in found["metrics"]["detail"]  # the gateway refuses /metrics on the public port
+    assert report["latency"]["succeeded"] == 6
+    assert 0 < report["latency"]["ttft_seconds"]["p50"] <= report["latency"]["ttft_seconds"]["p95"] < 5
+    assert report["latency"]["tokens_per_second"]["p50"] > 0
+
+
+def test_certificate_close_to_expiry_fails(live: tuple[str, Path], key_file: Path) -> None:
+    url, cert = live  # the test certificate is valid for two days; the default asks for 14
+    out = smoke_cli(url, "--api-key-file", str(key_file), "--cacert", str(cert), "--requests", "1", "--json")
+    assert out.returncode == 1
+    found = checks(out)
+    assert found["tls"]["status"] == "fail" and "renew it: fewer than 14 days left" in found["tls"]["detail"]
+    assert found["stream"]["status"] == "pass"  # the other checks still run
+
+
+def test_smoke_table_and_internal_metrics(tmp_path: Path, key_file: Path) -> None:
+    with running_gateway("kiosk-0003", tmp_path / "gw", StreamingOpenAI) as gw:
+        cert = tmp_path / "gw" / "tls_cert"
+        out = smoke_cli(
+            gw.base,
+            "--api-key-file",
+            str(key_file),
+            "--cacert",
+            str(cert),
+            "--min-cert-days",
+            "1",
+            "--requests",
+            "2",
+            "--metrics-url",
+            gw.metrics,
+        )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "metrics-internal" in out.stdout and "metric families" in out.stdout
+    assert out.stdout.rstrip().endswith("passed")
+
+
+def test_smoke_through_the_kubernetes_gateway_config_with_a_model_prefix(tmp_path: Path, key_file: Path) -> None:
+    """The Kubernetes gateway serves each model under /<name>/v1 over plain http (TLS ends at the
+    ingress): the URL `pulumi stack output smoke` prints works as given."""
+    from slm_deploy.gateway import caddyfile, route
+
+    config = caddyfile("namespace slm", tls=False, port=8080, routes=[route("phi4mini", "phi4mini.slm:8000", prefix="/phi4mini")])
+    with running_gateway("", tmp_path / "gw", StreamingOpenAI, config=config, upstream_vars=("SLM_UPSTREAM_PHI4MINI",)) as gw:
+        base = gw.base.replace("https://", "http://")
+        out = smoke_cli(f"{base}/phi4mini", "--api-key-file", str(key_file), "--requests", "2", "--json")
+        unrouted = smoke_cli(f"{base}/other", "--api-key-file", str(key_file), "--requests", "1", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = checks(out)
+    assert found["tls"]["status"] == "skip" and "plain http URL" in found["tls"]["detail"]
+    assert {found[n]["status"] for n in ("auth", "models", "chat", "stream", "burst", "metrics")} == {"pass"}
+    assert unrouted.returncode == 1 and checks(unrouted)["auth"]["status"] == "fail"
+
+
+def test_wrong_key_fails_at_models_and_skips_the_calls(live: tuple[str, Path], tmp_path: Path) -> None:
+    url, cert = live
+    wrong = tmp_path / "wrong"
+    wrong.write_text("w" * 48)
+    out = smoke_cli(url, "--api-key-file", str(wrong), "--cacert", str(cert), "--min-cert-days", "1", "--json")
+    assert out.returncode == 1
+    found = checks(out)
+    assert found["tls"]["status"] == "pass" and found["auth"]["status"] == "pass"
+    assert found["models"]["status"] == "fail" and "HTTP 401 (is the API key right?)" in found["models"]["detail"]
+    assert {found[n]["status"] for n in ("chat", "stream", "burst")} == {"skip"}
+
+
+def test_untrusted_certificate_fails_tls(live: tuple[str, Path], key_file: Path) -> None:
+    url, _ = live
+    out = smoke_cli(url, "--api-key-file", str(key_file), "--json")  # no --cacert: the self-signed cert is not trusted
+    assert out.returncode == 1
+    found = checks(out)
+    assert found["tls"]["status"] == "fail" and "TLS certificate not trusted" in found["tls"]["detail"]
+    assert found["auth"]["status"] == "skip"
+
+
+def test_server_down_fails_fast(key_file: Path) -> None:
+    port = free_port()  # nothing listens there
+    start = time.monotonic()
+    out = smoke_cli(f"https://127.0.0.1:{port}", "--api-key-file", str(key_file), "--timeout", "2")
+    assert out.returncode == 1
+    assert "connection refused" in out.stdout and out.stdout.rstrip().endswith("failed")
+    assert time.monotonic() - start < 60
+
+
+def test_slow_server_fails_within_the_timeout(tmp_path: Path, key_file: Path) -> None:
+    with running_gateway("store-0001", tmp_path / "gw", SlowOpenAI) as gw:
+        start = time.monotonic()
+        result = run_smoke(gw.base, API_KEY, cacert=tmp_path / "gw" / "tls_cert", timeout=1.0, requests=2, min_cert_days=1)
+        elapsed = time.monotonic() - start
+    found = {c.name: c for c in result.checks}
+    assert not result.passed
+    assert found["models"].status == "pass"  # GET is fast; the completion is what is slow
+    assert found["chat"].status == "fail" and "no answer within 1 s" in found["chat"].detail
+    assert found["stream"].status == "skip" and found["burst"].status == "skip"
+    assert elapsed < 15
+
+
+def test_endpoint_without_auth_fails_the_auth_check(key_file: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StreamingOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = smoke_cli(
+            f"http://127.0.0.1:{server.server_address[1]}", "--api-key-file", str(key_file), "--requests", "1", "--json"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 1
+    found = checks(out)
+    assert found["tls"]["status"] == "skip"
+    assert found["auth"]["status"] == "fail" and "got 200 and 200" in found["auth"]["detail"]
+    assert found["chat"]["status"] == "pass" and found["stream"]["status"] == "pass"
+
+
+def test_bad_inputs_are_one_error_line(tmp_path: Path) -> None:
+    missing = smoke_cli("https://127.0.0.1:9", "--api-key-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
+    key = tmp_path / "key"
+    key.write_text("k" * 40)
+    bad_url = smoke_cli("ftp://box", "--api-key-file", str(key))
+    assert bad_url.returncode == 2 and bad_url.stderr == "error: arguments: URL: 'ftp://box' is not an http(s) URL\n"
+
+
+def test_percentiles_are_nearest_rank_and_tokens_per_second_is_decode_speed() -> None:
+    assert percentile([0.4, 0.1, 0.3, 0.2], 50) == 0.2
+    assert percentile([0.4, 0.1, 0.3, 0.2], 95) == 0.4
+    assert StreamResult(ttft=0.5, total=1.5, tokens=11, text="").tokens_per_second == 10.0
+
+
+def test_bundle_readme_and_stack_outputs_print_the_smoke_command() -> None:
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.preview import run_preview
+    from tests.test_gateway_live import FLEET
+
+    (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == "kiosk-0003"))
+    readme = bundle.files["README.md"].decode()
+    assert "sudo slm-deploy smoke https://localhost:8443 --api-key-file secrets/api_key --cacert secrets/tls_cert" in readme
+    outputs = run_preview("prod", ROOT).outputs
+    assert outputs["smoke"] == [
+        "slm-deploy smoke https://llm.example.com/phi4mini --api-key-file api_key",
+        "slm-deploy smoke https://llm.example.com/qwen3-8b --api-key-file api_key",
+    ]

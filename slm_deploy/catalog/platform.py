@@ -47,7 +47,9 @@ class Reservations(_Strict):
                 reserved_cpu = millis
                 break
         memory_mib = int(memory_gib * 1024)
-        kube_reserved = min(self.memory_per_pod_mib * self.max_pods + self.memory_base_mib, int(memory_mib * self.memory_max_fraction))
+        kube_reserved = min(
+            self.memory_per_pod_mib * self.max_pods + self.memory_base_mib, int(memory_mib * self.memory_max_fraction)
+        )
         return vcpus * 1000 - reserved_cpu, memory_mib - kube_reserved - self.eviction_mib
 
 

@@ -73,6 +73,7 @@ from slm_deploy.stacks.k8s.common import (
     scratch_volume,
     selector,
     spread,
+    tolerations_for,
 )
 from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
 
@@ -95,6 +96,16 @@ class ServerSettings:
     monitoring: bool
     has_hf_token: bool
     workload_identity: bool  # Key Vault secrets through Azure workload identity (aks mode)
+    # The monitoring release (installs the PodMonitor CRD); None when monitoring is off.
+    monitoring_release: pulumi.Resource | None = None
+    # Taints the pool carries besides the GPU taint (AKS's spot taint on spot pools).
+    pool_taints: tuple[str, ...] = ()
+
+
+# torch calls getpass.getuser(), which raises KeyError for a uid without a passwd entry (uid 10001
+# in these images); USER/LOGNAME answer it first. TorchInductor's cache goes to the writable /tmp.
+# vllm-project/vllm#44548, kserve/kserve#5666.
+VLLM_IDENTITY_ENV = {"USER": "slm", "LOGNAME": "slm", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor"}
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -151,10 +162,17 @@ class ModelServer(pulumi.ComponentResource):
         disruption_budget(name, ns, child)
         self._autoscaler(name, ns, plan, settings, deployment, child)
         self._network_policies(name, ns, spec, child)
-        if settings.monitoring and runtime in METRICS_PATH:
-            # Every replica is scraped directly (PodMonitor), not through the Service.
+        if settings.monitoring_release is not None and runtime in METRICS_PATH:
+            # Every replica is scraped directly (PodMonitor), not through the Service. Its CRD comes
+            # with the monitoring release: wait for it (pulumi-kubernetes retries a missing CRD ~1 min).
             metrics_monitor(
-                name, ns, kind="PodMonitor", role="model-server", port_name="http", path=METRICS_PATH[runtime], opts=child
+                name,
+                ns,
+                kind="PodMonitor",
+                role="model-server",
+                port_name="http",
+                path=METRICS_PATH[runtime],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[settings.monitoring_release]),
             )
         self.service_name = service.metadata.name
         self.register_outputs({"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name})
@@ -217,7 +235,7 @@ class ModelServer(pulumi.ComponentResource):
                         service_account_name=SERVICE_ACCOUNT,
                         automount_service_account_token=False,
                         security_context=pod_security(),
-                        tolerations=[GPU_TOLERATION],
+                        tolerations=[GPU_TOLERATION, *tolerations_for(settings.pool_taints)],
                         node_selector=self._node_selector(settings),
                         containers=[
                             ContainerArgs(
@@ -240,6 +258,12 @@ class ModelServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+    @staticmethod
+    def _environment(spec: RuntimeSpec) -> dict[str, str]:
+        # runtimes.py may already set these (the edge bundles need them too); never override it.
+        extra = VLLM_IDENTITY_ENV if spec.runtime is Runtime.VLLM else {}
+        return {**extra, **spec.environment}
 
     @staticmethod
     def _identity_label(settings: ServerSettings) -> dict[str, str]:
@@ -286,7 +310,7 @@ class ModelServer(pulumi.ComponentResource):
             image_pull_policy="Always",
             command=spec.entrypoint,
             args=spec.command,
-            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(spec.environment.items())],
+            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._environment(spec).items())],
             ports=[port(spec.port, "http")],
             security_context=container_security(),
             resources=ResourceRequirementsArgs(
@@ -344,7 +368,7 @@ class ModelServer(pulumi.ComponentResource):
                         automount_service_account_token=False,
                         security_context=pod_security(),
                         termination_grace_period_seconds=60,
-                        tolerations=[GPU_TOLERATION] if res.gpu_count else None,
+                        tolerations=[GPU_TOLERATION, *tolerations_for(settings.pool_taints)] if res.gpu_count else None,
                         node_selector=self._node_selector(settings),
                         topology_spread_constraints=spread(name),
                         init_containers=[wait],

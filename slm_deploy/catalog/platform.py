@@ -98,6 +98,23 @@ class Runner(_Strict):
     source: str
 
 
+class Addon(_Strict):
+    id: str
+    enabled_by: str
+    crds: tuple[str, ...] = ()
+    csi_drivers: tuple[str, ...] = ()
+    ingress_classes: tuple[str, ...] = ()
+    tls_secret_prefix: str | None = None
+    source: str
+
+
+class AutoscalingFacts(_Strict):
+    hpa_scale_down_stabilization_seconds: int
+    hpa_sync_seconds: int
+    vllm_default_max_num_seqs: int
+    source: str
+
+
 class AksFacts(_Strict):
     pool_kinds: dict[Literal["system", "user", "spot"], PoolKind]
     reservations: Reservations
@@ -108,6 +125,10 @@ class AksFacts(_Strict):
     roles: dict[str, Role]
     rbac_propagation_seconds: Seconds
     runner: Runner
+    addons: tuple[Addon, ...]
+    storage_classes: Values
+    kubernetes_data_roles: Values
+    autoscaling: AutoscalingFacts
 
     def node_size(self, vm_size: str) -> NodeSize | None:
         return next((s for s in self.node_sizes if s.id == vm_size), None)

@@ -392,7 +392,13 @@ class ModelServer(pulumi.ComponentResource):
         scaling = settings.autoscaling
         queue_metric = plan.runtime == Runtime.VLLM.value and settings.keda and settings.monitoring
         if queue_metric:
-            query = f'sum(vllm:num_requests_waiting{{namespace="{ns}",model_name="{plan.model}"}})'
+            # In-flight requests (running + waiting), not the queue alone: a replica serving at full
+            # slots has an empty queue, so a queue-only query reads 0 under steady load, scales the
+            # deployment down (or to zero) and oscillates (the simulator's autoscaling check,
+            # SLM-SIM-008). The target per replica is its slots plus queueThreshold waiting.
+            selector = f'{{namespace="{ns}",model_name="{plan.model}"}}'
+            query = f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
+            target = plan.concurrency + scaling.queue_threshold
             CustomResource(
                 f"{name}-scaler",
                 api_version="keda.sh/v1alpha1",
@@ -410,7 +416,7 @@ class ModelServer(pulumi.ComponentResource):
                             "metadata": {
                                 "serverAddress": PROMETHEUS_URL,
                                 "query": query,
-                                "threshold": str(scaling.queue_threshold),
+                                "threshold": str(target),
                             },
                         }
                     ],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 from slm_deploy.catalog.platform import AksFacts
 from slm_deploy.simulator.model import Finding, SimResource, Stack, dig, label
@@ -176,7 +177,7 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
             )
         sustained = [(r, w) for phase, _, _, r, w in trace if phase == "sustained"]
         settled = sustained[len(sustained) // 2 :]
-        changes = sum(1 for a, b in zip(settled, settled[1:], strict=False) if a[0] != b[0])
+        changes = sum(1 for a, b in pairwise(settled) if a[0] != b[0])
         queue = max(w for _, w in settled)
         # What may wait per replica at steady state: the threshold for a queue metric; for in-flight
         # requests, what the target allows beyond the replica's own slots.

@@ -12,6 +12,7 @@ from slm_deploy.simulator.model import Finding, Stack, dig, label
 AUTONAME_SUFFIX = 8  # Pulumi's auto-naming appends a random suffix of this length
 POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 RELEASE_NAME_MAX = 53
+DNS_LABEL_KINDS = ("Namespace", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job", "Secret", "ConfigMap", "Ingress")
 
 
 def check(stack: Stack, facts: AksFacts) -> list[Finding]:
@@ -47,7 +48,7 @@ def _pools(stack: Stack, facts: AksFacts) -> list[Finding]:
                 Finding(
                     "SLM-SIM-009",
                     where,
-                    f"{size.id} is a GRID family; with gpuProfile.driver None the operator's datacenter driver cannot bring it up",
+                    f"{size.id} is a GRID family: with gpuProfile.driver None the operator's datacenter driver cannot run it",
                 )
             )
         if size.driver == "none" and driver is not None:
@@ -94,19 +95,8 @@ def _names(stack: Stack, facts: AksFacts) -> list[Finding]:
     rule = rules["kubernetes"]
     for resource in stack.manifests():
         name = str(resource.inputs["metadata"].get("name", ""))
-        if resource.inputs["kind"] in (
-            "Namespace",
-            "Service",
-            "Deployment",
-            "StatefulSet",
-            "DaemonSet",
-            "Job",
-            "Secret",
-            "ConfigMap",
-            "Ingress",
-        ):
-            if len(name) > rule.max or not re.match(rule.pattern, name):
-                findings.append(Finding("SLM-SIM-011", label(resource), f"name {name!r} is not a DNS label ({rule.source})"))
+        if resource.inputs["kind"] in DNS_LABEL_KINDS and (len(name) > rule.max or not re.match(rule.pattern, name)):
+            findings.append(Finding("SLM-SIM-011", label(resource), f"name {name!r} is not a DNS label ({rule.source})"))
     for release in stack.releases():
         name = str(release.inputs.get("name", ""))
         if len(name) > RELEASE_NAME_MAX:

@@ -71,7 +71,7 @@ SIM_RULES: tuple[SimRule, ...] = (
         "access",
         "Workload identity chains are complete before their consumers",
         Severity.HIGH,
-        "A pod whose service account, federated credential or vault role is missing (or not yet created) cannot mount its secrets.",
+        "A pod whose service account, federated credential or vault role is missing or not yet created cannot mount secrets.",
         "Create identity, federated credential, role assignment and secrets, and make the workloads depend on them.",
     ),
     SimRule(
@@ -79,7 +79,7 @@ SIM_RULES: tuple[SimRule, ...] = (
         "autoscaling",
         "Autoscalers follow load within bounds and come back",
         Severity.MEDIUM,
-        "An autoscaler that never reaches its maximum under load, leaves its bounds, or never scales back wastes GPUs or drops requests.",
+        "An autoscaler that misses its maximum under load, leaves its bounds or never scales back wastes GPUs or drops requests.",
         "Fix the trigger's query/threshold and the min/max bounds.",
     ),
     SimRule(

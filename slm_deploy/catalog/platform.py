@@ -115,6 +115,12 @@ class AutoscalingFacts(_Strict):
     source: str
 
 
+class ImageEnvFacts(_Strict):
+    values: tuple[str, ...]
+    env: tuple[str, ...]
+    source: str
+
+
 class AksFacts(_Strict):
     pool_kinds: dict[Literal["system", "user", "spot"], PoolKind]
     reservations: Reservations
@@ -129,6 +135,8 @@ class AksFacts(_Strict):
     storage_classes: Values
     kubernetes_data_roles: Values
     autoscaling: AutoscalingFacts
+    minor_upgrade_channels: Values
+    passwd_less_images: ImageEnvFacts
 
     def node_size(self, vm_size: str) -> NodeSize | None:
         return next((s for s in self.node_sizes if s.id == vm_size), None)
@@ -154,6 +162,12 @@ class ChartComponent(_Strict):
     defaults: dict[str, Any]
 
 
+class RwoDeployment(_Strict):
+    persistence: str  # values path: persistence on
+    strategy: str  # values path of the Deployment strategy type
+    default_strategy: str
+
+
 class ChartProfile(_Strict):
     id: str
     version: str
@@ -161,6 +175,13 @@ class ChartProfile(_Strict):
     crds: tuple[str, ...]
     components: tuple[ChartComponent, ...]
     known_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Values that must hold on AKS (path -> value), e.g. scrape targets AKS never exposes.
+    aks_values: dict[str, Any] = Field(default_factory=dict)
+    aks_values_source: str | None = None
+    # Values naming a Secret, in the release's namespace, the release reads at install.
+    secret_refs: tuple[str, ...] = ()
+    # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.
+    rwo_deployments: tuple[RwoDeployment, ...] = ()
 
 
 class _Profiles(_Strict):

@@ -25,6 +25,7 @@ class SimResource:
     custom: bool
     dependencies: tuple[str, ...]
     provider: str | None
+    ignore_changes: tuple[str, ...] = ()
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -145,7 +146,9 @@ def from_preview(result: Any) -> Stack:
     """A PreviewResult (slm_deploy.preview) -> the simulator's model."""
     return Stack(
         [
-            SimResource(r.urn, r.type, r.name, r.inputs, r.parent, r.custom, tuple(r.dependencies), r.provider)
+            SimResource(
+                r.urn, r.type, r.name, r.inputs, r.parent, r.custom, tuple(r.dependencies), r.provider, tuple(r.ignore_changes)
+            )
             for r in result.resources
         ]
     )
@@ -180,6 +183,7 @@ def from_policy(resources: Iterable[Any]) -> Stack:
                 not _component(r.resource_type),
                 tuple(sorted(deps)),
                 provider,
+                tuple(getattr(r.opts, "ignore_changes", None) or ()),
             )
         )
     return Stack(out)

@@ -77,7 +77,26 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         if not any(s.urn in waited for s in sources):
             names = ", ".join(label(s) for s in sources)
             findings.append(Finding("SLM-SIM-003", label(resource), f"does not wait for {names}, which installs {gvk}"))
-    findings += _references(stack, facts)
+    findings += _references(stack, facts) + _release_secrets(stack)
+    return findings
+
+
+def _release_secrets(stack: Stack) -> list[Finding]:
+    """Secrets a release's values name (e.g. Grafana's admin) exist and are created before it."""
+    findings = []
+    profiles = load_chart_profiles()
+    secrets = {(r.inputs["metadata"].get("namespace"), r.inputs["metadata"].get("name")): r for r in stack.manifests("Secret")}
+    for release in stack.releases():
+        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        for path in profile.secret_refs if profile else ():
+            name = dig(release.inputs.get("values") or {}, path)
+            if not name:
+                continue
+            secret = secrets.get((release.inputs.get("namespace"), name))
+            if secret is None:
+                findings.append(Finding("SLM-SIM-004", label(release), f"{path} names Secret {name!r}, which nothing creates"))
+            elif secret.urn not in stack.waits_for(release):
+                findings.append(Finding("SLM-SIM-003", label(release), f"does not wait for Secret {name!r} that {path} names"))
     return findings
 
 

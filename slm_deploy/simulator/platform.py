@@ -16,7 +16,46 @@ DNS_LABEL_KINDS = ("Namespace", "Service", "Deployment", "StatefulSet", "DaemonS
 
 
 def check(stack: Stack, facts: AksFacts) -> list[Finding]:
-    return _pools(stack, facts) + _names(stack, facts) + _values(stack)
+    return _pools(stack, facts) + _names(stack, facts) + _values(stack) + _upgrade(stack, facts) + _image_env(stack, facts)
+
+
+def _upgrade(stack: Stack, facts: AksFacts) -> list[Finding]:
+    cluster = stack.cluster
+    if cluster is None or not cluster.inputs.get("kubernetesVersion"):
+        return []
+    channel = dig(cluster.inputs, "autoUpgradeProfile.upgradeChannel")
+    if channel in facts.minor_upgrade_channels.values and "kubernetesVersion" not in cluster.ignore_changes:
+        return [
+            Finding(
+                "SLM-SIM-013",
+                label(cluster),
+                f"channel {channel} upgrades the cluster past kubernetesVersion, which Pulumi still manages",
+            )
+        ]
+    return []
+
+
+def _image_env(stack: Stack, facts: AksFacts) -> list[Finding]:
+    findings = []
+    images = facts.passwd_less_images
+    for workload in stack.manifests("Deployment", "StatefulSet", "Job", "DaemonSet"):
+        pod = dig(workload.inputs, "spec.template.spec", {}) or {}
+        for container in pod.get("containers") or []:
+            repository = str(container.get("image", "")).split("@")[0].rsplit(":", 1)[0]
+            if repository not in images.values:
+                continue
+            user = dig(container, "securityContext.runAsUser", dig(pod, "securityContext.runAsUser"))
+            if user in (None, 0):
+                continue
+            names = {e.get("name") for e in container.get("env") or []}
+            missing = [n for n in images.env if n not in names]
+            if missing:
+                findings.append(
+                    Finding(
+                        "SLM-SIM-014", label(workload), f"{container.get('name')} runs as uid {user} without {', '.join(missing)}"
+                    )
+                )
+    return findings
 
 
 def _pools(stack: Stack, facts: AksFacts) -> list[Finding]:
@@ -112,6 +151,12 @@ def _values(stack: Stack) -> list[Finding]:
         if profile is None:
             continue
         values = release.inputs.get("values") or {}
+        if stack.cluster is not None:
+            for path, wanted in sorted(profile.aks_values.items()):
+                if dig(values, path, True) != wanted:
+                    findings.append(
+                        Finding("SLM-SIM-012", label(release), f"{path} must be {wanted} on AKS ({profile.aks_values_source})")
+                    )
         for section, known in profile.known_keys.items():
             for key in sorted(set(values.get(section) or {}) - set(known)):
                 findings.append(

@@ -109,10 +109,26 @@ SIM_RULES: tuple[SimRule, ...] = (
     SimRule(
         "SLM-SIM-012",
         "platform",
-        "Helm values exist in the pinned chart version",
+        "Helm values exist in the pinned chart version and suit AKS",
         Severity.MEDIUM,
         "Helm ignores values the chart does not read: a setting that does not exist silently does nothing.",
-        "Use the values the pinned chart version documents.",
+        "Use the values the pinned chart version documents, and those the chart profile requires on AKS.",
+    ),
+    SimRule(
+        "SLM-SIM-013",
+        "platform",
+        "An upgrade channel that moves the minor version owns kubernetesVersion",
+        Severity.HIGH,
+        "After an automatic minor upgrade the pinned version is older than the cluster: the next update tries a downgrade.",
+        "Ignore changes to kubernetesVersion when the channel is stable or rapid.",
+    ),
+    SimRule(
+        "SLM-SIM-014",
+        "platform",
+        "Non-root containers of passwd-less images know their user",
+        Severity.HIGH,
+        "torch's getpass.getuser() raises KeyError for a uid without a passwd entry; vLLM then fails at start.",
+        "Set USER, LOGNAME and TORCHINDUCTOR_CACHE_DIR in the container's environment.",
     ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -169,6 +169,14 @@ def chart_pods(stack: Stack, findings: list[Finding], rule: str = "SLM-SIM-001")
             findings.append(Finding(rule, label(release), f"no chart profile for {chart} {version}: its pods cannot be checked"))
             continue
         values = release.inputs.get("values") or {}
+        for rwo in profile.rwo_deployments:
+            strategy = dig(values, rwo.strategy, rwo.default_strategy)
+            if dig(values, rwo.persistence) is True and strategy != "Recreate":
+                findings.append(
+                    Finding(
+                        rule, label(release), f"{rwo.strategy} {strategy} on a ReadWriteOnce disk: the new pod cannot attach it"
+                    )
+                )
         for component in profile.components:
             if component.enabled and dig(values, component.enabled, True) is False:
                 continue

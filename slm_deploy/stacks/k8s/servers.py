@@ -243,7 +243,7 @@ class ModelServer(pulumi.ComponentResource):
                                 image=fetch["image"],
                                 image_pull_policy="Always",
                                 command=command,
-                                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(fetch["environment"].items())],
+                                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._fetch_environment(spec).items())],
                                 security_context=container_security(),
                                 resources=ResourceRequirementsArgs(
                                     requests={"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
@@ -264,6 +264,13 @@ class ModelServer(pulumi.ComponentResource):
         # runtimes.py may already set these (the edge bundles need them too); never override it.
         extra = VLLM_IDENTITY_ENV if spec.runtime is Runtime.VLLM else {}
         return {**extra, **spec.environment}
+
+    @staticmethod
+    def _fetch_environment(spec: RuntimeSpec) -> dict[str, str]:
+        assert spec.fetch is not None
+        # The fetch job runs the server's image as the same uid.
+        extra = VLLM_IDENTITY_ENV if spec.runtime is Runtime.VLLM else {}
+        return {**extra, **spec.fetch["environment"]}
 
     @staticmethod
     def _identity_label(settings: ServerSettings) -> dict[str, str]:

@@ -129,7 +129,9 @@ class GpuPoolSpec(Camel):
 class AutoscalingSpec(Camel):
     min_replicas: int = Field(default=1, ge=0, le=100, description="0 allows scale to zero (KEDA).")
     max_replicas: int = Field(default=1, ge=1, le=100)
-    queue_threshold: int = Field(default=5, ge=1, description="Requests waiting per replica, beyond its slots, before KEDA adds one.")
+    queue_threshold: int = Field(
+        default=5, ge=1, description="Requests waiting per replica, beyond its running slots, before KEDA adds one."
+    )
     polling_interval_seconds: int = Field(default=15, ge=5)
     cooldown_seconds: int = Field(default=360, ge=30)
     cpu_utilization_percent: int = Field(default=70, ge=10, le=100, description="HPA target for Ollama/llama.cpp.")

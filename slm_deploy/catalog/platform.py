@@ -146,7 +146,7 @@ class AksFacts(_Strict):
         network = ipaddress.ip_network(cidr, strict=False)
         for reserved in self.documentation_ranges.values:
             other = ipaddress.ip_network(reserved)
-            if network.version == other.version and network.overlaps(other):  # type: ignore[arg-type]
+            if network.version == other.version and network.overlaps(other):
                 return reserved
         return None
 

@@ -102,7 +102,7 @@ def pools(stack: Stack, facts: AksFacts) -> list[Pool]:
         cpu, memory = facts.reservations.allocatable(size.vcpus, size.memory_gib)
         vm = catalog.vm_sizes.get(p["vmSize"])
         gpus = vm.gpu_count if vm and plugin else 0
-        max_nodes = int(p.get("maxCount") if p.get("enableAutoScaling") else p.get("count", 1)) or 0
+        max_nodes = int((p.get("maxCount") if p.get("enableAutoScaling") else p.get("count")) or 0)
         out.append(Pool(p["name"], p["vmSize"], max_nodes, taints, labels, cpu, memory, gpus))
     return out
 

@@ -238,7 +238,9 @@ class AksCluster(pulumi.ComponentResource):
         self.admin_ready = [assignment, wait]
         self.app_routing_object_id = (
             managed.ingress_profile.apply(
-                lambda p: p.web_app_routing.identity.object_id if p and p.web_app_routing and p.web_app_routing.identity else ""
+                lambda p: (
+                    (p.web_app_routing.identity.object_id or "") if p and p.web_app_routing and p.web_app_routing.identity else ""
+                )
             )
             if ingress.enabled
             else None

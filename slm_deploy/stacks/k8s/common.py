@@ -107,7 +107,10 @@ def toleration_values(taints: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def tolerations_for(taints: tuple[str, ...]) -> list[TolerationArgs]:
-    return [TolerationArgs(**t) for t in toleration_values(taints)]
+    return [
+        TolerationArgs(key=t["key"], operator=t["operator"], value=t.get("value"), effect=t["effect"])
+        for t in toleration_values(taints)
+    ]
 
 
 def gib(value: float) -> str:

@@ -230,6 +230,9 @@ class EnvironmentSpec(Camel):
                 raise ValueError("ingress: an enabled ingress on AKS needs certificate (keyVaultId, name)")
             if self.cluster.platform_min_count > self.cluster.platform_max_count:
                 raise ValueError("cluster: platformMinCount cannot exceed platformMaxCount")
+        elif self.ingress.enabled and "class_name" not in self.ingress.model_fields_set:
+            # The default class is AKS's app routing add-on, which an existing cluster need not have.
+            raise ValueError("ingress: an existing cluster needs className (the IngressClass its controller serves)")
         return self
 
 

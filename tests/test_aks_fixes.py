@@ -338,3 +338,14 @@ def test_16_preview_prints_what_the_runner_needs() -> None:
     assert result.returncode == 0, result.stderr
     assert "Role Based Access Control Administrator" in result.stdout
     assert "kubelogin" in result.stdout and "quota" in result.stdout.lower()
+
+
+def test_4_an_existing_cluster_names_its_own_ingress_class() -> None:
+    config = stack_config("staging")
+    config["cluster"] = {"mode": "existing", "kubeconfig": "~/.kube/config"}
+    config.pop("gpuPools")
+    config["ingress"] = {"enabled": True, "host": "llm.internal"}
+    with pytest.raises(InputError, match="className"):
+        plan_environment("onprem", config)
+    config["ingress"]["className"] = "nginx"
+    assert plan_environment("onprem", config).spec.ingress.class_name == "nginx"

@@ -11,9 +11,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from slm_deploy.catalog import Catalog, load_catalog
@@ -24,7 +24,8 @@ from slm_deploy.planner import Plan, hardware_for_vm, plan
 from slm_deploy.spec import Frozen, Runtime, Serving
 
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
-POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
+POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
 
 
 class Camel(Frozen):
@@ -86,7 +87,7 @@ class ClusterSpec(Camel):
     kubelogin_mode: Literal["azurecli", "spn", "workloadidentity", "msi"] = Field(
         default="azurecli", description="aks: kubelogin's non-interactive login mode for the program's kubeconfig."
     )
-    admin_group_object_ids: tuple[str, ...] = Field(
+    admin_group_object_ids: tuple[Annotated[str, StringConstraints(pattern=GUID)], ...] = Field(
         default=(), description="aks: Entra ID groups made cluster admins (besides the deploying principal)."
     )
     platform_vm_size: str = Field(default="Standard_D4ds_v5", description="aks: the untainted pool for platform pods.")

@@ -349,3 +349,14 @@ def test_4_an_existing_cluster_names_its_own_ingress_class() -> None:
         plan_environment("onprem", config)
     config["ingress"]["className"] = "nginx"
     assert plan_environment("onprem", config).spec.ingress.class_name == "nginx"
+
+
+def test_2_admin_groups_come_from_config_and_must_be_object_ids(tmp_path: Path) -> None:
+    config = stack_config("dev")
+    config["cluster"]["adminGroupObjectIds"] = ["platform-admins"]
+    with pytest.raises(InputError, match="adminGroupObjectIds"):
+        plan_environment("dev", config)
+    group = "11111111-2222-3333-4444-555555555555"
+    config["cluster"]["adminGroupObjectIds"] = [group]
+    (cluster,) = of_type(preview_config(tmp_path, "admins", config), "azure-native:containerservice:ManagedCluster")
+    assert cluster.inputs["aadProfile"]["adminGroupObjectIDs"] == [group]

@@ -24,8 +24,8 @@ from slm_deploy.planner import Plan, hardware_for_vm, plan
 from slm_deploy.spec import Frozen, Runtime, Serving
 
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
-POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"
-GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
+POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class Camel(Frozen):

@@ -223,6 +223,10 @@ class EnvironmentSpec(Camel):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("models: names must be unique")
+        if len(self.models) > 1 and any(m.autoscaling.min_replicas == 0 for m in self.models):
+            # At zero replicas no vllm:* series exists; the gateway's counters are not per model,
+            # so nothing could wake one model among several.
+            raise ValueError("models: minReplicas 0 (scale to zero) needs the model to be the gateway's only one")
         if self.cluster.mode is ClusterMode.AKS:
             for model in self.models:
                 if model.pool not in pools:

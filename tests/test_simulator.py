@@ -131,6 +131,11 @@ def without_env(name: str) -> Callable[[SimResource], SimResource]:
     return change
 
 
+def first_trigger_only(r: SimResource) -> SimResource:
+    r.inputs["spec"]["triggers"] = r.inputs["spec"]["triggers"][:1]
+    return r
+
+
 def old_queue_query(r: SimResource) -> SimResource:
     trigger = r.inputs["spec"]["triggers"][0]["metadata"]
     trigger["query"] = 'sum(vllm:num_requests_waiting{namespace="slm",model_name="x"})'
@@ -235,6 +240,11 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
         "prod",
         "SLM-SIM-008",
         lambda s: mutate(s, is_manifest("ScaledObject", "phi4mini"), old_queue_query),
+    ),
+    "scale to zero with nothing to wake it": (
+        "dev",
+        "SLM-SIM-008",
+        lambda s: mutate(s, is_manifest("ScaledObject", "phi4mini"), lambda r: first_trigger_only(r)),
     ),
     "threshold no burst reaches": (
         "prod",
@@ -363,3 +373,25 @@ def test_the_simulator_catches_the_program_as_it_was(tmp_path: Path) -> None:
     ):
         stack = breakage(stack)
     assert {f.rule for f in simulate(stack)} == {"SLM-SIM-001", "SLM-SIM-005", "SLM-SIM-010"}
+
+
+def test_dev_wakes_from_zero_through_the_gateway() -> None:
+    facts = load_aks_facts()
+    (scaler,) = scalers(model("dev"), facts)
+    assert {t.metric for t in scaler.triggers} == {"inflight", "gateway"}
+    trace = run_trace(scaler, facts)
+    assert trace[0][3] == 0 and max(r for p, _, _, r, _ in trace if p == "burst") == 1 and trace[-1][3] == 0
+
+
+def test_scale_to_zero_among_several_models_is_refused() -> None:
+    from slm_deploy.environment import plan_environment
+    from slm_deploy.errors import InputError
+
+    config = {
+        k.split(":", 1)[1]: v
+        for k, v in yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"].items()
+        if k.startswith("slm-deploy:")
+    }
+    config["models"][0]["autoscaling"]["minReplicas"] = 0
+    with pytest.raises(InputError, match="gateway's only one"):
+        plan_environment("prod", config)

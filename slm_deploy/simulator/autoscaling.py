@@ -4,7 +4,9 @@ replicas (so scaling feeds back into the metric, as on the cluster).
 
 Load is in concurrent requests. A replica serves up to C at once (vLLM --max-num-seqs, Ollama
 OLLAMA_NUM_PARALLEL); the rest wait. `vllm:num_requests_running` = min(load, replicas x C),
-`vllm:num_requests_waiting` = the rest; CPU utilisation = load / (replicas x C). The HPA rules:
+`vllm:num_requests_waiting` = the rest, and both are absent (0) at zero replicas: no pod exports
+them. The gateway's request counter (`caddy_http_requests_total`) sees the demand whatever the
+replicas. CPU utilisation = load / (replicas x C). The HPA rules:
 desired = ceil(metric / target) for AverageValue (KEDA's Prometheus trigger), ceil(replicas x
 utilisation / target) with a 10 % tolerance for CPU; scale up at once, scale down to the highest
 recommendation of the stabilization window; KEDA activates from zero on a non-zero metric at its
@@ -28,16 +30,34 @@ PHASES = (("idle", 600, 0.0), ("burst", 600, 2.0), ("sustained", 1800, 0.8), ("i
 
 
 @dataclass(frozen=True)
+class Trigger:
+    metric: str  # waiting | inflight | gateway | cpu | other
+    target: float
+    activation: float = 0.0
+
+
+@dataclass(frozen=True)
 class Scaler:
     resource: SimResource
     kind: str  # keda | hpa
     min_replicas: int
     max_replicas: int
-    metric: str  # waiting | inflight | cpu
-    target: float
+    triggers: tuple[Trigger, ...]
     polling: int
     cooldown: int
     capacity: int
+
+    @property
+    def serving(self) -> Trigger:
+        """The trigger that sizes the deployment (the others only activate it)."""
+        return min(self.triggers, key=lambda t: t.target)
+
+
+def _metric(query: str) -> str:
+    if "caddy_http_requests_total" in query:
+        return "gateway"
+    names = set(re.findall(r"vllm:num_requests_(waiting|running)", query))
+    return "inflight" if names == {"waiting", "running"} else "waiting" if names == {"waiting"} else "other"
 
 
 def _capacity(deployment: SimResource | None, facts: AksFacts) -> int:
@@ -69,23 +89,26 @@ def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
     for so in stack.manifests("ScaledObject"):
         spec = so.inputs.get("spec", {})
         target = _target(stack, so, spec.get("scaleTargetRef", {}))
-        for trigger in spec.get("triggers") or []:
-            query = str(dig(trigger, "metadata.query", ""))
-            names = set(re.findall(r"vllm:num_requests_(waiting|running)", query))
-            metric = "inflight" if names == {"waiting", "running"} else "waiting" if names == {"waiting"} else "other"
-            out.append(
-                Scaler(
-                    so,
-                    "keda",
-                    int(spec.get("minReplicaCount", 0)),
-                    int(spec.get("maxReplicaCount", 100)),
-                    metric,
-                    float(dig(trigger, "metadata.threshold", 1)),
-                    int(spec.get("pollingInterval", 30)),
-                    int(spec.get("cooldownPeriod", 300)),
-                    _capacity(target, facts),
-                )
+        triggers = tuple(
+            Trigger(
+                _metric(str(dig(t, "metadata.query", ""))),
+                float(dig(t, "metadata.threshold", 1)),
+                float(dig(t, "metadata.activationThreshold", 0)),
             )
+            for t in spec.get("triggers") or []
+        )
+        out.append(
+            Scaler(
+                so,
+                "keda",
+                int(spec.get("minReplicaCount", 0)),
+                int(spec.get("maxReplicaCount", 100)),
+                triggers,
+                int(spec.get("pollingInterval", 30)),
+                int(spec.get("cooldownPeriod", 300)),
+                _capacity(target, facts),
+            )
+        )
     for hpa in stack.manifests("HorizontalPodAutoscaler"):
         spec = hpa.inputs.get("spec", {})
         for metric in spec.get("metrics") or []:
@@ -97,8 +120,7 @@ def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
                     "hpa",
                     int(spec.get("minReplicas", 1)),
                     int(spec.get("maxReplicas", 1)),
-                    "cpu",
-                    float(dig(metric, "resource.target.averageUtilization", 80)),
+                    (Trigger("cpu", float(dig(metric, "resource.target.averageUtilization", 80))),),
                     facts.autoscaling.hpa_sync_seconds,
                     0,
                     _capacity(_target(stack, hpa, spec.get("scaleTargetRef", {})), facts),
@@ -113,7 +135,7 @@ def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, flo
     floor = max(s.min_replicas, 1)
     replicas = s.min_replicas if s.kind == "keda" else floor
     recommendations: list[tuple[int, int]] = []
-    last_active = 0
+    last_active = -(10**9)  # never active yet
     trace = []
     t = 0
     for phase, duration, factor in PHASES:
@@ -122,27 +144,37 @@ def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, flo
             serving = replicas * s.capacity
             waiting = max(0.0, load - serving)
             running = min(load, serving)
-            value = {"waiting": waiting, "inflight": waiting + running, "other": load}.get(s.metric, 0.0)
             if s.kind == "keda":
-                if value > 0:
+                values = [(trigger, _value(trigger.metric, load, running, waiting, replicas)) for trigger in s.triggers]
+                if any(value > trigger.activation for trigger, value in values):
                     last_active = t
                 if replicas == 0:
-                    if value > 0 and t % s.polling == 0:
+                    if last_active == t and t % s.polling == 0:
                         replicas = floor
-                elif s.min_replicas == 0 and value == 0 and t - last_active >= s.cooldown:
+                elif s.min_replicas == 0 and last_active != t and t - last_active >= s.cooldown:
                     replicas = 0
                     recommendations.clear()
                 else:
-                    desired = math.ceil(value / s.target) if s.target else s.max_replicas
+                    desired = max(
+                        math.ceil(value / trigger.target) if trigger.target else s.max_replicas for trigger, value in values
+                    )
                     replicas = _stabilize(replicas, desired, floor, s.max_replicas, recommendations, t, window)
             else:
                 utilisation = 100.0 * min(1.0, load / serving) if serving else 0.0
-                ratio = utilisation / s.target
+                ratio = utilisation / s.serving.target
                 desired = replicas if abs(ratio - 1) <= 0.1 else math.ceil(replicas * ratio)
                 replicas = _stabilize(replicas, desired, floor, s.max_replicas, recommendations, t, window)
             trace.append((phase, t, load, replicas, waiting / max(replicas, 1)))
             t += STEP
     return trace
+
+
+def _value(metric: str, load: float, running: float, waiting: float, replicas: int) -> float:
+    if metric == "gateway":
+        return load  # requests reach the gateway whether or not a replica runs
+    if replicas == 0:
+        return 0.0  # no pod, no vllm:* series
+    return {"waiting": waiting, "inflight": waiting + running, "other": load}.get(metric, 0.0)
 
 
 def _stabilize(replicas: int, desired: int, low: int, high: int, history: list[tuple[int, int]], t: int, window: int) -> int:
@@ -159,7 +191,7 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
     findings = []
     for s in scalers(stack, facts):
         where = label(s.resource)
-        if s.metric == "other":
+        if any(t.metric == "other" for t in s.triggers):
             findings.append(Finding("SLM-SIM-008", where, "trigger reads a metric the simulation does not know; not simulated"))
             continue
         trace = simulate(s, facts)
@@ -167,7 +199,9 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         if any(r < low or r > s.max_replicas for _, _, _, r, _ in trace):
             findings.append(Finding("SLM-SIM-008", where, f"replicas leave [{low}, {s.max_replicas}]"))
         burst = [r for phase, _, _, r, _ in trace if phase == "burst"]
-        if max(burst) < s.max_replicas:
+        if max(burst) == 0:
+            findings.append(Finding("SLM-SIM-008", where, "never scales from zero: no trigger sees demand while no replica runs"))
+        elif max(burst) < s.max_replicas:
             findings.append(
                 Finding(
                     "SLM-SIM-008",
@@ -181,13 +215,14 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         queue = max(w for _, w in settled)
         # What may wait per replica at steady state: the threshold for a queue metric; for in-flight
         # requests, what the target allows beyond the replica's own slots.
-        allowed = s.target if s.metric == "waiting" else max(s.target - s.capacity, 1)
+        metric, target = s.serving.metric, s.serving.target
+        allowed = target if metric == "waiting" else max(target - s.capacity, 1)
         limit = allowed * 1.5
         if changes > 1:
             findings.append(
                 Finding("SLM-SIM-008", where, f"under sustained load replicas oscillate ({changes} changes in 15 minutes)")
             )
-        elif s.metric != "cpu" and queue > limit and settled[-1][0] < s.max_replicas:
+        elif metric != "cpu" and queue > limit and settled[-1][0] < s.max_replicas:
             findings.append(
                 Finding(
                     "SLM-SIM-008",

@@ -180,6 +180,12 @@ def build(env: Environment, hf_token: pulumi.Output[str] | None, kubeconfig: str
             workload_identity=key_vault is not None,
             monitoring_release=release,
             pool_taints=spot_taints.get(planned.spec.pool, ()),
+            # With one model behind the gateway, every request it counts is for that model.
+            activation_query=(
+                f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway"}}[2m]))'
+                if len(env.models) == 1
+                else None
+            ),
         )
         server = component(planned.spec.name, plan=planned.plan, catalog=catalog, settings=settings, opts=after_secrets)
         upstreams.append((planned.spec.name, f"{planned.spec.name}.{spec.namespace}.svc.cluster.local:{server.port}"))

@@ -100,6 +100,9 @@ class ServerSettings:
     monitoring_release: pulumi.Resource | None = None
     # Taints the pool carries besides the GPU taint (AKS's spot taint on spot pools).
     pool_taints: tuple[str, ...] = ()
+    # PromQL for the demand the gateway sees for this model: what wakes it from zero replicas,
+    # when no vllm:* series exists. Set only where the gateway serves this model alone.
+    activation_query: str | None = None
 
 
 # torch calls getpass.getuser(), which raises KeyError for a uid without a passwd entry (uid 10001
@@ -406,6 +409,25 @@ class ModelServer(pulumi.ComponentResource):
             selector = f'{{namespace="{ns}",model_name="{plan.model}"}}'
             query = f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
             target = plan.concurrency + scaling.queue_threshold
+            triggers = [
+                {
+                    "type": "prometheus",
+                    "metadata": {"serverAddress": PROMETHEUS_URL, "query": query, "threshold": str(target)},
+                }
+            ]
+            if scaling.min_replicas == 0 and settings.activation_query:
+                # Activation only: a threshold no request rate reaches never sizes the deployment.
+                triggers.append(
+                    {
+                        "type": "prometheus",
+                        "metadata": {
+                            "serverAddress": PROMETHEUS_URL,
+                            "query": settings.activation_query,
+                            "threshold": "1000000",
+                            "activationThreshold": "0",
+                        },
+                    }
+                )
             CustomResource(
                 f"{name}-scaler",
                 api_version="keda.sh/v1alpha1",
@@ -417,16 +439,7 @@ class ModelServer(pulumi.ComponentResource):
                     "maxReplicaCount": scaling.max_replicas,
                     "pollingInterval": scaling.polling_interval_seconds,
                     "cooldownPeriod": scaling.cooldown_seconds,
-                    "triggers": [
-                        {
-                            "type": "prometheus",
-                            "metadata": {
-                                "serverAddress": PROMETHEUS_URL,
-                                "query": query,
-                                "threshold": str(target),
-                            },
-                        }
-                    ],
+                    "triggers": triggers,
                 },
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
             )

@@ -362,9 +362,9 @@ def test_review_reports_simulator_findings_for_a_broken_stack(tmp_path: Path) ->
     assert "SLM-SIM-001" in result.stdout
 
 
-def test_the_simulator_catches_the_program_as_it_was(tmp_path: Path) -> None:
-    """The stacks as they were before issue 11 (the shipped prod config with a private API server
-    and a 128 GB disk, through today's checks on a seeded copy)."""
+def test_several_breakages_at_once_are_each_reported() -> None:
+    """prod as it shipped before issue 11 in three respects: private API server, a 128 GB
+    ephemeral disk on NC24ads A100 v4, no untainted pool."""
     stack = model("prod")
     for _, _, breakage in (
         SEEDS["private API server"],

@@ -190,8 +190,8 @@ def test_crossguard_pack_passes_every_stack_on_the_analyzer_path(stack: str) -> 
         StackValidationArgs,
     )
 
-    from slm_deploy.preview import run_preview
     from slm_deploy.policies.crossguard import build_policies
+    from slm_deploy.preview import run_preview
 
     result = run_preview(stack, ROOT)
     violations: list[str] = []

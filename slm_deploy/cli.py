@@ -247,6 +247,7 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     """
     from slm_deploy.preview import run_preview, write_manifests
     from slm_deploy.report import preview_table
+    from slm_deploy.stacks.runner import runner_requirements
 
     if allow_unlocked:
         import os
@@ -264,10 +265,14 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
                 "outputs": {k: v for k, v in sorted(result.outputs.items())},
                 "secret_outputs": sorted(result.secret_outputs),
                 "manifests": [str(p) for p in written],
+                "runner": runner_requirements(result.environment),
             }
         )
     else:
         preview_table(result.stack, result.table_rows(), len(written), out_dir)
+        click.echo("What the runner of `pulumi up` needs:")
+        for line in runner_requirements(result.environment):
+            click.echo(f"  - {line}")
     _example_lock_notice(project_dir or Path.cwd())
 
 

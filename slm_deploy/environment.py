@@ -8,14 +8,16 @@ Sizing is the planner's: every model is planned on its pool's VM size here, once
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from slm_deploy.catalog import Catalog, load_catalog
+from slm_deploy.catalog.platform import AksFacts, load_aks_facts
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.fleet import SloThresholds
 from slm_deploy.planner import Plan, hardware_for_vm, plan
@@ -23,6 +25,7 @@ from slm_deploy.spec import Frozen, Runtime, Serving
 
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
 POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class Camel(Frozen):
@@ -40,22 +43,38 @@ class GpuDriver(StrEnum):
 
 
 class ApiServerAccess(Camel):
-    private: bool = Field(default=False, description="Private cluster: the API server has no public address.")
-    authorized_ip_ranges: tuple[str, ...] = Field(default=(), description="CIDRs allowed to reach a public API server.")
+    # A private API server is only reachable from inside the VNet this same program creates, so
+    # `pulumi up` (and `destroy`) could never reach it from the runner: refused (issue 11, item 3).
+    private: bool = Field(default=False, description="Refused: see README, 'Runner requirements'.")
+    authorized_ip_ranges: tuple[str, ...] = Field(
+        default=(), description="The runner's (and operators') egress CIDRs; required, no default."
+    )
 
     @field_validator("authorized_ip_ranges")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        facts = load_aks_facts()
         for cidr in value:
             network = ipaddress.ip_network(cidr, strict=False)
             if network.prefixlen == 0:
                 raise ValueError(f"{cidr} opens the API server to the whole internet")
+            reserved = facts.documentation_range(cidr)
+            if reserved:
+                raise ValueError(
+                    f"{cidr} is in the documentation range {reserved} ({facts.documentation_ranges.source}): "
+                    "no deployer's traffic comes from there; list your runner's egress CIDRs"
+                )
         return value
 
     @model_validator(mode="after")
     def _restricted(self) -> ApiServerAccess:
-        if not self.private and not self.authorized_ip_ranges:
-            raise ValueError("set private: true or list authorizedIpRanges; an open API server is refused")
+        if self.private:
+            raise ValueError(
+                "private: true is refused: the runner of `pulumi up`/`destroy` could not reach an API server "
+                "that only the VNet created by this program can reach; list the runner's egress in authorizedIpRanges"
+            )
+        if not self.authorized_ip_ranges:
+            raise ValueError("list authorizedIpRanges (the runner's egress CIDRs); an open API server is refused")
         return self
 
 
@@ -65,6 +84,15 @@ class ClusterSpec(Camel):
     kubeconfig: str | None = Field(default=None, description="existing: path of a kubeconfig file.")
     context: str | None = Field(default=None, description="existing: the kubeconfig context to use.")
     api_server: ApiServerAccess | None = Field(default=None, description="aks: how the API server is reached.")
+    kubelogin_mode: Literal["azurecli", "spn", "workloadidentity", "msi"] = Field(
+        default="azurecli", description="aks: kubelogin's non-interactive login mode for the program's kubeconfig."
+    )
+    admin_group_object_ids: tuple[Annotated[str, StringConstraints(pattern=GUID)], ...] = Field(
+        default=(), description="aks: Entra ID groups made cluster admins (besides the deploying principal)."
+    )
+    platform_vm_size: str = Field(default="Standard_D4ds_v5", description="aks: the untainted pool for platform pods.")
+    platform_min_count: int = Field(default=1, ge=1, le=20)
+    platform_max_count: int = Field(default=3, ge=1, le=50)
     system_vm_size: str = Field(default="Standard_D4ds_v5")
     system_node_count: int = Field(default=2, ge=1, le=10)
     upgrade_channel: str = Field(default="patch", pattern=r"^(patch|stable|rapid|node-image)$")
@@ -88,8 +116,9 @@ class GpuPoolSpec(Camel):
     min_count: int = Field(default=0, ge=0, le=100)
     max_count: int = Field(default=1, ge=1, le=100)
     spot: bool = False
-    mig_profile: str | None = Field(default=None, pattern=r"^MIG[1-7]g$")
-    os_disk_gb: int = Field(default=128, ge=64, le=2048)
+    mig_profile: str | None = Field(default=None, description="AKS gpuInstanceProfile (aks.yaml mig_profiles).")
+    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
+    os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
 
     @model_validator(mode="after")
     def _counts(self) -> GpuPoolSpec:
@@ -101,7 +130,9 @@ class GpuPoolSpec(Camel):
 class AutoscalingSpec(Camel):
     min_replicas: int = Field(default=1, ge=0, le=100, description="0 allows scale to zero (KEDA).")
     max_replicas: int = Field(default=1, ge=1, le=100)
-    queue_threshold: int = Field(default=5, ge=1, description="vllm:num_requests_waiting per replica.")
+    queue_threshold: int = Field(
+        default=5, ge=1, description="Requests waiting per replica, beyond its running slots, before KEDA adds one."
+    )
     polling_interval_seconds: int = Field(default=15, ge=5)
     cooldown_seconds: int = Field(default=360, ge=30)
     cpu_utilization_percent: int = Field(default=70, ge=10, le=100, description="HPA target for Ollama/llama.cpp.")
@@ -145,11 +176,27 @@ class MonitoringSpec(Camel):
     slo: SloThresholds = Field(default_factory=SloThresholds)
 
 
+class IngressCertificate(Camel):
+    """A Key Vault certificate the AKS application routing add-on serves (it syncs it into a Secret)."""
+
+    key_vault_id: str = Field(
+        pattern=r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/[a-zA-Z0-9-]{3,24}$"
+    )
+    name: str = Field(pattern=r"^[a-zA-Z0-9-]{1,127}$")
+
+    @property
+    def uri(self) -> str:
+        vault = self.key_vault_id.rsplit("/", 1)[1]
+        return f"https://{vault}.vault.azure.net/certificates/{self.name}"
+
+
 class IngressSpec(Camel):
     enabled: bool = False
     host: str | None = Field(default=None, pattern=r"^[a-z0-9.-]+$")
-    class_name: str = "nginx"
-    tls_secret_name: str = Field(default="slm-gateway-tls", pattern=DNS_LABEL)
+    # aks: the application routing add-on's class (the program enables the add-on).
+    class_name: str = "webapprouting.kubernetes.azure.com"
+    certificate: IngressCertificate | None = Field(default=None, description="aks: the TLS certificate in Key Vault.")
+    tls_secret_name: str = Field(default="slm-gateway-tls", pattern=DNS_LABEL, description="existing: your TLS Secret.")
 
     @model_validator(mode="after")
     def _host(self) -> IngressSpec:
@@ -176,10 +223,21 @@ class EnvironmentSpec(Camel):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("models: names must be unique")
+        if len(self.models) > 1 and any(m.autoscaling.min_replicas == 0 for m in self.models):
+            # At zero replicas no vllm:* series exists; the gateway's counters are not per model,
+            # so nothing could wake one model among several.
+            raise ValueError("models: minReplicas 0 (scale to zero) needs the model to be the gateway's only one")
         if self.cluster.mode is ClusterMode.AKS:
             for model in self.models:
                 if model.pool not in pools:
                     raise ValueError(f"model {model.name!r} runs on pool {model.pool!r}, which gpuPools does not define")
+            if self.ingress.enabled and self.ingress.certificate is None:
+                raise ValueError("ingress: an enabled ingress on AKS needs certificate (keyVaultId, name)")
+            if self.cluster.platform_min_count > self.cluster.platform_max_count:
+                raise ValueError("cluster: platformMinCount cannot exceed platformMaxCount")
+        elif self.ingress.enabled and "class_name" not in self.ingress.model_fields_set:
+            # The default class is AKS's app routing add-on, which an existing cluster need not have.
+            raise ValueError("ingress: an existing cluster needs className (the IngressClass its controller serves)")
         return self
 
 
@@ -198,6 +256,19 @@ class Environment:
     spec: EnvironmentSpec
     models: tuple[PlannedModel, ...]
     pool_vm_sizes: dict[str, str]
+    base_name: str  # `slm-<stack>`, sanitised and capped: the prefix of every name the program sets
+    pool_os_disks: dict[str, int | None]  # GPU pool -> OS disk GB (None: the managed-disk default)
+
+
+BASE_NAME_MAX = 30  # leaves room for suffixes such as `-gateway-metrics` in 63-character Kubernetes names
+
+
+def derive_base_name(stack: str, source: str) -> str:
+    """`slm-<stack>` made a valid DNS label: lowercase, `_`/`.` to `-`, capped; refused if nothing is left."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")
+    if not cleaned:
+        raise InputError(source, "", f"stack name {stack!r} has no letters or digits to derive resource names from")
+    return f"slm-{cleaned}"[:BASE_NAME_MAX].rstrip("-")
 
 
 def _pool_vm(env: EnvironmentSpec, pool_name: str, existing: dict[str, str]) -> str | None:
@@ -210,7 +281,9 @@ def plan_environment(
 ) -> Environment:
     """Validate a stack's structured config and plan every model; errors name the key."""
     catalog = catalog or load_catalog()
+    facts = load_aks_facts()
     source = source or f"Pulumi.{stack}.yaml"
+    name = derive_base_name(stack, source)
     try:
         spec = EnvironmentSpec.model_validate(config)
     except ValidationError as exc:
@@ -241,7 +314,48 @@ def plan_environment(
     for pool in spec.gpu_pools:
         if pool.vm_size:
             pool_sizes[pool.name] = pool.vm_size
-    return Environment(stack, spec, tuple(models), pool_sizes)
+    os_disks: dict[str, int | None] = {}
+    if spec.cluster.mode is ClusterMode.AKS:
+        for key in ("system_vm_size", "platform_vm_size"):
+            if facts.node_size(getattr(spec.cluster, key)) is None:
+                field = f"{PROJECT}:cluster.{to_camel(key)}"
+                raise InputError(source, field, f"{getattr(spec.cluster, key)!r} has no platform facts in catalog/aks.yaml")
+        for i, pool in enumerate(spec.gpu_pools):
+            if pool.name not in pool_sizes:
+                raise InputError(
+                    source, f"{PROJECT}:gpuPools[{i}].vmSize", f"pool {pool.name!r} has no vmSize and no model to size it"
+                )
+            os_disks[pool.name] = _pool_checks(source, i, pool, pool_sizes[pool.name], spec.gpu_driver, facts)
+    return Environment(stack, spec, tuple(models), pool_sizes, name, os_disks)
+
+
+def _pool_checks(source: str, i: int, pool: GpuPoolSpec, vm_size: str, driver: GpuDriver, facts: AksFacts) -> int | None:
+    """What AKS would reject or never bring up, from the size's platform facts; returns the OS disk GB."""
+    path = f"{PROJECT}:gpuPools[{i}]"
+    if pool.mig_profile is not None and pool.mig_profile not in facts.mig_profiles.values:
+        allowed = ", ".join(facts.mig_profiles.values)
+        raise InputError(source, f"{path}.migProfile", f"{pool.mig_profile!r} is not a profile AKS accepts ({allowed})")
+    size = facts.node_size(vm_size)
+    if size is None:
+        raise InputError(source, f"{path}.vmSize", f"{vm_size!r} has no platform facts (temp disk, driver) in catalog/aks.yaml")
+    if size.driver == "grid" and driver is GpuDriver.OPERATOR:
+        raise InputError(
+            source,
+            f"{path}.vmSize",
+            f"{vm_size} is a GRID (vGPU) family: the GPU Operator's datacenter driver does not bring it up; "
+            "use an NC-family size or gpuDriver: aks",
+        )
+    if pool.os_disk_type == "Managed":
+        return pool.os_disk_gb
+    disk = pool.os_disk_gb if pool.os_disk_gb is not None else min(128, size.temp_disk_gib)
+    if disk > size.temp_disk_gib:
+        raise InputError(
+            source,
+            f"{path}.osDiskGb",
+            f"an ephemeral OS disk of {disk} GB does not fit {vm_size}'s {size.temp_disk_gib} GiB temp disk "
+            "(AKS: VMCacheSizeTooSmall); use at most that, or osDiskType: Managed",
+        )
+    return disk
 
 
 def _config_error(source: str, exc: ValidationError, prefix: list[int | str] | None = None) -> InputError:

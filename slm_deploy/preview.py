@@ -28,6 +28,26 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 REDACTED = "<redacted>"
 UNKNOWN = "<unknown>"
 PROJECT = "slm-deploy"
+# What AKS returns for an Entra ID cluster with local accounts off: kubelogin in device-code mode.
+MOCK_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: aks
+  cluster: {server: "https://aks.hcp.westeurope.azmk8s.io:443"}
+contexts:
+- name: aks
+  context: {cluster: aks, user: clusterUser}
+current-context: aks
+users:
+- name: clusterUser
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1beta1
+      command: kubelogin
+      args: [get-token, --environment, AzurePublicCloud, --server-id, 6dae42f8-4368-4678-94ff-3960e28e3630,
+             --client-id, 80faf920-1908-4b52-b5ef-a8e7bedfc67a, --tenant-id, 00000000-0000-0000-0000-0000000000aa,
+             --login, devicecode]
+"""
 
 
 @dataclass
@@ -40,6 +60,10 @@ class CapturedResource:
     inputs: dict[str, Any]
     has_secrets: bool = False
     ignore_changes: tuple[str, ...] = ()
+    # What the engine waits for before creating this resource: depends_on, the resources its
+    # inputs come from, and its provider (URNs, sorted). The simulator's ordering check reads them.
+    dependencies: tuple[str, ...] = ()
+    provider: str | None = None
 
 
 @dataclass
@@ -48,6 +72,7 @@ class PreviewResult:
     resources: list[CapturedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
+    environment: Any = None  # the validated Environment the program built from (slm_deploy.environment)
 
     def by_urn(self) -> dict[str, CapturedResource]:
         return {r.urn: r for r in self.resources}
@@ -111,8 +136,14 @@ def _mocks() -> Any:
             state.setdefault("name", f"{args.name}-{hashlib.sha256(args.name.encode()).hexdigest()[:6]}")
             if typ == "random:index/randomPassword:RandomPassword":
                 state["result"] = f"preview-{args.name}-" + "x" * 32
+            elif typ == "random:index/randomString:RandomString":
+                state["result"] = "x" * int(state.get("length", 8))
             elif typ == "azure-native:containerservice:ManagedCluster":
                 state["oidcIssuerProfile"] = {"issuerUrl": "https://oidc.example.invalid/issuer/"}
+                if state.get("ingressProfile"):
+                    identity = {"objectId": "00000000-0000-0000-0000-00000000a0a0"}
+                    routing = {**state["ingressProfile"]["webAppRouting"], "identity": identity}
+                    state["ingressProfile"] = {"webAppRouting": routing}
             elif typ == "azure-native:managedidentity:UserAssignedIdentity":
                 state["clientId"] = "00000000-0000-0000-0000-00000000c1d0"
                 state["principalId"] = "00000000-0000-0000-0000-00000000b1d0"
@@ -129,11 +160,18 @@ def _mocks() -> Any:
             if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
                 import base64
 
-                kubeconfig = base64.b64encode(b"apiVersion: v1\nkind: Config\n").decode()
+                kubeconfig = base64.b64encode(MOCK_KUBECONFIG.encode()).decode()
                 return {"kubeconfigs": [{"name": "clusterUser", "value": kubeconfig}]}, []
             return {}, []
 
     return Mocks()
+
+
+def _dependencies(request: Any) -> tuple[str, ...]:
+    urns = set(request.dependencies)
+    for deps in request.propertyDependencies.values():
+        urns.update(deps.urns)
+    return tuple(sorted(urns))
 
 
 def _monitor(mocks: Any, result: PreviewResult) -> Any:
@@ -155,6 +193,8 @@ def _monitor(mocks: Any, result: PreviewResult) -> Any:
                         inputs,
                         secret,
                         tuple(request.ignoreChanges),
+                        _dependencies(request),
+                        request.provider.rsplit("::", 1)[0] if request.provider else None,
                     )
                 )
             return response
@@ -215,7 +255,7 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
     set_all_config(config, secret_keys)
     # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.
-    read_config(stack, project_config(), source)
+    result.environment = read_config(stack, project_config(), source)
     locked_catalog(root)  # an image missing from the lock is exit 2 too, before the program runs
 
     def program() -> None:

@@ -403,6 +403,11 @@ def _stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Call
     for rule in rules_of(Kind.OUTPUTS):
         for message in rule(outputs):
             report_rule(f"stack {stack}", rule.id, rule.severity.value, "outputs", message)
+    # The deployment simulator: do the resources work together on the cluster they create?
+    from slm_deploy.simulator import BY_ID, from_preview, simulate
+
+    for finding in simulate(from_preview(result)):
+        report_rule(f"stack {stack}", finding.rule, BY_ID[finding.rule].severity.value, finding.resource, finding.message)
     return out
 
 

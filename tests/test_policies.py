@@ -182,6 +182,7 @@ def test_crossguard_pack_passes_every_stack_on_the_analyzer_path(stack: str) -> 
     """The resources captured from the offline preview, through the pack's validate functions."""
     from pulumi_policy import (
         PolicyCustomTimeouts,
+        PolicyProviderResource,
         PolicyResource,
         PolicyResourceOptions,
         ResourceValidationArgs,
@@ -199,6 +200,15 @@ def test_crossguard_pack_passes_every_stack_on_the_analyzer_path(stack: str) -> 
     for r in result.resources:
         opts = PolicyResourceOptions(False, list(r.ignore_changes), None, [], PolicyCustomTimeouts(0, 0, 0), [], r.parent)
         resources.append(PolicyResource(r.type, r.inputs, r.urn, r.name, opts, None, None, [], {}))
+    # What the engine gives stack policies: parents, dependencies and providers as resources (the
+    # deployment simulator's ordering and access checks read them).
+    by_urn = {res.urn: res for res in resources}
+    for r, res in zip(result.resources, resources, strict=True):
+        res.parent = by_urn.get(r.parent) if r.parent else None
+        res.dependencies = [by_urn[d] for d in r.dependencies if d in by_urn]
+        if r.provider in by_urn:
+            provider = by_urn[r.provider]
+            res.provider = PolicyProviderResource(provider.resource_type, provider.props, provider.urn, provider.name)
     for policy in build_policies():
         if isinstance(policy, ResourceValidationPolicy):
             for res in resources:

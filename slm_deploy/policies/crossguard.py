@@ -22,6 +22,7 @@ from pulumi_policy import Severity as PolicySeverity
 
 from slm_deploy.policies.model import Kind, Rule, Severity
 from slm_deploy.policies.registry import rules_of
+from slm_deploy.simulator.rules import SIM_RULES, SimRule
 
 ENFORCEMENT = {
     Severity.CRITICAL: EnforcementLevel.MANDATORY,
@@ -67,6 +68,25 @@ def stack_validator(rule: Rule) -> Any:
     return validate
 
 
+def simulator_validator(rule: SimRule) -> Any:
+    """One stack policy per simulator rule; the simulation itself runs once per stack."""
+
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        from slm_deploy.simulator import from_policy, simulate
+
+        key = tuple(r.urn for r in args.resources)
+        if _LAST_RUN.get("key") != key:
+            _LAST_RUN.update(key=key, findings=simulate(from_policy(args.resources)))
+        for finding in _LAST_RUN["findings"]:
+            if finding.rule == rule.id:
+                report_violation(f"{rule.title}: {finding.resource}: {finding.message}. Fix: {rule.fix}", None)
+
+    return validate
+
+
+_LAST_RUN: dict[str, Any] = {}
+
+
 def _name(rule: Rule) -> str:
     return rule.id.lower()
 
@@ -82,6 +102,17 @@ def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
                 enforcement_level=ENFORCEMENT[rule.severity],
                 severity=SEVERITY[rule.severity],
                 remediation_steps=rule.fix,
+            )
+        )
+    for sim_rule in SIM_RULES:
+        policies.append(
+            StackValidationPolicy(
+                name=sim_rule.id.lower(),
+                description=f"{sim_rule.title}. {sim_rule.rationale}",
+                validate=simulator_validator(sim_rule),
+                enforcement_level=ENFORCEMENT[sim_rule.severity],
+                severity=SEVERITY[sim_rule.severity],
+                remediation_steps=sim_rule.fix,
             )
         )
     for rule in rules_of(Kind.K8S_SET):

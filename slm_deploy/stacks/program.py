@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import ClusterMode, Environment, EnvironmentSpec, plan_environment
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.gateway import Gateway
@@ -58,12 +59,17 @@ def build(
     """Declare every resource; image references come from CATALOG (default: pinned by the lock in
     the current folder, which is the project folder under `pulumi up`)."""
     catalog = catalog or locked_catalog(Path.cwd())
+    facts = load_aks_facts()
     spec = env.spec
-    name = f"slm-{env.stack}"
+    name = env.base_name
     secrets, grafana_password = _secret_inputs(name, hf_token)
     key_vault: KeyVaultSource | None = None
+    secrets_ready: list[pulumi.Resource] = []
+    spot_taints: dict[str, tuple[str, ...]] = {}
     if spec.cluster.mode is ClusterMode.AKS:
-        from slm_deploy.stacks.azure.cluster import AksCluster, GpuNodePool
+        from pulumi_azure_native import authorization
+
+        from slm_deploy.stacks.azure.cluster import AksCluster, GpuNodePool, PlatformNodePool
         from slm_deploy.stacks.azure.foundation import AzureFoundation
         from slm_deploy.stacks.azure.secrets import ServingSecrets
         from slm_deploy.stacks.k8s.namespace import SERVICE_ACCOUNT
@@ -72,23 +78,39 @@ def build(
         cluster = AksCluster(
             name,
             cluster=spec.cluster,
+            ingress=spec.ingress,
+            facts=facts,
             resource_group_name=foundation.resource_group_name,
             subnet_id=foundation.subnet_id,
             workspace_id=foundation.workspace_id,
         )
-        pools = [
-            GpuNodePool(
-                f"{name}-{pool.name}",
-                pool=pool,
-                vm_size=env.pool_vm_sizes[pool.name],
-                driver=spec.gpu_driver,
-                resource_group_name=foundation.resource_group_name,
-                cluster_name=cluster.name,
-                subnet_id=foundation.subnet_id,
-                opts=pulumi.ResourceOptions(parent=cluster),
+        platform_size = facts.node_size(spec.cluster.platform_vm_size)
+        platform = PlatformNodePool(
+            f"{name}-platform",
+            cluster=spec.cluster,
+            os_disk_gb=min(128, platform_size.temp_disk_gib) if platform_size else 128,
+            resource_group_name=foundation.resource_group_name,
+            cluster_name=cluster.name,
+            subnet_id=foundation.subnet_id,
+            opts=pulumi.ResourceOptions(parent=cluster),
+        )
+        pools: list[pulumi.Resource] = [platform]
+        for pool in spec.gpu_pools:
+            pools.append(
+                GpuNodePool(
+                    f"{name}-{pool.name}",
+                    pool=pool,
+                    vm_size=env.pool_vm_sizes[pool.name],
+                    os_disk_gb=env.pool_os_disks[pool.name],
+                    driver=spec.gpu_driver,
+                    resource_group_name=foundation.resource_group_name,
+                    cluster_name=cluster.name,
+                    subnet_id=foundation.subnet_id,
+                    opts=pulumi.ResourceOptions(parent=cluster),
+                )
             )
-            for pool in spec.gpu_pools
-        ]
+            # AKS taints every spot node; pods for that pool must tolerate it.
+            spot_taints[pool.name] = facts.pool_kinds["spot"].taints if pool.spot else ()
         vault = ServingSecrets(
             name,
             resource_group_name=foundation.resource_group_name,
@@ -99,7 +121,26 @@ def build(
             secrets=secrets,
         )
         key_vault = KeyVaultSource(vault.vault_name, vault.client_id, vault.tenant_id)
-        provider = k8s.Provider(f"{name}-k8s", kubeconfig=cluster.kubeconfig, opts=pulumi.ResourceOptions(depends_on=pools))
+        secrets_ready = vault.ready
+        if spec.ingress.enabled and spec.ingress.certificate is not None and cluster.app_routing_object_id is not None:
+            # The app routing add-on's identity reads the TLS certificate from the user's vault.
+            role = facts.roles["key_vault_certificate_user"]
+            client = authorization.get_client_config_output()
+            authorization.RoleAssignment(
+                f"{name}-ingress-certificate",
+                principal_id=cluster.app_routing_object_id,
+                principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+                role_definition_id=client.subscription_id.apply(
+                    lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role.id}"
+                ),
+                scope=spec.ingress.certificate.key_vault_id,
+                opts=pulumi.ResourceOptions(parent=cluster),
+            )
+        # Kubernetes calls start once the pools exist and the deployer's cluster-admin role has
+        # propagated (a 403 otherwise).
+        provider = k8s.Provider(
+            f"{name}-k8s", kubeconfig=cluster.kubeconfig, opts=pulumi.ResourceOptions(depends_on=[*pools, *cluster.admin_ready])
+        )
         pulumi.export("clusterName", cluster.name)
         pulumi.export("keyVaultName", vault.vault_name)
         pulumi.export("kubeconfig", cluster.kubeconfig)
@@ -108,9 +149,16 @@ def build(
     with_provider = pulumi.ResourceOptions(provider=provider)
     from slm_deploy.stacks.k8s.gpu import GpuSupport
 
-    GpuSupport(f"{name}-gpu", driver=spec.gpu_driver, catalog=catalog, monitoring=spec.monitoring.enabled, opts=with_provider)
+    extra_gpu_taints = tuple(sorted({t for taints in spot_taints.values() for t in taints}))
+    GpuSupport(
+        f"{name}-gpu",
+        driver=spec.gpu_driver,
+        catalog=catalog,
+        monitoring=spec.monitoring.enabled,
+        extra_gpu_taints=extra_gpu_taints,
+        opts=with_provider,
+    )
     namespace = ServingNamespace(name, namespace=spec.namespace, secrets=secrets, key_vault=key_vault, opts=with_provider)
-    after_ns = pulumi.ResourceOptions(provider=provider, depends_on=[namespace])
     monitoring = None
     if spec.monitoring.enabled:
         monitoring = Monitoring(
@@ -120,7 +168,10 @@ def build(
             grafana_password=grafana_password,
             opts=with_provider,
         )
-    monitoring_dep: list[pulumi.Resource] = [monitoring] if monitoring else []
+    release = monitoring.release if monitoring else None
+    # Workloads wait for the namespace and, on AKS, for the Key Vault chain their CSI mount needs;
+    # only what needs monitoring's CRDs waits for the monitoring release.
+    after_secrets = pulumi.ResourceOptions(provider=provider, depends_on=[namespace, *secrets_ready])
     upstreams = []
     for planned in env.models:
         component = SERVERS[Runtime(planned.plan.runtime)]
@@ -133,14 +184,16 @@ def build(
             monitoring=spec.monitoring.enabled,
             has_hf_token="hf_token" in secrets,
             workload_identity=key_vault is not None,
+            monitoring_release=release,
+            pool_taints=spot_taints.get(planned.spec.pool, ()),
+            # With one model behind the gateway, every request it counts is for that model.
+            activation_query=(
+                f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway"}}[2m]))'
+                if len(env.models) == 1
+                else None
+            ),
         )
-        server = component(
-            planned.spec.name,
-            plan=planned.plan,
-            catalog=catalog,
-            settings=settings,
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, *monitoring_dep]),
-        )
+        server = component(planned.spec.name, plan=planned.plan, catalog=catalog, settings=settings, opts=after_secrets)
         upstreams.append((planned.spec.name, f"{planned.spec.name}.{spec.namespace}.svc.cluster.local:{server.port}"))
     identity = {"azure.workload.identity/use": "true"} if key_vault is not None else {}
     Gateway(
@@ -151,14 +204,16 @@ def build(
         replicas=spec.gateway_replicas,
         ingress=spec.ingress,
         identity_label=identity,
-        opts=after_ns,
+        monitoring_release=release,
+        opts=after_secrets,
     )
-    if monitoring is not None and spec.monitoring.alerts:
+    if release is not None and spec.monitoring.alerts:
         from slm_deploy.stacks.k8s.observability import publish_observability
 
-        publish_observability(name, env, opts=after_ns)
+        # The PrometheusRule's CRD and the Grafana sidecar that reads the dashboards come with the release.
+        publish_observability(name, env, opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, release]))
     pulumi.export("namespace", spec.namespace)
-    pulumi.export("gateway", f"http://slm-{env.stack}-gateway.{spec.namespace}.svc.cluster.local")
+    pulumi.export("gateway", f"http://{name}-gateway.{spec.namespace}.svc.cluster.local")
     pulumi.export("models", [f"/{m.spec.name}/v1" for m in env.models])
     # `pulumi stack output --show-secrets apiKey > api_key`, then run one of these (in the cluster, or through the ingress).
     base = f"https://{spec.ingress.host}" if spec.ingress.enabled else f"http://{name}-gateway.{spec.namespace}.svc.cluster.local"

@@ -4,6 +4,7 @@ user-assigned identity federated with the serving namespace's service account.""
 from __future__ import annotations
 
 import pulumi
+import pulumi_random as random
 from pulumi_azure_native import authorization, keyvault, managedidentity
 
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"  # built-in role definition id
@@ -14,6 +15,9 @@ class ServingSecrets(pulumi.ComponentResource):
     client_id: pulumi.Output[str]
     tenant_id: pulumi.Output[str]
     secret_names: list[str]
+    # What a pod mounting the secrets needs to exist first: the secrets, the federated credential
+    # and the identity's role on the vault (the CSI mount fails until all three do).
+    ready: list[pulumi.Resource]
 
     def __init__(
         self,
@@ -30,8 +34,15 @@ class ServingSecrets(pulumi.ComponentResource):
         super().__init__("slm:azure:ServingSecrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         client = authorization.get_client_config_output()
+        # Key Vault names are global, 3-24 characters: Pulumi's auto-name (the logical name plus a
+        # random suffix) outgrows that for longer stack names. A short prefix and our own suffix,
+        # fixed in state, stay within it; a re-created stack gets a new one (the old name is held
+        # by soft delete and purge protection for 90 days).
+        suffix = random.RandomString(f"{name}-kv-suffix", length=6, special=False, upper=False, opts=child)
+        prefix = name[:17].rstrip("-")
         vault = keyvault.Vault(
             f"{name}-kv",
+            vault_name=suffix.result.apply(lambda s: f"{prefix}-{s}"),
             resource_group_name=resource_group_name,
             properties=keyvault.VaultPropertiesArgs(
                 tenant_id=client.tenant_id,
@@ -48,8 +59,9 @@ class ServingSecrets(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        ready: list[pulumi.Resource] = []
         for secret_name, value in sorted(secrets.items()):
-            keyvault.Secret(
+            secret = keyvault.Secret(
                 f"{name}-{secret_name}",
                 resource_group_name=resource_group_name,
                 vault_name=vault.name,
@@ -57,8 +69,9 @@ class ServingSecrets(pulumi.ComponentResource):
                 properties=keyvault.SecretPropertiesArgs(value=pulumi.Output.secret(value)),
                 opts=pulumi.ResourceOptions(parent=vault),
             )
+            ready.append(secret)
         identity = managedidentity.UserAssignedIdentity(f"{name}-id", resource_group_name=resource_group_name, opts=child)
-        managedidentity.FederatedIdentityCredential(
+        federation = managedidentity.FederatedIdentityCredential(
             f"{name}-federation",
             resource_group_name=resource_group_name,
             resource_name_=identity.name,
@@ -67,7 +80,7 @@ class ServingSecrets(pulumi.ComponentResource):
             audiences=["api://AzureADTokenExchange"],
             opts=pulumi.ResourceOptions(parent=identity),
         )
-        authorization.RoleAssignment(
+        role = authorization.RoleAssignment(
             f"{name}-secrets-user",
             principal_id=identity.principal_id,
             principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
@@ -81,4 +94,5 @@ class ServingSecrets(pulumi.ComponentResource):
         self.client_id = identity.client_id
         self.tenant_id = client.tenant_id
         self.secret_names = sorted(secrets)
+        self.ready = [*ready, federation, role]
         self.register_outputs({"vaultName": vault.name, "clientId": identity.client_id})

@@ -89,6 +89,28 @@ def port(number: int, name: str) -> ContainerPortArgs:
 
 
 GPU_TOLERATION = TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+GPU_TOLERATION_VALUES = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def toleration_values(taints: tuple[str, ...]) -> list[dict[str, str]]:
+    """`key=value:Effect` taints (as AKS writes them) -> tolerations that match them exactly."""
+    out = []
+    for taint in taints:
+        key_value, effect = taint.rsplit(":", 1)
+        key, _, value = key_value.partition("=")
+        out.append(
+            {"key": key, "operator": "Equal", "value": value, "effect": effect}
+            if value
+            else {"key": key, "operator": "Exists", "effect": effect}
+        )
+    return out
+
+
+def tolerations_for(taints: tuple[str, ...]) -> list[TolerationArgs]:
+    return [
+        TolerationArgs(key=t["key"], operator=t["operator"], value=t.get("value"), effect=t["effect"])
+        for t in toleration_values(taints)
+    ]
 
 
 def gib(value: float) -> str:

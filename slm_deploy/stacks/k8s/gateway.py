@@ -73,6 +73,7 @@ class Gateway(pulumi.ComponentResource):
         replicas: int,
         ingress: IngressSpec,
         identity_label: dict[str, str],
+        monitoring_release: pulumi.Resource | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:k8s:Gateway", name, None, opts)
@@ -177,15 +178,31 @@ class Gateway(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        metrics_monitor(name, ns, kind="ServiceMonitor", role="gateway", port_name="metrics", path="/metrics", opts=child)
+        if monitoring_release is not None:
+            # The ServiceMonitor CRD comes with the monitoring release.
+            metrics_monitor(
+                name,
+                ns,
+                kind="ServiceMonitor",
+                role="gateway",
+                port_name="metrics",
+                path="/metrics",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_release]),
+            )
         if ingress.enabled:
             assert ingress.host is not None
+            annotations = None
+            secret_name = ingress.tls_secret_name
+            if ingress.certificate is not None:
+                # The app routing add-on syncs the Key Vault certificate into `keyvault-<ingress>`.
+                annotations = {"kubernetes.azure.com/tls-cert-keyvault-uri": ingress.certificate.uri}
+                secret_name = f"keyvault-{name}"
             Ingress(
                 f"{name}-ingress",
-                metadata=ObjectMetaArgs(name=name, namespace=ns),
+                metadata=ObjectMetaArgs(name=name, namespace=ns, annotations=annotations),
                 spec=IngressSpecArgs(
                     ingress_class_name=ingress.class_name,
-                    tls=[IngressTLSArgs(hosts=[ingress.host], secret_name=ingress.tls_secret_name)],
+                    tls=[IngressTLSArgs(hosts=[ingress.host], secret_name=secret_name)],
                     rules=[
                         IngressRuleArgs(
                             host=ingress.host,

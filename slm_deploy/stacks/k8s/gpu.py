@@ -8,6 +8,7 @@ from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
 from slm_deploy.catalog import Catalog, Image
 from slm_deploy.environment import GpuDriver
+from slm_deploy.stacks.k8s.common import GPU_TOLERATION_VALUES, toleration_values
 
 
 def operator_image(image: Image) -> dict[str, str]:
@@ -25,6 +26,7 @@ class GpuSupport(pulumi.ComponentResource):
         driver: GpuDriver,
         catalog: Catalog,
         monitoring: bool,
+        extra_gpu_taints: tuple[str, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:k8s:GpuSupport", name, None, opts)
@@ -32,7 +34,7 @@ class GpuSupport(pulumi.ComponentResource):
         # With AKS-installed drivers (gpuProfile.driver Install) the chart runs only the device
         # plugin, MIG manager and DCGM exporter; otherwise it installs the driver and toolkit too.
         installs_driver = driver is GpuDriver.OPERATOR
-        values = {
+        values: dict[str, object] = {
             "driver": {"enabled": installs_driver},
             "toolkit": {"enabled": installs_driver},
             "devicePlugin": {"enabled": True, **operator_image(catalog.images["nvidia-device-plugin"])},
@@ -42,12 +44,17 @@ class GpuSupport(pulumi.ComponentResource):
                 **operator_image(catalog.images["dcgm-exporter"]),
             },
             "migManager": {"enabled": True},
-            # The operator's daemon sets tolerate the GPU taint and nothing else.
-            "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            # The operator's daemon sets tolerate the GPU taint and whatever else AKS puts on the
+            # GPU pools (spot), and nothing more.
+            "daemonsets": {"tolerations": [GPU_TOLERATION_VALUES, *toleration_values(extra_gpu_taints)]},
             "node-feature-discovery": {"worker": {"tolerations": [{"operator": "Exists"}]}},
-            "operator": {"defaultRuntime": "containerd"},
             "psa": {"enabled": True},
         }
+        if not installs_driver:
+            # AKS node images ship the driver and the container toolkit, whose containerd handler is
+            # nvidia-container-runtime (NVIDIA, "GPU Operator with Azure Kubernetes Service",
+            # preinstalled driver and toolkit). v25.3.4 has no operator.defaultRuntime value.
+            values["operator"] = {"runtimeClass": "nvidia-container-runtime"}
         release = Release(
             f"{name}-gpu-operator",
             ReleaseArgs(

@@ -45,7 +45,7 @@ class Monitoring(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
-        Secret(
+        admin = Secret(
             f"{name}-grafana-admin",
             metadata=ObjectMetaArgs(name=GRAFANA_SECRET, namespace=NAMESPACE),
             type="Opaque",
@@ -60,7 +60,15 @@ class Monitoring(pulumi.ComponentResource):
             "seccompProfile": {"type": "RuntimeDefault"},
         }
         values = {
+            # AKS runs the control plane and Cilium replaces kube-proxy: these targets never answer,
+            # and their default alerts would fire from day one (the chart drops their rules too).
+            "kubeControllerManager": {"enabled": False},
+            "kubeScheduler": {"enabled": False},
+            "kubeEtcd": {"enabled": False},
+            "kubeProxy": {"enabled": False},
             "grafana": {
+                # Its ReadWriteOnce disk cannot attach to a second pod: a rolling update would stick.
+                "deploymentStrategy": {"type": "Recreate"},
                 "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
                 "persistence": {"enabled": True, "size": f"{spec.grafana_storage_gi}Gi"},
                 "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": "ALL"}},
@@ -101,7 +109,8 @@ class Monitoring(pulumi.ComponentResource):
                 atomic=True,
                 timeout=900,
             ),
-            opts=in_ns,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin]),
         )
+        self.release = release
         self.namespace = NAMESPACE
         self.register_outputs({"release": release.name, "namespace": NAMESPACE})

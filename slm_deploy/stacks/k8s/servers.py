@@ -73,6 +73,7 @@ from slm_deploy.stacks.k8s.common import (
     scratch_volume,
     selector,
     spread,
+    tolerations_for,
 )
 from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
 
@@ -95,6 +96,19 @@ class ServerSettings:
     monitoring: bool
     has_hf_token: bool
     workload_identity: bool  # Key Vault secrets through Azure workload identity (aks mode)
+    # The monitoring release (installs the PodMonitor CRD); None when monitoring is off.
+    monitoring_release: pulumi.Resource | None = None
+    # Taints the pool carries besides the GPU taint (AKS's spot taint on spot pools).
+    pool_taints: tuple[str, ...] = ()
+    # PromQL for the demand the gateway sees for this model: what wakes it from zero replicas,
+    # when no vllm:* series exists. Set only where the gateway serves this model alone.
+    activation_query: str | None = None
+
+
+# torch calls getpass.getuser(), which raises KeyError for a uid without a passwd entry (uid 10001
+# in these images); USER/LOGNAME answer it first. TorchInductor's cache goes to the writable /tmp.
+# vllm-project/vllm#44548, kserve/kserve#5666.
+VLLM_IDENTITY_ENV = {"USER": "slm", "LOGNAME": "slm", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor"}
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -151,10 +165,17 @@ class ModelServer(pulumi.ComponentResource):
         disruption_budget(name, ns, child)
         self._autoscaler(name, ns, plan, settings, deployment, child)
         self._network_policies(name, ns, spec, child)
-        if settings.monitoring and runtime in METRICS_PATH:
-            # Every replica is scraped directly (PodMonitor), not through the Service.
+        if settings.monitoring_release is not None and runtime in METRICS_PATH:
+            # Every replica is scraped directly (PodMonitor), not through the Service. Its CRD comes
+            # with the monitoring release: wait for it (pulumi-kubernetes retries a missing CRD ~1 min).
             metrics_monitor(
-                name, ns, kind="PodMonitor", role="model-server", port_name="http", path=METRICS_PATH[runtime], opts=child
+                name,
+                ns,
+                kind="PodMonitor",
+                role="model-server",
+                port_name="http",
+                path=METRICS_PATH[runtime],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[settings.monitoring_release]),
             )
         self.service_name = service.metadata.name
         self.register_outputs({"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name})
@@ -217,7 +238,7 @@ class ModelServer(pulumi.ComponentResource):
                         service_account_name=SERVICE_ACCOUNT,
                         automount_service_account_token=False,
                         security_context=pod_security(),
-                        tolerations=[GPU_TOLERATION],
+                        tolerations=[GPU_TOLERATION, *tolerations_for(settings.pool_taints)],
                         node_selector=self._node_selector(settings),
                         containers=[
                             ContainerArgs(
@@ -225,7 +246,7 @@ class ModelServer(pulumi.ComponentResource):
                                 image=fetch["image"],
                                 image_pull_policy="Always",
                                 command=command,
-                                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(fetch["environment"].items())],
+                                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._fetch_environment(spec).items())],
                                 security_context=container_security(),
                                 resources=ResourceRequirementsArgs(
                                     requests={"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
@@ -240,6 +261,19 @@ class ModelServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+    @staticmethod
+    def _environment(spec: RuntimeSpec) -> dict[str, str]:
+        # runtimes.py may already set these (the edge bundles need them too); never override it.
+        extra = VLLM_IDENTITY_ENV if spec.runtime is Runtime.VLLM else {}
+        return {**extra, **spec.environment}
+
+    @staticmethod
+    def _fetch_environment(spec: RuntimeSpec) -> dict[str, str]:
+        assert spec.fetch is not None
+        # The fetch job runs the server's image as the same uid.
+        extra = VLLM_IDENTITY_ENV if spec.runtime is Runtime.VLLM else {}
+        return {**extra, **spec.fetch["environment"]}
 
     @staticmethod
     def _identity_label(settings: ServerSettings) -> dict[str, str]:
@@ -286,7 +320,7 @@ class ModelServer(pulumi.ComponentResource):
             image_pull_policy="Always",
             command=spec.entrypoint,
             args=spec.command,
-            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(spec.environment.items())],
+            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._environment(spec).items())],
             ports=[port(spec.port, "http")],
             security_context=container_security(),
             resources=ResourceRequirementsArgs(
@@ -344,7 +378,7 @@ class ModelServer(pulumi.ComponentResource):
                         automount_service_account_token=False,
                         security_context=pod_security(),
                         termination_grace_period_seconds=60,
-                        tolerations=[GPU_TOLERATION] if res.gpu_count else None,
+                        tolerations=[GPU_TOLERATION, *tolerations_for(settings.pool_taints)] if res.gpu_count else None,
                         node_selector=self._node_selector(settings),
                         topology_spread_constraints=spread(name),
                         init_containers=[wait],
@@ -368,7 +402,32 @@ class ModelServer(pulumi.ComponentResource):
         scaling = settings.autoscaling
         queue_metric = plan.runtime == Runtime.VLLM.value and settings.keda and settings.monitoring
         if queue_metric:
-            query = f'sum(vllm:num_requests_waiting{{namespace="{ns}",model_name="{plan.model}"}})'
+            # In-flight requests (running + waiting), not the queue alone: a replica serving at full
+            # slots has an empty queue, so a queue-only query reads 0 under steady load, scales the
+            # deployment down (or to zero) and oscillates (the simulator's autoscaling check,
+            # SLM-SIM-008). The target per replica is its slots plus queueThreshold waiting.
+            selector = f'{{namespace="{ns}",model_name="{plan.model}"}}'
+            query = f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
+            target = plan.concurrency + scaling.queue_threshold
+            triggers = [
+                {
+                    "type": "prometheus",
+                    "metadata": {"serverAddress": PROMETHEUS_URL, "query": query, "threshold": str(target)},
+                }
+            ]
+            if scaling.min_replicas == 0 and settings.activation_query:
+                # Activation only: a threshold no request rate reaches never sizes the deployment.
+                triggers.append(
+                    {
+                        "type": "prometheus",
+                        "metadata": {
+                            "serverAddress": PROMETHEUS_URL,
+                            "query": settings.activation_query,
+                            "threshold": "1000000",
+                            "activationThreshold": "0",
+                        },
+                    }
+                )
             CustomResource(
                 f"{name}-scaler",
                 api_version="keda.sh/v1alpha1",
@@ -380,16 +439,7 @@ class ModelServer(pulumi.ComponentResource):
                     "maxReplicaCount": scaling.max_replicas,
                     "pollingInterval": scaling.polling_interval_seconds,
                     "cooldownPeriod": scaling.cooldown_seconds,
-                    "triggers": [
-                        {
-                            "type": "prometheus",
-                            "metadata": {
-                                "serverAddress": PROMETHEUS_URL,
-                                "query": query,
-                                "threshold": str(scaling.queue_threshold),
-                            },
-                        }
-                    ],
+                    "triggers": triggers,
                 },
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
             )

@@ -1,0 +1,214 @@
+"""AKS platform facts (aks.yaml) and Helm chart profiles (chart_profiles.yaml), validated on load.
+
+Facts about the outside world live in those data files, each with its source; the stacks and the
+deployment simulator read them from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slm_deploy.errors import InputError, from_validation_error
+
+CATALOG_DIR = Path(__file__).parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PoolKind(_Strict):
+    labels: dict[str, str]
+    taints: tuple[str, ...]
+    source: str
+
+
+class Reservations(_Strict):
+    cpu_millicores: dict[int, int]
+    memory_per_pod_mib: int
+    memory_base_mib: int
+    memory_max_fraction: float
+    eviction_mib: int
+    max_pods: int
+    source: str
+
+    def allocatable(self, vcpus: int, memory_gib: float) -> tuple[int, int]:
+        """(CPU millicores, memory MiB) a node of this size offers to pods."""
+        tiers = sorted(self.cpu_millicores.items())
+        reserved_cpu = tiers[-1][1]
+        for cores, millis in tiers:
+            if vcpus <= cores:
+                reserved_cpu = millis
+                break
+        memory_mib = int(memory_gib * 1024)
+        kube_reserved = min(
+            self.memory_per_pod_mib * self.max_pods + self.memory_base_mib, int(memory_mib * self.memory_max_fraction)
+        )
+        return vcpus * 1000 - reserved_cpu, memory_mib - kube_reserved - self.eviction_mib
+
+
+class NodeSize(_Strict):
+    id: str = Field(pattern=r"^Standard_\w+$")
+    vcpus: int = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    temp_disk_gib: int = Field(ge=0)
+    driver: Literal["none", "datacenter", "grid"]
+    checked: bool
+    source: str
+
+
+class NameRule(_Strict):
+    max: int
+    pattern: str
+    source: str
+
+
+class Role(_Strict):
+    id: str
+    name: str
+    source: str
+
+
+class Values(_Strict):
+    values: tuple[str, ...]
+    source: str
+
+
+class Seconds(_Strict):
+    value: int
+    source: str
+
+
+class RunnerRole(_Strict):
+    role: str
+    scope: str
+    why: str
+
+
+class Runner(_Strict):
+    azure_roles: tuple[RunnerRole, ...]
+    kubelogin: str
+    quotas: str
+    source: str
+
+
+class Addon(_Strict):
+    id: str
+    enabled_by: str
+    crds: tuple[str, ...] = ()
+    csi_drivers: tuple[str, ...] = ()
+    ingress_classes: tuple[str, ...] = ()
+    tls_secret_prefix: str | None = None
+    source: str
+
+
+class AutoscalingFacts(_Strict):
+    hpa_scale_down_stabilization_seconds: int
+    hpa_sync_seconds: int
+    vllm_default_max_num_seqs: int
+    source: str
+
+
+class ImageEnvFacts(_Strict):
+    values: tuple[str, ...]
+    env: tuple[str, ...]
+    source: str
+
+
+class AksFacts(_Strict):
+    pool_kinds: dict[Literal["system", "user", "spot"], PoolKind]
+    reservations: Reservations
+    node_sizes: tuple[NodeSize, ...]
+    mig_profiles: Values
+    documentation_ranges: Values
+    names: dict[str, NameRule]
+    roles: dict[str, Role]
+    rbac_propagation_seconds: Seconds
+    runner: Runner
+    addons: tuple[Addon, ...]
+    storage_classes: Values
+    kubernetes_data_roles: Values
+    autoscaling: AutoscalingFacts
+    minor_upgrade_channels: Values
+    passwd_less_images: ImageEnvFacts
+
+    def node_size(self, vm_size: str) -> NodeSize | None:
+        return next((s for s in self.node_sizes if s.id == vm_size), None)
+
+    def documentation_range(self, cidr: str) -> str | None:
+        """The documentation range `cidr` overlaps, if any."""
+        network = ipaddress.ip_network(cidr, strict=False)
+        for reserved in self.documentation_ranges.values:
+            other = ipaddress.ip_network(reserved)
+            if network.version == other.version and network.overlaps(other):
+                return reserved
+        return None
+
+
+class ChartComponent(_Strict):
+    name: str
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet"]
+    enabled: str | None = None
+    needs: Literal["gpu"] | None = None
+    tolerations: str
+    node_selector: str
+    resources: str
+    defaults: dict[str, Any]
+
+
+class RwoDeployment(_Strict):
+    persistence: str  # values path: persistence on
+    strategy: str  # values path of the Deployment strategy type
+    default_strategy: str
+
+
+class ChartProfile(_Strict):
+    id: str
+    version: str
+    source: str
+    crds: tuple[str, ...]
+    components: tuple[ChartComponent, ...]
+    known_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Values that must hold on AKS (path -> value), e.g. scrape targets AKS never exposes.
+    aks_values: dict[str, Any] = Field(default_factory=dict)
+    aks_values_source: str | None = None
+    # Values naming a Secret, in the release's namespace, the release reads at install.
+    secret_refs: tuple[str, ...] = ()
+    # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.
+    rwo_deployments: tuple[RwoDeployment, ...] = ()
+
+
+class _Profiles(_Strict):
+    charts: tuple[ChartProfile, ...]
+
+
+def _load(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(str(path), "", f"cannot read catalog: {exc}".replace("\n", " ")) from None
+
+
+@cache
+def load_aks_facts(directory: Path = CATALOG_DIR) -> AksFacts:
+    path = directory / "aks.yaml"
+    try:
+        return AksFacts.model_validate(_load(path))
+    except ValidationError as exc:
+        raise from_validation_error(path.name, exc) from None
+
+
+@cache
+def load_chart_profiles(directory: Path = CATALOG_DIR) -> dict[tuple[str, str], ChartProfile]:
+    path = directory / "chart_profiles.yaml"
+    try:
+        profiles = _Profiles.model_validate(_load(path))
+    except ValidationError as exc:
+        raise from_validation_error(path.name, exc) from None
+    return {(p.id, p.version): p for p in profiles.charts}

@@ -1,0 +1,236 @@
+"""Autoscaling: each KEDA ScaledObject and HPA, run over a load trace (idle, burst, sustained,
+idle) in 15-second steps, with the metric each trigger reads computed from the load and the
+replicas (so scaling feeds back into the metric, as on the cluster).
+
+Load is in concurrent requests. A replica serves up to C at once (vLLM --max-num-seqs, Ollama
+OLLAMA_NUM_PARALLEL); the rest wait. `vllm:num_requests_running` = min(load, replicas x C),
+`vllm:num_requests_waiting` = the rest, and both are absent (0) at zero replicas: no pod exports
+them. The gateway's request counter (`caddy_http_requests_total`) sees the demand whatever the
+replicas. CPU utilisation = load / (replicas x C). The HPA rules:
+desired = ceil(metric / target) for AverageValue (KEDA's Prometheus trigger), ceil(replicas x
+utilisation / target) with a 10 % tolerance for CPU; scale up at once, scale down to the highest
+recommendation of the stabilization window; KEDA activates from zero on a non-zero metric at its
+polling interval and returns to zero after cooldownPeriod without one.
+
+Not modelled: pod start-up time (weights loading), node provisioning, metric scrape lag.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+from slm_deploy.catalog.platform import AksFacts
+from slm_deploy.simulator.model import Finding, SimResource, Stack, dig, label
+
+STEP = 15
+PHASES = (("idle", 600, 0.0), ("burst", 600, 2.0), ("sustained", 1800, 0.8), ("idle", 1800, 0.0))
+
+
+@dataclass(frozen=True)
+class Trigger:
+    metric: str  # waiting | inflight | gateway | cpu | other
+    target: float
+    activation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scaler:
+    resource: SimResource
+    kind: str  # keda | hpa
+    min_replicas: int
+    max_replicas: int
+    triggers: tuple[Trigger, ...]
+    polling: int
+    cooldown: int
+    capacity: int
+
+    @property
+    def serving(self) -> Trigger:
+        """The trigger that sizes the deployment (the others only activate it)."""
+        return min(self.triggers, key=lambda t: t.target)
+
+
+def _metric(query: str) -> str:
+    if "caddy_http_requests_total" in query:
+        return "gateway"
+    names = set(re.findall(r"vllm:num_requests_(waiting|running)", query))
+    return "inflight" if names == {"waiting", "running"} else "waiting" if names == {"waiting"} else "other"
+
+
+def _capacity(deployment: SimResource | None, facts: AksFacts) -> int:
+    if deployment is None:
+        return facts.autoscaling.vllm_default_max_num_seqs
+    for container in dig(deployment.inputs, "spec.template.spec.containers", []) or []:
+        args = [str(a) for a in (container.get("args") or []) + (container.get("command") or [])]
+        for i, arg in enumerate(args):
+            if arg == "--max-num-seqs" and i + 1 < len(args):
+                return int(args[i + 1])
+            if arg.startswith("--max-num-seqs="):
+                return int(arg.split("=", 1)[1])
+        for env in container.get("env") or []:
+            if env.get("name") == "OLLAMA_NUM_PARALLEL":
+                return int(env["value"])
+    return facts.autoscaling.vllm_default_max_num_seqs
+
+
+def _target(stack: Stack, scaler: SimResource, ref: dict[str, str]) -> SimResource | None:
+    ns = scaler.inputs["metadata"].get("namespace")
+    for d in stack.manifests(ref.get("kind", "Deployment")):
+        if d.inputs["metadata"]["name"] == ref.get("name") and d.inputs["metadata"].get("namespace") == ns:
+            return d
+    return None
+
+
+def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
+    out = []
+    for so in stack.manifests("ScaledObject"):
+        spec = so.inputs.get("spec", {})
+        target = _target(stack, so, spec.get("scaleTargetRef", {}))
+        triggers = tuple(
+            Trigger(
+                _metric(str(dig(t, "metadata.query", ""))),
+                float(dig(t, "metadata.threshold", 1)),
+                float(dig(t, "metadata.activationThreshold", 0)),
+            )
+            for t in spec.get("triggers") or []
+        )
+        out.append(
+            Scaler(
+                so,
+                "keda",
+                int(spec.get("minReplicaCount", 0)),
+                int(spec.get("maxReplicaCount", 100)),
+                triggers,
+                int(spec.get("pollingInterval", 30)),
+                int(spec.get("cooldownPeriod", 300)),
+                _capacity(target, facts),
+            )
+        )
+    for hpa in stack.manifests("HorizontalPodAutoscaler"):
+        spec = hpa.inputs.get("spec", {})
+        for metric in spec.get("metrics") or []:
+            if dig(metric, "resource.name") != "cpu":
+                continue
+            out.append(
+                Scaler(
+                    hpa,
+                    "hpa",
+                    int(spec.get("minReplicas", 1)),
+                    int(spec.get("maxReplicas", 1)),
+                    (Trigger("cpu", float(dig(metric, "resource.target.averageUtilization", 80))),),
+                    facts.autoscaling.hpa_sync_seconds,
+                    0,
+                    _capacity(_target(stack, hpa, spec.get("scaleTargetRef", {})), facts),
+                )
+            )
+    return out
+
+
+def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, float]]:
+    """[(phase, t, load, replicas, waiting per replica)] every STEP seconds."""
+    window = facts.autoscaling.hpa_scale_down_stabilization_seconds
+    floor = max(s.min_replicas, 1)
+    replicas = s.min_replicas if s.kind == "keda" else floor
+    recommendations: list[tuple[int, int]] = []
+    last_active = -(10**9)  # never active yet
+    trace = []
+    t = 0
+    for phase, duration, factor in PHASES:
+        load = factor * s.max_replicas * s.capacity
+        for _ in range(duration // STEP):
+            serving = replicas * s.capacity
+            waiting = max(0.0, load - serving)
+            running = min(load, serving)
+            if s.kind == "keda":
+                values = [(trigger, _value(trigger.metric, load, running, waiting, replicas)) for trigger in s.triggers]
+                if any(value > trigger.activation for trigger, value in values):
+                    last_active = t
+                if replicas == 0:
+                    if last_active == t and t % s.polling == 0:
+                        replicas = floor
+                elif s.min_replicas == 0 and last_active != t and t - last_active >= s.cooldown:
+                    replicas = 0
+                    recommendations.clear()
+                else:
+                    desired = max(
+                        math.ceil(value / trigger.target) if trigger.target else s.max_replicas for trigger, value in values
+                    )
+                    replicas = _stabilize(replicas, desired, floor, s.max_replicas, recommendations, t, window)
+            else:
+                utilisation = 100.0 * min(1.0, load / serving) if serving else 0.0
+                ratio = utilisation / s.serving.target
+                desired = replicas if abs(ratio - 1) <= 0.1 else math.ceil(replicas * ratio)
+                replicas = _stabilize(replicas, desired, floor, s.max_replicas, recommendations, t, window)
+            trace.append((phase, t, load, replicas, waiting / max(replicas, 1)))
+            t += STEP
+    return trace
+
+
+def _value(metric: str, load: float, running: float, waiting: float, replicas: int) -> float:
+    if metric == "gateway":
+        return load  # requests reach the gateway whether or not a replica runs
+    if replicas == 0:
+        return 0.0  # no pod, no vllm:* series
+    return {"waiting": waiting, "inflight": waiting + running, "other": load}.get(metric, 0.0)
+
+
+def _stabilize(replicas: int, desired: int, low: int, high: int, history: list[tuple[int, int]], t: int, window: int) -> int:
+    desired = min(max(desired, low), high)
+    history.append((t, desired))
+    while history and history[0][0] <= t - window:
+        history.pop(0)
+    if desired >= replicas:
+        return desired
+    return min(replicas, max(d for _, d in history))
+
+
+def check(stack: Stack, facts: AksFacts) -> list[Finding]:
+    findings = []
+    for s in scalers(stack, facts):
+        where = label(s.resource)
+        if any(t.metric == "other" for t in s.triggers):
+            findings.append(Finding("SLM-SIM-008", where, "trigger reads a metric the simulation does not know; not simulated"))
+            continue
+        trace = simulate(s, facts)
+        low = 0 if s.kind == "keda" and s.min_replicas == 0 else max(s.min_replicas, 1)
+        if any(r < low or r > s.max_replicas for _, _, _, r, _ in trace):
+            findings.append(Finding("SLM-SIM-008", where, f"replicas leave [{low}, {s.max_replicas}]"))
+        burst = [r for phase, _, _, r, _ in trace if phase == "burst"]
+        if max(burst) == 0:
+            findings.append(Finding("SLM-SIM-008", where, "never scales from zero: no trigger sees demand while no replica runs"))
+        elif max(burst) < s.max_replicas:
+            findings.append(
+                Finding(
+                    "SLM-SIM-008",
+                    where,
+                    f"a burst of {2 * s.max_replicas * s.capacity} requests reaches only {max(burst)} replicas",
+                )
+            )
+        sustained = [(r, w) for phase, _, _, r, w in trace if phase == "sustained"]
+        settled = sustained[len(sustained) // 2 :]
+        changes = sum(1 for a, b in pairwise(settled) if a[0] != b[0])
+        queue = max(w for _, w in settled)
+        # What may wait per replica at steady state: the threshold for a queue metric; for in-flight
+        # requests, what the target allows beyond the replica's own slots.
+        metric, target = s.serving.metric, s.serving.target
+        allowed = target if metric == "waiting" else max(target - s.capacity, 1)
+        limit = allowed * 1.5
+        if changes > 1:
+            findings.append(
+                Finding("SLM-SIM-008", where, f"under sustained load replicas oscillate ({changes} changes in 15 minutes)")
+            )
+        elif metric != "cpu" and queue > limit and settled[-1][0] < s.max_replicas:
+            findings.append(
+                Finding(
+                    "SLM-SIM-008",
+                    where,
+                    f"under sustained load {queue:.0f} requests wait per replica at {settled[-1][0]} replicas",
+                )
+            )
+        end = trace[-1][3]
+        if end != low:
+            findings.append(Finding("SLM-SIM-008", where, f"after 30 idle minutes still {end} replicas (minimum {low})"))
+    return findings

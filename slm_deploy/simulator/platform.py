@@ -1,0 +1,165 @@
+"""Platform facts: the VM family against the GPU driver mode, the ephemeral OS disk against the
+size's temp disk, every name the program sets or leaves to auto-naming against Azure's and
+Kubernetes' rules, and Helm values against the pinned chart version."""
+
+from __future__ import annotations
+
+import re
+
+from slm_deploy.catalog.platform import AksFacts, load_chart_profiles
+from slm_deploy.simulator.model import Finding, Stack, dig, label
+
+AUTONAME_SUFFIX = 8  # Pulumi's auto-naming appends a random suffix of this length
+POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+RELEASE_NAME_MAX = 53
+DNS_LABEL_KINDS = ("Namespace", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job", "Secret", "ConfigMap", "Ingress")
+
+
+def check(stack: Stack, facts: AksFacts) -> list[Finding]:
+    return _pools(stack, facts) + _names(stack, facts) + _values(stack) + _upgrade(stack, facts) + _image_env(stack, facts)
+
+
+def _upgrade(stack: Stack, facts: AksFacts) -> list[Finding]:
+    cluster = stack.cluster
+    if cluster is None or not cluster.inputs.get("kubernetesVersion"):
+        return []
+    channel = dig(cluster.inputs, "autoUpgradeProfile.upgradeChannel")
+    if channel in facts.minor_upgrade_channels.values and "kubernetesVersion" not in cluster.ignore_changes:
+        return [
+            Finding(
+                "SLM-SIM-013",
+                label(cluster),
+                f"channel {channel} upgrades the cluster past kubernetesVersion, which Pulumi still manages",
+            )
+        ]
+    return []
+
+
+def _image_env(stack: Stack, facts: AksFacts) -> list[Finding]:
+    findings = []
+    images = facts.passwd_less_images
+    for workload in stack.manifests("Deployment", "StatefulSet", "Job", "DaemonSet"):
+        pod = dig(workload.inputs, "spec.template.spec", {}) or {}
+        for container in pod.get("containers") or []:
+            repository = str(container.get("image", "")).split("@")[0].rsplit(":", 1)[0]
+            if repository not in images.values:
+                continue
+            user = dig(container, "securityContext.runAsUser", dig(pod, "securityContext.runAsUser"))
+            if user in (None, 0):
+                continue
+            names = {e.get("name") for e in container.get("env") or []}
+            missing = [n for n in images.env if n not in names]
+            if missing:
+                findings.append(
+                    Finding(
+                        "SLM-SIM-014", label(workload), f"{container.get('name')} runs as uid {user} without {', '.join(missing)}"
+                    )
+                )
+    return findings
+
+
+def _pools(stack: Stack, facts: AksFacts) -> list[Finding]:
+    findings = []
+    cluster = stack.cluster
+    profiles = [(label(cluster), p) for p in (cluster.inputs.get("agentPoolProfiles") or [])] if cluster else []
+    profiles += [
+        (label(r), {**r.inputs, "name": r.inputs.get("agentPoolName", r.name)})
+        for r in stack.of_type("azure-native:containerservice:AgentPool")
+    ]
+    for where, pool in profiles:
+        size = facts.node_size(str(pool.get("vmSize")))
+        if not POOL_NAME.match(str(pool.get("name", ""))):
+            findings.append(
+                Finding(
+                    "SLM-SIM-011",
+                    where,
+                    f"pool name {pool.get('name')!r}: 1-12 lowercase letters and digits, starting with a letter",
+                )
+            )
+        if size is None:
+            findings.append(
+                Finding("SLM-SIM-009", where, f"{pool.get('vmSize')} has no platform facts (driver family, temp disk)")
+            )
+            continue
+        driver = dig(pool, "gpuProfile.driver")
+        if size.driver == "grid" and driver == "None":
+            findings.append(
+                Finding(
+                    "SLM-SIM-009",
+                    where,
+                    f"{size.id} is a GRID family: with gpuProfile.driver None the operator's datacenter driver cannot run it",
+                )
+            )
+        if size.driver == "none" and driver is not None:
+            findings.append(Finding("SLM-SIM-009", where, f"{size.id} has no GPU, yet the pool sets a GPU driver"))
+        if pool.get("osDiskType") == "Ephemeral":
+            disk = int(pool.get("osDiskSizeGB") or 128)
+            if disk > size.temp_disk_gib:
+                findings.append(
+                    Finding(
+                        "SLM-SIM-010",
+                        where,
+                        f"ephemeral OS disk {disk} GB exceeds {size.id}'s {size.temp_disk_gib} GiB temp disk",
+                    )
+                )
+        profile = pool.get("gpuInstanceProfile")
+        if profile and profile not in facts.mig_profiles.values:
+            findings.append(Finding("SLM-SIM-009", where, f"MIG profile {profile} is not one AKS accepts"))
+    return findings
+
+
+def _names(stack: Stack, facts: AksFacts) -> list[Finding]:
+    findings = []
+    rules = facts.names
+    cluster = stack.cluster
+    if cluster is not None:
+        prefix = str(cluster.inputs.get("dnsPrefix", ""))
+        rule = rules["dns_prefix"]
+        if len(prefix) > rule.max or not re.match(rule.pattern, prefix):
+            findings.append(Finding("SLM-SIM-011", label(cluster), f"dnsPrefix {prefix!r}: {rule.source}"))
+    for vault in stack.of_type("azure-native:keyvault:Vault"):
+        rule = rules["key_vault"]
+        name = vault.inputs.get("vaultName")
+        if isinstance(name, str) and not name.startswith("<"):
+            if len(name) > rule.max or not re.match(rule.pattern, name):
+                findings.append(Finding("SLM-SIM-011", label(vault), f"vault name {name!r}: {rule.source}"))
+        elif name is None and len(vault.name) + AUTONAME_SUFFIX > rule.max:
+            findings.append(
+                Finding(
+                    "SLM-SIM-011",
+                    label(vault),
+                    f"auto-name {vault.name!r} plus an {AUTONAME_SUFFIX}-character suffix exceeds {rule.max}",
+                )
+            )
+    rule = rules["kubernetes"]
+    for resource in stack.manifests():
+        name = str(resource.inputs["metadata"].get("name", ""))
+        if resource.inputs["kind"] in DNS_LABEL_KINDS and (len(name) > rule.max or not re.match(rule.pattern, name)):
+            findings.append(Finding("SLM-SIM-011", label(resource), f"name {name!r} is not a DNS label ({rule.source})"))
+    for release in stack.releases():
+        name = str(release.inputs.get("name", ""))
+        if len(name) > RELEASE_NAME_MAX:
+            findings.append(Finding("SLM-SIM-011", label(release), f"Helm release name longer than {RELEASE_NAME_MAX}"))
+    return findings
+
+
+def _values(stack: Stack) -> list[Finding]:
+    findings = []
+    profiles = load_chart_profiles()
+    for release in stack.releases():
+        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        if profile is None:
+            continue
+        values = release.inputs.get("values") or {}
+        if stack.cluster is not None:
+            for path, wanted in sorted(profile.aks_values.items()):
+                if dig(values, path, True) != wanted:
+                    findings.append(
+                        Finding("SLM-SIM-012", label(release), f"{path} must be {wanted} on AKS ({profile.aks_values_source})")
+                    )
+        for section, known in profile.known_keys.items():
+            for key in sorted(set(values.get(section) or {}) - set(known)):
+                findings.append(
+                    Finding("SLM-SIM-012", label(release), f"{section}.{key} does not exist in {profile.id} {profile.version}")
+                )
+    return findings

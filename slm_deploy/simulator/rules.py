@@ -1,0 +1,134 @@
+"""The simulator's rules: one id each, like the other rules (SLM-K8S-..., SLM-AZ-...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slm_deploy.policies.model import Severity
+
+
+@dataclass(frozen=True)
+class SimRule:
+    id: str
+    check: str  # scheduling | ordering | access | autoscaling | platform
+    title: str
+    severity: Severity
+    rationale: str
+    fix: str
+
+
+SIM_RULES: tuple[SimRule, ...] = (
+    SimRule(
+        "SLM-SIM-001",
+        "scheduling",
+        "Every pod fits a node pool that can scale to hold it",
+        Severity.HIGH,
+        "A pod that fits no pool stays Pending; an atomic Helm release then rolls back after its timeout.",
+        "Give the pod tolerations/nodeSelector/requests that match a pool, or add a pool it fits.",
+    ),
+    SimRule(
+        "SLM-SIM-002",
+        "scheduling",
+        "GPU daemon sets reach every GPU pool",
+        Severity.HIGH,
+        "A driver/device-plugin daemon set that does not tolerate a GPU pool's taints leaves its GPUs unusable.",
+        "Add tolerations for every taint the GPU pools carry (the GPU taint, AKS's spot taint).",
+    ),
+    SimRule(
+        "SLM-SIM-003",
+        "ordering",
+        "Custom resources wait for what installs their CRD",
+        Severity.HIGH,
+        "pulumi-kubernetes retries a missing CRD for about a minute only; a CR created before its CRD fails the update.",
+        "Make the CR depend on the Helm release (or the cluster whose add-on) that installs its CRD.",
+    ),
+    SimRule(
+        "SLM-SIM-004",
+        "ordering",
+        "Class, controller and driver references resolve",
+        Severity.HIGH,
+        "An IngressClass, storage class, CSI driver, TLS secret or metrics server nothing provides never becomes ready.",
+        "Install what the reference names (release or AKS add-on), or point it at what the cluster provides.",
+    ),
+    SimRule(
+        "SLM-SIM-005",
+        "access",
+        "The deployer can reach the API server",
+        Severity.CRITICAL,
+        "A private API server, or authorized ranges that exclude the runner, lock `pulumi up` and `destroy` out.",
+        "Public API server with the runner's egress in authorizedIpRanges (see README, Runner requirements).",
+    ),
+    SimRule(
+        "SLM-SIM-006",
+        "access",
+        "The deployer is authorized on the API server before Kubernetes calls",
+        Severity.CRITICAL,
+        "With Azure RBAC for Kubernetes and local accounts off, a principal without a data-plane role gets 403.",
+        "Assign AKS RBAC Cluster Admin to the deployer on the cluster, wait for propagation, make the provider depend on it.",
+    ),
+    SimRule(
+        "SLM-SIM-007",
+        "access",
+        "Workload identity chains are complete before their consumers",
+        Severity.HIGH,
+        "A pod whose service account, federated credential or vault role is missing or not yet created cannot mount secrets.",
+        "Create identity, federated credential, role assignment and secrets, and make the workloads depend on them.",
+    ),
+    SimRule(
+        "SLM-SIM-008",
+        "autoscaling",
+        "Autoscalers follow load within bounds and come back",
+        Severity.MEDIUM,
+        "An autoscaler that misses its maximum under load, leaves its bounds or never scales back wastes GPUs or drops requests.",
+        "Fix the trigger's query/threshold and the min/max bounds.",
+    ),
+    SimRule(
+        "SLM-SIM-009",
+        "platform",
+        "The GPU driver mode suits the VM family",
+        Severity.HIGH,
+        "GRID (vGPU) families need AKS's GRID driver; the GPU Operator's datacenter driver does not bring them up.",
+        "Use an NC-family size, or gpuDriver: aks.",
+    ),
+    SimRule(
+        "SLM-SIM-010",
+        "platform",
+        "Ephemeral OS disks fit the VM size's temp disk",
+        Severity.HIGH,
+        "AKS rejects a pool whose ephemeral OS disk exceeds the size's cache/temp disk (VMCacheSizeTooSmall).",
+        "Use at most the temp disk size, or a managed OS disk.",
+    ),
+    SimRule(
+        "SLM-SIM-011",
+        "platform",
+        "Names follow Azure and Kubernetes rules",
+        Severity.HIGH,
+        "A name too long or with characters the service refuses fails at creation, often late in an update.",
+        "Derive names from a sanitised, length-capped base.",
+    ),
+    SimRule(
+        "SLM-SIM-012",
+        "platform",
+        "Helm values exist in the pinned chart version and suit AKS",
+        Severity.MEDIUM,
+        "Helm ignores values the chart does not read: a setting that does not exist silently does nothing.",
+        "Use the values the pinned chart version documents, and those the chart profile requires on AKS.",
+    ),
+    SimRule(
+        "SLM-SIM-013",
+        "platform",
+        "An upgrade channel that moves the minor version owns kubernetesVersion",
+        Severity.HIGH,
+        "After an automatic minor upgrade the pinned version is older than the cluster: the next update tries a downgrade.",
+        "Ignore changes to kubernetesVersion when the channel is stable or rapid.",
+    ),
+    SimRule(
+        "SLM-SIM-014",
+        "platform",
+        "Non-root containers of passwd-less images know their user",
+        Severity.HIGH,
+        "torch's getpass.getuser() raises KeyError for a uid without a passwd entry; vLLM then fails at start.",
+        "Set USER, LOGNAME and TORCHINDUCTOR_CACHE_DIR in the container's environment.",
+    ),
+)
+BY_ID = {rule.id: rule for rule in SIM_RULES}

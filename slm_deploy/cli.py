@@ -486,6 +486,15 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
         for name in ("model", "runtime", "vm_size", "location"):
             if name not in values:
                 values[name] = click.prompt(name.replace("_", " "), default=str(InitChoices.model_fields[name].default))
+        if "api_ranges" not in values:
+            answer = click.prompt("CIDR ranges allowed to reach the AKS API server (comma-separated)")
+            values["api_ranges"] = tuple(r.strip() for r in answer.split(",") if r.strip())
+    if "api_ranges" not in values:
+        raise InputError(
+            "arguments",
+            "--api-range",
+            "required: the CIDR ranges `pulumi up` reaches the AKS API server from (your CI runners' and operators' egress)",
+        )
     files = build_files(parse_choices(values))
     clashes = [] if force else existing(directory, files)
     if clashes:

@@ -39,7 +39,8 @@ class InitChoices(Frozen):
     runtime: Runtime = Runtime.VLLM
     vm_size: str = Field(default="Standard_NC8as_T4_v3", pattern=r"^Standard_[A-Za-z0-9_]+$")
     context: int = Field(default=8192, ge=512)
-    api_ranges: tuple[str, ...] = Field(default=("203.0.113.0/24",), min_length=1)
+    # No default (issue 11): a guessed range locks the deployer out of the API server.
+    api_ranges: tuple[str, ...] = Field(min_length=1)
     edge_gpu: str = Field(default="l4", min_length=1)
     fleet: str = Field(default="edge", pattern=r"^[a-z0-9][a-z0-9-]*$")
 

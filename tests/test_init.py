@@ -27,7 +27,7 @@ CHOICES = {
         "--model",
         "qwen3-4b",
         "--vm-size",
-        "Standard_NV36ads_A10_v5",
+        "Standard_NC8ads_A10_v4",
         "--stack",
         "dev",
         "--stack",
@@ -43,7 +43,7 @@ CHOICES = {
         "--location",
         "swedencentral",
         "--api-range",
-        "198.51.100.0/24",
+        "20.61.0.0/16",
         "--stack",
         "test",
         "--stack",
@@ -56,8 +56,14 @@ CHOICES = {
 }
 
 
+# A range a user would give (documentation ranges are refused, and there is no default).
+RUNNER_RANGE = "20.61.0.0/16"
+
+
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`python -m slm_deploy.cli` from a folder outside the repository, stdin not a terminal."""
+    if args[:1] == ("init",) and "--api-range" not in args:
+        args = (*args, "--api-range", RUNNER_RANGE)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "slm_deploy.cli", *args],
@@ -250,9 +256,27 @@ def test_prompts_for_choices_on_a_terminal_only(tmp_path: Path, monkeypatch: pyt
     from slm_deploy import cli as cli_module
 
     monkeypatch.setattr(cli_module, "_interactive", lambda: True)
-    result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r")], input="qwen3-4b\nollama\n\nnortheurope\n")
+    result = CliRunner().invoke(
+        cli_module.main, ["init", str(tmp_path / "r")], input="qwen3-4b\nollama\n\nnortheurope\n20.61.0.0/16, 20.62.0.0/16\n"
+    )
     assert result.exit_code == 0, result.output
     assert "model [phi-4-mini-instruct]:" in result.output and "vm size [Standard_NC8as_T4_v3]:" in result.output
     dev = yaml.safe_load((tmp_path / "r" / "Pulumi.dev.yaml").read_text())["config"]
     assert dev["azure-native:location"] == "northeurope"
     assert dev["slm-deploy:models"][0]["model"] == "qwen3-4b" and dev["slm-deploy:models"][0]["runtime"] == "ollama"
+    assert dev["slm-deploy:cluster"]["apiServer"]["authorizedIpRanges"] == ["20.61.0.0/16", "20.62.0.0/16"]
+
+
+def test_init_without_api_ranges_is_refused_not_guessed(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "init", str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: arguments: --api-range: required"), result.stderr
+    assert not (tmp_path / "repo").exists()

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 README = ROOT / "README.md"
 # A command's first word (or first two) -> why the suite does not run it here.
 NOT_RUN = {
+    "slm-deploy smoke": "needs a deployed endpoint; tests/test_smoke.py runs it against a live gateway on 127.0.0.1",
     "slm-deploy lock": "asks the real registries, which this machine cannot reach; tests/test_lock.py runs it against a registry on 127.0.0.1",
     "pulumi": "needs the Pulumi CLI, a backend and an Azure subscription (README: Deploying to Azure)",
     "az": "needs an Azure account",

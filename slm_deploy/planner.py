@@ -54,8 +54,9 @@ Decode estimate: tokens/s <= bandwidth / bytes read per token (weights + one seq
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slm_deploy.catalog import Catalog, CatalogModel, Gpu, VmSize, load_catalog, nearest
 from slm_deploy.errors import InputError
@@ -70,6 +71,9 @@ from slm_deploy.spec import (
     Runtime,
     Serving,
 )
+
+if TYPE_CHECKING:
+    from slm_deploy.resolve import ResolvedModel
 
 GIB = 1024**3
 
@@ -124,12 +128,13 @@ MIN_SUGGESTED_CONTEXT = 1024
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A catalog model, or one described inline in the spec."""
+    """A catalog model, one described inline in the spec, or one resolved from the Hub or Ollama."""
 
     id: str
     hf_repo: str
     arch: ModelArchitecture
     entry: CatalogModel | None
+    resolved: ResolvedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -204,12 +209,15 @@ class Plan:
     resources: Resources
     decode_tokens_per_second_estimate: float
     notes: tuple[str, ...] = field(default=())
+    model_revision: str = ""  # commit sha (Hub) or manifest digest (Ollama) of a resolved model
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["runtime_args"] = list(self.runtime_args)
         data["suggestions"] = [asdict(s) for s in self.suggestions]
         data["notes"] = list(self.notes)
+        if not self.model_revision:
+            del data["model_revision"]  # catalog models: the output stays what it was
         return data
 
 
@@ -224,18 +232,26 @@ def resolve_model(serving: Serving, catalog: Catalog, source: str = "spec", fiel
             raise InputError(source, "architecture", f"{entry.id!r} is a catalog model; drop the inline architecture")
         return ModelInfo(entry.id, entry.hf_repo, entry, entry)
     if serving.architecture is None:
+        from slm_deploy.resolve import is_reference, resolve
+
+        if is_reference(serving.model):
+            found = resolve(serving.model, serving.runtime, serving.quantization, source, field_name)
+            return ModelInfo(found.model_id, found.repo, found.arch, None, found)
         raise InputError(
             source,
             field_name,
             f"unknown model {serving.model!r}; nearest catalog ids: {nearest(serving.model, list(catalog.models))} "
-            "(or give a Hugging Face repo with an inline `architecture`)",
+            "(or a Hugging Face repo owner/name, an Ollama tag name:tag)",
         )
-    if "/" not in serving.model:
-        raise InputError(source, field_name, "a model outside the catalog must be a Hugging Face repo id (owner/name)")
+    if not _INLINE_REPO.match(serving.model):
+        raise InputError(source, field_name, "a model with an inline architecture must be a Hugging Face repo id (owner/name)")
     if serving.runtime is not Runtime.VLLM:
         raise InputError(source, "runtime", f"{serving.runtime.value} needs a catalog model (it loads GGUF files)")
     model_id = serving.model.split("/", 1)[1].lower()
     return ModelInfo(model_id, serving.model, serving.architecture, None)
+
+
+_INLINE_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def resolve_gpu(name: str, catalog: Catalog, source: str = "--gpu", field_name: str = "gpu") -> tuple[Gpu, int, str | None]:
@@ -287,6 +303,29 @@ def download_bytes(arch: ModelArchitecture, quant: Quantization, runtime: Runtim
     if runtime is Runtime.VLLM and quant is Quantization.FP8:
         return weights_bytes(arch, Quantization.BF16, runtime)
     return weights_bytes(arch, quant, runtime)
+
+
+def stored_weights_bytes(model: ModelInfo, quant: Quantization, runtime: Runtime) -> int | None:
+    """The exact bytes a resolved checkpoint holds, when it is served as stored; else None."""
+    found = model.resolved
+    if found is None or found.weights_bytes is None:
+        return None
+    if found.kind in ("ollama", "gguf"):
+        return found.weights_bytes if runtime is not Runtime.VLLM and quant is found.quantization else None
+    if quant is found.quantization or (found.quantization is None and quant in (Quantization.BF16, Quantization.FP16)):
+        return found.weights_bytes
+    return None
+
+
+def model_weights_bytes(model: ModelInfo, quant: Quantization, runtime: Runtime) -> int:
+    stored = stored_weights_bytes(model, quant, runtime)
+    return stored if stored is not None else weights_bytes(model.arch, quant, runtime)
+
+
+def model_download_bytes(model: ModelInfo, quant: Quantization, runtime: Runtime) -> int:
+    if runtime is Runtime.VLLM and quant is Quantization.FP8 and (model.resolved is None or model.resolved.quantization is None):
+        return model_weights_bytes(model, Quantization.BF16, runtime)  # online fp8 downloads the 16-bit checkpoint
+    return model_weights_bytes(model, quant, runtime)
 
 
 def kv_dtype_bytes(kv: KvCacheDtype) -> float:
@@ -348,10 +387,13 @@ class _Request:
 def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Request:
     context = serving.context or min(model.arch.max_context, DEFAULT_CONTEXT_CAP)
     tp = serving.tensor_parallel or (target.gpu_count if serving.runtime is Runtime.VLLM and target.gpu_count else 1)
+    quant = serving.resolved_quantization
+    if serving.quantization is None and model.resolved is not None and model.resolved.quantization is not None:
+        quant = model.resolved.quantization  # a pre-quantized checkpoint is served as it is stored
     return _Request(
         model,
         serving.runtime,
-        serving.resolved_quantization,
+        quant,
         serving.kv_cache_dtype,
         context,
         serving.concurrency,
@@ -365,6 +407,15 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Req
 def _weights_source(req: _Request) -> tuple[str | None, str | None]:
     """(source, problem): where the runtime loads weights from, or why it cannot."""
     entry = req.model.entry
+    resolved = req.model.resolved
+    if resolved is not None:
+        if resolved.kind in ("ollama", "gguf") or req.quant is resolved.quantization:
+            return resolved.weights_source, None
+        if resolved.quantization is not None:
+            return None, (
+                f"{resolved.repo} is a {resolved.quant_method} checkpoint; serve it as {resolved.quantization.value} "
+                "(drop `quantization`) or pick its unquantized repo"
+            )
     if req.runtime is Runtime.OLLAMA:
         assert entry is not None
         return f"ollama://{entry.ollama_tag(req.quant)}", None
@@ -401,6 +452,11 @@ class _Fit:
 
 def _check_static(req: _Request, target: Target) -> str | None:
     arch = req.model.arch
+    found = req.model.resolved
+    if found is not None and found.kind != "hf" and found.quantization is not None and req.quant is not found.quantization:
+        return f"{found.ref} holds {found.quantization.value} weights; drop `quantization` or pick the tag or file you want"
+    if found is not None and found.kind != "hf" and req.runtime is Runtime.VLLM:
+        return f"{found.ref} is a GGUF model; serve it with ollama or llamacpp"
     if req.context > arch.max_context:
         return f"context {req.context} exceeds the model's maximum of {arch.max_context} tokens"
     if target.gpu is not None:
@@ -437,7 +493,7 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
     arch = req.model.arch
     total = target.gpu.memory_gib * GIB
     budget = total * req.util
-    weights = weights_bytes(arch, req.quant, req.runtime) / req.tp
+    weights = model_weights_bytes(req.model, req.quant, req.runtime) / req.tp
     overhead = (VLLM_NON_TORCH_GIB + (VLLM_NON_TORCH_TP_GIB if req.tp > 1 else 0.0)) * GIB
     batched = req.batched_tokens or (8192 if target.gpu.memory_gib >= VLLM_LARGE_GPU_GIB else 2048)
     batched = max(batched, req.concurrency)
@@ -492,7 +548,7 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
 
 def _evaluate_gguf(req: _Request, target: Target) -> _Fit:
     arch = req.model.arch
-    weights = float(weights_bytes(arch, req.quant, req.runtime))
+    weights = float(model_weights_bytes(req.model, req.quant, req.runtime))
     compute = GGUF_UBATCH * (arch.vocab_size + 4 * arch.hidden_size + 2 * arch.intermediate_size) * 4.0
     seq_bytes = kv_sequence_bytes(arch, req.kv, req.context)
     if target.gpu is not None and not target.unified:
@@ -559,9 +615,16 @@ def _vllm_args(req: _Request, target: Target, fit: _Fit, source: str) -> tuple[s
         "--tensor-parallel-size",
         str(req.tp),
     ]
-    if req.quant in (Quantization.FP8, Quantization.AWQ, Quantization.GPTQ):
+    found = req.model.resolved
+    if found is not None and found.kind == "hf":
+        args += ["--revision", found.revision]
+    if found is not None and found.quantization is not None:
+        pass  # vLLM reads quantization_config and dtype from the checkpoint; a flag that disagrees is an error
+    elif req.quant in (Quantization.FP8, Quantization.AWQ, Quantization.GPTQ):
         args += ["--quantization", req.quant.value]
-    if req.quant in (Quantization.FP16,) or (req.quant is Quantization.BF16 and target.gpu.compute_capability < 8.0):
+    if found is not None and found.quantization is not None:
+        pass
+    elif req.quant is Quantization.FP16 or (req.quant is Quantization.BF16 and target.gpu.compute_capability < 8.0):
         args += ["--dtype", "half"]
     elif req.quant is Quantization.BF16:
         args += ["--dtype", "bfloat16"]
@@ -656,7 +719,7 @@ def _decode_estimate(req: _Request, target: Target, fit: _Fit) -> float:
 
 def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Suggestion, ...], loaded: int = 1) -> Plan:
     source, _ = _weights_source(req)
-    download = float(download_bytes(req.model.arch, req.quant, req.runtime))
+    download = float(model_download_bytes(req.model, req.quant, req.runtime))
     resources = _resources(req, target, fit, download)
     args: tuple[str, ...] = ()
     env: dict[str, str] = {}
@@ -666,7 +729,7 @@ def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Sug
         env = _ollama_env(req, loaded)
     elif req.runtime is Runtime.LLAMACPP:
         args = _llamacpp_args(req, target, max(1, int(resources.cpu_request)))
-    notes = list(fit.notes)
+    notes = list(fit.notes) + (list(req.model.resolved.notes) if req.model.resolved else [])
     if target.kind == "cpu" or target.unified:
         notes.append("decode speed is an upper-bound estimate from memory bandwidth, not a measurement")
     device_memory = target.gpu.memory_gib if target.gpu else target.host.memory_gib
@@ -701,6 +764,7 @@ def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Sug
         resources=resources,
         decode_tokens_per_second_estimate=_decode_estimate(req, target, fit),
         notes=tuple(notes),
+        model_revision=req.model.resolved.revision if req.model.resolved else "",
     )
 
 
@@ -723,9 +787,9 @@ def _suggest(req: _Request, target: Target, fit: _Fit, catalog: Catalog) -> tupl
     out: list[Suggestion] = []
     order = QUANT_ORDER[req.runtime]
     if req.quant in order:
-        current = weights_bytes(req.model.arch, req.quant, req.runtime)
+        current = model_weights_bytes(req.model, req.quant, req.runtime)
         for quant in order:
-            if weights_bytes(req.model.arch, quant, req.runtime) >= current:
+            if model_weights_bytes(req.model, quant, req.runtime) >= current:
                 continue
             trial = _evaluate(replace(req, quant=quant), target)
             if trial.fits:

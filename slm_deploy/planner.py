@@ -388,8 +388,14 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Req
     context = serving.context or min(model.arch.max_context, DEFAULT_CONTEXT_CAP)
     tp = serving.tensor_parallel or (target.gpu_count if serving.runtime is Runtime.VLLM and target.gpu_count else 1)
     quant = serving.resolved_quantization
+    weights_repo = serving.weights_repo
     if serving.quantization is None and model.resolved is not None and model.resolved.quantization is not None:
         quant = model.resolved.quantization  # a pre-quantized checkpoint is served as it is stored
+    if serving.quantization is None and model.entry is not None and serving.runtime is Runtime.VLLM:
+        # `model` named one of the catalog entry's pre-quantized repos: serve that checkpoint.
+        for key, repo in model.entry.quantized.items():
+            if repo.lower() == serving.model.lower():
+                quant, weights_repo = Quantization(key), weights_repo or repo
     return _Request(
         model,
         serving.runtime,
@@ -399,7 +405,7 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Req
         serving.concurrency,
         serving.gpu_memory_utilization,
         tp,
-        serving.weights_repo,
+        weights_repo,
         serving.max_num_batched_tokens,
     )
 
@@ -413,7 +419,7 @@ def _weights_source(req: _Request) -> tuple[str | None, str | None]:
             return resolved.weights_source, None
         if resolved.quantization is not None:
             return None, (
-                f"{resolved.repo} is a {resolved.quant_method} checkpoint; serve it as {resolved.quantization.value} "
+                f"{resolved.repo} stores {resolved.quant_method}-quantized weights; serve it as {resolved.quantization.value} "
                 "(drop `quantization`) or pick its unquantized repo"
             )
     if req.runtime is Runtime.OLLAMA:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
+from slm_deploy.catalog import CATALOG_DIR
 from slm_deploy.spec import ModelArchitecture, Quantization
 
 # Architectures whose class name does not end in ForCausalLM / LMHeadModel but generate text.
@@ -99,6 +102,18 @@ def text_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(nested, Mapping):
         return {**{k: v for k, v in config.items() if k != "quantization_config"}, **nested}
     return dict(config)
+
+
+@cache
+def config_defaults() -> dict[str, dict[str, Any]]:
+    """transformers' defaults per model_type (catalog/config_defaults.yaml)."""
+    data = yaml.safe_load((CATALOG_DIR / "config_defaults.yaml").read_text(encoding="utf-8"))
+    return {name: dict(entry["defaults"]) for name, entry in (data.get("model_types") or {}).items()}
+
+
+def with_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = config_defaults().get(str(cfg.get("model_type") or ""), {})
+    return {**defaults, **{k: v for k, v in cfg.items() if v is not None or k not in defaults}}
 
 
 def check_causal(config: Mapping[str, Any]) -> None:
@@ -237,7 +252,7 @@ def read_checkpoint(config: Mapping[str, Any], tensors: Mapping[str, Tensor] | N
     if not isinstance(config, Mapping):
         raise ConfigProblem("config.json", "not a JSON object")
     check_causal(config)
-    cfg = text_config(config)
+    cfg = with_defaults(text_config(config))
     quant, method, bits = quantization_of(config)
     notes: list[str] = []
     hidden = _int(cfg, "hidden_size", FIELDS[0][1], True)

@@ -1,0 +1,274 @@
+"""Models outside the catalog, resolved against a fake Hub and a fake Ollama registry on loopback.
+
+Fixture repos are generated from real config.json files (tests/data/hub, sources in SOURCES.md):
+the tests build each repo's safetensors headers from the config, so every number the planner
+prints here traces back to a published config, not to a number typed into the test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_deploy.errors import InputError
+from slm_deploy.planner import plan
+from slm_deploy.spec import GpuAttachment, Hardware, Serving
+from tests.fakehub import FakeHub, FakeRepo, decoder_tensors, json_file, model_repo, serve, sharded_repo
+
+DATA = Path(__file__).parent / "data" / "hub"
+ROOT = Path(__file__).resolve().parents[1]
+SHA = {
+    name: f"{i:x}" * 40 for i, name in enumerate(("qwen2", "awq", "gptq", "fp8", "gemma", "gated", "sharded", "bert", "old"), 1)
+}
+SHA["old"] = "ab" * 20
+AWQ = {"bits": 4, "group_size": 128, "modules_to_not_convert": None, "quant_method": "awq", "version": "gemm", "zero_point": True}
+GPTQ = {"bits": 4, "group_size": 128, "desc_act": False, "sym": True, "quant_method": "gptq", "checkpoint_format": "gptq"}
+FP8 = {
+    "quant_method": "compressed-tensors",
+    "format": "float-quantized",
+    "quantization_status": "compressed",
+    "config_groups": {
+        "group_0": {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False},
+            "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": True, "dynamic": True},
+        }
+    },
+    "ignore": ["lm_head"],
+}
+
+
+def config(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DATA / f"{name}.json").read_text())
+    return data
+
+
+def fake_hub() -> FakeHub:
+    hub = FakeHub()
+    qwen = config("qwen2-7b-instruct")
+    hub.repos["Qwen/Qwen2-7B-Instruct"] = model_repo(qwen, decoder_tensors(qwen), SHA["qwen2"])
+    hub.repos["Qwen/Qwen2-7B-Instruct"].branches["v1"] = SHA["old"]
+    hub.repos["Qwen/Qwen2-7B-Instruct-AWQ"] = model_repo(
+        {**qwen, "quantization_config": AWQ}, decoder_tensors(qwen, "awq"), SHA["awq"]
+    )
+    hub.repos["Qwen/Qwen2-7B-Instruct-GPTQ-Int4"] = model_repo(
+        {**qwen, "quantization_config": GPTQ}, decoder_tensors(qwen, "gptq"), SHA["gptq"]
+    )
+    hub.repos["RedHatAI/Qwen2-7B-Instruct-FP8"] = model_repo(
+        {**qwen, "quantization_config": FP8}, decoder_tensors(qwen, "fp8"), SHA["fp8"]
+    )
+    gemma = config("gemma-3-4b-it")
+    gemma_text = {**gemma, "text_config": {**gemma["text_config"], "num_attention_heads": 8, "num_key_value_heads": 4,
+                                           "head_dim": 256, "vocab_size": 262208, "tie_word_embeddings": True}}  # fmt: skip
+    # A community mirror of gemma-3-4b-it (outside the catalog), gated here to exercise the token path.
+    hub.repos["unsloth/gemma-3-4b-it"] = model_repo(
+        gemma,
+        decoder_tensors(gemma_text, prefix="language_model.model."),
+        SHA["gemma"],
+        gated=True,
+        granted_tokens=("hf_granted",),
+    )
+    hub.repos["unsloth/Qwen2-7B-Instruct"] = sharded_repo(qwen, decoder_tensors(qwen), SHA["sharded"], shards=4)
+    hub.repos["google-bert/bert-base-uncased"] = FakeRepo(
+        files={"config.json": json_file({"architectures": ["BertForMaskedLM"], "hidden_size": 768, "model_type": "bert"})},
+        sha=SHA["bert"],
+        branches={"main": SHA["bert"]},
+    )
+    return hub
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "SLM_DEPLOY_OFFLINE", "SLM_DEPLOY_CACHE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with serve(fake_hub()) as running:
+        monkeypatch.setenv("HF_ENDPOINT", running.url)
+        monkeypatch.setenv("OLLAMA_REGISTRY", running.url)
+        yield running
+
+
+def a100() -> Hardware:
+    return Hardware(cpus=24, memory_gib=220, gpu=GpuAttachment(model="a100-80gb"))
+
+
+def l4() -> Hardware:
+    return Hardware(cpus=8, memory_gib=64, gpu=GpuAttachment(model="l4"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face
+
+
+def test_a_catalog_models_pre_quantized_repo_is_planned_in_its_quantization() -> None:
+    # `--model Qwen/Qwen2.5-7B-Instruct-AWQ` names the catalog's AWQ checkpoint: plan the 4-bit
+    # weights from that repo, not the bf16 base model.
+    result = plan(Serving(model="Qwen/Qwen2.5-7B-Instruct-AWQ"), l4())
+    assert (result.quantization, result.weights_source) == ("awq", "hf://Qwen/Qwen2.5-7B-Instruct-AWQ")
+    assert result.weights_gib < 6
+
+
+def test_a_hub_model_outside_the_catalog_is_planned_from_its_config_and_safetensors_headers(hub: FakeHub) -> None:
+    result = plan(Serving(model="Qwen/Qwen2-7B-Instruct", context=8192), a100())
+    assert result.fits, result.reason
+    # 7,615,616,512 parameters in bf16: the exact sum of the tensors the headers list.
+    assert result.weights_gib == round(7_615_616_512 * 2 / 2**30, 2)
+    assert result.kv_bytes_per_token == 2 * 28 * 4 * 128 * 2  # 28 layers x 4 KV heads x head_dim 128, bf16
+    assert result.model == "qwen2-7b-instruct"
+    assert result.model_revision == SHA["qwen2"]
+    assert result.runtime_args[:1] == ("Qwen/Qwen2-7B-Instruct",)
+    assert "--revision" in result.runtime_args and SHA["qwen2"] in result.runtime_args
+    # Only headers crossed the wire: no weights were downloaded.
+    assert hub.served_bytes < 2_000_000
+
+
+def test_the_same_plan_works_offline_from_the_cache(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    online = plan(Serving(model="Qwen/Qwen2-7B-Instruct"), l4())
+    seen = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = plan(Serving(model="Qwen/Qwen2-7B-Instruct"), l4())
+    assert offline == online
+    assert len(hub.requests) == seen  # not one request
+
+
+def test_offline_without_a_cached_resolution_is_one_clear_error(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        InputError, match=r"model: Qwen/Qwen2-7B-Instruct@main is not in the resolve cache .* HF_HUB_OFFLINE is set"
+    ):
+        plan(Serving(model="Qwen/Qwen2-7B-Instruct"), l4())
+    assert hub.requests == []
+
+
+def test_an_unreachable_hub_falls_back_to_the_cached_revision(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    online = plan(Serving(model="Qwen/Qwen2-7B-Instruct"), l4())
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    assert plan(Serving(model="Qwen/Qwen2-7B-Instruct"), l4()) == online
+
+
+def test_a_revision_is_resolved_and_recorded(hub: FakeHub) -> None:
+    result = plan(Serving(model="Qwen/Qwen2-7B-Instruct@v1"), l4())
+    assert result.model_revision == SHA["old"]
+    with pytest.raises(InputError, match=r"Qwen/Qwen2-7B-Instruct has no revision 'nope'"):
+        plan(Serving(model="Qwen/Qwen2-7B-Instruct@nope"), l4())
+
+
+@pytest.mark.parametrize(
+    ("repo", "quant", "method", "exact_bytes_over_bf16"),
+    [
+        ("Qwen/Qwen2-7B-Instruct-AWQ", "awq", "awq", (0.25, 0.40)),
+        ("Qwen/Qwen2-7B-Instruct-GPTQ-Int4", "gptq", "gptq", (0.25, 0.40)),
+        ("RedHatAI/Qwen2-7B-Instruct-FP8", "fp8", "compressed-tensors", (0.5, 0.65)),
+    ],
+)
+def test_pre_quantized_checkpoints_are_served_as_stored(
+    hub: FakeHub, repo: str, quant: str, method: str, exact_bytes_over_bf16: tuple[float, float]
+) -> None:
+    result = plan(Serving(model=repo, context=4096), l4())
+    bf16 = plan(Serving(model="Qwen/Qwen2-7B-Instruct", context=4096), l4())
+    assert result.quantization == quant
+    # The checkpoint's own quantization_config drives vLLM; a --quantization flag would contradict it.
+    assert "--quantization" not in result.runtime_args and "--dtype" not in result.runtime_args
+    low, high = exact_bytes_over_bf16
+    assert low < result.weights_gib / bf16.weights_gib < high
+    assert result.weights_source == f"hf://{repo}"
+    assert result.fits
+
+
+def test_a_4bit_checkpoint_fits_where_the_16bit_one_does_not(hub: FakeHub) -> None:
+    t4 = Hardware(cpus=8, memory_gib=56, gpu=GpuAttachment(model="t4"))
+    assert plan(Serving(model="Qwen/Qwen2-7B-Instruct-AWQ", context=4096), t4).fits
+    bf16 = plan(Serving(model="Qwen/Qwen2-7B-Instruct", context=4096), t4)
+    assert not bf16.fits and "exceed vLLM's budget" in (bf16.reason or "")
+
+
+def test_unpacked_parameter_count_of_a_4bit_checkpoint_matches_the_original(hub: FakeHub) -> None:
+    from slm_deploy.resolve import resolve
+    from slm_deploy.spec import Runtime
+
+    awq = resolve("Qwen/Qwen2-7B-Instruct-AWQ", Runtime.VLLM, None, "spec", "model")
+    original = resolve("Qwen/Qwen2-7B-Instruct", Runtime.VLLM, None, "spec", "model")
+    assert awq.arch.params_b == original.arch.params_b == 7.615616512
+
+
+def test_asking_a_pre_quantized_checkpoint_for_another_quantization_is_refused(hub: FakeHub) -> None:
+    result = plan(Serving(model="Qwen/Qwen2-7B-Instruct-AWQ", quantization="bf16"), a100())
+    assert not result.fits
+    assert (
+        result.reason
+        == "Qwen/Qwen2-7B-Instruct-AWQ stores awq-quantized weights; serve it as awq (drop `quantization`) or pick its unquantized repo"
+    )
+
+
+def test_a_multimodal_wrapper_is_planned_from_its_text_config_with_transformers_defaults(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_granted")
+    result = plan(Serving(model="unsloth/gemma-3-4b-it", context=32768, concurrency=2), l4())
+    catalog = plan(Serving(model="gemma-3-4b-it", context=32768, concurrency=2), l4())
+    # The sparse config.json (heads, KV heads, head_dim, window pattern left to transformers'
+    # defaults) gives the same KV cache as the catalog entry checked against the full config.
+    assert result.kv_bytes_per_token == catalog.kv_bytes_per_token
+    assert result.fits == catalog.fits
+
+
+def test_a_gated_repo_needs_a_token_with_access(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"unsloth/gemma-3-4b-it is gated: accept its terms on the Hub, then set HF_TOKEN"):
+        plan(Serving(model="unsloth/gemma-3-4b-it"), l4())
+    monkeypatch.setenv("HF_TOKEN", "hf_not_granted")
+    with pytest.raises(InputError, match=r"gated and this token has no access"):
+        plan(Serving(model="unsloth/gemma-3-4b-it"), l4())
+    # The token file `hf auth login` writes is read too.
+    monkeypatch.delenv("HF_TOKEN")
+    (tmp_path / "hf").mkdir(exist_ok=True)
+    (tmp_path / "hf" / "token").write_text("hf_granted\n")
+    assert plan(Serving(model="unsloth/gemma-3-4b-it"), l4()).model_revision == SHA["gemma"]
+
+
+def test_a_sharded_checkpoint_reads_every_shard_header(hub: FakeHub) -> None:
+    sharded = plan(Serving(model="unsloth/Qwen2-7B-Instruct"), a100())
+    single = plan(Serving(model="Qwen/Qwen2-7B-Instruct"), a100())
+    assert sharded.weights_gib == single.weights_gib
+    assert sum(1 for m, p, r in hub.requests if p.endswith(".safetensors") and r) >= 4
+
+
+def test_missing_repos_and_non_causal_models_are_one_clear_error(hub: FakeHub) -> None:
+    with pytest.raises(
+        InputError,
+        match=r"^spec: model: no model 'nobody/nothing' on the Hub at http://127\.0\.0\.1:\d+ \(a private repo needs HF_TOKEN\)$",
+    ):
+        plan(Serving(model="nobody/nothing"), l4())
+    with pytest.raises(
+        InputError,
+        match=r"google-bert/bert-base-uncased: config.json: architectures: BertForMaskedLM is not a causal language model",
+    ):
+        plan(Serving(model="google-bert/bert-base-uncased"), l4())
+
+
+def test_the_cli_plans_a_hub_model_and_fails_cleanly_offline(hub: FakeHub, tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "plan", "--model", "Qwen/Qwen2-7B-Instruct-AWQ", "--gpu", "l4", "--json"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["model_revision"] == SHA["awq"]
+    env["XDG_CACHE_HOME"] = str(tmp_path / "empty")
+    env["HF_HOME"] = str(tmp_path / "empty-hf")
+    env["HF_HUB_OFFLINE"] = "1"
+    bad = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "plan", "--model", "Qwen/Qwen2-7B-Instruct", "--gpu", "l4"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: arguments: model: Qwen/Qwen2-7B-Instruct@main is not in the resolve cache")
+    assert "Traceback" not in bad.stderr

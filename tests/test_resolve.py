@@ -272,3 +272,53 @@ def test_the_cli_plans_a_hub_model_and_fails_cleanly_offline(hub: FakeHub, tmp_p
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: arguments: model: Qwen/Qwen2-7B-Instruct@main is not in the resolve cache")
     assert "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Fleet files and stacks
+
+
+def _fleet(model: str, gpu: str = "l4", runtime: str = "vllm") -> Any:
+    from slm_deploy.fleet import parse_fleet
+
+    data = {
+        "fleet": "edge",
+        "boxes": [
+            {
+                "id": "box-1",
+                "hardware": {"cpus": 8, "memory_gib": 64, "gpu": {"model": gpu}},
+                "serving": {"model": model, "runtime": runtime, "context": 4096},
+            }
+        ],
+    }
+    return parse_fleet(data, "fleet.yaml")
+
+
+def test_a_bundle_records_the_resolved_revision_in_its_manifest(hub: FakeHub) -> None:
+    from slm_deploy.bundle import build_box
+
+    fleet = _fleet("Qwen/Qwen2-7B-Instruct-AWQ")
+    built = build_box(fleet.boxes[0], fleet)
+    manifest = json.loads(built.files["MANIFEST.json"])
+    assert manifest["resolved_models"] == {
+        "qwen2-7b-instruct-awq": {"source": "hf://Qwen/Qwen2-7B-Instruct-AWQ", "revision": SHA["awq"]}
+    }
+    compose = built.files["compose.yaml"].decode()
+    assert SHA["awq"] in compose  # vLLM is started on that revision
+
+
+def test_a_catalog_only_bundle_manifest_is_unchanged(hub: FakeHub) -> None:
+    from slm_deploy.bundle import build_box
+
+    fleet = _fleet("qwen3-4b")
+    assert "resolved_models" not in json.loads(build_box(fleet.boxes[0], fleet).files["MANIFEST.json"])
+
+
+def test_a_bundle_for_an_amd_gpu_is_refused_before_anything_is_written(hub: FakeHub) -> None:
+    from slm_deploy.bundle import build_box
+
+    fleet = _fleet("qwen3-4b", gpu="mi300x")
+    with pytest.raises(
+        InputError, match=r"fleet.yaml: boxes\[0\].hardware.gpu.model: box box-1: AMD Instinct MI300X needs ROCm images"
+    ):
+        build_box(fleet.boxes[0], fleet)

@@ -154,4 +154,7 @@ def build(env: Environment, hf_token: pulumi.Output[str] | None, kubeconfig: str
     pulumi.export("namespace", spec.namespace)
     pulumi.export("gateway", f"http://slm-{env.stack}-gateway.{spec.namespace}.svc.cluster.local")
     pulumi.export("models", [f"/{m.spec.name}/v1" for m in env.models])
+    revisions = {m.spec.name: f"{m.plan.weights_source}@{m.plan.model_revision}" for m in env.models if m.plan.model_revision}
+    if revisions:  # models resolved from the Hub or Ollama: what a rebuild must pull
+        pulumi.export("modelRevisions", revisions)
     pulumi.export("apiKey", pulumi.Output.secret(secrets["api_key"]))

@@ -303,3 +303,70 @@ def serve(hub: FakeHub) -> Iterator[FakeHub]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def gguf_file(cfg: Mapping[str, Any], file_type: str = "Q4_K_M", tmp_dir: Any = None) -> VirtualFile:
+    """A GGUF file as llama.cpp's convert + quantize would write it for this config: the real
+    header (metadata keys, tokenizer vocabulary, tensor infos) written with the `gguf` package,
+    followed by zeros for the tensor data."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
+
+    text = {**cfg, **(cfg.get("text_config") or {})}
+    arch = str(text["model_type"])
+    hidden, inter, layers = text["hidden_size"], text["intermediate_size"], text["num_hidden_layers"]
+    heads, kv = text["num_attention_heads"], text["num_key_value_heads"]
+    head_dim = text.get("head_dim") or hidden // heads
+    vocab = text["vocab_size"]
+    big, small = {
+        "Q4_K_M": (GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K),
+        "Q8_0": (GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q8_0),
+        "Q6_K": (GGMLQuantizationType.Q6_K, GGMLQuantizationType.Q6_K),
+    }[file_type]
+    path = Path(tempfile.mkdtemp(dir=tmp_dir)) / "model.gguf"
+    writer = GGUFWriter(path, arch)
+    writer.add_block_count(layers)
+    writer.add_context_length(text["max_position_embeddings"])
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(inter)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv)
+    writer.add_file_type(int(getattr(LlamaFileType, f"MOSTLY_{file_type}")))
+    writer.add_token_list([f"t{i}" for i in range(vocab)])
+    total = 0
+
+    def tensor(name: str, shape: tuple[int, ...], qtype: GGMLQuantizationType) -> None:
+        nonlocal total
+        block, size = GGML_QUANT_SIZES[qtype]
+        n = 1
+        for d in shape:
+            n *= d
+        nbytes = n * size // block
+        writer.add_tensor_info(name, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
+        total += nbytes + (-nbytes % 32)
+
+    tensor("token_embd.weight", (vocab, hidden), small)
+    for i in range(layers):
+        tensor(f"blk.{i}.attn_q.weight", (heads * head_dim, hidden), big)
+        tensor(f"blk.{i}.attn_k.weight", (kv * head_dim, hidden), big)
+        tensor(f"blk.{i}.attn_v.weight", (kv * head_dim, hidden), small)
+        tensor(f"blk.{i}.attn_output.weight", (hidden, heads * head_dim), big)
+        tensor(f"blk.{i}.ffn_gate.weight", (inter, hidden), big)
+        tensor(f"blk.{i}.ffn_up.weight", (inter, hidden), big)
+        tensor(f"blk.{i}.ffn_down.weight", (hidden, inter), small)
+        tensor(f"blk.{i}.attn_norm.weight", (hidden,), GGMLQuantizationType.F32)
+        tensor(f"blk.{i}.ffn_norm.weight", (hidden,), GGMLQuantizationType.F32)
+    tensor("output_norm.weight", (hidden,), GGMLQuantizationType.F32)
+    if not text.get("tie_word_embeddings", False):
+        tensor("output.weight", (vocab, hidden), small)
+    writer.write_header_to_file(path)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    prefix = path.read_bytes()
+    prefix += b"\0" * (-len(prefix) % 32)
+    path.unlink()
+    return VirtualFile(prefix, len(prefix) + total)

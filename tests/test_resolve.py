@@ -7,6 +7,7 @@ prints here traces back to a published config, not to a number typed into the te
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from slm_deploy.errors import InputError
 from slm_deploy.planner import plan
 from slm_deploy.spec import GpuAttachment, Hardware, Serving
-from tests.fakehub import FakeHub, FakeRepo, decoder_tensors, json_file, model_repo, serve, sharded_repo
+from tests.fakehub import FakeHub, FakeRepo, VirtualFile, decoder_tensors, gguf_file, json_file, model_repo, serve, sharded_repo
 
 DATA = Path(__file__).parent / "data" / "hub"
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,11 @@ def config(name: str) -> dict[str, Any]:
     return data
 
 
+@functools.cache
+def qwen2_gguf(file_type: str) -> VirtualFile:
+    return gguf_file(config("qwen2-7b-instruct"), file_type)
+
+
 def fake_hub() -> FakeHub:
     hub = FakeHub()
     qwen = config("qwen2-7b-instruct")
@@ -75,6 +81,19 @@ def fake_hub() -> FakeHub:
         granted_tokens=("hf_granted",),
     )
     hub.repos["unsloth/Qwen2-7B-Instruct"] = sharded_repo(qwen, decoder_tensors(qwen), SHA["sharded"], shards=4)
+    q4, q6, q8 = (qwen2_gguf(t) for t in ("Q4_K_M", "Q6_K", "Q8_0"))
+    hub.add_ollama("library/qwen2", "7b", q4)
+    hub.add_ollama("library/qwen2", "7b-instruct-q8_0", q8)
+    hub.repos["bartowski/Qwen2-7B-Instruct-GGUF"] = FakeRepo(
+        files={
+            "Qwen2-7B-Instruct-Q4_K_M.gguf": q4,
+            "Qwen2-7B-Instruct-Q6_K.gguf": q6,
+            "Qwen2-7B-Instruct-Q8_0.gguf": q8,
+            "README.md": json_file({}),
+        },
+        sha=SHA["old"][::-1],
+        branches={"main": SHA["old"][::-1]},
+    )
     hub.repos["google-bert/bert-base-uncased"] = FakeRepo(
         files={"config.json": json_file({"architectures": ["BertForMaskedLM"], "hidden_size": 768, "model_type": "bert"})},
         sha=SHA["bert"],
@@ -322,3 +341,98 @@ def test_a_bundle_for_an_amd_gpu_is_refused_before_anything_is_written(hub: Fake
         InputError, match=r"fleet.yaml: boxes\[0\].hardware.gpu.model: box box-1: AMD Instinct MI300X needs ROCm images"
     ):
         build_box(fleet.boxes[0], fleet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ollama library and GGUF repos
+
+
+def test_an_ollama_tag_is_planned_from_its_manifest_and_gguf_header(hub: FakeHub) -> None:
+    result = plan(Serving(model="qwen2:7b", runtime="ollama", context=8192, concurrency=2), l4())
+    assert result.fits, result.reason
+    manifest, _blobs = hub.ollama["library/qwen2"].tags["7b"]
+    layer = manifest["layers"][0]
+    assert result.weights_gib == round(layer["size"] / 2**30, 2)  # the blob's exact size
+    assert result.kv_bytes_per_token == 2 * 28 * 4 * 128 * 2  # from qwen2.block_count / head_count_kv, f16 cache
+    assert result.quantization == "q4_k_m"
+    assert result.weights_source == "ollama://qwen2:7b"
+    assert result.model_revision.startswith("sha256:")
+    assert result.runtime_env["OLLAMA_CONTEXT_LENGTH"] == "8192"
+    # Only the header of the 4.7 GiB blob was read.
+    assert hub.served_bytes < 8 * 1024 * 1024
+
+
+def test_the_gguf_header_range_grows_until_it_parses(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slm_deploy.resolve import gguf
+
+    monkeypatch.setattr(gguf, "FIRST_RANGE", 4096)  # far smaller than the 2 MiB header
+    result = plan(Serving(model="qwen2:7b", runtime="ollama"), l4())
+    assert result.fits
+    ranges = [r for m, p, r in hub.requests if "/blobs/" in p]
+    assert ranges[0] == "bytes=0-4095" and len(ranges) > 1
+
+
+def test_unknown_ollama_tags_and_models_are_refused(hub: FakeHub) -> None:
+    with pytest.raises(InputError, match=r"^spec: model: the Ollama library has library/qwen2 but no tag '70b'$"):
+        plan(Serving(model="qwen2:70b", runtime="ollama"), l4())
+    with pytest.raises(InputError, match=r"^spec: model: no model library/nosuch in the Ollama library at http://127"):
+        plan(Serving(model="nosuch:1b", runtime="ollama"), l4())
+
+
+def test_an_unknown_ollama_tag_is_refused_before_a_bundle_is_written(hub: FakeHub, tmp_path: Path) -> None:
+    import os
+
+    import yaml
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        yaml.safe_dump(
+            {
+                "fleet": "edge",
+                "boxes": [
+                    {
+                        "id": "box-1",
+                        "hardware": {"cpus": 8, "memory_gib": 64},
+                        "serving": {"model": "qwen2:70b", "runtime": "ollama"},
+                    }
+                ],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "bundle", str(fleet), "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "error: fleet.yaml: boxes[0].serving.model: the Ollama library has library/qwen2 but no tag '70b'\n"
+    assert not out.exists()
+
+
+def test_a_resolved_ollama_tag_plans_offline_from_the_cache(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    online = plan(Serving(model="qwen2:7b", runtime="ollama"), l4())
+    seen = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert plan(Serving(model="qwen2:7b", runtime="ollama"), l4()) == online
+    assert len(hub.requests) == seen
+
+
+def test_a_gguf_repo_on_the_hub_is_read_from_the_file_header(hub: FakeHub) -> None:
+    q8 = plan(Serving(model="bartowski/Qwen2-7B-Instruct-GGUF", runtime="llamacpp", quantization="q8_0"), l4())
+    q4 = plan(Serving(model="bartowski/Qwen2-7B-Instruct-GGUF", runtime="llamacpp"), l4())
+    assert q8.weights_source == "hf://bartowski/Qwen2-7B-Instruct-GGUF/Qwen2-7B-Instruct-Q8_0.gguf"
+    assert q4.weights_source == "hf://bartowski/Qwen2-7B-Instruct-GGUF/Qwen2-7B-Instruct-Q4_K_M.gguf"
+    assert q8.weights_gib > 1.5 * q4.weights_gib
+    assert "-ngl" in q4.runtime_args and q4.runtime_args[q4.runtime_args.index("-ngl") + 1] == "29"
+    via_ollama = plan(Serving(model="hf.co/bartowski/Qwen2-7B-Instruct-GGUF:Q6_K", runtime="ollama"), l4())
+    assert via_ollama.weights_source == "ollama://hf.co/bartowski/Qwen2-7B-Instruct-GGUF:Q6_K"
+    assert q4.weights_gib < via_ollama.weights_gib < q8.weights_gib
+    assert any("q6_k" in note for note in via_ollama.notes)
+    with pytest.raises(InputError, match=r"has no single-file IQ2_XS GGUF; it has: Q4_K_M, Q6_K, Q8_0"):
+        plan(Serving(model="hf.co/bartowski/Qwen2-7B-Instruct-GGUF:IQ2_XS", runtime="ollama"), l4())
+
+
+def test_a_gguf_model_cannot_be_served_by_vllm_or_in_another_quantization(hub: FakeHub) -> None:
+    wrong = plan(Serving(model="qwen2:7b", runtime="ollama", quantization="q8_0"), l4())
+    assert not wrong.fits
+    assert wrong.reason == "qwen2:7b holds q4_k_m weights; drop `quantization` or pick the tag or file you want"

@@ -49,6 +49,8 @@ _AUX_SUFFIXES = (
     ".weight_scale_inv", ".k_scale", ".v_scale",
 )  # fmt: skip
 _PACKED_SUFFIXES = (".qweight", ".weight_packed")
+MAX_DIMENSION = 100_000_000  # larger than any real size, context or vocabulary; guards the arithmetic
+MAX_PARAMS = 100_000_000_000_000
 _ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention", "attention", "chunked_attention"}
 _LOCAL_LAYER_TYPES = {"sliding_attention", "chunked_attention"}
 
@@ -133,9 +135,25 @@ def _int(config: Mapping[str, Any], name: str, keys: tuple[str, ...], required: 
         if required:
             raise ConfigProblem(keys[0], "missing; the planner cannot size the model without it")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or int(value) != value:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+        or int(value) != value
+    ):
         raise ConfigProblem(keys[0], f"expected a positive integer, got {value!r}")
+    if value > MAX_DIMENSION:
+        raise ConfigProblem(keys[0], f"{int(value)} is beyond any model the planner can size")
     return int(value)
+
+
+def _bits(value: Any, key: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise ConfigProblem(key, f"expected a bit width from 1 to 32, got {value!r}")
+    return value
 
 
 def quantization_of(config: Mapping[str, Any]) -> tuple[Quantization | None, str | None, int]:
@@ -144,11 +162,11 @@ def quantization_of(config: Mapping[str, Any]) -> tuple[Quantization | None, str
     if not isinstance(qc, Mapping):
         return None, None, 16
     method = str(qc.get("quant_method") or "").lower()
-    bits = qc.get("bits") or qc.get("w_bit") or qc.get("weight_bits")
+    bits = _bits(_first(qc, ("bits", "w_bit", "weight_bits")), "quantization_config.bits", 4)
     if method == "awq":
-        return Quantization.AWQ, method, int(bits or 4)
+        return Quantization.AWQ, method, bits
     if method in ("gptq", "gptq_marlin", "auto-round", "autoround"):
-        return Quantization.GPTQ, method, int(bits or 4)
+        return Quantization.GPTQ, method, bits
     if method in ("fp8", "fbgemm_fp8", "modelopt"):
         return Quantization.FP8, method, 8
     if method == "bitsandbytes":
@@ -157,10 +175,12 @@ def quantization_of(config: Mapping[str, Any]) -> tuple[Quantization | None, str
         return Quantization.GPTQ, method, 4
     if method == "compressed-tensors":
         groups = qc.get("config_groups") or {}
+        if not isinstance(groups, Mapping):
+            raise ConfigProblem("quantization_config.config_groups", "expected a mapping of quantization groups")
         weights = next((g.get("weights") for g in groups.values() if isinstance(g, Mapping) and g.get("weights")), None)
         if not isinstance(weights, Mapping):
             raise ConfigProblem("quantization_config.config_groups", "compressed-tensors config with no weight scheme")
-        nbits = int(weights.get("num_bits") or 8)
+        nbits = _bits(weights.get("num_bits"), "quantization_config.config_groups.weights.num_bits", 8)
         kind = str(weights.get("type") or "int")
         if nbits == 8:
             return (Quantization.FP8 if kind == "float" else Quantization.INT8), method, 8
@@ -172,7 +192,7 @@ def _layer_layout(cfg: Mapping[str, Any], layers: int) -> tuple[int, int, int | 
     """(attention layers, local layers among them, window, notes) from layer_types / sliding_window."""
     notes: list[str] = []
     window = cfg.get("sliding_window")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or not 0 < window <= MAX_DIMENSION):
         window = None
     if cfg.get("use_sliding_window") is False:
         window = None
@@ -186,13 +206,13 @@ def _layer_layout(cfg: Mapping[str, Any], layers: int) -> tuple[int, int, int | 
                 f"{len(attention)} of {layers} layers hold a KV cache; the others "
                 f"({', '.join(sorted(set(kinds) - _ATTENTION_LAYER_TYPES))}) keep a fixed-size state, not counted"
             )
-        if window is None and cfg.get("attention_chunk_size"):
-            window = int(cfg["attention_chunk_size"])
+        if window is None:
+            window = _int(cfg, "attention_chunk_size", ("attention_chunk_size",), False)
         return len(attention), (local if window else 0), window, notes
     if window is None:
         return layers, 0, None, notes
     pattern = cfg.get("sliding_window_pattern")
-    if isinstance(pattern, int) and pattern > 0:
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and 0 < pattern <= MAX_DIMENSION:
         return layers, layers - layers // pattern, window, notes
     if cfg.get("model_type") in ("mistral", "mixtral", "qwen2", "qwen2_moe") or cfg.get("use_sliding_window"):
         if window >= int(_first(cfg, ("max_position_embeddings",)) or 0):
@@ -218,10 +238,10 @@ def _pattern_for(attention_layers: int, local: int) -> int | None:
 
 def _mla_head_dim(cfg: Mapping[str, Any]) -> int | None:
     """Multi-head latent attention caches one latent of kv_lora_rank + rope dims per token and layer."""
-    rank = cfg.get("kv_lora_rank")
-    if not isinstance(rank, int) or rank <= 0:
+    rank = _int(cfg, "kv_lora_rank", ("kv_lora_rank",), False)
+    if rank is None:
         return None
-    rope = int(cfg.get("qk_rope_head_dim") or 0)
+    rope = _int(cfg, "qk_rope_head_dim", ("qk_rope_head_dim",), False) or 0
     return math.ceil((rank + rope) / 2)  # the planner stores K and V: 2 x head_dim = latent width
 
 
@@ -292,6 +312,8 @@ def read_checkpoint(config: Mapping[str, Any], tensors: Mapping[str, Tensor] | N
     if attention_layers == 0:
         raise ConfigProblem("layer_types", "no attention layer: a state-space model the planner cannot size")
     pattern = _pattern_for(attention_layers, local)
+    if window is not None and window > MAX_DIMENSION:
+        window, pattern = None, None
     if tensors:
         weights_bytes: int | None = sum(t.nbytes for t in tensors.values())
         params = count_params(tensors, bits, method)
@@ -301,6 +323,8 @@ def read_checkpoint(config: Mapping[str, Any], tensors: Mapping[str, Tensor] | N
         params = estimate_params(hidden, layers, heads, kv_heads, head_dim, inter, vocab, tied)
         exact = False
         notes.append("no safetensors headers: parameter count estimated from config.json")
+    if params > MAX_PARAMS:
+        raise ConfigProblem("config.json", f"{params} parameters is beyond any model the planner can size")
     try:
         arch = ModelArchitecture(
             params_b=max(params, 1) / 1e9,

@@ -63,14 +63,14 @@ def parse_header(fetch: Callable[[int, int], bytes], size: int) -> GgufHeader:
                 item_type = self._get(orig_offs, np.uint32)
                 count = self._get(orig_offs + 4, np.uint64)
                 if GGUFValueType(int(item_type[0])) is GGUFValueType.STRING:
-                    raw = memoryview(self.data)
+                    raw = self.data.tobytes()  # the header only: a few MiB
                     pos = orig_offs + 12
                     for _ in range(int(count[0])):
                         pos += 8 + int.from_bytes(raw[pos : pos + 8], "little")
                     if pos > len(raw):
                         raise IndexError("string array runs past the header read so far")
                     return pos - orig_offs, [item_type, count], [], [GGUFValueType.ARRAY, GGUFValueType.STRING]
-            return super()._get_field_parts(orig_offs, raw_type)  # type: ignore[no-any-return]
+            return super()._get_field_parts(orig_offs, raw_type)
 
         def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
             self.tensor_infos = {}
@@ -287,8 +287,8 @@ def resolve_gguf_repo(
 
 
 def _read_remote_header(api: Any, repo: str, filename: str, sha: str, source: str, field: str) -> tuple[GgufHeader, int]:
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, get_session
+    from huggingface_hub import get_hf_file_metadata, get_session, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     from slm_deploy.resolve import hub
 
@@ -300,7 +300,7 @@ def _read_remote_header(api: Any, repo: str, filename: str, sha: str, source: st
 
     def fetch(start: int, end: int) -> bytes:
         def get() -> bytes:
-            from huggingface_hub.utils import hf_raise_for_status
+            from huggingface_hub import hf_raise_for_status
 
             ranged = {**headers, "Range": f"bytes={start}-{end}"}
             response = get_session().get(meta.location or url, headers=ranged, follow_redirects=True)

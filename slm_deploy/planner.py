@@ -21,7 +21,8 @@ KV cache
     parallelism each GPU holds ceil(kv_heads / tp) heads.
     dtype bytes: 16-bit 2, fp8 1, GGUF q8_0 34/32, q4_0 18/32 (block size 32 plus an fp16 scale).
 
-vLLM (v0.11, V1 engine; vllm/v1/worker/gpu_worker.py determine_available_memory)
+vLLM (V1 engine; vllm/v1/worker/gpu_worker.py determine_available_memory). The constants below are a
+    VllmProfile per vLLM release (VLLM_PROFILES), chosen by the vllm image tag the catalog pins.
     requested = total_memory x gpu_memory_utilization, per GPU.
     KV memory = requested - weights/tp - non-torch increase - torch activation peak.
     non-torch increase: cuBLAS workspaces and allocator slack, 0.2 GiB; with tp > 1 NCCL and
@@ -116,10 +117,56 @@ KV_BYTES = {
 GGUF_KV_NAME = {KvCacheDtype.FP16: "f16", KvCacheDtype.Q8_0: "q8_0", KvCacheDtype.Q4_0: "q4_0"}
 
 VLLM_BLOCK_TOKENS = 16
-VLLM_NON_TORCH_GIB = 0.2
-VLLM_NON_TORCH_TP_GIB = 0.6
-VLLM_OUTSIDE_BUDGET_GIB = 1.0  # CUDA context + CUDA graphs, outside gpu_memory_utilization
-VLLM_LARGE_GPU_GIB = 70.0
+
+
+@dataclass(frozen=True)
+class VllmProfile:
+    """What one vLLM release reserves besides weights and KV cache, read from its source and logs.
+
+    The planner takes the profile of the vLLM image the catalog pins (images.yaml); bumping that
+    image without adding a reviewed profile here is an error, not a silent reuse of old numbers.
+    """
+
+    version: str  # major.minor of the vllm/vllm-openai tag
+    source: str
+    non_torch_gib: float  # cuBLAS workspaces and allocator slack
+    non_torch_tp_gib: float  # NCCL and custom all-reduce buffers, tp > 1
+    outside_budget_gib: float  # CUDA context + CUDA graphs, outside gpu_memory_utilization
+    batched_tokens_large_gpu: int  # API server default max_num_batched_tokens on >= large_gpu_gib
+    batched_tokens: int
+    large_gpu_gib: float
+    logits_copies: int  # fp32 logits, probs, log-probs of max_num_seqs rows in the sampler warm-up
+
+
+VLLM_PROFILES = {
+    "0.11": VllmProfile(
+        version="0.11",
+        source="vllm v0.11.0 vllm/v1/worker/gpu_worker.py determine_available_memory; startup logs on A100/H100/RTX 3090",
+        non_torch_gib=0.2,
+        non_torch_tp_gib=0.6,
+        outside_budget_gib=1.0,
+        batched_tokens_large_gpu=8192,
+        batched_tokens=2048,
+        large_gpu_gib=70.0,
+        logits_copies=3,
+    ),
+}
+
+
+def vllm_profile(catalog: Catalog) -> VllmProfile:
+    """The profile of the vLLM release the catalog's `vllm` image pins."""
+    tag = catalog.images["vllm"].tag
+    version = ".".join(tag.lstrip("v").split(".")[:2])
+    if version not in VLLM_PROFILES:
+        raise InputError(
+            "images.yaml",
+            "images.vllm.tag",
+            f"vLLM {tag} has no reviewed planner profile (known: {', '.join(sorted(VLLM_PROFILES))}); "
+            "add one to slm_deploy/planner.py VLLM_PROFILES",
+        )
+    return VLLM_PROFILES[version]
+
+
 CUDA_CONTEXT_GIB = 0.5
 GGUF_UBATCH = 512
 GGUF_RUNTIME_GIB = 0.25
@@ -385,11 +432,12 @@ class _Request:
     util: float
     tp: int
     weights_repo: str | None
+    vllm: VllmProfile
     batched_tokens: int | None = None
     share: float = 1.0  # fraction of the device budget this instance may use (co-located models)
 
 
-def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Request:
+def _resolve_request(serving: Serving, model: ModelInfo, target: Target, vllm: VllmProfile) -> _Request:
     context = serving.context or min(model.arch.max_context, DEFAULT_CONTEXT_CAP)
     tp = serving.tensor_parallel or (target.gpu_count if serving.runtime is Runtime.VLLM and target.gpu_count else 1)
     quant = serving.resolved_quantization
@@ -411,6 +459,7 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Req
         serving.gpu_memory_utilization,
         tp,
         weights_repo,
+        vllm,
         serving.max_num_batched_tokens,
     )
 
@@ -505,11 +554,13 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
     total = target.gpu.memory_gib * GIB
     budget = total * req.util
     weights = model_weights_bytes(req.model, req.quant, req.runtime) / req.tp
-    overhead = (VLLM_NON_TORCH_GIB + (VLLM_NON_TORCH_TP_GIB if req.tp > 1 else 0.0)) * GIB
-    batched = req.batched_tokens or (8192 if target.gpu.memory_gib >= VLLM_LARGE_GPU_GIB else 2048)
+    profile = req.vllm
+    overhead = (profile.non_torch_gib + (profile.non_torch_tp_gib if req.tp > 1 else 0.0)) * GIB
+    large = target.gpu.memory_gib >= profile.large_gpu_gib
+    batched = req.batched_tokens or (profile.batched_tokens_large_gpu if large else profile.batched_tokens)
     batched = max(batched, req.concurrency)
     activation = batched * (3 * arch.intermediate_size + 4 * arch.hidden_size) * 2 / req.tp
-    activation += req.concurrency * arch.vocab_size * 4 * 3
+    activation += req.concurrency * arch.vocab_size * 4 * profile.logits_copies
     kv_memory = budget - weights - overhead - activation
     seq_bytes = kv_sequence_bytes(arch, req.kv, req.context, req.tp)
     per_token = seq_bytes / req.context
@@ -520,11 +571,11 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
         notes.append(f"{target.gpu.id} has no bf16 support; vLLM serves the model in fp16 (--dtype half)")
     reason = None
     headroom = total - budget
-    if headroom < VLLM_OUTSIDE_BUDGET_GIB * GIB:
-        limit = 1 - VLLM_OUTSIDE_BUDGET_GIB / target.gpu.memory_gib
+    if headroom < profile.outside_budget_gib * GIB:
+        limit = 1 - profile.outside_budget_gib / target.gpu.memory_gib
         reason = (
             f"gpu_memory_utilization {req.util:g} leaves {_gib(headroom)} GiB outside vLLM's budget; the CUDA "
-            f"context and CUDA graphs need {VLLM_OUTSIDE_BUDGET_GIB:g} GiB "
+            f"context and CUDA graphs need {profile.outside_budget_gib:g} GiB "
             f"(use at most {math.floor(limit * 100) / 100:g})"
         )
     elif kv_memory <= 0:
@@ -872,20 +923,23 @@ def plan(
     does not fit is returned with fits=False, a reason and suggestions; callers decide.
     """
     catalog = catalog or load_catalog()
+    vllm = vllm_profile(catalog)
     model = resolve_model(serving, catalog, source, f"{serving_path}.model".lstrip("."))
     if hardware is None:
-        probe = _resolve_request(serving, model, Target("gpu", None, 1, Hardware(cpus=1, memory_gib=1)))
+        probe = _resolve_request(serving, model, Target("gpu", None, 1, Hardware(cpus=1, memory_gib=1)), vllm)
         found = _recommend(probe, Hardware(cpus=1, memory_gib=1), catalog)
         if found is None:
             target = Target("gpu", catalog.gpus["h100-80gb"], 8, Hardware(cpus=96, memory_gib=1900))
-            req = _resolve_request(serving, model, target)
+            req = _resolve_request(serving, model, target, vllm)
             fit = replace(_evaluate(req, target), fits=False, reason="no catalog GPU size fits this model and workload")
             return _build_plan(req, target, fit, _suggest(req, target, fit, catalog))
         target = found[0]
-        req = replace(_resolve_request(serving, model, target), tp=target.gpu_count if serving.runtime is Runtime.VLLM else 1)
+        req = replace(
+            _resolve_request(serving, model, target, vllm), tp=target.gpu_count if serving.runtime is Runtime.VLLM else 1
+        )
     else:
         target = resolve_target(hardware, catalog, source, hardware_path)
-        req = _resolve_request(serving, model, target)
+        req = _resolve_request(serving, model, target, vllm)
     fit = _evaluate(req, target)
     suggestions = () if fit.fits else _suggest(req, target, fit, catalog)
     return _build_plan(req, target, fit, suggestions)
@@ -908,6 +962,7 @@ def plan_colocated(
     outside the budget); the GGUF runtimes get that share of the device or RAM budget.
     """
     catalog = catalog or load_catalog()
+    vllm = vllm_profile(catalog)
     paths = serving_paths or tuple(f"models[{i}]" for i in range(len(servings)))
     if len(servings) == 1:
         return (
@@ -922,7 +977,8 @@ def plan_colocated(
         )
     target = resolve_target(hardware, catalog, source, hardware_path)
     reqs = [
-        _resolve_request(s, resolve_model(s, catalog, source, f"{p}.model"), target) for s, p in zip(servings, paths, strict=True)
+        _resolve_request(s, resolve_model(s, catalog, source, f"{p}.model"), target, vllm)
+        for s, p in zip(servings, paths, strict=True)
     ]
     fits = [_evaluate(r, target) for r in reqs]
     if not all(f.fits for f in fits):
@@ -937,7 +993,7 @@ def plan_colocated(
     if total_need > budget:
         problem = f"together the {len(reqs)} models need {_gib(total_need)} GiB; the budget is {_gib(budget)} GiB"
     elif target.gpu is not None and any(_is_vllm(r, target) for r in reqs):
-        outside = len(reqs) * VLLM_OUTSIDE_BUDGET_GIB * GIB
+        outside = len(reqs) * vllm.outside_budget_gib * GIB
         if target.gpu.memory_gib * GIB - budget < outside:
             problem = f"{len(reqs)} vLLM processes need {_gib(outside)} GiB outside their budgets for CUDA contexts"
     plans = []

@@ -24,3 +24,26 @@ def test_the_compute_buffer_covers_every_slot() -> None:
     one = plan(Serving(model="qwen2.5-7b-instruct", runtime="llamacpp", context=4096, concurrency=1), L4)
     four = plan(Serving(model="qwen2.5-7b-instruct", runtime="llamacpp", context=4096, concurrency=4), L4)
     assert four.activation_gib > one.activation_gib + 0.5
+
+
+def test_the_vllm_constants_are_those_of_the_pinned_vllm_release() -> None:
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.planner import VLLM_PROFILES, vllm_profile
+
+    catalog = load_catalog()
+    assert vllm_profile(catalog) is VLLM_PROFILES["0.11"]
+    assert catalog.images["vllm"].tag.startswith("v0.11.")
+
+
+def test_bumping_the_vllm_image_without_a_reviewed_profile_is_refused() -> None:
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.errors import InputError
+
+    catalog = load_catalog()
+    bumped = catalog.model_copy(
+        update={"images": {**catalog.images, "vllm": catalog.images["vllm"].model_copy(update={"tag": "v0.99.0"})}}
+    )
+    with pytest.raises(
+        InputError, match=r"^images.yaml: images.vllm.tag: vLLM v0.99.0 has no reviewed planner profile \(known: 0.11\)"
+    ):
+        plan(Serving(model="qwen3-8b"), L4, catalog=bumped)

@@ -323,7 +323,18 @@ def test_a_bundle_records_the_resolved_revision_in_its_manifest(hub: FakeHub) ->
         "qwen2-7b-instruct-awq": {"source": "hf://Qwen/Qwen2-7B-Instruct-AWQ", "revision": SHA["awq"]}
     }
     compose = built.files["compose.yaml"].decode()
-    assert SHA["awq"] in compose  # vLLM is started on that revision
+    assert f'- "--revision"\n      - "{SHA["awq"]}"' in compose  # vLLM serves that revision
+    assert f"revision='{SHA['awq']}'" in compose  # and the fetch service downloads that revision, not main
+
+
+def test_a_llamacpp_bundle_fetches_the_gguf_file_at_its_resolved_revision(hub: FakeHub) -> None:
+    from slm_deploy.bundle import build_box
+
+    fleet = _fleet("bartowski/Qwen2-7B-Instruct-GGUF", runtime="llamacpp")
+    built = build_box(fleet.boxes[0], fleet)
+    text = b"".join(built.files.values()).decode(errors="replace")
+    revision = SHA["old"][::-1]
+    assert f"/bartowski/Qwen2-7B-Instruct-GGUF/resolve/{revision}/Qwen2-7B-Instruct-Q4_K_M.gguf" in text
 
 
 def test_a_catalog_only_bundle_manifest_is_unchanged(hub: FakeHub) -> None:

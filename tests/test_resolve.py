@@ -447,3 +447,24 @@ def test_a_gguf_model_cannot_be_served_by_vllm_or_in_another_quantization(hub: F
     wrong = plan(Serving(model="qwen2:7b", runtime="ollama", quantization="q8_0"), l4())
     assert not wrong.fits
     assert wrong.reason == "qwen2:7b holds q4_k_m weights; drop `quantization` or pick the tag or file you want"
+
+
+def test_a_stack_accepts_a_hub_reference_and_exports_its_revision(hub: FakeHub, tmp_path: Path) -> None:
+    import yaml
+
+    from slm_deploy.preview import run_preview
+
+    config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    config["slm-deploy:models"][0]["model"] = "Qwen/Qwen2-7B-Instruct-AWQ"
+    (tmp_path / "Pulumi.hub.yaml").write_text(yaml.safe_dump({"config": config}))
+    result = run_preview("hub", tmp_path)
+    name = config["slm-deploy:models"][0]["name"]
+    assert result.outputs["modelRevisions"] == {name: f"hf://Qwen/Qwen2-7B-Instruct-AWQ@{SHA['awq']}"}
+    args = [
+        c["args"]
+        for m in result.manifests()
+        if m["kind"] == "Deployment"
+        for c in m["spec"]["template"]["spec"]["containers"]
+        if c.get("args")
+    ]
+    assert any("--revision" in a and SHA["awq"] in a for a in args)

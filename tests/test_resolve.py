@@ -468,3 +468,12 @@ def test_a_stack_accepts_a_hub_reference_and_exports_its_revision(hub: FakeHub, 
         if c.get("args")
     ]
     assert any("--revision" in a and SHA["awq"] in a for a in args)
+
+
+def test_the_documentation_names_every_config_key_the_planner_reads() -> None:
+    from slm_deploy.resolve.config import FIELDS, READ_KEYS
+
+    page = (ROOT / "docs" / "resolve.md").read_text()
+    keys = {k for _, names, _ in FIELDS for k in names} | set(READ_KEYS)
+    missing = sorted(k for k in keys if f"`{k}`" not in page)
+    assert missing == []

@@ -1,7 +1,7 @@
 """A model's `config.json` (and its safetensors headers) -> the numbers the planner reads.
 
-Pure: no network, no files. Every field read here is listed in FIELDS with what happens when it
-is missing; `docs/resolve.md` is generated from the same table by hand, so keep them in step.
+Pure: no network. Every field read here is listed, with what happens when it is missing, in
+docs/resolve.md; tests/test_resolve.py checks that the page names every key FIELDS and READ_KEYS hold.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("tie_word_embeddings", ("tie_word_embeddings",), "whether the checkpoint stores lm_head.weight; else false"),
     ("sliding_window", ("sliding_window",), "every layer global"),
 )
+
+# Keys read outside FIELDS (layouts, MoE, MLA, quantization), for the documentation check.
+READ_KEYS = (
+    "architectures", "text_config", "language_config", "llm_config", "model_type", "multi_query", "moe_intermediate_size",
+    "num_experts_per_tok", "moe_topk", "use_sliding_window", "sliding_window_pattern", "layer_types", "attention_chunk_size",
+    "kv_lora_rank", "qk_rope_head_dim", "quantization_config", "compression_config", "quant_method", "bits", "w_bit",
+    "weight_bits", "load_in_8bit", "config_groups", "num_bits",
+)  # fmt: skip
 
 # Safetensors dtypes -> bytes per element (safetensors format spec).
 DTYPE_BYTES = {

@@ -54,7 +54,12 @@ def _choice(enum: type[Any]) -> click.Choice[str]:
 
 
 @main.command()
-@click.option("--model", "model", required=True, help="Catalog model id or Hugging Face repo id.")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="Catalog id, Hub repo (owner/name[@revision]), Ollama tag (name:tag) or hf.co/owner/repo:QUANT.",
+)
 @click.option("--gpu", help="Catalog GPU id (l4, a100-80gb, ...) or Azure VM size (Standard_NC24ads_A100_v4).")
 @click.option("--gpu-count", type=click.IntRange(min=1), default=None, help="GPUs of that model (default: 1, or the VM size's).")
 @click.option(

@@ -7,6 +7,7 @@ naming a key, and planning those numbers gives a Plan or an InputError, never a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,42 @@ def test_a_smaller_quantization_never_needs_more_memory(hidden_blocks: int, laye
         assert checkpoint.params == read_checkpoint(cfg, {n: Tensor(d, s) for n, (d, s) in decoder_tensors(cfg).items()}).params
     assert sizes["awq"] <= sizes["fp8"] <= sizes[None]
     assert sizes["gptq"] <= sizes["fp8"]
+
+
+GGUF_BASE: dict[str, Any] = {
+    "general.architecture": "qwen2",
+    "qwen2.block_count": 28,
+    "qwen2.context_length": 32768,
+    "qwen2.embedding_length": 3584,
+    "qwen2.feed_forward_length": 18944,
+    "qwen2.attention.head_count": 28,
+    "qwen2.attention.head_count_kv": 4,
+    "general.file_type": 15,
+    "tokenizer.ggml.tokens": 152064,
+}  # the metadata of tests/data/hub/qwen2-7b-instruct.json's GGUF fixture (tests/fakehub.gguf_file)
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [*GGUF_BASE, "qwen2.attention.sliding_window", "qwen2.attention.key_length", "qwen2.attention.sliding_window_pattern"]
+        ),
+        ANY_VALUE,
+        max_size=4,
+    ),
+    st.sets(st.sampled_from(sorted(GGUF_BASE)), max_size=2),
+    st.integers(min_value=1, max_value=10**13),
+)
+def test_the_planner_never_crashes_on_gguf_metadata(changes: dict[str, Any], dropped: set[str], params: int) -> None:
+    from slm_deploy.resolve.gguf import GgufHeader, GgufProblem, architecture
+
+    metadata = {k: v for k, v in {**GGUF_BASE, **changes}.items() if k not in dropped}
+    header = GgufHeader(metadata, {"token_embd.weight": ((params,), 12)})
+    try:
+        arch, _quant, _name, _notes = architecture(header)
+    except GgufProblem as problem:
+        assert str(problem)
+        return
+    with contextlib.suppress(InputError):
+        plan(Serving(model="someone/model", architecture=arch, context=min(4096, arch.max_context), runtime="ollama"), HARDWARE)

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from slm_deploy.errors import InputError
 from slm_deploy.resolve import ResolvedModel, cache
+from slm_deploy.resolve.config import MAX_DIMENSION, MAX_PARAMS
 from slm_deploy.spec import ModelArchitecture, Quantization, Runtime
 
 FIRST_RANGE = 4 * 1024 * 1024
@@ -114,9 +117,9 @@ def _positive(header: GgufHeader, key: str, required: bool = True) -> int | None
     value = header.get(key)
     if isinstance(value, list):
         value = max((v for v in value if isinstance(v, int | float)), default=None)
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= MAX_DIMENSION:
         if required:
-            raise GgufProblem(f"{key} is missing from the GGUF metadata")
+            raise GgufProblem(f"{key} is missing from the GGUF metadata or out of range")
         return None
     return int(value)
 
@@ -131,15 +134,18 @@ def architecture(header: GgufHeader) -> tuple[ModelArchitecture, Quantization, s
     hidden = _positive(header, f"{arch}.embedding_length")
     heads = _positive(header, f"{arch}.attention.head_count")
     assert layers and hidden and heads
-    kv_raw = header.get(f"{arch}.attention.head_count_kv")
-    attention_layers = layers
-    if isinstance(kv_raw, list):  # per-layer: 0 marks a layer without attention (hybrid models)
-        attention_layers = sum(1 for v in kv_raw if v) or layers
-        kv_heads = max((int(v) for v in kv_raw if v), default=heads)
-        if attention_layers < layers:
-            notes.append(f"{attention_layers} of {layers} layers hold a KV cache")
-    else:
-        kv_heads = int(kv_raw) if isinstance(kv_raw, int | float) and kv_raw > 0 else heads
+    key = f"{arch}.attention.head_count_kv"
+    kv_raw = header.get(key)
+    values = kv_raw if isinstance(kv_raw, list) else [heads if kv_raw is None else kv_raw]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_DIMENSION for v in values):
+        raise GgufProblem(f"{key}: expected a KV head count, or one per layer")
+    with_kv = [v for v in values if v > 0]  # per layer, 0 marks a layer without attention (hybrid models)
+    if not with_kv:
+        raise GgufProblem(f"{key}: no layer holds a KV cache")
+    kv_heads = max(with_kv)
+    attention_layers = min(len(with_kv), layers) if isinstance(kv_raw, list) else layers
+    if attention_layers < layers:
+        notes.append(f"{attention_layers} of {layers} layers hold a KV cache")
     head_dim = _positive(header, f"{arch}.attention.key_length", required=False) or hidden // heads
     inter = _positive(header, f"{arch}.feed_forward_length", required=False) or 4 * hidden
     context = _positive(header, f"{arch}.context_length")
@@ -165,13 +171,28 @@ def architecture(header: GgufHeader) -> tuple[ModelArchitecture, Quantization, s
     file_type = header.get("general.file_type")
     quant = FILE_TYPES.get(int(file_type)) if isinstance(file_type, int) else None
     type_name = _file_type_name(file_type)
-    model = ModelArchitecture(
+    if params > MAX_PARAMS:
+        raise GgufProblem(f"{params} parameters is beyond any model the planner can size")
+    try:
+        model = _model_architecture(
+            params, hidden, inter, attention_layers, heads, kv_heads, head_dim, vocab, context, tied, window, pattern
+        )
+    except ValidationError as exc:
+        raise GgufProblem(f"inconsistent metadata: {exc.errors(include_url=False)[0]['msg']}") from None
+    return model, quant or Quantization.Q4_K_M, type_name, tuple(notes)
+
+
+def _model_architecture(
+    params: int, hidden: int, inter: int, attention_layers: int, heads: int, kv_heads: int, head_dim: int,
+    vocab: int, context: int, tied: bool, window: int | None, pattern: int | None,
+) -> ModelArchitecture:  # fmt: skip
+    return ModelArchitecture(
         params_b=params / 1e9,
         hidden_size=hidden,
         intermediate_size=inter,
         layers=attention_layers,
         attention_heads=heads,
-        kv_heads=kv_heads if heads % kv_heads == 0 else heads,
+        kv_heads=kv_heads if kv_heads <= heads and heads % kv_heads == 0 else heads,
         head_dim=head_dim,
         vocab_size=vocab,
         max_context=context,
@@ -179,7 +200,6 @@ def architecture(header: GgufHeader) -> tuple[ModelArchitecture, Quantization, s
         sliding_window=window if pattern else None,
         sliding_window_pattern=pattern if window else None,
     )
-    return model, quant or Quantization.Q4_K_M, type_name, tuple(notes)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -194,7 +214,7 @@ def _file_type_name(file_type: Any) -> str:
         from gguf import LlamaFileType
 
         return str(LlamaFileType(int(file_type)).name).removeprefix("MOSTLY_").lower()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return "unknown"
 
 

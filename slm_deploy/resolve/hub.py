@@ -81,7 +81,9 @@ def _call(func: Callable[[], T], repo: str, revision: str | None, source: str, f
         hint = "" if token() else " (a private repo needs HF_TOKEN)"
         raise InputError(source, field, f"no model {repo!r} on the Hub at {endpoint()}{hint}") from None
     except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
+        status = exc.response.status_code if exc.response is not None else 0
+        if status >= 500 or status == 429:
+            raise _Unreachable(f"HTTP {status}") from None  # a Hub outage: the cached revision still serves
         raise InputError(source, field, f"the Hub answered HTTP {status} for {repo}") from None
     except (httpx2.HTTPError, OSError, OfflineModeIsEnabled) as exc:
         raise _Unreachable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

@@ -477,3 +477,14 @@ def test_the_documentation_names_every_config_key_the_planner_reads() -> None:
     keys = {k for _, names, _ in FIELDS for k in names} | set(READ_KEYS)
     missing = sorted(k for k in keys if f"`{k}`" not in page)
     assert missing == []
+
+
+def test_the_plan_table_shows_the_resolved_revision(hub: FakeHub) -> None:
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "plan", "--model", "Qwen/Qwen2-7B-Instruct-AWQ", "--gpu", "l4"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"revision {SHA['awq']}" in " ".join(result.stdout.replace("│", " ").split())

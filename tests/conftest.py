@@ -17,6 +17,7 @@ REQUIRE_TOOLS = os.environ.get("SLM_REQUIRE_TOOLS") == "1"
 # the fake Hub (tests/fakehub.py) must fail fast on loopback, never reach the internet.
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 os.environ.setdefault("OLLAMA_REGISTRY", "http://127.0.0.1:9")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def need(condition: bool, reason: str) -> None:

@@ -488,3 +488,12 @@ def test_the_plan_table_shows_the_resolved_revision(hub: FakeHub) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"revision {SHA['awq']}" in " ".join(result.stdout.replace("│", " ").split())
+
+
+def test_an_ollama_tag_on_vllm_says_which_runtime_it_needs(hub: FakeHub) -> None:
+    with pytest.raises(
+        InputError,
+        match=r"^spec: model: 'qwen2:7b' is not a Hugging Face repo id \(owner/name\[@revision\]\); an Ollama tag needs runtime ollama$",
+    ):
+        plan(Serving(model="qwen2:7b"), l4())
+    assert hub.requests == []

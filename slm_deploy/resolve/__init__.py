@@ -91,7 +91,8 @@ def resolve(model: str, runtime: Runtime, quant: Quantization | None, source: st
         return ollama.resolve_ollama(match["ns"] or "library", match["name"], match["tag"] or "latest", source, field)
     match = _HF_REF.match(model)
     if match is None:
-        raise InputError(source, field, f"{model!r} is not a Hugging Face repo id (owner/name[@revision])")
+        hint = "; an Ollama tag needs runtime ollama" if ":" in model else ""
+        raise InputError(source, field, f"{model!r} is not a Hugging Face repo id (owner/name[@revision]){hint}")
     if runtime is Runtime.LLAMACPP:
         from slm_deploy.resolve import gguf
 

@@ -125,7 +125,7 @@ def sharded_repo(
     names = list(tensors)
     per = -(-len(names) // shards)
     files = {"config.json": json_file(config)}
-    weight_map = {}
+    weight_map: dict[str, str] = {}
     for k in range(shards):
         shard = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         part = {n: tensors[n] for n in names[k * per : (k + 1) * per]}

@@ -497,3 +497,15 @@ def test_an_ollama_tag_on_vllm_says_which_runtime_it_needs(hub: FakeHub) -> None
     ):
         plan(Serving(model="qwen2:7b"), l4())
     assert hub.requests == []
+
+
+def test_an_ollama_bundle_pulls_the_tag_and_records_its_manifest_digest(hub: FakeHub) -> None:
+    from slm_deploy.bundle import build_box
+
+    fleet = _fleet("qwen2:7b", runtime="ollama")
+    built = build_box(fleet.boxes[0], fleet)
+    manifest = json.loads(built.files["MANIFEST.json"])
+    digest = manifest["resolved_models"]["qwen2-7b"]["revision"]
+    assert digest.startswith("sha256:") and manifest["resolved_models"]["qwen2-7b"]["source"] == "ollama://qwen2:7b"
+    text = b"".join(built.files.values()).decode(errors="replace")
+    assert "qwen2:7b" in text

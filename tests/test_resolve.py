@@ -509,3 +509,13 @@ def test_an_ollama_bundle_pulls_the_tag_and_records_its_manifest_digest(hub: Fak
     assert digest.startswith("sha256:") and manifest["resolved_models"]["qwen2-7b"]["source"] == "ollama://qwen2:7b"
     text = b"".join(built.files.values()).decode(errors="replace")
     assert "qwen2:7b" in text
+
+
+def test_a_fleet_resolves_each_reference_once(hub: FakeHub) -> None:
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import parse_fleet
+
+    box = {"hardware": {"cpus": 8, "memory_gib": 64, "gpu": {"model": "l4"}}, "serving": {"model": "Qwen/Qwen2-7B-Instruct-AWQ"}}
+    fleet = parse_fleet({"fleet": "edge", "boxes": [{"id": f"box-{i}", **box} for i in range(3)]}, "fleet.yaml")
+    build_fleet(fleet, fleet.boxes)
+    assert sum(1 for _m, path, _r in hub.requests if path.startswith("/api/models/")) == 1

@@ -71,8 +71,26 @@ def is_reference(model: str) -> bool:
     return "/" in model or ":" in model or "@" in model
 
 
+_RESOLVED: dict[tuple[str, ...], ResolvedModel] = {}
+
+
 def resolve(model: str, runtime: Runtime, quant: Quantization | None, source: str, field: str) -> ResolvedModel:
-    """Resolve `model` for `runtime`; every failure is an InputError naming `source` and `field`."""
+    """Resolve `model` for `runtime`, once per process: a fleet of 500 boxes asks the Hub once.
+
+    Every failure is an InputError naming `source` and `field` (failures are not remembered)."""
+    import os
+
+    from slm_deploy.resolve import cache
+
+    settings = ("HF_ENDPOINT", "OLLAMA_REGISTRY", "HF_TOKEN", "HF_TOKEN_PATH", "HF_HOME")
+    key = (model, runtime.value, quant.value if quant else "", str(cache.cache_root()), str(cache.offline()))
+    key += tuple(os.environ.get(v, "") for v in settings)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve(model, runtime, quant, source, field)
+    return _RESOLVED[key]
+
+
+def _resolve(model: str, runtime: Runtime, quant: Quantization | None, source: str, field: str) -> ResolvedModel:
     lowered = model.lower()
     if lowered.startswith(HF_PREFIXES):
         from slm_deploy.resolve import gguf

@@ -83,7 +83,7 @@ def resolve(model: str, runtime: Runtime, quant: Quantization | None, source: st
     from slm_deploy.resolve import cache
 
     settings = ("HF_ENDPOINT", "OLLAMA_REGISTRY", "HF_TOKEN", "HF_TOKEN_PATH", "HF_HOME")
-    key = (model, runtime.value, quant.value if quant else "", str(cache.cache_root()), str(cache.offline()))
+    key: tuple[str, ...] = (model, runtime.value, quant.value if quant else "", str(cache.cache_root()), str(cache.offline()))
     key += tuple(os.environ.get(v, "") for v in settings)
     if key not in _RESOLVED:
         _RESOLVED[key] = _resolve(model, runtime, quant, source, field)

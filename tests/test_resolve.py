@@ -519,3 +519,9 @@ def test_a_fleet_resolves_each_reference_once(hub: FakeHub) -> None:
     fleet = parse_fleet({"fleet": "edge", "boxes": [{"id": f"box-{i}", **box} for i in range(3)]}, "fleet.yaml")
     build_fleet(fleet, fleet.boxes)
     assert sum(1 for _m, path, _r in hub.requests if path.startswith("/api/models/")) == 1
+
+
+def test_two_files_of_one_gguf_repo_are_two_models(hub: FakeHub) -> None:
+    q4 = plan(Serving(model="hf.co/bartowski/Qwen2-7B-Instruct-GGUF:Q4_K_M", runtime="ollama"), l4())
+    q8 = plan(Serving(model="hf.co/bartowski/Qwen2-7B-Instruct-GGUF:Q8_0", runtime="ollama"), l4())
+    assert (q4.model, q8.model) == ("qwen2-7b-instruct-gguf-q4-k-m", "qwen2-7b-instruct-gguf-q8-0")

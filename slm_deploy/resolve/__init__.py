@@ -41,6 +41,8 @@ class ResolvedModel:
     @property
     def model_id(self) -> str:
         base = self.repo.rsplit("/", 1)[-1] if self.kind != "ollama" else self.ref.replace(":", "-").rsplit("/", 1)[-1]
+        if self.kind == "gguf":  # two files of one GGUF repo on one box are two models
+            base = f"{base}-{self.quant_method}"
         return re.sub(r"[^a-z0-9.\-]", "-", base.lower()).strip("-.") or "model"
 
     def to_json(self) -> dict[str, Any]:

@@ -54,9 +54,20 @@ def _choice(enum: type[Any]) -> click.Choice[str]:
 
 
 @main.command()
-@click.option("--model", "model", required=True, help="Catalog model id or Hugging Face repo id.")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="Catalog id, Hub repo (owner/name[@revision]), Ollama tag (name:tag) or hf.co/owner/repo:QUANT.",
+)
 @click.option("--gpu", help="Catalog GPU id (l4, a100-80gb, ...) or Azure VM size (Standard_NC24ads_A100_v4).")
 @click.option("--gpu-count", type=click.IntRange(min=1), default=None, help="GPUs of that model (default: 1, or the VM size's).")
+@click.option(
+    "--gpu-memory-gib",
+    type=click.FloatRange(min=1, max=4096),
+    default=None,
+    help="Memory the device reports (nvidia-smi / torch), GiB, for a GPU not in the catalog; --gpu names the closest one.",
+)
 @click.option("--cpu", "cpu_only", is_flag=True, help="Plan for a CPU-only machine.")
 @click.option("--cpus", type=click.IntRange(min=1), default=8, show_default=True, help="CPU cores of the machine.")
 @click.option("--memory-gib", type=click.FloatRange(min=0.5), default=32.0, show_default=True, help="Host RAM, GiB.")
@@ -80,6 +91,7 @@ def plan(
     model: str,
     gpu: str | None,
     gpu_count: int | None,
+    gpu_memory_gib: float | None,
     cpu_only: bool,
     cpus: int,
     memory_gib: float,
@@ -119,14 +131,28 @@ def plan(
     serving = Serving.model_validate({k: v for k, v in options.items() if v is not None})
     catalog = load_catalog()
     hardware: Hardware | None = None
+    if gpu_memory_gib is not None and not gpu:
+        raise InputError("arguments", "--gpu-memory-gib", "also give --gpu: the catalog GPU closest to yours")
     if gpu:
-        device, _, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
+        device, vm_count, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
         host = catalog.vm_sizes[vm] if vm else None
+        model_name = gpu
+        if gpu_memory_gib is not None:
+            custom = device.model_copy(
+                update={
+                    "id": f"{device.id}-custom",
+                    "name": f"{device.name} with {gpu_memory_gib:g} GiB",
+                    "memory_gib": gpu_memory_gib,
+                    "source": "--gpu-memory-gib",
+                }
+            )
+            catalog = catalog.model_copy(update={"gpus": {**catalog.gpus, custom.id: custom}})
+            model_name = custom.id
         hardware = Hardware(
             cpu_arch=CpuArch(cpu_arch) if cpu_arch else device.host_arch,
             cpus=host.vcpus if host else cpus,
             memory_gib=host.memory_gib if host else memory_gib,
-            gpu=GpuAttachment(model=gpu, count=gpu_count or 1),
+            gpu=GpuAttachment(model=model_name, count=gpu_count or (vm_count if gpu_memory_gib is not None else 1)),
         )
     elif cpu_only:
         hardware = Hardware(cpu_arch=CpuArch(cpu_arch or CpuArch.AMD64.value), cpus=cpus, memory_gib=memory_gib)

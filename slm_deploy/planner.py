@@ -21,7 +21,8 @@ KV cache
     parallelism each GPU holds ceil(kv_heads / tp) heads.
     dtype bytes: 16-bit 2, fp8 1, GGUF q8_0 34/32, q4_0 18/32 (block size 32 plus an fp16 scale).
 
-vLLM (v0.11, V1 engine; vllm/v1/worker/gpu_worker.py determine_available_memory)
+vLLM (V1 engine; vllm/v1/worker/gpu_worker.py determine_available_memory). The constants below are a
+    VllmProfile per vLLM release (VLLM_PROFILES), chosen by the vllm image tag the catalog pins.
     requested = total_memory x gpu_memory_utilization, per GPU.
     KV memory = requested - weights/tp - non-torch increase - torch activation peak.
     non-torch increase: cuBLAS workspaces and allocator slack, 0.2 GiB; with tp > 1 NCCL and
@@ -39,8 +40,13 @@ vLLM (v0.11, V1 engine; vllm/v1/worker/gpu_worker.py determine_available_memory)
 
 Ollama / llama.cpp (GGUF)
     Each of `concurrency` slots gets the full context: KV = concurrency x one sequence.
-    compute buffer = n_ubatch (512) x (vocab + 4 x hidden + 2 x intermediate) x 4 bytes (fp32
-        logits and intermediates of one micro-batch; flash attention avoids the KQ matrix).
+    compute buffer = n_ubatch (512) x 4 bytes x (2 x intermediate + heads x total context): fp32
+        intermediates of one micro-batch, the MLP's and the attention scores over the whole
+        KV cache (total context = context x slots, the n_ctx Ollama and llama.cpp allocate).
+        Calibrated on an Ollama 0.20 log of a 7B Q4_K_M model (28 heads): 0.30 GiB at 4k and
+        1.8 GiB at 32k context (this formula: 0.29 and 1.82). Flash attention can avoid the
+        score matrix, but Ollama turns it off where the model or GPU lacks support, so the
+        planner keeps it.
     GPU: CUDA context 0.5 GiB; everything must fit in device memory with 5% headroom, fully
         offloaded (-ngl = layers + 1); partial offload is a performance cliff we refuse.
     CPU: the host keeps max(1.5 GiB, 10% of RAM) for the OS and the other services; the
@@ -54,8 +60,9 @@ Decode estimate: tokens/s <= bandwidth / bytes read per token (weights + one seq
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slm_deploy.catalog import Catalog, CatalogModel, Gpu, VmSize, load_catalog, nearest
 from slm_deploy.errors import InputError
@@ -70,6 +77,9 @@ from slm_deploy.spec import (
     Runtime,
     Serving,
 )
+
+if TYPE_CHECKING:
+    from slm_deploy.resolve import ResolvedModel
 
 GIB = 1024**3
 
@@ -107,10 +117,56 @@ KV_BYTES = {
 GGUF_KV_NAME = {KvCacheDtype.FP16: "f16", KvCacheDtype.Q8_0: "q8_0", KvCacheDtype.Q4_0: "q4_0"}
 
 VLLM_BLOCK_TOKENS = 16
-VLLM_NON_TORCH_GIB = 0.2
-VLLM_NON_TORCH_TP_GIB = 0.6
-VLLM_OUTSIDE_BUDGET_GIB = 1.0  # CUDA context + CUDA graphs, outside gpu_memory_utilization
-VLLM_LARGE_GPU_GIB = 70.0
+
+
+@dataclass(frozen=True)
+class VllmProfile:
+    """What one vLLM release reserves besides weights and KV cache, read from its source and logs.
+
+    The planner takes the profile of the vLLM image the catalog pins (images.yaml); bumping that
+    image without adding a reviewed profile here is an error, not a silent reuse of old numbers.
+    """
+
+    version: str  # major.minor of the vllm/vllm-openai tag
+    source: str
+    non_torch_gib: float  # cuBLAS workspaces and allocator slack
+    non_torch_tp_gib: float  # NCCL and custom all-reduce buffers, tp > 1
+    outside_budget_gib: float  # CUDA context + CUDA graphs, outside gpu_memory_utilization
+    batched_tokens_large_gpu: int  # API server default max_num_batched_tokens on >= large_gpu_gib
+    batched_tokens: int
+    large_gpu_gib: float
+    logits_copies: int  # fp32 logits, probs, log-probs of max_num_seqs rows in the sampler warm-up
+
+
+VLLM_PROFILES = {
+    "0.11": VllmProfile(
+        version="0.11",
+        source="vllm v0.11.0 vllm/v1/worker/gpu_worker.py determine_available_memory; startup logs on A100/H100/RTX 3090",
+        non_torch_gib=0.2,
+        non_torch_tp_gib=0.6,
+        outside_budget_gib=1.0,
+        batched_tokens_large_gpu=8192,
+        batched_tokens=2048,
+        large_gpu_gib=70.0,
+        logits_copies=3,
+    ),
+}
+
+
+def vllm_profile(catalog: Catalog) -> VllmProfile:
+    """The profile of the vLLM release the catalog's `vllm` image pins."""
+    tag = catalog.images["vllm"].tag
+    version = ".".join(tag.lstrip("v").split(".")[:2])
+    if version not in VLLM_PROFILES:
+        raise InputError(
+            "images.yaml",
+            "images.vllm.tag",
+            f"vLLM {tag} has no reviewed planner profile (known: {', '.join(sorted(VLLM_PROFILES))}); "
+            "add one to slm_deploy/planner.py VLLM_PROFILES",
+        )
+    return VLLM_PROFILES[version]
+
+
 CUDA_CONTEXT_GIB = 0.5
 GGUF_UBATCH = 512
 GGUF_RUNTIME_GIB = 0.25
@@ -124,12 +180,13 @@ MIN_SUGGESTED_CONTEXT = 1024
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A catalog model, or one described inline in the spec."""
+    """A catalog model, one described inline in the spec, or one resolved from the Hub or Ollama."""
 
     id: str
     hf_repo: str
     arch: ModelArchitecture
     entry: CatalogModel | None
+    resolved: ResolvedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -204,12 +261,15 @@ class Plan:
     resources: Resources
     decode_tokens_per_second_estimate: float
     notes: tuple[str, ...] = field(default=())
+    model_revision: str = ""  # commit sha (Hub) or manifest digest (Ollama) of a resolved model
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["runtime_args"] = list(self.runtime_args)
         data["suggestions"] = [asdict(s) for s in self.suggestions]
         data["notes"] = list(self.notes)
+        if not self.model_revision:
+            del data["model_revision"]  # catalog models: the output stays what it was
         return data
 
 
@@ -224,18 +284,26 @@ def resolve_model(serving: Serving, catalog: Catalog, source: str = "spec", fiel
             raise InputError(source, "architecture", f"{entry.id!r} is a catalog model; drop the inline architecture")
         return ModelInfo(entry.id, entry.hf_repo, entry, entry)
     if serving.architecture is None:
+        from slm_deploy.resolve import is_reference, resolve
+
+        if is_reference(serving.model):
+            found = resolve(serving.model, serving.runtime, serving.quantization, source, field_name)
+            return ModelInfo(found.model_id, found.repo, found.arch, None, found)
         raise InputError(
             source,
             field_name,
             f"unknown model {serving.model!r}; nearest catalog ids: {nearest(serving.model, list(catalog.models))} "
-            "(or give a Hugging Face repo with an inline `architecture`)",
+            "(or a Hugging Face repo owner/name, an Ollama tag name:tag)",
         )
-    if "/" not in serving.model:
-        raise InputError(source, field_name, "a model outside the catalog must be a Hugging Face repo id (owner/name)")
+    if not _INLINE_REPO.match(serving.model):
+        raise InputError(source, field_name, "a model with an inline architecture must be a Hugging Face repo id (owner/name)")
     if serving.runtime is not Runtime.VLLM:
         raise InputError(source, "runtime", f"{serving.runtime.value} needs a catalog model (it loads GGUF files)")
     model_id = serving.model.split("/", 1)[1].lower()
     return ModelInfo(model_id, serving.model, serving.architecture, None)
+
+
+_INLINE_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def resolve_gpu(name: str, catalog: Catalog, source: str = "--gpu", field_name: str = "gpu") -> tuple[Gpu, int, str | None]:
@@ -287,6 +355,29 @@ def download_bytes(arch: ModelArchitecture, quant: Quantization, runtime: Runtim
     if runtime is Runtime.VLLM and quant is Quantization.FP8:
         return weights_bytes(arch, Quantization.BF16, runtime)
     return weights_bytes(arch, quant, runtime)
+
+
+def stored_weights_bytes(model: ModelInfo, quant: Quantization, runtime: Runtime) -> int | None:
+    """The exact bytes a resolved checkpoint holds, when it is served as stored; else None."""
+    found = model.resolved
+    if found is None or found.weights_bytes is None:
+        return None
+    if found.kind in ("ollama", "gguf"):
+        return found.weights_bytes if runtime is not Runtime.VLLM and quant is found.quantization else None
+    if quant is found.quantization or (found.quantization is None and quant in (Quantization.BF16, Quantization.FP16)):
+        return found.weights_bytes
+    return None
+
+
+def model_weights_bytes(model: ModelInfo, quant: Quantization, runtime: Runtime) -> int:
+    stored = stored_weights_bytes(model, quant, runtime)
+    return stored if stored is not None else weights_bytes(model.arch, quant, runtime)
+
+
+def model_download_bytes(model: ModelInfo, quant: Quantization, runtime: Runtime) -> int:
+    if runtime is Runtime.VLLM and quant is Quantization.FP8 and (model.resolved is None or model.resolved.quantization is None):
+        return model_weights_bytes(model, Quantization.BF16, runtime)  # online fp8 downloads the 16-bit checkpoint
+    return model_weights_bytes(model, quant, runtime)
 
 
 def kv_dtype_bytes(kv: KvCacheDtype) -> float:
@@ -341,23 +432,34 @@ class _Request:
     util: float
     tp: int
     weights_repo: str | None
+    vllm: VllmProfile
     batched_tokens: int | None = None
     share: float = 1.0  # fraction of the device budget this instance may use (co-located models)
 
 
-def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Request:
+def _resolve_request(serving: Serving, model: ModelInfo, target: Target, vllm: VllmProfile) -> _Request:
     context = serving.context or min(model.arch.max_context, DEFAULT_CONTEXT_CAP)
     tp = serving.tensor_parallel or (target.gpu_count if serving.runtime is Runtime.VLLM and target.gpu_count else 1)
+    quant = serving.resolved_quantization
+    weights_repo = serving.weights_repo
+    if serving.quantization is None and model.resolved is not None and model.resolved.quantization is not None:
+        quant = model.resolved.quantization  # a pre-quantized checkpoint is served as it is stored
+    if serving.quantization is None and model.entry is not None and serving.runtime is Runtime.VLLM:
+        # `model` named one of the catalog entry's pre-quantized repos: serve that checkpoint.
+        for key, repo in model.entry.quantized.items():
+            if repo.lower() == serving.model.lower():
+                quant, weights_repo = Quantization(key), weights_repo or repo
     return _Request(
         model,
         serving.runtime,
-        serving.resolved_quantization,
+        quant,
         serving.kv_cache_dtype,
         context,
         serving.concurrency,
         serving.gpu_memory_utilization,
         tp,
-        serving.weights_repo,
+        weights_repo,
+        vllm,
         serving.max_num_batched_tokens,
     )
 
@@ -365,6 +467,15 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target) -> _Req
 def _weights_source(req: _Request) -> tuple[str | None, str | None]:
     """(source, problem): where the runtime loads weights from, or why it cannot."""
     entry = req.model.entry
+    resolved = req.model.resolved
+    if resolved is not None:
+        if resolved.kind in ("ollama", "gguf") or req.quant is resolved.quantization:
+            return resolved.weights_source, None
+        if resolved.quantization is not None:
+            return None, (
+                f"{resolved.repo} stores {resolved.quant_method}-quantized weights; serve it as {resolved.quantization.value} "
+                "(drop `quantization`) or pick its unquantized repo"
+            )
     if req.runtime is Runtime.OLLAMA:
         assert entry is not None
         return f"ollama://{entry.ollama_tag(req.quant)}", None
@@ -401,6 +512,11 @@ class _Fit:
 
 def _check_static(req: _Request, target: Target) -> str | None:
     arch = req.model.arch
+    found = req.model.resolved
+    if found is not None and found.kind != "hf" and found.quantization is not None and req.quant is not found.quantization:
+        return f"{found.ref} holds {found.quantization.value} weights; drop `quantization` or pick the tag or file you want"
+    if found is not None and found.kind != "hf" and req.runtime is Runtime.VLLM:
+        return f"{found.ref} is a GGUF model; serve it with ollama or llamacpp"
     if req.context > arch.max_context:
         return f"context {req.context} exceeds the model's maximum of {arch.max_context} tokens"
     if target.gpu is not None:
@@ -437,12 +553,14 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
     arch = req.model.arch
     total = target.gpu.memory_gib * GIB
     budget = total * req.util
-    weights = weights_bytes(arch, req.quant, req.runtime) / req.tp
-    overhead = (VLLM_NON_TORCH_GIB + (VLLM_NON_TORCH_TP_GIB if req.tp > 1 else 0.0)) * GIB
-    batched = req.batched_tokens or (8192 if target.gpu.memory_gib >= VLLM_LARGE_GPU_GIB else 2048)
+    weights = model_weights_bytes(req.model, req.quant, req.runtime) / req.tp
+    profile = req.vllm
+    overhead = (profile.non_torch_gib + (profile.non_torch_tp_gib if req.tp > 1 else 0.0)) * GIB
+    large = target.gpu.memory_gib >= profile.large_gpu_gib
+    batched = req.batched_tokens or (profile.batched_tokens_large_gpu if large else profile.batched_tokens)
     batched = max(batched, req.concurrency)
     activation = batched * (3 * arch.intermediate_size + 4 * arch.hidden_size) * 2 / req.tp
-    activation += req.concurrency * arch.vocab_size * 4 * 3
+    activation += req.concurrency * arch.vocab_size * 4 * profile.logits_copies
     kv_memory = budget - weights - overhead - activation
     seq_bytes = kv_sequence_bytes(arch, req.kv, req.context, req.tp)
     per_token = seq_bytes / req.context
@@ -453,11 +571,11 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
         notes.append(f"{target.gpu.id} has no bf16 support; vLLM serves the model in fp16 (--dtype half)")
     reason = None
     headroom = total - budget
-    if headroom < VLLM_OUTSIDE_BUDGET_GIB * GIB:
-        limit = 1 - VLLM_OUTSIDE_BUDGET_GIB / target.gpu.memory_gib
+    if headroom < profile.outside_budget_gib * GIB:
+        limit = 1 - profile.outside_budget_gib / target.gpu.memory_gib
         reason = (
             f"gpu_memory_utilization {req.util:g} leaves {_gib(headroom)} GiB outside vLLM's budget; the CUDA "
-            f"context and CUDA graphs need {VLLM_OUTSIDE_BUDGET_GIB:g} GiB "
+            f"context and CUDA graphs need {profile.outside_budget_gib:g} GiB "
             f"(use at most {math.floor(limit * 100) / 100:g})"
         )
     elif kv_memory <= 0:
@@ -492,8 +610,9 @@ def _evaluate_vllm(req: _Request, target: Target) -> _Fit:
 
 def _evaluate_gguf(req: _Request, target: Target) -> _Fit:
     arch = req.model.arch
-    weights = float(weights_bytes(arch, req.quant, req.runtime))
-    compute = GGUF_UBATCH * (arch.vocab_size + 4 * arch.hidden_size + 2 * arch.intermediate_size) * 4.0
+    weights = float(model_weights_bytes(req.model, req.quant, req.runtime))
+    total_context = req.context * req.concurrency
+    compute = GGUF_UBATCH * 4.0 * (2 * arch.intermediate_size + arch.attention_heads * total_context)
     seq_bytes = kv_sequence_bytes(arch, req.kv, req.context)
     if target.gpu is not None and not target.unified:
         budget = target.gpu.memory_gib * GIB * GGUF_GPU_HEADROOM
@@ -559,9 +678,16 @@ def _vllm_args(req: _Request, target: Target, fit: _Fit, source: str) -> tuple[s
         "--tensor-parallel-size",
         str(req.tp),
     ]
-    if req.quant in (Quantization.FP8, Quantization.AWQ, Quantization.GPTQ):
+    found = req.model.resolved
+    if found is not None and found.kind == "hf":
+        args += ["--revision", found.revision]
+    if found is not None and found.quantization is not None:
+        pass  # vLLM reads quantization_config and dtype from the checkpoint; a flag that disagrees is an error
+    elif req.quant in (Quantization.FP8, Quantization.AWQ, Quantization.GPTQ):
         args += ["--quantization", req.quant.value]
-    if req.quant in (Quantization.FP16,) or (req.quant is Quantization.BF16 and target.gpu.compute_capability < 8.0):
+    if found is not None and found.quantization is not None:
+        pass
+    elif req.quant is Quantization.FP16 or (req.quant is Quantization.BF16 and target.gpu.compute_capability < 8.0):
         args += ["--dtype", "half"]
     elif req.quant is Quantization.BF16:
         args += ["--dtype", "bfloat16"]
@@ -656,7 +782,7 @@ def _decode_estimate(req: _Request, target: Target, fit: _Fit) -> float:
 
 def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Suggestion, ...], loaded: int = 1) -> Plan:
     source, _ = _weights_source(req)
-    download = float(download_bytes(req.model.arch, req.quant, req.runtime))
+    download = float(model_download_bytes(req.model, req.quant, req.runtime))
     resources = _resources(req, target, fit, download)
     args: tuple[str, ...] = ()
     env: dict[str, str] = {}
@@ -666,7 +792,7 @@ def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Sug
         env = _ollama_env(req, loaded)
     elif req.runtime is Runtime.LLAMACPP:
         args = _llamacpp_args(req, target, max(1, int(resources.cpu_request)))
-    notes = list(fit.notes)
+    notes = list(fit.notes) + (list(req.model.resolved.notes) if req.model.resolved else [])
     if target.kind == "cpu" or target.unified:
         notes.append("decode speed is an upper-bound estimate from memory bandwidth, not a measurement")
     device_memory = target.gpu.memory_gib if target.gpu else target.host.memory_gib
@@ -701,6 +827,7 @@ def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Sug
         resources=resources,
         decode_tokens_per_second_estimate=_decode_estimate(req, target, fit),
         notes=tuple(notes),
+        model_revision=req.model.resolved.revision if req.model.resolved else "",
     )
 
 
@@ -723,9 +850,9 @@ def _suggest(req: _Request, target: Target, fit: _Fit, catalog: Catalog) -> tupl
     out: list[Suggestion] = []
     order = QUANT_ORDER[req.runtime]
     if req.quant in order:
-        current = weights_bytes(req.model.arch, req.quant, req.runtime)
+        current = model_weights_bytes(req.model, req.quant, req.runtime)
         for quant in order:
-            if weights_bytes(req.model.arch, quant, req.runtime) >= current:
+            if model_weights_bytes(req.model, quant, req.runtime) >= current:
                 continue
             trial = _evaluate(replace(req, quant=quant), target)
             if trial.fits:
@@ -796,20 +923,23 @@ def plan(
     does not fit is returned with fits=False, a reason and suggestions; callers decide.
     """
     catalog = catalog or load_catalog()
+    vllm = vllm_profile(catalog)
     model = resolve_model(serving, catalog, source, f"{serving_path}.model".lstrip("."))
     if hardware is None:
-        probe = _resolve_request(serving, model, Target("gpu", None, 1, Hardware(cpus=1, memory_gib=1)))
+        probe = _resolve_request(serving, model, Target("gpu", None, 1, Hardware(cpus=1, memory_gib=1)), vllm)
         found = _recommend(probe, Hardware(cpus=1, memory_gib=1), catalog)
         if found is None:
             target = Target("gpu", catalog.gpus["h100-80gb"], 8, Hardware(cpus=96, memory_gib=1900))
-            req = _resolve_request(serving, model, target)
+            req = _resolve_request(serving, model, target, vllm)
             fit = replace(_evaluate(req, target), fits=False, reason="no catalog GPU size fits this model and workload")
             return _build_plan(req, target, fit, _suggest(req, target, fit, catalog))
         target = found[0]
-        req = replace(_resolve_request(serving, model, target), tp=target.gpu_count if serving.runtime is Runtime.VLLM else 1)
+        req = replace(
+            _resolve_request(serving, model, target, vllm), tp=target.gpu_count if serving.runtime is Runtime.VLLM else 1
+        )
     else:
         target = resolve_target(hardware, catalog, source, hardware_path)
-        req = _resolve_request(serving, model, target)
+        req = _resolve_request(serving, model, target, vllm)
     fit = _evaluate(req, target)
     suggestions = () if fit.fits else _suggest(req, target, fit, catalog)
     return _build_plan(req, target, fit, suggestions)
@@ -832,6 +962,7 @@ def plan_colocated(
     outside the budget); the GGUF runtimes get that share of the device or RAM budget.
     """
     catalog = catalog or load_catalog()
+    vllm = vllm_profile(catalog)
     paths = serving_paths or tuple(f"models[{i}]" for i in range(len(servings)))
     if len(servings) == 1:
         return (
@@ -846,7 +977,8 @@ def plan_colocated(
         )
     target = resolve_target(hardware, catalog, source, hardware_path)
     reqs = [
-        _resolve_request(s, resolve_model(s, catalog, source, f"{p}.model"), target) for s, p in zip(servings, paths, strict=True)
+        _resolve_request(s, resolve_model(s, catalog, source, f"{p}.model"), target, vllm)
+        for s, p in zip(servings, paths, strict=True)
     ]
     fits = [_evaluate(r, target) for r in reqs]
     if not all(f.fits for f in fits):
@@ -861,7 +993,7 @@ def plan_colocated(
     if total_need > budget:
         problem = f"together the {len(reqs)} models need {_gib(total_need)} GiB; the budget is {_gib(budget)} GiB"
     elif target.gpu is not None and any(_is_vllm(r, target) for r in reqs):
-        outside = len(reqs) * VLLM_OUTSIDE_BUDGET_GIB * GIB
+        outside = len(reqs) * vllm.outside_budget_gib * GIB
         if target.gpu.memory_gib * GIB - budget < outside:
             problem = f"{len(reqs)} vLLM processes need {_gib(outside)} GiB outside their budgets for CUDA contexts"
     plans = []

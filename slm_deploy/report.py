@@ -29,6 +29,7 @@ def plan_table(plan: Plan) -> None:
     res = plan.resources
     rows = [
         ("runtime", f"{plan.runtime}, weights from {plan.weights_source}"),
+        *([("revision", plan.model_revision)] if plan.model_revision else []),
         ("context x concurrency", f"{plan.context} tokens x {plan.concurrency}"),
         ("memory budget", f"{plan.memory_budget_gib} GiB of {plan.device_memory_gib:g} GiB ({plan.device})"),
         ("weights", f"{plan.weights_gib} GiB (download {plan.download_gib} GiB)"),

@@ -57,7 +57,8 @@ def _hf_repo(plan: Plan) -> str:
 
 def _gguf_url(plan: Plan) -> tuple[str, str]:
     repo, _, filename = plan.weights_source.removeprefix("hf://").rpartition("/")
-    return f"{HF_URL}/{repo}/resolve/main/{filename}", filename
+    # A model resolved from the Hub is fetched at the revision it was planned on.
+    return f"{HF_URL}/{repo}/resolve/{plan.model_revision or 'main'}/{filename}", filename
 
 
 def _ollama_tag(plan: Plan) -> str:
@@ -87,6 +88,7 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             "Dockerfile.vllm",
             base=image,
             repo=repo,
+            revision=plan.model_revision,
             model_dir=OFFLINE_MODEL_DIR,
             uid=APP_UID,
             port=port,
@@ -94,9 +96,10 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             box_id=box_id,
         )
     else:
+        pin = f", revision={plan.model_revision!r}" if plan.model_revision else ""  # vLLM serves that revision
         code = (
             "from huggingface_hub import snapshot_download; "
-            f"snapshot_download({repo!r}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])"
+            f"snapshot_download({repo!r}{pin}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])"
         )
         fetch = {
             "image": image,

@@ -96,6 +96,9 @@ DEFAULT_CPU_BANDWIDTH_GBPS: dict[CpuArch, float] = {
 # Names that end up in commands and file names: no spaces, quotes or shell metacharacters.
 HF_REPO = r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$"
 HF_REPO_OR_ID = r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"
+# A catalog id, a Hub repo with an optional @revision, an Ollama name:tag, or hf.co/owner/repo:quant
+# (slm_deploy.resolve parses each form).
+MODEL_REF = r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+){0,2}(@[\w.\-]+)?(:[\w.\-]+)?$"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -157,7 +160,10 @@ class Hardware(Frozen):
 class Serving(Frozen):
     """Which model to serve, with which runtime, and how hard it will be used."""
 
-    model: str = Field(pattern=HF_REPO_OR_ID, description="Catalog model id or Hugging Face repo id.")
+    model: str = Field(
+        pattern=MODEL_REF,
+        description="Catalog id, Hub repo (owner/name[@revision]), Ollama tag (name:tag) or hf.co/owner/repo:quant.",
+    )
     architecture: ModelArchitecture | None = Field(default=None, description="Required for a model that is not in the catalog.")
     runtime: Runtime = Field(default=Runtime.VLLM)
     quantization: Quantization | None = Field(default=None, description="None: bf16 on vLLM, q4_k_m on Ollama and llama.cpp.")

@@ -13,6 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_TOOLS = os.environ.get("SLM_REQUIRE_TOOLS") == "1"
+# A model reference outside the catalog is resolved over the network; a test that does so without
+# the fake Hub (tests/fakehub.py) must fail fast on loopback, never reach the internet.
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
+os.environ.setdefault("OLLAMA_REGISTRY", "http://127.0.0.1:9")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def need(condition: bool, reason: str) -> None:

@@ -274,8 +274,8 @@ def _fleet_with(tmp_path: Path, mutate: Any) -> Path:
             "error: fleet.yaml: defaults.quantization: Input should be",
         ),
         (
-            lambda d: d["boxes"][1]["hardware"]["gpu"].update(model="rtx-5090"),
-            "error: fleet.yaml: boxes[1].hardware.gpu.model: unknown GPU or VM size 'rtx-5090'",
+            lambda d: d["boxes"][1]["hardware"]["gpu"].update(model="rtx-9090"),
+            "error: fleet.yaml: boxes[1].hardware.gpu.model: unknown GPU or VM size 'rtx-9090'",
         ),
         (
             lambda d: d["boxes"][2]["serving"].update(model="qwen3-32b", quantization="fp16"),

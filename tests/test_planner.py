@@ -180,7 +180,7 @@ def test_inline_architecture_for_a_model_outside_the_catalog() -> None:
     ("serving", "hardware", "fragment"),
     [
         (Serving(model="phi-5"), gpu_box("l4"), "model: unknown model 'phi-5'"),
-        (Serving(model="qwen3-8b"), gpu_box("h200"), "hardware.gpu.model: unknown GPU or VM size 'h200'"),
+        (Serving(model="qwen3-8b"), gpu_box("h300"), "hardware.gpu.model: unknown GPU or VM size 'h300'"),
         (Serving(model="qwen3-8b", runtime="ollama"), gpu_box("jetson-orin-64gb"), "hardware.cpu_arch"),
     ],
 )

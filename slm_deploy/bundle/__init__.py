@@ -59,6 +59,13 @@ def _check_box(box: Box, fleet: Fleet) -> None:
 def plan_box(box: Box, fleet: Fleet, catalog: Catalog) -> tuple[Plan, ...]:
     """Plan every model of a box; a model that does not fit is an error naming the box."""
     _check_box(box, fleet)
+    gpu = catalog.gpus.get(box.hardware.gpu.model) if box.hardware.gpu else None
+    if gpu is not None and gpu.vendor != "nvidia":
+        raise InputError(
+            fleet.source,
+            f"{box.path}.hardware.gpu.model",
+            f"box {box.id}: {gpu.name} needs ROCm images and /dev/kfd devices; bundles are written for NVIDIA GPUs only",
+        )
     paths = tuple(f"{box.path}.models[{i}]" if len(box.servings) > 1 else f"{box.path}.serving" for i in range(len(box.servings)))
     plans = plan_colocated(
         box.servings,
@@ -219,7 +226,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
     encoded = {path: text.encode() for path, text in files.items()}
     encoded[IMAGE_LIST] = image_list(box, images)
     modes = {path: EXECUTABLE if path.endswith(".sh") else REGULAR for path in encoded}
-    encoded["MANIFEST.json"] = manifest_bytes(box, fleet, digest, encoded, modes)
+    encoded["MANIFEST.json"] = manifest_bytes(box, fleet, digest, encoded, modes, plans)
     modes["MANIFEST.json"] = REGULAR
     return BoxBundle(box, plans, encoded, modes, digest)
 
@@ -227,8 +234,10 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
 MANIFEST_IGNORES = ("secrets/", ".env")
 
 
-def manifest_bytes(box: Box, fleet: Fleet, digest: str, files: dict[str, bytes], modes: dict[str, int]) -> bytes:
-    manifest = {
+def manifest_bytes(
+    box: Box, fleet: Fleet, digest: str, files: dict[str, bytes], modes: dict[str, int], plans: tuple[Plan, ...] = ()
+) -> bytes:
+    manifest: dict[str, object] = {
         "generator": f"slm-deploy {__version__}",
         "fleet": fleet.name,
         "box": box.id,
@@ -239,4 +248,8 @@ def manifest_bytes(box: Box, fleet: Fleet, digest: str, files: dict[str, bytes],
             for path, data in sorted(files.items())
         },
     }
+    resolved = {p.model: {"source": p.weights_source, "revision": p.model_revision} for p in plans if p.model_revision}
+    if resolved:
+        # Models resolved from the Hub or Ollama: the revision or digest a rebuild must use.
+        manifest["resolved_models"] = resolved
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()

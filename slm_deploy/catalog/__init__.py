@@ -76,6 +76,8 @@ class Gpu(Frozen):
     compute_capability: PositiveFloat
     host_arch: CpuArch = CpuArch.AMD64
     unified_memory: bool = False
+    vendor: Literal["nvidia", "amd"] = "nvidia"
+    source: str | None = Field(default=None, description="Where memory_gib was read (a device-reported figure).")
 
 
 class VmSize(Frozen):

@@ -218,4 +218,7 @@ def build(
     # `pulumi stack output --show-secrets apiKey > api_key`, then run one of these (in the cluster, or through the ingress).
     base = f"https://{spec.ingress.host}" if spec.ingress.enabled else f"http://{name}-gateway.{spec.namespace}.svc.cluster.local"
     pulumi.export("smoke", [f"slm-deploy smoke {base}/{m.spec.name} --api-key-file api_key" for m in env.models])
+    revisions = {m.spec.name: f"{m.plan.weights_source}@{m.plan.model_revision}" for m in env.models if m.plan.model_revision}
+    if revisions:  # models resolved from the Hub or Ollama: what a rebuild must pull
+        pulumi.export("modelRevisions", revisions)
     pulumi.export("apiKey", pulumi.Output.secret(secrets["api_key"]))

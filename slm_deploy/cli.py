@@ -253,7 +253,7 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     "--tool",
     "tools",
     multiple=True,
-    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint).",
+    help="Run only these tools (slm, checkov, detect-secrets, hadolint, compose, kubernetes-validate, promtool, yamllint).",
 )
 @clear_errors
 def review(
@@ -280,7 +280,10 @@ def review(
     except ToolMissing as exc:
         raise InputError("review", "tools", f"{exc} is not installed") from None
     if sarif_file:
-        sarif_file.write_text(json.dumps(sarif(report), indent=2, sort_keys=True) + "\n")
+        try:
+            sarif_file.write_text(json.dumps(sarif(report), indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise InputError(str(sarif_file), "", f"cannot write the SARIF file: {exc.strerror or exc}") from None
     if as_json:
         print_json(
             {

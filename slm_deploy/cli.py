@@ -146,10 +146,19 @@ def plan(
 @click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
 @click.option("--tar", "as_tar", is_flag=True, help="Also write a reproducible BOX.tar.gz per box.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace what is at OUT/<box id> even when it is not one of our bundles (operator files are kept).",
+)
 @clear_errors
-def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool) -> None:
-    """Write one hardened compose bundle per box of FLEET into OUT/<box id>."""
-    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_box, write_tar
+def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool, force: bool) -> None:
+    """Write one hardened compose bundle per box of FLEET into OUT/<box id>.
+
+    A folder there is replaced only when it is one of our bundles; the operator's files in it
+    (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
+    """
+    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes, write_tar
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
@@ -157,10 +166,9 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
         bundles = build_fleet(fleet, boxes, progress=advance)
-    for built in bundles:
-        write_box(out_dir, built)
-        if as_tar:
-            write_tar(out_dir, built)
+    write_boxes(out_dir, bundles, force=force)
+    for built in bundles if as_tar else ():
+        write_tar(out_dir, built)
     rows = [
         {
             "box": b.box.id,

@@ -7,19 +7,20 @@ into place with renames; a failure leaves the previous bundle untouched.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from slm_deploy.bundle import MANIFEST_IGNORES, BoxBundle, build_box
+from slm_deploy.bundle import BoxBundle, build_box
+from slm_deploy.bundle.swap import check_replaceable, out_lock, put_in_place, recover_staging, staging_path
 from slm_deploy.catalog import Catalog, load_catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
@@ -81,30 +82,39 @@ def _write_tree(root: Path, bundle: BoxBundle) -> None:
             os.close(fd)
 
 
-def write_box(out: Path, bundle: BoxBundle) -> Path:
-    """Write one bundle to OUT/<box id>, replacing an older one only once the new one is whole."""
-    out.mkdir(parents=True, exist_ok=True)
-    dest = out / bundle.box.id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.box.id}.", dir=out))
-    try:
-        _write_tree(tmp, bundle)
-        os.chmod(tmp, 0o755)
-        # Keep what the operator created on the box (secrets/, .env) when regenerating in place.
-        for kept in MANIFEST_IGNORES:
-            old = dest / kept.rstrip("/")
-            if old.exists():
-                os.replace(old, tmp / kept.rstrip("/"))
-        if dest.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{bundle.box.id}.old.", dir=out))
-            os.replace(dest, trash / "bundle")
-            os.replace(tmp, dest)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+def write_box(out: Path, bundle: BoxBundle, force: bool = False) -> Path:
+    """Write one bundle to OUT/<box id>; see write_boxes."""
+    write_boxes(out, [bundle], force=force)
+    return out / bundle.box.id
+
+
+def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False) -> None:
+    """Write each bundle to OUT/<box id>, under a lock on OUT. First every bundle is written in
+    full to its staging folder (a full disk stops the run with nothing replaced), then each is
+    put in place atomically, keeping the operator's files (slm_deploy.bundle.swap)."""
+    with out_lock(out):
+        for built in bundles:
+            recover_staging(staging_path(out, built.box.id), out / built.box.id)
+        for built in bundles:
+            check_replaceable(out / built.box.id, built.box.id, force)
+        try:
+            for built in bundles:
+                staging = staging_path(out, built.box.id)
+                os.mkdir(staging, 0o700)
+                os.mkdir(staging / "new", 0o700)
+                _write_tree(staging / "new", built)
+                os.chmod(staging / "new", 0o755)
+            for built in bundles:
+                staging = staging_path(out, built.box.id)
+                put_in_place(staging / "new", out / built.box.id, staging)
+        except BaseException as exc:
+            for built in bundles:
+                with contextlib.suppress(BaseException):  # the next run recovers; report the first error
+                    recover_staging(staging_path(out, built.box.id), out / built.box.id)
+            if isinstance(exc, OSError):
+                where = exc.filename or str(out)
+                raise InputError(str(where), "", f"cannot write the bundle: {exc.strerror or exc}") from None
+            raise
 
 
 def tar_bytes(bundle: BoxBundle) -> bytes:
@@ -134,16 +144,20 @@ def tar_bytes(bundle: BoxBundle) -> bytes:
 
 
 def write_tar(out: Path, bundle: BoxBundle) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     dest = out / f"{bundle.box.id}.tar.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{bundle.box.id}.", suffix=".tar.gz", dir=out)
+    tmp = ""
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{bundle.box.id}.", suffix=".tar.gz", dir=out)
         with os.fdopen(fd, "wb") as handle:
             handle.write(tar_bytes(bundle))
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(str(dest), "", f"cannot write the archive: {exc.strerror or exc}") from None
         raise
     return dest
 

@@ -208,7 +208,7 @@ def verify(directory: Path) -> None:
 
 @main.command()
 @click.argument("stack")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write each Kubernetes resource as a manifest.")
+@click.option("--out", "out_text", type=str, help="Write each Kubernetes resource as a manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print resources and outputs as JSON.")
 @click.option(
     "--project",
@@ -219,7 +219,7 @@ def verify(directory: Path) -> None:
     help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
 )
 @clear_errors
-def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None) -> None:
+def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path | None) -> None:
     """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
 
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
@@ -228,7 +228,16 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     from slm_deploy.preview import run_preview, write_manifests
     from slm_deploy.report import preview_table
 
+    if out_text is not None and not out_text.strip():
+        raise InputError("arguments", "--out", "an empty path; name a folder for the manifests")
+    out_dir = Path(out_text) if out_text is not None else None
     result = run_preview(stack, project_dir or Path.cwd())
+    if result.ignored_environment:
+        click.echo(
+            f"note: ignored {', '.join(result.ignored_environment)} from the environment: this offline preview renders "
+            f"Pulumi.{stack}.yaml as written (under `pulumi up` the Pulumi CLI passes the stack's own configuration)",
+            err=True,
+        )
     written = write_manifests(result, out_dir) if out_dir else []
     if as_json:
         print_json(

@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 from slm_deploy.catalog import Catalog, load_catalog
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.fleet import SloThresholds
+from slm_deploy.netranges import open_to_internet
 from slm_deploy.planner import Plan, hardware_for_vm, plan
 from slm_deploy.spec import Frozen, Runtime, Serving
 
@@ -50,6 +51,9 @@ class ApiServerAccess(Camel):
             network = ipaddress.ip_network(cidr, strict=False)
             if network.prefixlen == 0:
                 raise ValueError(f"{cidr} opens the API server to the whole internet")
+        reason = open_to_internet(value)
+        if reason:
+            raise ValueError(f"{', '.join(value)}: {reason}; the API server would be open to the internet")
         return value
 
     @model_validator(mode="after")

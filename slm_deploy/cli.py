@@ -158,6 +158,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     A folder there is replaced only when it is one of our bundles; the operator's files in it
     (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
     """
+    from slm_deploy.bundle.verify import manifest_digest
     from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes, write_tar
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
@@ -180,6 +181,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
             "device": p.device,
             "memory_used_gib": p.memory_used_gib,
             "device_memory_gib": p.device_memory_gib,
+            "manifest_sha256": manifest_digest(b.files["MANIFEST.json"]),
         }
         for b in bundles
         for p in b.plans
@@ -192,18 +194,34 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--expect",
+    metavar="sha256:DIGEST",
+    help="The manifest digest `bundle` printed (keep it off the box): the manifest must match it.",
+)
 @clear_errors
-def verify(directory: Path) -> None:
-    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file."""
-    from slm_deploy.bundle.writer import verify_bundle
+def verify(directory: Path, expect: str | None) -> None:
+    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra, changed or wrongly
+    moded file, or (with --expect) a manifest that is not the one generated."""
+    import re
 
-    report = verify_bundle(directory)
-    for label, paths in (("missing", report.missing), ("extra", report.extra), ("changed", report.changed)):
+    from slm_deploy.bundle.verify import verify_bundle
+
+    if expect is not None and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", expect.strip()):
+        raise InputError("arguments", "--expect", "expected sha256: and 64 hex digits, as `slm-deploy bundle` prints")
+    report = verify_bundle(directory, expect)
+    for label, paths in (
+        ("missing", report.missing),
+        ("extra", report.extra),
+        ("changed", report.changed),
+        ("mode", report.modes),
+    ):
         for path in paths:
             click.echo(f"{label}: {path}")
     if not report.ok:
         sys.exit(1)
-    click.echo(f"ok: {directory} matches its MANIFEST.json")
+    how = "the expected digest and " if expect else ""
+    click.echo(f"ok: {directory} matches {how}its MANIFEST.json ({report.digest})")
 
 
 @main.command()

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
-import json
 import os
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from slm_deploy.bundle import BoxBundle, build_box
 from slm_deploy.bundle.swap import check_replaceable, out_lock, put_in_place, recover_staging, staging_path
+from slm_deploy.bundle.verify import VerifyReport, verify_bundle  # noqa: F401 - re-exported
 from slm_deploy.catalog import Catalog, load_catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
@@ -160,47 +158,3 @@ def write_tar(out: Path, bundle: BoxBundle) -> Path:
             raise InputError(str(dest), "", f"cannot write the archive: {exc.strerror or exc}") from None
         raise
     return dest
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    missing: tuple[str, ...]
-    extra: tuple[str, ...]
-    changed: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.extra or self.changed)
-
-
-def verify_bundle(directory: Path) -> VerifyReport:
-    """Re-hash a bundle against its MANIFEST.json: missing, extra and changed files."""
-    source = str(directory / "MANIFEST.json")
-    try:
-        manifest = json.loads((directory / "MANIFEST.json").read_text(encoding="utf-8"))
-        files: dict[str, dict[str, str]] = manifest["files"]
-        ignored = tuple(manifest.get("ignored", ()))
-    except FileNotFoundError:
-        raise InputError(source, "", "no MANIFEST.json: not a bundle directory") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(source, "files", f"unreadable manifest ({exc.__class__.__name__})") from None
-    present = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if rel == "MANIFEST.json" or any(rel.startswith(i) if i.endswith("/") else rel == i for i in ignored):
-            continue
-        if path.is_file() or path.is_symlink():
-            present[rel] = path
-    expected = {rel for rel in files if rel != "MANIFEST.json"}
-    missing = sorted(expected - set(present))
-    extra = sorted(set(present) - expected)
-    changed = []
-    for rel in sorted(expected & set(present)):
-        path = present[rel]
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if not path.is_symlink() else "symlink"
-        # The executable bit matters (init-secrets.sh); other mode bits follow the copier's umask.
-        executable = bool(path.stat().st_mode & 0o111)
-        expected_executable = bool(int(files[rel].get("mode", "0644"), 8) & 0o111)
-        if digest != files[rel]["sha256"] or executable != expected_executable:
-            changed.append(rel)
-    return VerifyReport(tuple(missing), tuple(extra), tuple(changed))

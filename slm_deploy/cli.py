@@ -105,6 +105,8 @@ def plan(
 
     if gpu and cpu_only:
         raise InputError("arguments", "--cpu", "give --gpu or --cpu, not both")
+    if gpu_count is not None and not gpu:
+        raise InputError("arguments", "--gpu-count", "needs --gpu (the GPU model or VM size it counts)")
     options: dict[str, Any] = {
         "model": model,
         "runtime": runtime,
@@ -120,8 +122,13 @@ def plan(
     catalog = load_catalog()
     hardware: Hardware | None = None
     if gpu:
-        device, _, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
+        device, vm_gpus, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
         host = catalog.vm_sizes[vm] if vm else None
+        if host is not None and gpu_count is not None:
+            if gpu_count != vm_gpus:
+                hint = f"{vm} has {vm_gpus} GPU(s); leave --gpu-count out or give {vm_gpus}"
+                raise InputError("arguments", "--gpu-count", hint)
+            gpu_count = 1  # the VM size already counts its GPUs
         hardware = Hardware(
             cpu_arch=CpuArch(cpu_arch) if cpu_arch else device.host_arch,
             cpus=host.vcpus if host else cpus,

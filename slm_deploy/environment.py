@@ -28,6 +28,7 @@ POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 low
 
 class Camel(Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=False)
+    numbers_from_text = True
 
 
 class ClusterMode(StrEnum):

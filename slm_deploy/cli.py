@@ -35,6 +35,11 @@ def clear_errors(func: F) -> F:
             fail(str(exc))
         except ValidationError as exc:
             fail(str(from_validation_error("arguments", exc)))
+        except OSError as exc:  # a disk or path problem not caught nearer: still one line (issue 10)
+            where = exc.filename if exc.filename is not None else "output"
+            fail(f"{where}: {exc.strerror or exc.__class__.__name__}")
+        except RecursionError:
+            fail("input: nested too deeply")
 
     return wrapper  # type: ignore[return-value]
 
@@ -322,10 +327,9 @@ def review(
     except ToolMissing as exc:
         raise InputError("review", "tools", f"{exc} is not installed") from None
     if sarif_file:
-        try:
-            sarif_file.write_text(json.dumps(sarif(report), indent=2, sort_keys=True) + "\n")
-        except OSError as exc:
-            raise InputError(str(sarif_file), "", f"cannot write the SARIF file: {exc.strerror or exc}") from None
+        from slm_deploy.atomicfile import write_atomic
+
+        write_atomic(sarif_file, (json.dumps(sarif(report), indent=2, sort_keys=True) + "\n").encode())
     if as_json:
         print_json(
             {
@@ -343,8 +347,15 @@ def review(
         sys.exit(1)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # so every clean-up (temporary folders, staged bundles) runs on SIGTERM too
+
+
 def run() -> None:
     """The console script: click's usage errors become the same one-line `error:` as ours."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main.main(prog_name="slm-deploy", standalone_mode=False)
     except click.UsageError as exc:
@@ -352,8 +363,8 @@ def run() -> None:
         fail(f"arguments: {exc.format_message()} (see `{command} --help`)")
     except click.ClickException as exc:
         fail(f"arguments: {exc.format_message()}")
-    except click.Abort:
-        fail("aborted")
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C (and our SIGTERM) into Abort
+        fail("interrupted: nothing half written is left behind")
     except BrokenPipeError:
         sys.exit(1)
 

@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -532,6 +533,18 @@ def _fleet_artifacts(fleet_path: Path, workdir: Path) -> list[Artifact]:
     return artifacts
 
 
+@contextmanager
+def _temporary_files_under(workdir: Path) -> Iterator[None]:
+    """Tools (checkov's secrets runner) make temporary folders of their own: put them under ours,
+    which is removed however the review ends (issue 10: an interrupted review left 96 files)."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(workdir)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def review(
     paths: Iterable[Path] = (),
     stacks: Iterable[str] = (),
@@ -555,7 +568,7 @@ def review(
             report.findings.append(finding)
             summary.findings += 1
 
-    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)):
         workdir = Path(tmp)
         artifacts: list[Artifact] = []
         for stack in stacks:

@@ -171,7 +171,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
     """
     from slm_deploy.bundle.verify import manifest_digest
-    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes, write_tar
+    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
@@ -179,9 +179,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
         bundles = build_fleet(fleet, boxes, progress=advance)
-    write_boxes(out_dir, bundles, force=force)
-    for built in bundles if as_tar else ():
-        write_tar(out_dir, built)
+    write_boxes(out_dir, bundles, force=force, tars=as_tar)
     rows = [
         {
             "box": b.box.id,

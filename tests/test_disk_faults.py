@@ -94,12 +94,25 @@ def test_a_sarif_file_is_never_left_half_written(
     assert [p.name for p in tmp_path.iterdir()] == ["review.sarif"]
 
 
-def test_a_failed_tar_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import tempfile
+def test_a_failed_tar_leaves_the_bundle_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = invoke(capsys, "bundle", FLEET, "--out", str(out), "--box", "kiosk-0003", "--tar")
+    assert code == 0, err
+    before = _tree(out)
+    (tmp_path / "fleet.yaml").write_text(
+        (ROOT / "examples" / "fleet.yaml").read_text().replace("concurrency: 2}", "concurrency: 1}")
+    )
+    import tarfile
 
-    _fail_after(monkeypatch, tempfile, "mkstemp", 0, errno.ENOSPC)
-    code, _, err = invoke(capsys, "bundle", FLEET, "--out", str(tmp_path / "out"), "--box", "kiosk-0003", "--tar")
-    assert code == 2 and err.count("error:") == 1 and "kiosk-0003.tar.gz" in err, err
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile, "open", full)
+    code, _, err = invoke(capsys, "bundle", str(tmp_path / "fleet.yaml"), "--out", str(out), "--box", "kiosk-0003", "--tar")
+    assert code == 2 and err.count("error:") == 1 and "No space left on device" in err, err
+    assert _tree(out) == before
 
 
 def test_sigterm_during_a_review_leaves_no_temporary_files(tmp_path: Path) -> None:

@@ -80,16 +80,31 @@ def _write_tree(root: Path, bundle: BoxBundle) -> None:
             os.close(fd)
 
 
+ARCHIVE = "archive.tar.gz"  # inside the staging folder, beside the staged bundle
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def write_box(out: Path, bundle: BoxBundle, force: bool = False) -> Path:
     """Write one bundle to OUT/<box id>; see write_boxes."""
     write_boxes(out, [bundle], force=force)
     return out / bundle.box.id
 
 
-def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False) -> None:
-    """Write each bundle to OUT/<box id>, under a lock on OUT. First every bundle is written in
-    full to its staging folder (a full disk stops the run with nothing replaced), then each is
-    put in place atomically, keeping the operator's files (slm_deploy.bundle.swap)."""
+def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False, tars: bool = False) -> None:
+    """Write each bundle to OUT/<box id> (and OUT/<box id>.tar.gz with `tars`), under a lock on
+    OUT. First every bundle and archive is written in full to its staging folder (a full disk
+    stops the run with nothing replaced), then each is put in place atomically, keeping the
+    operator's files (slm_deploy.bundle.swap)."""
     with out_lock(out):
         for built in bundles:
             recover_staging(staging_path(out, built.box.id), out / built.box.id)
@@ -102,8 +117,12 @@ def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False) -> Non
                 os.mkdir(staging / "new", 0o700)
                 _write_tree(staging / "new", built)
                 os.chmod(staging / "new", 0o755)
+                if tars:
+                    _write_file(staging / ARCHIVE, tar_bytes(built), 0o644)
             for built in bundles:
                 staging = staging_path(out, built.box.id)
+                if tars:
+                    os.replace(staging / ARCHIVE, out / f"{built.box.id}.tar.gz")
                 put_in_place(staging / "new", out / built.box.id, staging)
         except BaseException as exc:
             for built in bundles:

@@ -238,3 +238,19 @@ def test_a_secrets_mount_point_is_never_moved(tmp_path: Path, monkeypatch: pytes
     _operator_files_intact(box)
     assert _generated(box) == _generated_of(NEW)
     assert [p.name for p in tmp_path.iterdir()] == [BOX]
+
+
+def test_operator_files_that_cannot_be_hard_linked_stay_where_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-root operator may not hard-link root-owned secrets (fs.protected_hardlinks)."""
+    box = _with_operator_files(tmp_path)
+    inodes = {rel: (box / rel).stat().st_ino for rel in OPERATOR}
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted", str(args[0]))
+
+    monkeypatch.setattr(os, "link", refused)
+    write_box(tmp_path, NEW)
+    _operator_files_intact(box)
+    assert {rel: (box / rel).stat().st_ino for rel in OPERATOR} == inodes
+    assert _generated(box) == _generated_of(NEW)
+    assert [p.name for p in tmp_path.iterdir()] == [BOX]

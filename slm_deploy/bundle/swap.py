@@ -14,10 +14,11 @@ in it either way. Only then is the staging folder (now the old bundle) removed, 
 any operator file created meanwhile. Every run starts by finishing whatever an interrupted run
 left (recover): it never deletes an operator file, and never crosses into a mounted filesystem.
 
-A `secrets/` that is a mount point (or any operator entry on another filesystem) cannot be linked
-or moved; then the bundle's own entries are exchanged one by one around it. An interruption in
-that mode can leave a mix of old and new generated files (never touching the operator's), which
-the next run replaces; `verify` reports the mix meanwhile.
+A `secrets/` that is a mount point (or any operator entry on another filesystem, or one a non-root
+user may not list or hard-link, such as root-owned secrets) cannot be linked or moved; then the
+bundle's own entries are exchanged one by one around it. An interruption in that mode can leave
+a mix of old and new generated files (never touching the operator's), which the next run
+replaces; `verify` reports the mix meanwhile.
 
 A lock (flock on the OUT folder) makes a second run on the same OUT fail at once instead of
 interleaving with the first.
@@ -44,6 +45,7 @@ from slm_deploy.errors import InputError
 OPERATOR_ENTRIES = ("secrets", ".env", "compose.override.yaml", "compose.override.yml", "certs", "image.tar")
 STAGING_SUFFIX = ".slm-staging"
 RENAME_EXCHANGE = 2
+CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP)
 AT_FDCWD = -100
 
 
@@ -195,7 +197,11 @@ def _link_tree(source: Path, target: Path) -> None:
         os.link(source, target, follow_symlinks=False)
         return
     base = os.lstat(source).st_dev
-    for dirpath, dirnames, filenames in os.walk(source):
+
+    def unlistable(exc: OSError) -> None:
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(source, onerror=unlistable):
         rel = os.path.relpath(dirpath, source)
         here = target if rel == "." else target / rel
         dir_info = os.lstat(dirpath)
@@ -242,9 +248,19 @@ def put_in_place(staged: Path, dest: Path, staging: Path) -> None:
         _put_entrywise(staged, dest, staging)
         return
     if stat.S_ISDIR(os.lstat(dest).st_mode):
-        for name in OPERATOR_ENTRIES:
-            if os.path.lexists(dest / name):
-                _link_tree(dest / name, staged / name)
+        try:
+            for name in OPERATOR_ENTRIES:
+                if os.path.lexists(dest / name):
+                    _link_tree(dest / name, staged / name)
+        except OSError as exc:
+            if exc.errno not in CANNOT_LINK:
+                raise
+            # Not ours to link (another filesystem, a folder we may not list, files a non-root
+            # user may not hard-link): leave the operator's entries where they are.
+            for name in OPERATOR_ENTRIES:
+                remove_tree(staged / name)
+            _put_entrywise(staged, dest, staging)
+            return
         os.chmod(staged, stat.S_IMODE(os.lstat(dest).st_mode))
     _exchange_or_replace(staged, dest, staging / "old")
     recover_staging(staging, dest)

@@ -170,6 +170,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     A folder there is replaced only when it is one of our bundles; the operator's files in it
     (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
     """
+    from slm_deploy.bundle.swap import older_leftovers
     from slm_deploy.bundle.verify import manifest_digest
     from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes
     from slm_deploy.fleet import load_fleet
@@ -180,6 +181,8 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     with progress_bar(len(boxes), enabled=not as_json) as advance:
         bundles = build_fleet(fleet, boxes, progress=advance)
     write_boxes(out_dir, bundles, force=force, tars=as_tar)
+    for leftover in older_leftovers(out_dir, [b.box.id for b in bundles]):
+        click.echo(f"note: {leftover} was left by an interrupted older run and may hold secrets; not removed", err=True)
     rows = [
         {
             "box": b.box.id,

@@ -254,3 +254,14 @@ def test_operator_files_that_cannot_be_hard_linked_stay_where_they_are(tmp_path:
     assert {rel: (box / rel).stat().st_ino for rel in OPERATOR} == inodes
     assert _generated(box) == _generated_of(NEW)
     assert [p.name for p in tmp_path.iterdir()] == [BOX]
+
+
+def test_leftovers_of_older_versions_are_named_never_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old = out / ".kiosk-0003.old.k2j4h6g8" / "bundle" / "secrets"
+    old.mkdir(parents=True)
+    (old / "api_key").write_text("k")
+    result = run_cli("bundle", str(FLEET), "--out", str(out), "--box", "kiosk-0003")
+    assert result.returncode == 0, result.stderr
+    assert "note: " in result.stderr and ".kiosk-0003.old.k2j4h6g8" in result.stderr and "error:" not in result.stderr
+    assert (old / "api_key").read_text() == "k"

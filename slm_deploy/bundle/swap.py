@@ -53,6 +53,24 @@ def staging_path(out: Path, box_id: str) -> Path:
     return out / f".{box_id}{STAGING_SUFFIX}"
 
 
+def older_leftovers(out: Path, box_ids: list[str]) -> list[Path]:
+    """Hidden folders that slm-deploy before issue 10 left after an interruption (`.BOX.xxxxxxxx`,
+    `.BOX.old.xxxxxxxx`). They may hold an operator's secrets/ moved there, so they are never
+    removed automatically; the run names them."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return []
+    found = []
+    for name in sorted(names):
+        for box_id in box_ids:
+            prefix = f".{box_id}."
+            rest = name[len(prefix) :]
+            if name.startswith(prefix) and not name.endswith(STAGING_SUFFIX) and rest.replace("old.", "", 1).isalnum():
+                found.append(out / name)
+    return found
+
+
 @contextmanager
 def out_lock(out: Path) -> Iterator[None]:
     """Exclusive use of OUT for this run; a second run fails at once with one clear line. The

@@ -44,6 +44,15 @@ def clear_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class NonEmptyPath(click.Path):
+    """A path that may not be empty: click would turn `--out ''` into Path('.'), the current folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; name a folder or file", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -154,7 +163,7 @@ def plan(
 
 @main.command()
 @click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory for the bundles.")
+@click.option("--out", "out_dir", required=True, type=NonEmptyPath(path_type=Path), help="Directory for the bundles.")
 @click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
 @click.option("--tar", "as_tar", is_flag=True, help="Also write a reproducible BOX.tar.gz per box.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -295,7 +304,7 @@ def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path |
     default=None,
     help="Pulumi project folder for --stack (default: the current folder).",
 )
-@click.option("--sarif", "sarif_file", type=click.Path(path_type=Path), help="Write merged SARIF 2.1.0 here.")
+@click.option("--sarif", "sarif_file", type=NonEmptyPath(path_type=Path), help="Write merged SARIF 2.1.0 here.")
 @click.option("--json", "as_json", is_flag=True, help="Print findings and skips as JSON.")
 @click.option(
     "--tool",

@@ -146,3 +146,19 @@ def test_sigterm_during_a_review_leaves_no_temporary_files(tmp_path: Path) -> No
             proc.wait()
     assert proc.returncode == 2 and "interrupted" in err and "Traceback" not in err, err
     assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("bundle", FLEET, "--out", "", "--box", "kiosk-0003"),
+        ("review", str(ROOT / "tests/fixtures/policies/base/compose.yaml"), "--tool", "slm", "--sarif", ""),
+    ],
+)
+def test_an_empty_output_path_is_refused_not_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke(capsys, *args)
+    assert code == 2 and err.count("error:") == 1 and "an empty path" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -265,3 +265,33 @@ def test_leftovers_of_older_versions_are_named_never_removed(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "note: " in result.stderr and ".kiosk-0003.old.k2j4h6g8" in result.stderr and "error:" not in result.stderr
     assert (old / "api_key").read_text() == "k"
+
+
+def test_two_runs_on_the_same_out_never_destroy_each_others_work(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    two = ("--box", "kiosk-0003", "--box", "store-0002")
+    first = run_cli("bundle", str(FLEET), "--out", str(out), *two)
+    assert first.returncode == 0, first.stderr
+    boxes = sorted(p for p in out.iterdir() if p.is_dir())
+    for box in boxes:
+        (box / "secrets").mkdir()
+        (box / "secrets" / "api_key").write_text(box.name)
+        (box / ".env").write_text(f"BOX={box.name}\n")
+    command = [sys.executable, "-m", "slm_deploy.cli", "bundle", str(FLEET), "--out", str(out), *two]
+    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.wait(timeout=600), run.stderr.read() if run.stderr else "") for run in runs]
+    for run in runs:
+        if run.stderr:
+            run.stderr.close()
+    for code, err in results:
+        assert code == 0 or (code == 2 and "another slm-deploy run is writing here" in err), err
+        assert "Traceback" not in err
+    assert any(code == 0 for code, _ in results)
+    for box in boxes:
+        assert (box / "secrets" / "api_key").read_text() == box.name
+        assert (box / ".env").read_text() == f"BOX={box.name}\n"
+        assert verify_bundle(box).ok
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

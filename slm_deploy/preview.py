@@ -286,6 +286,7 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
             gc.enable()
 
 
+STAGING_NAME = re.compile(r"\.slm-preview-[a-z0-9_]{8}")  # tempfile.mkdtemp's names
 NAME_PART = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a Kubernetes DNS subdomain
 
 
@@ -336,6 +337,9 @@ def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
     except OSError as exc:
         raise InputError(str(out), "", f"cannot create the output folder: {exc.strerror or exc}") from None
     previous = _read_index(out)
+    for leftover in out.glob(".slm-preview-*"):  # staging of an interrupted preview: ours, by its name
+        if leftover.is_dir() and not leftover.is_symlink() and STAGING_NAME.fullmatch(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
     for rel in sorted(files):
         target = out / rel
         if not (root / rel).resolve().is_relative_to(root) or os.path.islink(target):

@@ -4,6 +4,7 @@ near-miss config namespace refused, an internet-wide API server refused however 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -157,3 +158,57 @@ def test_narrow_ranges_still_pass() -> None:
         "props": {"apiServerAccessProfile": {"authorizedIPRanges": ["203.0.113.0/24", "0.0.0.0/1", "2001:db8::/32"]}},
     }
     assert api_server_restricted(cluster) == []
+
+
+def test_an_interruption_at_every_step_of_writing_manifests_leaves_whole_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    old = copy.deepcopy(_dev())
+    old.resources = [r for r in old.resources if r.type.startswith("kubernetes:") and "kind" in r.inputs][:6]
+    new = copy.deepcopy(old)
+    new.resources.pop(0)  # a manifest the new preview no longer has: removed as stale
+    for resource in new.resources:
+        resource.inputs.setdefault("metadata", {}).setdefault("labels", {})["fuzz"] = "new"
+    old_files = {
+        p.relative_to(tmp_path / "ref-old").as_posix(): p.read_bytes() for p in write_manifests(old, tmp_path / "ref-old")
+    }
+    new_files = {
+        p.relative_to(tmp_path / "ref-new").as_posix(): p.read_bytes() for p in write_manifests(new, tmp_path / "ref-new")
+    }
+    operations = ((os, "replace"), (os, "unlink"), (os, "rmdir"), (os, "mkdir"), (Path, "write_bytes"), (Path, "write_text"))
+    step = 1
+    while True:
+        out = tmp_path / f"run-{step}"
+        write_manifests(old, out)
+        (out / "notes.txt").write_text("mine\n")
+        state = {"calls": 0, "fired": False, "at": step}
+
+        def fault(real: Any, state: dict[str, Any] = state) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                state["calls"] += 1
+                if state["calls"] == state["at"]:
+                    state["fired"] = True
+                    raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+                return real(*args, **kwargs)
+
+            return wrapper
+
+        with monkeypatch.context() as patch:
+            for owner, name in operations:
+                patch.setattr(owner, name, fault(getattr(owner, name)))
+            with contextlib.suppress(InputError):
+                write_manifests(new, out)
+        if not state["fired"]:
+            break
+        for path in out.rglob("*"):
+            rel = path.relative_to(out).as_posix()
+            if path.is_file() and rel not in ("notes.txt", INDEX) and not rel.startswith(".slm-preview-"):
+                assert path.read_bytes() in (old_files.get(rel), new_files.get(rel)), f"step {step}: {rel} is half written"
+        assert (out / "notes.txt").read_text() == "mine\n"
+        write_manifests(new, out)  # the next run completes the job and clears an interrupted one's staging
+        assert not [p for p in out.iterdir() if p.name.startswith(".slm-preview-")], f"step {step}: staging left"
+        assert _tree(out) == {**new_files, "notes.txt": b"mine\n", INDEX: (out / INDEX).read_bytes()}, f"step {step}"
+        step += 1
+    assert step > 10

@@ -335,14 +335,25 @@ def run_checkov(artifacts: list[Artifact], report: Reporter) -> None:
         ("secrets", SecretsRunner, [a for a in artifacts if not in_secrets_folder(a)], False),
     ]
     for framework, runner_class, selected, custom in plans:
+        if framework == "kubernetes":  # checkov's kubernetes runner fails outright on these shapes
+            malformed = [a for a in selected if not all(_sane_manifest(m) for m in _yaml_docs(a.path))]
+            for art in malformed:
+                why = "malformed manifest (metadata or spec not a mapping): checkov cannot read it"
+                report(art, "checkov-not-run", "high", "", why)
+            selected = [a for a in selected if a not in malformed]
         if not selected:
             continue
-        result = runner_class().run(
-            root_folder=None,
-            files=[str(a.path) for a in selected],
-            external_checks_dir=[str(CHECKS_DIR)] if custom else None,
-            runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
-        )
+        try:
+            result = runner_class().run(
+                root_folder=None,
+                files=[str(a.path) for a in selected],
+                external_checks_dir=[str(CHECKS_DIR)] if custom else None,
+                runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
+            )
+        except Exception as exc:  # a checkov crash on hostile input is a finding, not a traceback
+            for art in selected:
+                report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc.__class__.__name__})")
+            continue
         for item in result.failed_checks:
             path = item.file_abs_path or item.file_path
             art = by_path.get(str(path)) or next((a for a in selected if str(a.path).endswith(str(item.file_path))), None)
@@ -351,6 +362,10 @@ def run_checkov(artifacts: list[Artifact], report: Reporter) -> None:
             severity = "high" if item.check_id.startswith("SLM-") else str(item.severity or "medium").lower()
             report(art, item.check_id, severity, str(item.resource), item.check_name)
     logging.disable(logging.NOTSET)
+
+
+def _sane_manifest(manifest: Any) -> bool:
+    return isinstance(manifest, dict) and all(isinstance(manifest.get(k, {}), dict) for k in ("metadata", "spec"))
 
 
 def _tool_binary(name: str) -> str | None:

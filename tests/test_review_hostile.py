@@ -143,3 +143,22 @@ def test_an_unwritable_sarif_path_is_one_error_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
     assert "x.sarif" in result.stderr
+
+
+def test_every_tool_meets_malformed_files_without_a_traceback(tmp_path: Path) -> None:
+    files = {
+        "a/compose.yaml": "services:\n  - app\n",
+        "b/compose.yaml": "services: text\n",
+        "c/pod.yaml": "apiVersion: v1\nkind: Pod\nmetadata: a-string\nspec: also\n",
+        "d/pod.yaml": "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers: 7\n",
+        "e/Dockerfile": "FROM\nUSER\nRUN\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    result = run_cli("review", str(tmp_path), "--json")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1
+    findings = json.loads(result.stdout)["findings"]
+    assert {f["file"].removeprefix(str(tmp_path) + "/") for f in findings} >= set(files)
+    assert any(f["rule"] == "checkov-not-run" and f["file"].endswith("c/pod.yaml") for f in findings)

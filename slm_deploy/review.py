@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from slm_deploy.errors import InputError
-from slm_deploy.safeyaml import file_kind, load_all
+from slm_deploy.safeyaml import TooExpensive, file_kind, load_all
 
 POLICIES = Path(__file__).resolve().parent / "policies"
 SKIPS_FILE = POLICIES / "skips.yaml"
@@ -103,15 +103,16 @@ def load_skips(path: Path = SKIPS_FILE) -> list[Skip]:
 
 
 @lru_cache(maxsize=4096)
-def _yaml_docs_cached(path: str, mtime_ns: int) -> tuple[tuple[Any, ...], str]:
-    """(documents, problem): the bounded loader, so a hostile file costs a finding, not a hang."""
+def _yaml_docs_cached(path: str, mtime_ns: int) -> tuple[tuple[Any, ...], str, bool]:
+    """(documents, problem, too expensive for any YAML reader): the bounded loader, so a hostile
+    file costs a finding, not a hang."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        return tuple(load_all(text, Path(path).name, strict=False)), ""
+        return tuple(load_all(text, Path(path).name, strict=False)), "", False
     except InputError as exc:
-        return (), exc.field + ": " + exc.message if exc.field else exc.message
+        return (), exc.field + ": " + exc.message if exc.field else exc.message, isinstance(exc, TooExpensive)
     except (OSError, UnicodeDecodeError) as exc:
-        return (), f"unreadable ({exc.__class__.__name__})"
+        return (), f"unreadable ({exc.__class__.__name__})", False
 
 
 def _yaml_docs(path: Path) -> list[Any]:
@@ -221,6 +222,11 @@ def _read_artifact(path: Path, label: str, skip: NotReviewed, follow: bool = Fal
         skip(label, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): binary files are not reviewed")
         return None
     role = _role(path)
+    if path.suffix in (".yaml", ".yml") or role != "text":
+        _, problem, expensive = _yaml_docs_cached(str(path), path.stat().st_mtime_ns)
+        if expensive:  # checkov, compose and the validators would hang or recurse on it
+            skip(label, f"YAML too costly to expand ({problem}); no tool was given it")
+            return None
     key = hashlib.sha256(role.encode() + b"\0" + data).hexdigest()
     return Artifact(path, label, key, role)
 
@@ -337,9 +343,9 @@ def run_checkov(artifacts: list[Artifact], report: Reporter) -> None:
     for framework, runner_class, selected, custom in plans:
         if framework == "kubernetes":  # checkov's kubernetes runner fails outright on these shapes
             malformed = [a for a in selected if not all(_sane_manifest(m) for m in _yaml_docs(a.path))]
-            for art in malformed:
+            for bad in malformed:
                 why = "malformed manifest (metadata or spec not a mapping): checkov cannot read it"
-                report(art, "checkov-not-run", "high", "", why)
+                report(bad, "checkov-not-run", "high", "", why)
             selected = [a for a in selected if a not in malformed]
         if not selected:
             continue
@@ -351,8 +357,8 @@ def run_checkov(artifacts: list[Artifact], report: Reporter) -> None:
                 runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
             )
         except Exception as exc:  # a checkov crash on hostile input is a finding, not a traceback
-            for art in selected:
-                report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc.__class__.__name__})")
+            for failed in selected:
+                report(failed, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc.__class__.__name__})")
             continue
         for item in result.failed_checks:
             path = item.file_abs_path or item.file_path

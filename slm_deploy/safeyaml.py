@@ -100,10 +100,16 @@ def read_input(path: Path, source: str, limit: int = MAX_INPUT_BYTES) -> str:
 
 
 class _Problem(Exception):
-    def __init__(self, line: int, message: str) -> None:
+    def __init__(self, line: int, message: str, expensive: bool = False) -> None:
         super().__init__(message)
         self.line = line
         self.message = message
+        self.expensive = expensive
+
+
+class TooExpensive(InputError):
+    """A document whose expansion or nesting exceeds the bounds: any other YAML reader (checkov,
+    compose, validators) would hang or recurse on it, so it must not be handed on."""
 
 
 class _StrictLoader(_BASE):  # type: ignore[valid-type,misc]
@@ -172,14 +178,14 @@ def _check_size(root: yaml.Node) -> None:
             sizes[key] = 1 + sum(sizes[id(c)] for c in children)
             depths[key] = 1 + max((depths[id(c)] for c in children), default=0)
             if sizes[key] > MAX_NODES:
-                raise _Problem(node.start_mark.line + 1, f"more than {MAX_NODES} values once aliases are expanded")
+                raise _Problem(node.start_mark.line + 1, f"more than {MAX_NODES} values once aliases are expanded", True)
             if depths[key] > MAX_DEPTH:
-                raise _Problem(node.start_mark.line + 1, f"nested more than {MAX_DEPTH} levels deep")
+                raise _Problem(node.start_mark.line + 1, f"nested more than {MAX_DEPTH} levels deep", True)
             continue
         if key in sizes:
             continue
         if key in active:
-            raise _Problem(node.start_mark.line + 1, "an alias refers to the node that contains it")
+            raise _Problem(node.start_mark.line + 1, "an alias refers to the node that contains it", True)
         active.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
@@ -207,7 +213,7 @@ def load_all(text: str, source: str, strict: bool = True) -> list[Any]:
             if document is not None:
                 documents.append(document)
     except _Problem as exc:
-        raise InputError(source, f"line {exc.line}", exc.message) from None
+        raise (TooExpensive if exc.expensive else InputError)(source, f"line {exc.line}", exc.message) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""

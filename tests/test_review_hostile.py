@@ -162,3 +162,25 @@ def test_every_tool_meets_malformed_files_without_a_traceback(tmp_path: Path) ->
     findings = json.loads(result.stdout)["findings"]
     assert {f["file"].removeprefix(str(tmp_path) + "/") for f in findings} >= set(files)
     assert any(f["rule"] == "checkov-not-run" and f["file"].endswith("c/pod.yaml") for f in findings)
+
+
+def test_an_alias_bomb_is_not_handed_to_any_tool(tmp_path: Path) -> None:
+    """checkov and the compose binary expand aliases: before, this review never finished."""
+    import subprocess
+    import sys
+
+    bomb = "services:\n  a: &a {x: [1,1,1,1,1,1,1,1,1]}\n" + "".join(
+        f"  {c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefghi", "bcdefghij", strict=True)
+    )
+    (tmp_path / "compose.yaml").write_text(bomb)
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "review", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,  # a guard against the old hang, not a measurement
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [item] = [f for f in json.loads(result.stdout)["findings"] if f["rule"] == "not-reviewed"]
+    assert "aliases are expanded" in item["message"]

@@ -35,8 +35,22 @@ def clear_errors(func: F) -> F:
             fail(str(exc))
         except ValidationError as exc:
             fail(str(from_validation_error("arguments", exc)))
+        except OSError as exc:  # a disk or path problem not caught nearer: still one line (issue 10)
+            where = exc.filename if exc.filename is not None else "output"
+            fail(f"{where}: {exc.strerror or exc.__class__.__name__}")
+        except RecursionError:
+            fail("input: nested too deeply")
 
     return wrapper  # type: ignore[return-value]
+
+
+class NonEmptyPath(click.Path):
+    """A path that may not be empty: click would turn `--out ''` into Path('.'), the current folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; name a folder or file", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def print_json(data: Any) -> None:
@@ -117,6 +131,8 @@ def plan(
 
     if gpu and cpu_only:
         raise InputError("arguments", "--cpu", "give --gpu or --cpu, not both")
+    if gpu_count is not None and not gpu:
+        raise InputError("arguments", "--gpu-count", "needs --gpu (the GPU model or VM size it counts)")
     options: dict[str, Any] = {
         "model": model,
         "runtime": runtime,
@@ -134,8 +150,13 @@ def plan(
     if gpu_memory_gib is not None and not gpu:
         raise InputError("arguments", "--gpu-memory-gib", "also give --gpu: the catalog GPU closest to yours")
     if gpu:
-        device, vm_count, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
+        device, vm_gpus, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
         host = catalog.vm_sizes[vm] if vm else None
+        if host is not None and gpu_count is not None:
+            if gpu_count != vm_gpus:
+                hint = f"{vm} has {vm_gpus} GPU(s); leave --gpu-count out or give {vm_gpus}"
+                raise InputError("arguments", "--gpu-count", hint)
+            gpu_count = None  # the VM size already counts its GPUs
         model_name = gpu
         if gpu_memory_gib is not None:
             custom = device.model_copy(
@@ -152,7 +173,7 @@ def plan(
             cpu_arch=CpuArch(cpu_arch) if cpu_arch else device.host_arch,
             cpus=host.vcpus if host else cpus,
             memory_gib=host.memory_gib if host else memory_gib,
-            gpu=GpuAttachment(model=model_name, count=gpu_count or (vm_count if gpu_memory_gib is not None else 1)),
+            gpu=GpuAttachment(model=model_name, count=gpu_count or (vm_gpus if gpu_memory_gib is not None else 1)),
         )
     elif cpu_only:
         hardware = Hardware(cpu_arch=CpuArch(cpu_arch or CpuArch.AMD64.value), cpus=cpus, memory_gib=memory_gib)
@@ -168,17 +189,29 @@ def plan(
 
 @main.command()
 @click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory for the bundles.")
+@click.option("--out", "out_dir", required=True, type=NonEmptyPath(path_type=Path), help="Directory for the bundles.")
 @click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
 @click.option("--tar", "as_tar", is_flag=True, help="Also write a reproducible BOX.tar.gz per box.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace what is at OUT/<box id> even when it is not one of our bundles (operator files are kept).",
+)
 @clear_errors
-def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool, allow_unlocked: bool) -> None:
+def bundle(
+    fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool, allow_unlocked: bool, force: bool
+) -> None:
     """Write one hardened compose bundle per box of FLEET into OUT/<box id>.
 
-    Images are pinned by images.lock.yaml beside FLEET (else the lock shipped with the catalog)."""
-    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_box, write_tar
+    Images are pinned by images.lock.yaml beside FLEET (else the lock shipped with the catalog).
+    A folder there is replaced only when it is one of our bundles; the operator's files in it
+    (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
+    """
+    from slm_deploy.bundle.swap import older_leftovers
+    from slm_deploy.bundle.verify import manifest_digest
+    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
@@ -186,10 +219,9 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
         bundles = build_fleet(fleet, boxes, progress=advance, allow_unlocked=allow_unlocked)
-    for built in bundles:
-        write_box(out_dir, built)
-        if as_tar:
-            write_tar(out_dir, built)
+    write_boxes(out_dir, bundles, force=force, tars=as_tar)
+    for leftover in older_leftovers(out_dir, [b.box.id for b in bundles]):
+        click.echo(f"note: {leftover} was left by an interrupted older run and may hold secrets; not removed", err=True)
     rows = [
         {
             "box": b.box.id,
@@ -201,6 +233,7 @@ def bundle(fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bo
             "device": p.device,
             "memory_used_gib": p.memory_used_gib,
             "device_memory_gib": p.device_memory_gib,
+            "manifest_sha256": manifest_digest(b.files["MANIFEST.json"]),
         }
         for b in bundles
         for p in b.plans
@@ -222,22 +255,38 @@ def _example_lock_notice(directory: Path | None) -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--expect",
+    metavar="sha256:DIGEST",
+    help="The manifest digest `bundle` printed (keep it off the box): the manifest must match it.",
+)
 @clear_errors
-def verify(directory: Path) -> None:
-    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra or changed file.
+def verify(directory: Path, expect: str | None) -> None:
+    """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra, changed or wrongly
+    moded file, or (with --expect) a manifest that is not the one generated.
 
     With a docker daemon at hand (on the box), also compare the loaded images with the digests in
     the bundle's images.lock.json; exit 1 when one differs."""
-    from slm_deploy.bundle.writer import verify_bundle
+    import re
+
+    from slm_deploy.bundle.verify import verify_bundle
     from slm_deploy.supply.loaded import check
 
-    report = verify_bundle(directory)
-    for label, paths in (("missing", report.missing), ("extra", report.extra), ("changed", report.changed)):
+    if expect is not None and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", expect.strip()):
+        raise InputError("arguments", "--expect", "expected sha256: and 64 hex digits, as `slm-deploy bundle` prints")
+    report = verify_bundle(directory, expect)
+    for label, paths in (
+        ("missing", report.missing),
+        ("extra", report.extra),
+        ("changed", report.changed),
+        ("mode", report.modes),
+    ):
         for path in paths:
             click.echo(f"{label}: {path}")
     if not report.ok:
         sys.exit(1)
-    click.echo(f"ok: {directory} matches its MANIFEST.json")
+    how = "the expected digest and " if expect else ""
+    click.echo(f"ok: {directory} matches {how}its MANIFEST.json ({report.digest})")
     images = check(directory)
     if images.skipped:
         click.echo(f"images: not checked: {images.skipped}")
@@ -253,7 +302,7 @@ def verify(directory: Path) -> None:
 
 @main.command()
 @click.argument("stack")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write each Kubernetes resource as a manifest.")
+@click.option("--out", "out_text", type=str, help="Write each Kubernetes resource as a manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print resources and outputs as JSON.")
 @click.option(
     "--project",
@@ -265,7 +314,7 @@ def verify(directory: Path) -> None:
 )
 @click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
 @clear_errors
-def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool) -> None:
+def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool) -> None:
     """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
 
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
@@ -281,7 +330,16 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
         from slm_deploy.supply.lock import ALLOW_UNLOCKED_ENV
 
         os.environ[ALLOW_UNLOCKED_ENV] = "1"  # what the program reads under `pulumi up` too
+    if out_text is not None and not out_text.strip():
+        raise InputError("arguments", "--out", "an empty path; name a folder for the manifests")
+    out_dir = Path(out_text) if out_text is not None else None
     result = run_preview(stack, project_dir or Path.cwd())
+    if result.ignored_environment:
+        click.echo(
+            f"note: ignored {', '.join(result.ignored_environment)} from the environment: this offline preview renders "
+            f"Pulumi.{stack}.yaml as written (under `pulumi up` the Pulumi CLI passes the stack's own configuration)",
+            err=True,
+        )
     written = write_manifests(result, out_dir) if out_dir else []
     if as_json:
         print_json(
@@ -313,13 +371,16 @@ def preview(stack: str, out_dir: Path | None, as_json: bool, project_dir: Path |
     default=None,
     help="Pulumi project folder for --stack (default: the current folder).",
 )
-@click.option("--sarif", "sarif_file", type=click.Path(path_type=Path), help="Write merged SARIF 2.1.0 here.")
+@click.option("--sarif", "sarif_file", type=NonEmptyPath(path_type=Path), help="Write merged SARIF 2.1.0 here.")
 @click.option("--json", "as_json", is_flag=True, help="Print findings and skips as JSON.")
 @click.option(
     "--tool",
     "tools",
     multiple=True,
-    help="Run only these tools (slm, checkov, hadolint, compose, kubernetes-validate, promtool, yamllint, actionlint, zizmor).",
+    help=(
+        "Run only these tools (slm, checkov, detect-secrets, hadolint, compose, kubernetes-validate, promtool, yamllint, "
+        "actionlint, zizmor)."
+    ),
 )
 @click.option(
     "--require-tools",
@@ -359,7 +420,9 @@ def review(
     except ToolMissing as exc:
         raise InputError("review", "tools", f"{exc} (--require-tools / SLM_REQUIRE_TOOLS=1)") from None
     if sarif_file:
-        sarif_file.write_text(json.dumps(sarif(report), indent=2, sort_keys=True) + "\n")
+        from slm_deploy.atomicfile import write_atomic
+
+        write_atomic(sarif_file, (json.dumps(sarif(report), indent=2, sort_keys=True) + "\n").encode())
     if as_json:
         print_json(
             {
@@ -529,8 +592,15 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
     click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # so every clean-up (temporary folders, staged bundles) runs on SIGTERM too
+
+
 def run() -> None:
     """The console script: click's usage errors become the same one-line `error:` as ours."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main.main(prog_name="slm-deploy", standalone_mode=False)
     except click.UsageError as exc:
@@ -538,8 +608,8 @@ def run() -> None:
         fail(f"arguments: {exc.format_message()} (see `{command} --help`)")
     except click.ClickException as exc:
         fail(f"arguments: {exc.format_message()}")
-    except click.Abort:
-        fail("aborted")
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C (and our SIGTERM) into Abort
+        fail("interrupted: nothing half written is left behind")
     except BrokenPipeError:
         sys.exit(1)
 

@@ -20,6 +20,7 @@ from slm_deploy.catalog import Catalog, load_catalog
 from slm_deploy.catalog.platform import AksFacts, load_aks_facts
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.fleet import SloThresholds
+from slm_deploy.netranges import open_to_internet
 from slm_deploy.planner import Plan, hardware_for_vm, plan
 from slm_deploy.spec import Frozen, Runtime, Serving
 
@@ -30,6 +31,7 @@ GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 class Camel(Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=False)
+    numbers_from_text = True
 
 
 class ClusterMode(StrEnum):
@@ -64,6 +66,9 @@ class ApiServerAccess(Camel):
                     f"{cidr} is in the documentation range {reserved} ({facts.documentation_ranges.source}): "
                     "no deployer's traffic comes from there; list your runner's egress CIDRs"
                 )
+        reason = open_to_internet(value)
+        if reason:
+            raise ValueError(f"{', '.join(value)}: {reason}; the API server would be open to the internet")
         return value
 
     @model_validator(mode="after")

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from slm_deploy.errors import InputError, format_location, from_validation_error
+from slm_deploy.safeyaml import load, read_input
 from slm_deploy.spec import Frozen, Hardware, Serving
 
 BOX_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
 
 
 class SloThresholds(Frozen):
@@ -48,6 +47,8 @@ class BoxOptions(Frozen):
     @field_validator("listen_address")
     @classmethod
     def _ip(cls, value: str) -> str:
+        if "%" in value:  # Python accepts a zone (fe80::1%eth0); a compose port binding does not
+            raise ValueError("an address with a zone index (%...) cannot be a published port's host_ip")
         ipaddress.ip_address(value)
         return value
 
@@ -107,6 +108,8 @@ def _serving(source: str, defaults: dict[str, Any], given: dict[str, Any], path:
 
 def _options(source: str, defaults: dict[str, Any], raw: _RawBox, path: str) -> BoxOptions:
     merged: dict[str, Any] = {k: v for k, v in defaults.items() if k in OPTION_KEYS}
+    if "slo" in merged and not isinstance(merged["slo"], dict):
+        raise InputError(source, "defaults.slo", "expected a mapping of SLO thresholds")
     given = {k: getattr(raw, k) for k in OPTION_KEYS if getattr(raw, k) is not None}
     if "slo" in merged and "slo" in given:
         given["slo"] = dict(merged["slo"]) | given["slo"]
@@ -152,16 +155,8 @@ def parse_fleet(data: Any, source: str) -> Fleet:
 
 
 def load_fleet(path: Path) -> Fleet:
-    source = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(source, "", f"cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "yaml"
-        raise InputError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    fleet = parse_fleet(data, source)
+    """Read through the bounded reader (regular file, size, UTF-8, no duplicate keys, no alias
+    bombs, finite numbers): see slm_deploy.safeyaml."""
+    source = path.name or str(path)
+    fleet = parse_fleet(load(read_input(path, source), source), source)
     return Fleet(fleet.name, fleet.boxes, fleet.source, path.parent)

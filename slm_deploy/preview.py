@@ -9,17 +9,20 @@ stand on it.
 
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import json
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from slm_deploy.errors import InputError
+from slm_deploy.safeyaml import load, read_input
 
 # gRPC (under the Pulumi SDK) prints a notice on every fork while its threads run; review forks
 # validators after a preview.
@@ -48,6 +51,11 @@ users:
              --client-id, 80faf920-1908-4b52-b5ef-a8e7bedfc67a, --tenant-id, 00000000-0000-0000-0000-0000000000aa,
              --login, devicecode]
 """
+# Pulumi's own rule for a stack name (pulumi/pulumi, pkg/backend/filestate/backend.go,
+# validateStackName: `^[A-Za-z0-9_.-]{1,100}$`, no slashes). The name becomes a file name here.
+STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+INDEX = ".slm-preview.json"  # what the last preview wrote into --out: only those files are ever replaced
+PULUMI_CONFIG_ENV = "PULUMI_CONFIG"
 
 
 @dataclass
@@ -73,6 +81,7 @@ class PreviewResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
     environment: Any = None  # the validated Environment the program built from (slm_deploy.environment)
+    ignored_environment: list[str] = field(default_factory=list)  # PULUMI_CONFIG* variables set aside
 
     def by_urn(self) -> dict[str, CapturedResource]:
         return {r.urn: r for r in self.resources}
@@ -212,34 +221,79 @@ def _monitor(mocks: Any, result: PreviewResult) -> Any:
     return CapturingMonitor(mocks)
 
 
+def check_stack_name(stack: str) -> None:
+    if not STACK_NAME.fullmatch(stack):
+        raise InputError(
+            "arguments",
+            "STACK",
+            f"{stack[:120]!r} is not a Pulumi stack name (letters, digits, '-', '_', '.'; 1 to 100 characters)",
+        )
+
+
+def _check_namespace(key: str, source: str) -> None:
+    """A key in a namespace that is a near miss of the project's would be ignored silently."""
+    namespace, colon, _ = key.partition(":")
+    if not colon or namespace == PROJECT:
+        return
+    if namespace.lower() == PROJECT or difflib.SequenceMatcher(None, namespace.lower(), PROJECT).ratio() >= 0.8:
+        raise InputError(source, f"config.{key}", f"namespace {namespace!r} is not {PROJECT!r}: a misspelling would be ignored")
+
+
 def load_stack_file(stack: str, root: Path) -> tuple[dict[str, Any], list[str], str]:
     """Pulumi.<stack>.yaml -> (config for the program, secret keys, source name)."""
+    check_stack_name(stack)
     source = f"Pulumi.{stack}.yaml"
     path = root / source
-    if not path.is_file():
+    if not os.path.lexists(path):
         known = sorted(p.name.split(".")[1] for p in root.glob("Pulumi.*.yaml"))
         raise InputError(source, "", f"no such stack file (stacks: {', '.join(known)})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(source, "", f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = load(read_input(path, source), source) or {}
     if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
         raise InputError(source, "config", "expected a mapping of config keys")
-    unknown = sorted(set(data) - {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"})
+    unknown = sorted(str(k) for k in set(data) - {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"})
     if unknown:
         raise InputError(source, unknown[0], "unknown top-level key")
     config: dict[str, Any] = {}
     secrets = []
     for key, value in (data.get("config") or {}).items():
+        if not isinstance(key, str):
+            raise InputError(source, f"config.{key}", "a config key must be a string")
+        _check_namespace(key, source)
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(key)
             value = "<secret from the stack's secrets provider>"
-        config[key] = value if isinstance(value, str) else json.dumps(value)
+        try:
+            config[key] = value if isinstance(value, str) else json.dumps(value, allow_nan=False)
+        except (ValueError, TypeError, RecursionError):
+            raise InputError(source, f"config.{key}", "not a value Pulumi config can hold") from None
     return config, secrets, source
+
+
+def _set_aside_config_environment() -> dict[str, str]:
+    """PULUMI_CONFIG and PULUMI_CONFIG_<KEY> would feed the program values the stack file does not
+    hold; the offline preview renders the stack file only (under `pulumi up` the Pulumi CLI hands
+    the program the stack's own configuration)."""
+    return {k: os.environ.pop(k) for k in sorted(os.environ) if k.startswith(PULUMI_CONFIG_ENV)}
 
 
 def run_preview(stack: str, root: Path) -> PreviewResult:
     """Run the program for one stack under mocks and capture everything it declares."""
+    config, secret_keys, source = load_stack_file(stack, root)
+    result = PreviewResult(stack)
+    aside = _set_aside_config_environment()
+    result.ignored_environment = sorted(aside)
+    try:
+        _run(result, config, secret_keys, source, root)
+    finally:
+        os.environ.update(aside)
+    result.resources.sort(key=lambda r: r.urn)  # registration order follows async scheduling
+    for resource in result.resources:
+        if _is_manifest(resource):
+            _fill_name(resource)
+    return result
+
+
+def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], source: str, root: Path) -> None:
     import pulumi
     from pulumi.runtime import set_all_config, set_mocks
     from pulumi.runtime.stack import run_pulumi_func
@@ -249,8 +303,7 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
     from slm_deploy.stacks.program import read_config
     from slm_deploy.supply.lock import locked_catalog
 
-    config, secret_keys, source = load_stack_file(stack, root)
-    result = PreviewResult(stack)
+    stack = result.stack
     mocks = _mocks()
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
     set_all_config(config, secret_keys)
@@ -273,27 +326,92 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
     finally:
         if collecting:
             gc.enable()
-    result.resources.sort(key=lambda r: r.urn)  # registration order follows async scheduling
-    for resource in result.resources:
-        if _is_manifest(resource):
-            _fill_name(resource)
-    return result
+
+
+STAGING_NAME = re.compile(r"\.slm-preview-[a-z0-9_]{8}")  # tempfile.mkdtemp's names
+NAME_PART = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a Kubernetes DNS subdomain
 
 
 def manifest_filename(manifest: dict[str, Any]) -> str:
     meta = manifest.get("metadata", {})
-    namespace = meta.get("namespace") or "cluster"
-    return f"{namespace}/{manifest['kind'].lower()}-{meta.get('name', 'unnamed')}.yaml"
+    namespace = str(meta.get("namespace") or "cluster")
+    name = str(meta.get("name", "unnamed"))
+    kind = str(manifest["kind"]).lower()
+    for part in (namespace, name, kind):
+        if not NAME_PART.fullmatch(part) or part in (".", ".."):
+            raise InputError("preview", "metadata", f"{part[:80]!r} cannot be a file name of a manifest")
+    return f"{namespace}/{kind}-{name}.yaml"
+
+
+def _read_index(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((out / INDEX).read_text(encoding="utf-8"))
+        files = data.get("files", {}) if isinstance(data, dict) else {}
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
+    """Every manifest under OUT, all or nothing: rendered and written to a staging folder first
+    (a full disk changes nothing in OUT), then each file renamed into place. Every path is
+    resolved and must stay under OUT. A file in OUT that the previous preview did not write (per
+    OUT/.slm-preview.json) is never overwritten; manifests of the previous preview that this one
+    no longer has are removed, unless they were edited since."""
     from slm_deploy.yamlout import dump
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    if not str(out) or str(out).strip() == "":
+        raise InputError("arguments", "--out", "an empty path; name a folder for the manifests")
+    files: dict[str, bytes] = {}
     for manifest in result.manifests():
-        path = out / manifest_filename(manifest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dump(manifest, f"# Rendered by `slm-deploy preview {result.stack}` (offline, mocks).\n"))
-        written.append(path)
-    return written
+        rel = manifest_filename(manifest)
+        files[rel] = dump(manifest, f"# Rendered by `slm-deploy preview {result.stack}` (offline, mocks).\n").encode()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        root = out.resolve(strict=True)
+    except OSError as exc:
+        raise InputError(str(out), "", f"cannot create the output folder: {exc.strerror or exc}") from None
+    previous = _read_index(out)
+    for leftover in out.glob(".slm-preview-*"):  # staging of an interrupted preview: ours, by its name
+        if leftover.is_dir() and not leftover.is_symlink() and STAGING_NAME.fullmatch(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+    for rel in sorted(files):
+        target = out / rel
+        if not (root / rel).resolve().is_relative_to(root) or os.path.islink(target):
+            raise InputError(str(target), "", f"resolves outside {out}; refusing to write there")
+        if os.path.lexists(target) and rel not in previous:
+            raise InputError(str(target), "", "exists and was not written by slm-deploy preview; refusing to overwrite it")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".slm-preview-", dir=out))
+    except OSError as exc:
+        raise InputError(str(out), "", f"cannot write the manifests: {exc.strerror or exc}") from None
+    try:
+        for rel, data in sorted(files.items()):
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+        index = {"files": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(files.items())}}
+        (staging / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        for rel in sorted(files):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            if not (out / rel).parent.resolve().is_relative_to(root):
+                raise InputError(str(out / rel), "", f"resolves outside {out}; refusing to write there")
+            os.replace(staging / rel, out / rel)
+        for rel, digest in sorted(previous.items()):
+            stale = out / rel
+            if rel not in files and stale.is_file() and not stale.is_symlink() and _sha256(stale) == digest:
+                stale.unlink()
+                if stale.parent != out and not any(stale.parent.iterdir()):
+                    stale.parent.rmdir()
+        os.replace(staging / INDEX, out / INDEX)
+    except OSError as exc:
+        raise InputError(str(exc.filename or out), "", f"cannot write the manifests: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / rel for rel in sorted(files)]

@@ -97,6 +97,11 @@ def bundle_summary(rows: list[dict[str, Any]], out: Path) -> None:
             used,
         )
     console.print(table)
+    digests = sorted({(r["box"], r["manifest_sha256"]) for r in rows if "manifest_sha256" in r})
+    if digests:
+        console.print("manifest digests (keep them off the boxes; `slm-deploy verify BOX --expect DIGEST`):")
+        for box, digest in digests:
+            console.print(f"  {box} {digest}", highlight=False, soft_wrap=True)
 
 
 def preview_table(stack: str, rows: list[tuple[str, str, str]], manifests: int, out: Path | None) -> None:

@@ -18,11 +18,13 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any
 import yaml
 
 from slm_deploy.errors import InputError
+from slm_deploy.safeyaml import TooExpensive, file_kind, load_all
 
 POLICIES = Path(__file__).resolve().parent / "policies"
 SKIPS_FILE = POLICIES / "skips.yaml"
@@ -106,21 +109,26 @@ def load_skips(path: Path = SKIPS_FILE) -> list[Skip]:
 # Collecting artifacts
 
 
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
-
-
 @lru_cache(maxsize=4096)
-def _yaml_docs_cached(path: str, mtime_ns: int) -> tuple[Any, ...]:
+def _yaml_docs_cached(path: str, mtime_ns: int) -> tuple[tuple[Any, ...], str, bool]:
+    """(documents, problem, too expensive for any YAML reader): the bounded loader, so a hostile
+    file costs a finding, not a hang."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        return tuple(d for d in yaml.load_all(text, Loader=_LOADER) if d is not None)
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return ()
+        return tuple(load_all(text, Path(path).name, strict=False)), "", False
+    except InputError as exc:
+        return (), exc.field + ": " + exc.message if exc.field else exc.message, isinstance(exc, TooExpensive)
+    except (OSError, UnicodeDecodeError) as exc:
+        return (), f"unreadable ({exc.__class__.__name__})", False
 
 
 def _yaml_docs(path: Path) -> list[Any]:
     """Parsed once per file and reused by every tool (callers must not modify the documents)."""
-    return list(_yaml_docs_cached(str(path), path.stat().st_mtime_ns))
+    return list(_yaml_docs_cached(str(path), path.stat().st_mtime_ns)[0])
+
+
+def _yaml_problem(path: Path) -> str:
+    return _yaml_docs_cached(str(path), path.stat().st_mtime_ns)[1]
 
 
 def _role(path: Path) -> str:
@@ -143,19 +151,109 @@ def _role(path: Path) -> str:
     return "text"
 
 
-def collect(root: Path, label_root: str) -> list[Artifact]:
+NotReviewed = Callable[[str, str], None]  # label, why it was not reviewed
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def collect(root: Path, label_root: str, not_reviewed: NotReviewed | None = None) -> list[Artifact]:
+    """Every regular file under root. Links are never followed: a link that stays in the tree
+    needs nothing (its target is reviewed where it lies); one that leaves it, or dangles, is
+    reported. Directories that cannot be listed and files that cannot be read are reported too."""
+    skip: NotReviewed = not_reviewed or (lambda label, why: None)
+    real_root = os.path.realpath(root)
     out = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "secrets" not in p.relative_to(root).parts):
-        if path.stat().st_size > TEXT_LIMIT:
-            continue
-        out.append(_artifact(path, f"{label_root}/{path.relative_to(root).as_posix()}"))
-    return out
+
+    def label_of(path: str) -> str:
+        return f"{label_root}/{Path(path).relative_to(root).as_posix()}"
+
+    def unlistable(exc: OSError) -> None:
+        skip(
+            label_of(str(exc.filename)) if exc.filename and str(exc.filename) != str(root) else label_root,
+            f"directory cannot be listed: {exc.strerror or exc}",
+        )
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=False):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.lstat(path)
+            except OSError as exc:
+                skip(label_of(path), f"cannot be read: {exc.strerror or exc}")
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                target = os.path.realpath(path)
+                if not _inside(target, real_root):
+                    skip(label_of(path), f"symbolic link to {target} leaves the reviewed tree; not followed")
+                elif not os.path.exists(target):
+                    skip(label_of(path), "broken symbolic link")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            art = _read_artifact(Path(path), label_of(path), skip)
+            if art is not None:
+                out.append(art)
+    return sorted(out, key=lambda a: a.label)
+
+
+def _read_artifact(path: Path, label: str, skip: NotReviewed, follow: bool = False) -> Artifact | None:
+    """The file as an artifact, or None after saying why it cannot be reviewed. The checks run on
+    the opened descriptor: a FIFO is never waited on, a device never read, a link never followed."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        skip(label, f"cannot be read: {exc.strerror or exc}")
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            skip(label, f"not a regular file ({file_kind(info.st_mode).removeprefix('a ').removeprefix('an ')})")
+            return None
+        if info.st_size > TEXT_LIMIT:
+            skip(label, f"too large ({info.st_size} bytes; the review reads at most {TEXT_LIMIT})")
+            return None
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(TEXT_LIMIT + 1)
+    except OSError as exc:
+        skip(label, f"cannot be read: {exc.strerror or exc}")
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > TEXT_LIMIT:
+        skip(label, f"too large (more than {TEXT_LIMIT} bytes)")
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        skip(label, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): binary files are not reviewed")
+        return None
+    role = _role(path)
+    if path.suffix in (".yaml", ".yml") or role != "text":
+        _, problem, expensive = _yaml_docs_cached(str(path), path.stat().st_mtime_ns)
+        if expensive:  # checkov, compose and the validators would hang or recurse on it
+            skip(label, f"YAML too costly to expand ({problem}); no tool was given it")
+            return None
+    key = hashlib.sha256(role.encode() + b"\0" + data).hexdigest()
+    return Artifact(path, label, key, role)
 
 
 def _artifact(path: Path, label: str) -> Artifact:
-    role = _role(path)
-    key = hashlib.sha256(role.encode() + b"\0" + path.read_bytes()).hexdigest()
-    return Artifact(path, label, key, role)
+    art = _read_artifact(path, label, lambda _label, why: _raise(label, why), follow=True)
+    assert art is not None
+    return art
+
+
+def _raise(label: str, why: str) -> None:
+    raise InputError(label, "", why)
+
+
+def in_secrets_folder(art: Artifact) -> bool:
+    """Files under a `secrets/` folder hold secrets by design: every tool reviews them except the
+    secret detectors (which would report the secret they are meant to hold, and print nothing else)."""
+    return "secrets" in Path(art.label).parts[:-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,38 +269,63 @@ def run_rules(artifacts: list[Artifact], report: Reporter) -> None:
     from slm_deploy.policies.registry import rules_of
 
     manifests_by_dir: dict[Path, list[tuple[Artifact, dict[str, Any]]]] = defaultdict(list)
+
+    def apply(art: Artifact, rule: Any, data: Any, resource: str = "") -> None:
+        # A rule meets shapes no valid file has (a string where a mapping belongs): that is a
+        # finding about the file, never a traceback.
+        try:
+            messages = list(rule(data))
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            messages = [f"malformed input: {rule.id} cannot evaluate this {art.role}"]
+        for message in messages:
+            report(art, rule.id, rule.severity.value, resource, message)
+
     for art in artifacts:
         text = art.path.read_text(encoding="utf-8", errors="replace")
+        if art.role in ("compose", "manifest", "prometheus", "rules", "yaml") and _yaml_problem(art.path):
+            report(art, "yaml-parse", "high", "", _yaml_problem(art.path))
         for rule in rules_of(Kind.TEXT):
-            for message in rule({"path": art.label, "text": text}):
-                report(art, rule.id, rule.severity.value, "", message)
+            if rule.id.startswith("SLM-SECRET-") and in_secrets_folder(art):
+                continue
+            apply(art, rule, {"path": art.label, "text": text})
         if art.role == "dockerfile":
             instructions = parse_dockerfile(text)
             for rule in rules_of(Kind.DOCKERFILE):
-                for message in rule(instructions):
-                    report(art, rule.id, rule.severity.value, "", message)
+                apply(art, rule, instructions)
         elif art.role == "compose":
             docs = _yaml_docs(art.path)
             document = docs[0] if docs and isinstance(docs[0], dict) else {}
-            for name, service in (document.get("services") or {}).items():
+            services = document.get("services") or {}
+            if not isinstance(services, dict):
+                report(art, "compose-structure", "high", "services", "`services` must be a mapping of service names")
+                services = {}
+            for name, service in services.items():
+                if not isinstance(service, dict):
+                    report(art, "compose-structure", "high", str(name), "a service must be a mapping")
+                    continue
                 for rule in rules_of(Kind.COMPOSE):
-                    for message in rule({"name": name, "service": service, "document": document}):
-                        report(art, rule.id, rule.severity.value, name, message)
+                    apply(art, rule, {"name": name, "service": service, "document": document}, str(name))
             for rule in rules_of(Kind.COMPOSE_FILE):
-                for message in rule(document):
-                    report(art, rule.id, rule.severity.value, "", message)
+                apply(art, rule, document)
         elif art.role == "manifest":
             for manifest in _yaml_docs(art.path):
-                resource = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
+                resource = _resource_name(manifest)
+                if not isinstance(manifest.get("metadata", {}), dict):
+                    report(art, "manifest-structure", "high", resource, "`metadata` must be a mapping")
+                    continue
                 manifests_by_dir[_deployment_root(art.path)].append((art, manifest))
                 for rule in rules_of(Kind.K8S):
-                    for message in rule(manifest):
-                        report(art, rule.id, rule.severity.value, resource, message)
+                    apply(art, rule, manifest, resource)
     for group in manifests_by_dir.values():
         manifests = [m for _, m in group]
         for rule in rules_of(Kind.K8S_SET):
-            for message in rule(manifests):
-                report(group[0][0], rule.id, rule.severity.value, "", message)
+            apply(group[0][0], rule, manifests)
+
+
+def _resource_name(manifest: dict[str, Any]) -> str:
+    metadata = manifest.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return f"{manifest.get('kind')}/{name}"
 
 
 def _deployment_root(path: Path) -> Path:
@@ -224,17 +347,28 @@ def run_checkov(artifacts: list[Artifact], report: Reporter) -> None:
         ("kubernetes", KubernetesRunner, [a for a in artifacts if a.role == "manifest"], True),
         ("dockerfile", DockerfileRunner, [a for a in artifacts if a.role == "dockerfile"], True),
         ("yaml", YamlRunner, [a for a in artifacts if a.role == "compose"], True),
-        ("secrets", SecretsRunner, artifacts, False),
+        ("secrets", SecretsRunner, [a for a in artifacts if not in_secrets_folder(a)], False),
     ]
     for framework, runner_class, selected, custom in plans:
+        if framework == "kubernetes":  # checkov's kubernetes runner fails outright on these shapes
+            malformed = [a for a in selected if not all(_sane_manifest(m) for m in _yaml_docs(a.path))]
+            for bad in malformed:
+                why = "malformed manifest (metadata or spec not a mapping): checkov cannot read it"
+                report(bad, "checkov-not-run", "high", "", why)
+            selected = [a for a in selected if a not in malformed]
         if not selected:
             continue
-        result = runner_class().run(
-            root_folder=None,
-            files=[str(a.path) for a in selected],
-            external_checks_dir=[str(CHECKS_DIR)] if custom else None,
-            runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
-        )
+        try:
+            result = runner_class().run(
+                root_folder=None,
+                files=[str(a.path) for a in selected],
+                external_checks_dir=[str(CHECKS_DIR)] if custom else None,
+                runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
+            )
+        except Exception as exc:  # a checkov crash on hostile input is a finding, not a traceback
+            for failed in selected:
+                report(failed, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc.__class__.__name__})")
+            continue
         for item in result.failed_checks:
             path = item.file_abs_path or item.file_path
             art = by_path.get(str(path)) or next((a for a in selected if str(a.path).endswith(str(item.file_path))), None)
@@ -243,6 +377,10 @@ def run_checkov(artifacts: list[Artifact], report: Reporter) -> None:
             severity = "high" if item.check_id.startswith("SLM-") else str(item.severity or "medium").lower()
             report(art, item.check_id, severity, str(item.resource), item.check_name)
     logging.disable(logging.NOTSET)
+
+
+def _sane_manifest(manifest: Any) -> bool:
+    return isinstance(manifest, dict) and all(isinstance(manifest.get(k, {}), dict) for k in ("metadata", "spec"))
 
 
 def _tool_binary(name: str) -> str | None:
@@ -292,8 +430,12 @@ def run_kubernetes_validate(artifacts: list[Artifact], report: Reporter) -> None
     schemas = schema_dir()
     for art in artifacts:
         for manifest in _yaml_docs(art.path):
-            resource = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
-            for problem in validate_manifest(manifest, schemas=schemas):
+            resource = _resource_name(manifest)
+            try:
+                problems = validate_manifest(manifest, schemas=schemas)
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                problems = [f"cannot be validated ({exc.__class__.__name__}): malformed manifest"]
+            for problem in problems:
                 report(art, "schema", "high", resource, problem)
 
 
@@ -319,7 +461,7 @@ def run_yamllint(artifacts: list[Artifact], report: Reporter) -> None:
 
     config = YamlLintConfig("extends: default")
     for art in artifacts:
-        text = art.path.read_text(encoding="utf-8")
+        text = art.path.read_text(encoding="utf-8", errors="replace")
         for problem in linter.run(text, config):
             report(art, f"yamllint:{problem.rule or 'syntax'}", problem.level, f"line {problem.line}", problem.desc)
 
@@ -368,6 +510,40 @@ def run_zizmor(artifacts: list[Artifact], report: Reporter) -> None:
             where = f"line {lines[0]}" if lines else ""
             severity = str(item.get("determinations", {}).get("severity", "medium")).lower()
             report(art, f"zizmor:{item['ident']}", severity, where, item.get("desc", item["ident"]))
+
+
+def _secret_detectors() -> list[Any]:
+    """Every credential-format detector detect-secrets ships (checkov runs only some of them:
+    not GitHub, Discord or SendGrid). The entropy and keyword heuristics are left to checkov's
+    combinator and SLM-SECRET-002, which already run."""
+    import importlib
+    import pkgutil
+
+    import detect_secrets.plugins as plugins
+    from detect_secrets.plugins.base import RegexBasedDetector
+
+    found = {}
+    for module_info in pkgutil.iter_modules(plugins.__path__):
+        module = importlib.import_module(f"{plugins.__name__}.{module_info.name}")
+        for value in vars(module).values():
+            detector = isinstance(value, type) and issubclass(value, RegexBasedDetector) and value is not RegexBasedDetector
+            if detector and getattr(value, "secret_type", None) and value.__module__ == module.__name__:
+                found[value.__name__] = value
+    return [found[name]() for name in sorted(found)]
+
+
+def run_detect_secrets(artifacts: list[Artifact], report: Reporter) -> None:
+    """The maintained detectors on every file, line by line; the value found is never reported,
+    only its kind and line. Files in a secrets/ folder hold secrets by design and are left out."""
+    detectors = _secret_detectors()
+    for art in artifacts:
+        if in_secrets_folder(art):
+            continue
+        text = art.path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            kinds = sorted({d.secret_type for d in detectors if next(iter(d.analyze_string(line)), None) is not None})
+            for kind in kinds:
+                report(art, "detect-secrets", "critical", f"line {number}", kind)
 
 
 class ToolMissing(Exception):
@@ -443,6 +619,18 @@ def _fleet_artifacts(fleet_path: Path, workdir: Path) -> list[Artifact]:
     return artifacts
 
 
+@contextmanager
+def _temporary_files_under(workdir: Path) -> Iterator[None]:
+    """Tools (checkov's secrets runner) make temporary folders of their own: put them under ours,
+    which is removed however the review ends (issue 10: an interrupted review left 96 files)."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(workdir)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def review(
     paths: Iterable[Path] = (),
     stacks: Iterable[str] = (),
@@ -454,6 +642,7 @@ def review(
 ) -> ReviewReport:
     """Review everything given. A validator whose program is missing is reported as not run
     (ReviewReport.not_run), never counted as clean; with require_tools it raises ToolMissing."""
+    paths, stacks, fleets = list(paths), list(stacks), list(fleets)
     skips = load_skips() if skips is None else skips
     report = ReviewReport()
     wanted = set(tools) if tools else set(TOOLS)
@@ -468,7 +657,7 @@ def review(
             report.findings.append(finding)
             summary.findings += 1
 
-    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)):
         workdir = Path(tmp)
         artifacts: list[Artifact] = []
         for stack in stacks:
@@ -479,14 +668,22 @@ def review(
             artifacts += collect(out, f"stack {stack}")
         for fleet in fleets:
             artifacts += _fleet_artifacts(fleet, workdir)
+
+        def not_reviewed(label: str, why: str) -> None:
+            record(Finding("review", "not-reviewed", "high", label, "", why))
+
         for path in paths:
-            if not path.exists():
+            if not os.path.lexists(path):
                 raise InputError(str(path), "", "no such file or directory")
-            if path.is_file():
-                artifacts.append(_artifact(path, str(path)))
+            if path.is_dir():  # a path given on the command line is followed, even when a link
+                artifacts += collect(path, str(path), not_reviewed)
             else:
-                artifacts += collect(path, str(path))
+                art = _read_artifact(path, str(path), not_reviewed, follow=True)
+                artifacts += [art] if art is not None else []
         report.files = len(artifacts)
+        if not artifacts:
+            asked = ", ".join([str(p) for p in paths] + [f"stack {s}" for s in stacks] + [str(f) for f in fleets])
+            record(Finding("review", "nothing-reviewed", "high", asked, "", "no file could be reviewed"))
         groups: dict[str, list[Artifact]] = defaultdict(list)
         for art in artifacts:
             groups[art.key].append(art)
@@ -519,6 +716,7 @@ def review(
 TOOLS: dict[str, tuple[set[str] | None, Callable[[list[Artifact], Reporter], None]]] = {
     "slm": (None, run_rules),
     "checkov": (None, run_checkov),
+    "detect-secrets": (None, run_detect_secrets),
     "hadolint": ({"dockerfile"}, run_hadolint),
     "compose": ({"compose"}, run_compose),
     "kubernetes-validate": ({"manifest"}, run_kubernetes_validate),

@@ -8,16 +8,53 @@ Units are in the field names or descriptions: GiB for memory and disk, tokens fo
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class Frozen(BaseModel):
-    """Base for every input model: immutable, unknown keys rejected."""
+    """Base for every input model: immutable, unknown keys rejected, numbers strict."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+    # Pulumi hands scalar config to the program as text ("3"); YAML inputs carry real numbers.
+    numbers_from_text: ClassVar[bool] = False
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`count: true` is not 1 and `"1e308"` is not a number: pydantic's lax mode would take both."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or not _numeric(field.annotation):
+            return value
+        if isinstance(value, str) and cls.numbers_from_text:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                raise ValueError(f"expected a finite number, got {value[:40]!r}")
+            return value
+        if isinstance(value, (bool, str, bytes)):
+            raise ValueError(f"expected a number, got {type(value).__name__} {str(value)[:40]!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """int or float (optionally Optional/Annotated), and nothing a bool or a string could be."""
+    if get_origin(annotation) is Annotated:
+        return _numeric(get_args(annotation)[0])
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_numeric(m) for m in members)
+    return False
 
 
 class Runtime(StrEnum):
@@ -183,6 +220,14 @@ class Serving(Frozen):
         pattern=HF_REPO,
         description="Hugging Face repo of a pre-quantized checkpoint (AWQ/GPTQ/int8).",
     )
+
+    @field_validator("model", "weights_repo")
+    @classmethod
+    def _no_dot_segments(cls, value: str | None) -> str | None:
+        # The pattern allows dots in names (Qwen2.5); a `.` or `..` segment would become a path.
+        if value is not None and any(part in (".", "..") or part.endswith(".") for part in value.split("/")):
+            raise ValueError(f"{value!r}: a repo or model id has no '.' or '..' parts")
+        return value
 
     @property
     def resolved_quantization(self) -> Quantization:

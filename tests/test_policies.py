@@ -224,7 +224,7 @@ def test_review_of_everything_we_generate_is_clean(tmp_path: Path) -> None:
 
     report = review(stacks=["dev", "staging", "prod"], fleets=[ROOT / "examples" / "fleet.yaml"], project=ROOT)
     assert report.findings == [], "\n".join(f"{f.tool} {f.rule} {f.file} {f.resource}: {f.message}" for f in report.findings)
-    for tool in ("slm", "checkov", "hadolint", "compose", "kubernetes-validate", "promtool", "yamllint"):
+    for tool in ("slm", "checkov", "detect-secrets", "hadolint", "compose", "kubernetes-validate", "promtool", "yamllint"):
         assert report.tools[tool].checked > 0, tool
     for _, skip in report.skipped:
         assert len(skip.reason) > 30

@@ -7,19 +7,18 @@ into place with renames; a failure leaves the previous bundle untouched.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import hashlib
 import io
-import json
 import os
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from slm_deploy.bundle import MANIFEST_IGNORES, BoxBundle, build_box
+from slm_deploy.bundle import BoxBundle, build_box
+from slm_deploy.bundle.swap import check_replaceable, out_lock, put_in_place, recover_staging, staging_path
+from slm_deploy.bundle.verify import VerifyReport, verify_bundle  # noqa: F401 - re-exported
 from slm_deploy.catalog import Catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
@@ -85,30 +84,58 @@ def _write_tree(root: Path, bundle: BoxBundle) -> None:
             os.close(fd)
 
 
-def write_box(out: Path, bundle: BoxBundle) -> Path:
-    """Write one bundle to OUT/<box id>, replacing an older one only once the new one is whole."""
-    out.mkdir(parents=True, exist_ok=True)
-    dest = out / bundle.box.id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.box.id}.", dir=out))
+ARCHIVE = "archive.tar.gz"  # inside the staging folder, beside the staged bundle
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        _write_tree(tmp, bundle)
-        os.chmod(tmp, 0o755)
-        # Keep what the operator created on the box (secrets/, .env) when regenerating in place.
-        for kept in MANIFEST_IGNORES:
-            old = dest / kept.rstrip("/")
-            if old.exists():
-                os.replace(old, tmp / kept.rstrip("/"))
-        if dest.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{bundle.box.id}.old.", dir=out))
-            os.replace(dest, trash / "bundle")
-            os.replace(tmp, dest)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def write_box(out: Path, bundle: BoxBundle, force: bool = False) -> Path:
+    """Write one bundle to OUT/<box id>; see write_boxes."""
+    write_boxes(out, [bundle], force=force)
+    return out / bundle.box.id
+
+
+def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False, tars: bool = False) -> None:
+    """Write each bundle to OUT/<box id> (and OUT/<box id>.tar.gz with `tars`), under a lock on
+    OUT. First every bundle and archive is written in full to its staging folder (a full disk
+    stops the run with nothing replaced), then each is put in place atomically, keeping the
+    operator's files (slm_deploy.bundle.swap)."""
+    with out_lock(out):
+        for built in bundles:
+            recover_staging(staging_path(out, built.box.id), out / built.box.id)
+        for built in bundles:
+            check_replaceable(out / built.box.id, built.box.id, force)
+        try:
+            for built in bundles:
+                staging = staging_path(out, built.box.id)
+                os.mkdir(staging, 0o700)
+                os.mkdir(staging / "new", 0o700)
+                _write_tree(staging / "new", built)
+                os.chmod(staging / "new", 0o755)
+                if tars:
+                    _write_file(staging / ARCHIVE, tar_bytes(built), 0o644)
+            for built in bundles:
+                staging = staging_path(out, built.box.id)
+                if tars:
+                    os.replace(staging / ARCHIVE, out / f"{built.box.id}.tar.gz")
+                put_in_place(staging / "new", out / built.box.id, staging)
+        except BaseException as exc:
+            for built in bundles:
+                with contextlib.suppress(BaseException):  # the next run recovers; report the first error
+                    recover_staging(staging_path(out, built.box.id), out / built.box.id)
+            if isinstance(exc, OSError):
+                where = exc.filename or str(out)
+                raise InputError(str(where), "", f"cannot write the bundle: {exc.strerror or exc}") from None
+            raise
 
 
 def tar_bytes(bundle: BoxBundle) -> bytes:
@@ -138,59 +165,19 @@ def tar_bytes(bundle: BoxBundle) -> bytes:
 
 
 def write_tar(out: Path, bundle: BoxBundle) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     dest = out / f"{bundle.box.id}.tar.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{bundle.box.id}.", suffix=".tar.gz", dir=out)
+    tmp = ""
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{bundle.box.id}.", suffix=".tar.gz", dir=out)
         with os.fdopen(fd, "wb") as handle:
             handle.write(tar_bytes(bundle))
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(str(dest), "", f"cannot write the archive: {exc.strerror or exc}") from None
         raise
     return dest
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    missing: tuple[str, ...]
-    extra: tuple[str, ...]
-    changed: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.extra or self.changed)
-
-
-def verify_bundle(directory: Path) -> VerifyReport:
-    """Re-hash a bundle against its MANIFEST.json: missing, extra and changed files."""
-    source = str(directory / "MANIFEST.json")
-    try:
-        manifest = json.loads((directory / "MANIFEST.json").read_text(encoding="utf-8"))
-        files: dict[str, dict[str, str]] = manifest["files"]
-        ignored = tuple(manifest.get("ignored", ()))
-    except FileNotFoundError:
-        raise InputError(source, "", "no MANIFEST.json: not a bundle directory") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(source, "files", f"unreadable manifest ({exc.__class__.__name__})") from None
-    present = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if rel == "MANIFEST.json" or any(rel.startswith(i) if i.endswith("/") else rel == i for i in ignored):
-            continue
-        if path.is_file() or path.is_symlink():
-            present[rel] = path
-    expected = {rel for rel in files if rel != "MANIFEST.json"}
-    missing = sorted(expected - set(present))
-    extra = sorted(set(present) - expected)
-    changed = []
-    for rel in sorted(expected & set(present)):
-        path = present[rel]
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if not path.is_symlink() else "symlink"
-        # The executable bit matters (init-secrets.sh); other mode bits follow the copier's umask.
-        executable = bool(path.stat().st_mode & 0o111)
-        expected_executable = bool(int(files[rel].get("mode", "0644"), 8) & 0o111)
-        if digest != files[rel]["sha256"] or executable != expected_executable:
-            changed.append(rel)
-    return VerifyReport(tuple(missing), tuple(extra), tuple(changed))

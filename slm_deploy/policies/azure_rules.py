@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from slm_deploy.netranges import open_to_internet
 from slm_deploy.policies.model import Kind, Rule, Severity
 
 CLUSTER = "azure-native:containerservice:ManagedCluster"
@@ -57,7 +58,11 @@ def api_server_restricted(resource: dict[str, Any]) -> list[str]:
         return ["AKS API server reachable from any address (no private cluster, no authorized IP ranges)"]
     if any(r.endswith("/0") for r in ranges):
         return ["AKS API server authorized ranges include /0"]
-    return []
+    try:
+        reason = open_to_internet(str(r) for r in ranges)
+    except ValueError:
+        return ["AKS API server authorized ranges are not valid CIDRs"]
+    return [f"AKS API server: {reason}"] if reason else []
 
 
 def workload_identity(resource: dict[str, Any]) -> list[str]:

@@ -10,7 +10,10 @@ from slm_deploy.policies.model import Rule
 
 
 def verdict(rule: Rule, resource: object) -> CheckResult:
-    return CheckResult.FAILED if rule(resource) else CheckResult.PASSED
+    try:
+        return CheckResult.FAILED if rule(resource) else CheckResult.PASSED
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+        return CheckResult.FAILED  # a shape no valid file has (issue 10): a finding, not a logged traceback
 
 
 MARKS = ("__startline__", "__endline__")

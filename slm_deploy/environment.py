@@ -56,6 +56,9 @@ class ApiServerAccess(Camel):
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         facts = load_aks_facts()
+        reason = open_to_internet(value)
+        if reason:
+            raise ValueError(f"{', '.join(value)}: {reason}; the API server would be open to the internet")
         for cidr in value:
             network = ipaddress.ip_network(cidr, strict=False)
             if network.prefixlen == 0:
@@ -66,9 +69,6 @@ class ApiServerAccess(Camel):
                     f"{cidr} is in the documentation range {reserved} ({facts.documentation_ranges.source}): "
                     "no deployer's traffic comes from there; list your runner's egress CIDRs"
                 )
-        reason = open_to_internet(value)
-        if reason:
-            raise ValueError(f"{', '.join(value)}: {reason}; the API server would be open to the internet")
         return value
 
     @model_validator(mode="after")

@@ -360,3 +360,12 @@ def test_2_admin_groups_come_from_config_and_must_be_object_ids(tmp_path: Path) 
     config["cluster"]["adminGroupObjectIds"] = [group]
     (cluster,) = of_type(preview_config(tmp_path, "admins", config), "azure-native:containerservice:ManagedCluster")
     assert cluster.inputs["aadProfile"]["adminGroupObjectIDs"] == [group]
+
+
+def test_a_wide_range_holding_a_documentation_range_is_not_called_one() -> None:
+    """10.0.0.0/8 plus 198.51.0.0/16 hold no documentation range themselves; 198.51.100.0/24 is one."""
+    from slm_deploy.catalog.platform import load_aks_facts
+
+    facts = load_aks_facts()
+    assert facts.documentation_range("198.51.0.0/16") is None
+    assert facts.documentation_range("198.51.100.0/25") == "198.51.100.0/24"

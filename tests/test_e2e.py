@@ -216,6 +216,7 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
     check = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import slm_deploy.stacks.entry as e, slm_deploy; print(slm_deploy.__file__)"],
         cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,
         text=True,
         check=False,

@@ -142,11 +142,12 @@ class AksFacts(_Strict):
         return next((s for s in self.node_sizes if s.id == vm_size), None)
 
     def documentation_range(self, cidr: str) -> str | None:
-        """The documentation range `cidr` overlaps, if any."""
+        """The documentation range `cidr` lies inside, if any. A wider range that merely contains one
+        (0.0.0.0/1 holds 192.0.2.0/24) is not a documentation range; the internet-wide check judges it."""
         network = ipaddress.ip_network(cidr, strict=False)
         for reserved in self.documentation_ranges.values:
             other = ipaddress.ip_network(reserved)
-            if network.version == other.version and network.overlaps(other):
+            if network.version == other.version and network.subnet_of(other):  # type: ignore[arg-type]
                 return reserved
         return None
 

@@ -367,6 +367,9 @@ def _weights_source(req: _Request) -> tuple[str | None, str | None]:
     entry = req.model.entry
     if req.runtime is Runtime.OLLAMA:
         assert entry is not None
+        if entry.ollama_quants is not None and req.quant not in entry.ollama_quants:
+            published = ", ".join(entry.ollama_tag(q) for q in entry.ollama_quants)
+            return None, f"ollama.com publishes no {entry.ollama_tag(req.quant)} tag; published: {published}"
         return f"ollama://{entry.ollama_tag(req.quant)}", None
     if req.runtime is Runtime.LLAMACPP:
         assert entry is not None

@@ -55,6 +55,7 @@ class CatalogModel(ModelArchitecture):
     gated: bool = False
     ollama: str = Field(pattern=r"^[\w.\-/]+:[\w.\-]*\{quant\}[\w.\-]*$")
     gguf: GgufSource
+    ollama_quants: tuple[Quantization, ...] | None = None
     quantized: dict[Literal["awq", "gptq", "int8"], str] = Field(default_factory=dict)
     license: str = Field(min_length=1)
     source: str = Field(min_length=1)

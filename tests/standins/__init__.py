@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from slm_deploy.catalog import Catalog, ImageProfile
+from slm_deploy.catalog import OLLAMA_QUANT_TAG, Catalog, ImageProfile
 
 HERE = Path(__file__).parent
 SUITE = "bookworm"
@@ -150,10 +150,20 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
     return lines
 
 
-def dockerfile(image_id: str, profile: ImageProfile, base: str) -> str:
+def _registry_facts(image_id: str, catalog: Catalog) -> dict[str, str]:
+    """What the fakes know of the outside world: the tags ollama.com publishes, the gated repos."""
+    if image_id == "ollama":
+        tags = sorted(m.ollama_tag(q) for m in catalog.models.values() for q in (m.ollama_quants or OLLAMA_QUANT_TAG))
+        return {"STANDIN_OLLAMA_TAGS": ",".join(tags)}
+    if image_id == "vllm":
+        return {"STANDIN_GATED_REPOS": ",".join(sorted(m.hf_repo for m in catalog.models.values() if m.gated))}
+    return {}
+
+
+def dockerfile(image_id: str, profile: ImageProfile, base: str, facts: dict[str, str] | None = None) -> str:
     out = [f"FROM {base}", "COPY standin.py /opt/standin/standin.py"]
     out += [f"RUN {line}" for line in _setup(image_id, profile)]
-    env = {"HOME": profile.home, **profile.environment}
+    env = {"HOME": profile.home, **profile.environment, **(facts or {})}
     if image_id == "vllm":
         env["PYTHONPATH"] = "/usr/lib/python3/dist-packages"
     out.append("ENV " + " ".join(f"{k}={v}" for k, v in sorted(env.items())))
@@ -176,7 +186,7 @@ def build(catalog: Catalog, env: dict[str, str], image_ids: list[str] | None = N
         if image_ids is not None and image_id not in image_ids:
             continue
         ref = catalog.images[image_id].ref
-        text = dockerfile(image_id, profile, base)
+        text = dockerfile(image_id, profile, base, _registry_facts(image_id, catalog))
         label = text.rsplit("=", 1)[1].strip()
         current = docker("image", "inspect", "--format", "{{ index .Config.Labels \"org.slm-deploy.standin\" }}", ref, env=env, check=False)
         if current.returncode != 0 or current.stdout.decode().strip() != label:

@@ -19,6 +19,10 @@ SERVER_PORT = {Runtime.VLLM: 8000, Runtime.OLLAMA: 11434, Runtime.LLAMACPP: 8080
 METRICS_PATH = {Runtime.VLLM: "/metrics", Runtime.LLAMACPP: "/metrics"}  # Ollama exports none (ollama #3144)
 HEALTH_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health"}
 HF_URL = "https://huggingface.co"
+# vLLM's compile caches (torch inductor, Triton): kernels written there are loaded as shared
+# objects, so the directory must allow exec; the edge bundle mounts an exec tmpfs here.
+COMPILE_CACHE_DIR = "/tmp/compile"
+APP_USER = "slm"  # a name for the unnamed uid: torch's getpass.getuser() raises without one
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         "HF_HOME": f"{MODEL_DIR}/hf",
         "HF_HUB_OFFLINE": "1",  # the fetch service downloaded everything; the server never goes online
         "VLLM_CACHE_ROOT": "/tmp/vllm",
+        "USER": APP_USER,
+        "LOGNAME": APP_USER,
+        "TORCHINDUCTOR_CACHE_DIR": f"{COMPILE_CACHE_DIR}/inductor",
+        "TRITON_CACHE_DIR": f"{COMPILE_CACHE_DIR}/triton",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }

@@ -165,6 +165,14 @@ def _profile(service: dict[str, Any], catalog: Any = None) -> Any:
     return None
 
 
+def _runs(service: dict[str, Any], profile: Any, program: str) -> bool:
+    """Whether the service starts PROGRAM (a path or name) of its image, directly or from a shell line."""
+    # An entrypoint set in compose also drops the image's CMD.
+    command = service.get("command") or ([] if service.get("entrypoint") else profile.command)
+    line = " ".join(str(a) for a in [*(service.get("entrypoint") or profile.entrypoint), *command])
+    return re.search(rf"(^|[\s/]){re.escape(program.rsplit('/', 1)[-1])}(\s|$)", line) is not None
+
+
 def _cap_name(cap: str) -> str:
     return cap.upper().removeprefix("CAP_")
 
@@ -176,10 +184,9 @@ def exec_capabilities(svc: dict[str, Any], catalog: Any = None) -> list[str]:
     if profile is None or "ALL" not in (service.get("cap_drop") or []):
         return []
     kept = {_cap_name(c) for c in service.get("cap_add") or []}
-    runs = " ".join(str(a) for a in [*(service.get("entrypoint") or profile.entrypoint), *(service.get("command") or profile.command)])
     problems = []
     for path, caps in sorted(profile.file_capabilities.items()):
-        if not re.search(rf"(^|[\s/]){re.escape(path.rsplit('/', 1)[-1])}(\s|$)", runs):
+        if not _runs(service, profile, path):
             continue  # the service runs another program of the image
         needed = {_cap_name(c) for c in caps.split("=")[0].split(",")}
         if not needed <= kept:
@@ -214,8 +221,9 @@ def runtime_needs(svc: dict[str, Any], catalog: Any = None) -> list[str]:
     """What the image needs from its environment to start under our hardening (profile: needs_environment, exec_caches)."""
     service = svc["service"]
     profile = _profile(service, catalog)
-    if profile is None:
-        return []
+    main = (profile.entrypoint or profile.command or ("",))[0] if profile is not None else ""
+    if profile is None or not _runs(service, profile, main):
+        return []  # e.g. a one-shot download in the same image
     env = _env(service)
     problems = [
         f"service {svc['name']}: {service['image']} needs {key} set when it runs as a uid without a passwd entry"

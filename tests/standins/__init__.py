@@ -166,6 +166,8 @@ def dockerfile(image_id: str, profile: ImageProfile, base: str, facts: dict[str,
     env = {"HOME": profile.home, **profile.environment, **(facts or {})}
     if image_id == "vllm":
         env["PYTHONPATH"] = "/usr/lib/python3/dist-packages"
+    if image_id == "grafana":
+        env["PATH"] = "/usr/share/grafana/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     out.append("ENV " + " ".join(f"{k}={v}" for k, v in sorted(env.items())))
     if profile.workdir:
         out.append(f"WORKDIR {profile.workdir}")

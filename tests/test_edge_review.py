@@ -117,3 +117,75 @@ def test_14_alertmanager_receives_the_rules_and_routes_to_the_fleet_receiver() -
 @pytest.mark.parametrize("box_id", [b.id for b in FLEET.boxes])
 def test_profile_rules_hold_for_every_example_box(box_id: str) -> None:
     assert profile_rules(compose(box_id), load_catalog()) == []
+
+
+def test_4_jetson_uses_the_nvidia_runtime_and_tells_ollama_the_jetpack() -> None:
+    box = files("depot-0011")
+    ollama = yaml.safe_load(box["compose.yaml"])["services"]["ollama"]
+    assert ollama["runtime"] == "nvidia"
+    assert "devices" not in ollama["deploy"]["resources"]["reservations"]
+    assert ollama["environment"]["JETSON_JETPACK"] == "6"
+    assert "daemon.json" in box["README.md"]
+    # a discrete GPU keeps the device reservation
+    assert "runtime" not in compose("store-0002")["services"]["ollama"]
+
+
+def test_7_offline_build_names_the_box_platform() -> None:
+    service = compose("clinic-0007")["services"]["llamacpp"]
+    assert service["platform"] == "linux/amd64"
+    assert service["build"]["platforms"] == ["linux/amd64"]
+
+
+def test_9_gated_model_needs_a_token_and_can_replace_it(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    box = files("lab-0005")
+    assert 'HF_TOKEN="$HF_TOKEN"' in box["README.md"]
+    script = tmp_path / "init-secrets.sh"
+    script.write_text(box["init-secrets.sh"])
+    script.chmod(0o755)
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    env = {"PATH": "/usr/bin:/bin"}
+    empty = subprocess.run([str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert empty.returncode != 0 and "gated" in empty.stderr
+    assert not (tmp_path / "secrets" / "hf_token").exists()
+    first = subprocess.run([str(script)], env={**env, "HF_TOKEN": "hf_first"}, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run([str(script)], env={**env, "HF_TOKEN": "hf_second"}, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "secrets" / "hf_token").read_text() == "hf_second"
+    fetch = " ".join(yaml.safe_load(box["compose.yaml"])["services"]["model-fetch"]["entrypoint"])
+    assert "401" in fetch and "403" in fetch and "secrets/hf_token" in fetch
+
+
+def test_10_dcgm_exporter_skips_the_root_only_ldconfig_entrypoint() -> None:
+    dcgm = compose("store-0001")["services"]["dcgm-exporter"]
+    assert dcgm["entrypoint"] == ["/usr/bin/dcgm-exporter"]
+
+
+def test_11_awq_uses_the_marlin_kernel_on_gpus_that_have_it() -> None:
+    command = compose("store-0001")["services"]["vllm"]["command"]
+    assert command[command.index("--quantization") + 1] == "awq_marlin"
+
+
+def test_12_ollama_fetch_skips_models_already_present() -> None:
+    script = " ".join(compose("kiosk-0003")["services"]["model-fetch"]["entrypoint"])
+    assert "/bin/ollama show" in script and "|| /bin/ollama pull" in script
+
+
+def test_15_grafana_does_not_try_to_install_plugins() -> None:
+    assert compose("store-0001")["services"]["grafana"]["environment"]["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"
+
+
+def test_16_readme_rotation_recreates_only_the_gateway_and_the_ca_is_readable() -> None:
+    box = files("store-0001")
+    readme = box["README.md"]
+    assert "--force-recreate --no-deps gateway" in readme
+    assert "--cacert secrets/tls_cert" not in readme
+    assert "--cacert gateway/tls_cert.pem" in readme
+    assert "gateway/tls_cert.pem" in box["init-secrets.sh"] and "chmod 0644 gateway/tls_cert.pem" in box["init-secrets.sh"]
+    # the gateway and Grafana do not wait for the model download
+    services = compose("store-0001")["services"]
+    assert "vllm" not in services["gateway"].get("depends_on", {})

@@ -68,13 +68,44 @@ def _ollama_tag(plan: Plan) -> str:
     return plan.weights_source.removeprefix("ollama://")
 
 
+# vLLM's Marlin kernels for 4-bit AWQ/GPTQ checkpoints need compute capability 8.0 or newer; naming the
+# plain method (`--quantization awq`) forces the slow kernel even there (vLLM docs, quantization/awq).
+MARLIN = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
+MARLIN_MIN_CAPABILITY = 8.0
+
+
+def _marlin(plan: Plan, catalog: Catalog, args: list[str]) -> list[str]:
+    gpu = catalog.gpus.get(plan.device)
+    if "--quantization" not in args or gpu is None or gpu.compute_capability < MARLIN_MIN_CAPABILITY:
+        return args
+    i = args.index("--quantization") + 1
+    args[i] = MARLIN.get(args[i], args[i])
+    return args
+
+
+def _hf_fetch_code(repo: str) -> str:
+    """The one-shot download; a refused token ends with one clear line instead of a traceback."""
+    return (
+        "import sys\n"
+        "from huggingface_hub import snapshot_download\n"
+        "try:\n"
+        f"    snapshot_download({repo!r}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])\n"
+        "except Exception as exc:\n"
+        "    text = str(exc)\n"
+        "    if any(code in text for code in ('401', '403')):\n"
+        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): put a token with access to it in '\n"
+        "                 'secrets/hf_token: sudo HF_TOKEN=\"$HF_TOKEN\" ./init-secrets.sh, then docker compose up -d')\n"
+        "    raise\n"
+    )
+
+
 def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
     (plan,) = plans  # one vLLM server per box; the fleet loader refuses more
     image = catalog.images["vllm"].ref
     port = SERVER_PORT[Runtime.VLLM]
     repo = _hf_repo(plan)
     model_ref = OFFLINE_MODEL_DIR if offline else repo
-    args = [model_ref, *plan.runtime_args[1:], "--host", "0.0.0.0", "--port", str(port)]
+    args = [model_ref, *_marlin(plan, catalog, list(plan.runtime_args[1:])), "--host", "0.0.0.0", "--port", str(port)]
     env = {
         "HOME": "/tmp",
         "HF_HOME": f"{MODEL_DIR}/hf",
@@ -102,10 +133,7 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             box_id=box_id,
         )
     else:
-        code = (
-            "from huggingface_hub import snapshot_download; "
-            f"snapshot_download({repo!r}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])"
-        )
+        code = _hf_fetch_code(repo)
         fetch = {
             "image": image,
             "entrypoint": ["python3", "-c", code],
@@ -145,6 +173,9 @@ def ollama_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box
     env["OLLAMA_NUM_PARALLEL"] = str(max(p.concurrency for p in plans))
     env["OLLAMA_CONTEXT_LENGTH"] = str(max(p.context for p in plans))
     env |= {"OLLAMA_HOST": f"0.0.0.0:{port}", "OLLAMA_MODELS": models_dir, "HOME": "/tmp", "OLLAMA_NOPRUNE": "1"}
+    gpu = catalog.gpus.get(plans[0].device)
+    if gpu is not None and gpu.jetpack:
+        env["JETSON_JETPACK"] = gpu.jetpack  # Ollama picks its Jetson libraries by this in Docker
     files = {f"ollama/Modelfile.{p.model}": _modelfile(p) for p in plans}
     pulls = [(_ollama_tag(p), p.model, f"/config/Modelfile.{p.model}") for p in plans]
     fetch = None

@@ -143,6 +143,15 @@ def alertmanager_config(box: Box) -> dict[str, Any]:
     }
 
 
+def _gated(plans: tuple[Plan, ...], catalog: Catalog) -> str:
+    """The gated model of the box (needs a Hugging Face token), or ''."""
+    for plan in plans:
+        entry = catalog.models.get(plan.model)
+        if plan.runtime == Runtime.VLLM.value and entry is not None and entry.gated:
+            return entry.hf_repo
+    return ""
+
+
 def image_list(compose: dict[str, Any]) -> list[str]:
     """Every image the box runs, except the ones built from the bundle's Dockerfile."""
     return sorted({s["image"] for s in compose["services"].values() if "build" not in s})
@@ -204,6 +213,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         uid=10001,
         random_secrets=[s for s in secrets if s not in {"hf_token", "tls_cert", "tls_key"}],
         hf_token="hf_token" in secrets,
+        gated=_gated(plans, catalog),
     )
     files[".env.example"] = render("env.example", box_id=box.id)
     if box.options.offline:
@@ -228,6 +238,8 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         images=image_list(compose),
         platform=f"linux/{box.hardware.cpu_arch.value}",
         alerts=box.options.alerts,
+        gated=_gated(plans, catalog),
+        jetson=compose["services"][spec.service].get("runtime") == "nvidia",
         cache_disk_gib=sum(p.resources.cache_disk_gib for p in plans),
         startup_minutes=max(p.resources.startup_budget_seconds for p in plans) // 60,
     )
@@ -238,7 +250,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
     return BoxBundle(box, plans, encoded, modes, digest)
 
 
-MANIFEST_IGNORES = ("secrets/", ".env")
+MANIFEST_IGNORES = ("secrets/", ".env", "gateway/tls_cert.pem")  # created on the box by init-secrets.sh
 
 
 def manifest_bytes(box: Box, fleet: Fleet, digest: str, files: dict[str, bytes], modes: dict[str, int]) -> bytes:

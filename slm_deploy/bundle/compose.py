@@ -91,8 +91,9 @@ def _hardened(
     return service
 
 
-def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image: str) -> dict[str, Any]:
+def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image: str, catalog: Catalog) -> dict[str, Any]:
     res = plans[0].resources
+    jetson = bool(res.gpu_count) and _unified(plans, catalog)
     memory_gib = sum(p.resources.memory_limit_gib for p in plans) if len(plans) > 1 else res.memory_limit_gib
     cap = max(1, math.floor(box.hardware.memory_gib - 1))
     service = _hardened(
@@ -100,8 +101,12 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
         limits=Limits(res.cpu_request, min(memory_gib, cap) * 1024, RUNTIME_PIDS),
         networks=[INTERNAL_NETWORK],
         tmpfs=["/tmp:size=2g,mode=1777"],
-        gpus=res.gpu_count,
+        gpus=0 if jetson else res.gpu_count,
     )
+    if jetson:
+        # On Jetson (Tegra, CSV mode) the NVIDIA hook refuses `--gpus`, which a device reservation
+        # becomes; the nvidia runtime (registered in /etc/docker/daemon.json) mounts the GPU instead.
+        service["runtime"] = "nvidia"
     if spec.runtime.value == "vllm":
         service["tmpfs"].append(f"{COMPILE_CACHE_DIR}:size=2g,exec,uid={APP_UID},gid={APP_UID},mode=0700")
         service["x-hardening-exceptions"] = {
@@ -116,7 +121,9 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
     service["healthcheck"] = _healthcheck(spec.healthcheck, res.startup_budget_seconds)
     service["expose"] = [str(spec.port)]
     if box.options.offline:
-        service["build"] = {"context": ".", "dockerfile": "Dockerfile"}
+        platform = f"linux/{box.hardware.cpu_arch.value}"
+        service["build"] = {"context": ".", "dockerfile": "Dockerfile", "platforms": [platform]}
+        service["platform"] = platform
         if spec.uses_hf_token or spec.runtime.value == "vllm":
             service["build"]["secrets"] = ["hf_token"]
         service["pull_policy"] = "never"
@@ -171,7 +178,7 @@ def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
     return service
 
 
-def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
+def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
     service = _hardened(
         catalog.images["gateway"].ref,
         limits=SIDECAR_LIMITS["gateway"],
@@ -201,7 +208,8 @@ def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
     service["healthcheck"] = _healthcheck(
         ["CMD", "wget", "--quiet", "--spider", f"http://127.0.0.1:{GATEWAY_METRICS_PORT}/healthz"]
     )
-    service["depends_on"] = {runtime: {"condition": "service_started"}}
+    # No depends_on the model server: the gateway (and with it Grafana) is up while the model still
+    # downloads; Caddy resolves the upstream per request and answers 502 until the server is up.
     return service
 
 
@@ -280,6 +288,7 @@ def _grafana(catalog: Catalog, box: Box) -> dict[str, Any]:
         "GF_USERS_ALLOW_SIGN_UP": "false",
         "GF_ANALYTICS_REPORTING_ENABLED": "false",
         "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+        "GF_PLUGINS_PREINSTALL_DISABLED": "true",  # no downloads from grafana.com on an internal network
         "GF_PATHS_DATA": "/var/lib/grafana",
         "GF_PATHS_PROVISIONING": "/etc/grafana/provisioning",
     }
@@ -340,6 +349,9 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
 def _dcgm_exporter(catalog: Catalog, gpus: int) -> dict[str, Any]:
     limits = SIDECAR_LIMITS["dcgm-exporter"]
     service = _hardened(catalog.images["dcgm-exporter"].ref, limits=limits, networks=[INTERNAL_NETWORK], gpus=gpus)
+    # The image's entrypoint script runs `ldconfig` under `set -e`, which fails as a non-root user on a
+    # read-only root; the NVIDIA runtime hook has already updated the loader cache, so run the exporter.
+    service["entrypoint"] = ["/usr/bin/dcgm-exporter"]
     service["expose"] = ["9400"]
     service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9400"], 60)
     return service
@@ -361,8 +373,8 @@ def compose_document(
     if spec.fetch is not None:
         services["model-fetch"] = _fetch_service(spec)
     image = offline_image if options.offline else spec.image
-    services[spec.service] = _runtime_service(spec, plans, box, image)
-    services["gateway"] = _gateway(catalog, box, spec.service)
+    services[spec.service] = _runtime_service(spec, plans, box, image, catalog)
+    services["gateway"] = _gateway(catalog, box)
     if options.webui:
         services["open-webui"] = _webui(catalog, spec, box.id)
         services["open-webui"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}

@@ -76,6 +76,7 @@ class Gpu(Frozen):
     compute_capability: PositiveFloat
     host_arch: CpuArch = CpuArch.AMD64
     unified_memory: bool = False
+    jetpack: str | None = None
 
 
 class VmSize(Frozen):

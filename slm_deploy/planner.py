@@ -563,7 +563,11 @@ def _vllm_args(req: _Request, target: Target, fit: _Fit, source: str) -> tuple[s
         str(req.tp),
     ]
     if req.quant in (Quantization.FP8, Quantization.AWQ, Quantization.GPTQ):
-        args += ["--quantization", req.quant.value]
+        method = req.quant.value
+        # Naming plain awq/gptq forces vLLM's slow kernels; the Marlin ones need compute capability 8.0+.
+        if req.quant in (Quantization.AWQ, Quantization.GPTQ) and target.gpu.compute_capability >= 8.0:
+            method += "_marlin"
+        args += ["--quantization", method]
     if req.quant in (Quantization.FP16,) or (req.quant is Quantization.BF16 and target.gpu.compute_capability < 8.0):
         args += ["--dtype", "half"]
     elif req.quant is Quantization.BF16:

@@ -68,21 +68,6 @@ def _ollama_tag(plan: Plan) -> str:
     return plan.weights_source.removeprefix("ollama://")
 
 
-# vLLM's Marlin kernels for 4-bit AWQ/GPTQ checkpoints need compute capability 8.0 or newer; naming the
-# plain method (`--quantization awq`) forces the slow kernel even there (vLLM docs, quantization/awq).
-MARLIN = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
-MARLIN_MIN_CAPABILITY = 8.0
-
-
-def _marlin(plan: Plan, catalog: Catalog, args: list[str]) -> list[str]:
-    gpu = catalog.gpus.get(plan.device)
-    if "--quantization" not in args or gpu is None or gpu.compute_capability < MARLIN_MIN_CAPABILITY:
-        return args
-    i = args.index("--quantization") + 1
-    args[i] = MARLIN.get(args[i], args[i])
-    return args
-
-
 def _hf_fetch_code(repo: str) -> str:
     """The one-shot download; a refused token ends with one clear line instead of a traceback."""
     return (
@@ -105,7 +90,7 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
     port = SERVER_PORT[Runtime.VLLM]
     repo = _hf_repo(plan)
     model_ref = OFFLINE_MODEL_DIR if offline else repo
-    args = [model_ref, *_marlin(plan, catalog, list(plan.runtime_args[1:])), "--host", "0.0.0.0", "--port", str(port)]
+    args = [model_ref, *plan.runtime_args[1:], "--host", "0.0.0.0", "--port", str(port)]
     env = {
         "HOME": "/tmp",
         "HF_HOME": f"{MODEL_DIR}/hf",

@@ -164,7 +164,9 @@ def test_only_the_gateway_publishes_one_port_on_an_explicit_interface(box_id: st
     assert name == "gateway" and port["host_ip"] and port["published"] == "8443"
     assert compose["networks"]["internal"]["internal"] is True
     for svc_name, svc in compose["services"].items():
-        if svc_name not in ("gateway", "model-fetch", "volume-init"):
+        if svc_name == "alertmanager":  # sends to the fleet file's receiver, outside the box
+            assert svc["networks"] == ["internal", "alerts"], svc_name
+        elif svc_name not in ("gateway", "model-fetch", "volume-init"):
             assert svc["networks"] == ["internal"], svc_name
 
 

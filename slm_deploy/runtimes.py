@@ -78,8 +78,8 @@ def _hf_fetch_code(repo: str) -> str:
         "except Exception as exc:\n"
         "    text = str(exc)\n"
         "    if any(code in text for code in ('401', '403')):\n"
-        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): put a token with access to it in '\n"
-        "                 'secrets/hf_token: sudo HF_TOKEN=\"$HF_TOKEN\" ./init-secrets.sh, then docker compose up -d')\n"
+        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): the token in '\n"
+        "                 '/run/secrets/hf_token has no access; accept the licence and store a token that has it')\n"
         "    raise\n"
     )
 

@@ -325,9 +325,9 @@ class ToolMissing(Exception):
 
 def _stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Callable[[str, str, str, str, str], None]) -> Path:
     """Preview a stack; run the Azure and output rules on its resources; return its manifest dir."""
-    from slm_deploy.preview import run_preview, write_manifests
     from slm_deploy.policies.model import Kind
     from slm_deploy.policies.registry import rules_of
+    from slm_deploy.preview import run_preview, write_manifests
 
     result = run_preview(stack, project)
     out = workdir / f"stack-{stack}"

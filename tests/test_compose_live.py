@@ -60,7 +60,9 @@ def engine() -> Iterator[dict[str, str]]:
     yield env
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{shlex.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -126,9 +128,24 @@ class Box:
     def curl(self, path: str, *args: str) -> tuple[int, str]:
         ip = self.gateway_ip()
         out = _run(
-            ["curl", "-sS", "--max-time", "20", "--cacert", "secrets/tls_cert", "--connect-to", f"localhost:{GATEWAY_PORT}:{ip}:8443",
-             "-o", "-", "-w", "\n%{http_code}", *args, f"https://localhost:{GATEWAY_PORT}{path}"],
-            self.dir, self.env,
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                "secrets/tls_cert",
+                "--connect-to",
+                f"localhost:{GATEWAY_PORT}:{ip}:8443",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                *args,
+                f"https://localhost:{GATEWAY_PORT}{path}",
+            ],
+            self.dir,
+            self.env,
         ).stdout
         body, _, code = out.rpartition("\n")
         return int(code), body
@@ -172,7 +189,9 @@ def _operator_shell(box: Box, command: str) -> subprocess.CompletedProcess[str]:
     if ip:
         line = line.replace("curl ", f"curl -sS --fail --max-time 20 --connect-to localhost:{GATEWAY_PORT}:{ip}:8443 ", 1)
     env = {**box.env, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=box.dir, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", line], cwd=box.dir, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def _wait_for(what: str, probe: Any, timeout: float = 150) -> Any:
@@ -204,11 +223,68 @@ def check_serving(box: Box) -> None:
     assert json.loads(body)["choices"][0]["message"]["content"]
 
 
+SINK = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 443)); s.listen(8)
+while True:
+    c, _ = s.accept(); c.settimeout(5)
+    try:
+        data = c.recv(4096)
+    except OSError:
+        data = b""
+    print("client hello for", "HOST" if b"HOST" in data else "another host", flush=True); c.close()
+"""
+
+
+def start_alert_sink(box: Box) -> str | None:
+    """A listener on the alerts network under the webhook's host name: it records the TLS client
+    hello (its SNI names the host) that Alertmanager sends when it delivers to the fleet receiver."""
+    webhook = next(b for b in FLEET.boxes if b.id == box.id).options.alerts or None
+    if webhook is None or not webhook.webhook or "alerts" not in box.compose.get("networks", {}):
+        return None
+    host = webhook.webhook.split("/")[2].split(":")[0]
+    name = f"{box.project}-alert-sink"
+    box.docker("rm", "-f", name, check=False)
+    box.docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        f"{box.project}_alerts",
+        "--network-alias",
+        host,
+        "--entrypoint",
+        "/opt/standin/python3",
+        load_catalog().images["vllm"].ref,
+        "-c",
+        SINK.replace("HOST", host),
+    )
+    # An alert as Prometheus sends it; Alertmanager routes it to the receiver after group_wait.
+    alert = json.dumps([{"labels": {"alertname": "LiveTestAlert", "box": box.id, "severity": "warning"}}])
+    box.docker(
+        "exec",
+        box.container("prometheus"),
+        "wget",
+        "-qO-",
+        "--header",
+        "Content-Type: application/json",
+        "--post-data",
+        alert,
+        "http://alertmanager:9093/api/v2/alerts",
+    )
+    return f"client hello for {host}"
+
+
 def check_monitoring(box: Box) -> None:
     if "grafana" not in box.compose["services"]:
         return
+    expected = start_alert_sink(box)
+    managers = _prom(box, "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    assert [m["url"] for m in managers] == ["http://alertmanager:9093/api/v2/alerts"], managers
     code, body = box.curl("/grafana/", "-L")
     assert code == 200 and "Grafana" in body, f"/grafana/ does not show the login page ({code})"
+    assert "Failed to install plugin" not in box.dc("logs", "--no-color", "grafana").stdout, "Grafana tried to download plugins"
 
     def targets() -> tuple[bool, Any]:
         active = _prom(box, "/api/v1/targets")["data"]["activeTargets"]
@@ -224,6 +300,13 @@ def check_monitoring(box: Box) -> None:
         return not empty, empty
 
     _wait_for("every recording rule has a value", recorded, timeout=180)
+    if expected:
+        sink = f"{box.project}-alert-sink"
+        _wait_for(
+            "Alertmanager delivers to the fleet file's receiver",
+            lambda: (expected in (logs := box.docker("logs", sink).stdout), logs),
+        )
+        box.docker("rm", "-f", sink)
 
 
 def check_hardening(box: Box) -> None:
@@ -304,4 +387,5 @@ def test_box_comes_up_serves_and_survives_the_readme(box_id: str, bundles: Path,
         print(f"--- {box_id}: compose ps\n{ps}\n--- logs\n{logs[-8000:]}")
         raise
     finally:
+        box.docker("rm", "-f", f"{box.project}-alert-sink", check=False)
         box.dc("down", "-v", "--remove-orphans", check=False)

@@ -62,9 +62,20 @@ def test_3_vllm_compile_caches_on_an_exec_tmpfs_and_only_vllm_gets_exec() -> Non
 
 def test_5_arm64_llamacpp_box_is_refused_clearly(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump({"fleet": "f", "boxes": [
-        {"id": "arm-1", "hardware": {"cpu_arch": "arm64", "cpus": 8, "memory_gib": 32},
-         "serving": {"runtime": "llamacpp", "model": "qwen3-4b", "context": 4096}}]}))
+    fleet.write_text(
+        yaml.safe_dump(
+            {
+                "fleet": "f",
+                "boxes": [
+                    {
+                        "id": "arm-1",
+                        "hardware": {"cpu_arch": "arm64", "cpus": 8, "memory_gib": 32},
+                        "serving": {"runtime": "llamacpp", "model": "qwen3-4b", "context": 4096},
+                    }
+                ],
+            }
+        )
+    )
     result = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "not published for arm64" in result.stderr and "Traceback" not in result.stderr
@@ -85,8 +96,20 @@ def test_6_air_gapped_box_pulls_nothing_and_says_how_to_carry_every_image() -> N
 
 
 def test_8_unpublished_ollama_tag_is_refused() -> None:
-    result = run_cli("plan", "--model", "qwen3-4b", "--runtime", "ollama", "--cpu", "--cpus", "8", "--memory-gib", "16",
-                     "--quantization", "q5_k_m")
+    result = run_cli(
+        "plan",
+        "--model",
+        "qwen3-4b",
+        "--runtime",
+        "ollama",
+        "--cpu",
+        "--cpus",
+        "8",
+        "--memory-gib",
+        "16",
+        "--quantization",
+        "q5_k_m",
+    )
     assert result.returncode == 2
     assert "publishes no qwen3:4b-q5_K_M" in result.stderr
 

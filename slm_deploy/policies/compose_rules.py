@@ -205,8 +205,10 @@ def healthcheck_program(svc: dict[str, Any], catalog: Any = None) -> list[str]:
         return []
     program = "sh" if test[0] == "CMD-SHELL" else str(test[1]).rsplit("/", 1)[-1]
     if program not in profile.binaries:
-        return [f"service {svc['name']}: the healthcheck runs {program}, which {service['image']} does not have "
-                f"(it has {', '.join(profile.binaries)})"]
+        return [
+            f"service {svc['name']}: the healthcheck runs {program}, which {service['image']} does not have "
+            f"(it has {', '.join(profile.binaries)})"
+        ]
     return []
 
 

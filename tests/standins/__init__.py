@@ -105,33 +105,37 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
         "dcgm-exporter": {"/usr/bin/dcgm-exporter": "dcgm-exporter"},
     }.get(image_id, {})
     for path, program in wrappers.items():
-        lines.append(f"mkdir -p {os.path.dirname(path)} && printf '#!/bin/sh\\nexec {PY} {FAKE} {program} \"$@\"\\n' > {path} && chmod 755 {path}")
+        lines.append(
+            f"mkdir -p {os.path.dirname(path)} && printf '#!/bin/sh\\nexec {PY} {FAKE} {program} \"$@\"\\n' > {path} && chmod 755 {path}"
+        )
     if image_id == "vllm":
         # huggingface_hub's snapshot_download, writing what the real one writes, offline.
         lines.append(
             "mkdir -p /usr/lib/python3/dist-packages/huggingface_hub && printf "
-            "'import sys\\nsys.path.insert(0, \"/opt/standin\")\\nfrom standin import hf_snapshot\\n"
+            '\'import sys\\nsys.path.insert(0, "/opt/standin")\\nfrom standin import hf_snapshot\\n'
             "def snapshot_download(repo_id, **kw):\\n    return hf_snapshot(repo_id)\\n' "
             "> /usr/lib/python3/dist-packages/huggingface_hub/__init__.py"
         )
     if image_id == "prometheus":
         lines.append("mkdir -p /prometheus /etc/prometheus && chown 65534:65534 /prometheus")
     if image_id == "alertmanager":
-        lines.append("ln -sf /usr/bin/prometheus-alertmanager /bin/alertmanager && mkdir -p /alertmanager /etc/alertmanager && chown 65534:65534 /alertmanager")
+        lines.append(
+            "ln -sf /usr/bin/prometheus-alertmanager /bin/alertmanager && mkdir -p /alertmanager /etc/alertmanager && chown 65534:65534 /alertmanager"
+        )
     if image_id == "node-exporter":
         lines.append("ln -sf /usr/bin/prometheus-node-exporter /bin/node_exporter")
     if image_id == "gateway":
         lines.append("mkdir -p /config /data /etc/caddy /srv")
     if image_id == "grafana":
         lines.append(
-            f"printf '#!/bin/bash\\nmkdir -p \"$GF_PATHS_DATA/plugins\"\\nexec grafana server \"$@\"\\n' > /run.sh && chmod 755 /run.sh"
+            'printf \'#!/bin/bash\\nmkdir -p "$GF_PATHS_DATA/plugins"\\nexec grafana server "$@"\\n\' > /run.sh && chmod 755 /run.sh'
             " && mkdir -p /var/lib/grafana/plugins /etc/grafana/provisioning && chown -R 472:0 /var/lib/grafana"
         )
     if image_id == "open-webui":
         # start.sh keeps a generated secret key in the working directory when none is given.
         lines.append(
             "mkdir -p /app/backend/data && printf '#!/bin/bash\\nset -e\\ncd /app/backend\\n"
-            "if [ -z \"${WEBUI_SECRET_KEY:-}\" ]; then\\n  if [ ! -e .webui_secret_key ]; then head -c 12 /dev/urandom | od -An -tx1 | tr -d \" \\\\n\" > .webui_secret_key; fi\\n"
+            'if [ -z "${WEBUI_SECRET_KEY:-}" ]; then\\n  if [ ! -e .webui_secret_key ]; then head -c 12 /dev/urandom | od -An -tx1 | tr -d " \\\\n" > .webui_secret_key; fi\\n'
             "  WEBUI_SECRET_KEY=$(cat .webui_secret_key)\\nfi\\nexport WEBUI_SECRET_KEY\\n"
             f"exec {PY} {FAKE} webui\\n' > /app/backend/start.sh && chmod 755 /app/backend/start.sh"
         )
@@ -141,7 +145,9 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
             " > /usr/local/dcgm/dcgm-exporter-entrypoint.sh && chmod 755 /usr/local/dcgm/dcgm-exporter-entrypoint.sh"
         )
     if image_id == "model-fetch":
-        lines.append("printf '#!/bin/sh\\nset -e\\nif [ \"${1#-}\" != \"$1\" ]; then set -- curl \"$@\"; fi\\nexec \"$@\"\\n' > /entrypoint.sh && chmod 755 /entrypoint.sh")
+        lines.append(
+            'printf \'#!/bin/sh\\nset -e\\nif [ "${1#-}" != "$1" ]; then set -- curl "$@"; fi\\nexec "$@"\\n\' > /entrypoint.sh && chmod 755 /entrypoint.sh'
+        )
     for path, caps in sorted(profile.file_capabilities.items()):
         lines.append(f"setcap {caps} {path}")
     for program, path in sorted(OPTIONAL.items()):
@@ -190,12 +196,16 @@ def build(catalog: Catalog, env: dict[str, str], image_ids: list[str] | None = N
         ref = catalog.images[image_id].ref
         text = dockerfile(image_id, profile, base, _registry_facts(image_id, catalog))
         label = text.rsplit("=", 1)[1].strip()
-        current = docker("image", "inspect", "--format", "{{ index .Config.Labels \"org.slm-deploy.standin\" }}", ref, env=env, check=False)
+        current = docker(
+            "image", "inspect", "--format", '{{ index .Config.Labels "org.slm-deploy.standin" }}', ref, env=env, check=False
+        )
         if current.returncode != 0 or current.stdout.decode().strip() != label:
             with tempfile.TemporaryDirectory(prefix="slm-standin-") as ctx:
                 shutil.copy(HERE / "fakes" / "standin.py", Path(ctx, "standin.py"))
                 Path(ctx, "Dockerfile").write_text(text)
-                result = docker("build", "--network", "none", "-q", "-t", ref, ctx, env={**env, "DOCKER_BUILDKIT": "0"}, check=False)
+                result = docker(
+                    "build", "--network", "none", "-q", "-t", ref, ctx, env={**env, "DOCKER_BUILDKIT": "0"}, check=False
+                )
                 if result.returncode != 0:
                     raise RuntimeError(f"building the stand-in for {ref} failed:\n{result.stderr.decode()[-3000:]}")
         built[image_id] = ref

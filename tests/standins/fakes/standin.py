@@ -15,9 +15,9 @@ import os
 import shutil
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 STATS = {"prompt": 0, "generation": 0, "requests": 0, "running": 0}
 LOCK = threading.Lock()
@@ -52,13 +52,26 @@ def completion(model: str, body: dict) -> dict:
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2}
     if "messages" in body:
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        return {"id": "chatcmpl-standin", "object": "chat.completion", "created": 0, "model": model, "choices": [choice], "usage": usage}
-    return {"id": "cmpl-standin", "object": "text_completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
+        return {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    return {
+        "id": "cmpl-standin",
+        "object": "text_completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
-    routes: dict = {}
+    routes: ClassVar[dict] = {}
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: object) -> None:  # quiet
@@ -136,13 +149,16 @@ def vllm(args: list[str]) -> None:
         hub = Path(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))) / "hub"
         snap = hub / ("models--" + model.replace("/", "--")) / "snapshots"
         if not list(snap.glob("*/config.json")):
-            die(f"OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files ({snap}).")
+            die(
+                f"OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files ({snap})."
+            )
     # Compiled Triton kernels are shared objects written to the cache, then loaded: a noexec
     # mount makes the loader fail ("failed to map segment from shared object").
     for d in (inductor, triton):
         os.makedirs(d, exist_ok=True)
     import ctypes
     import glob
+
     kernel = os.path.join(triton, "standin_kernel.so")
     shutil.copyfile(sorted(glob.glob("/usr/lib/python3*/lib-dynload/*.so"))[0], kernel)
     try:
@@ -163,38 +179,55 @@ def vllm(args: list[str]) -> None:
         with LOCK:
             s = dict(STATS)
         lines = [
-            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{labels}}} 0",
-            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{labels}}} 0",
-            "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{{{labels}}} 0.01",
-            "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{{{labels}}} {s['prompt']}",
-            "# TYPE vllm:generation_tokens_total counter", f"vllm:generation_tokens_total{{{labels}}} {s['generation']}",
-            "# TYPE vllm:num_preemptions_total counter", f"vllm:num_preemptions_total{{{labels}}} 0",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{labels}}} 0",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{labels}}} 0",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{{{labels}}} 0.01",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{{{labels}}} {s['prompt']}",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{{{labels}}} {s['generation']}",
+            "# TYPE vllm:num_preemptions_total counter",
+            f"vllm:num_preemptions_total{{{labels}}} 0",
             "# TYPE vllm:request_success_total counter",
             f'vllm:request_success_total{{{labels},finished_reason="stop"}} {s["requests"]}',
         ]
-        for name in ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds",
-                     "vllm:request_queue_time_seconds"):
+        for name in (
+            "vllm:time_to_first_token_seconds",
+            "vllm:inter_token_latency_seconds",
+            "vllm:e2e_request_latency_seconds",
+            "vllm:request_queue_time_seconds",
+        ):
             lines += histogram(name, labels, s["requests"])
         h.send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
 
-    serve(f"{arg(args, '--host', '0.0.0.0')}:{port}", {
-        ("GET", "/health"): lambda h, p: h.send(200, b""),
-        ("GET", "/v1/models"): models,
-        ("POST", "/v1/chat/completions"): chat,
-        ("POST", "/v1/completions"): chat,
-        ("GET", "/metrics"): metrics,
-        ("POST", "/tokenize"): lambda h, p: h.send(200, {"tokens": [1, 2]}),
-    })
+    serve(
+        f"{arg(args, '--host', '0.0.0.0')}:{port}",
+        {
+            ("GET", "/health"): lambda h, p: h.send(200, b""),
+            ("GET", "/v1/models"): models,
+            ("POST", "/v1/chat/completions"): chat,
+            ("POST", "/v1/completions"): chat,
+            ("GET", "/metrics"): metrics,
+            ("POST", "/tokenize"): lambda h, p: h.send(200, {"tokens": [1, 2]}),
+        },
+    )
 
 
 # ---------------------------------------------------------------- Hugging Face download (vLLM image)
 def hf_snapshot(repo: str) -> str:
     """What huggingface_hub.snapshot_download leaves in HF_HOME, without the network."""
     token_path = os.environ.get("HF_TOKEN_PATH")
-    token = os.environ.get("HF_TOKEN") or (Path(token_path).read_text().strip() if token_path and os.path.exists(token_path) else "")
+    token = os.environ.get("HF_TOKEN") or (
+        Path(token_path).read_text().strip() if token_path and os.path.exists(token_path) else ""
+    )
     gated = set(filter(None, os.environ.get("STANDIN_GATED_REPOS", "meta-llama/Llama-3.2-3B-Instruct").split(",")))
     if repo in gated and not token.startswith("hf_"):
-        raise PermissionError(f"401 Client Error: Unauthorized for url: https://huggingface.co/api/models/{repo} (gated repo: access requires a token)")
+        raise PermissionError(
+            f"401 Client Error: Unauthorized for url: https://huggingface.co/api/models/{repo} (gated repo: access requires a token)"
+        )
     hub = Path(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))) / "hub"
     snap = hub / ("models--" + repo.replace("/", "--")) / "snapshots" / "0000000000000000000000000000000000000000"
     snap.mkdir(parents=True, exist_ok=True)
@@ -220,24 +253,35 @@ def llamacpp(args: list[str]) -> None:
         with LOCK:
             s = dict(STATS)
         lines = [
-            "# TYPE llamacpp:prompt_tokens_total counter", f"llamacpp:prompt_tokens_total {s['prompt']}",
-            "# TYPE llamacpp:tokens_predicted_total counter", f"llamacpp:tokens_predicted_total {s['generation']}",
-            "# TYPE llamacpp:n_decode_total counter", f"llamacpp:n_decode_total {s['requests']}",
-            "# TYPE llamacpp:requests_processing gauge", "llamacpp:requests_processing 0",
-            "# TYPE llamacpp:requests_deferred gauge", "llamacpp:requests_deferred 0",
-            "# TYPE llamacpp:kv_cache_usage_ratio gauge", "llamacpp:kv_cache_usage_ratio 0.01",
-            "# TYPE llamacpp:prompt_tokens_seconds gauge", "llamacpp:prompt_tokens_seconds 100",
-            "# TYPE llamacpp:predicted_tokens_seconds gauge", "llamacpp:predicted_tokens_seconds 20",
+            "# TYPE llamacpp:prompt_tokens_total counter",
+            f"llamacpp:prompt_tokens_total {s['prompt']}",
+            "# TYPE llamacpp:tokens_predicted_total counter",
+            f"llamacpp:tokens_predicted_total {s['generation']}",
+            "# TYPE llamacpp:n_decode_total counter",
+            f"llamacpp:n_decode_total {s['requests']}",
+            "# TYPE llamacpp:requests_processing gauge",
+            "llamacpp:requests_processing 0",
+            "# TYPE llamacpp:requests_deferred gauge",
+            "llamacpp:requests_deferred 0",
+            "# TYPE llamacpp:kv_cache_usage_ratio gauge",
+            "llamacpp:kv_cache_usage_ratio 0.01",
+            "# TYPE llamacpp:prompt_tokens_seconds gauge",
+            "llamacpp:prompt_tokens_seconds 100",
+            "# TYPE llamacpp:predicted_tokens_seconds gauge",
+            "llamacpp:predicted_tokens_seconds 20",
         ]
         h.send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
 
-    serve(f"{arg(args, '--host', '127.0.0.1')}:{arg(args, '--port', '8080')}", {
-        ("GET", "/health"): lambda h, p: h.send(200, {"status": "ok"}),
-        ("GET", "/v1/models"): lambda h, p: h.send(200, {"object": "list", "data": [{"id": alias, "object": "model"}]}),
-        ("POST", "/v1/chat/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
-        ("POST", "/v1/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
-        ("GET", "/metrics"): metrics,
-    })
+    serve(
+        f"{arg(args, '--host', '127.0.0.1')}:{arg(args, '--port', '8080')}",
+        {
+            ("GET", "/health"): lambda h, p: h.send(200, {"status": "ok"}),
+            ("GET", "/v1/models"): lambda h, p: h.send(200, {"object": "list", "data": [{"id": alias, "object": "model"}]}),
+            ("POST", "/v1/chat/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
+            ("POST", "/v1/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
+            ("GET", "/metrics"): metrics,
+        },
+    )
 
 
 # ---------------------------------------------------------------- Ollama
@@ -324,7 +368,7 @@ def ollama(args: list[str]) -> None:
             body = h.body()
             name = body.get("model", "")
             if name not in installed() and f"{name}:latest" not in installed():
-                h.send(404, {"error": {"message": f"model \"{name}\" not found, try pulling it first"}})
+                h.send(404, {"error": {"message": f'model "{name}" not found, try pulling it first'}})
                 return
             h.send(200, completion(name, body))
 
@@ -332,18 +376,23 @@ def ollama(args: list[str]) -> None:
             body = h.body()
             h.send(200, {"model": body.get("model"), "message": {"role": "assistant", "content": "stand-in reply"}, "done": True})
 
-        serve(os.environ.get("OLLAMA_HOST", "127.0.0.1:11434"), {
-            ("GET", "/"): lambda h, p: h.send(200, "Ollama is running", "text/plain"),
-            ("GET", "/api/version"): lambda h, p: h.send(200, {"version": "0.12.6"}),
-            ("GET", "/api/tags"): tags,
-            ("POST", "/api/pull"): pull,
-            ("POST", "/api/create"): create,
-            ("POST", "/api/show"): show,
-            ("POST", "/api/chat"): native_chat,
-            ("GET", "/v1/models"): lambda h, p: h.send(200, {"object": "list", "data": [{"id": n, "object": "model"} for n in installed()]}),
-            ("POST", "/v1/chat/completions"): chat,
-            ("POST", "/v1/completions"): chat,
-        })
+        serve(
+            os.environ.get("OLLAMA_HOST", "127.0.0.1:11434"),
+            {
+                ("GET", "/"): lambda h, p: h.send(200, "Ollama is running", "text/plain"),
+                ("GET", "/api/version"): lambda h, p: h.send(200, {"version": "0.12.6"}),
+                ("GET", "/api/tags"): tags,
+                ("POST", "/api/pull"): pull,
+                ("POST", "/api/create"): create,
+                ("POST", "/api/show"): show,
+                ("POST", "/api/chat"): native_chat,
+                ("GET", "/v1/models"): lambda h, p: h.send(
+                    200, {"object": "list", "data": [{"id": n, "object": "model"} for n in installed()]}
+                ),
+                ("POST", "/v1/chat/completions"): chat,
+                ("POST", "/v1/completions"): chat,
+            },
+        )
     try:
         if cmd == "list":
             status, data = ollama_client("GET", "/api/tags")
@@ -361,7 +410,9 @@ def ollama(args: list[str]) -> None:
                 die(f"Error: {data.get('error')}")
         elif cmd == "create":
             modelfile = Path(arg(args, "-f") or "Modelfile").read_text()
-            frm = next((line.split(None, 1)[1].strip() for line in modelfile.splitlines() if line.upper().startswith("FROM ")), "")
+            frm = next(
+                (line.split(None, 1)[1].strip() for line in modelfile.splitlines() if line.upper().startswith("FROM ")), ""
+            )
             status, data = ollama_client("POST", "/api/create", {"model": args[1], "from": frm})
             if status != 200:
                 die(f"Error: {data.get('error')}")
@@ -383,9 +434,13 @@ def grafana(_: list[str]) -> None:
         db.write_text("standin grafana database\n")
     if os.environ.get("GF_PLUGINS_PREINSTALL_DISABLED", "false").lower() != "true":
         # Grafana 11 installs its preinstall plugins from grafana.com in the background.
-        log("level=error msg=\"Failed to install plugin\" pluginId=grafana-lokiexplore-app error=\"dial tcp: lookup grafana.com: no such host\"")
+        log(
+            'level=error msg="Failed to install plugin" pluginId=grafana-lokiexplore-app error="dial tcp: lookup grafana.com: no such host"'
+        )
     sub = "/grafana" if os.environ.get("GF_SERVER_SERVE_FROM_SUB_PATH") == "true" else ""
-    login = b"<!DOCTYPE html><html><head><title>Grafana</title></head><body><div id=\"login\">Welcome to Grafana</div></body></html>"
+    login = (
+        b'<!DOCTYPE html><html><head><title>Grafana</title></head><body><div id="login">Welcome to Grafana</div></body></html>'
+    )
 
     def page(h: Handler, path: str) -> None:
         if path.rstrip("/") in (sub, f"{sub}/login"):
@@ -399,11 +454,14 @@ def grafana(_: list[str]) -> None:
         else:
             h.send(404, {"message": "Not found"})
 
-    serve("0.0.0.0:3000", {
-        ("GET", "/api/health"): lambda h, p: h.send(200, {"database": "ok", "version": "11.6.6"}),
-        ("GET", f"{sub}/api/health"): lambda h, p: h.send(200, {"database": "ok", "version": "11.6.6"}),
-        ("GET", f"{sub}*"): page,
-    })
+    serve(
+        "0.0.0.0:3000",
+        {
+            ("GET", "/api/health"): lambda h, p: h.send(200, {"database": "ok", "version": "11.6.6"}),
+            ("GET", f"{sub}/api/health"): lambda h, p: h.send(200, {"database": "ok", "version": "11.6.6"}),
+            ("GET", f"{sub}*"): page,
+        },
+    )
 
 
 # ---------------------------------------------------------------- Open WebUI
@@ -438,23 +496,34 @@ def webui(_: list[str]) -> None:
                 return
         h.send(400, {"detail": "The email or password provided is incorrect."})
 
-    serve("0.0.0.0:8080", {
-        ("GET", "/health"): lambda h, p: h.send(200, {"status": True}),
-        ("GET", "/api/config"): lambda h, p: h.send(200, {"name": "Open WebUI", "features": {"enable_signup": signup}}),
-        ("POST", "/api/v1/auths/signup"): do_signup,
-        ("POST", "/api/v1/auths/signin"): signin,
-        ("GET", "/*"): lambda h, p: h.send(200, b"<!doctype html><title>Open WebUI</title>", "text/html"),
-    })
+    serve(
+        "0.0.0.0:8080",
+        {
+            ("GET", "/health"): lambda h, p: h.send(200, {"status": True}),
+            ("GET", "/api/config"): lambda h, p: h.send(200, {"name": "Open WebUI", "features": {"enable_signup": signup}}),
+            ("POST", "/api/v1/auths/signup"): do_signup,
+            ("POST", "/api/v1/auths/signin"): signin,
+            ("GET", "/*"): lambda h, p: h.send(200, b"<!doctype html><title>Open WebUI</title>", "text/html"),
+        },
+    )
 
 
 # ---------------------------------------------------------------- dcgm-exporter
 def dcgm(_: list[str]) -> None:
-    lines = ["# TYPE DCGM_FI_DEV_GPU_UTIL gauge", 'DCGM_FI_DEV_GPU_UTIL{gpu="0",modelName="standin"} 5',
-             "# TYPE DCGM_FI_DEV_FB_USED gauge", 'DCGM_FI_DEV_FB_USED{gpu="0",modelName="standin"} 1024',
-             "# TYPE DCGM_FI_DEV_FB_FREE gauge", 'DCGM_FI_DEV_FB_FREE{gpu="0",modelName="standin"} 20000',
-             "# TYPE DCGM_FI_DEV_GPU_TEMP gauge", 'DCGM_FI_DEV_GPU_TEMP{gpu="0",modelName="standin"} 40',
-             "# TYPE DCGM_FI_DEV_POWER_USAGE gauge", 'DCGM_FI_DEV_POWER_USAGE{gpu="0",modelName="standin"} 50',
-             "# TYPE DCGM_FI_DEV_XID_ERRORS gauge", 'DCGM_FI_DEV_XID_ERRORS{gpu="0",modelName="standin"} 0']
+    lines = [
+        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
+        'DCGM_FI_DEV_GPU_UTIL{gpu="0",modelName="standin"} 5',
+        "# TYPE DCGM_FI_DEV_FB_USED gauge",
+        'DCGM_FI_DEV_FB_USED{gpu="0",modelName="standin"} 1024',
+        "# TYPE DCGM_FI_DEV_FB_FREE gauge",
+        'DCGM_FI_DEV_FB_FREE{gpu="0",modelName="standin"} 20000',
+        "# TYPE DCGM_FI_DEV_GPU_TEMP gauge",
+        'DCGM_FI_DEV_GPU_TEMP{gpu="0",modelName="standin"} 40',
+        "# TYPE DCGM_FI_DEV_POWER_USAGE gauge",
+        'DCGM_FI_DEV_POWER_USAGE{gpu="0",modelName="standin"} 50',
+        "# TYPE DCGM_FI_DEV_XID_ERRORS gauge",
+        'DCGM_FI_DEV_XID_ERRORS{gpu="0",modelName="standin"} 0',
+    ]
     serve("0.0.0.0:9400", {("GET", "/metrics"): lambda h, p: h.send(200, "\n".join(lines) + "\n", "text/plain")})
 
 

@@ -328,8 +328,10 @@ def check_hardening(box: Box) -> None:
 
 
 def volumes_state(box: Box) -> dict[str, str]:
-    """A fingerprint of what the box keeps across a restart."""
+    """A fingerprint of what the box keeps across a restart (and that nothing is downloaded again)."""
     state = {}
+    if "ollama" in box.compose["services"] and "model-fetch" in box.compose["services"]:
+        state["ollama pulls"] = box.docker("exec", box.container("ollama"), "cat", "/models/pulls.log").stdout
     if "prometheus" in box.compose["services"]:
         state["grafana.db"] = box.docker("exec", box.container("grafana"), "ls", "/var/lib/grafana/grafana.db").stdout
     if "open-webui" in box.compose["services"]:
@@ -348,8 +350,22 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("box_id", BOX_IDS)
-def test_box_comes_up_serves_and_survives_the_readme(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
+def check_webui(box: Box) -> None:
+    """Sign-up is closed; the admin from the webui_admin_password secret can sign in."""
+    if "open-webui" not in box.compose["services"]:
+        return
+    json_type = ["-H", "Content-Type: application/json"]
+    intruder = json.dumps({"name": "x", "email": "first@example.invalid", "password": "x" * 12})
+    code, body = box.curl("/api/v1/auths/signup", *json_type, "-d", intruder)
+    assert code == 403, f"sign-up is open ({code}): {body}"
+    email = box.compose["services"]["open-webui"]["environment"]["WEBUI_ADMIN_EMAIL"]
+    password = (box.dir / "secrets" / "webui_admin_password").read_text()
+    code, body = box.curl("/api/v1/auths/signin", *json_type, "-d", json.dumps({"email": email, "password": password}))
+    assert code == 200 and json.loads(body)["role"] == "admin", body
+
+
+def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
+    """Everything the module docstring promises, for one box; the box is torn down at the end."""
     box = Box(box_id, bundles, engine)
     box.dc("down", "-v", "--remove-orphans", check=False)
     try:
@@ -362,11 +378,9 @@ def test_box_comes_up_serves_and_survives_the_readme(box_id: str, bundles: Path,
         result = _operator_shell(box, start)
         assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr}"
         up = box.dc("up", "-d", "--wait", "--wait-timeout", "420", check=False)
-        if up.returncode != 0:
-            logs = box.dc("logs", "--no-color", "--tail", "30", check=False).stdout
-            ps = box.dc("ps", "-a", check=False).stdout
-            raise AssertionError(f"compose up --wait failed:\n{up.stderr[-2000:]}\n{ps}\n{logs[-6000:]}")
+        assert up.returncode == 0, f"compose up --wait failed:\n{up.stderr[-2000:]}"
         check_serving(box)
+        check_webui(box)
         check_monitoring(box)
         check_hardening(box)
         kept = volumes_state(box)
@@ -375,17 +389,51 @@ def test_box_comes_up_serves_and_survives_the_readme(box_id: str, bundles: Path,
                 continue  # the start already ran; the connected machine's steps (build, pull) were done above, offline
             result = _operator_shell(box, command)
             assert result.returncode == 0, f"README command failed: {command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        box.dc("up", "-d", "--wait", "--wait-timeout", "300")
-        check_serving(box)
+        _wait_for("the box serves after the README's commands", lambda: (_serves(box), None), timeout=60)
         box.dc("down")
         box.dc("up", "-d", "--wait", "--wait-timeout", "300")
         assert volumes_state(box) == kept, "the box lost data across down/up"
         check_serving(box)
-    except BaseException:
+    except BaseException as exc:
         ps = box.dc("ps", "-a", check=False).stdout
         logs = box.dc("logs", "--no-color", "--tail", "25", check=False).stdout
-        print(f"--- {box_id}: compose ps\n{ps}\n--- logs\n{logs[-8000:]}")
-        raise
+        raise AssertionError(f"{box_id}: {exc}\n--- compose ps\n{ps}\n--- logs\n{logs[-8000:]}") from exc
     finally:
         box.docker("rm", "-f", f"{box.project}-alert-sink", check=False)
         box.dc("down", "-v", "--remove-orphans", check=False)
+        for leftover in ("images.tar",):
+            (box.dir / leftover).unlink(missing_ok=True)
+
+
+def _serves(box: Box) -> bool:
+    try:
+        check_serving(box)
+    except AssertionError:
+        return False
+    return True
+
+
+# Boxes go up three at a time: they mostly wait (healthcheck intervals, scrapes), so this keeps the
+# whole module to a few minutes on two cores while the stand-in images are shared.
+PARALLEL = int(os.environ.get("SLM_LIVE_PARALLEL", "3"))
+
+
+@pytest.fixture(scope="module")
+def outcomes(request: pytest.FixtureRequest, bundles: Path, engine: dict[str, str]) -> dict[str, BaseException | None]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = [
+        item.callspec.params["box_id"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "box_id" in item.callspec.params
+    ]
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        futures = {box_id: pool.submit(scenario, box_id, bundles, engine) for box_id in wanted}
+    return {box_id: future.exception() for box_id, future in futures.items()}
+
+
+@pytest.mark.parametrize("box_id", BOX_IDS)
+def test_box_comes_up_serves_and_survives_the_readme(box_id: str, outcomes: dict[str, BaseException | None]) -> None:
+    problem = outcomes[box_id]
+    if problem is not None:
+        raise problem

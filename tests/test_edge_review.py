@@ -212,3 +212,18 @@ def test_16_readme_rotation_recreates_only_the_gateway_and_the_ca_is_readable() 
     # the gateway and Grafana do not wait for the model download
     services = compose("store-0001")["services"]
     assert "vllm" not in services["gateway"].get("depends_on", {})
+
+
+def test_15_node_exporter_reads_the_host_network_and_mounts_only_what_its_collectors_read() -> None:
+    service = compose("store-0001")["services"]["node-exporter"]
+    binds = {v["source"]: v["target"] for v in service["volumes"]}
+    assert binds["/proc/1/net"] == "/host/proc/net"  # PID 1's view: the host's interfaces, not the container's
+    assert "/proc" not in binds  # only the files the enabled collectors read
+    assert all(v["read_only"] for v in service["volumes"])
+    assert "--collector.disable-defaults" in service["command"]
+    assert "--no-collector.netdev.netlink" in service["command"]  # netlink would read the container's own netns
+    enabled = sorted(a.removeprefix("--collector.") for a in service["command"] if a.count(".") == 1 and a.startswith("--collector."))
+    assert enabled == ["cpu", "filesystem", "loadavg", "meminfo", "netdev"]
+    reason = service["x-hardening-exceptions"]["volumes"]
+    for source in binds:
+        assert source in reason, source

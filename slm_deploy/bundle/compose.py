@@ -324,24 +324,43 @@ def _alertmanager(catalog: Catalog, box: Box) -> dict[str, Any]:
     return service
 
 
+# What node-exporter's collectors read on the host, and nothing more: the dashboards and rules use
+# cpu, meminfo, loadavg, filesystem and netdev only.
+NODE_COLLECTORS = ("cpu", "filesystem", "loadavg", "meminfo", "netdev")
+NODE_HOST_FILES = (
+    ("/proc/stat", "/host/proc/stat"),  # cpu
+    ("/proc/meminfo", "/host/proc/meminfo"),  # meminfo
+    ("/proc/loadavg", "/host/proc/loadavg"),  # loadavg
+    ("/proc/1/mountinfo", "/host/proc/1/mountinfo"),  # filesystem: the host's mount table
+    # netdev: PID 1's net directory is the host's network namespace; the container's own /proc/net
+    # (and netlink) would show the container's interfaces instead.
+    ("/proc/1/net", "/host/proc/net"),
+    ("/sys", "/host/sys"),  # cpu: thermal throttle and isolated CPUs (the collector opens sysfs)
+)
+
+
 def _node_exporter(catalog: Catalog) -> dict[str, Any]:
     service = _hardened(catalog.images["node-exporter"].ref, limits=SIDECAR_LIMITS["node-exporter"], networks=[INTERNAL_NETWORK])
     service["command"] = [
         "--path.procfs=/host/proc",
         "--path.sysfs=/host/sys",
         "--path.rootfs=/host/root",
+        "--collector.disable-defaults",
+        *(f"--collector.{c}" for c in NODE_COLLECTORS),
+        "--no-collector.netdev.netlink",
         "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
     ]
-    service["volumes"] = [
-        {"type": "bind", "source": "/proc", "target": "/host/proc", "read_only": True},
-        {"type": "bind", "source": "/sys", "target": "/host/sys", "read_only": True},
-        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}},
-    ]
+    service["volumes"] = [{"type": "bind", "source": s, "target": t, "read_only": True} for s, t in NODE_HOST_FILES]
+    service["volumes"].append(
+        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}}
+    )
     service["expose"] = ["9100"]
     service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
     service["x-hardening-exceptions"] = {
-        "volumes": "host /proc, /sys and / mounted read-only: node-exporter reads the host's CPU, memory, "
-        "disk (the model cache) and network figures from them; no write access, no host namespaces",
+        "volumes": "read-only host files for the five collectors the dashboards use: /proc/stat (cpu), /proc/meminfo "
+        "(meminfo), /proc/loadavg (loadavg), /proc/1/mountinfo (filesystem), /proc/1/net (netdev: the host's interfaces, "
+        "not the container's), /sys (the cpu collector opens sysfs); / for the filesystem collector's statfs of the "
+        "host's disks (the model cache), rslave so later mounts show; no write access, no host namespaces",
     }
     return service
 

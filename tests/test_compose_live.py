@@ -292,10 +292,12 @@ def check_monitoring(box: Box) -> None:
         return bool(active) and not down, down
 
     _wait_for("every Prometheus target up", targets)
+    failed = _prom(box, "/api/v1/query?query=node_scrape_collector_success==0")["data"]["result"]
+    assert not failed, f"node-exporter collectors fail: {[r['metric']['collector'] for r in failed]}"
     # The host network panels: node-exporter reports the host's interfaces (this test runs in the
     # host's network namespace), not its own container's.
     host = {line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]}
-    host = {d for d in host if not d.startswith(("veth", "br-"))}
+    host = {d for d in host if not d.startswith(("veth", "br-")) and d != "lo"}
     seen = {r["metric"]["device"] for r in _prom(box, "/api/v1/query?query=node_network_receive_bytes_total")["data"]["result"]}
     assert host <= seen, f"node-exporter does not see the host's interfaces {sorted(host - seen)} (it reports {sorted(seen)})"
     rules = [r["name"] for g in _prom(box, "/api/v1/rules?type=record")["data"]["groups"] for r in g["rules"]]

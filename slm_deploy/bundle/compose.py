@@ -331,6 +331,7 @@ NODE_HOST_FILES = (
     ("/proc/stat", "/host/proc/stat"),  # cpu
     ("/proc/meminfo", "/host/proc/meminfo"),  # meminfo
     ("/proc/loadavg", "/host/proc/loadavg"),  # loadavg
+    ("/proc/1/mounts", "/host/proc/1/mounts"),  # filesystem: the host's mount table (older releases)
     ("/proc/1/mountinfo", "/host/proc/1/mountinfo"),  # filesystem: the host's mount table
     # netdev: PID 1's net directory is the host's network namespace; the container's own /proc/net
     # (and netlink) would show the container's interfaces instead.
@@ -358,7 +359,7 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
     service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
     service["x-hardening-exceptions"] = {
         "volumes": "read-only host files for the five collectors the dashboards use: /proc/stat (cpu), /proc/meminfo "
-        "(meminfo), /proc/loadavg (loadavg), /proc/1/mountinfo (filesystem), /proc/1/net (netdev: the host's interfaces, "
+        "(meminfo), /proc/loadavg (loadavg), /proc/1/mounts and /proc/1/mountinfo (filesystem), /proc/1/net (netdev: the host's interfaces, "
         "not the container's), /sys (the cpu collector opens sysfs); / for the filesystem collector's statfs of the "
         "host's disks (the model cache), rslave so later mounts show; no write access, no host namespaces",
     }

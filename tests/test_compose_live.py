@@ -445,3 +445,26 @@ def test_box_comes_up_serves_and_survives_the_readme(box_id: str, outcomes: dict
     problem = outcomes[box_id]
     if problem is not None:
         raise problem
+
+
+def test_gated_fetch_says_clearly_when_hugging_face_refuses_the_token(
+    bundles: Path, engine: dict[str, str], tmp_path: Path
+) -> None:
+    """lab-0005's model-fetch, as generated, with a token that has no access: one clear line, exit 1."""
+    fetch = yaml.safe_load((bundles / "lab-0005" / "compose.yaml").read_text())["services"]["model-fetch"]
+    token = tmp_path / "hf_token"
+    token.write_text("not-a-token")
+    token.chmod(0o644)
+    command = [arg.replace("$$", "$") for arg in fetch["entrypoint"]]
+    env_args = [a for k, v in sorted(fetch["environment"].items()) for a in ("-e", f"{k}={v}")]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--user", fetch["user"], "--read-only", "--tmpfs", "/tmp:mode=1777",
+         "--tmpfs", "/models:mode=1777", "-v", f"{token}:/run/secrets/hf_token:ro", *env_args,
+         "--entrypoint", command[0], fetch["image"], *command[1:]],
+        env=engine, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Hugging Face refused the download of meta-llama/"), (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from slm_deploy.errors import InputError, format_location, from_validation_error
 from slm_deploy.safeyaml import load, read_input
@@ -32,6 +32,23 @@ class SloThresholds(Frozen):
     disk_free_ratio: float = Field(default=0.1, gt=0, lt=1, description="Free share of the model-cache disk.")
 
 
+class AlertReceiver(Frozen):
+    """Where Alertmanager sends the box's alerts: a webhook, and/or e-mail through a relay."""
+
+    webhook: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", description="URL that receives Alertmanager's JSON.")
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", description="Address the alerts are mailed to.")
+    smarthost: str | None = Field(default=None, pattern=r"^[^\s:]+:\d+$", description="Mail relay host:port (with email).")
+    sender: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", description="From address (with email).")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertReceiver:
+        if self.webhook is None and self.email is None:
+            raise ValueError("give webhook and/or email")
+        if self.email is not None and (self.smarthost is None or self.sender is None):
+            raise ValueError("email needs smarthost and sender")
+        return self
+
+
 class BoxOptions(Frozen):
     """What runs next to the model server on a box."""
 
@@ -43,6 +60,7 @@ class BoxOptions(Frozen):
         default="0.0.0.0", description="Interface the gateway port binds to; 0.0.0.0 means every interface."
     )
     slo: SloThresholds = Field(default_factory=SloThresholds)
+    alerts: AlertReceiver | None = Field(default=None, description="Alertmanager's receiver (with monitoring).")
 
     @field_validator("listen_address")
     @classmethod
@@ -68,6 +86,7 @@ class _RawBox(Frozen):
     gateway_port: int | None = None
     listen_address: str | None = None
     slo: dict[str, Any] | None = None
+    alerts: dict[str, Any] | None = None
 
 
 class _RawFleet(Frozen):

@@ -478,6 +478,9 @@ def _weights_source(req: _Request) -> tuple[str | None, str | None]:
             )
     if req.runtime is Runtime.OLLAMA:
         assert entry is not None
+        if entry.ollama_quants is not None and req.quant not in entry.ollama_quants:
+            published = ", ".join(entry.ollama_tag(q) for q in entry.ollama_quants)
+            return None, f"ollama.com publishes no {entry.ollama_tag(req.quant)} tag; published: {published}"
         return f"ollama://{entry.ollama_tag(req.quant)}", None
     if req.runtime is Runtime.LLAMACPP:
         assert entry is not None
@@ -682,9 +685,15 @@ def _vllm_args(req: _Request, target: Target, fit: _Fit, source: str) -> tuple[s
     if found is not None and found.kind == "hf":
         args += ["--revision", found.revision]
     if found is not None and found.quantization is not None:
-        pass  # vLLM reads quantization_config and dtype from the checkpoint; a flag that disagrees is an error
+        # vLLM reads quantization_config and dtype from the checkpoint (and picks Marlin itself);
+        # a flag that disagrees is an error.
+        pass
     elif req.quant in (Quantization.FP8, Quantization.AWQ, Quantization.GPTQ):
-        args += ["--quantization", req.quant.value]
+        method = req.quant.value
+        # Naming plain awq/gptq forces vLLM's slow kernels; the Marlin ones need compute capability 8.0+.
+        if req.quant in (Quantization.AWQ, Quantization.GPTQ) and target.gpu.compute_capability >= 8.0:
+            method += "_marlin"
+        args += ["--quantization", method]
     if found is not None and found.quantization is not None:
         pass
     elif req.quant is Quantization.FP16 or (req.quant is Quantization.BF16 and target.gpu.compute_capability < 8.0):

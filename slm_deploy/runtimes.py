@@ -19,6 +19,10 @@ SERVER_PORT = {Runtime.VLLM: 8000, Runtime.OLLAMA: 11434, Runtime.LLAMACPP: 8080
 METRICS_PATH = {Runtime.VLLM: "/metrics", Runtime.LLAMACPP: "/metrics"}  # Ollama exports none (ollama #3144)
 HEALTH_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health"}
 HF_URL = "https://huggingface.co"
+# vLLM's compile caches (torch inductor, Triton): kernels written there are loaded as shared
+# objects, so the directory must allow exec; the edge bundle mounts an exec tmpfs here.
+COMPILE_CACHE_DIR = "/tmp/compile"
+APP_USER = "slm"  # a name for the unnamed uid: torch's getpass.getuser() raises without one
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,23 @@ def _ollama_tag(plan: Plan) -> str:
     return plan.weights_source.removeprefix("ollama://")
 
 
+def _hf_fetch_code(repo: str, revision: str | None = None) -> str:
+    """The one-shot download; a refused token ends with one clear line instead of a traceback."""
+    pin = f", revision={revision!r}" if revision else ""
+    return (
+        "import sys\n"
+        "from huggingface_hub import snapshot_download\n"
+        "try:\n"
+        f"    snapshot_download({repo!r}{pin}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])\n"
+        "except Exception as exc:\n"
+        "    text = str(exc)\n"
+        "    if any(code in text for code in ('401', '403')):\n"
+        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): the token in '\n"
+        "                 '/run/secrets/hf_token has no access; accept the licence and store a token that has it')\n"
+        "    raise\n"
+    )
+
+
 def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
     (plan,) = plans  # one vLLM server per box; the fleet loader refuses more
     image = catalog.images["vllm"].ref
@@ -77,6 +98,10 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         "HF_HOME": f"{MODEL_DIR}/hf",
         "HF_HUB_OFFLINE": "1",  # the fetch service downloaded everything; the server never goes online
         "VLLM_CACHE_ROOT": "/tmp/vllm",
+        "USER": APP_USER,
+        "LOGNAME": APP_USER,
+        "TORCHINDUCTOR_CACHE_DIR": f"{COMPILE_CACHE_DIR}/inductor",
+        "TRITON_CACHE_DIR": f"{COMPILE_CACHE_DIR}/triton",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
@@ -96,11 +121,7 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             box_id=box_id,
         )
     else:
-        pin = f", revision={plan.model_revision!r}" if plan.model_revision else ""  # vLLM serves that revision
-        code = (
-            "from huggingface_hub import snapshot_download; "
-            f"snapshot_download({repo!r}{pin}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])"
-        )
+        code = _hf_fetch_code(repo, plan.model_revision)  # vLLM serves that revision
         fetch = {
             "image": image,
             "entrypoint": ["python3", "-c", code],
@@ -140,6 +161,9 @@ def ollama_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box
     env["OLLAMA_NUM_PARALLEL"] = str(max(p.concurrency for p in plans))
     env["OLLAMA_CONTEXT_LENGTH"] = str(max(p.context for p in plans))
     env |= {"OLLAMA_HOST": f"0.0.0.0:{port}", "OLLAMA_MODELS": models_dir, "HOME": "/tmp", "OLLAMA_NOPRUNE": "1"}
+    gpu = catalog.gpus.get(plans[0].device)
+    if gpu is not None and gpu.jetpack:
+        env["JETSON_JETPACK"] = gpu.jetpack  # Ollama picks its Jetson libraries by this in Docker
     files = {f"ollama/Modelfile.{p.model}": _modelfile(p) for p in plans}
     pulls = [(_ollama_tag(p), p.model, f"/config/Modelfile.{p.model}") for p in plans]
     fetch = None

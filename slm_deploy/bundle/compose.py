@@ -17,9 +17,10 @@ from slm_deploy.fleet import Box
 from slm_deploy.gateway import ENTRYPOINT as GATEWAY_ENTRYPOINT
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from slm_deploy.planner import Plan
-from slm_deploy.runtimes import APP_UID, MODEL_DIR, RuntimeSpec
+from slm_deploy.runtimes import APP_UID, COMPILE_CACHE_DIR, MODEL_DIR, RuntimeSpec
 
 INTERNAL_NETWORK = "internal"
+ALERTS_NETWORK = "alerts"
 EDGE_NETWORK = "edge"
 EGRESS_NETWORK = "egress"
 GATEWAY_CONTAINER_PORT = 8443
@@ -45,6 +46,7 @@ SIDECAR_LIMITS = {
     "open-webui": Limits(1.0, 2048, 512),
     "model-fetch": Limits(2.0, 4096, 256),
     "volume-init": Limits(0.25, 64, 32),
+    "alertmanager": Limits(0.25, 128, 64),
 }
 RUNTIME_PIDS = 4096  # vLLM spawns an engine core, tokenizer workers and compile threads
 PROMETHEUS_RETENTION = "15d"
@@ -89,8 +91,9 @@ def _hardened(
     return service
 
 
-def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image: str) -> dict[str, Any]:
+def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image: str, catalog: Catalog) -> dict[str, Any]:
     res = plans[0].resources
+    jetson = bool(res.gpu_count) and _unified(plans, catalog)
     memory_gib = sum(p.resources.memory_limit_gib for p in plans) if len(plans) > 1 else res.memory_limit_gib
     cap = max(1, math.floor(box.hardware.memory_gib - 1))
     service = _hardened(
@@ -98,8 +101,18 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
         limits=Limits(res.cpu_request, min(memory_gib, cap) * 1024, RUNTIME_PIDS),
         networks=[INTERNAL_NETWORK],
         tmpfs=["/tmp:size=2g,mode=1777"],
-        gpus=res.gpu_count,
+        gpus=0 if jetson else res.gpu_count,
     )
+    if jetson:
+        # On Jetson (Tegra, CSV mode) the NVIDIA hook refuses `--gpus`, which a device reservation
+        # becomes; the nvidia runtime (registered in /etc/docker/daemon.json) mounts the GPU instead.
+        service["runtime"] = "nvidia"
+    if spec.runtime.value == "vllm":
+        service["tmpfs"].append(f"{COMPILE_CACHE_DIR}:size=2g,exec,uid={APP_UID},gid={APP_UID},mode=0700")
+        service["x-hardening-exceptions"] = {
+            "tmpfs": f"{COMPILE_CACHE_DIR} allows exec: torch inductor and Triton write compiled kernels there and load "
+            "them as shared objects (a noexec mount fails with 'failed to map segment'); nothing else is exec-capable",
+        }
     if spec.entrypoint:
         service["entrypoint"] = spec.entrypoint
     service["command"] = spec.command
@@ -108,7 +121,9 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
     service["healthcheck"] = _healthcheck(spec.healthcheck, res.startup_budget_seconds)
     service["expose"] = [str(spec.port)]
     if box.options.offline:
-        service["build"] = {"context": ".", "dockerfile": "Dockerfile"}
+        platform = f"linux/{box.hardware.cpu_arch.value}"
+        service["build"] = {"context": ".", "dockerfile": "Dockerfile", "platforms": [platform]}
+        service["platform"] = platform
         if spec.uses_hf_token or spec.runtime.value == "vllm":
             service["build"]["secrets"] = ["hf_token"]
         service["pull_policy"] = "never"
@@ -163,7 +178,7 @@ def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
     return service
 
 
-def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
+def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
     service = _hardened(
         catalog.images["gateway"].ref,
         limits=SIDECAR_LIMITS["gateway"],
@@ -171,6 +186,12 @@ def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
         tmpfs=["/tmp:size=16m,mode=1777", "/data:size=16m,uid=10001", "/config:size=16m,uid=10001"],
     )
     service["entrypoint"] = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
+    service["cap_add"] = ["NET_BIND_SERVICE"]
+    service["x-hardening-exceptions"] = {
+        "cap_add": "NET_BIND_SERVICE: the image's /usr/bin/caddy carries the file capability cap_net_bind_service=+ep, "
+        "and the kernel refuses to exec a binary whose file capabilities are not in the bounding set (caddy-docker "
+        "#396); the gateway listens on 8443 and needs no other capability",
+    }
     service["environment"] = {"XDG_CONFIG_HOME": "/config", "XDG_DATA_HOME": "/data"}
     service["ports"] = [
         {
@@ -187,11 +208,12 @@ def _gateway(catalog: Catalog, box: Box, runtime: str) -> dict[str, Any]:
     service["healthcheck"] = _healthcheck(
         ["CMD", "wget", "--quiet", "--spider", f"http://127.0.0.1:{GATEWAY_METRICS_PORT}/healthz"]
     )
-    service["depends_on"] = {runtime: {"condition": "service_started"}}
+    # No depends_on the model server: the gateway (and with it Grafana) is up while the model still
+    # downloads; Caddy resolves the upstream per request and answers 502 until the server is up.
     return service
 
 
-def _webui(catalog: Catalog, spec: RuntimeSpec) -> dict[str, Any]:
+def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     service = _hardened(
         catalog.images["open-webui"].ref,
         limits=SIDECAR_LIMITS["open-webui"],
@@ -204,7 +226,9 @@ def _webui(catalog: Catalog, spec: RuntimeSpec) -> dict[str, Any]:
         "DATA_DIR": "/app/backend/data",
         "OFFLINE_MODE": "true",
         "HF_HUB_OFFLINE": "1",
-        "ENABLE_SIGNUP": "true",
+        "ENABLE_SIGNUP": "false",
+        "WEBUI_ADMIN_EMAIL": f"admin@{box_id}.local",
+        "WEBUI_ADMIN_NAME": "admin",
         "DEFAULT_USER_ROLE": "pending",
         "ANONYMIZED_TELEMETRY": "false",
         "DO_NOT_TRACK": "true",
@@ -216,7 +240,7 @@ def _webui(catalog: Catalog, spec: RuntimeSpec) -> dict[str, Any]:
         env |= {"OPENAI_API_BASE_URL": f"{base}/v1", "ENABLE_OLLAMA_API": "false"}
     service["environment"] = dict(sorted(env.items()))
     service["entrypoint"] = ["/bin/bash", "-c", WEBUI_ENTRYPOINT]
-    service["secrets"] = ["webui_secret_key"]
+    service["secrets"] = ["webui_admin_password", "webui_secret_key"]
     service["volumes"] = [{"type": "volume", "source": "webui-data", "target": "/app/backend/data"}]
     service["healthcheck"] = _healthcheck(["CMD", "curl", "--fail", "--silent", "http://127.0.0.1:8080/health"], 120)
     service["depends_on"] = {spec.service: {"condition": "service_started"}}
@@ -228,7 +252,12 @@ def _webui(catalog: Catalog, spec: RuntimeSpec) -> dict[str, Any]:
     return service
 
 
-WEBUI_ENTRYPOINT = 'WEBUI_SECRET_KEY="$(cat /run/secrets/webui_secret_key)" exec bash /app/backend/start.sh'
+# The admin account comes from the webui_admin_password secret on the first start (sign-up stays
+# closed, so nobody else can become admin by registering first).
+WEBUI_ENTRYPOINT = (
+    'WEBUI_SECRET_KEY="$(cat /run/secrets/webui_secret_key)" '
+    'WEBUI_ADMIN_PASSWORD="$(cat /run/secrets/webui_admin_password)" exec bash /app/backend/start.sh'
+)
 
 
 def _prometheus(catalog: Catalog) -> dict[str, Any]:
@@ -259,6 +288,7 @@ def _grafana(catalog: Catalog, box: Box) -> dict[str, Any]:
         "GF_USERS_ALLOW_SIGN_UP": "false",
         "GF_ANALYTICS_REPORTING_ENABLED": "false",
         "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+        "GF_PLUGINS_PREINSTALL_DISABLED": "true",  # no downloads from grafana.com on an internal network
         "GF_PATHS_DATA": "/var/lib/grafana",
         "GF_PATHS_PROVISIONING": "/etc/grafana/provisioning",
     }
@@ -273,24 +303,65 @@ def _grafana(catalog: Catalog, box: Box) -> dict[str, Any]:
     return service
 
 
+def _alertmanager(catalog: Catalog, box: Box) -> dict[str, Any]:
+    networks = [INTERNAL_NETWORK]
+    if box.options.alerts is not None:
+        networks.append(ALERTS_NETWORK)  # the receiver (webhook, mail relay) is outside the box
+    service = _hardened(catalog.images["alertmanager"].ref, limits=SIDECAR_LIMITS["alertmanager"], networks=networks)
+    service["command"] = [
+        "--config.file=/etc/alertmanager/alertmanager.yml",
+        "--storage.path=/alertmanager",
+        "--web.listen-address=0.0.0.0:9093",
+        "--cluster.listen-address=",
+    ]
+    service["volumes"] = [
+        {"type": "bind", "source": "./alertmanager", "target": "/etc/alertmanager", "read_only": True},
+        {"type": "volume", "source": "alertmanager-data", "target": "/alertmanager"},
+    ]
+    service["expose"] = ["9093"]
+    service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9093/-/ready"])
+    service["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
+    return service
+
+
+# What node-exporter's collectors read on the host, and nothing more: the dashboards and rules use
+# cpu, meminfo, loadavg, filesystem and netdev only.
+NODE_COLLECTORS = ("cpu", "filesystem", "loadavg", "meminfo", "netdev")
+NODE_HOST_FILES = (
+    ("/proc/stat", "/host/proc/stat"),  # cpu
+    ("/proc/meminfo", "/host/proc/meminfo"),  # meminfo
+    ("/proc/loadavg", "/host/proc/loadavg"),  # loadavg
+    ("/proc/1/mounts", "/host/proc/1/mounts"),  # filesystem: the host's mount table (older releases)
+    ("/proc/1/mountinfo", "/host/proc/1/mountinfo"),  # filesystem: the host's mount table
+    # netdev: PID 1's net directory is the host's network namespace; the container's own /proc/net
+    # (and netlink) would show the container's interfaces instead.
+    ("/proc/1/net", "/host/proc/net"),
+    ("/sys", "/host/sys"),  # cpu: thermal throttle and isolated CPUs (the collector opens sysfs)
+)
+
+
 def _node_exporter(catalog: Catalog) -> dict[str, Any]:
     service = _hardened(catalog.images["node-exporter"].ref, limits=SIDECAR_LIMITS["node-exporter"], networks=[INTERNAL_NETWORK])
     service["command"] = [
         "--path.procfs=/host/proc",
         "--path.sysfs=/host/sys",
         "--path.rootfs=/host/root",
+        "--collector.disable-defaults",
+        *(f"--collector.{c}" for c in NODE_COLLECTORS),
+        "--no-collector.netdev.netlink",
         "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
     ]
-    service["volumes"] = [
-        {"type": "bind", "source": "/proc", "target": "/host/proc", "read_only": True},
-        {"type": "bind", "source": "/sys", "target": "/host/sys", "read_only": True},
-        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}},
-    ]
+    service["volumes"] = [{"type": "bind", "source": s, "target": t, "read_only": True} for s, t in NODE_HOST_FILES]
+    service["volumes"].append(
+        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}}
+    )
     service["expose"] = ["9100"]
     service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
     service["x-hardening-exceptions"] = {
-        "volumes": "host /proc, /sys and / mounted read-only: node-exporter reads the host's CPU, memory, "
-        "disk (the model cache) and network figures from them; no write access, no host namespaces",
+        "volumes": "read-only host files for the five collectors the dashboards use: /proc/stat (cpu), /proc/meminfo "
+        "(meminfo), /proc/loadavg (loadavg), /proc/1/mounts and /proc/1/mountinfo (filesystem), "
+        "/proc/1/net (netdev: the host's interfaces, not the container's), /sys (the cpu collector opens sysfs); "
+        "/ for the filesystem collector's statfs of the host's disks (the model cache), rslave so later mounts show; no write access, no host namespaces",
     }
     return service
 
@@ -298,6 +369,9 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
 def _dcgm_exporter(catalog: Catalog, gpus: int) -> dict[str, Any]:
     limits = SIDECAR_LIMITS["dcgm-exporter"]
     service = _hardened(catalog.images["dcgm-exporter"].ref, limits=limits, networks=[INTERNAL_NETWORK], gpus=gpus)
+    # The image's entrypoint script runs `ldconfig` under `set -e`, which fails as a non-root user on a
+    # read-only root; the NVIDIA runtime hook has already updated the loader cache, so run the exporter.
+    service["entrypoint"] = ["/usr/bin/dcgm-exporter"]
     service["expose"] = ["9400"]
     service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9400"], 60)
     return service
@@ -313,22 +387,23 @@ def compose_document(
     if options.webui:
         volumes.append("webui-data")
     if options.monitoring:
-        volumes += ["prometheus-data", "grafana-data"]
+        volumes += ["prometheus-data", "grafana-data", "alertmanager-data"]
     if volumes:
         services["volume-init"] = _volume_init(catalog, volumes)
     if spec.fetch is not None:
         services["model-fetch"] = _fetch_service(spec)
     image = offline_image if options.offline else spec.image
-    services[spec.service] = _runtime_service(spec, plans, box, image)
-    services["gateway"] = _gateway(catalog, box, spec.service)
+    services[spec.service] = _runtime_service(spec, plans, box, image, catalog)
+    services["gateway"] = _gateway(catalog, box)
     if options.webui:
-        services["open-webui"] = _webui(catalog, spec)
+        services["open-webui"] = _webui(catalog, spec, box.id)
         services["open-webui"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
     if options.monitoring:
         services["prometheus"] = _prometheus(catalog)
         services["prometheus"]["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
         services["grafana"] = _grafana(catalog, box)
         services["grafana"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
+        services["alertmanager"] = _alertmanager(catalog, box)
         services["node-exporter"] = _node_exporter(catalog)
         gpus = plans[0].resources.gpu_count
         if gpus and not _unified(plans, catalog):
@@ -337,7 +412,7 @@ def compose_document(
     if spec.uses_hf_token or "hf_token" in services[spec.service].get("build", {}).get("secrets", []):
         secrets.add("hf_token")
     if options.webui:
-        secrets.add("webui_secret_key")
+        secrets |= {"webui_secret_key", "webui_admin_password"}
     if options.monitoring:
         secrets.add("grafana_admin_password")
     for service in services.values():
@@ -348,6 +423,12 @@ def compose_document(
     }
     if spec.fetch is not None:
         networks[EGRESS_NETWORK] = {"driver": "bridge"}
+    if options.monitoring and options.alerts is not None:
+        networks[ALERTS_NETWORK] = {"driver": "bridge"}
+    if options.offline:
+        # Air-gapped: every image is loaded beforehand (README); nothing may be pulled.
+        for service in services.values():
+            service["pull_policy"] = "never"
     return {
         "name": box.id,
         "services": services,

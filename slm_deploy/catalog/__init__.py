@@ -56,6 +56,7 @@ class CatalogModel(ModelArchitecture):
     gated: bool = False
     ollama: str = Field(pattern=r"^[\w.\-/]+:[\w.\-]*\{quant\}[\w.\-]*$")
     gguf: GgufSource
+    ollama_quants: tuple[Quantization, ...] | None = None
     quantized: dict[Literal["awq", "gptq", "int8"], str] = Field(default_factory=dict)
     license: str = Field(min_length=1)
     source: str = Field(min_length=1)
@@ -78,6 +79,7 @@ class Gpu(Frozen):
     unified_memory: bool = False
     vendor: Literal["nvidia", "amd"] = "nvidia"
     source: str | None = Field(default=None, description="Where memory_gib was read (a device-reported figure).")
+    jetpack: str | None = None
 
 
 class VmSize(Frozen):
@@ -104,6 +106,37 @@ class Image(Frozen):
         return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
 
+class WrittenPath(Frozen):
+    path: str = Field(min_length=1)
+    mode: str = Field(pattern=r"^0[0-7]{3}$")
+    unless_env: str | None = None
+
+
+class EntrypointScript(Frozen):
+    shell: str
+    runs: str
+
+
+class ImageProfile(Frozen):
+    """What a pinned image does when it starts (see the `profiles` comment in images.yaml)."""
+
+    image: str
+    user: str = Field(pattern=r"^\d+:\d+$")
+    home: str
+    entrypoint: tuple[str, ...]
+    command: tuple[str, ...] = ()
+    workdir: str | None = None
+    entrypoint_script: EntrypointScript | None = None
+    file_capabilities: dict[str, str] = Field(default_factory=dict)
+    binaries: tuple[str, ...] = Field(min_length=1)
+    writes_at_start: tuple[WrittenPath, ...] = ()
+    environment: dict[str, str] = Field(default_factory=dict)
+    needs_environment: tuple[str, ...] = ()
+    exec_caches: tuple[str, ...] = ()
+    downloads_at_start: str | None = None
+    source: str = Field(min_length=1)
+
+
 class Chart(Frozen):
     id: str
     repository: str
@@ -123,6 +156,7 @@ class _GpusFile(Frozen):
 class _ImagesFile(Frozen):
     images: tuple[Image, ...]
     charts: tuple[Chart, ...]
+    profiles: tuple[ImageProfile, ...] = ()
 
 
 def _load(path: Path, model: type[T]) -> T:
@@ -154,6 +188,7 @@ class Catalog(BaseModel):
     vm_sizes: dict[str, VmSize]
     images: dict[str, Image]
     charts: dict[str, Chart]
+    profiles: dict[str, ImageProfile] = Field(default_factory=dict)
 
     def model_by_repo(self, repo: str) -> CatalogModel | None:
         lowered = repo.lower()
@@ -183,7 +218,11 @@ def load_catalog(directory: Path = CATALOG_DIR) -> Catalog:
         vm_sizes=_index(gpus_path, "vm_sizes", gpus.vm_sizes),
         images=_index(images_path, "images", images.images),
         charts=_index(images_path, "charts", images.charts),
+        profiles={p.image: p for p in images.profiles},
     )
+    for i, profile in enumerate(images.profiles):
+        if profile.image not in catalog.images:
+            raise InputError(images_path.name, f"profiles[{i}].image", f"unknown image {profile.image!r}")
     for i, vm in enumerate(gpus.vm_sizes):
         if vm.gpu not in catalog.gpus:
             raise InputError(gpus_path.name, f"vm_sizes[{i}].gpu", f"unknown GPU {vm.gpu!r}")

@@ -101,7 +101,9 @@ def _gateway_groups(slo: SloThresholds) -> list[dict[str, Any]]:
         {"record": RECORD_GATEWAY_RATE, "expr": f"sum by (instance, code) (rate({GATEWAY_SERIES}[5m]))"},
         {
             "record": RECORD_GATEWAY_ERRORS,
-            "expr": f'sum by (instance) ({RECORD_GATEWAY_RATE}{{code=~"5.."}}) / sum by (instance) ({RECORD_GATEWAY_RATE})',
+            # `or ... * 0`: 0 rather than no value while nothing has failed (the live test reads it).
+            "expr": f'(sum by (instance) ({RECORD_GATEWAY_RATE}{{code=~"5.."}}) or sum by (instance) ({RECORD_GATEWAY_RATE}) * 0)'
+            f" / sum by (instance) ({RECORD_GATEWAY_RATE})",
         },
     ]
     alerts = [

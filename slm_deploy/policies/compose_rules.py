@@ -160,6 +160,110 @@ def no_secret_environment(svc: dict[str, Any]) -> list[str]:
     return [f"service {svc['name']} passes secrets in environment values: {sorted(set(bad))}"] if bad else []
 
 
+def _profile(service: dict[str, Any], catalog: Any = None) -> Any:
+    """The catalog profile of the image a service runs (None for images the catalog does not pin)."""
+    from slm_deploy.catalog import load_catalog
+
+    catalog = catalog or load_catalog()
+    image = str(service.get("image", ""))
+    for image_id, entry in catalog.images.items():
+        if entry.ref == image and image_id in catalog.profiles:
+            return catalog.profiles[image_id]
+    return None
+
+
+def _runs(service: dict[str, Any], profile: Any, program: str) -> bool:
+    """Whether the service starts PROGRAM (a path or name) of its image, directly or from a shell line."""
+    # An entrypoint set in compose also drops the image's CMD.
+    command = service.get("command") or ([] if service.get("entrypoint") else profile.command)
+    line = " ".join(str(a) for a in [*(service.get("entrypoint") or profile.entrypoint), *command])
+    return re.search(rf"(^|[\s/]){re.escape(program.rsplit('/', 1)[-1])}(\s|$)", line) is not None
+
+
+def _cap_name(cap: str) -> str:
+    return cap.upper().removeprefix("CAP_")
+
+
+def exec_capabilities(svc: dict[str, Any], catalog: Any = None) -> list[str]:
+    """An exec of a binary with file capabilities fails (EPERM) when they are not in the bounding set."""
+    service = svc["service"]
+    profile = _profile(service, catalog)
+    if profile is None or "ALL" not in (service.get("cap_drop") or []):
+        return []
+    kept = {_cap_name(c) for c in service.get("cap_add") or []}
+    problems = []
+    for path, caps in sorted(profile.file_capabilities.items()):
+        if not _runs(service, profile, path):
+            continue  # the service runs another program of the image
+        needed = {_cap_name(c) for c in caps.split("=")[0].split(",")}
+        if not needed <= kept:
+            problems.append(
+                f"service {svc['name']}: {path} in {service['image']} carries the file capability {caps}; "
+                f"with cap_drop ALL and without cap_add {sorted(needed - kept)} the kernel refuses to exec it"
+            )
+    return problems
+
+
+def healthcheck_program(svc: dict[str, Any], catalog: Any = None) -> list[str]:
+    service = svc["service"]
+    profile = _profile(service, catalog)
+    test = (service.get("healthcheck") or {}).get("test") or []
+    if profile is None or not test or test[0] not in ("CMD", "CMD-SHELL") or len(test) < 2:
+        return []
+    program = "sh" if test[0] == "CMD-SHELL" else str(test[1]).rsplit("/", 1)[-1]
+    if program not in profile.binaries:
+        return [
+            f"service {svc['name']}: the healthcheck runs {program}, which {service['image']} does not have "
+            f"(it has {', '.join(profile.binaries)})"
+        ]
+    return []
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {str(k): str(v) for k, v in env.items() if v is not None}
+    return dict(str(item).partition("=")[::2] for item in env)
+
+
+def runtime_needs(svc: dict[str, Any], catalog: Any = None) -> list[str]:
+    """What the image needs from its environment to start under our hardening (profile: needs_environment, exec_caches)."""
+    service = svc["service"]
+    profile = _profile(service, catalog)
+    main = (profile.entrypoint or profile.command or ("",))[0] if profile is not None else ""
+    if profile is None or not _runs(service, profile, main):
+        return []  # e.g. a one-shot download in the same image
+    env = _env(service)
+    problems = [
+        f"service {svc['name']}: {service['image']} needs {key} set when it runs as a uid without a passwd entry"
+        for key in profile.needs_environment
+        if not env.get(key)
+    ]
+    exec_mounts = []
+    for mount in service.get("tmpfs") or []:
+        target, _, options = str(mount).partition(":")
+        if "exec" in options.split(","):
+            exec_mounts.append(target.rstrip("/"))
+    for key in profile.exec_caches:
+        path = env.get(key, "")
+        if not any(path.startswith(m + "/") or path == m for m in exec_mounts):
+            problems.append(
+                f"service {svc['name']}: {key} ({path or 'unset'}) must be on an exec-capable tmpfs: "
+                "the compiled kernels written there are loaded as shared objects"
+            )
+    return problems
+
+
+def profile_rules(document: dict[str, Any], catalog: Any = None) -> list[str]:
+    """Every profile-driven problem of a compose document (the three rules below)."""
+    problems = []
+    for name, service in (document.get("services") or {}).items():
+        svc = {"name": name, "service": service, "document": document}
+        for check in (exec_capabilities, healthcheck_program, runtime_needs):
+            problems += check(svc, catalog)
+    return problems
+
+
 def _c(id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any, kind: Kind = Kind.COMPOSE) -> Rule:
     return Rule(id_, title, severity, kind, rationale, fix, check)
 
@@ -254,5 +358,29 @@ RULES = [
         "A tag can be moved on the registry: the same bundle then runs different bits, box by box.",
         "Run `slm-deploy lock` and regenerate without --allow-unlocked: references become repository:tag@sha256:...",
         locked_image,
+    ),
+    _c(
+        "SLM-COMPOSE-014",
+        "Capabilities kept for binaries that carry file capabilities (image profile)",
+        Severity.HIGH,
+        "With an empty bounding set the kernel refuses to exec a binary with file capabilities: the service never starts.",
+        "Add back exactly the file's capability with cap_add, and write why in x-hardening-exceptions.cap_add.",
+        exec_capabilities,
+    ),
+    _c(
+        "SLM-COMPOSE-012",
+        "Healthcheck programs exist in the image (image profile)",
+        Severity.MEDIUM,
+        "A healthcheck that runs a missing program fails forever: the service stays unhealthy and its dependants never start.",
+        "Use a program the image's profile lists (e.g. wget in busybox images, not curl).",
+        healthcheck_program,
+    ),
+    _c(
+        "SLM-COMPOSE-013",
+        "What the image needs to start under the hardening (image profile)",
+        Severity.HIGH,
+        "An unnamed uid without USER/LOGNAME, or compile caches on a noexec tmpfs, kill the server at start.",
+        "Set the environment the profile names and put exec caches on an exec-capable tmpfs.",
+        runtime_needs,
     ),
 ]

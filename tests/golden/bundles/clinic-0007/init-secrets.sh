@@ -45,3 +45,7 @@ if [ ! -e secrets/tls_cert ] || [ ! -e secrets/tls_key ]; then
 else
   echo "kept    secrets/tls_cert and secrets/tls_key"
 fi
+# The certificate is public: a readable copy for clients (`curl --cacert gateway/tls_cert.pem`).
+mkdir -p gateway
+cp secrets/tls_cert gateway/tls_cert.pem
+chmod 0644 gateway/tls_cert.pem

@@ -33,6 +33,7 @@ create() {
 
 create api_key "$(random_hex)"
 create grafana_admin_password "$(random_hex)"
+create webui_admin_password "$(random_hex)"
 create webui_secret_key "$(random_hex)"
 
 if [ ! -e secrets/tls_cert ] || [ ! -e secrets/tls_key ]; then
@@ -46,3 +47,7 @@ if [ ! -e secrets/tls_cert ] || [ ! -e secrets/tls_key ]; then
 else
   echo "kept    secrets/tls_cert and secrets/tls_key"
 fi
+# The certificate is public: a readable copy for clients (`curl --cacert gateway/tls_cert.pem`).
+mkdir -p gateway
+cp secrets/tls_cert gateway/tls_cert.pem
+chmod 0644 gateway/tls_cert.pem

@@ -33,9 +33,9 @@ create() {
 
 create api_key "$(random_hex)"
 create grafana_admin_password "$(random_hex)"
+create webui_admin_password "$(random_hex)"
 create webui_secret_key "$(random_hex)"
-# A Hugging Face token for gated models: HF_TOKEN=hf_... sudo -E ./init-secrets.sh
-# (empty for public models).
+# A Hugging Face token, only needed for gated models (empty here): HF_TOKEN=hf_... sudo -E ./init-secrets.sh
 create hf_token "${HF_TOKEN:-}"
 
 if [ ! -e secrets/tls_cert ] || [ ! -e secrets/tls_key ]; then
@@ -49,3 +49,7 @@ if [ ! -e secrets/tls_cert ] || [ ! -e secrets/tls_key ]; then
 else
   echo "kept    secrets/tls_cert and secrets/tls_key"
 fi
+# The certificate is public: a readable copy for clients (`curl --cacert gateway/tls_cert.pem`).
+mkdir -p gateway
+cp secrets/tls_cert gateway/tls_cert.pem
+chmod 0644 gateway/tls_cert.pem

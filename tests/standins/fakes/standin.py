@@ -1,0 +1,533 @@
+"""Stand-ins for the servers Debian does not carry, for the live compose test only.
+
+One file, several programs (chosen by the first argument). Each speaks what the bundle and its
+operator use (the OpenAI API, Ollama's native API, the real `/metrics` names, Grafana's health and
+login page, Open WebUI's health and auth), and reproduces the start-up behaviour of the real image
+that the bundle depends on. None of them makes an outbound connection: model downloads are
+simulated by writing files where the real program would.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+STATS = {"prompt": 0, "generation": 0, "requests": 0, "running": 0}
+LOCK = threading.Lock()
+
+
+def log(msg: str) -> None:
+    print(f"[standin {sys.argv[1] if len(sys.argv) > 1 else '?'}] {msg}", flush=True)
+
+
+def die(msg: str, code: int = 1) -> None:
+    print(msg, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def arg(args: list[str], name: str, default: str | None = None) -> str | None:
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+def completion(model: str, body: dict) -> dict:
+    messages = body.get("messages") or [{"content": body.get("prompt", "")}]
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages) + 1
+    text = "stand-in reply"
+    with LOCK:
+        STATS["prompt"] += prompt_tokens
+        STATS["generation"] += 2
+        STATS["requests"] += 1
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2}
+    if "messages" in body:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    return {
+        "id": "cmpl-standin",
+        "object": "text_completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+
+
+class Handler(BaseHTTPRequestHandler):
+    routes: ClassVar[dict] = {}
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: object) -> None:  # quiet
+        pass
+
+    def send(self, code: int, body: object, ctype: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            return {}
+
+    def dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        for (m, prefix), fn in self.routes.items():
+            if m == method and (path == prefix or (prefix.endswith("*") and path.startswith(prefix[:-1]))):
+                fn(self, path)
+                return
+        self.send(404, {"error": "not found"})
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+
+def serve(host_port: str, routes: dict) -> None:
+    host, _, port = host_port.rpartition(":")
+    handler = type("H", (Handler,), {"routes": routes})
+    server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)
+    log(f"listening on {host_port}")
+    server.serve_forever()
+
+
+def histogram(name: str, labels: str, count: int) -> list[str]:
+    lines = [f"# TYPE {name} histogram"]
+    for le in ("0.1", "0.5", "1.0", "+Inf"):
+        lines.append(f'{name}_bucket{{{labels},le="{le}"}} {count}')
+    lines += [f"{name}_sum{{{labels}}} {count * 0.05}", f"{name}_count{{{labels}}} {count}"]
+    return lines
+
+
+# ---------------------------------------------------------------- vLLM
+def vllm(args: list[str]) -> None:
+    if not args or args[0] != "serve":
+        die("usage: vllm serve MODEL [options]", 2)
+    args = args[1:]
+    # torch resolves its inductor cache directory with getpass.getuser() while vLLM imports it;
+    # without USER/LOGNAME and without a passwd entry for the uid that raises KeyError.
+    user = getpass.getuser()
+    inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or f"/tmp/torchinductor_{user}"
+    triton = os.environ.get("TRITON_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".triton", "cache")
+    model = args[0]
+    served = arg(args, "--served-model-name", model)
+    quant = arg(args, "--quantization")
+    if quant not in (None, "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes"):
+        die(f"ValueError: Unknown quantization method: {quant}")
+    if model.startswith("/"):
+        if not (Path(model) / "config.json").is_file():
+            die(f"OSError: {model} does not appear to have a file named config.json")
+    else:
+        hub = Path(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))) / "hub"
+        snap = hub / ("models--" + model.replace("/", "--")) / "snapshots"
+        if not list(snap.glob("*/config.json")):
+            die(
+                f"OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files ({snap})."
+            )
+    # Compiled Triton kernels are shared objects written to the cache, then loaded: a noexec
+    # mount makes the loader fail ("failed to map segment from shared object").
+    for d in (inductor, triton):
+        os.makedirs(d, exist_ok=True)
+    import ctypes
+    import glob
+
+    kernel = os.path.join(triton, "standin_kernel.so")
+    shutil.copyfile(sorted(glob.glob("/usr/lib/python3*/lib-dynload/*.so"))[0], kernel)
+    try:
+        ctypes.CDLL(kernel)
+    except OSError as exc:
+        die(f"ImportError: {exc}")
+    port = arg(args, "--port", "8000")
+    log(f"serving {served} (quantization {quant})")
+
+    def models(h: Handler, _: str) -> None:
+        h.send(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "vllm"}]})
+
+    def chat(h: Handler, _: str) -> None:
+        h.send(200, completion(served, h.body()))
+
+    def metrics(h: Handler, _: str) -> None:
+        labels = f'model_name="{served}",engine="0"'
+        with LOCK:
+            s = dict(STATS)
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{labels}}} 0",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{labels}}} 0",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{{{labels}}} 0.01",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{{{labels}}} {s['prompt']}",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{{{labels}}} {s['generation']}",
+            "# TYPE vllm:num_preemptions_total counter",
+            f"vllm:num_preemptions_total{{{labels}}} 0",
+            "# TYPE vllm:request_success_total counter",
+            f'vllm:request_success_total{{{labels},finished_reason="stop"}} {s["requests"]}',
+        ]
+        for name in (
+            "vllm:time_to_first_token_seconds",
+            "vllm:inter_token_latency_seconds",
+            "vllm:e2e_request_latency_seconds",
+            "vllm:request_queue_time_seconds",
+        ):
+            lines += histogram(name, labels, s["requests"])
+        h.send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+
+    serve(
+        f"{arg(args, '--host', '0.0.0.0')}:{port}",
+        {
+            ("GET", "/health"): lambda h, p: h.send(200, b""),
+            ("GET", "/v1/models"): models,
+            ("POST", "/v1/chat/completions"): chat,
+            ("POST", "/v1/completions"): chat,
+            ("GET", "/metrics"): metrics,
+            ("POST", "/tokenize"): lambda h, p: h.send(200, {"tokens": [1, 2]}),
+        },
+    )
+
+
+# ---------------------------------------------------------------- Hugging Face download (vLLM image)
+def hf_snapshot(repo: str) -> str:
+    """What huggingface_hub.snapshot_download leaves in HF_HOME, without the network."""
+    token_path = os.environ.get("HF_TOKEN_PATH")
+    token = os.environ.get("HF_TOKEN") or (
+        Path(token_path).read_text().strip() if token_path and os.path.exists(token_path) else ""
+    )
+    gated = set(filter(None, os.environ.get("STANDIN_GATED_REPOS", "meta-llama/Llama-3.2-3B-Instruct").split(",")))
+    if repo in gated and not token.startswith("hf_"):
+        raise PermissionError(
+            f"401 Client Error: Unauthorized for url: https://huggingface.co/api/models/{repo} (gated repo: access requires a token)"
+        )
+    hub = Path(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))) / "hub"
+    snap = hub / ("models--" + repo.replace("/", "--")) / "snapshots" / "0000000000000000000000000000000000000000"
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / "config.json").write_text(json.dumps({"_name_or_path": repo}))
+    (snap / "model.safetensors").write_bytes(b"\0" * 1024)
+    return str(snap)
+
+
+# ---------------------------------------------------------------- llama.cpp
+def llamacpp(args: list[str]) -> None:
+    model = arg(args, "-m") or arg(args, "--model")
+    if not model or not os.path.isfile(model):
+        die(f"error: failed to open GGUF file '{model}'")
+    with open(model, "rb") as f:
+        if f.read(4) != b"GGUF":
+            die(f"gguf_init_from_file: invalid magic characters in '{model}'")
+    alias = arg(args, "--alias", os.path.basename(model))
+
+    def metrics(h: Handler, _: str) -> None:
+        if "--metrics" not in args:
+            h.send(501, {"error": "metrics disabled"})
+            return
+        with LOCK:
+            s = dict(STATS)
+        lines = [
+            "# TYPE llamacpp:prompt_tokens_total counter",
+            f"llamacpp:prompt_tokens_total {s['prompt']}",
+            "# TYPE llamacpp:tokens_predicted_total counter",
+            f"llamacpp:tokens_predicted_total {s['generation']}",
+            "# TYPE llamacpp:n_decode_total counter",
+            f"llamacpp:n_decode_total {s['requests']}",
+            "# TYPE llamacpp:requests_processing gauge",
+            "llamacpp:requests_processing 0",
+            "# TYPE llamacpp:requests_deferred gauge",
+            "llamacpp:requests_deferred 0",
+            "# TYPE llamacpp:kv_cache_usage_ratio gauge",
+            "llamacpp:kv_cache_usage_ratio 0.01",
+            "# TYPE llamacpp:prompt_tokens_seconds gauge",
+            "llamacpp:prompt_tokens_seconds 100",
+            "# TYPE llamacpp:predicted_tokens_seconds gauge",
+            "llamacpp:predicted_tokens_seconds 20",
+        ]
+        h.send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+
+    serve(
+        f"{arg(args, '--host', '127.0.0.1')}:{arg(args, '--port', '8080')}",
+        {
+            ("GET", "/health"): lambda h, p: h.send(200, {"status": "ok"}),
+            ("GET", "/v1/models"): lambda h, p: h.send(200, {"object": "list", "data": [{"id": alias, "object": "model"}]}),
+            ("POST", "/v1/chat/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
+            ("POST", "/v1/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
+            ("GET", "/metrics"): metrics,
+        },
+    )
+
+
+# ---------------------------------------------------------------- Ollama
+# Tags the stand-in "registry" knows; anything else fails like ollama.com does.
+PUBLISHED = set(filter(None, os.environ.get("STANDIN_OLLAMA_TAGS", "").split(",")))
+
+
+def ollama_dir() -> Path:
+    return Path(os.environ.get("OLLAMA_MODELS", os.path.expanduser("~/.ollama/models")))
+
+
+def manifest(name: str) -> Path:
+    repo, _, tag = name.partition(":")
+    return ollama_dir() / "manifests" / "registry.ollama.ai" / "library" / repo / (tag or "latest")
+
+
+def installed() -> list[str]:
+    base = ollama_dir() / "manifests" / "registry.ollama.ai" / "library"
+    return sorted(f"{p.parent.name}:{p.name}" for p in base.glob("*/*") if p.is_file())
+
+
+def ollama_client(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    import http.client
+
+    host = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").replace("0.0.0.0", "127.0.0.1")
+    h, _, p = host.rpartition(":")
+    conn = http.client.HTTPConnection(h, int(p), timeout=30)
+    conn.request(method, path, body=json.dumps(body or {}), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    try:
+        return resp.status, json.loads(data or b"{}")
+    except ValueError:
+        return resp.status, {}
+
+
+def ollama(args: list[str]) -> None:
+    cmd = args[0] if args else "serve"
+    if cmd == "serve":
+        # The server creates its identity key pair in $HOME/.ollama at start.
+        keydir = Path(os.path.expanduser("~/.ollama"))
+        keydir.mkdir(parents=True, exist_ok=True)
+        key = keydir / "id_ed25519"
+        if not key.exists():
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, b"standin-private-key\n")
+            os.close(fd)
+        ollama_dir().mkdir(parents=True, exist_ok=True)
+
+        def pull(h: Handler, _: str) -> None:
+            name = h.body().get("model") or h.body().get("name", "")
+            if name not in PUBLISHED:
+                h.send(500, {"error": "pull model manifest: file does not exist"})
+                return
+            m = manifest(name)
+            m.parent.mkdir(parents=True, exist_ok=True)
+            m.write_text(json.dumps({"schemaVersion": 2, "pulled": True}))
+            with open(ollama_dir() / "pulls.log", "a") as f:
+                f.write(name + "\n")
+            h.send(200, {"status": "success"})
+
+        def create(h: Handler, _: str) -> None:
+            body = h.body()
+            frm = body.get("from", "")
+            if frm and not manifest(frm).exists():
+                h.send(404, {"error": f"model '{frm}' not found"})
+                return
+            m = manifest(body.get("model") or body.get("name", ""))
+            m.parent.mkdir(parents=True, exist_ok=True)
+            m.write_text(json.dumps({"schemaVersion": 2, "from": frm}))
+            h.send(200, {"status": "success"})
+
+        def tags(h: Handler, _: str) -> None:
+            h.send(200, {"models": [{"name": n, "model": n} for n in installed()]})
+
+        def show(h: Handler, _: str) -> None:
+            name = h.body().get("model") or h.body().get("name", "")
+            if not manifest(name).exists() and not manifest(name + ":latest").exists():
+                h.send(404, {"error": f"model '{name}' not found"})
+            else:
+                h.send(200, {"modelfile": "", "details": {}})
+
+        def chat(h: Handler, _: str) -> None:
+            body = h.body()
+            name = body.get("model", "")
+            if name not in installed() and f"{name}:latest" not in installed():
+                h.send(404, {"error": {"message": f'model "{name}" not found, try pulling it first'}})
+                return
+            h.send(200, completion(name, body))
+
+        def native_chat(h: Handler, _: str) -> None:
+            body = h.body()
+            h.send(200, {"model": body.get("model"), "message": {"role": "assistant", "content": "stand-in reply"}, "done": True})
+
+        serve(
+            os.environ.get("OLLAMA_HOST", "127.0.0.1:11434"),
+            {
+                ("GET", "/"): lambda h, p: h.send(200, "Ollama is running", "text/plain"),
+                ("GET", "/api/version"): lambda h, p: h.send(200, {"version": "0.12.6"}),
+                ("GET", "/api/tags"): tags,
+                ("POST", "/api/pull"): pull,
+                ("POST", "/api/create"): create,
+                ("POST", "/api/show"): show,
+                ("POST", "/api/chat"): native_chat,
+                ("GET", "/v1/models"): lambda h, p: h.send(
+                    200, {"object": "list", "data": [{"id": n, "object": "model"} for n in installed()]}
+                ),
+                ("POST", "/v1/chat/completions"): chat,
+                ("POST", "/v1/completions"): chat,
+            },
+        )
+    try:
+        if cmd == "list":
+            status, data = ollama_client("GET", "/api/tags")
+            print("NAME")
+            for m in data.get("models", []):
+                print(m["name"])
+        elif cmd == "pull":
+            status, data = ollama_client("POST", "/api/pull", {"model": args[1]})
+            if status != 200:
+                die(f"Error: {data.get('error')}")
+            print("success")
+        elif cmd == "show":
+            status, data = ollama_client("POST", "/api/show", {"model": args[1]})
+            if status != 200:
+                die(f"Error: {data.get('error')}")
+        elif cmd == "create":
+            modelfile = Path(arg(args, "-f") or "Modelfile").read_text()
+            frm = next(
+                (line.split(None, 1)[1].strip() for line in modelfile.splitlines() if line.upper().startswith("FROM ")), ""
+            )
+            status, data = ollama_client("POST", "/api/create", {"model": args[1], "from": frm})
+            if status != 200:
+                die(f"Error: {data.get('error')}")
+            print("success")
+        else:
+            die(f"Error: unknown command {cmd!r}", 2)
+    except OSError:
+        die("Error: could not connect to ollama app, is it running?")
+
+
+# ---------------------------------------------------------------- Grafana
+def grafana(_: list[str]) -> None:
+    data = Path(os.environ.get("GF_PATHS_DATA", "/var/lib/grafana"))
+    password_file = os.environ.get("GF_SECURITY_ADMIN_PASSWORD__FILE")
+    if password_file and not os.access(password_file, os.R_OK):
+        die(f"Failed to read {password_file}: permission denied")
+    db = data / "grafana.db"
+    if not db.exists():
+        db.write_text("standin grafana database\n")
+    if os.environ.get("GF_PLUGINS_PREINSTALL_DISABLED", "false").lower() != "true":
+        # Grafana 11 installs its preinstall plugins from grafana.com in the background.
+        log(
+            'level=error msg="Failed to install plugin" pluginId=grafana-lokiexplore-app error="dial tcp: lookup grafana.com: no such host"'
+        )
+    sub = "/grafana" if os.environ.get("GF_SERVER_SERVE_FROM_SUB_PATH") == "true" else ""
+    login = (
+        b'<!DOCTYPE html><html><head><title>Grafana</title></head><body><div id="login">Welcome to Grafana</div></body></html>'
+    )
+
+    def page(h: Handler, path: str) -> None:
+        if path.rstrip("/") in (sub, f"{sub}/login"):
+            if path.rstrip("/") == sub:
+                h.send_response(302)
+                h.send_header("Location", f"{sub}/login")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            h.send(200, login, "text/html")
+        else:
+            h.send(404, {"message": "Not found"})
+
+    serve(
+        "0.0.0.0:3000",
+        {
+            ("GET", "/api/health"): lambda h, p: h.send(200, {"database": "ok", "version": "11.6.6"}),
+            ("GET", f"{sub}/api/health"): lambda h, p: h.send(200, {"database": "ok", "version": "11.6.6"}),
+            ("GET", f"{sub}*"): page,
+        },
+    )
+
+
+# ---------------------------------------------------------------- Open WebUI
+def webui(_: list[str]) -> None:
+    data = Path(os.environ.get("DATA_DIR", "/app/backend/data"))
+    data.mkdir(parents=True, exist_ok=True)
+    users = data / "users.json"
+    people = json.loads(users.read_text()) if users.exists() else []
+    email, password = os.environ.get("WEBUI_ADMIN_EMAIL", ""), os.environ.get("WEBUI_ADMIN_PASSWORD", "")
+    if not people and email and password:
+        people.append({"email": email, "password": password, "role": "admin"})
+        users.write_text(json.dumps(people))
+        log(f"created admin {email}")
+    signup = os.environ.get("ENABLE_SIGNUP", "true").lower() == "true"
+
+    def do_signup(h: Handler, _: str) -> None:
+        nonlocal people
+        body = h.body()
+        if not signup and people:
+            h.send(403, {"detail": "You do not have permission to access this resource."})
+            return
+        role = "admin" if not people else os.environ.get("DEFAULT_USER_ROLE", "pending")
+        people.append({"email": body.get("email"), "password": body.get("password"), "role": role})
+        users.write_text(json.dumps(people))
+        h.send(200, {"email": body.get("email"), "role": role})
+
+    def signin(h: Handler, _: str) -> None:
+        body = h.body()
+        for p in people:
+            if p["email"] == body.get("email") and p["password"] == body.get("password"):
+                h.send(200, {"email": p["email"], "role": p["role"], "token": "standin"})
+                return
+        h.send(400, {"detail": "The email or password provided is incorrect."})
+
+    serve(
+        "0.0.0.0:8080",
+        {
+            ("GET", "/health"): lambda h, p: h.send(200, {"status": True}),
+            ("GET", "/api/config"): lambda h, p: h.send(200, {"name": "Open WebUI", "features": {"enable_signup": signup}}),
+            ("POST", "/api/v1/auths/signup"): do_signup,
+            ("POST", "/api/v1/auths/signin"): signin,
+            ("GET", "/*"): lambda h, p: h.send(200, b"<!doctype html><title>Open WebUI</title>", "text/html"),
+        },
+    )
+
+
+# ---------------------------------------------------------------- dcgm-exporter
+def dcgm(_: list[str]) -> None:
+    lines = [
+        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
+        'DCGM_FI_DEV_GPU_UTIL{gpu="0",modelName="standin"} 5',
+        "# TYPE DCGM_FI_DEV_FB_USED gauge",
+        'DCGM_FI_DEV_FB_USED{gpu="0",modelName="standin"} 1024',
+        "# TYPE DCGM_FI_DEV_FB_FREE gauge",
+        'DCGM_FI_DEV_FB_FREE{gpu="0",modelName="standin"} 20000',
+        "# TYPE DCGM_FI_DEV_GPU_TEMP gauge",
+        'DCGM_FI_DEV_GPU_TEMP{gpu="0",modelName="standin"} 40',
+        "# TYPE DCGM_FI_DEV_POWER_USAGE gauge",
+        'DCGM_FI_DEV_POWER_USAGE{gpu="0",modelName="standin"} 50',
+        "# TYPE DCGM_FI_DEV_XID_ERRORS gauge",
+        'DCGM_FI_DEV_XID_ERRORS{gpu="0",modelName="standin"} 0',
+    ]
+    serve("0.0.0.0:9400", {("GET", "/metrics"): lambda h, p: h.send(200, "\n".join(lines) + "\n", "text/plain")})
+
+
+PROGRAMS = {"vllm": vllm, "llama-server": llamacpp, "ollama": ollama, "grafana": grafana, "webui": webui, "dcgm-exporter": dcgm}
+
+if __name__ == "__main__":
+    PROGRAMS[sys.argv[1]](sys.argv[2:])

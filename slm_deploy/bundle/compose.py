@@ -361,7 +361,8 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
         "volumes": "read-only host files for the five collectors the dashboards use: /proc/stat (cpu), /proc/meminfo "
         "(meminfo), /proc/loadavg (loadavg), /proc/1/mounts and /proc/1/mountinfo (filesystem), "
         "/proc/1/net (netdev: the host's interfaces, not the container's), /sys (the cpu collector opens sysfs); "
-        "/ for the filesystem collector's statfs of the host's disks (the model cache), rslave so later mounts show; no write access, no host namespaces",
+        "/ for the filesystem collector's statfs of the host's disks (the model cache), rslave so later mounts show; "
+        "no write access, no host namespaces",
     }
     return service
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 REPLY = "pong"
 HEAD_SIZE = 4
@@ -134,7 +135,7 @@ def write_model(folder: Path) -> dict[str, int]:
         },
     }
     (folder / "genai_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    tokenizer = {
+    tokenizer: dict[str, Any] = {
         "version": "1.0",
         "added_tokens": [
             {

@@ -63,10 +63,6 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
-    problem = check_model_dir(args.model_dir)
-    if problem is not None:
-        _say(f"error: {problem}")
-        return EXIT_BAD_MODEL
     from foundry_local_sdk import CatalogType, Configuration, FoundryLocalManager, LogLevel, ModelInfoBuilder
 
     scratch: Path = args.scratch
@@ -112,6 +108,10 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = check_model_dir(args.model_dir)
+    if problem is not None:
+        _say(f"error: {problem}")
+        return EXIT_BAD_MODEL
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -31,6 +31,8 @@ from tests.test_gateway_live import API_KEY, Gateway, free_port
 
 pytestmark = [pytest.mark.foundry, pytest.mark.tools]
 MODEL_ID = "tiny-generic-cpu:1"
+VARIANT = "cpu_and_mobile/tiny-int4"
+MAX_LENGTH = 64
 EXTRA_PATH = os.environ.get("SLM_FOUNDRY_PYTHONPATH", "")
 
 
@@ -69,7 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     caddy = need_binary("caddy")
     openssl = need_binary("openssl")
     tmp = tmp_path_factory.mktemp("foundry")
-    model_dir = tmp / "model"
+    repo = tmp / "repo"
+    model_dir = repo / VARIANT
     subprocess.run(
         [
             sys.executable,
@@ -90,7 +93,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "-m",
                 "slm_deploy.launcher.foundry",
                 "--model-dir",
-                str(model_dir),
+                str(repo),
+                "--variant",
+                VARIANT,
+                "--max-length",
+                str(MAX_LENGTH),
                 "--model-id",
                 MODEL_ID,
                 "--listen",
@@ -178,7 +185,11 @@ def _chat(content: str) -> bytes:
 
 def test_launcher_loads_the_model_and_foundry_local_reports_status(served: Served) -> None:
     ready = json.loads((served.scratch / "ready").read_text())
-    assert ready == {"model": MODEL_ID, "urls": [served.direct]}
+    # The generated model declares 256 tokens; the launcher capped the KV cache at the planned 64.
+    assert ready == {"model": MODEL_ID, "context_length": MAX_LENGTH, "urls": [served.direct]}
+    overlay = json.loads((served.scratch / "model" / "genai_config.json").read_text())
+    assert overlay["search"]["max_length"] == MAX_LENGTH
+    assert json.loads((served.model_dir / "genai_config.json").read_text())["search"]["max_length"] == 256
     with urllib.request.urlopen(served.direct + "/status", timeout=10) as resp:
         status = json.loads(resp.read())
     assert status["endpoints"] == [served.direct]
@@ -197,7 +208,7 @@ def test_gateway_passes_the_openai_api_to_foundry_local_with_the_key_only(served
 
 
 def test_foundry_local_answers_a_chat_with_the_generated_model_in_process(served: Served, tmp_path: Path) -> None:
-    """The real library + ONNX Runtime GenAI run the generated folder (ChatSession, no HTTP)."""
+    """The real library + ONNX Runtime GenAI run the launcher's capped folder (ChatSession, no HTTP)."""
     code = f"""
 import sys
 from foundry_local_sdk import (CatalogType, ChatSession, Configuration, FoundryLocalManager, MessageItem, ModelInfoBuilder,
@@ -208,7 +219,7 @@ FoundryLocalManager.initialize(Configuration(app_name="slm-test", app_data_dir={
 manager = FoundryLocalManager.instance
 with ModelInfoBuilder() as meta:
     meta.set_string_property("task", "chat-completion")
-    model = manager.get_catalog(CatalogType.LOCAL).register_model(model_path={str(served.model_dir)!r}, model_id="{MODEL_ID}", metadata=meta)
+    model = manager.get_catalog(CatalogType.LOCAL).register_model(model_path={str(served.scratch / "model")!r}, model_id="{MODEL_ID}", metadata=meta)
 model.load()
 with ChatSession(model) as session:
     session.set_options(RequestOptions(search=SearchOptions(temperature=0.0, max_output_tokens=16)))

@@ -154,3 +154,22 @@ def test_an_onnx_plan_that_fits_stays_within_the_device_and_longer_contexts_neve
         assert result.max_concurrent_sequences >= concurrency
     longer = plan(serving.model_copy(update={"context": min(context * 2, 131072)}), hardware)
     assert longer.max_concurrent_sequences <= result.max_concurrent_sequences
+
+
+def test_launcher_caps_max_length_in_an_overlay_and_leaves_the_fetched_folder_alone(tmp_path: Path) -> None:
+    from slm_deploy.launcher.foundry import overlay_max_length
+
+    folder = tmp_path / "repo" / "cpu"
+    folder.mkdir(parents=True)
+    config = {"model": {"context_length": 131072, "decoder": {"filename": "model.onnx"}}, "search": {"max_length": 131072}}
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    (folder / "model.onnx").write_bytes(b"graph")
+    (folder / "model.onnx.data").write_bytes(b"weights")
+    overlay = overlay_max_length(folder, 4096, tmp_path / "scratch")
+    capped = json.loads((overlay / "genai_config.json").read_text())
+    assert capped["search"]["max_length"] == 4096 and capped["model"]["context_length"] == 4096
+    assert (overlay / "model.onnx.data").resolve() == (folder / "model.onnx.data").resolve()
+    assert json.loads((folder / "genai_config.json").read_text()) == config
+    # A second start rebuilds the overlay instead of failing on the old links.
+    assert overlay_max_length(folder, 2048, tmp_path / "scratch") == overlay
+    assert json.loads((overlay / "genai_config.json").read_text())["search"]["max_length"] == 2048

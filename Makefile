@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(SLM) plan --model phi-4-mini-instruct --gpu l4
 	$(SLM) plan --model qwen3-8b --runtime ollama --cpu --cpus 8 --memory-gib 16
 	$(SLM) plan --model qwen3-14b
+	$(SLM) plan --model phi-4-mini-instruct --runtime onnx --cpu --memory-gib 16 --context 4096 --concurrency 2
 	$(SLM) plan --model qwen3-32b --gpu l4 --context 32768 || test $$? -eq 2
 	$(BIN)/python -m tests.example_lock --check
 	$(SLM) bundle examples/fleet.yaml --out $(OUT)/bundles --tar

@@ -21,6 +21,7 @@ from slm_deploy.catalog.platform import AksFacts, load_aks_facts
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.fleet import SloThresholds
 from slm_deploy.netranges import open_to_internet
+from slm_deploy.onnx_builds import TARGETS_REFUSAL
 from slm_deploy.planner import Plan, hardware_for_vm, plan
 from slm_deploy.spec import Frozen, Runtime, Serving
 
@@ -301,6 +302,8 @@ def plan_environment(
             serving = model.serving()
         except ValidationError as exc:
             raise _config_error(source, exc, ["models", i]) from None
+        if serving.runtime is Runtime.ONNX:
+            raise InputError(source, f"{path}.runtime", TARGETS_REFUSAL)
         vm_size = _pool_vm(spec, model.pool, pool_sizes)
         if vm_size is None:
             recommended = plan(serving, None, catalog=catalog, source=source, serving_path=path)

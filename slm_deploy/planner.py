@@ -66,9 +66,11 @@ from typing import TYPE_CHECKING, Any
 
 from slm_deploy.catalog import Catalog, CatalogModel, Gpu, VmSize, load_catalog, nearest
 from slm_deploy.errors import InputError
+from slm_deploy.onnx_builds import OnnxBuild, OnnxVariant, load_onnx_builds, onnx_kv_bytes_per_token, onnx_weights_bytes
 from slm_deploy.spec import (
     DEFAULT_CONTEXT_CAP,
     DEFAULT_CPU_BANDWIDTH_GBPS,
+    CpuArch,
     GpuAttachment,
     Hardware,
     KvCacheDtype,
@@ -104,6 +106,7 @@ QUANT_ORDER = {
     Runtime.VLLM: (Quantization.BF16, Quantization.FP8, Quantization.INT8, Quantization.AWQ, Quantization.GPTQ),
     Runtime.OLLAMA: (Quantization.FP16, Quantization.Q8_0, Quantization.Q5_K_M, Quantization.Q4_K_M),
     Runtime.LLAMACPP: (Quantization.FP16, Quantization.Q8_0, Quantization.Q5_K_M, Quantization.Q4_K_M),
+    Runtime.ONNX: (Quantization.INT4,),
 }
 PREQUANTIZED = (Quantization.AWQ, Quantization.GPTQ, Quantization.INT8)
 
@@ -282,7 +285,16 @@ def resolve_model(serving: Serving, catalog: Catalog, source: str = "spec", fiel
     if entry is not None:
         if serving.architecture is not None:
             raise InputError(source, "architecture", f"{entry.id!r} is a catalog model; drop the inline architecture")
+        if serving.runtime is Runtime.ONNX and entry.id not in load_onnx_builds():
+            raise InputError(
+                source,
+                field_name,
+                f"{entry.id} has no ONNX Runtime GenAI build in the catalog; "
+                f"onnx builds: {', '.join(sorted(load_onnx_builds()))}",
+            )
         return ModelInfo(entry.id, entry.hf_repo, entry, entry)
+    if serving.runtime is Runtime.ONNX:
+        raise InputError(source, "runtime", "onnx needs a catalog model with an ONNX Runtime GenAI build (onnx_models.yaml)")
     if serving.architecture is None:
         from slm_deploy.resolve import is_reference, resolve
 
@@ -352,6 +364,8 @@ def weights_bytes(arch: ModelArchitecture, quant: Quantization, runtime: Runtime
 
 def download_bytes(arch: ModelArchitecture, quant: Quantization, runtime: Runtime) -> int:
     """fp8 is quantized online from the bf16 checkpoint, so it downloads the bf16 weights."""
+    if runtime is Runtime.ONNX:
+        raise ValueError("onnx download size depends on the variant: use _onnx_variant")
     if runtime is Runtime.VLLM and quant is Quantization.FP8:
         return weights_bytes(arch, Quantization.BF16, runtime)
     return weights_bytes(arch, quant, runtime)
@@ -467,6 +481,8 @@ def _resolve_request(serving: Serving, model: ModelInfo, target: Target, vllm: V
 def _weights_source(req: _Request) -> tuple[str | None, str | None]:
     """(source, problem): where the runtime loads weights from, or why it cannot."""
     entry = req.model.entry
+    if req.runtime is Runtime.ONNX:
+        return _onnx_source(req)
     resolved = req.model.resolved
     if resolved is not None:
         if resolved.kind in ("ollama", "gguf") or req.quant is resolved.quantization:
@@ -545,7 +561,10 @@ def _evaluate(req: _Request, target: Target) -> _Fit:
     if problem is None:
         problem = _weights_source(req)[1]
     vllm = req.runtime is Runtime.VLLM and target.gpu is not None
-    fit = _evaluate_vllm(req, target) if vllm else _evaluate_gguf(req, target)
+    if req.runtime is Runtime.ONNX:
+        fit = _evaluate_onnx(req, target)
+    else:
+        fit = _evaluate_vllm(req, target) if vllm else _evaluate_gguf(req, target)
     if problem is not None:
         return replace(fit, fits=False, reason=problem)
     return fit
@@ -791,7 +810,10 @@ def _decode_estimate(req: _Request, target: Target, fit: _Fit) -> float:
 
 def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Suggestion, ...], loaded: int = 1) -> Plan:
     source, _ = _weights_source(req)
-    download = float(model_download_bytes(req.model, req.quant, req.runtime))
+    if req.runtime is Runtime.ONNX:
+        download = float(fit.weights)  # the variant folder is the weights; nothing is converted on load
+    else:
+        download = float(model_download_bytes(req.model, req.quant, req.runtime))
     resources = _resources(req, target, fit, download)
     args: tuple[str, ...] = ()
     env: dict[str, str] = {}
@@ -801,6 +823,8 @@ def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Sug
         env = _ollama_env(req, loaded)
     elif req.runtime is Runtime.LLAMACPP:
         args = _llamacpp_args(req, target, max(1, int(resources.cpu_request)))
+    elif req.runtime is Runtime.ONNX:
+        args = _onnx_args(req, target)
     notes = list(fit.notes) + (list(req.model.resolved.notes) if req.model.resolved else [])
     if target.kind == "cpu" or target.unified:
         notes.append("decode speed is an upper-bound estimate from memory bandwidth, not a measurement")
@@ -858,7 +882,7 @@ def _largest_fitting_context(req: _Request, target: Target) -> int | None:
 def _suggest(req: _Request, target: Target, fit: _Fit, catalog: Catalog) -> tuple[Suggestion, ...]:
     out: list[Suggestion] = []
     order = QUANT_ORDER[req.runtime]
-    if req.quant in order:
+    if req.runtime is not Runtime.ONNX and req.quant in order:
         current = model_weights_bytes(req.model, req.quant, req.runtime)
         for quant in order:
             if model_weights_bytes(req.model, quant, req.runtime) >= current:
@@ -868,7 +892,8 @@ def _suggest(req: _Request, target: Target, fit: _Fit, catalog: Catalog) -> tupl
                 out.append(Suggestion(f"quantization={quant.value}", f"weights {_gib(trial.weights * req.tp)} GiB"))
                 break
     smaller_kv = KvCacheDtype.FP8 if req.runtime is Runtime.VLLM else KvCacheDtype.Q8_0
-    if kv_dtype_bytes(req.kv) > kv_dtype_bytes(smaller_kv) and _evaluate(replace(req, kv=smaller_kv), target).fits:
+    kv_choice = req.runtime is not Runtime.ONNX  # an ONNX build fixes its KV dtype
+    if kv_choice and kv_dtype_bytes(req.kv) > kv_dtype_bytes(smaller_kv) and _evaluate(replace(req, kv=smaller_kv), target).fits:
         out.append(Suggestion(f"kv_cache_dtype={smaller_kv.value}", "halves the KV cache"))
     context = _largest_fitting_context(req, target)
     if context is not None:
@@ -1025,3 +1050,101 @@ def _is_vllm(req: _Request, target: Target) -> bool:
 
 def _needed_kv(req: _Request, fit: _Fit) -> float:
     return fit.kv_per_token * req.context * req.concurrency
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX Runtime GenAI through Foundry Local (runtime `onnx`)
+#
+# The variant follows the hardware as Foundry Local chooses it: the CUDA build on an NVIDIA GPU,
+# the CPU build otherwise. Weights: the variant's int4 layout (slm_deploy/onnx_builds.py). KV: the
+# builder's graphs share past and present buffers, so each sequence holds search.max_length
+# (= context, set by the launcher) tokens of K and V in the io dtype (fp32 on CPU, fp16 on CUDA)
+# from its first token. Activations: one prompt of `context` tokens in one pass, logits for every
+# prompt position (vocab) plus the MLP and residual intermediates, in the io dtype. Runtime:
+# Python, onnxruntime, onnxruntime-genai and Foundry Local's native library, 0.5 GiB.
+
+ONNX_RUNTIME_GIB = 0.5
+
+
+def _onnx_device(target: Target) -> str:
+    return "cuda" if target.gpu is not None else "cpu"
+
+
+def _onnx_variant(req: _Request, target: Target) -> tuple[OnnxBuild | None, OnnxVariant | None]:
+    build = load_onnx_builds().get(req.model.id)
+    return build, (build.variant(_onnx_device(target)) if build else None)  # type: ignore[arg-type]
+
+
+def _onnx_source(req: _Request) -> tuple[str | None, str | None]:
+    build = load_onnx_builds()[req.model.id]  # resolve_model refuses models without an ONNX build
+    return f"hf://{build.repo}", None
+
+
+def _onnx_args(req: _Request, target: Target) -> tuple[str, ...]:
+    build, variant = _onnx_variant(req, target)
+    if build is None or variant is None:
+        return ()
+    return ("--variant", variant.path, "--model-id", f"{variant.foundry_id}:1", "--max-length", str(req.context))
+
+
+def _evaluate_onnx(req: _Request, target: Target) -> _Fit:
+    arch = req.model.arch
+    build, found = _onnx_variant(req, target)
+    assert build is not None  # resolve_model refuses models without an ONNX build
+    missing = found is None
+    variant = found or build.variants[0]  # sizes of another variant, only to report alongside the refusal
+    weights = float(onnx_weights_bytes(arch, variant))
+    per_token = float(onnx_kv_bytes_per_token(arch, variant))
+    activation = req.context * (arch.vocab_size + 3 * arch.intermediate_size + 4 * arch.hidden_size) * float(variant.io_bytes)
+    if target.gpu is not None:
+        budget = target.gpu.memory_gib * GIB * GGUF_GPU_HEADROOM
+        overhead = CUDA_CONTEXT_GIB * GIB
+        where = f"{target.gpu.id} ({target.gpu.memory_gib:g} GiB, {GGUF_GPU_HEADROOM:.0%} usable)"
+    else:
+        memory = target.host.memory_gib
+        budget = (memory - host_reserve_gib(memory)) * GIB
+        overhead = ONNX_RUNTIME_GIB * GIB
+        where = f"{_gib(budget)} GiB of RAM left after the host's reserve"
+    seq_bytes = per_token * req.context
+    free = budget - weights - activation - overhead
+    max_seqs = max(int(free // seq_bytes), 0) if free > 0 else 0
+    kv_cache = seq_bytes * req.concurrency
+    reason = None
+    if missing:
+        reason = f"{req.model.id} has no {_onnx_device(target)} variant in its ONNX build"
+    elif target.gpu is not None and (target.unified or target.host.cpu_arch is not CpuArch.AMD64):
+        reason = f"runtime onnx plans CUDA on amd64 hosts only; {target.gpu.id} is not one (use the CPU, or ollama)"
+    elif free <= 0:
+        reason = f"weights ({_gib(weights)} GiB) and buffers ({_gib(activation + overhead)} GiB) exceed {where}"
+    elif max_seqs < req.concurrency:
+        reason = (
+            f"{req.concurrency} sequences of {req.context} tokens need {_gib(kv_cache)} GiB of KV cache "
+            f"({variant.io_dtype}, allocated for the whole context up front); {_gib(free)} GiB is left on {where} "
+            f"({max_seqs} sequences)"
+        )
+    notes = [
+        f"variant {variant.path} ({'CUDA GPU' if variant.device == 'cuda' else 'CPU'}), served as {variant.foundry_id}:1; "
+        f"KV cache {variant.io_dtype}"
+    ]
+    if not variant.files_checked:
+        notes.append("ONNX weight size computed from the variant's int4 layout, not read from the repo's file list")
+    if variant.device == "cuda":
+        notes.append(
+            "Foundry Local downloads its CUDA execution provider (download_and_register_eps) at first start; "
+            "not verified by slm-deploy"
+        )
+    return _Fit(
+        fits=reason is None,
+        reason=reason,
+        budget=budget,
+        weights=weights,
+        overhead=overhead,
+        activation=activation,
+        kv_per_token=per_token,
+        kv_cache=kv_cache,
+        kv_tokens=req.context * req.concurrency,
+        max_seqs=max_seqs,
+        used=weights + activation + overhead + kv_cache,
+        batched_tokens=req.context,
+        notes=tuple(notes),
+    )

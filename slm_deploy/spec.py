@@ -61,6 +61,7 @@ class Runtime(StrEnum):
     VLLM = "vllm"
     OLLAMA = "ollama"
     LLAMACPP = "llamacpp"
+    ONNX = "onnx"  # ONNX Runtime GenAI models served by Foundry Local
 
 
 class Quantization(StrEnum):
@@ -73,6 +74,7 @@ class Quantization(StrEnum):
     Q8_0 = "q8_0"
     Q5_K_M = "q5_k_m"
     Q4_K_M = "q4_k_m"
+    INT4 = "int4"  # ONNX Runtime GenAI int4 (MatMulNBits) builds
 
 
 class KvCacheDtype(StrEnum):
@@ -104,6 +106,7 @@ RUNTIME_QUANTIZATIONS: dict[Runtime, tuple[Quantization, ...]] = {
     ),
     Runtime.OLLAMA: (Quantization.FP16, Quantization.Q8_0, Quantization.Q5_K_M, Quantization.Q4_K_M),
     Runtime.LLAMACPP: (Quantization.FP16, Quantization.Q8_0, Quantization.Q5_K_M, Quantization.Q4_K_M),
+    Runtime.ONNX: (Quantization.INT4,),
 }
 
 # The quantization used when a spec names none: full precision for vLLM, the usual GGUF choice
@@ -112,12 +115,14 @@ RUNTIME_DEFAULT_QUANTIZATION: dict[Runtime, Quantization] = {
     Runtime.VLLM: Quantization.BF16,
     Runtime.OLLAMA: Quantization.Q4_K_M,
     Runtime.LLAMACPP: Quantization.Q4_K_M,
+    Runtime.ONNX: Quantization.INT4,
 }
 
 RUNTIME_KV_DTYPES: dict[Runtime, tuple[KvCacheDtype, ...]] = {
     Runtime.VLLM: (KvCacheDtype.AUTO, KvCacheDtype.FP16, KvCacheDtype.BF16, KvCacheDtype.FP8),
     Runtime.OLLAMA: (KvCacheDtype.AUTO, KvCacheDtype.FP16, KvCacheDtype.Q8_0, KvCacheDtype.Q4_0),
     Runtime.LLAMACPP: (KvCacheDtype.AUTO, KvCacheDtype.FP16, KvCacheDtype.Q8_0, KvCacheDtype.Q4_0),
+    Runtime.ONNX: (KvCacheDtype.AUTO,),  # the variant fixes it: fp32 on CPU, fp16 on CUDA
 }
 
 DEFAULT_CONTEXT_CAP = 8192
@@ -203,7 +208,9 @@ class Serving(Frozen):
     )
     architecture: ModelArchitecture | None = Field(default=None, description="Required for a model that is not in the catalog.")
     runtime: Runtime = Field(default=Runtime.VLLM)
-    quantization: Quantization | None = Field(default=None, description="None: bf16 on vLLM, q4_k_m on Ollama and llama.cpp.")
+    quantization: Quantization | None = Field(
+        default=None, description="None: bf16 on vLLM, q4_k_m on Ollama and llama.cpp, int4 on onnx."
+    )
     context: PositiveInt | None = Field(
         default=None, description=f"Max context per request, tokens; None: min(model max, {DEFAULT_CONTEXT_CAP})."
     )

@@ -62,7 +62,7 @@ def test_a_plan_that_fits_never_exceeds_the_device(case: tuple[Serving, Hardware
 
 
 @FAST
-@given(st.sampled_from(MODELS), st.sampled_from(list(Runtime)))
+@given(st.sampled_from(MODELS), st.sampled_from([r for r in Runtime if r is not Runtime.ONNX]))  # onnx: int4 only
 def test_a_smaller_quantization_never_needs_more_memory(model: str, runtime: Runtime) -> None:
     arch = CATALOG.models[model]
     order = {

@@ -19,6 +19,7 @@ from slm_deploy.fleet import Box, Fleet
 from slm_deploy.gateway import API_PATHS, caddyfile, route
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from slm_deploy.observability.scrape import ScrapeTarget, prometheus_config
+from slm_deploy.onnx_builds import TARGETS_REFUSAL
 from slm_deploy.planner import Plan, plan_colocated
 from slm_deploy.runtimes import METRICS_PATH, RuntimeSpec, runtime_image_id, runtime_spec
 from slm_deploy.spec import Runtime
@@ -41,6 +42,9 @@ class BoxBundle:
 
 def _check_box(box: Box, fleet: Fleet) -> None:
     runtime = box.servings[0].runtime
+    if runtime is Runtime.ONNX:
+        field = f"{box.path}.serving.runtime" if len(box.servings) == 1 else f"{box.path}.models"
+        raise InputError(fleet.source, field, f"box {box.id}: {TARGETS_REFUSAL}")
     if len(box.servings) > 1 and runtime is not Runtime.OLLAMA:
         raise InputError(
             fleet.source,

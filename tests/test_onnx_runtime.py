@@ -1,0 +1,175 @@
+"""Runtime `onnx` (ONNX Runtime GenAI builds served by Foundry Local): the plan, and the targets'
+refusal while Foundry Local's web service cannot serve a fetched model folder."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slm_deploy.environment import plan_environment
+from slm_deploy.errors import InputError
+from slm_deploy.launcher.foundry import EXIT_BAD_MODEL
+from slm_deploy.launcher.foundry import main as launcher_main
+from slm_deploy.planner import plan
+from slm_deploy.spec import GpuAttachment, Hardware, Serving
+from tests.conftest import ROOT, run_cli
+
+CPU_BOX = Hardware(cpus=8, memory_gib=16)
+T4_BOX = Hardware(cpus=8, memory_gib=56, gpu=GpuAttachment(model="t4"))
+
+
+def test_cpu_box_gets_the_cpu_variant_with_an_fp32_kv_cache_for_the_whole_context() -> None:
+    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=4096, concurrency=2), CPU_BOX)
+    assert p.fits and p.quantization == "int4"
+    assert p.weights_source == "hf://microsoft/Phi-4-mini-instruct-onnx"
+    # 2 (K, V) x 32 layers x 8 KV heads x 128 head size x 4 bytes (fp32 io on CPU int4 builds)
+    assert p.kv_bytes_per_token == 2 * 32 * 8 * 128 * 4
+    assert p.kv_cache_gib == 2.0  # 2 sequences x 4096 tokens, allocated up front
+    assert p.weights_gib == 4.3
+    assert p.runtime_args == (
+        "--variant",
+        "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4",
+        "--model-id",
+        "Phi-4-mini-instruct-generic-cpu:1",
+        "--max-length",
+        "4096",
+    )
+    assert any("variant cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4 (CPU)" in n for n in p.notes)
+    assert any("not read from the repo's file list" in n for n in p.notes)
+
+
+def test_nvidia_gpu_gets_the_cuda_variant_with_an_fp16_kv_cache() -> None:
+    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=8192, concurrency=4), T4_BOX)
+    assert p.fits and p.resources.gpu_count == 1
+    assert p.kv_bytes_per_token == 2 * 32 * 8 * 128 * 2
+    assert p.weights_gib < 4.3  # fp16 embeddings instead of fp32
+    assert "gpu/gpu-int4-rtn-block-32" in p.runtime_args
+    assert "Phi-4-mini-instruct-cuda-gpu:1" in p.runtime_args
+
+
+def test_too_long_a_context_is_refused_with_a_context_that_fits() -> None:
+    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=16384, concurrency=4), CPU_BOX)
+    assert not p.fits
+    assert p.reason is not None and "exceed" in p.reason
+    (context,) = [s.change for s in p.suggestions if s.change.startswith("context=")]
+    fitted = int(context.split("=")[1])
+    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=fitted, concurrency=4), CPU_BOX).fits
+
+
+def test_jetson_is_refused_for_onnx() -> None:
+    box = Hardware(cpu_arch="arm64", cpus=12, memory_gib=64, gpu=GpuAttachment(model="jetson-orin-64gb"))
+    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx"), box)
+    assert not p.fits and p.reason is not None and "amd64 hosts only" in p.reason
+
+
+def test_a_model_without_an_onnx_build_is_a_one_line_error() -> None:
+    result = run_cli("plan", "--model", "qwen3-4b", "--runtime", "onnx", "--cpu")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: arguments: model: qwen3-4b has no ONNX Runtime GenAI build in the catalog; "
+        "onnx builds: phi-3.5-mini-instruct, phi-4-mini-instruct\n"
+    )
+
+
+def test_onnx_takes_only_its_own_quantization_and_kv_dtype() -> None:
+    with pytest.raises(ValueError, match="quantization 'q4_k_m' is not available on onnx"):
+        Serving(model="phi-4-mini-instruct", runtime="onnx", quantization="q4_k_m")
+    with pytest.raises(ValueError, match="kv_cache_dtype 'q8_0' is not available on onnx"):
+        Serving(model="phi-4-mini-instruct", runtime="onnx", kv_cache_dtype="q8_0")
+
+
+def test_an_edge_box_on_onnx_is_refused_with_the_reason(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
+    data["boxes"][2]["serving"] = {
+        "runtime": "onnx",
+        "model": "phi-4-mini-instruct",
+        "quantization": "int4",
+        "context": 4096,
+        "concurrency": 2,
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = run_cli("bundle", str(path), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: fleet.yaml: boxes[2].serving.runtime: box kiosk-0003: runtime onnx ")
+    assert "Foundry Local" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_stack_model_on_onnx_is_refused_with_the_reason() -> None:
+    data = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    config = {k.split(":", 1)[1]: copy.deepcopy(v) for k, v in data.items() if k.startswith("slm-deploy:")}
+    config["models"][0] |= {"runtime": "onnx", "model": "phi-4-mini-instruct"}
+    with pytest.raises(InputError) as err:
+        plan_environment("dev", config)
+    assert str(err.value).startswith("Pulumi.dev.yaml: slm-deploy:models[0].runtime: runtime onnx ")
+
+
+def test_launcher_refuses_a_folder_without_genai_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"")
+    code = launcher_main(
+        ["--model-dir", str(tmp_path), "--model-id", "m:1", "--listen", "http://127.0.0.1:1", "--scratch", str(tmp_path)]
+    )
+    assert code == EXIT_BAD_MODEL
+    assert "no genai_config.json" in capsys.readouterr().err
+    (tmp_path / "genai_config.json").write_text(json.dumps({"model": {"decoder": {"filename": "other.onnx"}}}))
+    assert launcher_main(["--model-dir", str(tmp_path), "--model-id", "m:1", "--listen", "http://127.0.0.1:1"]) == EXIT_BAD_MODEL
+    assert "names other.onnx, which is missing" in capsys.readouterr().err
+
+
+def test_every_onnx_build_names_a_catalog_model_and_has_a_cpu_and_a_cuda_variant() -> None:
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.onnx_builds import load_onnx_builds
+
+    models = load_catalog().models
+    for build in load_onnx_builds().values():
+        assert build.id in models, build.id
+        assert build.variant("cpu") is not None and build.variant("cuda") is not None, build.id
+        assert len({v.path for v in build.variants}) == len(build.variants)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["phi-4-mini-instruct", "phi-3.5-mini-instruct"]),
+    st.sampled_from([None, "t4", "l4", "a10", "rtx-4090"]),
+    st.integers(min_value=256, max_value=131072),
+    st.integers(min_value=1, max_value=16),
+    st.sampled_from([8, 16, 32, 64]),
+)
+def test_an_onnx_plan_that_fits_stays_within_the_device_and_longer_contexts_never_hold_more(
+    model: str, gpu: str | None, context: int, concurrency: int, memory: int
+) -> None:
+    hardware = Hardware(cpus=8, memory_gib=memory, gpu=GpuAttachment(model=gpu) if gpu else None)
+    serving = Serving(model=model, runtime="onnx", context=context, concurrency=concurrency)
+    result = plan(serving, hardware)
+    if result.fits:
+        assert result.memory_used_gib <= result.device_memory_gib
+        assert result.max_concurrent_sequences >= concurrency
+    longer = plan(serving.model_copy(update={"context": min(context * 2, 131072)}), hardware)
+    assert longer.max_concurrent_sequences <= result.max_concurrent_sequences
+
+
+def test_launcher_caps_max_length_in_an_overlay_and_leaves_the_fetched_folder_alone(tmp_path: Path) -> None:
+    from slm_deploy.launcher.foundry import overlay_max_length
+
+    folder = tmp_path / "repo" / "cpu"
+    folder.mkdir(parents=True)
+    config = {"model": {"context_length": 131072, "decoder": {"filename": "model.onnx"}}, "search": {"max_length": 131072}}
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    (folder / "model.onnx").write_bytes(b"graph")
+    (folder / "model.onnx.data").write_bytes(b"weights")
+    overlay = overlay_max_length(folder, 4096, tmp_path / "scratch")
+    capped = json.loads((overlay / "genai_config.json").read_text())
+    assert capped["search"]["max_length"] == 4096 and capped["model"]["context_length"] == 4096
+    assert (overlay / "model.onnx.data").resolve() == (folder / "model.onnx.data").resolve()
+    assert json.loads((folder / "genai_config.json").read_text()) == config
+    # A second start rebuilds the overlay instead of failing on the old links.
+    assert overlay_max_length(folder, 2048, tmp_path / "scratch") == overlay
+    assert json.loads((overlay / "genai_config.json").read_text())["search"]["max_length"] == 2048

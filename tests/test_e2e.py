@@ -140,26 +140,20 @@ def test_missing_validator_is_reported_not_run_never_clean(installed: Installed,
         installed.run("bundle", "examples/fleet.yaml", "--out", str(bundles), "--box", "store-0001", cwd=project).returncode == 0
     )
     bare = path_without(tmp_path)
-    env_without_ci = {k: v for k, v in os.environ.items() if k != "SLM_REQUIRE_TOOLS"}
-    result = subprocess.run(
-        [str(installed.bin / "slm-deploy"), "review", str(bundles)],
-        cwd=tmp_path,
-        env={**env_without_ci, **{k: v for k, v in installed.env(bare).items() if k in {"PATH", "VIRTUAL_ENV", "COLUMNS"}}},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = installed.run("review", str(bundles), cwd=tmp_path, path=bare, require_tools=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "not run (not installed: promtool" in result.stdout
     assert "INCOMPLETE" in result.stdout and "clean: zero findings" not in result.stdout
 
-    as_json = installed.run("review", str(bundles), "--json", "--sarif", str(tmp_path / "r.sarif"), cwd=tmp_path, path=bare)
+    as_json = installed.run(
+        "review", str(bundles), "--json", "--sarif", str(tmp_path / "r.sarif"), cwd=tmp_path, path=bare, require_tools=False
+    )
     report = json.loads(as_json.stdout)
     assert report["complete"] is False and "promtool" in report["not_run"]
     runs = {run["tool"]["driver"]["name"]: run for run in json.loads((tmp_path / "r.sarif").read_text())["runs"]}
     assert runs["promtool"]["invocations"][0]["executionSuccessful"] is False
 
-    required = installed.run("review", str(bundles), "--require-tools", cwd=tmp_path, path=bare)
+    required = installed.run("review", str(bundles), "--require-tools", cwd=tmp_path, path=bare, require_tools=False)
     assert_clean_failure(required, "promtool")
 
 

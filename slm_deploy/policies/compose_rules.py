@@ -165,9 +165,10 @@ def _profile(service: dict[str, Any], catalog: Any = None) -> Any:
     from slm_deploy.catalog import load_catalog
 
     catalog = catalog or load_catalog()
-    image = str(service.get("image", ""))
+    # A locked reference (repository:tag@sha256:...) is the same image as its tag for the profile.
+    image = str(service.get("image", "")).split("@", 1)[0]
     for image_id, entry in catalog.images.items():
-        if entry.ref == image and image_id in catalog.profiles:
+        if entry.ref.split("@", 1)[0] == image and image_id in catalog.profiles:
             return catalog.profiles[image_id]
     return None
 

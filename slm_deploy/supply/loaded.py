@@ -28,6 +28,9 @@ class LoadedImages:
     ok: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)  # pulled at `docker compose up`: not an error
     wrong: list[str] = field(default_factory=list)  # ref: what is loaded vs what the lock says
+    # Tag-only references of a bundle generated with --allow-unlocked: nothing to compare with. The
+    # choice was explicit and the review reports it (SLM-COMPOSE-011); verify names them, no more.
+    unlocked: list[str] = field(default_factory=list)
 
 
 def _inspect(docker: str, ref: str) -> dict[str, Any] | str | None:
@@ -71,7 +74,7 @@ def check(directory: Path) -> LoadedImages:
         name_tag, _, index = ref.partition("@")
         repository = name_tag.rsplit(":", 1)[0] if ":" in name_tag.rsplit("/", 1)[-1] else name_tag
         if not want.get("config"):
-            report.wrong.append(f"{ref}: not locked for {listing.get('platform')}")
+            report.unlocked.append(ref)
             continue
         found = None
         for candidate in (f"{repository}@{index}", name_tag) if index else (name_tag,):

@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(SLM) preview dev --out $(OUT)/manifests/dev
 	$(SLM) preview staging --out $(OUT)/manifests/staging
 	$(SLM) preview prod --out $(OUT)/manifests/prod
-	$(SLM) review $(OUT)/bundles --stack dev --stack staging --stack prod --sarif $(OUT)/review.sarif
+	$(SLM) review $(OUT)/bundles/*/ --stack dev --stack staging --stack prod --sarif $(OUT)/review.sarif
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -462,6 +462,11 @@ def _interactive() -> bool:
 @click.option("--api-range", "api_ranges", multiple=True, help="CIDR allowed to reach the AKS API server (repeatable).")
 @click.option("--edge-gpu", help="Catalog GPU of the example edge box (default: l4).")
 @click.option("--fleet", "fleet_name", help="Fleet name (default: edge).")
+@click.option(
+    "--package",
+    help="requirements.txt line that installs slm-deploy in CI, e.g. 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@COMMIT' "
+    "(default: how this slm-deploy was installed).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that exist.")
 @clear_errors
 def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str | None, **options: Any) -> None:
@@ -470,7 +475,7 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
 
     Options not given are asked for when stdin is a terminal, and take their defaults otherwise.
     """
-    from slm_deploy.scaffold import InitChoices, build_files, existing, parse_choices, write_files
+    from slm_deploy.scaffold import InitChoices, build_files, existing, installed_requirement, parse_choices, write_files
 
     values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
     if stacks:
@@ -481,12 +486,16 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
         for name in ("model", "runtime", "vm_size", "location"):
             if name not in values:
                 values[name] = click.prompt(name.replace("_", " "), default=str(InitChoices.model_fields[name].default))
-    files = build_files(parse_choices(values))
+    choices = parse_choices(values)
+    requirement, note = installed_requirement() if choices.package is None else (choices.package, None)
+    files = build_files(choices, requirement)
     clashes = [] if force else existing(directory, files)
     if clashes:
         raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
     write_files(directory, files)
     click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
+    if note:
+        click.echo(note, err=True)
 
 
 def run() -> None:

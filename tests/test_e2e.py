@@ -222,3 +222,12 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
     )
     assert check.returncode == 0, check.stderr
     assert Path(check.stdout.strip()).is_relative_to(venv)
+
+
+def test_init_from_a_local_wheel_says_the_pin_needs_an_index(installed: Installed, elsewhere: Path) -> None:
+    """Installed from a wheel file (as here), `slm-deploy==VERSION` resolves on a CI runner only if the
+    user's index carries slm-deploy: init says so and names --package."""
+    done = installed.run("init", "repo", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "installed from a local path (file://" in done.stderr and "--package" in done.stderr
+    assert f"slm-deploy=={installed.wheel.name.split('-')[1]}" in (elsewhere / "repo" / "requirements.txt").read_text().splitlines()

@@ -256,3 +256,48 @@ def test_prompts_for_choices_on_a_terminal_only(tmp_path: Path, monkeypatch: pyt
     dev = yaml.safe_load((tmp_path / "r" / "Pulumi.dev.yaml").read_text())["config"]
     assert dev["azure-native:location"] == "northeurope"
     assert dev["slm-deploy:models"][0]["model"] == "qwen3-4b" and dev["slm-deploy:models"][0]["runtime"] == "ollama"
+
+
+# The scaffold's requirements.txt must name an slm-deploy that pip can install on a fresh CI runner.
+# slm-deploy is not published on a public index, so a bare `slm-deploy==VERSION` only resolves where
+# the user's own index carries it; otherwise every job of the scaffolded workflows fails at
+# `pip install -r requirements.txt` (and an unrelated project of that name could be installed).
+GIT_URL = "https://github.com/example/slm-deploy.git"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "expected", "note"),
+    [
+        (None, "slm-deploy=={v}", False),  # installed from an index: that index has this version
+        ({"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"}},
+         f"slm-deploy @ git+{GIT_URL}@{COMMIT}", False),
+        ({"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT}, "subdirectory": "py"},
+         f"slm-deploy @ git+{GIT_URL}@{COMMIT}#subdirectory=py", False),
+        ({"url": "https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {"hashes": {"sha256": "ab" * 32}}},
+         "slm-deploy @ https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl#sha256=" + "ab" * 32, False),
+        ({"url": "file:///tmp/rw/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {}}, "slm-deploy=={v}", True),
+        ({"url": "file:///work/main", "dir_info": {"editable": True}}, "slm-deploy=={v}", True),
+    ],
+)
+def test_requirement_installs_the_slm_deploy_that_wrote_the_scaffold(direct_url: dict | None, expected: str, note: bool) -> None:
+    from slm_deploy import __version__
+    from slm_deploy.scaffold import requirement_from_direct_url
+
+    line, warning = requirement_from_direct_url(direct_url)
+    assert line == expected.format(v=__version__)
+    assert (warning is not None) == note
+    if note:
+        assert "--package" in warning and "local" in warning
+
+
+def test_package_option_names_where_ci_installs_slm_deploy_from(tmp_path: Path) -> None:
+    spec = f"slm-deploy @ git+{GIT_URL}@{COMMIT}"
+    done = cli("init", str(tmp_path / "repo"), "--package", spec, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert spec in (tmp_path / "repo" / "requirements.txt").read_text().splitlines()
+    assert "note:" not in done.stderr
+    bad = cli("init", str(tmp_path / "other"), "--package", "requests==2.0", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: arguments: package:"), bad.stderr
+    assert not (tmp_path / "other").exists()
+

@@ -31,6 +31,18 @@ CERT_MIN_DAYS = 14  # default: a certificate closer than this to expiry fails th
 BURST_PARALLEL = 4  # the burst's concurrency; the burst stays short whatever --requests says
 WRONG_KEY = "slm-smoke-wrong-key-" + "0" * 32
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+# Where OpenAI-compatible servers put a reasoning model's thinking, apart from `content`: llama.cpp
+# (--reasoning-format deepseek) and vLLM (--reasoning-parser) `reasoning_content`, Ollama
+# `reasoning`. Within a short max_tokens a thinking model may send nothing else; those tokens are
+# generated tokens all the same (time to first token, tokens/s).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def _generated(part: dict[str, Any]) -> tuple[str, str]:
+    """(content, reasoning) of a message or a stream delta."""
+    content = part.get("content")
+    reasoning = next((part[f] for f in REASONING_FIELDS if isinstance(part.get(f), str) and part[f]), "")
+    return (content if isinstance(content, str) else ""), reasoning
 
 
 @dataclass(frozen=True)
@@ -224,8 +236,8 @@ def _read_sse(resp: http.client.HTTPResponse, start: float, deadline: float, tim
         if isinstance(event.get("usage"), dict) and isinstance(event["usage"].get("completion_tokens"), int):
             usage_tokens = event["usage"]["completion_tokens"]
         for choice in event.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
-            if content:
+            content, reasoning = _generated(choice.get("delta") or {})
+            if content or reasoning:
                 if first is None:
                     first = time.monotonic() - start
                 chunks += 1
@@ -233,7 +245,7 @@ def _read_sse(resp: http.client.HTTPResponse, start: float, deadline: float, tim
     if not done:
         raise StreamError("the stream ended without `data: [DONE]`")
     if first is None:
-        raise StreamError("the stream carried no content")
+        raise StreamError("the stream carried no content (nor reasoning)")
     return StreamResult(first, time.monotonic() - start, usage_tokens or chunks, "".join(text))
 
 
@@ -353,12 +365,15 @@ def _check_chat(endpoint: Endpoint, key: str, report: SmokeReport) -> tuple[str,
     if resp.status != 200:
         return FAIL, f"HTTP {resp.status}: {_snippet(resp.body)}"
     try:
-        content = json.loads(resp.body)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        message = json.loads(resp.body)["choices"][0]["message"]
+        content, reasoning = _generated(message)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return FAIL, f"not a chat completion: {_snippet(resp.body)}"
-    if not isinstance(content, str) or not content.strip():
-        return FAIL, "the completion is empty"
-    return PASS, f"{elapsed:.2f} s: {_snippet(content.encode(), 60)!r}"
+    if content.strip():
+        return PASS, f"{elapsed:.2f} s: {_snippet(content.encode(), 60)!r}"
+    if reasoning.strip():
+        return PASS, f"{elapsed:.2f} s: reasoning only (max_tokens spent thinking): {_snippet(reasoning.encode(), 60)!r}"
+    return FAIL, "the completion is empty"
 
 
 def _check_stream(endpoint: Endpoint, key: str, report: SmokeReport, max_tokens: int) -> tuple[str, str]:

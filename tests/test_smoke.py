@@ -231,3 +231,45 @@ def test_bundle_readme_and_stack_outputs_print_the_smoke_command() -> None:
         "slm-deploy smoke https://llm.example.com/phi4mini --api-key-file api_key",
         "slm-deploy smoke https://llm.example.com/qwen3-8b --api-key-file api_key",
     ]
+
+
+class ThinkingOpenAI(StreamingOpenAI):
+    """A reasoning model (Qwen3 on llama.cpp's default reasoning format, Ollama, vLLM with a reasoning
+    parser): within a small max_tokens everything it generates is reasoning, sent apart from the
+    content (llama.cpp and vLLM: `reasoning_content`; Ollama: `reasoning`), and the content is empty."""
+
+    field = "reasoning_content"
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, self.field: "".join(self.words)}
+            self._reply(200, {"choices": [{"message": message, "finish_reason": "length"}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for word in self.words:
+            self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {self.field: word}}]}).encode() + b"\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.close_connection = True
+
+
+class ThinkingOllama(ThinkingOpenAI):
+    field = "reasoning"
+
+
+@pytest.mark.parametrize("handler", [ThinkingOpenAI, ThinkingOllama])
+def test_a_reasoning_model_that_only_thought_within_max_tokens_passes(handler: type[ThinkingOpenAI]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_smoke(f"http://127.0.0.1:{server.server_address[1]}", API_KEY, requests=2, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    found = {c.name: c for c in result.checks}
+    assert found["chat"].status == "pass" and "reasoning" in found["chat"].detail, found["chat"]
+    assert found["stream"].status == "pass" and f"{len(handler.words)} tokens" in found["stream"].detail, found["stream"]
+    assert found["burst"].status == "pass", found["burst"]

@@ -379,7 +379,7 @@ def lock(
     previous = locking.load(lock_file) if lock_file.exists() else None
     client = RegistryClient(insecure_hosts=frozenset(insecure))
     try:
-        current = locking.resolve(refs, client, previous, mirror=mirror)
+        current = (locking.check if check else locking.resolve)(refs, client, previous, mirror=mirror)
     except RegistryError as exc:
         fail(f"lock: {exc}; {lock_file} left unchanged")
     moved = locking.compare(previous, current)

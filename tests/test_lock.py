@@ -87,6 +87,42 @@ def test_check_exits_1_and_prints_what_moved_and_what_is_missing(registry: LiveR
     assert (tmp_path / "images.lock.yaml").read_bytes() == locked  # --check writes nothing
 
 
+
+def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tmp_path: Path) -> None:
+    """Docker Hub counts every GET of a manifest as a pull, one per architecture of an index, and
+    HEAD requests (version checks) not at all. `lock --check` runs on every pull request: while no
+    tag moved it must cost no pulls (HEAD, Docker-Content-Digest), and a moved tag is still found."""
+    import urllib.request
+
+    from slm_deploy.supply import lock as locking
+    from slm_deploy.supply.registry import RegistryClient
+
+    seen: list[str] = []
+
+    class Recording(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            seen.append(f"{req.get_method()} {req.selector.split('/')[-2]}")
+            return super().http_open(req)
+
+    def client() -> RegistryClient:
+        return RegistryClient(
+            credentials=lambda h: None, _direct=urllib.request.build_opener(urllib.request.ProxyHandler({}), Recording())
+        )
+
+    registry.push("team/headed", "1.0", ("amd64", "arm64"))
+    refs = [(f"{registry.host}/team/headed", "1.0")]
+    locked = locking.LockFile(version=1, images=locking.resolve(refs, client(), None))
+    assert any(s == "GET manifests" for s in seen)
+    seen.clear()
+    assert locking.compare(locked, locking.check(refs, client(), locked)) == []
+    assert seen == ["HEAD manifests"]  # no GET: no pull counted
+    moved = registry.push("team/headed", "1.0", ("amd64", "arm64"), label="rebuilt")
+    seen.clear()
+    changes = locking.compare(locked, locking.check(refs, client(), locked))
+    assert [(c.key, c.new) for c in changes] == [(f"{registry.host}/team/headed:1.0", moved["digest"])]
+    assert seen[0] == "HEAD manifests" and "GET manifests" in seen
+
+
 def test_an_unknown_tag_is_exit_2_and_writes_nothing(registry: LiveRegistry, tmp_path: Path) -> None:
     registry.push("team/known", "1.0")
     images = images_file(tmp_path / "images.yaml", (f"{registry.host}/team/known", "1.0"), (f"{registry.host}/team/known", "9.9"))

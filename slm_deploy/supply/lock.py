@@ -206,6 +206,28 @@ def resolve(
     return out
 
 
+def check(
+    refs: list[tuple[str, str]],
+    client: RegistryClient,
+    previous: LockFile | None,
+    mirror: str | None = None,
+    now: Callable[[], str] = _now,
+) -> dict[str, LockEntry]:
+    """What `resolve` returns, asking first with HEAD: a locked tag whose digest has not moved keeps
+    its entry without a single GET of a manifest (which Docker Hub counts as a pull)."""
+    out: dict[str, LockEntry] = {}
+    for repository, tag in refs:
+        key = image_key(repository, tag)
+        old = previous.images.get(key) if previous else None
+        if old is not None:
+            where = mirror_path(mirror, repository) if mirror else repository
+            if client.head_digest(where, tag) == old.digest:
+                out[key] = old
+                continue
+        out.update(resolve([(repository, tag)], client, previous, mirror=mirror, now=now))
+    return out
+
+
 def compare(lock: LockFile | None, current: dict[str, LockEntry]) -> list[Moved]:
     moved = []
     for key, entry in sorted(current.items()):

@@ -108,7 +108,12 @@ def install(base: Path, wheel: Path) -> Installed:
         check=True,
         capture_output=True,
         text=True,
+        # Not the caller's PYTHONPATH: a checkout on it (with the egg-info an editable install leaves
+        # there) makes pip answer "already installed" and install nothing.
+        env={k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}},
     )
+    if not (venv / "bin" / "slm-deploy").is_file():
+        raise AssertionError(f"pip installed no slm-deploy console script into {venv}")
     return Installed(venv, wheel)
 
 

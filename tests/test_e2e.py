@@ -231,3 +231,17 @@ def test_init_from_a_local_wheel_says_the_pin_needs_an_index(installed: Installe
     assert done.returncode == 0, done.stderr
     assert "installed from a local path (file://" in done.stderr and "--package" in done.stderr
     assert f"slm-deploy=={installed.wheel.name.split('-')[1]}" in (elsewhere / "repo" / "requirements.txt").read_text().splitlines()
+
+
+def test_the_wheel_is_installed_even_with_a_checkout_on_pythonpath(
+    installed: Installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As COMMON practice runs the suite (PYTHONPATH=the checkout), with the egg-info that `make`'s
+    editable install leaves in the checkout: pip must still install the wheel, console script included."""
+    checkout = tmp_path / "checkout"
+    info = checkout / "slm_deploy.egg-info"
+    info.mkdir(parents=True)
+    (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: slm-deploy\nVersion: {installed.wheel.name.split('-')[1]}\n")
+    monkeypatch.setenv("PYTHONPATH", str(checkout))
+    again = install(tmp_path / "again", installed.wheel)
+    assert (again.bin / "slm-deploy").is_file()

@@ -301,3 +301,21 @@ def test_package_option_names_where_ci_installs_slm_deploy_from(tmp_path: Path) 
     assert bad.returncode == 2 and bad.stderr.startswith("error: arguments: package:"), bad.stderr
     assert not (tmp_path / "other").exists()
 
+
+
+def test_the_ci_review_runs_every_validator_and_can_upload_its_sarif(tmp_path: Path) -> None:
+    """The PR review must never pass as INCOMPLETE: promtool is not a pip package (Debian/Ubuntu
+    `prometheus`), so the job installs it and asks for every tool (--require-tools, exit 2 when one
+    is missing). upload-sarif reads the workflow run, which a private repository's token may only do
+    with `actions: read` (github/codeql-action README, "actions: read ... only required for
+    workflows in private repositories")."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    pr = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "pull-request.yml").read_text())
+    job = pr["jobs"]["review"]
+    assert job["permissions"] == {"contents": "read", "security-events": "write", "actions": "read"}
+    names = [s.get("name", "") for s in job["steps"]]
+    review = next(s for s in job["steps"] if s.get("name", "").startswith("Review"))
+    assert "--require-tools" in review["run"].split()
+    install = next(s for s in job["steps"] if "promtool" in s.get("name", ""))
+    assert "apt-get install" in install["run"] and " prometheus" in install["run"]
+    assert names.index(install["name"]) < names.index(review["name"])

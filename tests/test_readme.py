@@ -23,6 +23,7 @@ README = ROOT / "README.md"
 # A command's first word (or first two) -> why the suite does not run it here.
 NOT_RUN = {
     "slm-deploy lock": "asks the real registries, which this machine cannot reach; tests/test_lock.py runs it against a registry on 127.0.0.1",
+    "slm-deploy smoke": "needs a deployed endpoint (https://box:8443); tests/test_smoke.py runs it against the live gateway on 127.0.0.1",
     "pulumi": "needs the Pulumi CLI, a backend and an Azure subscription (README: Deploying to Azure)",
     "az": "needs an Azure account",
     "make": "the README's own runners: `make test` runs this file, `make demo` runs in test_make_demo_on_a_fresh_machine",

@@ -270,12 +270,24 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
     ("direct_url", "expected", "note"),
     [
         (None, "slm-deploy=={v}", False),  # installed from an index: that index has this version
-        ({"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"}},
-         f"slm-deploy @ git+{GIT_URL}@{COMMIT}", False),
-        ({"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT}, "subdirectory": "py"},
-         f"slm-deploy @ git+{GIT_URL}@{COMMIT}#subdirectory=py", False),
-        ({"url": "https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {"hashes": {"sha256": "ab" * 32}}},
-         "slm-deploy @ https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl#sha256=" + "ab" * 32, False),
+        (
+            {"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"}},
+            f"slm-deploy @ git+{GIT_URL}@{COMMIT}",
+            False,
+        ),
+        (
+            {"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT}, "subdirectory": "py"},
+            f"slm-deploy @ git+{GIT_URL}@{COMMIT}#subdirectory=py",
+            False,
+        ),
+        (
+            {
+                "url": "https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl",
+                "archive_info": {"hashes": {"sha256": "ab" * 32}},
+            },
+            "slm-deploy @ https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl#sha256=" + "ab" * 32,
+            False,
+        ),
         ({"url": "file:///tmp/rw/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {}}, "slm-deploy=={v}", True),
         ({"url": "file:///work/main", "dir_info": {"editable": True}}, "slm-deploy=={v}", True),
     ],
@@ -300,7 +312,6 @@ def test_package_option_names_where_ci_installs_slm_deploy_from(tmp_path: Path) 
     bad = cli("init", str(tmp_path / "other"), "--package", "requests==2.0", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: arguments: package:"), bad.stderr
     assert not (tmp_path / "other").exists()
-
 
 
 def test_the_ci_review_runs_every_validator_and_can_upload_its_sarif(tmp_path: Path) -> None:

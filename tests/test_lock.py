@@ -87,7 +87,6 @@ def test_check_exits_1_and_prints_what_moved_and_what_is_missing(registry: LiveR
     assert (tmp_path / "images.lock.yaml").read_bytes() == locked  # --check writes nothing
 
 
-
 def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tmp_path: Path) -> None:
     """Docker Hub counts every GET of a manifest as a pull, one per architecture of an index, and
     HEAD requests (version checks) not at all. `lock --check` runs on every pull request: while no

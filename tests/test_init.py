@@ -330,3 +330,18 @@ def test_the_ci_review_runs_every_validator_and_can_upload_its_sarif(tmp_path: P
     install = next(s for s in job["steps"] if "promtool" in s.get("name", ""))
     assert "apt-get install" in install["run"] and " prometheus" in install["run"]
     assert names.index(install["name"]) < names.index(review["name"])
+
+
+def test_the_scaffold_pins_real_digests_before_anything_deploys(tmp_path: Path) -> None:
+    """A new repository has no images.lock.yaml, so it is pinned by the packaged example lock, whose
+    digests are not on the real registries. Its README says to run `slm-deploy lock` and commit the
+    file, and every pull request runs `slm-deploy lock --check`, which fails while the lock is missing
+    (and when a tag has moved)."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    readme = (tmp_path / "r" / "README.md").read_text()
+    assert "slm-deploy lock" in readme and "images.lock.yaml" in readme
+    assert "slm-deploy lock" not in readme.split("<!-- offline:", 1)[1].split("```", 2)[1]  # needs internet
+    pr = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "pull-request.yml").read_text())
+    runs = {name: [s.get("run", "") for s in job["steps"]] for name, job in pr["jobs"].items()}
+    assert any("slm-deploy lock --check" in r for r in runs.get("lock", [])), runs.keys()
+    assert pr["jobs"]["lock"]["permissions"] == {"contents": "read"}

@@ -25,6 +25,9 @@ from slm_deploy.templating import render
 from slm_deploy.yamlout import dump
 
 ACTIONS_FILE = Path(__file__).resolve().parent / "catalog" / "actions.yaml"
+# The pins slm-deploy's CI installs the package with (a link to the repository's constraints.txt,
+# shipped in the wheel): a scaffold installs with them, so every run gets the same versions.
+CONSTRAINTS_FILE = Path(__file__).resolve().parent / "catalog" / "constraints.txt"
 PROJECT = "slm-deploy"  # the program reads its config under this project name
 POOL = "gpu"
 EDGE_BOX = "edge-0001"
@@ -261,6 +264,12 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)
+    files["constraints.txt"] = (
+        f"# The versions slm-deploy {__version__} was tested with (its CI installs it with these pins on\n"
+        "# Python 3.11-3.13); requirements.txt installs with them, so the `pulumi up` on main runs the\n"
+        "# providers the preview on the pull request ran, and the Pulumi SDK of the CLI the workflows\n"
+        "# install. Upgrade them together with slm-deploy.\n"
+    ) + CONSTRAINTS_FILE.read_text(encoding="utf-8")
     files["policies/PulumiPolicy.yaml"] = render("init/PulumiPolicy.yaml", **values)
     files["policies/__main__.py"] = render("init/policy_main.py", **values)
     files["policies/requirements.txt"] = render("init/policy_requirements.txt", **values)

@@ -49,6 +49,7 @@ def test_the_wheel_carries_everything_the_command_reads(installed: Installed) ->
         "slm_deploy/policies/checkov_checks/__init__.py",
         "slm_deploy/templates/Caddyfile.jinja",
         "slm_deploy/catalog/models.yaml",
+        "slm_deploy/catalog/constraints.txt",  # what `slm-deploy init` pins a scaffold to
         "slm_deploy/schemas/crds/LICENSE",
         "slm_deploy/schemas/pulumi/NOTICE",
     ):
@@ -297,3 +298,9 @@ def test_the_bundle_readmes_smoke_command_runs_under_sudo(installed: Installed, 
     )
     assert "not found" not in done.stderr, done.stderr
     assert done.returncode == 1 and "connection refused" in done.stdout, done.stdout + done.stderr
+
+
+def test_init_from_the_installed_wheel_writes_the_tested_pins(installed: Installed, elsewhere: Path) -> None:
+    assert installed.run("init", "repo", cwd=elsewhere).returncode == 0
+    pins = (elsewhere / "repo" / "constraints.txt").read_text()
+    assert "pulumi==" in pins and pins.endswith((ROOT / "constraints.txt").read_text())

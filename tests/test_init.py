@@ -345,3 +345,17 @@ def test_the_scaffold_pins_real_digests_before_anything_deploys(tmp_path: Path) 
     runs = {name: [s.get("run", "") for s in job["steps"]] for name, job in pr["jobs"].items()}
     assert any("slm-deploy lock --check" in r for r in runs.get("lock", [])), runs.keys()
     assert pr["jobs"]["lock"]["permissions"] == {"contents": "read"}
+
+
+def test_the_scaffold_installs_with_the_pins_slm_deploy_was_tested_with(tmp_path: Path) -> None:
+    """requirements.txt named slm-deploy alone: every CI run resolved the newest pulumi, providers and
+    checkov that the ranges allow, so the `pulumi up` on main could run other provider versions than
+    the preview reviewed on the pull request, and a Pulumi SDK newer than the pinned CLI."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    repo = tmp_path / "r"
+    lines = [ln for ln in (repo / "requirements.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == "-c constraints.txt"
+    pins = dict(ln.split("==", 1) for ln in (repo / "constraints.txt").read_text().splitlines() if ln and not ln.startswith("#"))
+    tested = dict(ln.split("==", 1) for ln in (ROOT / "constraints.txt").read_text().splitlines() if "==" in ln)
+    assert pins == tested
+    assert pins["pulumi"] == pinned_actions()[1]  # the SDK of the CLI the workflows install

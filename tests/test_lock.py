@@ -173,6 +173,8 @@ def test_token_auth_with_credentials_from_the_docker_config(
     lock = yaml.safe_load((tmp_path / "images.lock.yaml").read_text())
     assert lock["images"][f"{registry.host}/private/model-server:3.0"]["digest"] == pushed["digest"]
     assert "repository:private/model-server:pull" in issuer.issued  # the client asked for a pull-scoped token
+    env = _docker_config(tmp_path, {"auths": {registry.host: {"auth": auth}}})
+    assert lock_cli(tmp_path, images, "--check", env=env).returncode == 0  # HEAD goes through the token handshake too
 
 
 def test_token_auth_through_a_credential_helper(token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path) -> None:

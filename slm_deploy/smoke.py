@@ -233,6 +233,13 @@ def _read_sse(resp: http.client.HTTPResponse, start: float, deadline: float, tim
             event = json.loads(data)
         except ValueError:
             raise StreamError(f"an SSE event is not JSON: {_snippet(data)}") from None
+        if not isinstance(event, dict):
+            raise StreamError(f"an SSE event is not a JSON object: {_snippet(data)}")
+        if event.get("error"):
+            # A failure after the 200 status line (vLLM, llama.cpp): an error event, then [DONE].
+            error = event["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise StreamError(f"the server sent an error in the stream: {_snippet(str(message).encode())}")
         if isinstance(event.get("usage"), dict) and isinstance(event["usage"].get("completion_tokens"), int):
             usage_tokens = event["usage"]["completion_tokens"]
         for choice in event.get("choices") or []:

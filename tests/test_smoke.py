@@ -276,3 +276,33 @@ def test_a_reasoning_model_that_only_thought_within_max_tokens_passes(handler: t
     assert found["chat"].status == "pass" and "reasoning" in found["chat"].detail, found["chat"]
     assert found["stream"].status == "pass" and f"{len(handler.words)} tokens" in found["stream"].detail, found["stream"]
     assert found["burst"].status == "pass", found["burst"]
+
+
+class ErroringOpenAI(StreamingOpenAI):
+    """Streams a little, then an error event, then [DONE]: what vLLM and llama.cpp send when
+    generation fails mid-stream (the HTTP status is already 200)."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not body.get("stream"):
+            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "".join(self.words)}}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {"content": "A "}}]}).encode() + b"\n\n")
+        error = {"error": {"message": "CUDA out of memory", "type": "InternalServerError", "code": 500}}
+        self.wfile.write(b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n")
+        self.close_connection = True
+
+
+def test_an_error_event_in_the_stream_fails_the_stream_check() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ErroringOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_smoke(f"http://127.0.0.1:{server.server_address[1]}", API_KEY, requests=1, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    found = {c.name: c for c in result.checks}
+    assert found["stream"].status == "fail" and "CUDA out of memory" in found["stream"].detail, found["stream"]

@@ -306,3 +306,15 @@ def test_an_error_event_in_the_stream_fails_the_stream_check() -> None:
         server.server_close()
     found = {c.name: c for c in result.checks}
     assert found["stream"].status == "fail" and "CUDA out of memory" in found["stream"].detail, found["stream"]
+
+
+def test_the_burst_reports_the_slow_tail_of_tokens_per_second() -> None:
+    """For latency the bad tail is the high one (TTFT p95); for decode speed it is the low one. A p95
+    of tokens/s is the fastest stream, so it hid one slow stream among fast ones."""
+    from slm_deploy.smoke import burst_latency
+
+    fast = [StreamResult(ttft=0.1, total=1.1, tokens=101, text="") for _ in range(19)]  # 100 tokens/s
+    slow = StreamResult(ttft=2.0, total=12.0, tokens=11, text="")  # 1 token/s
+    latency = burst_latency([*fast, slow], requests=20)
+    assert latency["ttft_seconds"] == {"p50": 0.1, "p95": 0.1}
+    assert latency["tokens_per_second"] == {"p50": 100.0, "p5": 1.0}

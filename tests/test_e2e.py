@@ -194,6 +194,8 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "_deps.pth").write_text(f"{_dependency_links(tmp_path / 'deps')}\n")
+    # What Pulumi's language host runs has no PYTHONPATH of ours (the suite may run with the checkout on it).
+    clean = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
 
     pip = subprocess.run(
         [
@@ -212,6 +214,7 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
         capture_output=True,
         text=True,
         check=False,
+        env=clean,
     )
     assert pip.returncode == 0, pip.stderr[-3000:]
     check = subprocess.run(
@@ -220,6 +223,7 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
         capture_output=True,
         text=True,
         check=False,
+        env=clean,
     )
     assert check.returncode == 0, check.stderr
     assert Path(check.stdout.strip()).is_relative_to(venv)

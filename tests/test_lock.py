@@ -122,6 +122,35 @@ def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tm
     assert seen[0] == "HEAD manifests" and "GET manifests" in seen
 
 
+def test_lock_fetches_only_the_platforms_a_box_or_node_can_be(registry: LiveRegistry, tmp_path: Path) -> None:
+    """Docker Hub counts a pull per architecture whose manifest is fetched ("A pull for a multi-arch
+    image will count as one pull for each different architecture", docs.docker.com, usage/pulls).
+    Official images publish six to eight Linux platforms; boxes and nodes are amd64 or arm64. The
+    lock reads only those two manifests and records the index digest unchanged."""
+    import urllib.request
+
+    from slm_deploy.supply import lock as locking
+    from slm_deploy.supply.registry import RegistryClient
+
+    seen: list[str] = []
+
+    class Recording(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            seen.append(f"{req.get_method()} {req.selector}")
+            return super().http_open(req)
+
+    pushed = registry.push("team/many", "1.0", ("amd64", "arm64", "s390x", "ppc64le"))
+    client = RegistryClient(
+        credentials=lambda h: None, _direct=urllib.request.build_opener(urllib.request.ProxyHandler({}), Recording())
+    )
+    entry = locking.resolve([(f"{registry.host}/team/many", "1.0")], client, None)[f"{registry.host}/team/many:1.0"]
+    assert entry.digest == pushed["digest"]
+    assert sorted(entry.platforms) == ["linux/amd64", "linux/arm64"]
+    for other in ("linux/s390x", "linux/ppc64le"):
+        manifest, _ = pushed["platforms"][other]
+        assert not any(manifest in s for s in seen), other
+
+
 def test_an_unknown_tag_is_exit_2_and_writes_nothing(registry: LiveRegistry, tmp_path: Path) -> None:
     registry.push("team/known", "1.0")
     images = images_file(tmp_path / "images.yaml", (f"{registry.host}/team/known", "1.0"), (f"{registry.host}/team/known", "9.9"))

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,15 +296,17 @@ class RegistryClient:
         digest = headers.get("docker-content-digest", "")
         return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
 
-    def resolve(self, repository: str, tag: str) -> Resolved:
-        """The digest a tag points at now; per platform, its manifest and image config digests."""
+    def resolve(self, repository: str, tag: str, wanted: Collection[str] | None = None) -> Resolved:
+        """The digest a tag points at now; per platform, its manifest and image config digests.
+        WANTED: the only platforms of an index whose manifests are read (Docker Hub counts a pull
+        per architecture fetched); None reads them all."""
         ref = parse_repository(repository)
         digest, media_type, manifest = self._manifest(ref, tag)
         if media_type in INDEX_TYPES or "manifests" in manifest:
             platforms: dict[str, PlatformImage] = {}
             for entry in manifest.get("manifests", []):
                 key = platform_key(entry.get("platform") or {})
-                if not key or key in platforms:
+                if not key or key in platforms or (wanted is not None and key not in wanted):
                     continue
                 child_digest, _, child = self._manifest(ref, str(entry["digest"]))
                 config_digest, _ = self._config(ref, child_digest, child)

@@ -475,7 +475,7 @@ def lock(
     previous = locking.load(lock_file) if lock_file.exists() else None
     client = RegistryClient(insecure_hosts=frozenset(insecure))
     try:
-        current = locking.resolve(refs, client, previous, mirror=mirror)
+        current = (locking.check if check else locking.resolve)(refs, client, previous, mirror=mirror)
     except RegistryError as exc:
         fail(f"lock: {exc}; {lock_file} left unchanged")
     moved = locking.compare(previous, current)
@@ -558,6 +558,11 @@ def _interactive() -> bool:
 @click.option("--api-range", "api_ranges", multiple=True, help="CIDR allowed to reach the AKS API server (repeatable).")
 @click.option("--edge-gpu", help="Catalog GPU of the example edge box (default: l4).")
 @click.option("--fleet", "fleet_name", help="Fleet name (default: edge).")
+@click.option(
+    "--package",
+    help="requirements.txt line that installs slm-deploy in CI, e.g. 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@COMMIT' "
+    "(default: how this slm-deploy was installed).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that exist.")
 @clear_errors
 def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str | None, **options: Any) -> None:
@@ -566,7 +571,7 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
 
     Options not given are asked for when stdin is a terminal, and take their defaults otherwise.
     """
-    from slm_deploy.scaffold import InitChoices, build_files, existing, parse_choices, write_files
+    from slm_deploy.scaffold import InitChoices, build_files, existing, installed_requirement, parse_choices, write_files
 
     values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
     if stacks:
@@ -586,12 +591,16 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
             "--api-range",
             "required: the CIDR ranges `pulumi up` reaches the AKS API server from (your CI runners' and operators' egress)",
         )
-    files = build_files(parse_choices(values))
+    choices = parse_choices(values)
+    requirement, note = installed_requirement() if choices.package is None else (choices.package, None)
+    files = build_files(choices, requirement)
     clashes = [] if force else existing(directory, files)
     if clashes:
         raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
     write_files(directory, files)
     click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
+    if note:
+        click.echo(note, err=True)
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -312,7 +312,7 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
     locked_catalog(root)  # an image missing from the lock is exit 2 too, before the program runs
 
     def program() -> None:
-        main(root)  # exactly what `pulumi up` runs through the project's __main__.py, from ROOT
+        main(root, offline=True)  # what `pulumi up` runs through the project's __main__.py, from ROOT
         root_resource = pulumi.runtime.get_root_resource()
         if root_resource is not None:
             root_resource.register_outputs(root_resource.outputs)  # type: ignore[attr-defined]

@@ -25,6 +25,9 @@ from slm_deploy.templating import render
 from slm_deploy.yamlout import dump
 
 ACTIONS_FILE = Path(__file__).resolve().parent / "catalog" / "actions.yaml"
+# The pins slm-deploy's CI installs the package with (a link to the repository's constraints.txt,
+# shipped in the wheel): a scaffold installs with them, so every run gets the same versions.
+CONSTRAINTS_FILE = Path(__file__).resolve().parent / "catalog" / "constraints.txt"
 PROJECT = "slm-deploy"  # the program reads its config under this project name
 POOL = "gpu"
 EDGE_BOX = "edge-0001"
@@ -43,6 +46,11 @@ class InitChoices(Frozen):
     api_ranges: tuple[str, ...] = Field(min_length=1)
     edge_gpu: str = Field(default="l4", min_length=1)
     fleet: str = Field(default="edge", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    package: str | None = Field(
+        default=None,
+        pattern=r"^slm[-_]deploy *(== *[0-9][A-Za-z0-9.+!_-]*|@ *[a-z+]+://[^\s]+)$",
+        description="The requirement line for slm-deploy (default: how the running slm-deploy was installed).",
+    )
 
     @field_validator("stacks")
     @classmethod
@@ -89,6 +97,51 @@ def pinned_actions() -> tuple[dict[str, Action], str]:
             raise InputError(str(ACTIONS_FILE), entry["id"], "every action needs a full commit sha and a source")
         actions[entry["id"]] = Action(entry["uses"], entry["tag"], entry["sha"])
     return actions, str(data["pulumi_cli"]["version"])
+
+
+def requirement_from_direct_url(direct_url: dict[str, Any] | None) -> tuple[str, str | None]:
+    """The requirements.txt line that installs this very slm-deploy on a CI runner, from the
+    install's PEP 610 record (direct_url.json); and a note when that cannot be known.
+
+    No record: installed from an index, which carries this version. A VCS install: its URL at the
+    installed commit. A remote archive: its URL with the recorded hash. A local folder or file: no
+    runner can install it, and a bare version pin only resolves on an index that has slm-deploy.
+    """
+    pin = f"slm-deploy=={__version__}"
+    if not direct_url or not isinstance(direct_url.get("url"), str):
+        return pin, None
+    url = direct_url["url"]
+    fragment = f"#subdirectory={direct_url['subdirectory']}" if direct_url.get("subdirectory") else ""
+    vcs = direct_url.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("commit_id") and not url.startswith("file:"):
+        return f"slm-deploy @ {vcs.get('vcs', 'git')}+{url}@{vcs['commit_id']}{fragment}", None
+    archive = direct_url.get("archive_info")
+    if isinstance(archive, dict) and url.startswith("https://"):
+        sha = (archive.get("hashes") or {}).get("sha256")
+        return f"slm-deploy @ {url}" + (f"#sha256={sha}" if sha else "") + fragment, None
+    note = (
+        f"note: requirements.txt pins {pin}, but this slm-deploy was installed from a local path ({url}), "
+        "which CI runners cannot install; unless your package index carries slm-deploy, pass "
+        "--package 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@COMMIT' (or your index's version)"
+    )
+    return pin, note
+
+
+def installed_requirement() -> tuple[str, str | None]:
+    """`requirement_from_direct_url` of the slm-deploy distribution that is running."""
+    import json
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("slm-deploy")
+        text = dist.read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        text = None
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        record = None
+    return requirement_from_direct_url(record if isinstance(record, dict) else None)
 
 
 def parse_choices(values: dict[str, Any]) -> InitChoices:
@@ -184,9 +237,10 @@ def fleet_file(choices: InitChoices) -> dict[str, Any]:
     }
 
 
-def build_files(choices: InitChoices) -> dict[str, str]:
+def build_files(choices: InitChoices, requirement: str | None = None) -> dict[str, str]:
     """Every file of the scaffold (relative path -> text), checked before anything is written."""
     actions, pulumi_version = pinned_actions()
+    requirement = choices.package or requirement or f"slm-deploy=={__version__}"
     stacks = choices.stacks
     files: dict[str, str] = {}
     header = "# Written by `slm-deploy init`; yours to edit. `slm-deploy review` checks it.\n"
@@ -204,12 +258,19 @@ def build_files(choices: InitChoices) -> dict[str, str]:
         "a": actions,
         "pulumi_version": pulumi_version,
         "version": __version__,
+        "requirement": requirement,
         "project": PROJECT,
         "review_command": review_command(stacks),
         "e": lambda expression: "${{ " + expression + " }}",
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)
+    files["constraints.txt"] = (
+        f"# The versions slm-deploy {__version__} was tested with (its CI installs it with these pins on\n"
+        "# Python 3.11-3.13); requirements.txt installs with them, so the `pulumi up` on main runs the\n"
+        "# providers the preview on the pull request ran, and the Pulumi SDK of the CLI the workflows\n"
+        "# install. Upgrade them together with slm-deploy.\n"
+    ) + CONSTRAINTS_FILE.read_text(encoding="utf-8")
     files["policies/PulumiPolicy.yaml"] = render("init/PulumiPolicy.yaml", **values)
     files["policies/__main__.py"] = render("init/policy_main.py", **values)
     files["policies/requirements.txt"] = render("init/policy_requirements.txt", **values)

@@ -2,7 +2,7 @@
 
 TLS and its certificate, 401 without the key (and with a wrong one), the model list, one chat
 completion without and one with streaming (SSE), then a short bounded burst of streamed
-completions for time to first token and tokens/s (p50/p95), and the metrics endpoint: refused at
+completions for time to first token (p50/p95) and tokens/s (p50/p5), and the metrics endpoint: refused at
 the gateway, served on the internal metrics address when one is given and reachable.
 
 Every request has a timeout and every stream a deadline, so a slow or dead server fails in
@@ -31,6 +31,18 @@ CERT_MIN_DAYS = 14  # default: a certificate closer than this to expiry fails th
 BURST_PARALLEL = 4  # the burst's concurrency; the burst stays short whatever --requests says
 WRONG_KEY = "slm-smoke-wrong-key-" + "0" * 32
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+# Where OpenAI-compatible servers put a reasoning model's thinking, apart from `content`: llama.cpp
+# (--reasoning-format deepseek) and vLLM (--reasoning-parser) `reasoning_content`, Ollama
+# `reasoning`. Within a short max_tokens a thinking model may send nothing else; those tokens are
+# generated tokens all the same (time to first token, tokens/s).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def _generated(part: dict[str, Any]) -> tuple[str, str]:
+    """(content, reasoning) of a message or a stream delta."""
+    content = part.get("content")
+    reasoning = next((part[f] for f in REASONING_FIELDS if isinstance(part.get(f), str) and part[f]), "")
+    return (content if isinstance(content, str) else ""), reasoning
 
 
 @dataclass(frozen=True)
@@ -221,11 +233,18 @@ def _read_sse(resp: http.client.HTTPResponse, start: float, deadline: float, tim
             event = json.loads(data)
         except ValueError:
             raise StreamError(f"an SSE event is not JSON: {_snippet(data)}") from None
+        if not isinstance(event, dict):
+            raise StreamError(f"an SSE event is not a JSON object: {_snippet(data)}")
+        if event.get("error"):
+            # A failure after the 200 status line (vLLM, llama.cpp): an error event, then [DONE].
+            error = event["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise StreamError(f"the server sent an error in the stream: {_snippet(str(message).encode())}")
         if isinstance(event.get("usage"), dict) and isinstance(event["usage"].get("completion_tokens"), int):
             usage_tokens = event["usage"]["completion_tokens"]
         for choice in event.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
-            if content:
+            content, reasoning = _generated(choice.get("delta") or {})
+            if content or reasoning:
                 if first is None:
                     first = time.monotonic() - start
                 chunks += 1
@@ -233,7 +252,7 @@ def _read_sse(resp: http.client.HTTPResponse, start: float, deadline: float, tim
     if not done:
         raise StreamError("the stream ended without `data: [DONE]`")
     if first is None:
-        raise StreamError("the stream carried no content")
+        raise StreamError("the stream carried no content (nor reasoning)")
     return StreamResult(first, time.monotonic() - start, usage_tokens or chunks, "".join(text))
 
 
@@ -353,12 +372,15 @@ def _check_chat(endpoint: Endpoint, key: str, report: SmokeReport) -> tuple[str,
     if resp.status != 200:
         return FAIL, f"HTTP {resp.status}: {_snippet(resp.body)}"
     try:
-        content = json.loads(resp.body)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        message = json.loads(resp.body)["choices"][0]["message"]
+        content, reasoning = _generated(message)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return FAIL, f"not a chat completion: {_snippet(resp.body)}"
-    if not isinstance(content, str) or not content.strip():
-        return FAIL, "the completion is empty"
-    return PASS, f"{elapsed:.2f} s: {_snippet(content.encode(), 60)!r}"
+    if content.strip():
+        return PASS, f"{elapsed:.2f} s: {_snippet(content.encode(), 60)!r}"
+    if reasoning.strip():
+        return PASS, f"{elapsed:.2f} s: reasoning only (max_tokens spent thinking): {_snippet(reasoning.encode(), 60)!r}"
+    return FAIL, "the completion is empty"
 
 
 def _check_stream(endpoint: Endpoint, key: str, report: SmokeReport, max_tokens: int) -> tuple[str, str]:
@@ -382,23 +404,29 @@ def _check_burst(endpoint: Endpoint, key: str, report: SmokeReport, requests: in
     good = [r for r in results if isinstance(r, StreamResult)]
     errors = [r for r in results if isinstance(r, str)]
     if good:
-        ttft = [r.ttft for r in good]
-        speed = [r.tokens_per_second for r in good]
-        report.latency = {
-            "requests": requests,
-            "parallel": min(BURST_PARALLEL, requests),
-            "succeeded": len(good),
-            "ttft_seconds": {"p50": round(percentile(ttft, 50), 4), "p95": round(percentile(ttft, 95), 4)},
-            "tokens_per_second": {"p50": round(percentile(speed, 50), 2), "p95": round(percentile(speed, 95), 2)},
-        }
+        report.latency = burst_latency(good, requests)
     summary = f"{len(good)}/{requests} ok ({min(BURST_PARALLEL, requests)} at a time)"
     if good:
         ttft_pct, speed_pct = report.latency["ttft_seconds"], report.latency["tokens_per_second"]
         summary += f"; TTFT p50 {ttft_pct['p50']:.2f} s, p95 {ttft_pct['p95']:.2f} s"
-        summary += f"; tokens/s p50 {speed_pct['p50']:.1f}, p95 {speed_pct['p95']:.1f}"
+        summary += f"; tokens/s p50 {speed_pct['p50']:.1f}, p5 {speed_pct['p5']:.1f}"
     if errors:
         return FAIL, f"{summary}; first error: {errors[0]}"
     return PASS, summary
+
+
+def burst_latency(good: list[StreamResult], requests: int) -> dict[str, Any]:
+    """Each measure's bad tail: time to first token p95 (slow to start), decode speed p5 (slow to
+    generate; its p95 would be the fastest stream)."""
+    ttft = [r.ttft for r in good]
+    speed = [r.tokens_per_second for r in good]
+    return {
+        "requests": requests,
+        "parallel": min(BURST_PARALLEL, requests),
+        "succeeded": len(good),
+        "ttft_seconds": {"p50": round(percentile(ttft, 50), 4), "p95": round(percentile(ttft, 95), 4)},
+        "tokens_per_second": {"p50": round(percentile(speed, 50), 2), "p5": round(percentile(speed, 5), 2)},
+    }
 
 
 def _check_metrics(endpoint: Endpoint, key: str) -> tuple[str, str]:

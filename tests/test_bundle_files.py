@@ -93,3 +93,26 @@ def test_manifest_lists_every_file_with_its_hash(bundle_dir: Path) -> None:
     assert set(manifest["files"]) == on_disk - {"MANIFEST.json"}
     for rel, entry in manifest["files"].items():
         assert hashlib.sha256((bundle_dir / rel).read_bytes()).hexdigest() == entry["sha256"]
+
+
+@pytest.mark.tools
+def test_every_readme_command_that_reads_a_secret_runs_it_through_sudo(bundle_dir: Path) -> None:
+    """After `sudo ./init-secrets.sh`, secrets/ is root's (0700) and its files the container user's
+    (0600): the operator's own shell cannot read even the public certificate. So every command of the
+    box README that names a file under secrets/ reads it through sudo (`sudo CMD` or `$(sudo cat ...)`);
+    `curl --cacert secrets/tls_cert` as the operator was curl error 77."""
+    need_binary("openssl")
+    setpriv = need_binary("setpriv")
+    need(os.geteuid() == 0, "init-secrets.sh gives the files to uid 10001, which needs root")
+    done = subprocess.run(["./init-secrets.sh"], cwd=bundle_dir, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    operator = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "test", "-r", "secrets/tls_cert"]
+    assert subprocess.run(operator, cwd=bundle_dir, check=False).returncode != 0  # the premise
+    readme = (bundle_dir / "README.md").read_text()
+    blocks = readme.split("```sh\n")[1:]
+    commands = " \n".join(b.split("```", 1)[0] for b in blocks).replace("\\\n", " ").splitlines()
+    for command in commands:
+        code = command.split("  #", 1)[0]
+        for part in code.split("secrets/")[:-1]:
+            in_sudo_cat = part.rstrip().endswith("sudo cat")
+            assert in_sudo_cat or code.lstrip().startswith("sudo "), f"reads a secret without sudo: {command.strip()}"

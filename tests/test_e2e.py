@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from slm_deploy.cli import main as cli_group
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need_binary
 from tests.e2e import Installed, assert_clean_failure, build_wheel, install, path_without, user_project
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +49,7 @@ def test_the_wheel_carries_everything_the_command_reads(installed: Installed) ->
         "slm_deploy/policies/checkov_checks/__init__.py",
         "slm_deploy/templates/Caddyfile.jinja",
         "slm_deploy/catalog/models.yaml",
+        "slm_deploy/catalog/constraints.txt",  # what `slm-deploy init` pins a scaffold to
         "slm_deploy/schemas/crds/LICENSE",
         "slm_deploy/schemas/pulumi/NOTICE",
     ):
@@ -187,6 +188,8 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "_deps.pth").write_text(f"{_dependency_links(tmp_path / 'deps')}\n")
+    # What Pulumi's language host runs has no PYTHONPATH of ours (the suite may run with the checkout on it).
+    clean = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
 
     pip = subprocess.run(
         [
@@ -205,15 +208,97 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
         capture_output=True,
         text=True,
         check=False,
+        env=clean,
     )
     assert pip.returncode == 0, pip.stderr[-3000:]
     check = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import slm_deploy.stacks.entry as e, slm_deploy; print(slm_deploy.__file__)"],
         cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,
         text=True,
         check=False,
+        env=clean,
     )
     assert check.returncode == 0, check.stderr
     assert Path(check.stdout.strip()).is_relative_to(venv)
+
+
+def test_init_from_a_local_wheel_says_the_pin_needs_an_index(installed: Installed, elsewhere: Path) -> None:
+    """Installed from a wheel file (as here), `slm-deploy==VERSION` resolves on a CI runner only if the
+    user's index carries slm-deploy: init says so and names --package."""
+    done = installed.run("init", "repo", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "installed from a local path (file://" in done.stderr and "--package" in done.stderr
+    assert (
+        f"slm-deploy=={installed.wheel.name.split('-')[1]}" in (elsewhere / "repo" / "requirements.txt").read_text().splitlines()
+    )
+
+
+def test_the_wheel_is_installed_even_with_a_checkout_on_pythonpath(
+    installed: Installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As COMMON practice runs the suite (PYTHONPATH=the checkout), with the egg-info that `make`'s
+    editable install leaves in the checkout: pip must still install the wheel, console script included."""
+    checkout = tmp_path / "checkout"
+    info = checkout / "slm_deploy.egg-info"
+    info.mkdir(parents=True)
+    (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: slm-deploy\nVersion: {installed.wheel.name.split('-')[1]}\n")
+    monkeypatch.setenv("PYTHONPATH", str(checkout))
+    again = install(tmp_path / "again", installed.wheel)
+    assert (again.bin / "slm-deploy").is_file()
+
+
+def test_the_bundle_readmes_smoke_command_runs_under_sudo(installed: Installed, project: Path, tmp_path: Path) -> None:
+    """The box's README runs smoke with sudo (the secrets are root's). sudo does not keep the
+    caller's PATH (Debian and Ubuntu sudoers: `Defaults secure_path=...`), so a `slm-deploy` from a
+    virtual environment or ~/.local/bin is "command not found" unless the command resolves it first."""
+    out = tmp_path / "bundles"
+    assert installed.run("bundle", str(project / "examples" / "fleet.yaml"), "--out", str(out), cwd=project).returncode == 0
+    box = sorted(p for p in out.iterdir() if p.is_dir())[0]
+    readme = (box / "README.md").read_text()
+    (line,) = [c for c in (ln.split("  #")[0].strip() for ln in readme.splitlines()) if c.startswith("sudo") and " smoke " in c]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sudo").write_text('#!/bin/sh\nexec env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"\n')
+    (fake / "sudo").chmod(0o755)
+    (box / "secrets").mkdir(exist_ok=True)
+    (box / "secrets" / "api_key").write_text("k" * 40 + "\n")
+    openssl = need_binary("openssl")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "key"),
+            "-out",
+            str(box / "secrets" / "tls_cert"),
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    line = line.replace("https://localhost:8443", "https://127.0.0.1:9")  # nothing listens there
+    done = subprocess.run(
+        ["sh", "-c", line + " --timeout 2"],
+        cwd=box,
+        env=installed.env(f"{fake}{os.pathsep}/usr/bin:/bin"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "not found" not in done.stderr, done.stderr
+    assert done.returncode == 1 and "connection refused" in done.stdout, done.stdout + done.stderr
+
+
+def test_init_from_the_installed_wheel_writes_the_tested_pins(installed: Installed, elsewhere: Path) -> None:
+    assert installed.run("init", "repo", cwd=elsewhere).returncode == 0
+    pins = (elsewhere / "repo" / "constraints.txt").read_text()
+    assert "pulumi==" in pins and pins.endswith((ROOT / "constraints.txt").read_text())

@@ -280,3 +280,106 @@ def test_init_without_api_ranges_is_refused_not_guessed(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: arguments: --api-range: required"), result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+# The scaffold's requirements.txt must name an slm-deploy that pip can install on a fresh CI runner.
+# slm-deploy is not published on a public index, so a bare `slm-deploy==VERSION` only resolves where
+# the user's own index carries it; otherwise every job of the scaffolded workflows fails at
+# `pip install -r requirements.txt` (and an unrelated project of that name could be installed).
+GIT_URL = "https://github.com/example/slm-deploy.git"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "expected", "note"),
+    [
+        (None, "slm-deploy=={v}", False),  # installed from an index: that index has this version
+        (
+            {"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"}},
+            f"slm-deploy @ git+{GIT_URL}@{COMMIT}",
+            False,
+        ),
+        (
+            {"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT}, "subdirectory": "py"},
+            f"slm-deploy @ git+{GIT_URL}@{COMMIT}#subdirectory=py",
+            False,
+        ),
+        (
+            {
+                "url": "https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl",
+                "archive_info": {"hashes": {"sha256": "ab" * 32}},
+            },
+            "slm-deploy @ https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl#sha256=" + "ab" * 32,
+            False,
+        ),
+        ({"url": "file:///tmp/rw/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {}}, "slm-deploy=={v}", True),
+        ({"url": "file:///work/main", "dir_info": {"editable": True}}, "slm-deploy=={v}", True),
+    ],
+)
+def test_requirement_installs_the_slm_deploy_that_wrote_the_scaffold(direct_url: dict | None, expected: str, note: bool) -> None:
+    from slm_deploy import __version__
+    from slm_deploy.scaffold import requirement_from_direct_url
+
+    line, warning = requirement_from_direct_url(direct_url)
+    assert line == expected.format(v=__version__)
+    assert (warning is not None) == note
+    if note:
+        assert "--package" in warning and "local" in warning
+
+
+def test_package_option_names_where_ci_installs_slm_deploy_from(tmp_path: Path) -> None:
+    spec = f"slm-deploy @ git+{GIT_URL}@{COMMIT}"
+    done = cli("init", str(tmp_path / "repo"), "--package", spec, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert spec in (tmp_path / "repo" / "requirements.txt").read_text().splitlines()
+    assert "note:" not in done.stderr
+    bad = cli("init", str(tmp_path / "other"), "--package", "requests==2.0", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: arguments: package:"), bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_ci_review_runs_every_validator_and_can_upload_its_sarif(tmp_path: Path) -> None:
+    """The PR review must never pass as INCOMPLETE: promtool is not a pip package (Debian/Ubuntu
+    `prometheus`), so the job installs it and asks for every tool (--require-tools, exit 2 when one
+    is missing). upload-sarif reads the workflow run, which a private repository's token may only do
+    with `actions: read` (github/codeql-action README, "actions: read ... only required for
+    workflows in private repositories")."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    pr = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "pull-request.yml").read_text())
+    job = pr["jobs"]["review"]
+    assert job["permissions"] == {"contents": "read", "security-events": "write", "actions": "read"}
+    names = [s.get("name", "") for s in job["steps"]]
+    review = next(s for s in job["steps"] if s.get("name", "").startswith("Review"))
+    assert "--require-tools" in review["run"].split()
+    install = next(s for s in job["steps"] if "promtool" in s.get("name", ""))
+    assert "apt-get install" in install["run"] and " prometheus" in install["run"]
+    assert names.index(install["name"]) < names.index(review["name"])
+
+
+def test_the_scaffold_pins_real_digests_before_anything_deploys(tmp_path: Path) -> None:
+    """A new repository has no images.lock.yaml, so it is pinned by the packaged example lock, whose
+    digests are not on the real registries. Its README says to run `slm-deploy lock` and commit the
+    file, and every pull request runs `slm-deploy lock --check`, which fails while the lock is missing
+    (and when a tag has moved)."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    readme = (tmp_path / "r" / "README.md").read_text()
+    assert "slm-deploy lock" in readme and "images.lock.yaml" in readme
+    assert "slm-deploy lock" not in readme.split("<!-- offline:", 1)[1].split("```", 2)[1]  # needs internet
+    pr = yaml.safe_load((tmp_path / "r" / ".github" / "workflows" / "pull-request.yml").read_text())
+    runs = {name: [s.get("run", "") for s in job["steps"]] for name, job in pr["jobs"].items()}
+    assert any("slm-deploy lock --check" in r for r in runs.get("lock", [])), runs.keys()
+    assert pr["jobs"]["lock"]["permissions"] == {"contents": "read"}
+
+
+def test_the_scaffold_installs_with_the_pins_slm_deploy_was_tested_with(tmp_path: Path) -> None:
+    """requirements.txt named slm-deploy alone: every CI run resolved the newest pulumi, providers and
+    checkov that the ranges allow, so the `pulumi up` on main could run other provider versions than
+    the preview reviewed on the pull request, and a Pulumi SDK newer than the pinned CLI."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    repo = tmp_path / "r"
+    lines = [ln for ln in (repo / "requirements.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == "-c constraints.txt"
+    pins = dict(ln.split("==", 1) for ln in (repo / "constraints.txt").read_text().splitlines() if ln and not ln.startswith("#"))
+    tested = dict(ln.split("==", 1) for ln in (ROOT / "constraints.txt").read_text().splitlines() if "==" in ln)
+    assert pins == tested
+    assert pins["pulumi"] == pinned_actions()[1]  # the SDK of the CLI the workflows install

@@ -87,6 +87,70 @@ def test_check_exits_1_and_prints_what_moved_and_what_is_missing(registry: LiveR
     assert (tmp_path / "images.lock.yaml").read_bytes() == locked  # --check writes nothing
 
 
+def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tmp_path: Path) -> None:
+    """Docker Hub counts every GET of a manifest as a pull, one per architecture of an index, and
+    HEAD requests (version checks) not at all. `lock --check` runs on every pull request: while no
+    tag moved it must cost no pulls (HEAD, Docker-Content-Digest), and a moved tag is still found."""
+    import urllib.request
+
+    from slm_deploy.supply import lock as locking
+    from slm_deploy.supply.registry import RegistryClient
+
+    seen: list[str] = []
+
+    class Recording(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            seen.append(f"{req.get_method()} {req.selector.split('/')[-2]}")
+            return super().http_open(req)
+
+    def client() -> RegistryClient:
+        return RegistryClient(
+            credentials=lambda h: None, _direct=urllib.request.build_opener(urllib.request.ProxyHandler({}), Recording())
+        )
+
+    registry.push("team/headed", "1.0", ("amd64", "arm64"))
+    refs = [(f"{registry.host}/team/headed", "1.0")]
+    locked = locking.LockFile(version=1, images=locking.resolve(refs, client(), None))
+    assert any(s == "GET manifests" for s in seen)
+    seen.clear()
+    assert locking.compare(locked, locking.check(refs, client(), locked)) == []
+    assert seen == ["HEAD manifests"]  # no GET: no pull counted
+    moved = registry.push("team/headed", "1.0", ("amd64", "arm64"), label="rebuilt")
+    seen.clear()
+    changes = locking.compare(locked, locking.check(refs, client(), locked))
+    assert [(c.key, c.new) for c in changes] == [(f"{registry.host}/team/headed:1.0", moved["digest"])]
+    assert seen[0] == "HEAD manifests" and "GET manifests" in seen
+
+
+def test_lock_fetches_only_the_platforms_a_box_or_node_can_be(registry: LiveRegistry, tmp_path: Path) -> None:
+    """Docker Hub counts a pull per architecture whose manifest is fetched ("A pull for a multi-arch
+    image will count as one pull for each different architecture", docs.docker.com, usage/pulls).
+    Official images publish six to eight Linux platforms; boxes and nodes are amd64 or arm64. The
+    lock reads only those two manifests and records the index digest unchanged."""
+    import urllib.request
+
+    from slm_deploy.supply import lock as locking
+    from slm_deploy.supply.registry import RegistryClient
+
+    seen: list[str] = []
+
+    class Recording(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            seen.append(f"{req.get_method()} {req.selector}")
+            return super().http_open(req)
+
+    pushed = registry.push("team/many", "1.0", ("amd64", "arm64", "s390x", "ppc64le"))
+    client = RegistryClient(
+        credentials=lambda h: None, _direct=urllib.request.build_opener(urllib.request.ProxyHandler({}), Recording())
+    )
+    entry = locking.resolve([(f"{registry.host}/team/many", "1.0")], client, None)[f"{registry.host}/team/many:1.0"]
+    assert entry.digest == pushed["digest"]
+    assert sorted(entry.platforms) == ["linux/amd64", "linux/arm64"]
+    for other in ("linux/s390x", "linux/ppc64le"):
+        manifest, _ = pushed["platforms"][other]
+        assert not any(manifest in s for s in seen), other
+
+
 def test_an_unknown_tag_is_exit_2_and_writes_nothing(registry: LiveRegistry, tmp_path: Path) -> None:
     registry.push("team/known", "1.0")
     images = images_file(tmp_path / "images.yaml", (f"{registry.host}/team/known", "1.0"), (f"{registry.host}/team/known", "9.9"))
@@ -138,6 +202,8 @@ def test_token_auth_with_credentials_from_the_docker_config(
     lock = yaml.safe_load((tmp_path / "images.lock.yaml").read_text())
     assert lock["images"][f"{registry.host}/private/model-server:3.0"]["digest"] == pushed["digest"]
     assert "repository:private/model-server:pull" in issuer.issued  # the client asked for a pull-scoped token
+    env = _docker_config(tmp_path, {"auths": {registry.host: {"auth": auth}}})
+    assert lock_cli(tmp_path, images, "--check", env=env).returncode == 0  # HEAD goes through the token handshake too
 
 
 def test_token_auth_through_a_credential_helper(token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path) -> None:

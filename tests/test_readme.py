@@ -20,12 +20,12 @@ from tests.e2e import build_wheel, install, path_without, user_project
 pytestmark = pytest.mark.e2e
 
 README = ROOT / "README.md"
-# A command's first word (or first two) -> why the suite does not run it here.
+# A command's first word (or first two or four) -> why the suite does not run it here.
 NOT_RUN = {
     "slm-deploy plan --model Qwen/Qwen2-7B-Instruct-AWQ": "asks the Hugging Face Hub; tests/test_resolve.py plans Hub repos against a fake Hub",
     "slm-deploy plan --model qwen3:4b": "asks the Ollama registry; tests/test_resolve.py runs it against a fake registry",
-    "slm-deploy smoke": "needs a deployed endpoint; tests/test_smoke.py runs it against a live gateway on 127.0.0.1",
     "slm-deploy lock": "asks the real registries, which this machine cannot reach; tests/test_lock.py runs it against a registry on 127.0.0.1",
+    "slm-deploy smoke": "needs a deployed endpoint (https://box:8443); tests/test_smoke.py runs it against the live gateway on 127.0.0.1",
     "pulumi": "needs the Pulumi CLI, a backend and an Azure subscription (README: Deploying to Azure)",
     "az": "needs an Azure account",
     "make": "the README's own runners: `make test` runs this file, `make demo` runs in test_make_demo_on_a_fresh_machine",

@@ -225,9 +225,96 @@ def test_bundle_readme_and_stack_outputs_print_the_smoke_command() -> None:
 
     (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == "kiosk-0003"))
     readme = bundle.files["README.md"].decode()
-    assert "sudo slm-deploy smoke https://localhost:8443 --api-key-file secrets/api_key --cacert secrets/tls_cert" in readme
+    assert (
+        'sudo "$(command -v slm-deploy)" smoke https://localhost:8443 --api-key-file secrets/api_key --cacert secrets/tls_cert'
+        in readme
+    )
     outputs = run_preview("prod", ROOT).outputs
     assert outputs["smoke"] == [
         "slm-deploy smoke https://llm.example.com/phi4mini --api-key-file api_key",
         "slm-deploy smoke https://llm.example.com/qwen3-8b --api-key-file api_key",
     ]
+
+
+class ThinkingOpenAI(StreamingOpenAI):
+    """A reasoning model (Qwen3 on llama.cpp's default reasoning format, Ollama, vLLM with a reasoning
+    parser): within a small max_tokens everything it generates is reasoning, sent apart from the
+    content (llama.cpp and vLLM: `reasoning_content`; Ollama: `reasoning`), and the content is empty."""
+
+    field = "reasoning_content"
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, self.field: "".join(self.words)}
+            self._reply(200, {"choices": [{"message": message, "finish_reason": "length"}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for word in self.words:
+            self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {self.field: word}}]}).encode() + b"\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.close_connection = True
+
+
+class ThinkingOllama(ThinkingOpenAI):
+    field = "reasoning"
+
+
+@pytest.mark.parametrize("handler", [ThinkingOpenAI, ThinkingOllama])
+def test_a_reasoning_model_that_only_thought_within_max_tokens_passes(handler: type[ThinkingOpenAI]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_smoke(f"http://127.0.0.1:{server.server_address[1]}", API_KEY, requests=2, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    found = {c.name: c for c in result.checks}
+    assert found["chat"].status == "pass" and "reasoning" in found["chat"].detail, found["chat"]
+    assert found["stream"].status == "pass" and f"{len(handler.words)} tokens" in found["stream"].detail, found["stream"]
+    assert found["burst"].status == "pass", found["burst"]
+
+
+class ErroringOpenAI(StreamingOpenAI):
+    """Streams a little, then an error event, then [DONE]: what vLLM and llama.cpp send when
+    generation fails mid-stream (the HTTP status is already 200)."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not body.get("stream"):
+            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "".join(self.words)}}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {"content": "A "}}]}).encode() + b"\n\n")
+        error = {"error": {"message": "CUDA out of memory", "type": "InternalServerError", "code": 500}}
+        self.wfile.write(b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n")
+        self.close_connection = True
+
+
+def test_an_error_event_in_the_stream_fails_the_stream_check() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ErroringOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_smoke(f"http://127.0.0.1:{server.server_address[1]}", API_KEY, requests=1, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    found = {c.name: c for c in result.checks}
+    assert found["stream"].status == "fail" and "CUDA out of memory" in found["stream"].detail, found["stream"]
+
+
+def test_the_burst_reports_the_slow_tail_of_tokens_per_second() -> None:
+    """For latency the bad tail is the high one (TTFT p95); for decode speed it is the low one. A p95
+    of tokens/s is the fastest stream, so it hid one slow stream among fast ones."""
+    from slm_deploy.smoke import burst_latency
+
+    fast = [StreamResult(ttft=0.1, total=1.1, tokens=101, text="") for _ in range(19)]  # 100 tokens/s
+    slow = StreamResult(ttft=2.0, total=12.0, tokens=11, text="")  # 1 token/s
+    latency = burst_latency([*fast, slow], requests=20)
+    assert latency["ttft_seconds"] == {"p50": 0.1, "p95": 0.1}
+    assert latency["tokens_per_second"] == {"p50": 100.0, "p5": 1.0}

@@ -292,3 +292,34 @@ def test_pulumi_up_reports_a_bad_stack_file_as_one_line_not_a_traceback() -> Non
         main()
     assert str(info.value).startswith("Pulumi.dev.yaml: slm-deploy:monitoring.retention: String should match pattern")
     assert "\n" not in str(info.value)
+
+
+def test_pulumi_up_refuses_the_packaged_example_lock() -> None:
+    """Without an images.lock.yaml of its own, a project is pinned by the packaged example lock, whose
+    digests exist only on the test mirror: `pulumi up` would deploy pods that can never pull their
+    images. The update stops with one line naming `slm-deploy lock`; a dry run (pulumi preview) goes on."""
+    import pulumi
+    from pulumi.runtime import set_all_config, set_mocks
+
+    from slm_deploy.preview import PROJECT, load_stack_file
+    from slm_deploy.stacks.entry import main
+    from slm_deploy.supply.lock import LOCK_NAME
+
+    assert not (ROOT / LOCK_NAME).exists()  # the repository root is pinned by the packaged example lock
+    config, secrets, _ = load_stack_file("dev", ROOT)
+
+    class NoMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return args.name, dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=False)
+    set_all_config(config, secrets)
+    with pytest.raises(pulumi.RunError) as info:
+        main(ROOT)
+    assert "example data" in str(info.value) and "slm-deploy lock" in str(info.value) and "\n" not in str(info.value)
+    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=True)
+    set_all_config(config, secrets)
+    main(ROOT)  # pulumi preview: a warning, not a failure

@@ -11,7 +11,7 @@ from pulumi.runtime import config as runtime_config
 
 from slm_deploy.errors import InputError
 from slm_deploy.stacks.program import PROJECT, build, read_config
-from slm_deploy.supply.lock import locked_catalog
+from slm_deploy.supply.lock import example_notice, locked_catalog
 
 
 def _decode(value: Any) -> Any:
@@ -30,14 +30,24 @@ def project_config() -> dict[str, Any]:
     return {k[len(prefix) :]: _decode(v) for k, v in sorted(values.items()) if k.startswith(prefix)}
 
 
-def main(project_dir: Path | None = None) -> None:
+def main(project_dir: Path | None = None, offline: bool = False) -> None:
     """PROJECT_DIR holds Pulumi.yaml and the images.lock.yaml that pins the images (default: the
-    current folder, as under `pulumi up`)."""
+    current folder, as under `pulumi up`). OFFLINE: `slm-deploy preview` under mocks, which may
+    render the packaged example lock; a real update refuses it (its digests are not on the registries)."""
     stack = pulumi.get_stack()
+    folder = project_dir or Path.cwd()
     try:
         env = read_config(stack, project_config(), f"Pulumi.{stack}.yaml")
-        catalog = locked_catalog(project_dir or Path.cwd())
+        catalog = locked_catalog(folder)
+        notice = None if offline else example_notice(folder)
     except InputError as exc:
         # One clear line in `pulumi up` output instead of a Python traceback.
         raise pulumi.RunError(str(exc)) from None
+    if notice and pulumi.runtime.is_dry_run():
+        pulumi.log.warn(notice)
+    elif notice:
+        raise pulumi.RunError(
+            f"{notice.removeprefix('note: ')}; refusing to deploy images that do not exist: "
+            f"run `slm-deploy lock` in {folder} and commit images.lock.yaml"
+        )
     build(env, pulumi.Config(PROJECT).get_secret("hfToken"), catalog=catalog)

@@ -31,6 +31,8 @@ from slm_deploy.supply.registry import RegistryClient, mirror_path
 LOCK_NAME = "images.lock.yaml"
 PACKAGED_LOCK = CATALOG_DIR / LOCK_NAME
 ALLOW_UNLOCKED_ENV = "SLM_DEPLOY_ALLOW_UNLOCKED"
+# The platforms a box or a node can be: the only manifests of an index the lock reads and records.
+LOCKED_PLATFORMS = frozenset(f"linux/{arch.value}" for arch in CpuArch)
 HEADER = (
     "# Image digests for slm-deploy, written by `slm-deploy lock`; `slm-deploy lock --check` fails when a\n"
     "# tag has moved. Review changes to this file like code: a new digest is a new image.\n"
@@ -196,13 +198,35 @@ def resolve(
     for repository, tag in refs:
         key = image_key(repository, tag)
         where = mirror_path(mirror, repository) if mirror else repository
-        found = client.resolve(where, tag)
+        found = client.resolve(where, tag, LOCKED_PLATFORMS)
         platforms = {p: PlatformDigests(manifest=d.manifest, config=d.config) for p, d in found.platforms.items()}
         old = previous.images.get(key) if previous else None
         resolved = old.resolved if old is not None and old.digest == found.digest else now()
         out[key] = LockEntry(digest=found.digest, media_type=found.media_type, platforms=platforms, resolved=resolved)
         if progress:
             progress(key)
+    return out
+
+
+def check(
+    refs: list[tuple[str, str]],
+    client: RegistryClient,
+    previous: LockFile | None,
+    mirror: str | None = None,
+    now: Callable[[], str] = _now,
+) -> dict[str, LockEntry]:
+    """What `resolve` returns, asking first with HEAD: a locked tag whose digest has not moved keeps
+    its entry without a single GET of a manifest (which Docker Hub counts as a pull)."""
+    out: dict[str, LockEntry] = {}
+    for repository, tag in refs:
+        key = image_key(repository, tag)
+        old = previous.images.get(key) if previous else None
+        if old is not None:
+            where = mirror_path(mirror, repository) if mirror else repository
+            if client.head_digest(where, tag) == old.digest:
+                out[key] = old
+                continue
+        out.update(resolve([(repository, tag)], client, previous, mirror=mirror, now=now))
     return out
 
 

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,13 +205,15 @@ class RegistryClient:
             raise RegistryError(f"registry {host}: token endpoint returned no token")
         return token
 
-    def _get(self, ref: Reference, kind: str, target: str, accept: str, limit: int) -> tuple[dict[str, str], bytes]:
+    def _get(
+        self, ref: Reference, kind: str, target: str, accept: str, limit: int, method: str = "GET"
+    ) -> tuple[dict[str, str], bytes]:
         url = f"{self._scheme(ref.host)}://{ref.host}/v2/{ref.path}/{kind}/{target}"
         scope = f"repository:{ref.path}:pull"
         rate_limited = 0
         authorized = False
         while True:
-            request = urllib.request.Request(url, method="GET")
+            request = urllib.request.Request(url, method=method)
             request.add_header("Accept", accept)
             request.add_header("User-Agent", USER_AGENT)
             token = self._tokens.get((ref.host, scope))
@@ -286,15 +288,25 @@ class RegistryClient:
             raise RegistryError(f"{ref.display}:{target}: config blob is not JSON") from None
         return str(config["digest"]), data if isinstance(data, dict) else {}
 
-    def resolve(self, repository: str, tag: str) -> Resolved:
-        """The digest a tag points at now; per platform, its manifest and image config digests."""
+    def head_digest(self, repository: str, tag: str) -> str | None:
+        """What the tag points at, from a HEAD request's Docker-Content-Digest (None when the registry
+        does not send it). Docker Hub counts a GET of a manifest as a pull, per architecture of an
+        index, and a HEAD not at all: a check of an unmoved lock costs no pulls."""
+        headers, _ = self._get(parse_repository(repository), "manifests", tag, ACCEPT, MAX_MANIFEST_BYTES, method="HEAD")
+        digest = headers.get("docker-content-digest", "")
+        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+
+    def resolve(self, repository: str, tag: str, wanted: Collection[str] | None = None) -> Resolved:
+        """The digest a tag points at now; per platform, its manifest and image config digests.
+        WANTED: the only platforms of an index whose manifests are read (Docker Hub counts a pull
+        per architecture fetched); None reads them all."""
         ref = parse_repository(repository)
         digest, media_type, manifest = self._manifest(ref, tag)
         if media_type in INDEX_TYPES or "manifests" in manifest:
             platforms: dict[str, PlatformImage] = {}
             for entry in manifest.get("manifests", []):
                 key = platform_key(entry.get("platform") or {})
-                if not key or key in platforms:
+                if not key or key in platforms or (wanted is not None and key not in wanted):
                     continue
                 child_digest, _, child = self._manifest(ref, str(entry["digest"]))
                 config_digest, _ = self._config(ref, child_digest, child)

@@ -501,6 +501,11 @@ def lock(
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True, help="Seconds per request.")
 @click.option("--min-cert-days", type=click.IntRange(0), default=14, show_default=True, help="Fail on an expiry sooner.")
 @click.option("--metrics-url", help="Internal metrics address to check too (e.g. http://127.0.0.1:9180/metrics on the box).")
+@click.option(
+    "--connect-to",
+    metavar="ADDRESS",
+    help="Connect to this address instead of resolving URL's host; TLS is still checked against URL's host (curl --connect-to).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @clear_errors
 def smoke(
@@ -513,6 +518,7 @@ def smoke(
     timeout: float,
     min_cert_days: int,
     metrics_url: str | None,
+    connect_to: str | None,
     as_json: bool,
 ) -> None:
     """Test a deployed endpoint: TLS, auth, models, chat (plain and streamed), a latency burst, metrics.
@@ -534,6 +540,7 @@ def smoke(
         timeout=timeout,
         metrics_url=metrics_url,
         min_cert_days=min_cert_days,
+        connect_to=connect_to,
     )
     if as_json:
         print_json(result.to_json())

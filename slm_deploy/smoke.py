@@ -110,8 +110,30 @@ def read_api_key(path: Path) -> str:
     return key
 
 
+class _DialedHTTPS(http.client.HTTPSConnection):
+    """TLS to ADDRESS, with SNI, certificate check and Host header for the URL's host (curl --connect-to)."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+class _DialedHTTP(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
 class Endpoint:
-    def __init__(self, url: str, cacert: Path | None, timeout: float) -> None:
+    def __init__(self, url: str, cacert: Path | None, timeout: float, address: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise InputError("arguments", "URL", f"{url!r} is not an http(s) URL")
@@ -123,6 +145,7 @@ class Endpoint:
         # The base path (e.g. /phi4mini on a shared gateway) comes before /v1/...
         self.base = parsed.path.rstrip("/").removesuffix("/v1")
         self.timeout = timeout
+        self.address = address  # connect here instead of resolving host (a load balancer, a container)
         self.context: ssl.SSLContext | None = None
         if self.https:
             try:
@@ -132,7 +155,12 @@ class Endpoint:
 
     def connect(self) -> http.client.HTTPConnection:
         if self.https:
+            assert self.context is not None
+            if self.address:
+                return _DialedHTTPS(self.host, self.port, self.address, self.timeout, self.context)
             return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+        if self.address:
+            return _DialedHTTP(self.host, self.port, self.address, self.timeout)
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def request(self, method: str, path: str, key: str | None = None, body: Any = None) -> Response:
@@ -282,8 +310,9 @@ def run_smoke(
     timeout: float = 30.0,
     metrics_url: str | None = None,
     min_cert_days: int = CERT_MIN_DAYS,
+    connect_to: str | None = None,
 ) -> SmokeReport:
-    endpoint = Endpoint(url, cacert, timeout)
+    endpoint = Endpoint(url, cacert, timeout, connect_to)
     report = SmokeReport(url=url)
     add = report.checks.append
     steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
@@ -322,7 +351,7 @@ def _check_tls(endpoint: Endpoint, min_days: int) -> tuple[str, str]:
     assert endpoint.context is not None
     try:
         with (
-            socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.timeout) as raw,
+            socket.create_connection((endpoint.address or endpoint.host, endpoint.port), timeout=endpoint.timeout) as raw,
             endpoint.context.wrap_socket(raw, server_hostname=endpoint.host) as tls,
         ):
             cert = tls.getpeercert() or {}

@@ -187,12 +187,16 @@ def _readme_commands(box: Box) -> list[str]:
 def _operator_shell(box: Box, command: str) -> subprocess.CompletedProcess[str]:
     """Run a README line as the operator would (as root here: `sudo` is a no-op), with `docker
     compose` meaning the Compose binary and the gateway reached through --connect-to."""
-    ip = box.gateway_ip() if "curl" in command else ""
+    ip = box.gateway_ip() if "curl" in command or " smoke " in command else ""
     line = re.sub(r"\bsudo (-E |--preserve-env=\S+ )?", "", command).replace("docker compose", shlex.quote(box.binary))
     line = line.replace("slm-deploy verify", f"{shlex.quote(sys.executable)} -m slm_deploy.cli verify")
-    if ip:
+    if ip and "curl " in line:
         line = line.replace("curl ", f"curl -sS --fail --max-time 20 --connect-to localhost:{GATEWAY_PORT}:{ip}:8443 ", 1)
-    env = {**box.env, "PYTHONPATH": str(ROOT)}
+    if ip and " smoke " in line:  # the gateway's address on the internal network, as curl above
+        line = line.replace(" smoke ", f" smoke --connect-to {ip} ", 1)
+    # The operator's environment: the slm-deploy command the box README uses is on the PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{box.env.get('PATH', os.environ.get('PATH', ''))}"
+    env = {**box.env, "PYTHONPATH": str(ROOT), "PATH": path}
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", line], cwd=box.dir, env=env, capture_output=True, text=True, timeout=900
     )

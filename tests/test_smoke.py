@@ -226,7 +226,7 @@ def test_bundle_readme_and_stack_outputs_print_the_smoke_command() -> None:
     (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == "kiosk-0003"))
     readme = bundle.files["README.md"].decode()
     assert (
-        'sudo "$(command -v slm-deploy)" smoke https://localhost:8443 --api-key-file secrets/api_key --cacert secrets/tls_cert'
+        'sudo "$(command -v slm-deploy)" smoke https://localhost:8443 --api-key-file secrets/api_key --cacert gateway/tls_cert.pem'
         in readme
     )
     outputs = run_preview("prod", ROOT).outputs

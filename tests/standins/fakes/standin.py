@@ -70,6 +70,33 @@ def completion(model: str, body: dict) -> dict:
     }
 
 
+def stream_events(reply: dict) -> bytes:
+    """The same completion as OpenAI-style server-sent events (`stream: true`), as vLLM, Ollama's
+    /v1 and llama-server send them: one chunk per word, a last chunk with finish_reason, [DONE]."""
+    chat = reply["object"] == "chat.completion"
+    text = reply["choices"][0]["message"]["content"] if chat else reply["choices"][0]["text"]
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    words = text.split(" ")
+    events = []
+    for i, word in enumerate(words):
+        piece = word if i == 0 else " " + word
+        choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+        events.append(
+            {
+                "id": reply["id"],
+                "object": kind,
+                "created": 0,
+                "model": reply["model"],
+                "choices": [{**choice, "finish_reason": None}],
+            }
+        )
+    last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
+    events.append(
+        {"id": reply["id"], "object": kind, "created": 0, "model": reply["model"], "choices": [{**last, "finish_reason": "stop"}]}
+    )
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
 class Handler(BaseHTTPRequestHandler):
     routes: ClassVar[dict] = {}
     protocol_version = "HTTP/1.1"
@@ -84,6 +111,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def reply(self, model: str, body: dict) -> None:
+        """A completion, streamed when the request asks for it."""
+        answer = completion(model, body)
+        if body.get("stream"):
+            self.send(200, stream_events(answer), "text/event-stream")
+        else:
+            self.send(200, answer)
 
     def body(self) -> dict:
         length = int(self.headers.get("Content-Length") or 0)
@@ -172,7 +207,7 @@ def vllm(args: list[str]) -> None:
         h.send(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "vllm"}]})
 
     def chat(h: Handler, _: str) -> None:
-        h.send(200, completion(served, h.body()))
+        h.reply(served, h.body())
 
     def metrics(h: Handler, _: str) -> None:
         labels = f'model_name="{served}",engine="0"'
@@ -277,8 +312,8 @@ def llamacpp(args: list[str]) -> None:
         {
             ("GET", "/health"): lambda h, p: h.send(200, {"status": "ok"}),
             ("GET", "/v1/models"): lambda h, p: h.send(200, {"object": "list", "data": [{"id": alias, "object": "model"}]}),
-            ("POST", "/v1/chat/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
-            ("POST", "/v1/completions"): lambda h, p: h.send(200, completion(alias, h.body())),
+            ("POST", "/v1/chat/completions"): lambda h, p: h.reply(alias, h.body()),
+            ("POST", "/v1/completions"): lambda h, p: h.reply(alias, h.body()),
             ("GET", "/metrics"): metrics,
         },
     )
@@ -370,7 +405,7 @@ def ollama(args: list[str]) -> None:
             if name not in installed() and f"{name}:latest" not in installed():
                 h.send(404, {"error": {"message": f'model "{name}" not found, try pulling it first'}})
                 return
-            h.send(200, completion(name, body))
+            h.reply(name, body)
 
         def native_chat(h: Handler, _: str) -> None:
             body = h.body()

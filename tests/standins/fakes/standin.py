@@ -116,7 +116,17 @@ class Handler(BaseHTTPRequestHandler):
         """A completion, streamed when the request asks for it."""
         answer = completion(model, body)
         if body.get("stream"):
-            self.send(200, stream_events(answer), "text/event-stream")
+            # A stream is the whole connection's last response: the end of the stream is the end
+            # of the connection (no keep-alive reuse behind the gateway mid-stream).
+            data = stream_events(answer)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            self.close_connection = True
         else:
             self.send(200, answer)
 

@@ -116,6 +116,10 @@ def ci_facts() -> dict[str, Any]:
 TOKEN_FILE = "${{ runner.temp }}/azure-federated-token"
 
 
+def _identity(purpose: str) -> dict[str, Any]:
+    return next(i for i in ci_facts()["identities"] if i["id"] == purpose)
+
+
 def azure_env(client_variable: str) -> dict[str, str]:
     """The environment of a step running `pulumi`: what each Azure consumer of catalog/ci.yaml reads,
     for the identity whose client id is in the GitHub variable `client_variable`."""
@@ -130,6 +134,28 @@ def azure_env(client_variable: str) -> dict[str, str]:
         for name, value in consumer["env"].items():
             env[name] = values[value] if value in values else '"' + str(value) + '"'
     return env
+
+
+def identity_rows(stacks: tuple[str, ...]) -> list[dict[str, str]]:
+    """One row per federated identity for the scaffold README: the preview's, and one deploying
+    identity per stack (its environment's variable), each with its subject and roles."""
+    rows = []
+    for identity in ci_facts()["identities"]:
+        per_stack = any("{stack}" in subject for subject in identity["subjects"])
+        roles = "; ".join(f"{r['role']} ({r['scope']})" for r in identity["roles"])
+        for stack in stacks if per_stack else (None,):
+            subjects = [x.replace("{repo}", "OWNER/REPO").replace("{stack}", stack or "") for x in identity["subjects"]]
+            where = f"in environment `{stack}`" if stack else identity["where"]
+            rows.append(
+                {
+                    "name": f"{identity['id']}-{stack}" if stack else identity["id"],
+                    "subjects": ", ".join(f"`{x}`" for x in subjects),
+                    "variable": f"`{identity['variable']}` ({where})",
+                    "roles": roles,
+                    "used_by": identity["used_by"].replace("STACK", stack or "STACK"),
+                }
+            )
+    return rows
 
 
 def requirement_from_direct_url(direct_url: dict[str, Any] | None) -> tuple[str, str | None]:
@@ -299,8 +325,11 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "e": lambda expression: "${{ " + expression + " }}",
         "ci": ci_facts(),
         "token_file": TOKEN_FILE,
-        "env_preview": azure_env("AZURE_CLIENT_ID"),
-        "env_deploy": azure_env("AZURE_CLIENT_ID"),
+        "env_preview": azure_env(_identity("preview")["variable"]),
+        "env_deploy": azure_env(_identity("deploy")["variable"]),
+        "identities": identity_rows(stacks),
+        "preview_variable": _identity("preview")["variable"],
+        "deploy_variable": _identity("deploy")["variable"],
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)

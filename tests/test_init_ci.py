@@ -148,3 +148,27 @@ def test_the_federated_token_file_is_written_and_kept_fresh(repo: Path, tmp_path
             os.kill(loop_pid, signal.SIGTERM)
         server.shutdown()
         server.server_close()
+
+
+# 2 -------------------------------------------------------------------------------------------
+def test_pull_requests_run_with_their_own_identity_that_cannot_deploy_or_write_state(repo: Path) -> None:
+    """Pull requests run code from the pull request: they used the deploying identity (Contributor,
+    role assignments, Storage Blob Data Contributor on the state). Now the preview has its own
+    identity (a repository variable) and each environment its deploying one (an environment
+    variable, reachable only by jobs that passed the environment's protection rules)."""
+    pr_text = (repo / ".github" / "workflows" / "pull-request.yml").read_text()
+    assert "AZURE_DEPLOY_CLIENT_ID" not in pr_text and "vars.AZURE_CLIENT_ID" not in pr_text
+    for name, job in pulumi_jobs(repo).items():
+        env = pulumi_step(job)["env"]
+        expected = "AZURE_PREVIEW_CLIENT_ID" if name == "preview" else "AZURE_DEPLOY_CLIENT_ID"
+        assert env["ARM_CLIENT_ID"] == env["AZURE_CLIENT_ID"] == "${{ vars.%s }}" % expected, name
+        assert ("environment" in job) == (name != "preview")
+    readme = (repo / "README.md").read_text()
+    preview = [line for line in readme.splitlines() if "`repo:OWNER/REPO:pull_request`" in line]
+    assert len(preview) == 1 and "`AZURE_PREVIEW_CLIENT_ID`" in preview[0]
+    assert "Storage Blob Data Reader" in preview[0] and "Contributor" not in preview[0] and "Administrator" not in preview[0]
+    for stack in STACKS:
+        rows = [line for line in readme.splitlines() if f"`repo:OWNER/REPO:environment:{stack}`" in line]
+        assert len(rows) == 1 and "`AZURE_DEPLOY_CLIENT_ID`" in rows[0] and f"environment `{stack}`" in rows[0]
+        assert "Storage Blob Data Contributor" in rows[0]
+    assert "forbidden" in readme and "read the stack's secrets" in readme  # what the read-only preview cannot do, and can

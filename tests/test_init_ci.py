@@ -172,3 +172,25 @@ def test_pull_requests_run_with_their_own_identity_that_cannot_deploy_or_write_s
         assert len(rows) == 1 and "`AZURE_DEPLOY_CLIENT_ID`" in rows[0] and f"environment `{stack}`" in rows[0]
         assert "Storage Blob Data Contributor" in rows[0]
     assert "forbidden" in readme and "read the stack's secrets" in readme  # what the read-only preview cannot do, and can
+
+
+# 3 -------------------------------------------------------------------------------------------
+def test_the_review_delivers_its_sarif_where_code_scanning_is_off(repo: Path) -> None:
+    """upload-sarif fails in a private repository without GitHub Code Security, which failed the
+    review job even with zero findings. The SARIF is now always kept as an artifact, and sent to code
+    scanning in public repositories or where the CODE_SCANNING variable says it is enabled."""
+    job = workflow(repo, "pull-request.yml")["jobs"]["review"]
+    names = [s.get("name", "") for s in job["steps"]]
+    review = names.index(next(n for n in names if n.startswith("Review")))
+    artifact = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert names.index(artifact["name"]) > review and artifact["if"] == "always()"
+    assert artifact["with"]["path"] == "review.sarif" and artifact["with"]["if-no-files-found"] == "error"
+    sarif = next(s for s in job["steps"] if s.get("uses", "").startswith("github/codeql-action/upload-sarif@"))
+    variable = ci_facts()["code_scanning"]["variable"]
+    assert sarif["if"] == (
+        f"always() && (vars.{variable} == 'true' || (vars.{variable} != 'false' && !github.event.repository.private))"
+    )
+    assert "continue-on-error" not in sarif  # a real upload failure still shows
+    readme = (repo / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| pull request | `review`"))
+    assert f"`{variable}`" in row and f"`{artifact['with']['name']}`" in row

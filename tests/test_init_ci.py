@@ -13,12 +13,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
-from slm_deploy.scaffold import ci_facts, pinned_actions
+from slm_deploy.scaffold import ci_facts
 from tests.test_init import cli
 
 STACKS = ("dev", "staging", "prod")
@@ -93,9 +93,9 @@ def test_the_kubeconfig_in_workload_identity_mode_takes_the_identity_from_the_en
 class _FakeGitHubTokens(http.server.BaseHTTPRequestHandler):
     """GitHub's ID token endpoint, as the runner exposes it in ACTIONS_ID_TOKEN_REQUEST_URL."""
 
-    requests: list[tuple[str, str]] = []
+    requests: ClassVar[list[tuple[str, str]]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).requests.append((self.path, self.headers.get("Authorization", "")))
         body = json.dumps({"value": f"id-token-{len(type(self).requests)}"}).encode()
         self.send_response(200)
@@ -131,7 +131,12 @@ def test_the_federated_token_file_is_written_and_kept_fresh(repo: Path, tmp_path
     loop_pid = None
     try:
         done = subprocess.run(
-            ["bash", "-e", "-c", script + f'\necho "$!" > {pid_file}'], env=env, capture_output=True, text=True, timeout=30, check=False
+            ["bash", "-e", "-c", script + f'\necho "$!" > {pid_file}'],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         loop_pid = int(pid_file.read_text())
@@ -161,7 +166,7 @@ def test_pull_requests_run_with_their_own_identity_that_cannot_deploy_or_write_s
     for name, job in pulumi_jobs(repo).items():
         env = pulumi_step(job)["env"]
         expected = "AZURE_PREVIEW_CLIENT_ID" if name == "preview" else "AZURE_DEPLOY_CLIENT_ID"
-        assert env["ARM_CLIENT_ID"] == env["AZURE_CLIENT_ID"] == "${{ vars.%s }}" % expected, name
+        assert env["ARM_CLIENT_ID"] == env["AZURE_CLIENT_ID"] == "${{ vars." + expected + " }}", name
         assert ("environment" in job) == (name != "preview")
     readme = (repo / "README.md").read_text()
     preview = [line for line in readme.splitlines() if "`repo:OWNER/REPO:pull_request`" in line]

@@ -492,3 +492,70 @@ def test_the_gpu_operator_runs_the_locked_device_plugin_and_dcgm_exporter() -> N
     exporter = values["dcgmExporter"]
     assert (exporter["repository"], exporter["image"]) == ("nvcr.io/nvidia/k8s", "dcgm-exporter")
     assert exporter["version"] == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]
+
+
+# Where kube-prometheus-stack 77.14.0 and its subcharts take each image, and how each template spells
+# the digest (read at the chart tags; see chart_profiles.yaml): hex = `@sha256:{{ sha }}` in the template.
+KPS_IMAGE_BLOCKS = {
+    "prometheusOperator.image": ("sha", "hex"),
+    "prometheusOperator.prometheusConfigReloader.image": ("sha", "hex"),
+    "prometheusOperator.admissionWebhooks.patch.image": ("sha", "hex"),
+    "prometheus.prometheusSpec.image": ("sha", "hex"),
+    "alertmanager.alertmanagerSpec.image": ("sha", "hex"),
+    "grafana.image": ("sha", "hex"),
+    "grafana.sidecar.image": ("sha", "hex"),
+    "grafana.initChownData.image": ("sha", "hex"),
+    "kube-state-metrics.image": ("sha", "sha256:hex"),
+    "prometheus-node-exporter.image": ("digest", "sha256:hex"),
+}
+
+
+def test_kube_prometheus_stack_runs_every_image_by_the_locked_digest() -> None:
+    """What Helm renders from the release's values: registry/repository:tag@<the lock's digest> for
+    every image the chart and its subcharts run, in the key and spelling each chart version reads."""
+    from slm_deploy.preview import run_preview
+    from slm_deploy.simulator.model import dig
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())["images"]
+    (release,) = [r for r in run_preview("dev", ROOT).resources if r.inputs.get("chart") == "kube-prometheus-stack"]
+    values = release.inputs["values"]
+    pinned = set()
+    for path, (key, spelling) in KPS_IMAGE_BLOCKS.items():
+        block = dig(values, path)
+        assert isinstance(block, dict), path
+        ref = f"{block['registry']}/{block['repository']}:{block['tag']}"
+        assert ref in lock, f"{path}: {ref} is not in the lock"
+        digest = lock[ref]["digest"]
+        assert block[key] == (digest if spelling == "sha256:hex" else digest.removeprefix("sha256:")), path
+        assert "sha" not in block or key == "sha", f"{path}: prometheus-node-exporter fails on image.sha"
+        pinned.add(ref)
+    assert len(pinned) == len(KPS_IMAGE_BLOCKS)
+    assert (values["prometheus"]["prometheusSpec"]["image"]["tag"], values["grafana"]["image"]["tag"]) == ("v3.6.0", "12.1.1")
+
+
+def test_an_arm64_llamacpp_box_is_refused_from_the_lock_and_only_the_lock(tmp_path: Path) -> None:
+    """images.yaml says nothing about platforms: the shipped (example) lock lists llama.cpp for
+    linux/amd64 only, as upstream publishes it, and that alone refuses the arm64 box."""
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    catalog = yaml.safe_load((ROOT / "slm_deploy" / "catalog" / "images.yaml").read_text())
+    assert not [entry["id"] for entry in catalog["images"] if "platforms" in entry]
+    fleet = _fleet_with_lock(tmp_path, PACKAGED_LOCK, arch="arm64")
+    data = yaml.safe_load(fleet.read_text())
+    data["boxes"][0]["serving"] = {"runtime": "llamacpp", "model": "qwen3-1.7b"}
+    fleet.write_text(yaml.safe_dump(data))
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())
+    entry = lock["images"]["ghcr.io/ggml-org/llama.cpp:server-b6700"]
+    refused = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "error: fleet.yaml: boxes[0].hardware.cpu_arch: box edge-1: ghcr.io/ggml-org/llama.cpp:server-b6700 has no "
+        f"linux/arm64 manifest (the registry lists linux/amd64 under {entry['digest']})\n"
+    )
+    assert not (tmp_path / "out").exists()
+    # A lock in which the registry listed an arm64 manifest: the same catalog now serves the box.
+    entry["platforms"]["linux/arm64"] = entry["platforms"]["linux/amd64"]
+    (tmp_path / "images.lock.yaml").write_text(yaml.safe_dump(lock))
+    accepted = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
+    assert accepted.returncode == 0, accepted.stderr

@@ -7,6 +7,7 @@ deployment simulator read them from here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -169,6 +170,31 @@ class RwoDeployment(_Strict):
     default_strategy: str
 
 
+class ChartImage(_Strict):
+    """Where a chart takes one image, and how it spells the digest there."""
+
+    image: str  # catalog image id
+    values: str  # values path of the block holding registry, repository, tag and the digest key
+    digest_key: Literal["sha", "digest"]
+    digest_with_algorithm: bool  # the value is `sha256:<hex>` (else the hex only: the template adds `sha256:`)
+
+    def block(self, repository: str, tag: str, digest: str | None) -> dict[str, str]:
+        """The values block for a catalog image `registry/path:tag`, pinned when a digest is known."""
+        registry, _, path = repository.partition("/")
+        if not path or not ("." in registry or ":" in registry):
+            raise ValueError(f"chart image {self.image}: {repository!r} names no registry host (the chart's values need one)")
+        out = {"registry": registry, "repository": path, "tag": tag}
+        if digest:
+            out[self.digest_key] = digest if self.digest_with_algorithm else digest.removeprefix("sha256:")
+        return out
+
+    def pinned(self, block: Any) -> bool:
+        """Whether a values block pins the image by digest, spelled as this chart version reads it."""
+        value = block.get(self.digest_key) if isinstance(block, dict) else None
+        pattern = r"sha256:[0-9a-f]{64}" if self.digest_with_algorithm else r"[0-9a-f]{64}"
+        return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
 class ChartProfile(_Strict):
     id: str
     version: str
@@ -183,6 +209,8 @@ class ChartProfile(_Strict):
     secret_refs: tuple[str, ...] = ()
     # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.
     rwo_deployments: tuple[RwoDeployment, ...] = ()
+    images: tuple[ChartImage, ...] = ()
+    images_source: str | None = None
 
 
 class _Profiles(_Strict):

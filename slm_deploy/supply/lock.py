@@ -119,12 +119,8 @@ def apply(catalog: Catalog, lock: LockFile, source: str, allow_unlocked: bool = 
                 )
             images[image_id] = image
             continue
-        platforms = tuple(CpuArch(k.removeprefix("linux/")) for k in entry.platforms if k.removeprefix("linux/") in _ARCHES)
-        images[image_id] = image.model_copy(update={"digest": entry.digest, "platforms": platforms, "locked": entry})
+        images[image_id] = image.model_copy(update={"digest": entry.digest, "locked": entry})
     return catalog.model_copy(update={"images": images})
-
-
-_ARCHES = {a.value for a in CpuArch}
 
 
 def locked_catalog(directory: Path | None, allow_unlocked: bool | None = None) -> Catalog:

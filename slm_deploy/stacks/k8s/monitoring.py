@@ -3,16 +3,31 @@ our ServiceMonitors, PrometheusRules and dashboards are picked up without Helm l
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace, Secret
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.catalog.platform import ChartProfile, load_chart_profiles
 from slm_deploy.environment import MonitoringSpec
 
 NAMESPACE = "monitoring"
 GRAFANA_SECRET = "grafana-admin"
+
+
+def pin_chart_images(values: dict[str, Any], profile: ChartProfile, catalog: Catalog) -> None:
+    """Set every image the release runs, at the values path and in the digest spelling its chart
+    version takes (chart_profiles.yaml `images`), to the catalog's locked reference."""
+    for entry in profile.images:
+        image = catalog.images[entry.image]
+        *parents, last = entry.values.split(".")
+        block = values
+        for key in parents:
+            block = block.setdefault(key, {})
+        block[last] = {**block.get(last, {}), **entry.block(image.repository, image.tag, image.digest)}
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -59,7 +74,10 @@ class Monitoring(pulumi.ComponentResource):
             "fsGroup": 65534,
             "seccompProfile": {"type": "RuntimeDefault"},
         }
-        values = {
+        profile = load_chart_profiles().get((chart.id, chart.version))
+        if profile is None or not profile.images:
+            raise ValueError(f"chart_profiles.yaml lists no images for {chart.id} {chart.version}: its images cannot be pinned")
+        values: dict[str, Any] = {
             # AKS runs the control plane and Cilium replaces kube-proxy: these targets never answer,
             # and their default alerts would fire from day one (the chart drops their rules too).
             "kubeControllerManager": {"enabled": False},
@@ -97,6 +115,7 @@ class Monitoring(pulumi.ComponentResource):
             },
             "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}},
         }
+        pin_chart_images(values, profile, catalog)
         release = Release(
             f"{name}-kube-prometheus-stack",
             ReleaseArgs(

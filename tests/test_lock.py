@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_cli
-from tests.registry import PASSWORD, USER, LiveRegistry, TokenIssuer, free_port
+from tests.registry import PASSWORD, REFRESH_TOKEN, SERVICE, USER, LiveRegistry, TokenIssuer, free_port
 
 pytestmark = pytest.mark.tools
 
@@ -190,6 +190,16 @@ def _docker_config(tmp: Path, config: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, "DOCKER_CONFIG": str(tmp / "docker")}
 
 
+def _helper(tmp: Path, username: str, secret: str) -> dict[str, str]:
+    """A credential helper `docker-credential-slmtest` answering USERNAME/SECRET, on PATH."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    helper = bin_dir / "docker-credential-slmtest"
+    helper.write_text(f"#!/bin/sh\nread server\necho '{json.dumps({'Username': username, 'Secret': secret})}'\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
 def test_token_auth_with_credentials_from_the_docker_config(
     token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path
 ) -> None:
@@ -209,13 +219,7 @@ def test_token_auth_with_credentials_from_the_docker_config(
 def test_token_auth_through_a_credential_helper(token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path) -> None:
     registry, _ = token_registry
     registry.push("private/helper", "1.0")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    helper = bin_dir / "docker-credential-slmtest"
-    helper.write_text(f'#!/bin/sh\nread server\necho \'{{"Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n')
-    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
-    env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}})
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}}) | _helper(tmp_path, USER, PASSWORD)
     images = images_file(tmp_path / "images.yaml", (f"{registry.host}/private/helper", "1.0"))
     result = lock_cli(tmp_path, images, env=env)
     assert result.returncode == 0, result.stderr
@@ -234,6 +238,50 @@ def test_token_auth_failure_is_exit_2_naming_docker_login(
     assert f"token endpoint refused repository:private/denied:pull as {USER} (HTTP 401)" in result.stderr
     assert f"docker login {registry.host}" in result.stderr
     assert issuer.refused == refused + 1
+    assert not (tmp_path / "images.lock.yaml").exists()
+
+
+@pytest.mark.parametrize("where", ["config identitytoken", "helper <token>"])
+def test_an_identity_token_is_exchanged_by_the_oauth2_refresh_token_grant(
+    token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path, where: str
+) -> None:
+    """`docker login` to an OAuth registry keeps an identity token (auths.*.identitytoken), and
+    credential helpers return one as user "<token>": it is a refresh token, sent by POST with
+    grant_type=refresh_token (distribution docs/spec/auth/oauth.md), never as a Basic password."""
+    registry, issuer = token_registry
+    name = f"private/oauth-{where.split()[0]}"
+    pushed = registry.push(name, "1.0")
+    images = images_file(tmp_path / "images.yaml", (f"{registry.host}/{name}", "1.0"))
+    if where == "config identitytoken":
+        env = _docker_config(tmp_path, {"auths": {registry.host: {"identitytoken": REFRESH_TOKEN}}})
+    else:
+        env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}}) | _helper(tmp_path, "<token>", REFRESH_TOKEN)
+    refused, grants = issuer.refused, len(issuer.grants)
+    result = lock_cli(tmp_path, images, env=env)
+    assert result.returncode == 0, result.stderr
+    lock = yaml.safe_load((tmp_path / "images.lock.yaml").read_text())
+    assert lock["images"][f"{registry.host}/{name}:1.0"]["digest"] == pushed["digest"]
+    assert issuer.refused == refused  # no Basic "<token>:..." GET was tried and refused
+    form = issuer.grants[grants]
+    assert form["grant_type"] == "refresh_token" and form["refresh_token"] == REFRESH_TOKEN
+    assert (form["service"], form["scope"]) == (SERVICE, f"repository:{name}:pull") and form["client_id"]
+
+
+def test_a_refused_identity_token_is_exit_2_naming_docker_login(
+    token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path
+) -> None:
+    registry, issuer = token_registry
+    registry.push("private/oauth-expired", "1.0")
+    images = images_file(tmp_path / "images.yaml", (f"{registry.host}/private/oauth-expired", "1.0"))
+    env = _docker_config(tmp_path, {"auths": {registry.host: {"identitytoken": "revoked-refresh-token"}}})
+    result = lock_cli(tmp_path, images, env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: lock: registry {registry.host}: token endpoint refused the identity token (OAuth2 refresh token) for "
+        f"repository:private/oauth-expired:pull (HTTP 400 invalid_grant); `docker login {registry.host}` again; "
+        f"{tmp_path / 'images.lock.yaml'} left unchanged\n"
+    )
+    assert issuer.grants[-1]["refresh_token"] == "revoked-refresh-token"
     assert not (tmp_path / "images.lock.yaml").exists()
 
 

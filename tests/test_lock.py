@@ -87,6 +87,42 @@ def test_check_exits_1_and_prints_what_moved_and_what_is_missing(registry: LiveR
     assert (tmp_path / "images.lock.yaml").read_bytes() == locked  # --check writes nothing
 
 
+def test_stale_entries_fail_the_check_and_are_dropped_by_lock(registry: LiveRegistry, tmp_path: Path) -> None:
+    """An image dropped from the catalog (or the --images files) leaves a stale lock entry: `--check`
+    names it and exits 1, changing nothing; `lock` drops it, writing what a fresh lock writes."""
+    registry.push("team/kept", "1.0")
+    registry.push("team/retired", "0.9")
+    registry.push("team/retired-too", "0.1")
+    kept = (f"{registry.host}/team/kept", "1.0")
+    both = images_file(
+        tmp_path / "all.yaml", kept, (f"{registry.host}/team/retired", "0.9"), (f"{registry.host}/team/retired-too", "0.1")
+    )
+    assert lock_cli(tmp_path, both).returncode == 0
+    locked = (tmp_path / "images.lock.yaml").read_bytes()
+    now = images_file(tmp_path / "now.yaml", kept)
+    check = lock_cli(tmp_path, now, "--check")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert check.stdout == "".join(
+        f"stale: {registry.host}/team/{name}: in the lock, but no longer in the catalog or the --images files\n"
+        for name in ("retired-too:0.1", "retired:0.9")
+    )
+    assert (tmp_path / "images.lock.yaml").read_bytes() == locked
+    dropped = lock_cli(tmp_path, now)
+    assert dropped.returncode == 0, dropped.stderr
+    assert f"removed: {registry.host}/team/retired:0.9: no longer in the catalog or the --images files" in dropped.stdout
+    assert dropped.stdout.endswith("1 images, 0 changed, 2 removed\n")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert lock_cli(fresh, now).returncode == 0
+    written = yaml.safe_load((tmp_path / "images.lock.yaml").read_text())
+    assert list(written["images"]) == [f"{registry.host}/team/kept:1.0"]
+    fresh_lock = yaml.safe_load((fresh / "images.lock.yaml").read_text())
+    for data in (written, fresh_lock):  # the time of resolution is the only difference
+        data["images"][f"{registry.host}/team/kept:1.0"].pop("resolved")
+    assert written == fresh_lock
+    assert lock_cli(tmp_path, now, "--check").returncode == 0
+
+
 def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tmp_path: Path) -> None:
     """Docker Hub counts every GET of a manifest as a pull, one per architecture of an index, and
     HEAD requests (version checks) not at all. `lock --check` runs on every pull request: while no

@@ -16,7 +16,14 @@ DNS_LABEL_KINDS = ("Namespace", "Service", "Deployment", "StatefulSet", "DaemonS
 
 
 def check(stack: Stack, facts: AksFacts) -> list[Finding]:
-    return _pools(stack, facts) + _names(stack, facts) + _values(stack) + _chart_images(stack) + _upgrade(stack, facts) + _image_env(stack, facts)
+    return [
+        *_pools(stack, facts),
+        *_names(stack, facts),
+        *_values(stack),
+        *_chart_images(stack),
+        *_upgrade(stack, facts),
+        *_image_env(stack, facts),
+    ]
 
 
 def _upgrade(stack: Stack, facts: AksFacts) -> list[Finding]:

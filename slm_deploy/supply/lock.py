@@ -226,6 +226,13 @@ def check(
     return out
 
 
+def stale(lock: LockFile | None, refs: list[tuple[str, str]]) -> list[str]:
+    """Lock entries for images no longer asked for (dropped from the catalog or the --images files),
+    sorted: `lock` drops them, `lock --check` fails on them."""
+    wanted = {image_key(repository, tag) for repository, tag in refs}
+    return sorted(set(lock.images) - wanted) if lock else []
+
+
 def compare(lock: LockFile | None, current: dict[str, LockEntry]) -> list[Moved]:
     moved = []
     for key, entry in sorted(current.items()):

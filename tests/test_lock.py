@@ -618,6 +618,44 @@ def test_kube_prometheus_stack_runs_every_image_by_the_locked_digest() -> None:
     assert (values["prometheus"]["prometheusSpec"]["image"]["tag"], values["grafana"]["image"]["tag"]) == ("v3.6.0", "12.1.1")
 
 
+def test_a_chart_image_left_unlocked_is_reported_by_the_review(tmp_path: Path) -> None:
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())
+    del lock["images"]["docker.io/grafana/grafana:12.1.1"]
+    (tmp_path / "images.lock.yaml").write_text(yaml.safe_dump(lock))
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    refused = run_cli("review", "--stack", "dev", "--project", str(tmp_path), "--tool", "slm")
+    assert refused.returncode == 2 and "image 'kps-grafana' is not locked; run `slm-deploy lock`" in refused.stderr
+    import subprocess
+    import sys
+
+    review = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slm_deploy.cli",
+            "review",
+            "--stack",
+            "dev",
+            "--project",
+            str(tmp_path),
+            "--tool",
+            "slm",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLM_DEPLOY_ALLOW_UNLOCKED": "1"},
+        check=False,
+    )
+    assert review.returncode == 1, review.stderr
+    assert [(f["rule"], f["message"]) for f in json.loads(review.stdout)["findings"]] == [
+        ("SLM-SIM-015", "grafana.image runs docker.io/grafana/grafana:12.1.1 without a digest: set sha = <hex> (no sha256:)")
+    ]
+
+
 def test_an_arm64_llamacpp_box_is_refused_from_the_lock_and_only_the_lock(tmp_path: Path) -> None:
     """images.yaml says nothing about platforms: the shipped (example) lock lists llama.cpp for
     linux/amd64 only, as upstream publishes it, and that alone refuses the arm64 box."""

@@ -159,13 +159,16 @@ def _chart_images(stack: Stack) -> list[Finding]:
         profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
         values = release.inputs.get("values") or {}
         for entry in profile.images if profile else ():
-            if not entry.pinned(dig(values, entry.values)):
+            block = dig(values, entry.values)
+            if not entry.pinned(block):
                 spelling = "sha256:<hex>" if entry.digest_with_algorithm else "<hex> (no sha256:)"
+                parts = [block.get(k) for k in ("registry", "repository", "tag")] if isinstance(block, dict) else []
+                what = f"{parts[0]}/{parts[1]}:{parts[2]}" if parts and all(parts) else f"the chart's default {entry.image}"
                 findings.append(
                     Finding(
                         "SLM-SIM-015",
                         label(release),
-                        f"{entry.values} runs {entry.image} without a digest: set {entry.digest_key} = {spelling}",
+                        f"{entry.values} runs {what} without a digest: set {entry.digest_key} = {spelling}",
                     )
                 )
     return findings

@@ -573,6 +573,7 @@ def test_the_gpu_operator_runs_the_locked_device_plugin_and_dcgm_exporter() -> N
         "image": "k8s-device-plugin",
         "version": lock["nvcr.io/nvidia/k8s-device-plugin:v0.17.4"]["digest"],
     }
+    assert values["gfd"] == values["devicePlugin"]  # feature discovery runs the device plugin's image
     exporter = values["dcgmExporter"]
     assert (exporter["repository"], exporter["image"]) == ("nvcr.io/nvidia/k8s", "dcgm-exporter")
     assert exporter["version"] == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]

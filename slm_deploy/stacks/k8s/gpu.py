@@ -38,6 +38,9 @@ class GpuSupport(pulumi.ComponentResource):
             "driver": {"enabled": installs_driver},
             "toolkit": {"enabled": installs_driver},
             "devicePlugin": {"enabled": True, **operator_image(catalog.images["nvidia-device-plugin"])},
+            # GPU feature discovery runs the device plugin's image (v25.3.4 values.yaml gfd: k8s-device-plugin
+            # v0.17.4): the same locked digest, instead of the chart's tag.
+            "gfd": {"enabled": True, **operator_image(catalog.images["nvidia-device-plugin"])},
             "dcgmExporter": {
                 "enabled": True,
                 "serviceMonitor": {"enabled": monitoring},

@@ -560,23 +560,53 @@ def test_verify_compares_loaded_images_with_the_bundle_digests(mirror_lock: Path
     assert no_docker.returncode == 0 and "images: not checked: no docker command here" in no_docker.stdout
 
 
-def test_the_gpu_operator_runs_the_locked_device_plugin_and_dcgm_exporter() -> None:
+# What the GPU Operator v25.3.4 makes of each block (read at the tag): its own Deployment and the
+# driver manager print `repository/image:version`; ClusterPolicy's imagePath turns a `sha256:` version
+# into repository/image@version and anything else into repository/image:version; NFD prints repository:tag.
+GPU_OPERATOR_IMAGE_BLOCKS = {
+    "operator": "helm",
+    "driver.manager": "helm",
+    "validator": "clusterpolicy",
+    "devicePlugin": "clusterpolicy",
+    "gfd": "clusterpolicy",
+    "dcgmExporter": "clusterpolicy",
+    "migManager": "clusterpolicy",
+    "toolkit": "clusterpolicy",
+    "node-feature-discovery.image": "nfd",
+}
+
+
+def _gpu_operator_renders(block: dict[str, str], how: str) -> str:
+    if how == "nfd":
+        return f"{block['repository']}:{block['tag']}"
+    path = f"{block['repository']}/{block['image']}"
+    if how == "clusterpolicy" and block["version"].startswith("sha256:"):
+        return f"{path}@{block['version']}"
+    return f"{path}:{block['version']}"
+
+
+def test_the_gpu_operator_runs_every_image_by_the_locked_digest() -> None:
     from slm_deploy.preview import run_preview
+    from slm_deploy.simulator.model import dig
     from slm_deploy.supply.lock import PACKAGED_LOCK
 
     lock = yaml.safe_load(PACKAGED_LOCK.read_text())["images"]
-    (release,) = [r for r in run_preview("dev", ROOT).resources if r.type == "kubernetes:helm.sh/v3:Release" and "gpu" in r.name]
+    (release,) = [r for r in run_preview("dev", ROOT).resources if r.inputs.get("chart") == "gpu-operator"]
     values = release.inputs["values"]
-    assert values["devicePlugin"] | {"enabled": True} == {
-        "enabled": True,
-        "repository": "nvcr.io/nvidia",
-        "image": "k8s-device-plugin",
-        "version": lock["nvcr.io/nvidia/k8s-device-plugin:v0.17.4"]["digest"],
-    }
-    assert values["gfd"] == values["devicePlugin"]  # feature discovery runs the device plugin's image
-    exporter = values["dcgmExporter"]
-    assert (exporter["repository"], exporter["image"]) == ("nvcr.io/nvidia/k8s", "dcgm-exporter")
-    assert exporter["version"] == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]
+    by_repository = {key.rsplit(":", 1)[0]: (key, entry["digest"]) for key, entry in lock.items()}
+    rendered = {}
+    for path, how in GPU_OPERATOR_IMAGE_BLOCKS.items():
+        reference = _gpu_operator_renders(dig(values, path), how)
+        name, _, digest = reference.partition("@")
+        repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        key, locked = by_repository[repository]
+        assert digest == locked, f"{path}: {reference} is not {key}@{locked}"
+        rendered[path] = reference
+    operator = lock["nvcr.io/nvidia/gpu-operator:v25.3.4"]["digest"]
+    assert rendered["operator"] == f"nvcr.io/nvidia/gpu-operator:v25.3.4@{operator}"  # not `:sha256:...`
+    assert rendered["gfd"] == rendered["devicePlugin"]  # feature discovery runs the device plugin's image
+    assert dig(values, "dcgmExporter.version") == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]
+    assert values["dcgmExporter"]["serviceMonitor"] == {"enabled": True} and values["devicePlugin"]["enabled"] is True
 
 
 # Where kube-prometheus-stack 77.14.0 and its subcharts take each image, and how each template spells

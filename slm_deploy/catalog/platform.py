@@ -171,28 +171,55 @@ class RwoDeployment(_Strict):
 
 
 class ChartImage(_Strict):
-    """Where a chart takes one image, and how it spells the digest there."""
+    """Where a chart takes one image, and how it spells the digest there.
+
+    layout: the keys of the values block. `registry`: registry, repository, tag (+ the digest key);
+    `image`: repository (registry and path up to the name), image (the name), version; `repository`:
+    repository (registry and path), tag. spelling: `hex` (the template adds `sha256:`), `algorithm`
+    (sha256:<hex>), `tag@algorithm` (<tag>@sha256:<hex>, for templates that print `repo:{{ tag }}`).
+    """
 
     image: str  # catalog image id
-    values: str  # values path of the block holding registry, repository, tag and the digest key
-    digest_key: Literal["sha", "digest"]
-    digest_with_algorithm: bool  # the value is `sha256:<hex>` (else the hex only: the template adds `sha256:`)
+    values: str  # values path of the block
+    layout: Literal["registry", "image", "repository"] = "registry"
+    digest_key: Literal["sha", "digest", "version", "tag"]
+    spelling: Literal["hex", "algorithm", "tag@algorithm"]
 
     def block(self, repository: str, tag: str, digest: str | None) -> dict[str, str]:
         """The values block for a catalog image `registry/path:tag`, pinned when a digest is known."""
         registry, _, path = repository.partition("/")
         if not path or not ("." in registry or ":" in registry):
             raise ValueError(f"chart image {self.image}: {repository!r} names no registry host (the chart's values need one)")
-        out = {"registry": registry, "repository": path, "tag": tag}
+        if self.layout == "registry":
+            out = {"registry": registry, "repository": path, "tag": tag}
+        elif self.layout == "image":
+            prefix, _, name = repository.rpartition("/")
+            out = {"repository": prefix, "image": name, "version": tag}
+        else:
+            out = {"repository": repository, "tag": tag}
         if digest:
-            out[self.digest_key] = digest if self.digest_with_algorithm else digest.removeprefix("sha256:")
+            spelled = {"hex": digest.removeprefix("sha256:"), "algorithm": digest, "tag@algorithm": f"{tag}@{digest}"}
+            out[self.digest_key] = spelled[self.spelling]
         return out
 
     def pinned(self, block: Any) -> bool:
         """Whether a values block pins the image by digest, spelled as this chart version reads it."""
         value = block.get(self.digest_key) if isinstance(block, dict) else None
-        pattern = r"sha256:[0-9a-f]{64}" if self.digest_with_algorithm else r"[0-9a-f]{64}"
+        pattern = {"hex": "", "algorithm": "sha256:", "tag@algorithm": r"[\w][\w.-]*@sha256:"}[self.spelling] + "[0-9a-f]{64}"
         return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+    def reference(self, block: Any) -> str | None:
+        """The `registry/path:tag` a values block names, when it names all of it."""
+        keys = {"registry": ("registry", "repository", "tag"), "image": ("repository", "image", "version")}
+        if not isinstance(block, dict):
+            return None
+        parts = [block.get(k) for k in keys.get(self.layout, ("repository", "tag"))]
+        named = [part for part in parts if isinstance(part, str) and part]
+        return "/".join(named[:-1]) + ":" + named[-1] if len(named) == len(parts) else None
+
+    def wanted(self) -> str:
+        """How the digest should be spelled, for a finding."""
+        return {"hex": "<hex> (no sha256:)", "algorithm": "sha256:<hex>", "tag@algorithm": "<tag>@sha256:<hex>"}[self.spelling]
 
 
 class ChartProfile(_Strict):

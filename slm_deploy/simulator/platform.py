@@ -161,14 +161,12 @@ def _chart_images(stack: Stack) -> list[Finding]:
         for entry in profile.images if profile else ():
             block = dig(values, entry.values)
             if not entry.pinned(block):
-                spelling = "sha256:<hex>" if entry.digest_with_algorithm else "<hex> (no sha256:)"
-                parts = [block.get(k) for k in ("registry", "repository", "tag")] if isinstance(block, dict) else []
-                what = f"{parts[0]}/{parts[1]}:{parts[2]}" if parts and all(parts) else f"the chart's default {entry.image}"
                 findings.append(
                     Finding(
                         "SLM-SIM-015",
                         label(release),
-                        f"{entry.values} runs {what} without a digest: set {entry.digest_key} = {spelling}",
+                        f"{entry.values} runs {entry.reference(block) or 'the chart default'} without a digest: "
+                        f"set {entry.digest_key} = {entry.wanted()}",
                     )
                 )
     return findings

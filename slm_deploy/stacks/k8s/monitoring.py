@@ -11,23 +11,11 @@ from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from slm_deploy.catalog import Catalog
-from slm_deploy.catalog.platform import ChartProfile, load_chart_profiles
 from slm_deploy.environment import MonitoringSpec
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 
 NAMESPACE = "monitoring"
 GRAFANA_SECRET = "grafana-admin"
-
-
-def pin_chart_images(values: dict[str, Any], profile: ChartProfile, catalog: Catalog) -> None:
-    """Set every image the release runs, at the values path and in the digest spelling its chart
-    version takes (chart_profiles.yaml `images`), to the catalog's locked reference."""
-    for entry in profile.images:
-        image = catalog.images[entry.image]
-        *parents, last = entry.values.split(".")
-        block = values
-        for key in parents:
-            block = block.setdefault(key, {})
-        block[last] = {**block.get(last, {}), **entry.block(image.repository, image.tag, image.digest)}
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -74,9 +62,6 @@ class Monitoring(pulumi.ComponentResource):
             "fsGroup": 65534,
             "seccompProfile": {"type": "RuntimeDefault"},
         }
-        profile = load_chart_profiles().get((chart.id, chart.version))
-        if profile is None or not profile.images:
-            raise ValueError(f"chart_profiles.yaml lists no images for {chart.id} {chart.version}: its images cannot be pinned")
         values: dict[str, Any] = {
             # AKS runs the control plane and Cilium replaces kube-proxy: these targets never answer,
             # and their default alerts would fire from day one (the chart drops their rules too).
@@ -115,7 +100,7 @@ class Monitoring(pulumi.ComponentResource):
             },
             "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}},
         }
-        pin_chart_images(values, profile, catalog)
+        pin_chart_images(values, chart, catalog)
         release = Release(
             f"{name}-kube-prometheus-stack",
             ReleaseArgs(

@@ -619,7 +619,6 @@ KPS_IMAGE_BLOCKS = {
     "alertmanager.alertmanagerSpec.image": ("sha", "hex"),
     "grafana.image": ("sha", "hex"),
     "grafana.sidecar.image": ("sha", "hex"),
-    "grafana.initChownData.image": ("sha", "hex"),
     "kube-state-metrics.image": ("sha", "sha256:hex"),
     "prometheus-node-exporter.image": ("digest", "sha256:hex"),
 }
@@ -646,6 +645,7 @@ def test_kube_prometheus_stack_runs_every_image_by_the_locked_digest() -> None:
         assert "sha" not in block or key == "sha", f"{path}: prometheus-node-exporter fails on image.sha"
         pinned.add(ref)
     assert len(pinned) == len(KPS_IMAGE_BLOCKS)
+    assert values["grafana"]["initChownData"] == {"enabled": False}, "grafana's init-chown (busybox as root) does not run"
     assert (values["prometheus"]["prometheusSpec"]["image"]["tag"], values["grafana"]["image"]["tag"]) == ("v3.6.0", "12.1.1")
 
 

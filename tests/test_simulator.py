@@ -324,6 +324,16 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
         "SLM-SIM-015",
         lambda s: mutate(s, release("gpu-operator"), with_inputs("values.operator.version", "sha256:" + "0" * 64)),
     ),
+    "Grafana's init-chown container back on (busybox as root, CHOWN)": (
+        "dev",
+        "SLM-SIM-016",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.grafana.initChownData.enabled", True)),
+    ),
+    "Grafana's init-chown container by the chart default": (
+        "prod",
+        "SLM-SIM-016",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.grafana.initChownData", DELETE)),
+    ),
     "operator.defaultRuntime": (
         "dev",
         "SLM-SIM-012",

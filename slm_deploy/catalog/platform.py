@@ -170,6 +170,13 @@ class RwoDeployment(_Strict):
     default_strategy: str
 
 
+class RootContainer(_Strict):
+    container: str  # what runs as root, as the chart names it
+    when: dict[str, bool]  # values paths that must all be true for it to run -> the chart's default
+    instead: str  # what makes it unnecessary
+    source: str
+
+
 class ChartImage(_Strict):
     """Where a chart takes one image, and how it spells the digest there.
 
@@ -236,6 +243,8 @@ class ChartProfile(_Strict):
     secret_refs: tuple[str, ...] = ()
     # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.
     rwo_deployments: tuple[RwoDeployment, ...] = ()
+    # Containers the chart runs as root when its values say so.
+    root_containers: tuple[RootContainer, ...] = ()
     images: tuple[ChartImage, ...] = ()
     images_source: str | None = None
 

@@ -21,6 +21,7 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         *_names(stack, facts),
         *_values(stack),
         *_chart_images(stack),
+        *_root_containers(stack),
         *_upgrade(stack, facts),
         *_image_env(stack, facts),
     ]
@@ -169,6 +170,19 @@ def _chart_images(stack: Stack) -> list[Finding]:
                         f"set {entry.digest_key} = {entry.wanted()}",
                     )
                 )
+    return findings
+
+
+def _root_containers(stack: Stack) -> list[Finding]:
+    """A container the chart runs as root whenever all its `when` values hold (chart defaults apply)."""
+    findings = []
+    profiles = load_chart_profiles()
+    for release in stack.releases():
+        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        values = release.inputs.get("values") or {}
+        for root in profile.root_containers if profile else ():
+            if all(dig(values, path, default) is True for path, default in root.when.items()):
+                findings.append(Finding("SLM-SIM-016", label(release), f"runs {root.container}; instead: {root.instead}"))
     return findings
 
 

@@ -139,5 +139,14 @@ SIM_RULES: tuple[SimRule, ...] = (
         "spells the digest its own way (sha with or without sha256:, or digest); a wrong spelling fails to render or pull.",
         "Run `slm-deploy lock` so every chart image in images.yaml has a lock entry (not --allow-unlocked).",
     ),
+    SimRule(
+        "SLM-SIM-016",
+        "platform",
+        "No chart container runs as root",
+        Severity.HIGH,
+        "A root container with added capabilities (e.g. an init container that chowns a volume) breaks a restricted "
+        "Pod Security level and widens what a compromised image can do; the chart's values can make it unnecessary.",
+        "Set the chart values the finding names so the container does not run (the pod's fsGroup does its job).",
+    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -74,6 +74,9 @@ class Monitoring(pulumi.ComponentResource):
                 "deploymentStrategy": {"type": "Recreate"},
                 "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
                 "persistence": {"enabled": True, "size": f"{spec.grafana_storage_gi}Gi"},
+                # No root init container to chown the disk: the pod's fsGroup gives it to Grafana's
+                # group (chart profile `root_containers`, simulator rule SLM-SIM-016).
+                "initChownData": {"enabled": False},
                 "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": "ALL"}},
                 "grafana.ini": {
                     "analytics": {"reporting_enabled": False, "check_for_updates": False},

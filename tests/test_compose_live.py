@@ -162,9 +162,7 @@ def _offline_image(box: Box) -> None:
     """The air-gapped box's model image, built from the bundle's Dockerfile with the network off:
     only the download step of its fetch stage is replaced by a file the stand-in accepts."""
     text = (box.dir / "Dockerfile").read_text()
-    # BuildKit would fetch the docker/dockerfile frontend named by the syntax line; the engine's
-    # built-in frontend reads this file as it is.
-    text = re.sub(r"^# syntax=.*\n", "", text)
+    # No `# syntax=` line (SLM-DOCKER-007): the engine's built-in frontend builds the file as it is.
     text = re.sub(r"^RUN curl .* --output (\S+) \S+$", r"RUN printf 'GGUF\\0\\0\\0\\0' > \1", text, flags=re.M)
     (box.dir / "Dockerfile.test").write_text(text)
     ref = box.compose["services"][next(s for s in box.compose["services"] if "build" in box.compose["services"][s])]["image"]

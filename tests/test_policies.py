@@ -255,9 +255,11 @@ def test_naive_artifacts_are_caught_by_checkov_builtins_and_our_rules() -> None:
         "SLM-DOCKER-004",
         "SLM-DOCKER-005",
         "SLM-DOCKER-006",
+        "SLM-DOCKER-007",
         "SLM-SECRET-001",
     }
     assert expected_ours <= {rule for tool, rule in found if tool == "slm"}
+    assert ("checkov", "SLM-DOCKER-007") in found, "the checkov check sees the parser directive as the review does"
     builtin = {rule for tool, rule in found if tool == "checkov" and rule.startswith("CKV")}
     assert {"CKV_K8S_14", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_28", "CKV_DOCKER_2", "CKV_DOCKER_3"} <= builtin
     assert {rule for tool, rule in found if tool == "checkov" and rule.startswith("SLM-")}  # our custom checks too

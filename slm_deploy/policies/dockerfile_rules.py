@@ -10,12 +10,16 @@ from slm_deploy.policies.model import Kind, Rule, Severity
 
 
 def parse_dockerfile(text: str) -> list[tuple[str, str]]:
-    """Instructions with line continuations joined and comments dropped."""
+    """Instructions with line continuations joined; a comment is ("COMMENT", its text after #), as
+    checkov's parser gives it, so parser directives (`# syntax=...`) reach the rules."""
     instructions: list[tuple[str, str]] = []
     pending = ""
     for raw in text.splitlines():
         line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
+        if not pending and line.startswith("#"):
+            instructions.append(("COMMENT", line[1:].strip()))
+            continue
+        if not pending and not line:
             continue
         if line.endswith("\\"):
             pending += line[:-1] + " "
@@ -60,6 +64,20 @@ def locked_base(instructions: list[tuple[str, str]]) -> list[str]:
             problems.append(f"FROM {image} has no digest")
         if alias:
             stages.add(alias)
+    return problems
+
+
+def locked_frontend(instructions: list[tuple[str, str]]) -> list[str]:
+    """The `# syntax=IMAGE` parser directive (leading comments only, as BuildKit reads them) makes
+    BuildKit pull IMAGE as the Dockerfile frontend on every build: a tag there is as movable as an
+    unlocked FROM, and an air-gapped box cannot pull it at all."""
+    problems = []
+    for word, value in instructions:
+        if word != "COMMENT":
+            break
+        key, _, image = value.partition("=")
+        if key.strip().lower() == "syntax" and unlocked(image.strip()):
+            problems.append(f"# syntax={image.strip()} pulls that frontend image by tag on every build")
     return problems
 
 
@@ -153,5 +171,14 @@ RULES = [
         "A tag can be moved on the registry: the same Dockerfile then builds on different bits.",
         "Run `slm-deploy lock` and regenerate without --allow-unlocked: FROM repository:tag@sha256:...",
         locked_base,
+    ),
+    _d(
+        "SLM-DOCKER-007",
+        "No frontend pulled by tag",
+        Severity.MEDIUM,
+        "`# syntax=` names an image BuildKit pulls before it reads the file: a tag can be moved, and a box "
+        "without registry access cannot build. The engine's built-in frontend reads RUN --mount and COPY --chown.",
+        "Drop the `# syntax=` line, or lock the frontend to a digest (docker/dockerfile:1.x@sha256:...).",
+        locked_frontend,
     ),
 ]

@@ -64,7 +64,7 @@ def loki_config(budget: LogsBudget) -> dict[str, Any]:
             "instance_addr": "127.0.0.1",
             "replication_factor": 1,
             "ring": {"kvstore": {"store": "inmemory"}},
-            "storage": {"filesystem": {"chunks_directory": f"{LOKI_DATA}/chunks", "rules_directory": f"{LOKI_DATA}/rules"}},
+            "storage": {"filesystem": {"chunks_directory": f"{LOKI_DATA}/chunks"}},
         },
         "schema_config": {
             "configs": [

@@ -213,7 +213,9 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_alloy(text: str) -> tuple[dict[str, str], list[str]]:
+def parse_alloy(
+    text: str, components: dict[str, set[str]] = COMPONENTS, blocks: set[str] = BLOCKS
+) -> tuple[dict[str, str], list[str]]:
     """Components declared (`name "label"` -> name) and references used (`a.b.label.export`)."""
     tokens = _tokens(text)
     declared: dict[str, str] = {}
@@ -223,12 +225,12 @@ def parse_alloy(text: str) -> tuple[dict[str, str], list[str]]:
         kind, value = tokens[i]
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ("", "")
         if kind == "ident" and nxt[0] == "string" and tokens[i + 2] == ("punct", "{"):
-            assert depth == 0 and value in COMPONENTS, f"unknown component {value}"
+            assert depth == 0 and value in components, f"unknown component {value}"
             declared[f"{value}.{nxt[1].strip(chr(34))}"] = value
             depth, i = depth + 1, i + 3
             continue
         if kind == "ident" and nxt == ("punct", "{"):
-            assert depth > 0 and value in BLOCKS, f"unknown block {value}"
+            assert depth > 0 and value in blocks, f"unknown block {value}"
             depth, i = depth + 1, i + 2
             continue
         if kind == "ident" and nxt == ("punct", "="):
@@ -247,13 +249,13 @@ def parse_alloy(text: str) -> tuple[dict[str, str], list[str]]:
     return declared, references
 
 
-def check_alloy(text: str) -> dict[str, str]:
+def check_alloy(text: str, components: dict[str, set[str]] = COMPONENTS, blocks: set[str] = BLOCKS) -> dict[str, str]:
     """Parse, then resolve every reference to a declared component's export."""
-    declared, references = parse_alloy(text)
+    declared, references = parse_alloy(text, components, blocks)
     for ref in references:
         component, export = ref.rsplit(".", 1)
         assert component in declared, f"{ref} names no declared component"
-        assert export in COMPONENTS[declared[component]], f"{ref}: {declared[component]} exports no {export}"
+        assert export in components[declared[component]], f"{ref}: {declared[component]} exports no {export}"
     return declared
 
 
@@ -387,3 +389,121 @@ def test_grafana_gets_a_loki_datasource_and_logs_panels() -> None:
         ids = [p["id"] for p in panels]
         assert len(ids) == len(set(ids)), f"{board}: duplicate panel ids"
     assert "grafana/provisioning/datasources/loki.yaml" not in _files("store-0002")
+
+
+# ------------------------------------------------------------------ Kubernetes: the opt-in logs release
+
+K8S_COMPONENTS = {
+    "discovery.kubernetes": {"targets"},
+    "discovery.relabel": {"output"},
+    "loki.source.kubernetes": set(),
+    "loki.write": {"receiver"},
+}
+
+
+@pytest.fixture(scope="module")
+def dev_stack() -> Any:
+    from slm_deploy.preview import run_preview
+
+    return run_preview("dev", ROOT)
+
+
+def _release(result: Any, chart: str) -> Any:
+    return next(r for r in result.resources if r.type == "kubernetes:helm.sh/v3:Release" and r.inputs.get("chart") == chart)
+
+
+def test_logs_are_off_in_a_stack_unless_asked(tmp_path: Path) -> None:
+    from slm_deploy.preview import run_preview
+
+    data = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    data["config"].pop("slm-deploy:logs")
+    (tmp_path / "Pulumi.nologs.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    result = run_preview("nologs", tmp_path)
+    charts = {r.inputs.get("chart") for r in result.resources if r.type == "kubernetes:helm.sh/v3:Release"}
+    assert "kube-prometheus-stack" in charts and not {"loki", "alloy"} & charts
+
+
+def test_a_stack_with_logs_but_no_monitoring_is_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    data["config"]["slm-deploy:monitoring"] = {"enabled": False}
+    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    result = run_cli("preview", "bad", "--project", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: Pulumi.bad.yaml: slm-deploy: logs: enabled needs monitoring (Grafana shows the logs, Prometheus watches Loki)"
+    ), result.stderr
+
+
+def test_the_releases_are_pinned_locked_and_wait_for_monitoring(dev_stack: Any) -> None:
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.supply.lock import locked_catalog
+
+    catalog, locked = load_catalog(), locked_catalog(ROOT)
+    monitoring = _release(dev_stack, "kube-prometheus-stack")
+    for chart, image_path in (("loki", ("loki", "image")), ("alloy", ("image",))):
+        release = _release(dev_stack, chart)
+        assert release.inputs["version"] == catalog.charts[chart].version
+        image = release.inputs["values"]
+        for key in image_path:
+            image = image[key]
+        assert image["tag"] == catalog.images[chart].tag and image["digest"] == locked.images[chart].digest
+        assert image["digest"], "the chart's image is locked through its values"
+    assert monitoring.urn in _release(dev_stack, "loki").dependencies
+
+
+def test_loki_values_pass_the_charts_own_validation(dev_stack: Any) -> None:
+    """production/helm/loki/templates/validate.yaml at helm-loki-6.46.0, for the values we set."""
+    values = _release(dev_stack, "loki").inputs["values"]
+    single = int(values["singleBinary"]["replicas"])
+    scalable = sum(int(values[k]["replicas"]) for k in ("read", "write", "backend"))
+    assert values["loki"]["storage"]["type"] == "filesystem" and single == 1 and scalable == 0
+    assert values["loki"]["schemaConfig"]["configs"], "the chart refuses an empty schema_config"
+    assert not (values.get("test", {}).get("enabled", True) and not values["lokiCanary"]["enabled"])
+
+
+def test_alloy_reads_pods_through_the_api_with_a_namespaced_role(dev_stack: Any) -> None:
+    values = _release(dev_stack, "alloy").inputs["values"]
+    assert values["controller"]["type"] == "deployment" and values["rbac"]["create"] is False
+    assert values["alloy"]["mounts"]["varlog"] is False and values["alloy"]["mounts"]["dockercontainers"] is False
+    context = values["alloy"]["securityContext"]
+    assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"] and context["capabilities"]["drop"] == ["ALL"]
+    roles = [r.inputs for r in dev_stack.resources if r.type.endswith(":Role")]
+    assert [(r["metadata"]["namespace"], r["rules"]) for r in roles] == [
+        ("slm", [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}])
+    ]
+    config = values["alloy"]["configMap"]["content"]
+    assert set(check_alloy(config, K8S_COMPONENTS, {"namespaces", "rule", "endpoint"}).values()) == set(K8S_COMPONENTS)
+    assert 'names = ["slm"]' in config and "http://loki.logs.svc.cluster.local:3100/loki/api/v1/push" in config
+    namespace = next(r.inputs for r in dev_stack.resources if r.type.endswith(":Namespace") and r.inputs["metadata"]["name"] == "logs")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_simulator_checks_the_logs_releases(dev_stack: Any) -> None:
+    import copy
+    from dataclasses import replace
+
+    from slm_deploy.simulator import Stack, from_preview, simulate
+
+    stack = from_preview(dev_stack)
+    assert simulate(stack) == []
+    broken = []
+    for r in stack.resources:
+        if r.type == "kubernetes:helm.sh/v3:Release" and r.inputs.get("chart") == "loki":
+            r = replace(r, inputs=copy.deepcopy(r.inputs))
+            r.inputs["values"]["read"]["replicas"] = 3
+            r.inputs["values"]["singleBinary"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+            r.inputs["values"]["singleBinary"]["nodeSelector"] = {"pool": "nowhere"}
+        broken.append(r)
+    findings = simulate(Stack(broken))
+    assert any(f.rule == "SLM-SIM-012" and "read.replicas" in f.message for f in findings), findings
+    assert any("single-binary" in f.resource + f.message for f in findings), findings
+
+
+def test_grafana_on_kubernetes_gets_the_loki_datasource_and_the_size_guard(dev_stack: Any) -> None:
+    source = next(r.inputs for r in dev_stack.resources if r.inputs.get("metadata", {}).get("name") == "slm-loki-datasource")
+    assert source["metadata"]["labels"]["grafana_datasource"] == "1"
+    assert "url: http://loki.logs.svc.cluster.local:3100" in source["data"]["loki.yaml"]
+    rule = next(r.inputs for r in dev_stack.resources if r.inputs.get("kind") == "PrometheusRule")
+    assert "LogVolumeAboveBudget" in [a.get("alert") for g in rule["spec"]["groups"] for a in g["rules"]]

@@ -1,0 +1,190 @@
+"""The opt-in logs release (stack config `logs: {enabled: true}`): Loki as a single binary on a
+PersistentVolumeClaim and Alloy as one Deployment that tails the serving namespace's pods through
+the API server (loki.source.kubernetes), so neither needs a hostPath, root or a privileged namespace.
+Both images are the catalog's, locked through the charts' image values. Grafana (from the monitoring
+release) gets a Loki datasource; Prometheus scrapes Loki through its ServiceMonitor.
+
+Not built here (see docs/day2.md): the Loki ruler's log alerts, which the edge bundles ship (the
+chart loads rules through a sidecar image this program does not pin), and NetworkPolicies for the
+`logs` namespace (Alloy needs the API server, whose address AKS does not fix).
+"""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.core.v1 import ConfigMap, Namespace
+from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRefArgs, SubjectArgs
+
+from slm_deploy.catalog import Catalog, Image
+from slm_deploy.environment import LogsSpec
+from slm_deploy.observability.logs import DATASOURCE, LOKI_PORT, alloy_kubernetes_config, budget_for, loki_config
+from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
+from slm_deploy.yamlout import dump
+
+NAMESPACE = "logs"
+ALLOY_ACCOUNT = "alloy-logs"
+ALLOY_UID = 473  # the `alloy` user of the image (grafana/alloy Dockerfile), not its default (root)
+ALLOY_STORAGE = "/var/lib/alloy-storage"
+LOKI_URL = f"http://loki.{NAMESPACE}.svc.cluster.local:{LOKI_PORT}"
+SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER = {
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    **SECCOMP,
+}
+
+
+def _image(image: Image) -> dict[str, str | None]:
+    registry, _, repository = ("docker.io/" + image.repository).partition("/")
+    return {"registry": registry, "repository": repository, "tag": image.tag, "digest": image.digest}
+
+
+def loki_values(spec: LogsSpec, catalog: Catalog) -> dict[str, object]:
+    budget = budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days)
+    config = loki_config(budget)
+    compactor = {k: v for k, v in config["compactor"].items() if k != "working_directory"}
+    return {
+        "deploymentMode": "SingleBinary",
+        "loki": {
+            "image": _image(catalog.images["loki"]),
+            "auth_enabled": False,
+            "commonConfig": {"replication_factor": 1},
+            "storage": {"type": "filesystem"},
+            "schemaConfig": config["schema_config"],
+            "limits_config": config["limits_config"],
+            "compactor": compactor,
+            "analytics": config["analytics"],
+            "podSecurityContext": {"fsGroup": 10001, "runAsGroup": 10001, "runAsNonRoot": True, "runAsUser": 10001, **SECCOMP},
+            "containerSecurityContext": CONTAINER,
+        },
+        "singleBinary": {
+            "replicas": 1,
+            "persistence": {"enabled": True, "size": f"{spec.storage_gi}Gi"},
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        },
+        # The chart refuses single-binary replicas beside scalable ones (templates/validate.yaml).
+        "read": {"replicas": 0},
+        "write": {"replicas": 0},
+        "backend": {"replicas": 0},
+        "gateway": {"enabled": False},
+        "chunksCache": {"enabled": False},
+        "resultsCache": {"enabled": False},
+        "lokiCanary": {"enabled": False},
+        "test": {"enabled": False},
+        "sidecar": {"rules": {"enabled": False}},
+        "monitoring": {"serviceMonitor": {"enabled": True}},
+    }
+
+
+def alloy_values(spec: LogsSpec, catalog: Catalog, serving_namespace: str, cluster: str) -> dict[str, object]:
+    del spec  # one Alloy for the namespace; nothing to size from the spec yet
+    return {
+        "image": _image(catalog.images["alloy"]),
+        "crds": {"create": False},
+        "rbac": {"create": False},  # the chart's ClusterRole reads nodes/proxy and more; a Role below reads pods/log
+        "serviceAccount": {"create": True, "name": ALLOY_ACCOUNT},
+        "configReloader": {"enabled": False},  # another image; a config change rolls the pod instead
+        "global": {"podSecurityContext": {"runAsNonRoot": True, "runAsUser": ALLOY_UID, "runAsGroup": ALLOY_UID, "fsGroup": ALLOY_UID, **SECCOMP}},
+        "controller": {
+            "type": "deployment",
+            "replicas": 1,
+            "volumes": {"extra": [{"name": "storage", "emptyDir": {}}]},
+        },
+        "alloy": {
+            "configMap": {"create": True, "content": alloy_kubernetes_config(serving_namespace, cluster, LOKI_URL)},
+            "storagePath": ALLOY_STORAGE,
+            "enableReporting": False,
+            "mounts": {"varlog": False, "dockercontainers": False, "extra": [{"name": "storage", "mountPath": ALLOY_STORAGE}]},
+            "securityContext": {"runAsNonRoot": True, "runAsUser": ALLOY_UID, **CONTAINER},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        },
+    }
+
+
+class Logs(pulumi.ComponentResource):
+    """Loki + Alloy releases in the `logs` namespace, after the monitoring release (its CRDs and Grafana)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        spec: LogsSpec,
+        catalog: Catalog,
+        serving_namespace: str,
+        cluster: str,
+        monitoring_release: pulumi.Resource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:k8s:Logs", name, None, opts)
+        ns = Namespace(
+            f"{name}-ns",
+            metadata=ObjectMetaArgs(
+                name=NAMESPACE,
+                labels={
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        after = pulumi.ResourceOptions(parent=self, depends_on=[ns, monitoring_release])
+        loki_chart, alloy_chart = catalog.charts["loki"], catalog.charts["alloy"]
+        loki = Release(
+            f"{name}-loki",
+            ReleaseArgs(
+                name="loki",
+                chart=loki_chart.chart,
+                version=loki_chart.version,
+                namespace=NAMESPACE,
+                repository_opts=RepositoryOptsArgs(repo=loki_chart.repository),
+                values=loki_values(spec, catalog),
+                atomic=True,
+                timeout=600,
+            ),
+            opts=after,
+        )
+        reader = Role(
+            f"{name}-alloy-reader",
+            metadata=ObjectMetaArgs(name=ALLOY_ACCOUNT, namespace=serving_namespace),
+            rules=[PolicyRuleArgs(api_groups=[""], resources=["pods", "pods/log"], verbs=["get", "list", "watch"])],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        binding = RoleBinding(
+            f"{name}-alloy-reader",
+            metadata=ObjectMetaArgs(name=ALLOY_ACCOUNT, namespace=serving_namespace),
+            role_ref=RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role", name=ALLOY_ACCOUNT),
+            subjects=[SubjectArgs(kind="ServiceAccount", name=ALLOY_ACCOUNT, namespace=NAMESPACE)],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[reader]),
+        )
+        alloy = Release(
+            f"{name}-alloy",
+            ReleaseArgs(
+                name="alloy",
+                chart=alloy_chart.chart,
+                version=alloy_chart.version,
+                namespace=NAMESPACE,
+                repository_opts=RepositoryOptsArgs(repo=alloy_chart.repository),
+                values=alloy_values(spec, catalog, serving_namespace, cluster),
+                atomic=True,
+                timeout=600,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki, binding]),
+        )
+        source = {**DATASOURCE, "datasources": [{**DATASOURCE["datasources"][0], "url": LOKI_URL}]}
+        ConfigMap(
+            f"{name}-grafana-datasource",
+            metadata=ObjectMetaArgs(
+                name="slm-loki-datasource",
+                namespace=MONITORING_NAMESPACE,
+                labels={"grafana_datasource": "1", "app.kubernetes.io/part-of": "slm-deploy"},
+            ),
+            data={"loki.yaml": dump(source)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_release]),
+        )
+        self.loki = loki
+        self.alloy = alloy
+        self.register_outputs({"namespace": NAMESPACE, "loki": loki.name, "alloy": alloy.name})

@@ -117,6 +117,16 @@ def _check_logs_disk(box: Box, fleet: Fleet, plans: tuple[Plan, ...]) -> None:
         )
 
 
+def _logs_budget(box: Box) -> dict[str, object] | None:
+    """What the README says of the logs (None when they are off)."""
+    if not box.options.logs.enabled:
+        return None
+    from slm_deploy.observability.logs import logs_budget
+
+    budget = logs_budget(box.options.logs, box.hardware.disk_gib or 0.0)
+    return {"retention_days": budget.retention_days, "disk_gib": f"{budget.disk_gib:g}", "gib_per_day": f"{budget.gib_per_day:g}"}
+
+
 def offline_image_ref(box: Box, fleet: Fleet) -> str:
     """Boxes that serve the same models share one offline image: its tag hashes the servings."""
     servings = json.dumps([s.model_dump(mode="json") for s in box.servings], sort_keys=True)
@@ -300,6 +310,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         api_paths=API_PATHS,
         webui=box.options.webui,
         monitoring=box.options.monitoring,
+        logs=_logs_budget(box),
         offline=box.options.offline,
         offline_image=offline_image,
         images=compose_images(compose),

@@ -129,7 +129,9 @@ def test_bad_logs_settings_are_one_line_errors(tmp_path: Path, box: str, message
         (64, LogsOptions(enabled=True, disk_share=0.1, gib_per_day=1), (6.4, 6)),
     ],
 )
-def test_retention_is_the_disk_share_over_the_daily_volume(disk: float, options: LogsOptions, expected: tuple[float, int]) -> None:
+def test_retention_is_the_disk_share_over_the_daily_volume(
+    disk: float, options: LogsOptions, expected: tuple[float, int]
+) -> None:
     budget = logs_budget(options, disk)
     assert (budget.disk_gib, budget.retention_days) == expected
     limits = loki_config(budget)["limits_config"]
@@ -196,7 +198,12 @@ TOKEN = re.compile(
     r"|(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)|(?P<punct>[{}\[\](),=]))"
 )
 # The components and pipeline stages of Alloy v1.10 the bundle uses (Alloy's component reference).
-COMPONENTS = {"local.file_match": {"targets"}, "loki.source.file": set(), "loki.process": {"receiver"}, "loki.write": {"receiver"}}
+COMPONENTS = {
+    "local.file_match": {"targets"},
+    "loki.source.file": set(),
+    "loki.process": {"receiver"},
+    "loki.write": {"receiver"},
+}
 BLOCKS = {"stage.json", "stage.labels", "stage.match", "stage.timestamp", "stage.output", "stage.label_drop", "endpoint"}
 
 
@@ -276,7 +283,7 @@ def test_the_alloy_reader_rejects_what_alloy_would() -> None:
         good.replace("local.file_match.containers.targets", "local.file_match.containers.receiver"),  # no such export
         good.rstrip().removesuffix("}"),  # unbalanced
         good.replace("stage.json", "stage.jsn"),  # unknown stage
-        good.replace('url = "http', 'url = http'),  # unterminated string
+        good.replace('url = "http', "url = http"),  # unterminated string
     ):
         with pytest.raises(AssertionError):
             check_alloy(broken)
@@ -314,11 +321,15 @@ def test_loki_rules_are_log_queries_on_the_model_server() -> None:
     rules = yaml.safe_load(_files(LOGS_BOX.id)["loki/rules/fake/slm-logs.rules.yml"])["groups"][0]["rules"]
     assert [r["alert"] for r in rules] == ["ModelServerOutOfMemory", "ModelServerCudaError"]
     for rule in rules:
-        assert re.fullmatch(r'sum by \(box, service\) \(count_over_time\(\{service="vllm"\} \|~ `[^`]+` \[5m\]\)\) > 0', rule["expr"])
+        assert re.fullmatch(
+            r'sum by \(box, service\) \(count_over_time\(\{service="vllm"\} \|~ `[^`]+` \[5m\]\)\) > 0', rule["expr"]
+        )
         assert {"summary", "description", "runbook_url"} <= set(rule["annotations"])
     oom = re.compile(OOM_PATTERN)
     assert oom.search("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
-    assert oom.search("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4096.00 MiB on device 0: cudaMalloc failed: out of memory")
+    assert oom.search(
+        "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4096.00 MiB on device 0: cudaMalloc failed: out of memory"
+    )
     assert not oom.search("INFO: 10.0.0.2 - POST /v1/chat/completions 200 OK")
 
 
@@ -476,7 +487,9 @@ def test_alloy_reads_pods_through_the_api_with_a_namespaced_role(dev_stack: Any)
     config = values["alloy"]["configMap"]["content"]
     assert set(check_alloy(config, K8S_COMPONENTS, {"namespaces", "rule", "endpoint"}).values()) == set(K8S_COMPONENTS)
     assert 'names = ["slm"]' in config and "http://loki.logs.svc.cluster.local:3100/loki/api/v1/push" in config
-    namespace = next(r.inputs for r in dev_stack.resources if r.type.endswith(":Namespace") and r.inputs["metadata"]["name"] == "logs")
+    namespace = next(
+        r.inputs for r in dev_stack.resources if r.type.endswith(":Namespace") and r.inputs["metadata"]["name"] == "logs"
+    )
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 

@@ -5,7 +5,7 @@ See slm_deploy/observability/logs.py for how the logs are collected without the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from slm_deploy.bundle.compose import INTERNAL_NETWORK, LOGGING, Limits, _hardened, _healthcheck
 from slm_deploy.catalog import Catalog
@@ -22,7 +22,7 @@ from slm_deploy.observability.logs import (
 )
 
 LIMITS = {"loki": Limits(1.0, 1024, 256), "alloy": Limits(0.5, 256, 128)}
-LOGGING_WITH_LABELS = {**LOGGING, "options": {**LOGGING["options"], "labels": ",".join(COMPOSE_LABELS)}}
+LOGGING_WITH_LABELS = {**LOGGING, "options": {**cast(dict[str, str], LOGGING["options"]), "labels": ",".join(COMPOSE_LABELS)}}
 # Alloy's image has no curl or wget (ubuntu:noble with ca-certificates, tzdata): bash asks /-/ready.
 ALLOY_READY = (
     f"exec 3<>/dev/tcp/127.0.0.1/{ALLOY_PORT} && printf 'GET /-/ready HTTP/1.0\\r\\n\\r\\n' >&3 && "

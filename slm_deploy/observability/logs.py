@@ -174,13 +174,19 @@ loki.process "containers" {{
   forward_to = [loki.write.box.receiver]
 }}
 
-loki.write "box" {{
+{_loki_write("box", LOKI_URL, {"box": box_id, "fleet": fleet})}"""
+
+
+def _loki_write(label: str, loki_url: str, labels: dict[str, str]) -> str:
+    """The loki.write component: Loki's push endpoint, and the labels every line gets."""
+    width = max(len(k) for k in labels)
+    pairs = "\n".join(f"    {k.ljust(width)} = {_river_string(v)}," for k, v in labels.items())
+    return f"""loki.write {_river_string(label)} {{
   endpoint {{
-    url = "{LOKI_URL}/loki/api/v1/push"
+    url = "{loki_url}/loki/api/v1/push"
   }}
   external_labels = {{
-    box   = {_river_string(box_id)},
-    fleet = {_river_string(fleet)},
+{pairs}
   }}
 }}
 """
@@ -256,20 +262,25 @@ def volume_rule_groups(budget: LogsBudget) -> list[dict[str, Any]]:
     ]
 
 
-DATASOURCE = {
-    "apiVersion": 1,
-    "datasources": [
-        {
-            "name": "Loki",
-            "uid": "loki",
-            "type": "loki",
-            "access": "proxy",
-            "url": LOKI_URL,
-            "editable": False,
-            "jsonData": {"maxLines": 1000},
-        }
-    ],
-}
+def datasource(url: str) -> dict[str, Any]:
+    """Grafana's provisioned Loki datasource (uid `loki`, which the dashboards' logs panels name)."""
+    return {
+        "apiVersion": 1,
+        "datasources": [
+            {
+                "name": "Loki",
+                "uid": "loki",
+                "type": "loki",
+                "access": "proxy",
+                "url": url,
+                "editable": False,
+                "jsonData": {"maxLines": 1000},
+            }
+        ],
+    }
+
+
+DATASOURCE = datasource(LOKI_URL)
 
 
 def alloy_kubernetes_config(namespace: str, cluster: str, loki_url: str) -> str:
@@ -309,12 +320,4 @@ loki.source.kubernetes "pods" {{
   forward_to = [loki.write.cluster.receiver]
 }}
 
-loki.write "cluster" {{
-  endpoint {{
-    url = "{loki_url}/loki/api/v1/push"
-  }}
-  external_labels = {{
-    cluster = {_river_string(cluster)},
-  }}
-}}
-"""
+{_loki_write("cluster", loki_url, {"cluster": cluster})}"""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import pulumi
 from pulumi_kubernetes.core.v1 import ConfigMap, Namespace
-from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRefArgs, SubjectArgs
 
 from slm_deploy.catalog import Catalog, Image
 from slm_deploy.environment import LogsSpec
-from slm_deploy.observability.logs import DATASOURCE, LOKI_PORT, alloy_kubernetes_config, budget_for, loki_config
+from slm_deploy.observability.logs import LOKI_PORT, alloy_kubernetes_config, budget_for, datasource, loki_config
+from slm_deploy.stacks.k8s.common import chart_release
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from slm_deploy.yamlout import dump
 
@@ -87,7 +87,15 @@ def alloy_values(spec: LogsSpec, catalog: Catalog, serving_namespace: str, clust
         "rbac": {"create": False},  # the chart's ClusterRole reads nodes/proxy and more; a Role below reads pods/log
         "serviceAccount": {"create": True, "name": ALLOY_ACCOUNT},
         "configReloader": {"enabled": False},  # another image; a config change rolls the pod instead
-        "global": {"podSecurityContext": {"runAsNonRoot": True, "runAsUser": ALLOY_UID, "runAsGroup": ALLOY_UID, "fsGroup": ALLOY_UID, **SECCOMP}},
+        "global": {
+            "podSecurityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": ALLOY_UID,
+                "runAsGroup": ALLOY_UID,
+                "fsGroup": ALLOY_UID,
+                **SECCOMP,
+            }
+        },
         "controller": {
             "type": "deployment",
             "replicas": 1,
@@ -123,29 +131,18 @@ class Logs(pulumi.ComponentResource):
             f"{name}-ns",
             metadata=ObjectMetaArgs(
                 name=NAMESPACE,
-                labels={
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/audit": "restricted",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
+                labels={f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")},
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         after = pulumi.ResourceOptions(parent=self, depends_on=[ns, monitoring_release])
-        loki_chart, alloy_chart = catalog.charts["loki"], catalog.charts["alloy"]
-        loki = Release(
+        loki = chart_release(
             f"{name}-loki",
-            ReleaseArgs(
-                name="loki",
-                chart=loki_chart.chart,
-                version=loki_chart.version,
-                namespace=NAMESPACE,
-                repository_opts=RepositoryOptsArgs(repo=loki_chart.repository),
-                values=loki_values(spec, catalog),
-                atomic=True,
-                timeout=600,
-            ),
+            catalog.charts["loki"],
+            namespace=NAMESPACE,
+            values=loki_values(spec, catalog),
             opts=after,
+            timeout=600,
         )
         reader = Role(
             f"{name}-alloy-reader",
@@ -160,21 +157,14 @@ class Logs(pulumi.ComponentResource):
             subjects=[SubjectArgs(kind="ServiceAccount", name=ALLOY_ACCOUNT, namespace=NAMESPACE)],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[reader]),
         )
-        alloy = Release(
+        alloy = chart_release(
             f"{name}-alloy",
-            ReleaseArgs(
-                name="alloy",
-                chart=alloy_chart.chart,
-                version=alloy_chart.version,
-                namespace=NAMESPACE,
-                repository_opts=RepositoryOptsArgs(repo=alloy_chart.repository),
-                values=alloy_values(spec, catalog, serving_namespace, cluster),
-                atomic=True,
-                timeout=600,
-            ),
+            catalog.charts["alloy"],
+            namespace=NAMESPACE,
+            values=alloy_values(spec, catalog, serving_namespace, cluster),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki, binding]),
+            timeout=600,
         )
-        source = {**DATASOURCE, "datasources": [{**DATASOURCE["datasources"][0], "url": LOKI_URL}]}
         ConfigMap(
             f"{name}-grafana-datasource",
             metadata=ObjectMetaArgs(
@@ -182,7 +172,7 @@ class Logs(pulumi.ComponentResource):
                 namespace=MONITORING_NAMESPACE,
                 labels={"grafana_datasource": "1", "app.kubernetes.io/part-of": "slm-deploy"},
             ),
-            data={"loki.yaml": dump(source)},
+            data={"loki.yaml": dump(datasource(LOKI_URL))},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_release]),
         )
         self.loki = loki

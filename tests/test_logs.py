@@ -335,7 +335,7 @@ def test_loki_rules_are_log_queries_on_the_model_server() -> None:
 
 def test_runbooks_cover_the_log_alerts() -> None:
     runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
-    names = [r["alert"] for r in loki_rule_groups("vllm")[0]["rules"]]
+    names = [r["alert"] for r in loki_rule_groups(["vllm"])[0]["rules"]]
     names += [r["alert"] for r in volume_rule_groups(logs_budget(LogsOptions(), 100))[0]["rules"]]
     for name in names:
         assert f"## {name.lower()}" in runbooks
@@ -520,3 +520,30 @@ def test_grafana_on_kubernetes_gets_the_loki_datasource_and_the_size_guard(dev_s
     assert "url: http://loki.logs.svc.cluster.local:3100" in source["data"]["loki.yaml"]
     rule = next(r.inputs for r in dev_stack.resources if r.inputs.get("kind") == "PrometheusRule")
     assert "LogVolumeAboveBudget" in [a.get("alert") for g in rule["spec"]["groups"] for a in g["rules"]]
+
+
+def test_loki_on_kubernetes_runs_the_log_alerts_into_the_monitoring_alertmanager(dev_stack: Any) -> None:
+    from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING
+
+    release = _release(dev_stack, "loki")
+    values = release.inputs["values"]
+    rules = next(r for r in dev_stack.resources if r.inputs.get("metadata", {}).get("name") == "slm-loki-rules")
+    assert rules.urn in release.dependencies
+    groups = yaml.safe_load(rules.inputs["data"]["slm-logs.rules.yml"])["groups"]
+    assert [r["alert"] for r in groups[0]["rules"]] == ["ModelServerOutOfMemory", "ModelServerCudaError"]
+    assert all('{service="vllm"}' in r["expr"] and "by (pod, service)" in r["expr"] for r in groups[0]["rules"])
+    mount = values["singleBinary"]["extraVolumeMounts"][0]
+    assert mount["mountPath"] == "/etc/loki/rules/fake" and mount["readOnly"] is True
+    assert values["singleBinary"]["extraVolumes"][0]["configMap"]["name"] == "slm-loki-rules"
+    ruler = values["loki"]["rulerConfig"]
+    assert ruler["storage"] == {"type": "local", "local": {"directory": "/etc/loki/rules"}}
+    assert ruler["alertmanager_url"] == f"http://kube-prometheus-stack-alertmanager.{MONITORING}.svc:9093"
+    documented = set((ROOT / "tests" / "data" / "loki_config_keys.txt").read_text().split())
+    for section, key in (("rulerConfig", "ruler"), ("limits_config", "limits_config"), ("compactor", "compactor")):
+        assert {f"{key}.{p}" for p in _key_paths(values["loki"][section])} <= documented, section
+
+
+def test_a_model_server_set_becomes_one_selector() -> None:
+    rules = loki_rule_groups(["llamacpp", "vllm"], where="pod")[0]["rules"]
+    assert rules[0]["expr"].startswith('sum by (pod, service) (count_over_time({service=~"llamacpp|vllm"} |~ `')
+    assert "{{ $labels.pod }}" in rules[0]["annotations"]["summary"]

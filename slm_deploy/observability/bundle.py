@@ -82,7 +82,7 @@ def log_files(box: Box, fleet: str, service: str) -> dict[str, str]:
     )
     return {
         "loki/loki.yaml": dump(loki_config(budget), header),
-        f"loki/rules/{TENANT}/slm-logs.rules.yml": dump({"groups": loki_rule_groups(service)}, LOG_RULES_HEADER),
+        f"loki/rules/{TENANT}/slm-logs.rules.yml": dump({"groups": loki_rule_groups([service])}, LOG_RULES_HEADER),
         "alloy/config.alloy": alloy_config(box.id, fleet),
         "prometheus/rules/slm-logs.rules.yml": dump({"groups": volume_rule_groups(budget)}, RULES_HEADER),
     }

@@ -210,12 +210,15 @@ def _log_alert(name: str, expr: str, summary: str, description: str) -> dict[str
     }
 
 
-def _line_count(service: str, pattern: str) -> str:
-    return f'sum by (box, service) (count_over_time({{service="{service}"}} |~ `{pattern}` [5m])) > 0'
+def _line_count(selector: str, pattern: str, by: str) -> str:
+    return f"sum by ({by}) (count_over_time({selector} |~ `{pattern}` [5m])) > 0"
 
 
-def loki_rule_groups(service: str) -> list[dict[str, Any]]:
-    """Loki ruler alerts (LogQL) on the model server's log lines."""
+def loki_rule_groups(services: list[str], where: str = "box") -> list[dict[str, Any]]:
+    """Loki ruler alerts (LogQL) on the model servers' log lines; `where` is the label that names the
+    place (the edge box, or the Kubernetes pod)."""
+    selector = f'{{service="{services[0]}"}}' if len(services) == 1 else f'{{service=~"{"|".join(services)}"}}'
+    by = f"{where}, service"
     return [
         {
             "name": "slm-logs",
@@ -223,14 +226,14 @@ def loki_rule_groups(service: str) -> list[dict[str, Any]]:
             "rules": [
                 _log_alert(
                     "ModelServerOutOfMemory",
-                    _line_count(service, OOM_PATTERN),
-                    "The model server logged an out-of-memory error on {{ $labels.box }}",
+                    _line_count(selector, OOM_PATTERN, by),
+                    f"The model server logged an out-of-memory error on {{{{ $labels.{where} }}}}",
                     "{{ $value }} out-of-memory lines from {{ $labels.service }} in 5 minutes.",
                 ),
                 _log_alert(
                     "ModelServerCudaError",
-                    _line_count(service, CUDA_PATTERN),
-                    "The model server logged a CUDA error on {{ $labels.box }}",
+                    _line_count(selector, CUDA_PATTERN, by),
+                    f"The model server logged a CUDA error on {{{{ $labels.{where} }}}}",
                     "{{ $value }} CUDA error lines from {{ $labels.service }} in 5 minutes.",
                 ),
             ],

@@ -214,6 +214,7 @@ def build(
             f"{name}-logging",
             spec=spec.logs,
             catalog=catalog,
+            runtimes=sorted({m.plan.runtime for m in env.models}),
             serving_namespace=spec.namespace,
             cluster=name,
             monitoring_release=release,

@@ -4,9 +4,12 @@ the API server (loki.source.kubernetes), so neither needs a hostPath, root or a 
 Both images are the catalog's, locked through the charts' image values. Grafana (from the monitoring
 release) gets a Loki datasource; Prometheus scrapes Loki through its ServiceMonitor.
 
-Not built here (see docs/day2.md): the Loki ruler's log alerts, which the edge bundles ship (the
-chart loads rules through a sidecar image this program does not pin), and NetworkPolicies for the
-`logs` namespace (Alloy needs the API server, whose address AKS does not fix).
+Loki's ruler evaluates the same log alerts as the edge bundles (out-of-memory and CUDA error lines),
+from a ConfigMap mounted into the single binary (not the chart's rules sidecar: another image), and
+sends them to the monitoring release's Alertmanager.
+
+Not built here (see docs/day2.md): NetworkPolicies for the `logs` namespace (Alloy needs the API
+server, whose address AKS does not fix).
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRef
 
 from slm_deploy.catalog import Catalog, Image
 from slm_deploy.environment import LogsSpec
-from slm_deploy.observability.logs import LOKI_PORT, alloy_kubernetes_config, budget_for, datasource, loki_config
+from slm_deploy.observability.logs import (
+    LOKI_PORT,
+    LOKI_RULES,
+    TENANT,
+    alloy_kubernetes_config,
+    budget_for,
+    datasource,
+    loki_config,
+    loki_rule_groups,
+)
 from slm_deploy.stacks.k8s.common import chart_release
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from slm_deploy.yamlout import dump
@@ -28,6 +40,9 @@ ALLOY_ACCOUNT = "alloy-logs"
 ALLOY_UID = 473  # the `alloy` user of the image (grafana/alloy Dockerfile), not its default (root)
 ALLOY_STORAGE = "/var/lib/alloy-storage"
 LOKI_URL = f"http://loki.{NAMESPACE}.svc.cluster.local:{LOKI_PORT}"
+# kube-prometheus-stack names its services after the release (slm_deploy/stacks/k8s/monitoring.py).
+ALERTMANAGER_URL = f"http://kube-prometheus-stack-alertmanager.{MONITORING_NAMESPACE}.svc:9093"
+RULES_CONFIG_MAP = "slm-loki-rules"
 SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER = {
     "readOnlyRootFilesystem": True,
@@ -43,8 +58,8 @@ def _image(image: Image) -> dict[str, str | None]:
 
 
 def loki_values(spec: LogsSpec, catalog: Catalog) -> dict[str, object]:
-    budget = budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days)
-    config = loki_config(budget)
+    config = loki_config(budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days))
+    ruler = {k: v for k, v in config["ruler"].items() if k in ("evaluation_interval", "enable_alertmanager_v2", "storage")}
     compactor = {k: v for k, v in config["compactor"].items() if k != "working_directory"}
     return {
         "deploymentMode": "SingleBinary",
@@ -57,6 +72,7 @@ def loki_values(spec: LogsSpec, catalog: Catalog) -> dict[str, object]:
             "limits_config": config["limits_config"],
             "compactor": compactor,
             "analytics": config["analytics"],
+            "rulerConfig": {**ruler, "alertmanager_url": ALERTMANAGER_URL, "rule_path": "/var/loki/rules-temp"},
             "podSecurityContext": {"fsGroup": 10001, "runAsGroup": 10001, "runAsNonRoot": True, "runAsUser": 10001, **SECCOMP},
             "containerSecurityContext": CONTAINER,
         },
@@ -64,6 +80,8 @@ def loki_values(spec: LogsSpec, catalog: Catalog) -> dict[str, object]:
             "replicas": 1,
             "persistence": {"enabled": True, "size": f"{spec.storage_gi}Gi"},
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "extraVolumes": [{"name": "rules", "configMap": {"name": RULES_CONFIG_MAP}}],
+            "extraVolumeMounts": [{"name": "rules", "mountPath": f"{LOKI_RULES}/{TENANT}", "readOnly": True}],
         },
         # The chart refuses single-binary replicas beside scalable ones (templates/validate.yaml).
         "read": {"replicas": 0},
@@ -121,6 +139,7 @@ class Logs(pulumi.ComponentResource):
         *,
         spec: LogsSpec,
         catalog: Catalog,
+        runtimes: list[str],
         serving_namespace: str,
         cluster: str,
         monitoring_release: pulumi.Resource,
@@ -135,7 +154,13 @@ class Logs(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        after = pulumi.ResourceOptions(parent=self, depends_on=[ns, monitoring_release])
+        rules = ConfigMap(
+            f"{name}-loki-rules",
+            metadata=ObjectMetaArgs(name=RULES_CONFIG_MAP, namespace=NAMESPACE),
+            data={"slm-logs.rules.yml": dump({"groups": loki_rule_groups(runtimes, where="pod")})},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]),
+        )
+        after = pulumi.ResourceOptions(parent=self, depends_on=[ns, rules, monitoring_release])
         loki = chart_release(
             f"{name}-loki",
             catalog.charts["loki"],

@@ -58,7 +58,9 @@ class LogsOptions(Frozen):
     )
     max_retention_days: int = Field(default=31, ge=1, le=366, description="Upper bound of the retention sized from the disk.")
     gib_per_day: float = Field(
-        default=0.25, gt=0, description="Stored (compressed) log volume a day the retention is sized for, GiB."
+        default=0.25,
+        gt=0,
+        description="Log volume a day as Loki receives it (before compression, so the sizing errs long), GiB.",
     )
 
 

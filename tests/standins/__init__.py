@@ -131,7 +131,7 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
     if image_id == "loki":
         lines.append("mkdir -p /loki/rules /loki/rules-temp /etc/loki && chown -R 10001:10001 /loki /etc/loki")
     if image_id == "alloy":
-        lines.append("mkdir -p /var/lib/alloy/data /etc/alloy && chmod 770 /var/lib/alloy/data")
+        lines.append("mkdir -p /var/lib/alloy/data /etc/alloy && chown 473:473 /var/lib/alloy/data && chmod 770 /var/lib/alloy/data")
     if image_id == "gateway":
         lines.append("mkdir -p /config /data /etc/caddy /srv")
     if image_id == "grafana":

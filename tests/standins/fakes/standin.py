@@ -620,6 +620,126 @@ def dcgm(_: list[str]) -> None:
     serve("0.0.0.0:9400", {("GET", "/metrics"): lambda h, p: h.send(200, "\n".join(lines) + "\n", "text/plain")})
 
 
+# ---------------------------------------------------------------- Loki's push format
+# What Alloy (and Promtail) send: a logproto.PushRequest, protobuf, in snappy's block format
+# (Content-Type application/x-protobuf). PushRequest{streams=1: StreamAdapter{labels=1 (text,
+# `{a="b"}`), entries=2: EntryAdapter{timestamp=1: {seconds=1, nanos=2}, line=2}}}.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    out: list[tuple[int, int | bytes]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+            out.append((number, value))
+        elif wire == 2:
+            size, pos = _read_varint(data, pos)
+            out.append((number, data[pos : pos + size]))
+            pos += size
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    return out
+
+
+def snappy_compress(data: bytes) -> bytes:
+    """Valid snappy block format made of literals only (what a decoder must accept)."""
+    out = bytearray(_varint(len(data)))
+    for start in range(0, len(data), 65536):
+        chunk = data[start : start + 65536]
+        n = len(chunk) - 1
+        out += bytes([n << 2]) if n < 60 else bytes([61 << 2]) + n.to_bytes(2, "little")
+        out += chunk
+    return bytes(out)
+
+
+def snappy_decompress(data: bytes) -> bytes:
+    length, pos = _read_varint(data, 0)
+    out = bytearray()
+    while pos < len(data):
+        tag = data[pos]
+        pos += 1
+        kind = tag & 3
+        if kind == 0:
+            n = tag >> 2
+            if n >= 60:
+                extra = n - 59
+                n = int.from_bytes(data[pos : pos + extra], "little")
+                pos += extra
+            out += data[pos : pos + n + 1]
+            pos += n + 1
+            continue
+        if kind == 1:
+            n, offset = ((tag >> 2) & 7) + 4, (tag >> 5) << 8 | data[pos]
+            pos += 1
+        else:
+            size = 2 if kind == 2 else 4
+            n, offset = (tag >> 2) + 1, int.from_bytes(data[pos : pos + size], "little")
+            pos += size
+        for _ in range(n):
+            out.append(out[-offset])
+    if len(out) != length:
+        raise ValueError("snappy: length mismatch")
+    return bytes(out)
+
+
+def encode_push(streams: list[tuple[dict, list[tuple[int, str]]]]) -> bytes:
+    body = b""
+    for labels, entries in streams:
+        text = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        stream = _field(1, text.encode())
+        for ts, line in entries:
+            stamp = _varint(1 << 3) + _varint(ts // 10**9) + _varint(2 << 3) + _varint(ts % 10**9)
+            stream += _field(2, _field(1, stamp) + _field(2, line.encode()))
+        body += _field(1, stream)
+    return snappy_compress(body)
+
+
+def decode_push(data: bytes) -> list[tuple[dict, list[tuple[int, str]]]]:
+    import re
+
+    streams = []
+    for number, stream in _fields(snappy_decompress(data)):
+        if number != 1 or not isinstance(stream, bytes):
+            continue
+        labels: dict = {}
+        entries = []
+        for field, value in _fields(stream):
+            if field == 1 and isinstance(value, bytes):
+                labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', value.decode()))
+            elif field == 2 and isinstance(value, bytes):
+                entry = dict(_fields(value))
+                stamp = dict(_fields(entry.get(1, b""))) if isinstance(entry.get(1), bytes) else {}
+                ts = int(stamp.get(1, 0)) * 10**9 + int(stamp.get(2, 0))
+                entries.append((ts, entry.get(2, b"").decode()))
+        streams.append((labels, entries))
+    return streams
+
+
 # ---------------------------------------------------------------- Loki
 def _selector(text: str) -> list[tuple[str, str, str]]:
     """`{a="x", b=~"y.*"}` -> [(name, op, value)]: the stream selectors the bundle and the test use."""
@@ -654,7 +774,7 @@ def _config_value(text: str, key: str) -> str | None:
 
 
 def loki(args: list[str]) -> None:
-    """Loki's single binary as the bundle uses it: push (JSON), query, query_range, ready, metrics,
+    """Loki's single binary as the bundle uses it: push (protobuf+snappy or JSON), query, query_range, ready, metrics,
     and the ruler sending the LogQL alerts (`count_over_time({...} |~ `re` [5m]) > 0`) to Alertmanager."""
     import re
     import time
@@ -680,14 +800,24 @@ def loki(args: list[str]) -> None:
     received = {"bytes": 0, "lines": 0}
 
     def push(h: Handler, _: str) -> None:
-        if "json" not in (h.headers.get("Content-Type") or ""):
-            h.send(415, "stand-in Loki takes JSON pushes only\n", "text/plain")
-            return
-        body = h.body()
+        """Loki's push API: protobuf+snappy (what Alloy and Promtail send) or JSON."""
+        kind = h.headers.get("Content-Type") or ""
         new = []
-        for stream in body.get("streams", []):
-            for ts, line in stream.get("values", []):
-                new.append({"labels": stream.get("stream", {}), "ts": int(ts), "line": line})
+        if "json" in kind:
+            for stream in h.body().get("streams", []):
+                for ts, line in stream.get("values", []):
+                    new.append({"labels": stream.get("stream", {}), "ts": int(ts), "line": line})
+        elif "protobuf" in kind:
+            raw = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            try:
+                decoded = decode_push(raw)
+            except (ValueError, IndexError) as exc:
+                h.send(400, f"loghttp: error parsing push request: {exc}\n", "text/plain")
+                return
+            new = [{"labels": labels, "ts": ts, "line": line} for labels, entries in decoded for ts, line in entries]
+        else:
+            h.send(415, f"unsupported Content-Type {kind!r}\n", "text/plain")
+            return
         with LOCK:
             entries.extend(new)
             received["bytes"] += sum(len(e["line"]) for e in new)
@@ -789,7 +919,7 @@ def loki(args: list[str]) -> None:
 def alloy(args: list[str]) -> None:
     """`alloy run CONFIG`: the pipeline the bundle's config declares (file_match glob -> json stage with
     the compose attrs -> drop lines without a service -> loki.write with its external labels), read
-    from the config itself; JSON pushes where the real one sends protobuf+snappy."""
+    from the config itself; pushes protobuf+snappy, as the real one does."""
     import glob
     import re
     import time
@@ -838,11 +968,14 @@ def alloy(args: list[str]) -> None:
                     labels = {"service": service, "stream": entry.get("stream", ""),
                               "project": attrs.get("com.docker.compose.project", ""), **external}
                     key = json.dumps(labels, sort_keys=True)
-                    stamp = str(int(time.time() * 1e9))
-                    streams.setdefault(key, {"stream": labels, "values": []})["values"].append([stamp, entry.get("log", "").rstrip("\n")])
+                    streams.setdefault(key, {"stream": labels, "values": []})["values"].append(
+                        (time.time_ns(), entry.get("log", "").rstrip("\n"))
+                    )
             if streams:
-                body = json.dumps({"streams": list(streams.values())}).encode()
-                request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+                body = encode_push([(s["stream"], s["values"]) for s in streams.values()])
+                request = urllib.request.Request(
+                    url, data=body, headers={"Content-Type": "application/x-protobuf"}, method="POST"
+                )
                 try:
                     urllib.request.urlopen(request, timeout=10).read()
                     positions_file.write_text(json.dumps(positions))

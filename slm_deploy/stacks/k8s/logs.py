@@ -14,12 +14,14 @@ server, whose address AKS does not fix).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 from pulumi_kubernetes.core.v1 import ConfigMap, Namespace
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRefArgs, SubjectArgs
 
-from slm_deploy.catalog import Catalog, Image
+from slm_deploy.catalog import Catalog
 from slm_deploy.environment import LogsSpec
 from slm_deploy.observability.logs import (
     LOKI_PORT,
@@ -31,6 +33,7 @@ from slm_deploy.observability.logs import (
     loki_config,
     loki_rule_groups,
 )
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 from slm_deploy.stacks.k8s.common import chart_release
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from slm_deploy.yamlout import dump
@@ -52,19 +55,14 @@ CONTAINER = {
 }
 
 
-def _image(image: Image) -> dict[str, str | None]:
-    registry, _, repository = ("docker.io/" + image.repository).partition("/")
-    return {"registry": registry, "repository": repository, "tag": image.tag, "digest": image.digest}
-
-
-def loki_values(spec: LogsSpec, catalog: Catalog) -> dict[str, object]:
+def loki_values(spec: LogsSpec) -> dict[str, Any]:
+    """Single-binary Loki sized from the spec (its image: pin_chart_images)."""
     config = loki_config(budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days))
     ruler = {k: v for k, v in config["ruler"].items() if k in ("evaluation_interval", "enable_alertmanager_v2", "storage")}
     compactor = {k: v for k, v in config["compactor"].items() if k != "working_directory"}
     return {
         "deploymentMode": "SingleBinary",
         "loki": {
-            "image": _image(catalog.images["loki"]),
             "auth_enabled": False,
             "commonConfig": {"replication_factor": 1},
             "storage": {"type": "filesystem"},
@@ -97,10 +95,9 @@ def loki_values(spec: LogsSpec, catalog: Catalog) -> dict[str, object]:
     }
 
 
-def alloy_values(spec: LogsSpec, catalog: Catalog, serving_namespace: str, cluster: str) -> dict[str, object]:
-    del spec  # one Alloy for the namespace; nothing to size from the spec yet
+def alloy_values(serving_namespace: str, cluster: str) -> dict[str, Any]:
+    """One Alloy for the serving namespace (its image: pin_chart_images)."""
     return {
-        "image": _image(catalog.images["alloy"]),
         "crds": {"create": False},
         "rbac": {"create": False},  # the chart's ClusterRole reads nodes/proxy and more; a Role below reads pods/log
         "serviceAccount": {"create": True, "name": ALLOY_ACCOUNT},
@@ -161,14 +158,10 @@ class Logs(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]),
         )
         after = pulumi.ResourceOptions(parent=self, depends_on=[ns, rules, monitoring_release])
-        loki = chart_release(
-            f"{name}-loki",
-            catalog.charts["loki"],
-            namespace=NAMESPACE,
-            values=loki_values(spec, catalog),
-            opts=after,
-            timeout=600,
-        )
+        loki_chart, alloy_chart = catalog.charts["loki"], catalog.charts["alloy"]
+        values = loki_values(spec)
+        pin_chart_images(values, loki_chart, catalog)
+        loki = chart_release(f"{name}-loki", loki_chart, namespace=NAMESPACE, values=values, opts=after, timeout=600)
         reader = Role(
             f"{name}-alloy-reader",
             metadata=ObjectMetaArgs(name=ALLOY_ACCOUNT, namespace=serving_namespace),
@@ -182,11 +175,13 @@ class Logs(pulumi.ComponentResource):
             subjects=[SubjectArgs(kind="ServiceAccount", name=ALLOY_ACCOUNT, namespace=NAMESPACE)],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[reader]),
         )
+        values = alloy_values(serving_namespace, cluster)
+        pin_chart_images(values, alloy_chart, catalog)
         alloy = chart_release(
             f"{name}-alloy",
-            catalog.charts["alloy"],
+            alloy_chart,
             namespace=NAMESPACE,
-            values=alloy_values(spec, catalog, serving_namespace, cluster),
+            values=values,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki, binding]),
             timeout=600,
         )

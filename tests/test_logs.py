@@ -508,8 +508,12 @@ def test_the_simulator_checks_the_logs_releases(dev_stack: Any) -> None:
             r.inputs["values"]["read"]["replicas"] = 3
             r.inputs["values"]["singleBinary"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
             r.inputs["values"]["singleBinary"]["nodeSelector"] = {"pool": "nowhere"}
+        if r.type == "kubernetes:helm.sh/v3:Release" and r.inputs.get("chart") == "alloy":
+            r = replace(r, inputs=copy.deepcopy(r.inputs))
+            del r.inputs["values"]["image"]["digest"]
         broken.append(r)
     findings = simulate(Stack(broken))
+    assert any(f.rule == "SLM-SIM-015" and "grafana/alloy" in f.message for f in findings), findings
     assert any(f.rule == "SLM-SIM-012" and "read.replicas" in f.message for f in findings), findings
     assert any("single-binary" in f.resource + f.message for f in findings), findings
 

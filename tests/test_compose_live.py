@@ -2,8 +2,10 @@
 with stand-in images built under the exact references the bundle uses (tests/standins). Then what
 an operator sees: the gateway's TLS port (401 without the key, 200 with it, a chat completion
 through to the model server), Grafana's login page, every Prometheus target up and the recording
-rules producing values, each container running as declared; then every command the bundle README
-gives, in order, and a `down`/`up` that keeps the data.
+rules producing values, each container running as declared; on a box with logs, Loki ready, the
+model server's lines in Loki, Grafana's Loki datasource healthy and an out-of-memory line alerted
+through Loki's ruler; then every command the bundle README gives, in order, and a `down`/`up` that
+keeps the data.
 
 The only changes to a bundle are in an override file this test writes next to it: CPU limits
 capped to this machine's cores, GPU reservations and the NVIDIA runtime removed (no GPU here), and
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -343,9 +346,9 @@ def check_logs(box: Box) -> None:
     server = next(b for b in FLEET.boxes if b.id == box.id).servings[0].runtime.value  # the service is named after it
 
     def lines(selector: str) -> list[tuple[dict[str, str], str]]:
-        from urllib.parse import quote
-
-        data = json.loads(box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={quote(selector)}"))
+        data = json.loads(
+            box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={quote(selector)}")
+        )
         return [(r["stream"], v[1]) for r in data["data"]["result"] for v in r["values"]]
 
     found = _wait_for(f"log lines of {server} in Loki", lambda: (bool(got := lines(f'{{service="{server}"}}')), got), timeout=120)
@@ -393,6 +396,11 @@ def volumes_state(box: Box) -> dict[str, str]:
         state["grafana.db"] = box.docker("exec", box.container("grafana"), "ls", "/var/lib/grafana/grafana.db").stdout
     if "open-webui" in box.compose["services"]:
         state["webui"] = box.docker("exec", box.container("open-webui"), "cat", "/app/backend/data/users.json").stdout
+    if "loki" in box.compose["services"]:
+        # Loki keeps the lines, and Alloy (its positions in alloy-data) sends none of them twice.
+        query = quote('{service=~".+"} |~ `CUDA out of memory`')
+        data = json.loads(box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={query}"))
+        state["loki OOM lines"] = str(sum(len(r["values"]) for r in data["data"]["result"]))
     return state
 
 

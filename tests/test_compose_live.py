@@ -401,6 +401,7 @@ def volumes_state(box: Box) -> dict[str, str]:
         query = quote('{service=~".+"} |~ `CUDA out of memory`')
         data = json.loads(box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={query}"))
         state["loki OOM lines"] = str(sum(len(r["values"]) for r in data["data"]["result"]))
+        assert state["loki OOM lines"] != "0", "Loki has lost the out-of-memory line check_logs sent"
     return state
 
 

@@ -182,6 +182,21 @@ class MonitoringSpec(Camel):
     slo: SloThresholds = Field(default_factory=SloThresholds)
 
 
+class LogsSpec(Camel):
+    """Loki (single binary) and Alloy as an opt-in release beside monitoring (slm_deploy/stacks/k8s/logs.py)."""
+
+    enabled: bool = False
+    storage_gi: int = Field(default=20, ge=1, description="Loki's PersistentVolumeClaim, GiB.")
+    gib_per_day: float = Field(default=1.0, gt=0, description="Log volume a day (as received) the retention is sized for.")
+    max_retention_days: int = Field(default=31, ge=1, le=366)
+
+    @model_validator(mode="after")
+    def _holds_a_day(self) -> LogsSpec:
+        if self.enabled and self.storage_gi < self.gib_per_day:
+            raise ValueError(f"storageGi {self.storage_gi} holds less than one day of gibPerDay {self.gib_per_day:g}")
+        return self
+
+
 class IngressCertificate(Camel):
     """A Key Vault certificate the AKS application routing add-on serves (it syncs it into a Secret)."""
 
@@ -218,11 +233,14 @@ class EnvironmentSpec(Camel):
     gpu_pools: tuple[GpuPoolSpec, ...] = Field(default=(), description="aks: GPU pools (existing: ignored).")
     models: tuple[ModelDeploymentSpec, ...] = Field(min_length=1)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    logs: LogsSpec = Field(default_factory=LogsSpec)
     ingress: IngressSpec = Field(default_factory=IngressSpec)
     gateway_replicas: int = Field(default=2, ge=1, le=20)
 
     @model_validator(mode="after")
     def _references(self) -> EnvironmentSpec:
+        if self.logs.enabled and not self.monitoring.enabled:
+            raise ValueError("logs: enabled needs monitoring (Grafana shows the logs, Prometheus watches Loki)")
         pools = [p.name for p in self.gpu_pools]
         if len(set(pools)) != len(pools):
             raise ValueError("gpuPools: pool names must be unique")

@@ -49,6 +49,21 @@ class AlertReceiver(Frozen):
         return self
 
 
+class LogsOptions(Frozen):
+    """Log collection beside the metrics (opt-in): Loki on the box, Alloy reading the containers' logs."""
+
+    enabled: bool = Field(default=False, description="Loki and Alloy in the bundle; Grafana shows the logs.")
+    disk_share: float = Field(
+        default=0.05, gt=0, le=0.5, description="Share of hardware.disk_gib Loki may fill, beside the model cache."
+    )
+    max_retention_days: int = Field(default=31, ge=1, le=366, description="Upper bound of the retention sized from the disk.")
+    gib_per_day: float = Field(
+        default=0.25,
+        gt=0,
+        description="Log volume a day as Loki receives it (before compression, so the sizing errs long), GiB.",
+    )
+
+
 class BoxOptions(Frozen):
     """What runs next to the model server on a box."""
 
@@ -61,6 +76,7 @@ class BoxOptions(Frozen):
     )
     slo: SloThresholds = Field(default_factory=SloThresholds)
     alerts: AlertReceiver | None = Field(default=None, description="Alertmanager's receiver (with monitoring).")
+    logs: LogsOptions = Field(default_factory=LogsOptions, description="Log collection (Loki + Alloy), off by default.")
 
     @field_validator("listen_address")
     @classmethod
@@ -73,6 +89,7 @@ class BoxOptions(Frozen):
 
 SERVING_KEYS = frozenset(Serving.model_fields)
 OPTION_KEYS = frozenset(BoxOptions.model_fields)
+MERGED_OPTIONS = ("slo", "logs")  # a box's mapping refines the defaults' key by key
 
 
 class _RawBox(Frozen):
@@ -87,6 +104,7 @@ class _RawBox(Frozen):
     listen_address: str | None = None
     slo: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
+    logs: dict[str, Any] | None = None
 
 
 class _RawFleet(Frozen):
@@ -127,18 +145,26 @@ def _serving(source: str, defaults: dict[str, Any], given: dict[str, Any], path:
 
 def _options(source: str, defaults: dict[str, Any], raw: _RawBox, path: str) -> BoxOptions:
     merged: dict[str, Any] = {k: v for k, v in defaults.items() if k in OPTION_KEYS}
-    if "slo" in merged and not isinstance(merged["slo"], dict):
-        raise InputError(source, "defaults.slo", "expected a mapping of SLO thresholds")
+    for key in MERGED_OPTIONS:
+        if key in merged and not isinstance(merged[key], dict):
+            raise InputError(source, f"defaults.{key}", f"expected a mapping of {key} settings")
     given = {k: getattr(raw, k) for k in OPTION_KEYS if getattr(raw, k) is not None}
-    if "slo" in merged and "slo" in given:
-        given["slo"] = dict(merged["slo"]) | given["slo"]
+    for key in MERGED_OPTIONS:
+        if key in merged and key in given:
+            given[key] = dict(merged[key]) | given[key]
     merged |= given
     try:
-        return BoxOptions.model_validate(merged)
+        options = BoxOptions.model_validate(merged)
     except ValidationError as exc:
         loc = exc.errors(include_url=False)[0]["loc"]
         owner = path if (loc and loc[0] in given) else "defaults"
         raise from_validation_error(source, exc, [owner]) from None
+    if options.logs.enabled and not options.monitoring:
+        owner = path if ("logs" in given or "monitoring" in given) else "defaults"
+        raise InputError(
+            source, f"{owner}.logs.enabled", "logs need monitoring: true (Grafana shows them, Alertmanager gets their alerts)"
+        )
+    return options
 
 
 def parse_fleet(data: Any, source: str) -> Fleet:
@@ -169,6 +195,8 @@ def parse_fleet(data: Any, source: str) -> Fleet:
         if len({s.model for s in servings}) < len(servings):
             raise InputError(source, f"{path}.models", "a model is listed twice")
         options = _options(source, raw.defaults, raw_box, path)
+        if options.logs.enabled and raw_box.hardware.disk_gib is None:
+            raise InputError(source, f"{path}.hardware.disk_gib", "logs.enabled sizes Loki's retention from disk_gib: give it")
         boxes.append(Box(raw_box.id, raw_box.hardware, servings, options, path))
     return Fleet(raw.fleet, tuple(boxes), source)
 

@@ -146,7 +146,8 @@ def _role(path: Path) -> str:
         if name == "prometheus.yml":
             return "prometheus"
         if docs and isinstance(docs[0], dict) and isinstance(docs[0].get("groups"), list):
-            return "rules"
+            # Loki's ruler reads <rules directory>/<tenant>/*.yml: LogQL, which promtool cannot parse.
+            return "loki-rules" if path.parent.parent.name == "rules" and path.parent.parent.parent.name == "loki" else "rules"
         return "yaml"
     return "text"
 
@@ -282,7 +283,7 @@ def run_rules(artifacts: list[Artifact], report: Reporter) -> None:
 
     for art in artifacts:
         text = art.path.read_text(encoding="utf-8", errors="replace")
-        if art.role in ("compose", "manifest", "prometheus", "rules", "yaml") and _yaml_problem(art.path):
+        if art.role in ("compose", "manifest", "prometheus", "rules", "loki-rules", "yaml") and _yaml_problem(art.path):
             report(art, "yaml-parse", "high", "", _yaml_problem(art.path))
         for rule in rules_of(Kind.TEXT):
             if rule.id.startswith("SLM-SECRET-") and in_secrets_folder(art):
@@ -721,7 +722,7 @@ TOOLS: dict[str, tuple[set[str] | None, Callable[[list[Artifact], Reporter], Non
     "compose": ({"compose"}, run_compose),
     "kubernetes-validate": ({"manifest"}, run_kubernetes_validate),
     "promtool": ({"prometheus", "rules"}, run_promtool),
-    "yamllint": ({"compose", "manifest", "prometheus", "rules", "yaml", "workflow"}, run_yamllint),
+    "yamllint": ({"compose", "manifest", "prometheus", "rules", "loki-rules", "yaml", "workflow"}, run_yamllint),
     "actionlint": ({"workflow"}, run_actionlint),
     "zizmor": ({"workflow"}, run_zizmor),
 }

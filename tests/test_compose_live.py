@@ -2,8 +2,10 @@
 with stand-in images built under the exact references the bundle uses (tests/standins). Then what
 an operator sees: the gateway's TLS port (401 without the key, 200 with it, a chat completion
 through to the model server), Grafana's login page, every Prometheus target up and the recording
-rules producing values, each container running as declared; then every command the bundle README
-gives, in order, and a `down`/`up` that keeps the data.
+rules producing values, each container running as declared; on a box with logs, Loki ready, the
+model server's lines in Loki, Grafana's Loki datasource healthy and an out-of-memory line alerted
+through Loki's ruler; then every command the bundle README gives, in order, and a `down`/`up` that
+keeps the data.
 
 The only changes to a bundle are in an override file this test writes next to it: CPU limits
 capped to this machine's cores, GPU reservations and the NVIDIA runtime removed (no GPU here), and
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -73,8 +76,9 @@ def _run(
     return result
 
 
-def override(compose: dict[str, Any]) -> str:
-    """The test machine's adjustments (see the module docstring), as a compose override file."""
+def override(compose: dict[str, Any], containers_dir: str = "/var/lib/docker/containers") -> str:
+    """The test machine's adjustments (see the module docstring), as a compose override file. The
+    engine here keeps its data under its own --data-root: Alloy reads that root's containers/."""
     services: dict[str, Any] = {}
     for name, service in compose["services"].items():
         resources = (service.get("deploy") or {}).get("resources") or {}
@@ -90,6 +94,9 @@ def override(compose: dict[str, Any]) -> str:
             entry["deploy"] = {"resources": changed}
         if "runtime" in service:
             entry["runtime"] = "RESET"
+        for volume in service.get("volumes") or []:
+            if volume.get("source") == "/var/lib/docker/containers" and containers_dir != volume["source"]:
+                entry.setdefault("volumes", []).append({**volume, "source": containers_dir})
         if entry:
             services[name] = entry
     document = {"services": services, "networks": {n: {"internal": True} for n in compose.get("networks", {})}}
@@ -104,7 +111,8 @@ class Box:
         self.dir = root / box_id
         self.project = f"slmlive-{box_id}"
         self.compose = yaml.safe_load((self.dir / "compose.yaml").read_text())
-        (self.dir / "compose.test-override.yaml").write_text(override(self.compose))
+        root = _run(["docker", "info", "--format", "{{.DockerRootDir}}"], self.dir, env).stdout.strip()
+        (self.dir / "compose.test-override.yaml").write_text(override(self.compose, f"{root}/containers"))
         self.env = {
             **env,
             "COMPOSE_FILE": "compose.yaml:compose.test-override.yaml",
@@ -323,6 +331,42 @@ def check_monitoring(box: Box) -> None:
         box.docker("rm", "-f", sink)
 
 
+OOM_LINE = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (stand-in line for the live test)"
+
+
+def check_logs(box: Box) -> None:
+    """Boxes with `logs: {enabled: true}`: Loki ready, the model server's lines in Loki under the
+    box's labels, Grafana's Loki datasource healthy through the gateway, and an out-of-memory line
+    turned into an alert in Alertmanager by Loki's ruler."""
+    if "loki" not in box.compose["services"]:
+        return
+    assert box.exec_get("prometheus", "http://loki:3100/ready").strip() == "ready"
+    server = next(b for b in FLEET.boxes if b.id == box.id).servings[0].runtime.value  # the service is named after it
+
+    def lines(selector: str) -> list[tuple[dict[str, str], str]]:
+        data = json.loads(
+            box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={quote(selector)}")
+        )
+        return [(r["stream"], v[1]) for r in data["data"]["result"] for v in r["values"]]
+
+    found = _wait_for(f"log lines of {server} in Loki", lambda: (bool(got := lines(f'{{service="{server}"}}')), got), timeout=120)
+    labels = found[0][0]
+    assert labels["box"] == box.id and labels["service"] == server, labels
+    assert any("listening" in line or "serving" in line.lower() for _, line in found), found[:5]
+    password = (box.dir / "secrets" / "grafana_admin_password").read_text().strip()
+    code, body = box.curl("/grafana/api/datasources/uid/loki/health", "-u", f"admin:{password}")
+    assert code == 200 and json.loads(body)["status"] == "OK", f"Grafana's Loki datasource is not healthy ({code}): {body}"
+    # The runtime prints an OOM line on its stdout: Alloy -> Loki -> the ruler -> Alertmanager.
+    box.docker("exec", box.container(server), "sh", "-c", f"echo '{OOM_LINE}' > /proc/1/fd/1")
+
+    def alerted() -> tuple[bool, Any]:
+        alerts = json.loads(box.exec_get("prometheus", "http://alertmanager:9093/api/v2/alerts"))
+        names = [a["labels"].get("alertname") for a in alerts]
+        return "ModelServerOutOfMemory" in names, names
+
+    _wait_for("Loki's ruler alerts on the out-of-memory line", alerted, timeout=150)
+
+
 def check_hardening(box: Box) -> None:
     for name, service in box.compose["services"].items():
         if service.get("restart") == "no":
@@ -350,6 +394,12 @@ def volumes_state(box: Box) -> dict[str, str]:
         state["grafana.db"] = box.docker("exec", box.container("grafana"), "ls", "/var/lib/grafana/grafana.db").stdout
     if "open-webui" in box.compose["services"]:
         state["webui"] = box.docker("exec", box.container("open-webui"), "cat", "/app/backend/data/users.json").stdout
+    if "loki" in box.compose["services"]:
+        # Loki keeps the lines, and Alloy (its positions in alloy-data) sends none of them twice.
+        query = quote('{service=~".+"} |~ `CUDA out of memory`')
+        data = json.loads(box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={query}"))
+        state["loki OOM lines"] = str(sum(len(r["values"]) for r in data["data"]["result"]))
+        assert state["loki OOM lines"] != "0", "Loki has lost the out-of-memory line check_logs sent"
     return state
 
 
@@ -403,6 +453,7 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
         check_serving(box)
         check_webui(box)
         check_monitoring(box)
+        check_logs(box)
         check_hardening(box)
         kept = volumes_state(box)
         for command in commands:

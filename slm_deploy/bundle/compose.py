@@ -389,6 +389,8 @@ def compose_document(
         volumes.append("webui-data")
     if options.monitoring:
         volumes += ["prometheus-data", "grafana-data", "alertmanager-data"]
+    if options.logs.enabled:
+        volumes.append("loki-data")
     if volumes:
         services["volume-init"] = _volume_init(catalog, volumes)
     if spec.fetch is not None:
@@ -409,6 +411,11 @@ def compose_document(
         gpus = plans[0].resources.gpu_count
         if gpus and not _unified(plans, catalog):
             services["dcgm-exporter"] = _dcgm_exporter(catalog, box.hardware.gpu.count if box.hardware.gpu else gpus)
+    if options.logs.enabled:
+        from slm_deploy.bundle.logs import add_log_services
+
+        add_log_services(services, catalog)
+        volumes.append("alloy-data")  # after volume-init's list: Alloy runs as root and keeps it root's
     secrets = {"api_key", "tls_cert", "tls_key"}
     if spec.uses_hf_token or "hf_token" in services[spec.service].get("build", {}).get("secrets", []):
         secrets.add("hf_token")

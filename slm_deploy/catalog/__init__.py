@@ -140,6 +140,7 @@ class Chart(Frozen):
     repository: str
     chart: str
     version: str = Field(pattern=r"^v?\d+\.\d+\.\d+$")
+    source: str | None = None
 
 
 class _ModelsFile(Frozen):

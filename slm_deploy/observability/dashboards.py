@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus, timeseries
+from grafana_foundation_sdk.builders import logs as logs_panel
+from grafana_foundation_sdk.builders import loki, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import LogsSortOrder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
 
 from slm_deploy.observability.rules import GATEWAY_SERIES, RECORD_GATEWAY_ERRORS, RECORD_TTFT_P95
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+LOKI = DataSourceRef(type_val="loki", uid="loki")  # provisioned with the logs (observability/logs.py)
 M = 'model_name=~"$model", instance=~"$instance"'  # the vLLM filter every serving query carries
 QUANTILES = (0.5, 0.95, 0.99)
 INST = 'instance=~"$instance"'
@@ -205,7 +208,9 @@ def _board(
     model_metric: str | None,
     instance_metric: str,
     description: str,
+    logs: str = "",
 ) -> dict[str, Any]:
+    """`logs`: a LogQL selector; a logs panel (Loki datasource) under the graphs shows its lines."""
     builder = db.Dashboard(title).uid(uid).tags(["slm-deploy"]).description(description).refresh("30s")
     builder = builder.time("now-6h", "now").timezone("browser")
     builder = _variables(builder, model_metric, instance_metric)
@@ -223,11 +228,26 @@ def _board(
         for ref, (expr, legend) in zip("ABCDEFGH", spec.queries, strict=False):
             panel = panel.with_target(prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref))
         builder = builder.with_panel(panel)
+    if logs:
+        builder = builder.with_panel(
+            logs_panel.Panel()
+            .id(len(panels) + 1)
+            .title("Logs")
+            .description(f"Log lines of {logs} (Loki, collected by Alloy).")
+            .datasource(LOKI)
+            .grid_pos(GridPos(h=10, w=24, x=0, y=((len(panels) + 1) // 2) * 8))
+            .show_time(True)
+            .wrap_log_message(True)
+            .enable_log_details(True)
+            .sort_order(LogsSortOrder.DESCENDING)
+            .with_target(loki.Dataquery().expr(logs).ref_id("A").datasource(LOKI))
+        )
     data: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder, sort_keys=True))
     return data
 
 
-def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool) -> dict[str, dict[str, Any]]:
+def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = False) -> dict[str, dict[str, Any]]:
+    """`logs`: Loki is provisioned, so the Serving and Edge host boards end with a logs panel."""
     kinds = set(runtimes)
     boards = {
         "gateway": _board(
@@ -247,6 +267,7 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool) -> dict[str, 
             "vllm:num_requests_running",
             "vllm:num_requests_running",
             "Latency, queues and KV cache of the vLLM servers.",
+            '{service="vllm"}' if logs else "",
         )
     if gpus:
         boards["gpu"] = _board(
@@ -265,6 +286,7 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool) -> dict[str, 
             None,
             "node_load1",
             "CPU, memory, model-cache disk and network of the edge box (node-exporter).",
+            '{service=~".+"}' if logs else "",
         )
     return boards
 
@@ -276,4 +298,5 @@ def all_expressions(boards: dict[str, dict[str, Any]]) -> list[tuple[str, str, s
         for name, board in boards.items()
         for panel in board["panels"]
         for target in panel.get("targets", [])
+        if target.get("datasource", {}).get("type") != "loki"  # LogQL, not PromQL
     ]

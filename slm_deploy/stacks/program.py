@@ -207,6 +207,19 @@ def build(
         monitoring_release=release,
         opts=after_secrets,
     )
+    if release is not None and spec.logs.enabled:
+        from slm_deploy.stacks.k8s.logs import Logs
+
+        Logs(
+            f"{name}-logging",
+            spec=spec.logs,
+            catalog=catalog,
+            runtimes=sorted({m.plan.runtime for m in env.models}),
+            serving_namespace=spec.namespace,
+            cluster=name,
+            monitoring_release=release,
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace]),
+        )
     if release is not None and spec.monitoring.alerts:
         from slm_deploy.stacks.k8s.observability import publish_observability
 

@@ -94,6 +94,8 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
     """Shell lines that make the base look like the image (run as root at build time)."""
     uid, gid = profile.user.split(":")
     lines = [f"mkdir -p /opt/standin {profile.home}", f"cp /usr/bin/python3.11 {PY}"]
+    if gid not in ("0", "65534"):
+        lines.append(f"getent group {gid} >/dev/null || groupadd -g {gid} standin")
     if uid != "0":
         lines.append(f"getent passwd {uid} >/dev/null || useradd -u {uid} -g {gid} -M -d {profile.home} standin")
     wrappers = {
@@ -103,6 +105,8 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
         "llamacpp-cuda": {"/app/llama-server": "llama-server"},
         "grafana": {"/usr/share/grafana/bin/grafana": "grafana"},
         "dcgm-exporter": {"/usr/bin/dcgm-exporter": "dcgm-exporter"},
+        "loki": {"/usr/bin/loki": "loki"},
+        "alloy": {"/bin/alloy": "alloy"},
     }.get(image_id, {})
     for path, program in wrappers.items():
         lines.append(
@@ -124,6 +128,10 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
         )
     if image_id == "node-exporter":
         lines.append("ln -sf /usr/bin/prometheus-node-exporter /bin/node_exporter")
+    if image_id == "loki":
+        lines.append("mkdir -p /loki/rules /loki/rules-temp /etc/loki && chown -R 10001:10001 /loki /etc/loki")
+    if image_id == "alloy":
+        lines.append("mkdir -p /var/lib/alloy/data /etc/alloy && chown 473:473 /var/lib/alloy/data && chmod 770 /var/lib/alloy/data")
     if image_id == "gateway":
         lines.append("mkdir -p /config /data /etc/caddy /srv")
     if image_id == "grafana":

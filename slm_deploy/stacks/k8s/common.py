@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import (
@@ -18,9 +20,12 @@ from pulumi_kubernetes.core.v1 import (
     VolumeArgs,
     VolumeMountArgs,
 )
+from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
+
+from slm_deploy.catalog import Chart
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
@@ -163,5 +168,25 @@ def metrics_monitor(
             "selector": {"matchLabels": {"app.kubernetes.io/name": name, ROLE_LABEL: role}},
             endpoints_key: [endpoint],
         },
+        opts=opts,
+    )
+
+
+def chart_release(
+    resource_name: str, chart: Chart, *, namespace: str, values: dict[str, Any], opts: pulumi.ResourceOptions, timeout: int = 900
+) -> Release:
+    """A pinned catalog chart as an atomic Helm release named after the chart."""
+    return Release(
+        resource_name,
+        ReleaseArgs(
+            name=chart.chart,
+            chart=chart.chart,
+            version=chart.version,
+            namespace=namespace,
+            repository_opts=RepositoryOptsArgs(repo=chart.repository),
+            values=values,
+            atomic=True,
+            timeout=timeout,
+        ),
         opts=opts,
     )

@@ -7,12 +7,12 @@ from typing import Any
 
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace, Secret
-from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.environment import MonitoringSpec
 from slm_deploy.stacks.k8s.chart_images import pin_chart_images
+from slm_deploy.stacks.k8s.common import chart_release
 
 NAMESPACE = "monitoring"
 GRAFANA_SECRET = "grafana-admin"
@@ -104,18 +104,11 @@ class Monitoring(pulumi.ComponentResource):
             "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}},
         }
         pin_chart_images(values, chart, catalog)
-        release = Release(
+        release = chart_release(
             f"{name}-kube-prometheus-stack",
-            ReleaseArgs(
-                name="kube-prometheus-stack",
-                chart=chart.chart,
-                version=chart.version,
-                namespace=NAMESPACE,
-                repository_opts=RepositoryOptsArgs(repo=chart.repository),
-                values=values,
-                atomic=True,
-                timeout=900,
-            ),
+            chart,
+            namespace=NAMESPACE,
+            values=values,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin]),
         )
         self.release = release

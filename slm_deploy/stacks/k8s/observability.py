@@ -20,6 +20,11 @@ def publish_observability(name: str, env: Environment, opts: pulumi.ResourceOpti
     runtimes = sorted({m.plan.runtime for m in env.models})
     gpus = any(m.plan.resources.gpu_count for m in env.models)
     groups = rule_groups(runtimes, env.spec.monitoring.slo, gpus=gpus, edge=False)
+    if env.spec.logs.enabled:
+        from slm_deploy.observability.logs import budget_for, volume_rule_groups
+
+        logs = env.spec.logs
+        groups += volume_rule_groups(budget_for(logs.storage_gi, logs.gib_per_day, logs.max_retention_days))
     CustomResource(
         f"{name}-rules",
         api_version="monitoring.coreos.com/v1",
@@ -30,7 +35,7 @@ def publish_observability(name: str, env: Environment, opts: pulumi.ResourceOpti
         spec={"groups": groups},
         opts=opts,
     )
-    boards = dashboards(runtimes, gpus=gpus, edge=False)
+    boards = dashboards(runtimes, gpus=gpus, edge=False, logs=env.spec.logs.enabled)
     for board_name, board in sorted(boards.items()):
         ConfigMap(
             f"{name}-dashboard-{board_name}",

@@ -1,0 +1,79 @@
+"""The log services of an edge bundle (opt-in): Loki and Alloy, hardened like every service.
+
+See slm_deploy/observability/logs.py for how the logs are collected without the Docker socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from slm_deploy.bundle.compose import INTERNAL_NETWORK, LOGGING, Limits, _hardened, _healthcheck
+from slm_deploy.catalog import Catalog
+from slm_deploy.observability.logs import (
+    ALLOY_CONFIG,
+    ALLOY_DATA,
+    ALLOY_PORT,
+    COMPOSE_LABELS,
+    DOCKER_CONTAINERS,
+    LOKI_CONFIG,
+    LOKI_DATA,
+    LOKI_PORT,
+    LOKI_RULES,
+)
+
+LIMITS = {"loki": Limits(1.0, 1024, 256), "alloy": Limits(0.5, 256, 128)}
+LOGGING_WITH_LABELS = {**LOGGING, "options": {**cast(dict[str, str], LOGGING["options"]), "labels": ",".join(COMPOSE_LABELS)}}
+# Alloy's image has no curl or wget (ubuntu:noble with ca-certificates, tzdata): bash asks /-/ready.
+ALLOY_READY = (
+    f"exec 3<>/dev/tcp/127.0.0.1/{ALLOY_PORT} && printf 'GET /-/ready HTTP/1.0\\r\\n\\r\\n' >&3 && "
+    "head -n 1 <&3 | grep -q ' 200 '"
+)
+
+
+def loki_service(catalog: Catalog) -> dict[str, Any]:
+    service = _hardened(catalog.images["loki"].ref, limits=LIMITS["loki"], networks=[INTERNAL_NETWORK])
+    service["command"] = [f"-config.file={LOKI_CONFIG}"]
+    service["volumes"] = [
+        {"type": "bind", "source": "./loki/loki.yaml", "target": LOKI_CONFIG, "read_only": True},
+        {"type": "bind", "source": "./loki/rules", "target": LOKI_RULES, "read_only": True},
+        {"type": "volume", "source": "loki-data", "target": LOKI_DATA},
+    ]
+    service["expose"] = [str(LOKI_PORT)]
+    service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", f"http://127.0.0.1:{LOKI_PORT}/ready"], 60)
+    service["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
+    return service
+
+
+def alloy_service(catalog: Catalog) -> dict[str, Any]:
+    service = _hardened(catalog.images["alloy"].ref, limits=LIMITS["alloy"], networks=[INTERNAL_NETWORK], user="0:0")
+    service["command"] = [
+        "run",
+        ALLOY_CONFIG,
+        f"--storage.path={ALLOY_DATA}",
+        f"--server.http.listen-addr=0.0.0.0:{ALLOY_PORT}",
+        "--disable-reporting",
+    ]
+    service["volumes"] = [
+        {"type": "bind", "source": "./alloy/config.alloy", "target": ALLOY_CONFIG, "read_only": True},
+        {"type": "bind", "source": DOCKER_CONTAINERS, "target": DOCKER_CONTAINERS, "read_only": True},
+        {"type": "volume", "source": "alloy-data", "target": ALLOY_DATA},
+    ]
+    service["expose"] = [str(ALLOY_PORT)]
+    service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", ALLOY_READY])
+    service["depends_on"] = {"loki": {"condition": "service_started"}}
+    service["x-hardening-exceptions"] = {
+        "user": f"uid 0 with no capabilities: Docker's json-file logs under {DOCKER_CONTAINERS} are root-owned (0640), "
+        "so only their owner reads them without CAP_DAC_READ_SEARCH (the capability of the 'shocker' escape); the "
+        "Docker socket is refused; the mount is read-only, the root filesystem read-only, the network internal",
+        "volumes": f"{DOCKER_CONTAINERS} read-only: the containers' json-file logs are the only log source "
+        "without the Docker socket",
+    }
+    return service
+
+
+def add_log_services(services: dict[str, Any], catalog: Catalog) -> None:
+    """Loki and Alloy, and the json-file `labels` option on every service so its lines name it."""
+    services["loki"] = loki_service(catalog)
+    services["alloy"] = alloy_service(catalog)
+    for service in services.values():
+        service["logging"] = LOGGING_WITH_LABELS

@@ -156,8 +156,8 @@ def test_an_onnx_plan_that_fits_stays_within_the_device_and_longer_contexts_neve
     assert longer.max_concurrent_sequences <= result.max_concurrent_sequences
 
 
-def test_launcher_caps_max_length_in_an_overlay_and_leaves_the_fetched_folder_alone(tmp_path: Path) -> None:
-    from slm_deploy.launcher.foundry import overlay_max_length
+def test_launcher_stages_the_folder_in_foundry_locals_cache_with_the_context_capped(tmp_path: Path) -> None:
+    from slm_deploy.launcher.foundry import catalog_entry, stage_model
 
     folder = tmp_path / "repo" / "cpu"
     folder.mkdir(parents=True)
@@ -165,11 +165,23 @@ def test_launcher_caps_max_length_in_an_overlay_and_leaves_the_fetched_folder_al
     (folder / "genai_config.json").write_text(json.dumps(config))
     (folder / "model.onnx").write_bytes(b"graph")
     (folder / "model.onnx.data").write_bytes(b"weights")
-    overlay = overlay_max_length(folder, 4096, tmp_path / "scratch")
-    capped = json.loads((overlay / "genai_config.json").read_text())
+    staged = stage_model(folder, "Phi-4-mini-instruct-generic-cpu:1", 4096, tmp_path / "cache")
+    assert staged == tmp_path / "cache" / "slm-deploy" / "Phi-4-mini-instruct-generic-cpu-1"
+    capped = json.loads((staged / "genai_config.json").read_text())
     assert capped["search"]["max_length"] == 4096 and capped["model"]["context_length"] == 4096
-    assert (overlay / "model.onnx.data").resolve() == (folder / "model.onnx.data").resolve()
+    # Foundry Local's cache scanner recognises a model folder by these two files.
+    assert json.loads((staged / "inference_model.json").read_text()) == {"Name": "Phi-4-mini-instruct-generic-cpu:1"}
+    assert (staged / "model.onnx.data").resolve() == (folder / "model.onnx.data").resolve()
     assert json.loads((folder / "genai_config.json").read_text()) == config
-    # A second start rebuilds the overlay instead of failing on the old links.
-    assert overlay_max_length(folder, 2048, tmp_path / "scratch") == overlay
-    assert json.loads((overlay / "genai_config.json").read_text())["search"]["max_length"] == 2048
+    # A second start restages instead of failing on the old links.
+    assert stage_model(folder, "Phi-4-mini-instruct-generic-cpu:1", 2048, tmp_path / "cache") == staged
+    assert json.loads((staged / "genai_config.json").read_text())["search"]["max_length"] == 2048
+    entry = catalog_entry("Phi-4-mini-instruct-cuda-gpu:1", "cuda", 2048)
+    assert (entry["name"], entry["version"]) == ("Phi-4-mini-instruct-cuda-gpu", "1")
+    assert entry["variantInformation"]["variantMetadata"] == {"device": "GPU", "executionProvider": "CUDAExecutionProvider"}
+
+
+def test_launcher_refuses_a_model_id_without_a_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = launcher_main(["--model-dir", str(tmp_path), "--model-id", "phi-4-mini", "--listen", "http://127.0.0.1:1"])
+    assert code == EXIT_BAD_MODEL
+    assert "--model-id 'phi-4-mini' is not <name>:<version>" in capsys.readouterr().err

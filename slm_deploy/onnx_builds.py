@@ -57,6 +57,7 @@ class OnnxServer(Frozen):
     requirements: str = Field(pattern=r"^[\w.\-]+\.txt$")
     platforms: tuple[CpuArch, ...] = Field(min_length=1)
     port: int = Field(gt=0, lt=65536)
+    debian_packages: dict[str, str] = Field(default_factory=dict)  # name -> pinned version
     source: str = Field(min_length=1)
 
     def requirements_text(self, directory: Path = CATALOG_DIR) -> str:

@@ -314,6 +314,7 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         "Dockerfile.onnx",
         base=catalog.images[server.base_image].ref,
         sdk=server.sdk,
+        debian_packages=sorted(server.debian_packages.items()),
         launcher=ONNX_LAUNCHER,
         fetch_run=json.dumps(["python3", "-c", fetch_code]) if offline else None,
         model_dir=model_dir,

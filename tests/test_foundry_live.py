@@ -110,7 +110,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             stderr=subprocess.STDOUT,
         )
     fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
-    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "kiosk-0003"))
+    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "branch-0013"))
     caddyfile = tmp / "Caddyfile"
     caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
     subprocess.run(

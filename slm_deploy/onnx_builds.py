@@ -113,10 +113,12 @@ def onnx_box_problem(hardware: Hardware) -> tuple[str, str] | None:
     return None
 
 
-# Why the Kubernetes target refuses runtime `onnx` for now: the server image is built from a
-# bundle's Dockerfile on the box; a cluster needs it in a registry first (not generated yet).
+# Why the Kubernetes target refuses runtime `onnx` for now (docs/onnx-runtime.md): the stacks place
+# every model on a GPU pool (no CPU node pools), while Foundry Local's Linux build serves on the CPU
+# only; and the server image is built from an edge bundle's Dockerfile, with no cluster image pushed.
 TARGETS_REFUSAL = (
-    "runtime onnx is served on edge boxes (slm-deploy bundle) only for now: its Foundry Local image is built "
-    "on the box, and no cluster image is generated yet; plan it with `slm-deploy plan --runtime onnx`, "
-    "deploy it on Kubernetes with vllm, ollama or llamacpp meanwhile"
+    "runtime onnx is served on edge boxes (slm-deploy bundle) only for now: the stacks run models on GPU pools, "
+    "Foundry Local's Linux build serves on the CPU only, and its server image is built on the box, not pushed to "
+    "a registry; plan it with `slm-deploy plan --runtime onnx`, deploy it on Kubernetes with vllm, ollama or "
+    "llamacpp meanwhile"
 )

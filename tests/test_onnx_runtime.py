@@ -242,3 +242,24 @@ def test_a_service_may_run_the_image_another_service_builds_only_if_it_never_pul
     assert locked_image({"name": "model-fetch", "service": pulled, "document": document}) == [
         "service model-fetch uses 'slm-deploy/onnx-server:0123456789ab' without a digest"
     ]
+
+
+def test_an_air_gapped_onnx_box_bakes_the_variant_into_the_image_it_builds(tmp_path: Path) -> None:
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+
+    data = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
+    data["boxes"] = [dict(b, offline=True) for b in data["boxes"] if b["id"] == "branch-0013"]
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    fleet = load_fleet(tmp_path / "fleet.yaml")
+    (bundle,) = build_fleet(fleet, fleet.boxes)
+    compose = yaml.safe_load(bundle.files["compose.yaml"])
+    assert "model-fetch" not in compose["services"] and "models" not in compose["volumes"]
+    server = compose["services"]["onnx"]
+    assert server["pull_policy"] == "never" and server["image"].startswith("slm-offline/")
+    assert server["command"][server["command"].index("--model-dir") + 1] == "/opt/model/microsoft/Phi-4-mini-instruct-onnx"
+    dockerfile = bundle.files["Dockerfile"].decode()
+    fetch_stage = dockerfile[dockerfile.index("FROM server AS fetch") : dockerfile.index("\nFROM server\n")]
+    assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch_stage
+    assert "COPY --from=fetch --chown=10001:10001 /opt/model/microsoft/Phi-4-mini-instruct-onnx " in dockerfile
+    assert dockerfile.rstrip().endswith('ENTRYPOINT ["python3", "/opt/slm/foundry_launcher.py"]')

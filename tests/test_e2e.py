@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -180,36 +179,12 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
     assert requirements.is_file(), "Pulumi's pip toolchain installs requirements.txt from the program folder"
     assert (program_dir / "__main__.py").is_file()
 
-    from tests.e2e import SOURCE_IGNORE, _dependency_links
+    from tests.e2e import SOURCE_IGNORE, clean_env, pip_install, venv_with_dependencies
 
     clone = tmp_path / "clone"
     shutil.copytree(ROOT, clone, ignore=SOURCE_IGNORE)
     venv = clone / options["virtualenv"]
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    (site / "_deps.pth").write_text(f"{_dependency_links(tmp_path / 'deps')}\n")
-    # What Pulumi's language host runs has no PYTHONPATH of ours (the suite may run with the checkout on it).
-    clean = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
-
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(venv / "bin" / "python"),
-            "install",
-            "-q",
-            "--no-deps",
-            "-r",
-            "requirements.txt",
-        ],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=clean,
-    )
+    pip = pip_install(venv_with_dependencies(venv, tmp_path / "deps"), "-r", "requirements.txt", cwd=clone)
     assert pip.returncode == 0, pip.stderr[-3000:]
     check = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import slm_deploy.stacks.entry as e, slm_deploy; print(slm_deploy.__file__)"],
@@ -217,7 +192,7 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
         capture_output=True,
         text=True,
         check=False,
-        env=clean,
+        env=clean_env(),
     )
     assert check.returncode == 0, check.stderr
     assert Path(check.stdout.strip()).is_relative_to(venv)

@@ -79,25 +79,10 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         yield request.param, gw
 
 
-@contextmanager
-def running_gateway(
-    box_id: str,
-    tmp_path: Path,
-    upstream_handler: type[BaseHTTPRequestHandler] = FakeOpenAI,
-    config: str | None = None,
-    upstream_vars: tuple[str, ...] = (),
-) -> Iterator[Gateway]:
-    """The box's generated Caddyfile (or `config`), run by caddy on 127.0.0.1 in front of
-    `upstream_handler`; `upstream_vars` name further upstream placeholders to point at it."""
-    caddy = need_binary("caddy")
+def self_signed_cert(directory: Path) -> Path:
+    """A self-signed P-256 certificate for 127.0.0.1 (valid two days) as `tls_cert`/`tls_key` in
+    `directory`, where the gateway's secrets go; returns the certificate's path."""
     openssl = need_binary("openssl")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    caddyfile = tmp_path / "Caddyfile"
-    if config is None:
-        (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
-        caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
-    else:
-        caddyfile.write_text(config)
     subprocess.run(
         [
             openssl,
@@ -115,16 +100,53 @@ def running_gateway(
             "-addext",
             "subjectAltName=IP:127.0.0.1",
             "-keyout",
-            str(tmp_path / "tls_key"),
+            str(directory / "tls_key"),
             "-out",
-            str(tmp_path / "tls_cert"),
+            str(directory / "tls_cert"),
         ],
         check=True,
         capture_output=True,
     )
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), upstream_handler)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    up = f"127.0.0.1:{upstream.server_address[1]}"
+    return directory / "tls_cert"
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on 127.0.0.1 in a thread; yields its host:port, stops it on the way out."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def running_gateway(
+    box_id: str,
+    tmp_path: Path,
+    upstream_handler: type[BaseHTTPRequestHandler] = FakeOpenAI,
+    config: str | None = None,
+    upstream_vars: tuple[str, ...] = (),
+) -> Iterator[Gateway]:
+    """The box's generated Caddyfile (or `config`), run by caddy on 127.0.0.1 in front of
+    `upstream_handler`; `upstream_vars` name further upstream placeholders to point at it."""
+    caddy = need_binary("caddy")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    caddyfile = tmp_path / "Caddyfile"
+    if config is None:
+        (bundle,) = build_fleet(FLEET, tuple(b for b in FLEET.boxes if b.id == box_id))
+        caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
+    else:
+        caddyfile.write_text(config)
+    self_signed_cert(tmp_path)
+    with serving(upstream_handler) as up, _caddy(caddy, caddyfile, tmp_path, up, upstream_vars) as gw:
+        yield gw
+
+
+@contextmanager
+def _caddy(caddy: str, caddyfile: Path, tmp_path: Path, up: str, upstream_vars: tuple[str, ...]) -> Iterator[Gateway]:
     port, metrics_port = free_port(), free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -163,8 +185,6 @@ def running_gateway(
         yield gw
     finally:
         stop(proc)
-        upstream.shutdown()
-        upstream.server_close()
 
 
 @pytest.mark.tools

@@ -166,8 +166,8 @@ def test_workflows_deploy_in_order_behind_environments_with_oidc(tmp_path: Path)
     ]
     for name in ("up-dev", "up-staging", "up-prod"):
         steps = jobs[name]["steps"]
-        login = next(s for s in steps if s.get("uses", "").startswith("azure/login@"))
-        assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}  # OIDC: no client secret, no creds
+        env = steps[-1]["env"]  # OIDC (tests/test_init_ci.py): no client secret, no creds
+        assert env["ARM_USE_OIDC"] == "true" and "ARM_CLIENT_SECRET" not in env
         assert jobs[name]["permissions"] == {"contents": "read", "id-token": "write"}
         up = steps[-1]["with"]
         assert up["command"] == "up" and up["policyPacks"] == "policies" and up["stack-name"] == name[3:]

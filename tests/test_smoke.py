@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from slm_deploy.smoke import StreamResult, percentile, run_smoke
 from tests.conftest import ROOT
-from tests.test_gateway_live import API_KEY, FakeOpenAI, free_port, running_gateway
+from tests.test_gateway_live import API_KEY, FakeOpenAI, free_port, running_gateway, serving
 
 pytestmark = pytest.mark.tools
 
@@ -187,15 +185,8 @@ def test_slow_server_fails_within_the_timeout(tmp_path: Path, key_file: Path) ->
 
 
 def test_endpoint_without_auth_fails_the_auth_check(key_file: Path) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StreamingOpenAI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        out = smoke_cli(
-            f"http://127.0.0.1:{server.server_address[1]}", "--api-key-file", str(key_file), "--requests", "1", "--json"
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(StreamingOpenAI) as address:
+        out = smoke_cli(f"http://{address}", "--api-key-file", str(key_file), "--requests", "1", "--json")
     assert out.returncode == 1
     found = checks(out)
     assert found["tls"]["status"] == "skip"
@@ -265,13 +256,8 @@ class ThinkingOllama(ThinkingOpenAI):
 
 @pytest.mark.parametrize("handler", [ThinkingOpenAI, ThinkingOllama])
 def test_a_reasoning_model_that_only_thought_within_max_tokens_passes(handler: type[ThinkingOpenAI]) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        result = run_smoke(f"http://127.0.0.1:{server.server_address[1]}", API_KEY, requests=2, timeout=10)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=2, timeout=10)
     found = {c.name: c for c in result.checks}
     assert found["chat"].status == "pass" and "reasoning" in found["chat"].detail, found["chat"]
     assert found["stream"].status == "pass" and f"{len(handler.words)} tokens" in found["stream"].detail, found["stream"]
@@ -297,13 +283,8 @@ class ErroringOpenAI(StreamingOpenAI):
 
 
 def test_an_error_event_in_the_stream_fails_the_stream_check() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ErroringOpenAI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        result = run_smoke(f"http://127.0.0.1:{server.server_address[1]}", API_KEY, requests=1, timeout=10)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(ErroringOpenAI) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=1, timeout=10)
     found = {c.name: c for c in result.checks}
     assert found["stream"].status == "fail" and "CUDA out of memory" in found["stream"].detail, found["stream"]
 

@@ -87,43 +87,23 @@ def simulator_validator(rule: SimRule) -> Any:
 _LAST_RUN: dict[str, Any] = {}
 
 
-def _name(rule: Rule) -> str:
-    return rule.id.lower()
+def _policy(
+    kind: type[ResourceValidationPolicy] | type[StackValidationPolicy], rule: Rule | SimRule, validate: Any
+) -> ResourceValidationPolicy | StackValidationPolicy:
+    """The CrossGuard policy of one rule: its id as name, its severity as enforcement level."""
+    return kind(
+        name=rule.id.lower(),
+        description=f"{rule.title}. {rule.rationale}",
+        validate=validate,
+        enforcement_level=ENFORCEMENT[rule.severity],
+        severity=SEVERITY[rule.severity],
+        remediation_steps=rule.fix,
+    )
 
 
 def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
-    policies: list[ResourceValidationPolicy | StackValidationPolicy] = []
-    for rule in rules_of(Kind.K8S, Kind.AZURE):
-        policies.append(
-            ResourceValidationPolicy(
-                name=_name(rule),
-                description=f"{rule.title}. {rule.rationale}",
-                validate=resource_validator(rule),
-                enforcement_level=ENFORCEMENT[rule.severity],
-                severity=SEVERITY[rule.severity],
-                remediation_steps=rule.fix,
-            )
-        )
-    for sim_rule in SIM_RULES:
-        policies.append(
-            StackValidationPolicy(
-                name=sim_rule.id.lower(),
-                description=f"{sim_rule.title}. {sim_rule.rationale}",
-                validate=simulator_validator(sim_rule),
-                enforcement_level=ENFORCEMENT[sim_rule.severity],
-                severity=SEVERITY[sim_rule.severity],
-                remediation_steps=sim_rule.fix,
-            )
-        )
-    for rule in rules_of(Kind.K8S_SET):
-        policies.append(
-            StackValidationPolicy(
-                name=_name(rule),
-                description=f"{rule.title}. {rule.rationale}",
-                validate=stack_validator(rule),
-                enforcement_level=ENFORCEMENT[rule.severity],
-                severity=SEVERITY[rule.severity],
-                remediation_steps=rule.fix,
-            )
-        )
-    return policies
+    return [
+        *(_policy(ResourceValidationPolicy, rule, resource_validator(rule)) for rule in rules_of(Kind.K8S, Kind.AZURE)),
+        *(_policy(StackValidationPolicy, rule, simulator_validator(rule)) for rule in SIM_RULES),
+        *(_policy(StackValidationPolicy, rule, stack_validator(rule)) for rule in rules_of(Kind.K8S_SET)),
+    ]

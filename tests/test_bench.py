@@ -1,0 +1,23 @@
+"""`make bench` runs to the end and prints every figure it promises. Figures are never asserted
+(machines differ): this only proves the benchmark still drives the current code, at a size small
+enough for the suite (`--quick`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_runs_every_measurement_and_prints_its_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    out = done.stdout
+    for figure in ("planner:", "preview prod:", "bundle:", "review: 3 stacks", "review: "):
+        assert figure in out, out
+    assert out.count("bundle: ") == 3 and "boxes took" in out, out
+    assert "fleet" in out.splitlines()[-1], out

@@ -1,0 +1,201 @@
+"""The scaffolded workflows' access to Azure and code scanning (outside review of issue 16):
+tokens that last as long as a `pulumi up` of AKS with GPU pools, a pull-request identity that
+cannot write state or deploy, and a review that still delivers its SARIF where code scanning is off."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from slm_deploy.scaffold import ci_facts
+from tests.test_init import cli
+
+STACKS = ("dev", "staging", "prod")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ci")
+    args = [a for s in STACKS for a in ("--stack", s)]
+    made = cli("init", str(root / "r"), *args, cwd=root)
+    assert made.returncode == 0, made.stderr
+    return root / "r"
+
+
+def workflow(repo: Path, name: str) -> dict[str, Any]:
+    return yaml.safe_load((repo / ".github" / "workflows" / name).read_text())
+
+
+def pulumi_jobs(repo: Path) -> dict[str, dict[str, Any]]:
+    deploy, pr = workflow(repo, "deploy.yml"), workflow(repo, "pull-request.yml")
+    jobs = {name: job for name, job in deploy["jobs"].items() if name.startswith("up-")}
+    jobs["preview"] = pr["jobs"]["preview"]
+    return jobs
+
+
+def pulumi_step(job: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@") and s.get("with", {}).get("command"))
+
+
+# 1 -------------------------------------------------------------------------------------------
+def test_a_long_pulumi_up_gets_fresh_azure_tokens_without_an_azure_cli_session(repo: Path) -> None:
+    """An Azure CLI login from azure/login keeps one GitHub ID token (5 minutes): kubelogin in azurecli
+    mode, the state backend and Key Vault failed with AADSTS700024 once a new token was needed, i.e.
+    after the 60-90 minutes an AKS cluster with GPU pools can take. Every consumer now asks GitHub for
+    a fresh ID token itself (azure-native: ARM_USE_OIDC; kubelogin: workloadidentity; state and Key
+    Vault: a federated token file rewritten every minute)."""
+    facts = ci_facts()
+    jobs = pulumi_jobs(repo)
+    assert set(jobs) == {"up-dev", "up-staging", "up-prod", "preview"}
+    for name, job in jobs.items():
+        uses = [s.get("uses", "").split("@")[0] for s in job["steps"]]
+        assert "azure/login" not in uses, name  # no Azure CLI session to expire
+        assert job["permissions"]["id-token"] == "write"
+        env = pulumi_step(job)["env"]
+        assert env["ARM_USE_OIDC"] == "true"
+        assert not {"ARM_OIDC_TOKEN", "ARM_OIDC_TOKEN_FILE_PATH", "ARM_CLIENT_SECRET"} & set(env)  # read once: they expire
+        assert env["ARM_CLIENT_ID"] == env["AZURE_CLIENT_ID"] and env["ARM_TENANT_ID"] == env["AZURE_TENANT_ID"]
+        assert env["ARM_SUBSCRIPTION_ID"] == "${{ vars.AZURE_SUBSCRIPTION_ID }}"
+        assert env["AZURE_FEDERATED_TOKEN_FILE"] == "${{ runner.temp }}/azure-federated-token"
+        names = [s.get("name", "") for s in job["steps"]]
+        refresher = next(i for i, s in enumerate(job["steps"]) if "federated token" in s.get("name", ""))
+        kubelogin = next(i for i, s in enumerate(job["steps"]) if s.get("uses", "").startswith("azure/use-kubelogin@"))
+        assert job["steps"][kubelogin]["with"] == {"kubelogin-version": facts["kubelogin"]["version"]}
+        assert max(refresher, kubelogin) < names.index(pulumi_step(job)["name"])
+        assert job["steps"][refresher]["env"]["AZURE_FEDERATED_TOKEN_FILE"] == env["AZURE_FEDERATED_TOKEN_FILE"]
+    for stack in STACKS:  # the program's kubeconfig logs in with the workload identity, not the CLI
+        config = yaml.safe_load((repo / f"Pulumi.{stack}.yaml").read_text())["config"]
+        assert config["slm-deploy:cluster"]["kubeloginMode"] == "workloadidentity"
+
+
+def test_the_kubeconfig_in_workload_identity_mode_takes_the_identity_from_the_environment() -> None:
+    """kubelogin reads AZURE_CLIENT_ID only when no --client-id is given; the AKS kubeconfig carries
+    the Azure CLI's public client id, which would be the wrong identity."""
+    from slm_deploy.preview import MOCK_KUBECONFIG
+    from slm_deploy.stacks.azure.kubeconfig import non_interactive_kubeconfig
+
+    exec_ = yaml.safe_load(non_interactive_kubeconfig(MOCK_KUBECONFIG, "workloadidentity"))["users"][0]["user"]["exec"]
+    assert "--client-id" not in exec_["args"] and exec_["args"][-2:] == ["--login", "workloadidentity"]
+    assert {"name": "AAD_LOGIN_METHOD", "value": "workloadidentity"} in exec_["env"]
+
+
+class _FakeGitHubTokens(http.server.BaseHTTPRequestHandler):
+    """GitHub's ID token endpoint, as the runner exposes it in ACTIONS_ID_TOKEN_REQUEST_URL."""
+
+    requests: ClassVar[list[tuple[str, str]]] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append((self.path, self.headers.get("Authorization", "")))
+        body = json.dumps({"value": f"id-token-{len(type(self).requests)}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_federated_token_file_is_written_and_kept_fresh(repo: Path, tmp_path: Path) -> None:
+    """The step's script, run as the runner would (bash -e), against a loopback stand-in for GitHub's
+    token endpoint: the file holds a token for audience api://AzureADTokenExchange, readable by the
+    job's user only, and is rewritten by a loop that outlives the step."""
+    job = workflow(repo, "deploy.yml")["jobs"]["up-dev"]
+    step = next(s for s in job["steps"] if "federated token" in s.get("name", ""))
+    seconds = ci_facts()["token_refresh_seconds"]
+    assert f"sleep {seconds}" in step["run"]
+    script = step["run"].replace(f"sleep {seconds}", "sleep 0.2")  # the same loop, faster
+    _FakeGitHubTokens.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeGitHubTokens)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token_file = tmp_path / "azure-federated-token"
+    env = {
+        "PATH": os.environ["PATH"],
+        "ACTIONS_ID_TOKEN_REQUEST_URL": f"http://127.0.0.1:{server.server_address[1]}/token?api-version=2.0",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "request-token",
+        "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+    }
+    pid_file = tmp_path / "loop.pid"
+    loop_pid = None
+    try:
+        done = subprocess.run(
+            ["bash", "-e", "-c", script + f'\necho "$!" > {pid_file}'],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        loop_pid = int(pid_file.read_text())
+        assert token_file.read_text() == "id-token-1"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        path, auth = _FakeGitHubTokens.requests[0]
+        assert path == "/token?api-version=2.0&audience=api://AzureADTokenExchange" and auth == "bearer request-token"
+        deadline = time.monotonic() + 20
+        while token_file.read_text() in ("id-token-1", "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert token_file.read_text().startswith("id-token-") and token_file.read_text() != "id-token-1"
+    finally:
+        if loop_pid:
+            os.kill(loop_pid, signal.SIGTERM)
+        server.shutdown()
+        server.server_close()
+
+
+# 2 -------------------------------------------------------------------------------------------
+def test_pull_requests_run_with_their_own_identity_that_cannot_deploy_or_write_state(repo: Path) -> None:
+    """Pull requests run code from the pull request: they used the deploying identity (Contributor,
+    role assignments, Storage Blob Data Contributor on the state). Now the preview has its own
+    identity (a repository variable) and each environment its deploying one (an environment
+    variable, reachable only by jobs that passed the environment's protection rules)."""
+    pr_text = (repo / ".github" / "workflows" / "pull-request.yml").read_text()
+    assert "AZURE_DEPLOY_CLIENT_ID" not in pr_text and "vars.AZURE_CLIENT_ID" not in pr_text
+    for name, job in pulumi_jobs(repo).items():
+        env = pulumi_step(job)["env"]
+        expected = "AZURE_PREVIEW_CLIENT_ID" if name == "preview" else "AZURE_DEPLOY_CLIENT_ID"
+        assert env["ARM_CLIENT_ID"] == env["AZURE_CLIENT_ID"] == "${{ vars." + expected + " }}", name
+        assert ("environment" in job) == (name != "preview")
+    readme = (repo / "README.md").read_text()
+    preview = [line for line in readme.splitlines() if "`repo:OWNER/REPO:pull_request`" in line]
+    assert len(preview) == 1 and "`AZURE_PREVIEW_CLIENT_ID`" in preview[0]
+    assert "Storage Blob Data Reader" in preview[0] and "Contributor" not in preview[0] and "Administrator" not in preview[0]
+    for stack in STACKS:
+        rows = [line for line in readme.splitlines() if f"`repo:OWNER/REPO:environment:{stack}`" in line]
+        assert len(rows) == 1 and "`AZURE_DEPLOY_CLIENT_ID`" in rows[0] and f"environment `{stack}`" in rows[0]
+        assert "Storage Blob Data Contributor" in rows[0]
+    assert "forbidden" in readme and "read the stack's secrets" in readme  # what the read-only preview cannot do, and can
+
+
+# 3 -------------------------------------------------------------------------------------------
+def test_the_review_delivers_its_sarif_where_code_scanning_is_off(repo: Path) -> None:
+    """upload-sarif fails in a private repository without GitHub Code Security, which failed the
+    review job even with zero findings. The SARIF is now always kept as an artifact, and sent to code
+    scanning in public repositories or where the CODE_SCANNING variable says it is enabled."""
+    job = workflow(repo, "pull-request.yml")["jobs"]["review"]
+    names = [s.get("name", "") for s in job["steps"]]
+    review = names.index(next(n for n in names if n.startswith("Review")))
+    artifact = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert names.index(artifact["name"]) > review and artifact["if"] == "always()"
+    assert artifact["with"]["path"] == "review.sarif" and artifact["with"]["if-no-files-found"] == "error"
+    sarif = next(s for s in job["steps"] if s.get("uses", "").startswith("github/codeql-action/upload-sarif@"))
+    variable = ci_facts()["code_scanning"]["variable"]
+    assert sarif["if"] == (
+        f"always() && (vars.{variable} == 'true' || (vars.{variable} != 'false' && !github.event.repository.private))"
+    )
+    assert "continue-on-error" not in sarif  # a real upload failure still shows
+    readme = (repo / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| pull request | `review`"))
+    assert f"`{variable}`" in row and f"`{artifact['with']['name']}`" in row

@@ -40,6 +40,7 @@ from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
 from slm_deploy.onnx_builds import load_onnx_server
 from tests.conftest import ROOT, compose_binary, need, run_cli
+from tests.tiny_onnx_genai import generate
 
 pytestmark = pytest.mark.live_compose
 
@@ -216,13 +217,7 @@ def _onnx_standin(box: Box) -> None:
     command = server["command"]
     model_dir, variant = command[command.index("--model-dir") + 1], command[command.index("--variant") + 1]
     seed = box.dir / "standin-model"
-    extra_path = os.environ.get("SLM_FOUNDRY_PYTHONPATH", "")
-    code = "import sys; from pathlib import Path; from tests.tiny_onnx_genai import write_model; write_model(Path(sys.argv[1]))"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.pathsep.join(p for p in (extra_path, str(ROOT)) if p),
-    }
-    made = subprocess.run([sys.executable, "-c", code, str(seed / variant)], env=env, capture_output=True, text=True)
+    made = generate(seed / variant)
     need("No module named 'onnx'" not in made.stderr, "onnx is not installed (SLM_FOUNDRY_PYTHONPATH) to generate the tiny model")
     assert made.returncode == 0, made.stderr
     subprocess.run(["chmod", "-R", "a+rX", str(seed)], check=True)
@@ -240,7 +235,10 @@ def _onnx_standin(box: Box) -> None:
     (box.dir / "Dockerfile.test").write_text(text)
     fetch = ["sh", "-c", f"mkdir -p {model_dir} && cp -R /seed/. {model_dir}/"]
     seed_mount = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
-    extra = {"onnx": {"build": {"dockerfile": "Dockerfile.test"}}, "model-fetch": {"entrypoint": fetch, "volumes": [seed_mount]}}
+    extra: dict[str, dict[str, Any]] = {
+        "onnx": {"build": {"dockerfile": "Dockerfile.test"}},
+        "model-fetch": {"entrypoint": fetch, "volumes": [seed_mount]},
+    }
     (box.dir / "compose.test-override.yaml").write_text(override(box.compose, extra))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,24 +26,19 @@ import pytest
 from slm_deploy.bundle.writer import build_fleet
 from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need, need_binary, stop
-from tests.test_gateway_live import API_KEY, Gateway, free_port
+from tests.test_gateway_live import API_KEY, Gateway, _caddy, free_port, self_signed_cert
+from tests.tiny_onnx_genai import EXTRA_PATH, foundry_env, generate
 
 pytestmark = [pytest.mark.foundry, pytest.mark.tools]
 MODEL_ID = "tiny-generic-cpu:1"
 VARIANT = "cpu_and_mobile/tiny-int4"
 MAX_LENGTH = 64
-EXTRA_PATH = os.environ.get("SLM_FOUNDRY_PYTHONPATH", "")
 
 
 def _importable(name: str) -> bool:
     if importlib.util.find_spec(name) is not None:
         return True
     return bool(EXTRA_PATH) and (Path(EXTRA_PATH) / name).is_dir()
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (EXTRA_PATH, str(ROOT)) if p)
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHONPATH": path}
 
 
 @dataclass
@@ -69,20 +63,11 @@ def _wait(check: object, proc: subprocess.Popen[bytes], what: str, log: Path, se
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     need(_importable("foundry_local_sdk") and _importable("onnx"), "foundry-local-sdk and onnx are not installed")
     caddy = need_binary("caddy")
-    openssl = need_binary("openssl")
     tmp = tmp_path_factory.mktemp("foundry")
     repo = tmp / "repo"
     model_dir = repo / VARIANT
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from pathlib import Path; from tests.tiny_onnx_genai import write_model; write_model(Path({str(model_dir)!r}))",
-        ],
-        env=_env(tmp),
-        check=True,
-        cwd=ROOT,
-    )
+    made = generate(model_dir)
+    assert made.returncode == 0, made.stderr
     port = free_port()
     log = tmp / "launcher.log"
     scratch = tmp / "scratch"
@@ -105,7 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "--scratch",
                 str(scratch),
             ],
-            env=_env(tmp),
+            env=foundry_env(tmp),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -113,68 +98,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "branch-0013"))
     caddyfile = tmp / "Caddyfile"
     caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(tmp / "tls_key"),
-            "-out",
-            str(tmp / "tls_cert"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    gw_port, metrics_port = free_port(), free_port()
-    up = f"127.0.0.1:{port}"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp),
-        "XDG_DATA_HOME": str(tmp / "data"),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "SLM_API_KEY": API_KEY,
-        "SLM_SECRETS_DIR": str(tmp),
-        "SLM_BIND": "127.0.0.1",
-        "SLM_METRICS_BIND": "127.0.0.1",
-        "SLM_GATEWAY_PORT": str(gw_port),
-        "SLM_METRICS_PORT": str(metrics_port),
-        "SLM_UPSTREAM": up,
-        "SLM_WEBUI_UPSTREAM": up,
-        "SLM_GRAFANA_UPSTREAM": up,
-    }
-    caddy_log = tmp / "caddy.log"
-    with caddy_log.open("wb") as out:
-        proxy = subprocess.Popen(
-            [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"], env=env, stdout=out, stderr=out
-        )
+    self_signed_cert(tmp)
     try:
         _wait(lambda: (scratch / "ready").exists(), launcher, "the launcher", log)
-
-        def gateway_up() -> bool:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).read()
-                return True
-            except OSError:
-                return False
-
-        _wait(gateway_up, proxy, "caddy", caddy_log, 20)
-        yield Served(
-            model_dir, scratch, launcher, f"http://127.0.0.1:{port}", Gateway(gw_port, metrics_port, tmp / "tls_cert"), log
-        )
+        with _caddy(caddy, caddyfile, tmp, f"127.0.0.1:{port}", ()) as gateway:
+            yield Served(model_dir, scratch, launcher, f"http://127.0.0.1:{port}", gateway, log)
     finally:
-        stop(proxy)
         if launcher.poll() is None:
             stop(launcher, timeout=60)
 
@@ -201,9 +130,9 @@ def test_launcher_loads_the_model_and_foundry_local_reports_status(served: Serve
         urllib.request.urlopen(served.direct + "/metrics", timeout=10)
     assert err.value.code == 404
     healthcheck = [sys.executable, "-m", "slm_deploy.launcher.foundry", "--scratch", str(served.scratch), "--check"]
-    assert subprocess.run([*healthcheck, served.direct], env=_env(served.scratch), check=False).returncode == 0
+    assert subprocess.run([*healthcheck, served.direct], env=foundry_env(served.scratch), check=False).returncode == 0
     closed = f"http://127.0.0.1:{free_port()}"
-    assert subprocess.run([*healthcheck, closed], env=_env(served.scratch), check=False).returncode == 1
+    assert subprocess.run([*healthcheck, closed], env=foundry_env(served.scratch), check=False).returncode == 1
 
 
 def test_gateway_passes_the_openai_api_to_foundry_local_with_the_key_only(served: Served) -> None:

@@ -452,7 +452,7 @@ def review(
     "--images", "images_files", multiple=True, type=click.Path(path_type=Path), help="Also lock these (images.yaml format)."
 )
 @click.option("--no-catalog", is_flag=True, help="Lock only the --images files, not the catalog's images.")
-@click.option("--check", is_flag=True, help="Change nothing; exit 1 when a tag moved or an image is missing from the lock.")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 when a tag moved, an image is missing or an entry is stale.")
 @click.option("--mirror", help="Resolve through this registry mirror (HOST[:PORT], images under HOST/<registry>/<path>).")
 @click.option("--insecure-registry", "insecure", multiple=True, help="Allow plain HTTP to this host (loopback may).")
 @clear_errors
@@ -462,7 +462,8 @@ def lock(
     """Resolve every image to its digests on the registry and write them to the lock file.
 
     Exit 0 when written (or, with --check, when the lock matches the registry); 1 when --check finds
-    a moved tag or a missing image; 2 when a registry cannot answer (nothing is written then).
+    a moved tag, a missing image or a stale entry (an image no longer asked for, which `lock` drops);
+    2 when a registry cannot answer (nothing is written then).
     """
     from slm_deploy.catalog import load_catalog
     from slm_deploy.supply import lock as locking
@@ -479,16 +480,21 @@ def lock(
     except RegistryError as exc:
         fail(f"lock: {exc}; {lock_file} left unchanged")
     moved = locking.compare(previous, current)
+    stale = locking.stale(previous, refs)
     if check:
         for change in moved:
             old = change.old or "missing from the lock"
             click.echo(f"{'moved' if change.old else 'missing'}: {change.key}: {old} -> {change.new}")
-        if moved:
+        for key in stale:
+            click.echo(f"stale: {key}: in the lock, but no longer in the catalog or the --images files")
+        if moved or stale:
             sys.exit(1)
         click.echo(f"ok: {lock_file}: {len(current)} images match the registry")
         return
     locking.write(lock_file, locking.LockFile(version=1, images=current))
-    click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed")
+    for key in stale:
+        click.echo(f"removed: {key}: no longer in the catalog or the --images files")
+    click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed, {len(stale)} removed")
 
 
 @main.command()

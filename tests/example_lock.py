@@ -2,8 +2,9 @@
 
 Its digests are not those of the real images: this machine has no internet. They come from a
 loopback mirror (Debian's docker-registry on 127.0.0.1) holding small stand-in images under the
-catalog's names, one per platform the catalog lists for it. A user runs `slm-deploy lock` against
-the real registries before deploying (README, "Image digests").
+catalog's names, one per platform upstream publishes it for (test data with its sources:
+tests/data/example_platforms.yaml; slm-deploy itself learns the platforms from the registry). A
+user runs `slm-deploy lock` against the real registries before deploying (README, "Image digests").
 
   python -m tests.example_lock           regenerate the shipped lock
   python -m tests.example_lock --check   start the mirror and run `slm-deploy lock --check` on it
@@ -17,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from slm_deploy.catalog import load_catalog
 from slm_deploy.supply import lock as locking
 from slm_deploy.supply.registry import RegistryClient, mirror_path
@@ -29,13 +32,26 @@ EXAMPLE_NOTE = (
 )
 
 
+PLATFORMS_DATA = Path(__file__).resolve().parent / "data" / "example_platforms.yaml"
+
+
+def published_platforms() -> dict[str, tuple[str, ...]]:
+    """Test data: repository -> the architectures upstream publishes it for (with sources in the file)."""
+    data = yaml.safe_load(PLATFORMS_DATA.read_text(encoding="utf-8"))["platforms"]
+    return {repository: tuple(entry["archs"]) for repository, entry in data.items()}
+
+
 def start_mirror(workdir: Path, platforms: dict[str, tuple[str, ...]] | None = None) -> LiveRegistry:
     """A registry holding a stand-in for every catalog image, at MIRROR/<registry>/<path>:<tag>,
-    for the platforms the catalog lists (or PLATFORMS[repository])."""
+    for the platforms of tests/data/example_platforms.yaml (PLATFORMS[repository] overrides)."""
+    published = published_platforms() | (platforms or {})
+    missing = sorted({i.repository for i in load_catalog().images.values()} - set(published))
+    if missing:
+        raise ValueError(f"{PLATFORMS_DATA}: no platforms for {', '.join(missing)}")
     registry = LiveRegistry(workdir)
     try:
         for image in sorted(load_catalog().images.values(), key=lambda i: (i.repository, i.tag)):
-            archs = (platforms or {}).get(image.repository) or tuple(a.value for a in image.platforms) or ("amd64",)
+            archs = published[image.repository]
             name = mirror_path(registry.host, image.repository).split("/", 1)[1]
             registry.push(name, image.tag, archs, label=f"{image.repository}:{image.tag}")
     except BaseException:

@@ -38,6 +38,9 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 SERVICE = "slm-test-registry"
 ISSUER = "slm-test-token-issuer"
 USER, PASSWORD = "tester", "s3cret-for-tests"
+# What `docker login` keeps as `identitytoken` (or a credential helper returns for the user
+# "<token>"): an OAuth2 refresh token, exchanged at the token endpoint by POST.
+REFRESH_TOKEN = "refresh-token-for-tests"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -78,6 +81,7 @@ class TokenIssuer:
     cert: Path = field(init=False)
     issued: list[str] = field(default_factory=list)
     refused: int = 0
+    grants: list[dict[str, str]] = field(default_factory=list)  # the POST forms received
 
     def __post_init__(self) -> None:
         openssl = need_binary("openssl")
@@ -109,24 +113,46 @@ class TokenIssuer:
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
-        """The token endpoint on 127.0.0.1: Basic USER:PASSWORD in, {"token": JWT} out; yields its URL."""
+        """The token endpoint on 127.0.0.1; yields its URL. GET with Basic USER:PASSWORD answers
+        {"token": JWT} (distribution docs/spec/auth/token.md); POST with a form (docs/spec/auth/oauth.md)
+        takes grant_type=refresh_token with REFRESH_TOKEN and answers {"access_token": JWT, ...};
+        service and client_id are required there."""
         issuer = self
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.headers.get("Authorization") != expected:
-                    issuer.refused += 1
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                body = json.dumps({"token": issuer.token(query.get("scope", [""])[0])}).encode()
-                self.send_response(200)
+            def _answer(self, status: int, data: dict[str, Any] | None = None) -> None:
+                body = json.dumps(data).encode() if data is not None else b""
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != expected:
+                    issuer.refused += 1
+                    self._answer(401)
+                    return
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                self._answer(200, {"token": issuer.token(query.get("scope", [""])[0])})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                issuer.grants.append(form)
+                if self.headers.get("Content-Type") != "application/x-www-form-urlencoded":
+                    self._answer(400, {"error": "invalid_request"})
+                    return
+                if form.get("service") != SERVICE or not form.get("client_id"):
+                    self._answer(400, {"error": "invalid_request"})
+                    return
+                if (form.get("grant_type"), form.get("refresh_token")) != ("refresh_token", REFRESH_TOKEN):
+                    issuer.refused += 1
+                    self._answer(400, {"error": "invalid_grant"})  # RFC 6749 section 5.2
+                    return
+                scope = form.get("scope", "")
+                self._answer(200, {"access_token": issuer.token(scope), "scope": scope, "expires_in": 600})
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_cli
-from tests.registry import PASSWORD, USER, LiveRegistry, TokenIssuer, free_port
+from tests.registry import PASSWORD, REFRESH_TOKEN, SERVICE, USER, LiveRegistry, TokenIssuer, free_port
 
 pytestmark = pytest.mark.tools
 
@@ -85,6 +85,42 @@ def test_check_exits_1_and_prints_what_moved_and_what_is_missing(registry: LiveR
     assert f"moved: {registry.host}/team/moving:stable-1: {before['digest']} -> {after['digest']}" in result.stdout
     assert f"missing: {registry.host}/team/new:1.0: missing from the lock -> sha256:" in result.stdout
     assert (tmp_path / "images.lock.yaml").read_bytes() == locked  # --check writes nothing
+
+
+def test_stale_entries_fail_the_check_and_are_dropped_by_lock(registry: LiveRegistry, tmp_path: Path) -> None:
+    """An image dropped from the catalog (or the --images files) leaves a stale lock entry: `--check`
+    names it and exits 1, changing nothing; `lock` drops it, writing what a fresh lock writes."""
+    registry.push("team/kept", "1.0")
+    registry.push("team/retired", "0.9")
+    registry.push("team/retired-too", "0.1")
+    kept = (f"{registry.host}/team/kept", "1.0")
+    both = images_file(
+        tmp_path / "all.yaml", kept, (f"{registry.host}/team/retired", "0.9"), (f"{registry.host}/team/retired-too", "0.1")
+    )
+    assert lock_cli(tmp_path, both).returncode == 0
+    locked = (tmp_path / "images.lock.yaml").read_bytes()
+    now = images_file(tmp_path / "now.yaml", kept)
+    check = lock_cli(tmp_path, now, "--check")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert check.stdout == "".join(
+        f"stale: {registry.host}/team/{name}: in the lock, but no longer in the catalog or the --images files\n"
+        for name in ("retired-too:0.1", "retired:0.9")
+    )
+    assert (tmp_path / "images.lock.yaml").read_bytes() == locked
+    dropped = lock_cli(tmp_path, now)
+    assert dropped.returncode == 0, dropped.stderr
+    assert f"removed: {registry.host}/team/retired:0.9: no longer in the catalog or the --images files" in dropped.stdout
+    assert dropped.stdout.endswith("1 images, 0 changed, 2 removed\n")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert lock_cli(fresh, now).returncode == 0
+    written = yaml.safe_load((tmp_path / "images.lock.yaml").read_text())
+    assert list(written["images"]) == [f"{registry.host}/team/kept:1.0"]
+    fresh_lock = yaml.safe_load((fresh / "images.lock.yaml").read_text())
+    for data in (written, fresh_lock):  # the time of resolution is the only difference
+        data["images"][f"{registry.host}/team/kept:1.0"].pop("resolved")
+    assert written == fresh_lock
+    assert lock_cli(tmp_path, now, "--check").returncode == 0
 
 
 def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tmp_path: Path) -> None:
@@ -190,6 +226,16 @@ def _docker_config(tmp: Path, config: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, "DOCKER_CONFIG": str(tmp / "docker")}
 
 
+def _helper(tmp: Path, username: str, secret: str) -> dict[str, str]:
+    """A credential helper `docker-credential-slmtest` answering USERNAME/SECRET, on PATH."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    helper = bin_dir / "docker-credential-slmtest"
+    helper.write_text(f"#!/bin/sh\nread server\necho '{json.dumps({'Username': username, 'Secret': secret})}'\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
 def test_token_auth_with_credentials_from_the_docker_config(
     token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path
 ) -> None:
@@ -209,13 +255,7 @@ def test_token_auth_with_credentials_from_the_docker_config(
 def test_token_auth_through_a_credential_helper(token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path) -> None:
     registry, _ = token_registry
     registry.push("private/helper", "1.0")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    helper = bin_dir / "docker-credential-slmtest"
-    helper.write_text(f'#!/bin/sh\nread server\necho \'{{"Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n')
-    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
-    env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}})
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}}) | _helper(tmp_path, USER, PASSWORD)
     images = images_file(tmp_path / "images.yaml", (f"{registry.host}/private/helper", "1.0"))
     result = lock_cli(tmp_path, images, env=env)
     assert result.returncode == 0, result.stderr
@@ -234,6 +274,50 @@ def test_token_auth_failure_is_exit_2_naming_docker_login(
     assert f"token endpoint refused repository:private/denied:pull as {USER} (HTTP 401)" in result.stderr
     assert f"docker login {registry.host}" in result.stderr
     assert issuer.refused == refused + 1
+    assert not (tmp_path / "images.lock.yaml").exists()
+
+
+@pytest.mark.parametrize("where", ["config identitytoken", "helper <token>"])
+def test_an_identity_token_is_exchanged_by_the_oauth2_refresh_token_grant(
+    token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path, where: str
+) -> None:
+    """`docker login` to an OAuth registry keeps an identity token (auths.*.identitytoken), and
+    credential helpers return one as user "<token>": it is a refresh token, sent by POST with
+    grant_type=refresh_token (distribution docs/spec/auth/oauth.md), never as a Basic password."""
+    registry, issuer = token_registry
+    name = f"private/oauth-{where.split()[0]}"
+    pushed = registry.push(name, "1.0")
+    images = images_file(tmp_path / "images.yaml", (f"{registry.host}/{name}", "1.0"))
+    if where == "config identitytoken":
+        env = _docker_config(tmp_path, {"auths": {registry.host: {"identitytoken": REFRESH_TOKEN}}})
+    else:
+        env = _docker_config(tmp_path, {"credHelpers": {registry.host: "slmtest"}}) | _helper(tmp_path, "<token>", REFRESH_TOKEN)
+    refused, grants = issuer.refused, len(issuer.grants)
+    result = lock_cli(tmp_path, images, env=env)
+    assert result.returncode == 0, result.stderr
+    lock = yaml.safe_load((tmp_path / "images.lock.yaml").read_text())
+    assert lock["images"][f"{registry.host}/{name}:1.0"]["digest"] == pushed["digest"]
+    assert issuer.refused == refused  # no Basic "<token>:..." GET was tried and refused
+    form = issuer.grants[grants]
+    assert form["grant_type"] == "refresh_token" and form["refresh_token"] == REFRESH_TOKEN
+    assert (form["service"], form["scope"]) == (SERVICE, f"repository:{name}:pull") and form["client_id"]
+
+
+def test_a_refused_identity_token_is_exit_2_naming_docker_login(
+    token_registry: tuple[LiveRegistry, TokenIssuer], tmp_path: Path
+) -> None:
+    registry, issuer = token_registry
+    registry.push("private/oauth-expired", "1.0")
+    images = images_file(tmp_path / "images.yaml", (f"{registry.host}/private/oauth-expired", "1.0"))
+    env = _docker_config(tmp_path, {"auths": {registry.host: {"identitytoken": "revoked-refresh-token"}}})
+    result = lock_cli(tmp_path, images, env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: lock: registry {registry.host}: token endpoint refused the identity token (OAuth2 refresh token) for "
+        f"repository:private/oauth-expired:pull (HTTP 400 invalid_grant); `docker login {registry.host}` again; "
+        f"{tmp_path / 'images.lock.yaml'} left unchanged\n"
+    )
+    assert issuer.grants[-1]["refresh_token"] == "revoked-refresh-token"
     assert not (tmp_path / "images.lock.yaml").exists()
 
 
@@ -476,19 +560,155 @@ def test_verify_compares_loaded_images_with_the_bundle_digests(mirror_lock: Path
     assert no_docker.returncode == 0 and "images: not checked: no docker command here" in no_docker.stdout
 
 
-def test_the_gpu_operator_runs_the_locked_device_plugin_and_dcgm_exporter() -> None:
+# What the GPU Operator v25.3.4 makes of each block (read at the tag): its own Deployment and the
+# driver manager print `repository/image:version`; ClusterPolicy's imagePath turns a `sha256:` version
+# into repository/image@version and anything else into repository/image:version; NFD prints repository:tag.
+GPU_OPERATOR_IMAGE_BLOCKS = {
+    "operator": "helm",
+    "driver.manager": "helm",
+    "validator": "clusterpolicy",
+    "devicePlugin": "clusterpolicy",
+    "gfd": "clusterpolicy",
+    "dcgmExporter": "clusterpolicy",
+    "migManager": "clusterpolicy",
+    "toolkit": "clusterpolicy",
+    "node-feature-discovery.image": "nfd",
+}
+
+
+def _gpu_operator_renders(block: dict[str, str], how: str) -> str:
+    if how == "nfd":
+        return f"{block['repository']}:{block['tag']}"
+    path = f"{block['repository']}/{block['image']}"
+    if how == "clusterpolicy" and block["version"].startswith("sha256:"):
+        return f"{path}@{block['version']}"
+    return f"{path}:{block['version']}"
+
+
+def test_the_gpu_operator_runs_every_image_by_the_locked_digest() -> None:
     from slm_deploy.preview import run_preview
+    from slm_deploy.simulator.model import dig
     from slm_deploy.supply.lock import PACKAGED_LOCK
 
     lock = yaml.safe_load(PACKAGED_LOCK.read_text())["images"]
-    (release,) = [r for r in run_preview("dev", ROOT).resources if r.type == "kubernetes:helm.sh/v3:Release" and "gpu" in r.name]
+    (release,) = [r for r in run_preview("dev", ROOT).resources if r.inputs.get("chart") == "gpu-operator"]
     values = release.inputs["values"]
-    assert values["devicePlugin"] | {"enabled": True} == {
-        "enabled": True,
-        "repository": "nvcr.io/nvidia",
-        "image": "k8s-device-plugin",
-        "version": lock["nvcr.io/nvidia/k8s-device-plugin:v0.17.4"]["digest"],
-    }
-    exporter = values["dcgmExporter"]
-    assert (exporter["repository"], exporter["image"]) == ("nvcr.io/nvidia/k8s", "dcgm-exporter")
-    assert exporter["version"] == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]
+    by_repository = {key.rsplit(":", 1)[0]: (key, entry["digest"]) for key, entry in lock.items()}
+    rendered = {}
+    for path, how in GPU_OPERATOR_IMAGE_BLOCKS.items():
+        reference = _gpu_operator_renders(dig(values, path), how)
+        name, _, digest = reference.partition("@")
+        repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        key, locked = by_repository[repository]
+        assert digest == locked, f"{path}: {reference} is not {key}@{locked}"
+        rendered[path] = reference
+    operator = lock["nvcr.io/nvidia/gpu-operator:v25.3.4"]["digest"]
+    assert rendered["operator"] == f"nvcr.io/nvidia/gpu-operator:v25.3.4@{operator}"  # not `:sha256:...`
+    assert rendered["gfd"] == rendered["devicePlugin"]  # feature discovery runs the device plugin's image
+    assert dig(values, "dcgmExporter.version") == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]
+    assert values["dcgmExporter"]["serviceMonitor"] == {"enabled": True} and values["devicePlugin"]["enabled"] is True
+
+
+# Where kube-prometheus-stack 77.14.0 and its subcharts take each image, and how each template spells
+# the digest (read at the chart tags; see chart_profiles.yaml): hex = `@sha256:{{ sha }}` in the template.
+KPS_IMAGE_BLOCKS = {
+    "prometheusOperator.image": ("sha", "hex"),
+    "prometheusOperator.prometheusConfigReloader.image": ("sha", "hex"),
+    "prometheusOperator.admissionWebhooks.patch.image": ("sha", "hex"),
+    "prometheus.prometheusSpec.image": ("sha", "hex"),
+    "alertmanager.alertmanagerSpec.image": ("sha", "hex"),
+    "grafana.image": ("sha", "hex"),
+    "grafana.sidecar.image": ("sha", "hex"),
+    "kube-state-metrics.image": ("sha", "sha256:hex"),
+    "prometheus-node-exporter.image": ("digest", "sha256:hex"),
+}
+
+
+def test_kube_prometheus_stack_runs_every_image_by_the_locked_digest() -> None:
+    """What Helm renders from the release's values: registry/repository:tag@<the lock's digest> for
+    every image the chart and its subcharts run, in the key and spelling each chart version reads."""
+    from slm_deploy.preview import run_preview
+    from slm_deploy.simulator.model import dig
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())["images"]
+    (release,) = [r for r in run_preview("dev", ROOT).resources if r.inputs.get("chart") == "kube-prometheus-stack"]
+    values = release.inputs["values"]
+    pinned = set()
+    for path, (key, spelling) in KPS_IMAGE_BLOCKS.items():
+        block = dig(values, path)
+        assert isinstance(block, dict), path
+        ref = f"{block['registry']}/{block['repository']}:{block['tag']}"
+        assert ref in lock, f"{path}: {ref} is not in the lock"
+        digest = lock[ref]["digest"]
+        assert block[key] == (digest if spelling == "sha256:hex" else digest.removeprefix("sha256:")), path
+        assert "sha" not in block or key == "sha", f"{path}: prometheus-node-exporter fails on image.sha"
+        pinned.add(ref)
+    assert len(pinned) == len(KPS_IMAGE_BLOCKS)
+    assert values["grafana"]["initChownData"] == {"enabled": False}, "grafana's init-chown (busybox as root) does not run"
+    assert (values["prometheus"]["prometheusSpec"]["image"]["tag"], values["grafana"]["image"]["tag"]) == ("v3.6.0", "12.1.1")
+
+
+def test_a_chart_image_left_unlocked_is_reported_by_the_review(tmp_path: Path) -> None:
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())
+    del lock["images"]["docker.io/grafana/grafana:12.1.1"]
+    (tmp_path / "images.lock.yaml").write_text(yaml.safe_dump(lock))
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    refused = run_cli("review", "--stack", "dev", "--project", str(tmp_path), "--tool", "slm")
+    assert refused.returncode == 2 and "image 'kps-grafana' is not locked; run `slm-deploy lock`" in refused.stderr
+    import subprocess
+    import sys
+
+    review = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slm_deploy.cli",
+            "review",
+            "--stack",
+            "dev",
+            "--project",
+            str(tmp_path),
+            "--tool",
+            "slm",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLM_DEPLOY_ALLOW_UNLOCKED": "1"},
+        check=False,
+    )
+    assert review.returncode == 1, review.stderr
+    assert [(f["rule"], f["message"]) for f in json.loads(review.stdout)["findings"]] == [
+        ("SLM-SIM-015", "grafana.image runs docker.io/grafana/grafana:12.1.1 without a digest: set sha = <hex> (no sha256:)")
+    ]
+
+
+def test_an_arm64_llamacpp_box_is_refused_from_the_lock_and_only_the_lock(tmp_path: Path) -> None:
+    """images.yaml says nothing about platforms: the shipped (example) lock lists llama.cpp for
+    linux/amd64 only, as upstream publishes it, and that alone refuses the arm64 box."""
+    from slm_deploy.supply.lock import PACKAGED_LOCK
+
+    catalog = yaml.safe_load((ROOT / "slm_deploy" / "catalog" / "images.yaml").read_text())
+    assert not [entry["id"] for entry in catalog["images"] if "platforms" in entry]
+    fleet = _fleet_with_lock(tmp_path, PACKAGED_LOCK, arch="arm64")
+    data = yaml.safe_load(fleet.read_text())
+    data["boxes"][0]["serving"] = {"runtime": "llamacpp", "model": "qwen3-1.7b"}
+    fleet.write_text(yaml.safe_dump(data))
+    lock = yaml.safe_load(PACKAGED_LOCK.read_text())
+    entry = lock["images"]["ghcr.io/ggml-org/llama.cpp:server-b6700"]
+    refused = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "error: fleet.yaml: boxes[0].hardware.cpu_arch: box edge-1: ghcr.io/ggml-org/llama.cpp:server-b6700 has no "
+        f"linux/arm64 manifest (the registry lists linux/amd64 under {entry['digest']})\n"
+    )
+    assert not (tmp_path / "out").exists()
+    # A lock in which the registry listed an arm64 manifest: the same catalog now serves the box.
+    entry["platforms"]["linux/arm64"] = entry["platforms"]["linux/amd64"]
+    (tmp_path / "images.lock.yaml").write_text(yaml.safe_dump(lock))
+    accepted = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
+    assert accepted.returncode == 0, accepted.stderr

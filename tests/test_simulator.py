@@ -309,10 +309,35 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
             lambda r: replace(r, dependencies=tuple(d for d in r.dependencies if "Secret" not in d)),
         ),
     ),
+    "Grafana by tag only": (
+        "dev",
+        "SLM-SIM-015",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.grafana.image.sha", DELETE)),
+    ),
+    "kube-state-metrics digest without its algorithm (the chart prints tag@sha)": (
+        "dev",
+        "SLM-SIM-015",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.kube-state-metrics.image.sha", "0" * 64)),
+    ),
+    "GPU Operator image with a bare digest for version (its template prints image:version)": (
+        "dev",
+        "SLM-SIM-015",
+        lambda s: mutate(s, release("gpu-operator"), with_inputs("values.operator.version", "sha256:" + "0" * 64)),
+    ),
+    "Grafana's init-chown container back on (busybox as root, CHOWN)": (
+        "dev",
+        "SLM-SIM-016",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.grafana.initChownData.enabled", True)),
+    ),
+    "Grafana's init-chown container by the chart default": (
+        "prod",
+        "SLM-SIM-016",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.grafana.initChownData", DELETE)),
+    ),
     "operator.defaultRuntime": (
         "dev",
         "SLM-SIM-012",
-        lambda s: mutate(s, release("gpu-operator"), with_inputs("values.operator", {"defaultRuntime": "containerd"})),
+        lambda s: mutate(s, release("gpu-operator"), with_inputs("values.operator.defaultRuntime", "containerd")),
     ),
 }
 

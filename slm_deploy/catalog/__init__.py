@@ -95,9 +95,7 @@ class Image(Frozen):
     repository: str = Field(min_length=1)
     tag: str = Field(pattern=r"^[\w][\w.\-]*$")
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
-    # Hand-written, and no longer read: the lock's per-platform digests decide which architectures
-    # an image serves (slm_deploy/supply/lock.py). To be dropped from images.yaml.
-    platforms: tuple[CpuArch, ...] = ()
+    source: str | None = Field(default=None, description="Where repository and tag were read (chart images: the chart's values).")
     locked: LockEntry | None = Field(default=None, exclude=True, description="Set from the lock, never from images.yaml.")
 
     @property

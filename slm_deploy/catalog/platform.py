@@ -7,6 +7,7 @@ deployment simulator read them from here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -169,6 +170,65 @@ class RwoDeployment(_Strict):
     default_strategy: str
 
 
+class RootContainer(_Strict):
+    container: str  # what runs as root, as the chart names it
+    when: dict[str, bool]  # values paths that must all be true for it to run -> the chart's default
+    instead: str  # what makes it unnecessary
+    source: str
+
+
+class ChartImage(_Strict):
+    """Where a chart takes one image, and how it spells the digest there.
+
+    layout: the keys of the values block. `registry`: registry, repository, tag (+ the digest key);
+    `image`: repository (registry and path up to the name), image (the name), version; `repository`:
+    repository (registry and path), tag. spelling: `hex` (the template adds `sha256:`), `algorithm`
+    (sha256:<hex>), `tag@algorithm` (<tag>@sha256:<hex>, for templates that print `repo:{{ tag }}`).
+    """
+
+    image: str  # catalog image id
+    values: str  # values path of the block
+    layout: Literal["registry", "image", "repository"] = "registry"
+    digest_key: Literal["sha", "digest", "version", "tag"]
+    spelling: Literal["hex", "algorithm", "tag@algorithm"]
+
+    def block(self, repository: str, tag: str, digest: str | None) -> dict[str, str]:
+        """The values block for a catalog image `registry/path:tag`, pinned when a digest is known."""
+        registry, _, path = repository.partition("/")
+        if not path or not ("." in registry or ":" in registry):
+            raise ValueError(f"chart image {self.image}: {repository!r} names no registry host (the chart's values need one)")
+        if self.layout == "registry":
+            out = {"registry": registry, "repository": path, "tag": tag}
+        elif self.layout == "image":
+            prefix, _, name = repository.rpartition("/")
+            out = {"repository": prefix, "image": name, "version": tag}
+        else:
+            out = {"repository": repository, "tag": tag}
+        if digest:
+            spelled = {"hex": digest.removeprefix("sha256:"), "algorithm": digest, "tag@algorithm": f"{tag}@{digest}"}
+            out[self.digest_key] = spelled[self.spelling]
+        return out
+
+    def pinned(self, block: Any) -> bool:
+        """Whether a values block pins the image by digest, spelled as this chart version reads it."""
+        value = block.get(self.digest_key) if isinstance(block, dict) else None
+        pattern = {"hex": "", "algorithm": "sha256:", "tag@algorithm": r"[\w][\w.-]*@sha256:"}[self.spelling] + "[0-9a-f]{64}"
+        return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+    def reference(self, block: Any) -> str | None:
+        """The `registry/path:tag` a values block names, when it names all of it."""
+        keys = {"registry": ("registry", "repository", "tag"), "image": ("repository", "image", "version")}
+        if not isinstance(block, dict):
+            return None
+        parts = [block.get(k) for k in keys.get(self.layout, ("repository", "tag"))]
+        named = [part for part in parts if isinstance(part, str) and part]
+        return "/".join(named[:-1]) + ":" + named[-1] if len(named) == len(parts) else None
+
+    def wanted(self) -> str:
+        """How the digest should be spelled, for a finding."""
+        return {"hex": "<hex> (no sha256:)", "algorithm": "sha256:<hex>", "tag@algorithm": "<tag>@sha256:<hex>"}[self.spelling]
+
+
 class ChartProfile(_Strict):
     id: str
     version: str
@@ -183,6 +243,10 @@ class ChartProfile(_Strict):
     secret_refs: tuple[str, ...] = ()
     # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.
     rwo_deployments: tuple[RwoDeployment, ...] = ()
+    # Containers the chart runs as root when its values say so.
+    root_containers: tuple[RootContainer, ...] = ()
+    images: tuple[ChartImage, ...] = ()
+    images_source: str | None = None
 
 
 class _Profiles(_Strict):

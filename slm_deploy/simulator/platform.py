@@ -16,7 +16,15 @@ DNS_LABEL_KINDS = ("Namespace", "Service", "Deployment", "StatefulSet", "DaemonS
 
 
 def check(stack: Stack, facts: AksFacts) -> list[Finding]:
-    return _pools(stack, facts) + _names(stack, facts) + _values(stack) + _upgrade(stack, facts) + _image_env(stack, facts)
+    return [
+        *_pools(stack, facts),
+        *_names(stack, facts),
+        *_values(stack),
+        *_chart_images(stack),
+        *_root_containers(stack),
+        *_upgrade(stack, facts),
+        *_image_env(stack, facts),
+    ]
 
 
 def _upgrade(stack: Stack, facts: AksFacts) -> list[Finding]:
@@ -140,6 +148,41 @@ def _names(stack: Stack, facts: AksFacts) -> list[Finding]:
         name = str(release.inputs.get("name", ""))
         if len(name) > RELEASE_NAME_MAX:
             findings.append(Finding("SLM-SIM-011", label(release), f"Helm release name longer than {RELEASE_NAME_MAX}"))
+    return findings
+
+
+def _chart_images(stack: Stack) -> list[Finding]:
+    """Each image a release runs (chart profile `images`) pinned by digest in the spelling its chart
+    version reads: a tag alone can be moved; a digest in the wrong spelling fails to render or to pull."""
+    findings = []
+    profiles = load_chart_profiles()
+    for release in stack.releases():
+        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        values = release.inputs.get("values") or {}
+        for entry in profile.images if profile else ():
+            block = dig(values, entry.values)
+            if not entry.pinned(block):
+                findings.append(
+                    Finding(
+                        "SLM-SIM-015",
+                        label(release),
+                        f"{entry.values} runs {entry.reference(block) or 'the chart default'} without a digest: "
+                        f"set {entry.digest_key} = {entry.wanted()}",
+                    )
+                )
+    return findings
+
+
+def _root_containers(stack: Stack) -> list[Finding]:
+    """A container the chart runs as root whenever all its `when` values hold (chart defaults apply)."""
+    findings = []
+    profiles = load_chart_profiles()
+    for release in stack.releases():
+        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        values = release.inputs.get("values") or {}
+        for root in profile.root_containers if profile else ():
+            if all(dig(values, path, default) is True for path, default in root.when.items()):
+                findings.append(Finding("SLM-SIM-016", label(release), f"runs {root.container}; instead: {root.instead}"))
     return findings
 
 

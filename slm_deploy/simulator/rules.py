@@ -130,5 +130,23 @@ SIM_RULES: tuple[SimRule, ...] = (
         "torch's getpass.getuser() raises KeyError for a uid without a passwd entry; vLLM then fails at start.",
         "Set USER, LOGNAME and TORCHINDUCTOR_CACHE_DIR in the container's environment.",
     ),
+    SimRule(
+        "SLM-SIM-015",
+        "platform",
+        "Every image a Helm release runs is pinned by digest",
+        Severity.MEDIUM,
+        "A tag can be moved on the registry: two installs of the same release can run different bits. Each chart "
+        "spells the digest its own way (sha with or without sha256:, or digest); a wrong spelling fails to render or pull.",
+        "Run `slm-deploy lock` so every chart image in images.yaml has a lock entry (not --allow-unlocked).",
+    ),
+    SimRule(
+        "SLM-SIM-016",
+        "platform",
+        "No chart container runs as root",
+        Severity.HIGH,
+        "A root container with added capabilities (e.g. an init container that chowns a volume) breaks a restricted "
+        "Pod Security level and widens what a compromised image can do; the chart's values can make it unnecessary.",
+        "Set the chart values the finding names so the container does not run (the pod's fsGroup does its job).",
+    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -119,12 +119,8 @@ def apply(catalog: Catalog, lock: LockFile, source: str, allow_unlocked: bool = 
                 )
             images[image_id] = image
             continue
-        platforms = tuple(CpuArch(k.removeprefix("linux/")) for k in entry.platforms if k.removeprefix("linux/") in _ARCHES)
-        images[image_id] = image.model_copy(update={"digest": entry.digest, "platforms": platforms, "locked": entry})
+        images[image_id] = image.model_copy(update={"digest": entry.digest, "locked": entry})
     return catalog.model_copy(update={"images": images})
-
-
-_ARCHES = {a.value for a in CpuArch}
 
 
 def locked_catalog(directory: Path | None, allow_unlocked: bool | None = None) -> Catalog:
@@ -228,6 +224,13 @@ def check(
                 continue
         out.update(resolve([(repository, tag)], client, previous, mirror=mirror, now=now))
     return out
+
+
+def stale(lock: LockFile | None, refs: list[tuple[str, str]]) -> list[str]:
+    """Lock entries for images no longer asked for (dropped from the catalog or the --images files),
+    sorted: `lock` drops them, `lock --check` fails on them."""
+    wanted = {image_key(repository, tag) for repository, tag in refs}
+    return sorted(set(lock.images) - wanted) if lock else []
 
 
 def compare(lock: LockFile | None, current: dict[str, LockEntry]) -> list[Moved]:

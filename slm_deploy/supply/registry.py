@@ -135,6 +135,15 @@ def _retry_after(value: str | None) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _oauth_error(body: bytes) -> str:
+    """` invalid_grant` from an OAuth2 error answer ({"error": ...}), else nothing."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return f" {error}" if isinstance(error, str) and re.fullmatch(r"[\w.-]{1,64}", error) else ""
+
+
 @dataclass
 class RegistryClient:
     insecure_hosts: frozenset[str] = frozenset()
@@ -191,8 +200,14 @@ class RegistryClient:
                 request.add_unredirected_header("Authorization", f"Basic {creds.basic()}")
         request.add_header("User-Agent", USER_AGENT)
         status, _, body = self._open(request, realm_host)
+        if creds and creds.identity_token and status in (400, 401, 403):
+            # RFC 6749 5.2: a revoked or expired refresh token is HTTP 400 {"error": "invalid_grant"}.
+            raise RegistryError(
+                f"registry {host}: token endpoint refused the identity token (OAuth2 refresh token) for {scope} "
+                f"(HTTP {status}{_oauth_error(body)}); `docker login {host}` again"
+            )
         if status in (401, 403):
-            who = f"as {creds.username}" if creds and not creds.identity_token else "anonymously"
+            who = f"as {creds.username}" if creds else "anonymously"
             raise RegistryError(f"registry {host}: token endpoint refused {scope} {who} (HTTP {status}); `docker login {host}`?")
         if status != 200:
             raise RegistryError(f"registry {host}: token endpoint answered HTTP {status}")

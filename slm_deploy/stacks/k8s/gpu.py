@@ -6,16 +6,10 @@ from __future__ import annotations
 import pulumi
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
-from slm_deploy.catalog import Catalog, Image
+from slm_deploy.catalog import Catalog
 from slm_deploy.environment import GpuDriver
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 from slm_deploy.stacks.k8s.common import GPU_TOLERATION_VALUES, toleration_values
-
-
-def operator_image(image: Image) -> dict[str, str]:
-    """The operator's repository/image/version triple; a `sha256:` version becomes repository/image@digest
-    (gpu-operator api/nvidia/v1 imagePath), so a locked image is pinned by its index digest."""
-    repository, _, name = image.repository.rpartition("/")
-    return {"repository": repository, "image": name, "version": image.digest or image.tag}
 
 
 class GpuSupport(pulumi.ComponentResource):
@@ -37,12 +31,8 @@ class GpuSupport(pulumi.ComponentResource):
         values: dict[str, object] = {
             "driver": {"enabled": installs_driver},
             "toolkit": {"enabled": installs_driver},
-            "devicePlugin": {"enabled": True, **operator_image(catalog.images["nvidia-device-plugin"])},
-            "dcgmExporter": {
-                "enabled": True,
-                "serviceMonitor": {"enabled": monitoring},
-                **operator_image(catalog.images["dcgm-exporter"]),
-            },
+            "devicePlugin": {"enabled": True},
+            "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": monitoring}},
             "migManager": {"enabled": True},
             # The operator's daemon sets tolerate the GPU taint and whatever else AKS puts on the
             # GPU pools (spot), and nothing more.
@@ -55,6 +45,9 @@ class GpuSupport(pulumi.ComponentResource):
             # nvidia-container-runtime (NVIDIA, "GPU Operator with Azure Kubernetes Service",
             # preinstalled driver and toolkit). v25.3.4 has no operator.defaultRuntime value.
             values["operator"] = {"runtimeClass": "nvidia-container-runtime"}
+        # Every image it runs by the locked digest (chart_profiles.yaml `images`; feature discovery
+        # runs the device plugin's image).
+        pin_chart_images(values, chart, catalog)
         release = Release(
             f"{name}-gpu-operator",
             ReleaseArgs(

@@ -3,6 +3,8 @@ our ServiceMonitors, PrometheusRules and dashboards are picked up without Helm l
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace, Secret
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
@@ -10,6 +12,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.environment import MonitoringSpec
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 
 NAMESPACE = "monitoring"
 GRAFANA_SECRET = "grafana-admin"
@@ -59,7 +62,7 @@ class Monitoring(pulumi.ComponentResource):
             "fsGroup": 65534,
             "seccompProfile": {"type": "RuntimeDefault"},
         }
-        values = {
+        values: dict[str, Any] = {
             # AKS runs the control plane and Cilium replaces kube-proxy: these targets never answer,
             # and their default alerts would fire from day one (the chart drops their rules too).
             "kubeControllerManager": {"enabled": False},
@@ -71,6 +74,9 @@ class Monitoring(pulumi.ComponentResource):
                 "deploymentStrategy": {"type": "Recreate"},
                 "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
                 "persistence": {"enabled": True, "size": f"{spec.grafana_storage_gi}Gi"},
+                # No root init container to chown the disk: the pod's fsGroup gives it to Grafana's
+                # group (chart profile `root_containers`, simulator rule SLM-SIM-016).
+                "initChownData": {"enabled": False},
                 "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": "ALL"}},
                 "grafana.ini": {
                     "analytics": {"reporting_enabled": False, "check_for_updates": False},
@@ -97,6 +103,7 @@ class Monitoring(pulumi.ComponentResource):
             },
             "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}},
         }
+        pin_chart_images(values, chart, catalog)
         release = Release(
             f"{name}-kube-prometheus-stack",
             ReleaseArgs(

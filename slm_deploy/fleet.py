@@ -77,6 +77,7 @@ OPTION_KEYS = frozenset(BoxOptions.model_fields)
 
 class _RawBox(Frozen):
     id: str = Field(pattern=BOX_ID_PATTERN, description="Directory and compose project name.")
+    os: str = Field(default="linux", description="Every box is a Linux Docker host; say so, or leave it out.")
     hardware: Hardware
     serving: dict[str, Any] | None = None
     models: list[dict[str, Any]] | None = Field(default=None, min_length=1)
@@ -87,6 +88,20 @@ class _RawBox(Frozen):
     listen_address: str | None = None
     slo: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
+
+
+    @field_validator("os")
+    @classmethod
+    def _linux_only(cls, value: str) -> str:
+        if value != "linux":
+            # Foundry Local installs natively there (docs/onnx-runtime.md); nothing here can validate
+            # an install, service registration, gateway and secrets for those systems.
+            raise ValueError(
+                f"{value} boxes are not generated: a bundle is a Docker Compose project for a Linux host; "
+                "a native install with service registration, gateway and secrets for Windows or macOS "
+                "is not generated because nothing here could validate it"
+            )
+        return value
 
 
 class _RawFleet(Frozen):

@@ -263,3 +263,21 @@ def test_an_air_gapped_onnx_box_bakes_the_variant_into_the_image_it_builds(tmp_p
     assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch_stage
     assert "COPY --from=fetch --chown=10001:10001 /opt/model/microsoft/Phi-4-mini-instruct-onnx " in dockerfile
     assert dockerfile.rstrip().endswith('ENTRYPOINT ["python3", "/opt/slm/foundry_launcher.py"]')
+
+
+@pytest.mark.parametrize("system", ["windows", "macos"])
+def test_a_windows_or_macos_box_is_refused_with_what_is_missing(tmp_path: Path, system: str) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
+    data["boxes"][0]["os"] = system
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    result = run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: fleet.yaml: boxes[0].os: {system} boxes are not generated: a bundle is a Docker Compose project for a "
+        "Linux host; a native install with service registration, gateway and secrets for Windows or macOS is not "
+        "generated because nothing here could validate it\n"
+    )
+    assert not (tmp_path / "out").exists()
+    data["boxes"][0]["os"] = "linux"  # saying so is allowed
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    assert run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out")).returncode == 0

@@ -89,7 +89,6 @@ class _RawBox(Frozen):
     slo: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
 
-
     @field_validator("os")
     @classmethod
     def _linux_only(cls, value: str) -> str:

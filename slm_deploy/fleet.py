@@ -94,6 +94,7 @@ MERGED_OPTIONS = ("slo", "logs")  # a box's mapping refines the defaults' key by
 
 class _RawBox(Frozen):
     id: str = Field(pattern=BOX_ID_PATTERN, description="Directory and compose project name.")
+    os: str = Field(default="linux", description="Every box is a Linux Docker host; say so, or leave it out.")
     hardware: Hardware
     serving: dict[str, Any] | None = None
     models: list[dict[str, Any]] | None = Field(default=None, min_length=1)
@@ -105,6 +106,19 @@ class _RawBox(Frozen):
     slo: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
     logs: dict[str, Any] | None = None
+
+    @field_validator("os")
+    @classmethod
+    def _linux_only(cls, value: str) -> str:
+        if value != "linux":
+            # Foundry Local installs natively there (docs/onnx-runtime.md); nothing here can validate
+            # an install, service registration, gateway and secrets for those systems.
+            raise ValueError(
+                f"{value} boxes are not generated: a bundle is a Docker Compose project for a Linux host; "
+                "a native install with service registration, gateway and secrets for Windows or macOS "
+                "is not generated because nothing here could validate it"
+            )
+        return value
 
 
 class _RawFleet(Frozen):

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from slm_deploy.catalog import CATALOG_DIR, _index, _load
-from slm_deploy.spec import Frozen, ModelArchitecture
+from slm_deploy.spec import CpuArch, Frozen, Hardware, ModelArchitecture
 
 IO_BYTES = {"fp32": 4, "fp16": 2}
 
@@ -49,14 +49,39 @@ class OnnxBuild(Frozen):
         return next((v for v in self.variants if v.device == device), None)
 
 
+class OnnxServer(Frozen):
+    """The model server image: Foundry Local's Python package on the catalog's python base."""
+
+    sdk: str = Field(pattern=r"^[\w.\-]+==[\w.\-]+$")
+    base_image: str
+    requirements: str = Field(pattern=r"^[\w.\-]+\.txt$")
+    platforms: tuple[CpuArch, ...] = Field(min_length=1)
+    port: int = Field(gt=0, lt=65536)
+    debian_packages: dict[str, str] = Field(default_factory=dict)  # name -> pinned version
+    source: str = Field(min_length=1)
+
+    def requirements_text(self, directory: Path = CATALOG_DIR) -> str:
+        """The pinned, hashed requirements file (pip install --require-hashes), as shipped."""
+        return (directory / self.requirements).read_text(encoding="utf-8")
+
+
 class _OnnxFile(Frozen):
+    server: OnnxServer
     onnx_models: tuple[OnnxBuild, ...]
 
 
 @cache
+def _onnx_file(directory: Path = CATALOG_DIR) -> _OnnxFile:
+    return _load(directory / "onnx_models.yaml", _OnnxFile)
+
+
+@cache
 def load_onnx_builds(directory: Path = CATALOG_DIR) -> dict[str, OnnxBuild]:
-    path = directory / "onnx_models.yaml"
-    return _index(path, "onnx_models", _load(path, _OnnxFile).onnx_models)
+    return _index(directory / "onnx_models.yaml", "onnx_models", _onnx_file(directory).onnx_models)
+
+
+def load_onnx_server(directory: Path = CATALOG_DIR) -> OnnxServer:
+    return _onnx_file(directory).server
 
 
 def onnx_weights_bytes(arch: ModelArchitecture, variant: OnnxVariant) -> int:
@@ -71,12 +96,29 @@ def onnx_kv_bytes_per_token(arch: ModelArchitecture, variant: OnnxVariant) -> in
     return 2 * arch.layers * arch.kv_heads * arch.head_dim * variant.io_bytes
 
 
-# Why the targets refuse runtime `onnx` for now (tests/test_foundry_live.py shows it for real):
-# Foundry Local's web service (foundry-local-sdk 2.2.1) resolves a request's model only through its
-# public catalog (api.catalog.azureml.ms) and the catalog's cache; a model folder registered in the
-# local catalog loads and answers in-process, but over HTTP it is "Model not found" (404).
+def onnx_box_problem(hardware: Hardware) -> tuple[str, str] | None:
+    """(hardware field, why) when an edge box cannot run the onnx server image, or None."""
+    server = load_onnx_server()
+    if hardware.cpu_arch not in server.platforms:
+        return "cpu_arch", (
+            f"runtime onnx needs a linux/{'|'.join(p.value for p in server.platforms)} box: {server.sdk} ships "
+            f"Foundry Local's native library for those only (use runtime ollama or llamacpp on {hardware.cpu_arch.value})"
+        )
+    if hardware.gpu is not None:
+        return "gpu", (
+            f"runtime onnx serves CPU boxes only: {server.sdk}'s Linux packages carry ONNX Runtime's CPU execution "
+            "provider, and Foundry Local would download a CUDA provider at run time (download_and_register_eps), "
+            "which the box's internal network forbids and slm-deploy has not verified; use vllm, ollama or llamacpp on GPU boxes"
+        )
+    return None
+
+
+# Why the Kubernetes target refuses runtime `onnx` for now (docs/onnx-runtime.md): the stacks place
+# every model on a GPU pool (no CPU node pools), while Foundry Local's Linux build serves on the CPU
+# only; and the server image is built from an edge bundle's Dockerfile, with no cluster image pushed.
 TARGETS_REFUSAL = (
-    "runtime onnx is plan-only for now: Foundry Local 2.2.1's web service serves only models its online "
-    "catalog knows, and a fetched ONNX GenAI folder answers 404 over HTTP; plan it with "
-    "`slm-deploy plan --runtime onnx`, deploy it with ollama or llamacpp meanwhile"
+    "runtime onnx is served on edge boxes (slm-deploy bundle) only for now: the stacks run models on GPU pools, "
+    "Foundry Local's Linux build serves on the CPU only, and its server image is built on the box, not pushed to "
+    "a registry; plan it with `slm-deploy plan --runtime onnx`, deploy it on Kubernetes with vllm, ollama or "
+    "llamacpp meanwhile"
 )

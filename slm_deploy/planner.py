@@ -1084,7 +1084,16 @@ def _onnx_args(req: _Request, target: Target) -> tuple[str, ...]:
     build, variant = _onnx_variant(req, target)
     if build is None or variant is None:
         return ()
-    return ("--variant", variant.path, "--model-id", f"{variant.foundry_id}:1", "--max-length", str(req.context))
+    return (
+        "--variant",
+        variant.path,
+        "--device",
+        variant.device,
+        "--model-id",
+        f"{variant.foundry_id}:1",
+        "--max-length",
+        str(req.context),
+    )
 
 
 def _evaluate_onnx(req: _Request, target: Target) -> _Fit:

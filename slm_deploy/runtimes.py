@@ -4,10 +4,14 @@ Plan; nothing is recomputed here."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.onnx_builds import load_onnx_server
 from slm_deploy.planner import Plan
 from slm_deploy.spec import Runtime
 from slm_deploy.templating import render
@@ -15,9 +19,9 @@ from slm_deploy.templating import render
 APP_UID = 10001
 MODEL_DIR = "/models"
 OFFLINE_MODEL_DIR = "/opt/model"
-SERVER_PORT = {Runtime.VLLM: 8000, Runtime.OLLAMA: 11434, Runtime.LLAMACPP: 8080}
+SERVER_PORT = {Runtime.VLLM: 8000, Runtime.OLLAMA: 11434, Runtime.LLAMACPP: 8080, Runtime.ONNX: load_onnx_server().port}
 METRICS_PATH = {Runtime.VLLM: "/metrics", Runtime.LLAMACPP: "/metrics"}  # Ollama exports none (ollama #3144)
-HEALTH_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health"}
+HEALTH_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health", Runtime.ONNX: "/status"}
 HF_URL = "https://huggingface.co"
 # vLLM's compile caches (torch inductor, Triton): kernels written there are loaded as shared
 # objects, so the directory must allow exec; the edge bundle mounts an exec tmpfs here.
@@ -41,12 +45,15 @@ class RuntimeSpec:
     fetch: dict[str, Any] | None  # the one-shot fetch service, or None when the image holds the model
     dockerfile: str | None  # offline: the Dockerfile that bakes the model in
     files: dict[str, str]  # extra files the runtime needs (Modelfiles), path -> text
+    built: bool = False  # the server image is built from `dockerfile` on every box, not pulled (onnx)
 
 
 def runtime_image_id(plan: Plan) -> str:
     """The catalog image a plan's server runs (llama.cpp has a CUDA build for GPUs)."""
     if plan.runtime == Runtime.LLAMACPP.value:
         return "llamacpp-cuda" if plan.resources.gpu_count else "llamacpp"
+    if plan.runtime == Runtime.ONNX.value:
+        return load_onnx_server().base_image  # the server is built on it
     return plan.runtime
 
 
@@ -69,14 +76,20 @@ def _ollama_tag(plan: Plan) -> str:
     return plan.weights_source.removeprefix("ollama://")
 
 
-def _hf_fetch_code(repo: str, revision: str | None = None) -> str:
+CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
+
+
+def _hf_fetch_code(
+    repo: str, revision: str | None = None, patterns: tuple[str, ...] = CHECKPOINT_PATTERNS, local_dir: str | None = None
+) -> str:
     """The one-shot download; a refused token ends with one clear line instead of a traceback."""
     pin = f", revision={revision!r}" if revision else ""
+    into = f", local_dir={local_dir!r}" if local_dir else ""
     return (
         "import sys\n"
         "from huggingface_hub import snapshot_download\n"
         "try:\n"
-        f"    snapshot_download({repo!r}{pin}, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja'])\n"
+        f"    snapshot_download({repo!r}{pin}{into}, allow_patterns={list(patterns)!r})\n"
         "except Exception as exc:\n"
         "    text = str(exc)\n"
         "    if any(code in text for code in ('401', '403')):\n"
@@ -271,7 +284,80 @@ def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, b
     )
 
 
-BUILDERS = {Runtime.VLLM: vllm_runtime, Runtime.OLLAMA: ollama_runtime, Runtime.LLAMACPP: llamacpp_runtime}
+ONNX_LAUNCHER = "/opt/slm/foundry_launcher.py"
+ONNX_SCRATCH = "/tmp/foundry"
+
+
+def _launcher_source() -> str:
+    from slm_deploy.launcher import foundry
+
+    return Path(foundry.__file__).read_text(encoding="utf-8")
+
+
+def _arg(args: tuple[str, ...], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:
+    """Foundry Local with the launcher, built on the catalog's python image from the bundle's
+    Dockerfile (pinned, hash-checked wheels), serving the variant folder of the model's ONNX repo."""
+    (plan,) = plans  # one Foundry Local server per box; the fleet loader refuses more
+    server = load_onnx_server()
+    port = server.port
+    repo = _hf_repo(plan)
+    variant = _arg(plan.runtime_args, "--variant")
+    model_dir = f"{OFFLINE_MODEL_DIR if offline else MODEL_DIR}/{repo}"
+    fetch_code = _hf_fetch_code(repo, plan.model_revision, (f"{variant}/*",), model_dir)
+    healthcheck = ["CMD", "python3", ONNX_LAUNCHER, "--scratch", ONNX_SCRATCH, "--check", f"http://127.0.0.1:{port}"]
+    files = {"onnx/requirements.txt": server.requirements_text(), "onnx/foundry_launcher.py": _launcher_source()}
+    dockerfile = render(
+        "Dockerfile.onnx",
+        base=catalog.images[server.base_image].ref,
+        sdk=server.sdk,
+        debian_packages=sorted(server.debian_packages.items()),
+        launcher=ONNX_LAUNCHER,
+        fetch_run=json.dumps(["python3", "-c", fetch_code]) if offline else None,
+        model_dir=model_dir,
+        uid=APP_UID,
+        port=port,
+        healthcheck=json.dumps(healthcheck[1:]),
+        entrypoint=json.dumps(["python3", ONNX_LAUNCHER]),
+        start_period=plan.resources.startup_budget_seconds,
+        box_id=box_id,
+    )
+    content = hashlib.sha256("\0".join([dockerfile, *(files[k] for k in sorted(files))]).encode()).hexdigest()
+    image = f"slm-deploy/onnx-server:{content[:12]}"  # built on the box; the tag follows what goes into it
+    fetch = None
+    if not offline:
+        fetch = {
+            "image": image,
+            "pull_policy": "never",  # the image the server service builds
+            "entrypoint": ["python3", "-c", fetch_code],
+            "environment": {"HOME": "/tmp", "HF_HOME": "/tmp/hf", "HF_HUB_DISABLE_TELEMETRY": "1"},
+        }
+    return RuntimeSpec(
+        runtime=Runtime.ONNX,
+        service="onnx",
+        image=image,
+        port=port,
+        command=["--model-dir", model_dir, *plan.runtime_args, "--listen", f"http://0.0.0.0:{port}", "--scratch", ONNX_SCRATCH],
+        entrypoint=["python3", ONNX_LAUNCHER],
+        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+        healthcheck=healthcheck,
+        uses_hf_token=False,  # Microsoft's ONNX repos are public (MIT); the fetch goes without a token
+        fetch=fetch,
+        dockerfile=dockerfile,
+        files=files,
+        built=True,
+    )
+
+
+BUILDERS = {
+    Runtime.VLLM: vllm_runtime,
+    Runtime.OLLAMA: ollama_runtime,
+    Runtime.LLAMACPP: llamacpp_runtime,
+    Runtime.ONNX: onnx_runtime,
+}
 
 
 def runtime_spec(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_id: str) -> RuntimeSpec:

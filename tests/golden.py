@@ -10,7 +10,12 @@ from slm_deploy.fleet import load_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
-GOLDEN_BOXES = ("store-0001", "factory-0009", "clinic-0007")  # vLLM on GPU, two Ollama models, offline llama.cpp
+GOLDEN_BOXES = (
+    "store-0001",
+    "factory-0009",
+    "clinic-0007",
+    "branch-0013",
+)  # vLLM on GPU, two Ollama models, offline llama.cpp, onnx
 
 
 def golden_bundles() -> dict[str, bytes]:

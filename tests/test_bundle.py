@@ -362,6 +362,6 @@ def test_an_image_not_published_for_the_box_architecture_is_refused(tmp_path: Pa
     result = run_cli("bundle", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert (
-        "boxes[6].hardware.cpu_arch: box depot-0011: ghcr.io/ggml-org/llama.cpp:server-cuda-b6700 has no linux/arm64 "
+        "boxes[7].hardware.cpu_arch: box depot-0011: ghcr.io/ggml-org/llama.cpp:server-cuda-b6700 has no linux/arm64 "
         "manifest (the registry lists linux/amd64 under sha256:" in result.stderr
     )

@@ -13,10 +13,16 @@ every network marked internal (nothing may leave this machine; a published port 
 network is not bound, so the test reaches the gateway at its container address with curl
 --connect-to, keeping the URL and certificate check of the README). Needs SLM_TEST_DOCKER_HOST pointing at a
 running engine (.ci/dockerd start), debootstrap and Debian's mirror for the first stand-in build.
+
+The onnx box runs the real thing in its model server: foundry-local-sdk with its ONNX Runtime
+GenAI, installed by the bundle's Dockerfile, and the launcher, answering "pong" from a tiny
+generated model (see `_onnx_standin` for where the stand-in begins; needs `onnx` importable, e.g.
+SLM_FOUNDRY_PYTHONPATH, and PyPI and Debian's mirror once for the wheelhouse cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,7 +41,9 @@ import yaml
 
 from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
+from slm_deploy.onnx_builds import load_onnx_server
 from tests.conftest import ROOT, compose_binary, need, run_cli
+from tests.tiny_onnx_genai import generate
 
 pytestmark = pytest.mark.live_compose
 
@@ -76,10 +84,13 @@ def _run(
     return result
 
 
-def override(compose: dict[str, Any], containers_dir: str = "/var/lib/docker/containers") -> str:
+def override(
+    compose: dict[str, Any], containers_dir: str = "/var/lib/docker/containers", extra: dict[str, dict[str, Any]] | None = None
+) -> str:
     """The test machine's adjustments (see the module docstring), as a compose override file. The
-    engine here keeps its data under its own --data-root: Alloy reads that root's containers/."""
-    services: dict[str, Any] = {}
+    engine here keeps its data under its own --data-root: Alloy reads that root's containers/.
+    `extra`: more keys per service (the onnx box's stand-in build and fetch)."""
+    services: dict[str, Any] = {name: dict(keys) for name, keys in (extra or {}).items()}
     for name, service in compose["services"].items():
         resources = (service.get("deploy") or {}).get("resources") or {}
         changed: dict[str, Any] = {}
@@ -89,7 +100,7 @@ def override(compose: dict[str, Any], containers_dir: str = "/var/lib/docker/con
                 changed.setdefault(kind, {})["cpus"] = str(HOST_CPUS)
         if (resources.get("reservations") or {}).get("devices"):
             changed.setdefault("reservations", {})["devices"] = "RESET"
-        entry: dict[str, Any] = {}
+        entry: dict[str, Any] = services.get(name, {})
         if changed:
             entry["deploy"] = {"resources": changed}
         if "runtime" in service:
@@ -112,7 +123,8 @@ class Box:
         self.project = f"slmlive-{box_id}"
         self.compose = yaml.safe_load((self.dir / "compose.yaml").read_text())
         root = _run(["docker", "info", "--format", "{{.DockerRootDir}}"], self.dir, env).stdout.strip()
-        (self.dir / "compose.test-override.yaml").write_text(override(self.compose, f"{root}/containers"))
+        self.containers_dir = f"{root}/containers"
+        (self.dir / "compose.test-override.yaml").write_text(override(self.compose, self.containers_dir))
         self.env = {
             **env,
             "COMPOSE_FILE": "compose.yaml:compose.test-override.yaml",
@@ -177,6 +189,67 @@ def _offline_image(box: Box) -> None:
     box.docker("build", "--network", "none", "-f", "Dockerfile.test", "-t", ref, ".")
 
 
+def onnx_wheelhouse() -> Path:
+    """The onnx server's wheels and Debian packages, fetched on this machine (containers have no
+    internet): `pip download --require-hashes` of the catalog's requirements (so the pinned hashes
+    are checked for real) and `apt-get download` of the pinned packages. Cached beside the stand-ins'
+    base, keyed by what is pinned."""
+    from slm_deploy.catalog import CATALOG_DIR
+    from tests.standins import CACHE
+
+    server = load_onnx_server()
+    pins = server.requirements_text() + json.dumps(server.debian_packages, sort_keys=True)
+    house = CACHE / f"onnx-wheels-{hashlib.sha256(pins.encode()).hexdigest()[:16]}"
+    if house.is_dir():
+        return house
+    partial = house.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    requirements = str(CATALOG_DIR / server.requirements)
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--require-hashes"]
+    result = subprocess.run([*pip, "-r", requirements, "-d", str(partial)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"pip download of the onnx server's wheels failed:\n{result.stderr[-3000:]}"
+    for name, version in sorted(server.debian_packages.items()):
+        got = subprocess.run(["apt-get", "download", f"{name}={version}"], cwd=partial, capture_output=True, text=True)
+        assert got.returncode == 0, f"apt-get download {name}={version} failed:\n{got.stderr[-2000:]}"
+    partial.replace(house)
+    return house
+
+
+def _onnx_standin(box: Box) -> None:
+    """The onnx box with the REAL foundry-local-sdk and launcher in its model server. The stand-in
+    begins at the downloads: the python base is the Debian stand-in (tests/standins), the image is
+    built from the bundle's Dockerfile with only its two download steps pointed at a local copy of
+    the same pinned files (Dockerfile.test), and model-fetch copies a tiny generated ONNX GenAI model
+    (tests/tiny_onnx_genai.py) where the real one would download the variant folder."""
+    server = box.compose["services"]["onnx"]
+    command = server["command"]
+    model_dir, variant = command[command.index("--model-dir") + 1], command[command.index("--variant") + 1]
+    seed = box.dir / "standin-model"
+    made = generate(seed / variant)
+    need("No module named 'onnx'" not in made.stderr, "onnx is not installed (SLM_FOUNDRY_PYTHONPATH) to generate the tiny model")
+    assert made.returncode == 0, made.stderr
+    subprocess.run(["chmod", "-R", "a+rX", str(seed)], check=True)
+    shutil.copytree(onnx_wheelhouse(), box.dir / "standin-wheels")
+    text = (box.dir / "Dockerfile").read_text()
+    steps = [
+        (r"^(FROM \S+ AS server\n)", r"\1COPY standin-wheels /opt/standin-wheels\n"),
+        (r"^RUN apt-get update \\\n[\s\S]*?rm -rf /var/lib/apt/lists/\*\n", "RUN dpkg -i /opt/standin-wheels/*.deb\n"),
+        (r"^(RUN pip install )", r"\1--no-index --find-links /opt/standin-wheels "),
+    ]
+    for pattern, replacement in steps:
+        text, count = re.subn(pattern, replacement, text, count=1, flags=re.M)
+        assert count == 1, f"the onnx Dockerfile changed shape: {pattern!r} not found"
+    (box.dir / "Dockerfile.test").write_text(text)
+    fetch = ["sh", "-c", f"mkdir -p {model_dir} && cp -R /seed/. {model_dir}/"]
+    seed_mount = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
+    extra: dict[str, dict[str, Any]] = {
+        "onnx": {"build": {"dockerfile": "Dockerfile.test"}},
+        "model-fetch": {"entrypoint": fetch, "volumes": [seed_mount]},
+    }
+    (box.dir / "compose.test-override.yaml").write_text(override(box.compose, box.containers_dir, extra))
+
+
 def _readme_commands(box: Box) -> list[str]:
     """Every shell line of the README's sh blocks, in order (continuations joined)."""
     readme = (box.dir / "README.md").read_text()
@@ -231,10 +304,16 @@ def check_serving(box: Box) -> None:
     assert code == 200, body
     models = [m["id"] for m in json.loads(body)["data"]]
     served = [s.model for s in next(b for b in FLEET.boxes if b.id == box.id).servings]
+    foundry = box.compose["services"].get("onnx")
+    if foundry is not None:  # Foundry Local serves its own id, <name>:<version>
+        served = [foundry["command"][foundry["command"].index("--model-id") + 1]]
     chat = {"model": served[0], "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8}
     code, body = box.curl("/v1/chat/completions", *key, "-H", "Content-Type: application/json", "-d", json.dumps(chat))
     assert code == 200, f"chat completion through the gateway failed ({code}): {body}; models served: {models}"
-    assert json.loads(body)["choices"][0]["message"]["content"]
+    content = json.loads(body)["choices"][0]["message"]["content"]
+    assert content
+    if foundry is not None:  # the tiny generated model's greedy reply, from the real ONNX Runtime GenAI
+        assert content == "pong", content
 
 
 SINK = """
@@ -440,7 +519,9 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
     box = Box(box_id, bundles, engine)
     box.dc("down", "-v", "--remove-orphans", check=False)
     try:
-        if (box.dir / "Dockerfile").exists():
+        if "onnx" in box.compose["services"]:
+            _onnx_standin(box)
+        elif (box.dir / "Dockerfile").exists():
             _offline_image(box)
         commands = _readme_commands(box)
         assert commands, "the README gives no commands"
@@ -473,6 +554,9 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
     finally:
         box.docker("rm", "-f", f"{box.project}-alert-sink", check=False)
         box.dc("down", "-v", "--remove-orphans", check=False)
+        for service in box.compose["services"].values():
+            if "build" in service and service.get("pull_policy") != "never":
+                box.docker("image", "rm", "-f", service["image"], check=False)  # built by compose up here
         for leftover in ("images.tar",):
             (box.dir / leftover).unlink(missing_ok=True)
 

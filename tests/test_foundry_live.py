@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,24 +26,19 @@ import pytest
 from slm_deploy.bundle.writer import build_fleet
 from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need, need_binary, stop
-from tests.test_gateway_live import API_KEY, Gateway, free_port
+from tests.test_gateway_live import API_KEY, Gateway, _caddy, free_port, self_signed_cert
+from tests.tiny_onnx_genai import EXTRA_PATH, foundry_env, generate
 
 pytestmark = [pytest.mark.foundry, pytest.mark.tools]
 MODEL_ID = "tiny-generic-cpu:1"
 VARIANT = "cpu_and_mobile/tiny-int4"
 MAX_LENGTH = 64
-EXTRA_PATH = os.environ.get("SLM_FOUNDRY_PYTHONPATH", "")
 
 
 def _importable(name: str) -> bool:
     if importlib.util.find_spec(name) is not None:
         return True
     return bool(EXTRA_PATH) and (Path(EXTRA_PATH) / name).is_dir()
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (EXTRA_PATH, str(ROOT)) if p)
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHONPATH": path}
 
 
 @dataclass
@@ -69,20 +63,11 @@ def _wait(check: object, proc: subprocess.Popen[bytes], what: str, log: Path, se
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     need(_importable("foundry_local_sdk") and _importable("onnx"), "foundry-local-sdk and onnx are not installed")
     caddy = need_binary("caddy")
-    openssl = need_binary("openssl")
     tmp = tmp_path_factory.mktemp("foundry")
     repo = tmp / "repo"
     model_dir = repo / VARIANT
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from pathlib import Path; from tests.tiny_onnx_genai import write_model; write_model(Path({str(model_dir)!r}))",
-        ],
-        env=_env(tmp),
-        check=True,
-        cwd=ROOT,
-    )
+    made = generate(model_dir)
+    assert made.returncode == 0, made.stderr
     port = free_port()
     log = tmp / "launcher.log"
     scratch = tmp / "scratch"
@@ -105,142 +90,79 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "--scratch",
                 str(scratch),
             ],
-            env=_env(tmp),
+            env=foundry_env(tmp),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
-    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "kiosk-0003"))
+    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "branch-0013"))
     caddyfile = tmp / "Caddyfile"
     caddyfile.write_bytes(bundle.files["gateway/Caddyfile"])
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(tmp / "tls_key"),
-            "-out",
-            str(tmp / "tls_cert"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    gw_port, metrics_port = free_port(), free_port()
-    up = f"127.0.0.1:{port}"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp),
-        "XDG_DATA_HOME": str(tmp / "data"),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "SLM_API_KEY": API_KEY,
-        "SLM_SECRETS_DIR": str(tmp),
-        "SLM_BIND": "127.0.0.1",
-        "SLM_METRICS_BIND": "127.0.0.1",
-        "SLM_GATEWAY_PORT": str(gw_port),
-        "SLM_METRICS_PORT": str(metrics_port),
-        "SLM_UPSTREAM": up,
-        "SLM_WEBUI_UPSTREAM": up,
-        "SLM_GRAFANA_UPSTREAM": up,
-    }
-    caddy_log = tmp / "caddy.log"
-    with caddy_log.open("wb") as out:
-        proxy = subprocess.Popen(
-            [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"], env=env, stdout=out, stderr=out
-        )
+    self_signed_cert(tmp)
     try:
         _wait(lambda: (scratch / "ready").exists(), launcher, "the launcher", log)
-
-        def gateway_up() -> bool:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).read()
-                return True
-            except OSError:
-                return False
-
-        _wait(gateway_up, proxy, "caddy", caddy_log, 20)
-        yield Served(
-            model_dir, scratch, launcher, f"http://127.0.0.1:{port}", Gateway(gw_port, metrics_port, tmp / "tls_cert"), log
-        )
+        with _caddy(caddy, caddyfile, tmp, f"127.0.0.1:{port}", ()) as gateway:
+            yield Served(model_dir, scratch, launcher, f"http://127.0.0.1:{port}", gateway, log)
     finally:
-        stop(proxy)
         if launcher.poll() is None:
             stop(launcher, timeout=60)
 
 
-def _chat(content: str) -> bytes:
-    return json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": 16}).encode()
+def _chat(content: str, stream: bool = False, model: str = MODEL_ID) -> bytes:
+    request = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 16, "stream": stream}
+    return json.dumps(request).encode()
 
 
 def test_launcher_loads_the_model_and_foundry_local_reports_status(served: Served) -> None:
     ready = json.loads((served.scratch / "ready").read_text())
     # The generated model declares 256 tokens; the launcher capped the KV cache at the planned 64.
     assert ready == {"model": MODEL_ID, "context_length": MAX_LENGTH, "urls": [served.direct]}
-    overlay = json.loads((served.scratch / "model" / "genai_config.json").read_text())
-    assert overlay["search"]["max_length"] == MAX_LENGTH
+    staged = served.scratch / "cache" / "slm-deploy" / "tiny-generic-cpu-1"
+    assert json.loads((staged / "genai_config.json").read_text())["search"]["max_length"] == MAX_LENGTH
     assert json.loads((served.model_dir / "genai_config.json").read_text())["search"]["max_length"] == 256
     with urllib.request.urlopen(served.direct + "/status", timeout=10) as resp:
         status = json.loads(resp.read())
     assert status["endpoints"] == [served.direct]
+    with urllib.request.urlopen(served.direct + "/models/loaded", timeout=10) as resp:
+        assert json.loads(resp.read()) == [MODEL_ID]
     # Foundry Local has no Prometheus endpoint: the gateway's metrics carry the dashboard.
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(served.direct + "/metrics", timeout=10)
     assert err.value.code == 404
+    healthcheck = [sys.executable, "-m", "slm_deploy.launcher.foundry", "--scratch", str(served.scratch), "--check"]
+    assert subprocess.run([*healthcheck, served.direct], env=foundry_env(served.scratch), check=False).returncode == 0
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert subprocess.run([*healthcheck, closed], env=foundry_env(served.scratch), check=False).returncode == 1
 
 
 def test_gateway_passes_the_openai_api_to_foundry_local_with_the_key_only(served: Served) -> None:
     assert served.gateway.request("/v1/models")[0] == 401
     status, body = served.gateway.request("/v1/models", key=API_KEY)
-    assert status == 200 and json.loads(body)["object"] == "list"
+    assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == [MODEL_ID]
     for path in ("/status", "/models/loaded", "/shutdown"):  # Foundry Local's admin API stays inside
         assert served.gateway.request(path, key=API_KEY)[0] == 404, path
 
 
-def test_foundry_local_answers_a_chat_with_the_generated_model_in_process(served: Served, tmp_path: Path) -> None:
-    """The real library + ONNX Runtime GenAI run the launcher's capped folder (ChatSession, no HTTP)."""
-    code = f"""
-import sys
-from foundry_local_sdk import (CatalogType, ChatSession, Configuration, FoundryLocalManager, MessageItem, ModelInfoBuilder,
-    Request, RequestOptions, SearchOptions)
-FoundryLocalManager.initialize(Configuration(app_name="slm-test", app_data_dir={str(tmp_path / "d")!r},
-    model_cache_dir={str(tmp_path / "c")!r}, logs_dir={str(tmp_path / "l")!r}, disable_nonessential_telemetry=True,
-    catalog_urls=[("http://127.0.0.1:9/asset-gallery/v1.0/models", None)]))
-manager = FoundryLocalManager.instance
-with ModelInfoBuilder() as meta:
-    meta.set_string_property("task", "chat-completion")
-    model = manager.get_catalog(CatalogType.LOCAL).register_model(model_path={str(served.scratch / "model")!r}, model_id="{MODEL_ID}", metadata=meta)
-model.load()
-with ChatSession(model) as session:
-    session.set_options(RequestOptions(search=SearchOptions(temperature=0.0, max_output_tokens=16)))
-    with Request().add_item(MessageItem.user("ping")) as req, session.process_request(req) as resp:
-        print("REPLY=" + "".join(item.get_simple_text() for item in resp))
-model.unload()
-manager.close()
-"""
-    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert "REPLY=pong" in out.stdout, out.stdout + out.stderr
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="foundry-local-sdk 2.2.1: the web service resolves models only through the public catalog and its cache; "
-    "a model registered in the local catalog (bring-your-own folder) answers 404 'Model not found'",
-)
-def test_chat_completion_through_the_gateway(served: Served) -> None:
+def test_foundry_local_web_service_answers_a_chat_completion_through_the_gateway(served: Served) -> None:
+    """The real library + ONNX Runtime GenAI run the staged, capped folder; Foundry Local's own web service answers."""
+    assert served.gateway.request("/v1/chat/completions", body=_chat("ping"))[0] == 401
     status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=_chat("ping"))
     assert status == 200, body
-    assert json.loads(body)["choices"][0]["message"]["content"] == "pong"
+    reply = json.loads(body)
+    assert reply["model"] == MODEL_ID and reply["choices"][0]["message"]["content"] == "pong"
+
+
+def test_foundry_local_streams_a_chat_completion_through_the_gateway(served: Served) -> None:
+    status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=_chat("ping", stream=True))
+    assert status == 200, body
+    events = [line.removeprefix(b"data: ") for line in body.splitlines() if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    assert "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == "pong"
+
+
+def test_a_model_foundry_local_does_not_serve_is_refused(served: Served) -> None:
+    status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=_chat("ping", model="phi-4-mini"))
+    assert status == 404 and b"Model not found" in body
 
 
 def test_sigterm_stops_the_launcher_cleanly(served: Served) -> None:

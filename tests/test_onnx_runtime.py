@@ -1,5 +1,6 @@
-"""Runtime `onnx` (ONNX Runtime GenAI builds served by Foundry Local): the plan, and the targets'
-refusal while Foundry Local's web service cannot serve a fetched model folder."""
+"""Runtime `onnx` (ONNX Runtime GenAI builds served by Foundry Local): the plan, the edge bundle
+(a Foundry Local image built on the box from hash-pinned wheels), the boxes it refuses, the
+launcher's pieces that need no Foundry Local, and the Kubernetes target's refusal."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def test_cpu_box_gets_the_cpu_variant_with_an_fp32_kv_cache_for_the_whole_contex
     assert p.runtime_args == (
         "--variant",
         "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4",
+        "--device",
+        "cpu",
         "--model-id",
         "Phi-4-mini-instruct-generic-cpu:1",
         "--max-length",
@@ -84,9 +87,18 @@ def test_onnx_takes_only_its_own_quantization_and_kv_dtype() -> None:
         Serving(model="phi-4-mini-instruct", runtime="onnx", kv_cache_dtype="q8_0")
 
 
-def test_an_edge_box_on_onnx_is_refused_with_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("index", "field", "reason"),
+    [
+        (2, "cpu_arch", "runtime onnx needs a linux/amd64 box: foundry-local-sdk==2.2.1 ships Foundry Local's native"),
+        (1, "gpu", "runtime onnx serves CPU boxes only: foundry-local-sdk==2.2.1's Linux packages carry"),
+    ],
+)
+def test_an_edge_box_foundry_local_cannot_run_on_is_refused_with_the_reason(
+    tmp_path: Path, index: int, field: str, reason: str
+) -> None:
     data = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
-    data["boxes"][2]["serving"] = {
+    data["boxes"][index]["serving"] = {
         "runtime": "onnx",
         "model": "phi-4-mini-instruct",
         "quantization": "int4",
@@ -98,9 +110,40 @@ def test_an_edge_box_on_onnx_is_refused_with_the_reason(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_cli("bundle", str(path), "--out", str(out))
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: fleet.yaml: boxes[2].serving.runtime: box kiosk-0003: runtime onnx ")
-    assert "Foundry Local" in result.stderr and result.stderr.count("\n") == 1
+    box = data["boxes"][index]["id"]
+    assert result.stderr.startswith(f"error: fleet.yaml: boxes[{index}].hardware.{field}: box {box}: {reason}"), result.stderr
+    assert result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_only_its_variant() -> None:
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+
+    fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
+    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "branch-0013"))
+    compose = yaml.safe_load(bundle.files["compose.yaml"])
+    server, fetch = compose["services"]["onnx"], compose["services"]["model-fetch"]
+    # Built on the box, never pulled: the tag names no registry image.
+    assert server["build"]["dockerfile"] == "Dockerfile" and server["pull_policy"] == "build"
+    assert fetch["image"] == server["image"] and fetch["pull_policy"] == "never"
+    dockerfile = bundle.files["Dockerfile"].decode()
+    assert dockerfile.splitlines()[5].startswith("FROM python:3.11-slim-bookworm@sha256:")
+    assert "--no-deps --only-binary=:all: --require-hashes -r /opt/slm/requirements.txt" in dockerfile
+    requirements = [line for line in bundle.files["onnx/requirements.txt"].decode().splitlines() if not line.startswith("#")]
+    assert "foundry-local-sdk==2.2.1" in {line.split()[0] for line in requirements}
+    assert all(" --hash=sha256:" in line for line in requirements)
+    from slm_deploy.launcher import foundry
+
+    assert bundle.files["onnx/foundry_launcher.py"] == Path(foundry.__file__).read_bytes()
+    assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch["entrypoint"][2]
+    command = server["command"]
+    assert command[command.index("--model-dir") + 1] == "/models/microsoft/Phi-4-mini-instruct-onnx"
+    assert command[command.index("--model-id") + 1] == "Phi-4-mini-instruct-generic-cpu:1"
+    assert "`Phi-4-mini-instruct-generic-cpu:1`: that is the `model` to send to the API" in bundle.files["README.md"].decode()
+    assert "onnx" not in bundle.files["prometheus/prometheus.yml"].decode()  # Foundry Local has no /metrics
+    board = json.loads(bundle.files["grafana/provisioning/dashboards/gateway.json"])
+    assert "Foundry Local (runtime onnx) exports no Prometheus metrics" in board["description"]
 
 
 def test_a_stack_model_on_onnx_is_refused_with_the_reason() -> None:
@@ -156,8 +199,8 @@ def test_an_onnx_plan_that_fits_stays_within_the_device_and_longer_contexts_neve
     assert longer.max_concurrent_sequences <= result.max_concurrent_sequences
 
 
-def test_launcher_caps_max_length_in_an_overlay_and_leaves_the_fetched_folder_alone(tmp_path: Path) -> None:
-    from slm_deploy.launcher.foundry import overlay_max_length
+def test_launcher_stages_the_folder_in_foundry_locals_cache_with_the_context_capped(tmp_path: Path) -> None:
+    from slm_deploy.launcher.foundry import catalog_entry, stage_model
 
     folder = tmp_path / "repo" / "cpu"
     folder.mkdir(parents=True)
@@ -165,11 +208,76 @@ def test_launcher_caps_max_length_in_an_overlay_and_leaves_the_fetched_folder_al
     (folder / "genai_config.json").write_text(json.dumps(config))
     (folder / "model.onnx").write_bytes(b"graph")
     (folder / "model.onnx.data").write_bytes(b"weights")
-    overlay = overlay_max_length(folder, 4096, tmp_path / "scratch")
-    capped = json.loads((overlay / "genai_config.json").read_text())
+    staged = stage_model(folder, "Phi-4-mini-instruct-generic-cpu:1", 4096, tmp_path / "cache")
+    assert staged == tmp_path / "cache" / "slm-deploy" / "Phi-4-mini-instruct-generic-cpu-1"
+    capped = json.loads((staged / "genai_config.json").read_text())
     assert capped["search"]["max_length"] == 4096 and capped["model"]["context_length"] == 4096
-    assert (overlay / "model.onnx.data").resolve() == (folder / "model.onnx.data").resolve()
+    # Foundry Local's cache scanner recognises a model folder by these two files.
+    assert json.loads((staged / "inference_model.json").read_text()) == {"Name": "Phi-4-mini-instruct-generic-cpu:1"}
+    assert (staged / "model.onnx.data").resolve() == (folder / "model.onnx.data").resolve()
     assert json.loads((folder / "genai_config.json").read_text()) == config
-    # A second start rebuilds the overlay instead of failing on the old links.
-    assert overlay_max_length(folder, 2048, tmp_path / "scratch") == overlay
-    assert json.loads((overlay / "genai_config.json").read_text())["search"]["max_length"] == 2048
+    # A second start restages instead of failing on the old links.
+    assert stage_model(folder, "Phi-4-mini-instruct-generic-cpu:1", 2048, tmp_path / "cache") == staged
+    assert json.loads((staged / "genai_config.json").read_text())["search"]["max_length"] == 2048
+    entry = catalog_entry("Phi-4-mini-instruct-cuda-gpu:1", "cuda", 2048)
+    assert (entry["name"], entry["version"]) == ("Phi-4-mini-instruct-cuda-gpu", "1")
+    assert entry["variantInformation"]["variantMetadata"] == {"device": "GPU", "executionProvider": "CUDAExecutionProvider"}
+
+
+def test_launcher_refuses_a_model_id_without_a_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = launcher_main(["--model-dir", str(tmp_path), "--model-id", "phi-4-mini", "--listen", "http://127.0.0.1:1"])
+    assert code == EXIT_BAD_MODEL
+    assert "--model-id 'phi-4-mini' is not <name>:<version>" in capsys.readouterr().err
+
+
+def test_a_service_may_run_the_image_another_service_builds_only_if_it_never_pulls_it() -> None:
+    from slm_deploy.policies.compose_rules import locked_image
+
+    built = {"image": "slm-deploy/onnx-server:0123456789ab", "build": {"context": "."}, "pull_policy": "build"}
+    fetch = {"image": "slm-deploy/onnx-server:0123456789ab", "pull_policy": "never"}
+    document = {"services": {"onnx": built, "model-fetch": fetch}}
+    assert locked_image({"name": "model-fetch", "service": fetch, "document": document}) == []
+    pulled = {"image": fetch["image"]}  # compose would ask Docker Hub for slm-deploy/onnx-server
+    document["services"]["model-fetch"] = pulled
+    assert locked_image({"name": "model-fetch", "service": pulled, "document": document}) == [
+        "service model-fetch uses 'slm-deploy/onnx-server:0123456789ab' without a digest"
+    ]
+
+
+def test_an_air_gapped_onnx_box_bakes_the_variant_into_the_image_it_builds(tmp_path: Path) -> None:
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+
+    data = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
+    data["boxes"] = [dict(b, offline=True) for b in data["boxes"] if b["id"] == "branch-0013"]
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    fleet = load_fleet(tmp_path / "fleet.yaml")
+    (bundle,) = build_fleet(fleet, fleet.boxes)
+    compose = yaml.safe_load(bundle.files["compose.yaml"])
+    assert "model-fetch" not in compose["services"] and "models" not in compose["volumes"]
+    server = compose["services"]["onnx"]
+    assert server["pull_policy"] == "never" and server["image"].startswith("slm-offline/")
+    assert server["command"][server["command"].index("--model-dir") + 1] == "/opt/model/microsoft/Phi-4-mini-instruct-onnx"
+    dockerfile = bundle.files["Dockerfile"].decode()
+    fetch_stage = dockerfile[dockerfile.index("FROM server AS fetch") : dockerfile.index("\nFROM server\n")]
+    assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch_stage
+    assert "COPY --from=fetch --chown=10001:10001 /opt/model/microsoft/Phi-4-mini-instruct-onnx " in dockerfile
+    assert dockerfile.rstrip().endswith('ENTRYPOINT ["python3", "/opt/slm/foundry_launcher.py"]')
+
+
+@pytest.mark.parametrize("system", ["windows", "macos"])
+def test_a_windows_or_macos_box_is_refused_with_what_is_missing(tmp_path: Path, system: str) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
+    data["boxes"][0]["os"] = system
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    result = run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: fleet.yaml: boxes[0].os: {system} boxes are not generated: a bundle is a Docker Compose project for a "
+        "Linux host; a native install with service registration, gateway and secrets for Windows or macOS is not "
+        "generated because nothing here could validate it\n"
+    )
+    assert not (tmp_path / "out").exists()
+    data["boxes"][0]["os"] = "linux"  # saying so is allowed
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
+    assert run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out")).returncode == 0

@@ -9,8 +9,15 @@ tokenizer.json / tokenizer_config.json layout ONNX Runtime GenAI's tokenizer rea
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where `onnx` (and foundry_local_sdk) are installed when not in this venv: .ci/foundry-requirements.txt.
+EXTRA_PATH = os.environ.get("SLM_FOUNDRY_PYTHONPATH", "")
 
 REPLY = "pong"
 HEAD_SIZE = 4
@@ -177,3 +184,25 @@ def write_model(folder: Path) -> dict[str, int]:
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
     return {"eos": eos, "vocab": size}
+
+
+def foundry_env(home: Path) -> dict[str, str]:
+    """An environment whose Python sees this checkout and the Foundry Local folder (EXTRA_PATH)."""
+    path = os.pathsep.join(p for p in (EXTRA_PATH, str(ROOT)) if p)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "PYTHONPATH": path}
+
+
+def generate(folder: Path) -> subprocess.CompletedProcess[str]:
+    """write_model(folder) in a child Python that sees `onnx` (foundry_env); its stderr says why not."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.tiny_onnx_genai", str(folder)],
+        env=foundry_env(folder.parent),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+if __name__ == "__main__":
+    write_model(Path(sys.argv[1]))

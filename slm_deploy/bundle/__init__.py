@@ -19,7 +19,7 @@ from slm_deploy.fleet import Box, Fleet
 from slm_deploy.gateway import API_PATHS, caddyfile, route
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from slm_deploy.observability.scrape import ScrapeTarget, prometheus_config
-from slm_deploy.onnx_builds import TARGETS_REFUSAL
+from slm_deploy.onnx_builds import onnx_box_problem
 from slm_deploy.planner import Plan, plan_colocated
 from slm_deploy.runtimes import METRICS_PATH, RuntimeSpec, runtime_image_id, runtime_spec
 from slm_deploy.spec import Runtime
@@ -42,16 +42,18 @@ class BoxBundle:
 
 def _check_box(box: Box, fleet: Fleet) -> None:
     runtime = box.servings[0].runtime
-    if runtime is Runtime.ONNX:
-        field = f"{box.path}.serving.runtime" if len(box.servings) == 1 else f"{box.path}.models"
-        raise InputError(fleet.source, field, f"box {box.id}: {TARGETS_REFUSAL}")
     if len(box.servings) > 1 and runtime is not Runtime.OLLAMA:
         raise InputError(
             fleet.source,
             f"{box.path}.models",
             "several models on one box need runtime ollama (one server, "
-            "routed by model name); give each vLLM or llama.cpp model its own box",
+            "routed by model name); give each vLLM, llama.cpp or onnx model its own box",
         )
+    if runtime is Runtime.ONNX:
+        problem = onnx_box_problem(box.hardware)
+        if problem is not None:
+            field, reason = problem
+            raise InputError(fleet.source, f"{box.path}.hardware.{field}", f"box {box.id}: {reason}")
     if runtime is Runtime.OLLAMA and len({s.concurrency for s in box.servings}) > 1:
         raise InputError(
             fleet.source,
@@ -197,9 +199,15 @@ def _gated(plans: tuple[Plan, ...], catalog: Catalog) -> str:
     return ""
 
 
+def _served_as(spec: RuntimeSpec) -> str:
+    """The model name a runtime serves under when it is not the catalog id (Foundry Local's <name>:<version>)."""
+    return spec.command[spec.command.index("--model-id") + 1] if spec.runtime is Runtime.ONNX else ""
+
+
 def compose_images(compose: dict[str, Any]) -> list[str]:
     """Every image the box runs, except the ones built from the bundle's Dockerfile."""
-    return sorted({s["image"] for s in compose["services"].values() if "build" not in s})
+    built = {s["image"] for s in compose["services"].values() if "build" in s}
+    return sorted({s["image"] for s in compose["services"].values()} - built)
 
 
 def _service_descriptions(compose: dict[str, Any], spec: RuntimeSpec) -> list[tuple[str, str]]:
@@ -320,6 +328,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         jetson=compose["services"][spec.service].get("runtime") == "nvidia",
         cache_disk_gib=sum(p.resources.cache_disk_gib for p in plans),
         startup_minutes=max(p.resources.startup_budget_seconds for p in plans) // 60,
+        served_as=_served_as(spec),
     )
     encoded = {path: text.encode() for path, text in files.items()}
     encoded[IMAGE_LIST] = image_list(box, images)

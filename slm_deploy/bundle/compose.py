@@ -120,14 +120,15 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
     service["shm_size"] = f"{math.ceil(res.shm_gib * 1024)}m"
     service["healthcheck"] = _healthcheck(spec.healthcheck, res.startup_budget_seconds)
     service["expose"] = [str(spec.port)]
-    if box.options.offline:
+    if box.options.offline or spec.built:
         platform = f"linux/{box.hardware.cpu_arch.value}"
         service["build"] = {"context": ".", "dockerfile": "Dockerfile", "platforms": [platform]}
         service["platform"] = platform
         if spec.uses_hf_token or spec.runtime.value == "vllm":
             service["build"]["secrets"] = ["hf_token"]
-        service["pull_policy"] = "never"
-    else:
+        # Built, never pulled: the local tag names no registry image, and a pull of it would ask Docker Hub.
+        service["pull_policy"] = "never" if box.options.offline else "build"
+    if not box.options.offline:
         service["volumes"] = [{"type": "volume", "source": "models", "target": MODEL_DIR, "read_only": True}]
         if spec.runtime.value == "ollama":
             # Ollama writes its key pair and manifests next to the models at start.
@@ -148,6 +149,8 @@ def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
     )
     service["entrypoint"] = fetch["entrypoint"]
     service["environment"] = dict(sorted(fetch["environment"].items()))
+    if "pull_policy" in fetch:
+        service["pull_policy"] = fetch["pull_policy"]
     service["volumes"] = [{"type": "volume", "source": "models", "target": MODEL_DIR}]
     for source, target in sorted(fetch.get("config_files", {}).items()):
         service["volumes"].append({"type": "bind", "source": f"./{source}", "target": target, "read_only": True})

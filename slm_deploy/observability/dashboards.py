@@ -246,9 +246,18 @@ def _board(
     return data
 
 
+# Model servers that export no Prometheus metrics: the gateway board is their only one, and says so.
+NO_SERVER_METRICS = {
+    "onnx": "Foundry Local (runtime onnx) exports no Prometheus metrics: these gateway panels are the model "
+    "server's request, error and latency metrics; its health is the container healthcheck (model loaded, "
+    "Foundry Local's /status answering), shown by `docker compose ps`.",
+}
+
+
 def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = False) -> dict[str, dict[str, Any]]:
     """`logs`: Loki is provisioned, so the Serving and Edge host boards end with a logs panel."""
     kinds = set(runtimes)
+    gateway = "Requests, errors and latency at the gateway in front of every model server."
     boards = {
         "gateway": _board(
             "slm-gateway",
@@ -256,7 +265,7 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = 
             GATEWAY,
             None,
             "caddy_http_requests_in_flight",
-            "Requests, errors and latency at the gateway in front of every model server.",
+            " ".join([gateway, *(NO_SERVER_METRICS[k] for k in sorted(kinds & NO_SERVER_METRICS.keys()))]),
         ),
     }
     if "vllm" in kinds:

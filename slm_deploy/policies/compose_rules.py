@@ -139,6 +139,10 @@ def locked_image(svc: dict[str, Any]) -> list[str]:
     image = str(svc["service"].get("image", ""))
     if not image or svc["service"].get("build") or not unlocked(image):
         return []  # a service built on the box has no registry digest; its Dockerfile's FROM lines do
+    services = (svc.get("document") or {}).get("services") or {}
+    built_here = any(isinstance(s, dict) and s.get("build") and s.get("image") == image for s in services.values())
+    if built_here and svc["service"].get("pull_policy") == "never":
+        return []  # the image another service of the box builds, never pulled from a registry
     return [f"service {svc['name']} uses {image!r} without a digest"]
 
 

@@ -7,7 +7,8 @@ in the catalog (slm_deploy/catalog/images.yaml): its user, entrypoint, working d
 capabilities, the programs present for healthchecks (the others are removed) and what it writes at
 start. Debian's own binaries serve where Debian has the real program (caddy, prometheus,
 prometheus-node-exporter, prometheus-alertmanager); tests/standins/fakes/standin.py stands in for
-the rest. Builds run with `--network none`: nothing is downloaded after debootstrap.
+the rest; the python stand-in gets pip from the Debian wheel on this machine. Builds run with
+`--network none`: nothing is downloaded after debootstrap.
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def base_image(env: dict[str, str]) -> str:
     return ref
 
 
+def debian_pip_wheel() -> Path:
+    """pip's wheel as Debian ships it (python3-pip-whl, installed with python3.11-venv)."""
+    wheels = sorted(Path("/usr/share/python-wheels").glob("pip-*-py3-none-any.whl"))
+    if not wheels:
+        raise RuntimeError("no pip wheel in /usr/share/python-wheels: apt-get install python3-pip-whl")
+    return wheels[-1]
+
+
 def _setup(image_id: str, profile: ImageProfile) -> list[str]:
     """Shell lines that make the base look like the image (run as root at build time)."""
     uid, gid = profile.user.split(":")
@@ -120,6 +129,14 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
             "def snapshot_download(repo_id, **kw):\\n    return hf_snapshot(repo_id)\\n' "
             "> /usr/lib/python3/dist-packages/huggingface_hub/__init__.py"
         )
+    if image_id == "python":
+        wheel = f"/opt/standin/{debian_pip_wheel().name}"
+        # python:*-slim: CPython with pip in /usr/local/bin, no EXTERNALLY-MANAGED marker. Here: Debian's
+        # python3.11 and the pip wheel Debian ships (python3-pip-whl), installed from the build context.
+        lines.append(
+            "rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED && ln -sf /usr/bin/python3.11 /usr/local/bin/python3"
+            f" && /usr/bin/python3.11 {wheel}/pip install --quiet --no-index --no-cache-dir {wheel} && rm {wheel}"
+        )
     if image_id == "prometheus":
         lines.append("mkdir -p /prometheus /etc/prometheus && chown 65534:65534 /prometheus")
     if image_id == "alertmanager":
@@ -131,7 +148,9 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
     if image_id == "loki":
         lines.append("mkdir -p /loki/rules /loki/rules-temp /etc/loki && chown -R 10001:10001 /loki /etc/loki")
     if image_id == "alloy":
-        lines.append("mkdir -p /var/lib/alloy/data /etc/alloy && chown 473:473 /var/lib/alloy/data && chmod 770 /var/lib/alloy/data")
+        lines.append(
+            "mkdir -p /var/lib/alloy/data /etc/alloy && chown 473:473 /var/lib/alloy/data && chmod 770 /var/lib/alloy/data"
+        )
     if image_id == "gateway":
         lines.append("mkdir -p /config /data /etc/caddy /srv")
     if image_id == "grafana":
@@ -176,6 +195,8 @@ def _registry_facts(image_id: str, catalog: Catalog) -> dict[str, str]:
 
 def dockerfile(image_id: str, profile: ImageProfile, base: str, facts: dict[str, str] | None = None) -> str:
     out = [f"FROM {base}", "COPY standin.py /opt/standin/standin.py"]
+    if image_id == "python":
+        out.append(f"COPY {debian_pip_wheel().name} /opt/standin/")
     out += [f"RUN {line}" for line in _setup(image_id, profile)]
     env = {"HOME": profile.home, **profile.environment, **(facts or {})}
     if image_id == "vllm":
@@ -210,6 +231,8 @@ def build(catalog: Catalog, env: dict[str, str], image_ids: list[str] | None = N
         if current.returncode != 0 or current.stdout.decode().strip() != label:
             with tempfile.TemporaryDirectory(prefix="slm-standin-") as ctx:
                 shutil.copy(HERE / "fakes" / "standin.py", Path(ctx, "standin.py"))
+                if image_id == "python":
+                    shutil.copy(debian_pip_wheel(), ctx)
                 Path(ctx, "Dockerfile").write_text(text)
                 result = docker(
                     "build", "--network", "none", "-q", "-t", ref, ctx, env={**env, "DOCKER_BUILDKIT": "0"}, check=False

@@ -786,7 +786,9 @@ def loki(args: list[str]) -> None:
     except OSError as exc:
         die(f'level=error msg="error loading config file" err="{exc}"')
     if _config_value(config, "retention_enabled") == "true" and not _config_value(config, "delete_request_store"):
-        die("level=error msg=\"validating config\" err=\"invalid compactor config: compactor.delete-request-store should be configured when retention is enabled\"")
+        die(
+            'level=error msg="validating config" err="invalid compactor config: compactor.delete-request-store should be configured when retention is enabled"'
+        )
     prefix = Path(_config_value(config, "path_prefix") or "/loki")
     try:
         (prefix / "chunks").mkdir(parents=True, exist_ok=True)
@@ -848,7 +850,13 @@ def loki(args: list[str]) -> None:
         except ValueError as exc:
             h.send(400, str(exc) + "\n", "text/plain")
             return
-        h.send(200, {"status": "success", "data": {"resultType": "streams", "result": _streams(found, int(params(h).get("limit", "100")))}})
+        h.send(
+            200,
+            {
+                "status": "success",
+                "data": {"resultType": "streams", "result": _streams(found, int(params(h).get("limit", "100")))},
+            },
+        )
 
     def _streams(found: list[dict], limit: int) -> list[dict]:
         grouped: dict[str, dict] = {}
@@ -889,11 +897,17 @@ def loki(args: list[str]) -> None:
                     hits = [e for e in select(inner) if e["ts"] >= cutoff]
                     if not hits or not manager:
                         continue
-                    labels = {"alertname": name, "severity": "critical", "box": hits[0]["labels"].get("box", ""),
-                              "service": hits[0]["labels"].get("service", "")}
+                    labels = {
+                        "alertname": name,
+                        "severity": "critical",
+                        "box": hits[0]["labels"].get("box", ""),
+                        "service": hits[0]["labels"].get("service", ""),
+                    }
                     request = urllib.request.Request(
-                        manager.rstrip("/") + "/api/v2/alerts", data=json.dumps([{"labels": labels}]).encode(),
-                        headers={"Content-Type": "application/json"}, method="POST",
+                        manager.rstrip("/") + "/api/v2/alerts",
+                        data=json.dumps([{"labels": labels}]).encode(),
+                        headers={"Content-Type": "application/json"},
+                        method="POST",
                     )
                     try:
                         urllib.request.urlopen(request, timeout=5).read()
@@ -933,7 +947,7 @@ def alloy(args: list[str]) -> None:
         storage.mkdir(parents=True, exist_ok=True)
         (storage / "standin-positions.json").touch()
     except OSError as exc:
-        die(f'Error: failed to create storage path {storage}: {exc.strerror}')
+        die(f"Error: failed to create storage path {storage}: {exc.strerror}")
     pattern = re.search(r'"__path__"\s*=\s*"([^"]+)"', config).group(1)
     url = re.search(r'loki\.write[^{]*\{\s*endpoint\s*\{\s*url\s*=\s*"([^"]+)"', config).group(1)
     external = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)",', config[config.index("external_labels") :]))
@@ -965,8 +979,12 @@ def alloy(args: list[str]) -> None:
                     service = attrs.get("com.docker.compose.service", "")
                     if not service:
                         continue  # stage.match {service=""} drop
-                    labels = {"service": service, "stream": entry.get("stream", ""),
-                              "project": attrs.get("com.docker.compose.project", ""), **external}
+                    labels = {
+                        "service": service,
+                        "stream": entry.get("stream", ""),
+                        "project": attrs.get("com.docker.compose.project", ""),
+                        **external,
+                    }
                     key = json.dumps(labels, sort_keys=True)
                     streams.setdefault(key, {"stream": labels, "values": []})["values"].append(
                         (time.time_ns(), entry.get("log", "").rstrip("\n"))
@@ -996,7 +1014,16 @@ def alloy(args: list[str]) -> None:
     )
 
 
-PROGRAMS = {"vllm": vllm, "llama-server": llamacpp, "ollama": ollama, "grafana": grafana, "webui": webui, "dcgm-exporter": dcgm, "loki": loki, "alloy": alloy}
+PROGRAMS = {
+    "vllm": vllm,
+    "llama-server": llamacpp,
+    "ollama": ollama,
+    "grafana": grafana,
+    "webui": webui,
+    "dcgm-exporter": dcgm,
+    "loki": loki,
+    "alloy": alloy,
+}
 
 if __name__ == "__main__":
     PROGRAMS[sys.argv[1]](sys.argv[2:])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -199,3 +200,51 @@ def test_the_review_delivers_its_sarif_where_code_scanning_is_off(repo: Path) ->
     readme = (repo / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| pull request | `review`"))
     assert f"`{variable}`" in row and f"`{artifact['with']['name']}`" in row
+
+
+# Outside review B ------------------------------------------------------------------------------
+def upload_rule(action_id: str) -> dict[str, Any]:
+    """What catalog/actions.yaml records (with its source) about the files an upload action leaves out."""
+    from slm_deploy.scaffold import ACTIONS_FILE
+
+    entry = next(a for a in yaml.safe_load(ACTIONS_FILE.read_text())["actions"] if a["id"] == action_id)
+    assert entry["hidden_files"]["source"]
+    return dict(entry["hidden_files"])
+
+
+def artifact_files(root: Path, inputs: dict[str, Any]) -> list[Path]:
+    """The files actions/upload-artifact puts in the artifact for these `with:` inputs, per the
+    catalog's rule: a file or folder whose name starts with '.' is left out unless the input is true."""
+    rule = upload_rule("upload-artifact")
+    include_hidden = str(inputs.get(rule["input"], rule["default"])).lower() == "true"
+    kept = []
+    for line in str(inputs["path"]).splitlines():
+        base = root / line.strip()
+        for path in sorted(base.rglob("*")) if base.is_dir() else [base]:
+            rel = path.relative_to(base)
+            if path.is_file() and (include_hidden or not any(part.startswith(".") for part in rel.parts)):
+                kept.append(path)
+    return kept
+
+
+def test_the_published_bundles_verify_as_they_are_downloaded(repo: Path, tmp_path: Path) -> None:
+    """upload-artifact leaves hidden files out by default (include-hidden-files: false), and every
+    bundle lists `.env.example` in its MANIFEST.json: the `edge-bundles` artifact a user downloads
+    failed `slm-deploy verify` with `missing: .env.example`. What the artifact holds now verifies."""
+    work = tmp_path / "checkout"
+    shutil.copytree(repo, work)
+    built = cli("bundle", "fleet.yaml", "--out", "out/bundles", "--tar", cwd=work)
+    assert built.returncode == 0, built.stderr
+    job = workflow(work, "deploy.yml")["jobs"]["bundles"]
+    (upload,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["path"] == "out/bundles"
+    downloaded = tmp_path / "edge-bundles"
+    for path in artifact_files(work, upload["with"]):
+        target = downloaded / path.relative_to(work / "out" / "bundles")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    boxes = sorted(p for p in downloaded.iterdir() if p.is_dir())
+    assert [b.name for b in boxes] == ["edge-0001"] and (downloaded / "edge-0001.tar.gz").is_file()
+    for box in boxes:
+        done = cli("verify", str(box), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr

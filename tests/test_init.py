@@ -261,7 +261,9 @@ def test_prompts_for_choices_on_a_terminal_only(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(cli_module, "_interactive", lambda: True)
     result = CliRunner().invoke(
-        cli_module.main, ["init", str(tmp_path / "r"), "--package", PACKAGE], input="qwen3-4b\nollama\n\nnortheurope\n20.61.0.0/16, 20.62.0.0/16\n"
+        cli_module.main,
+        ["init", str(tmp_path / "r"), "--package", PACKAGE],
+        input="qwen3-4b\nollama\n\nnortheurope\n20.61.0.0/16, 20.62.0.0/16\n",
     )
     assert result.exit_code == 0, result.output
     assert "model [phi-4-mini-instruct]:" in result.output and "vm size [Standard_NC8as_T4_v3]:" in result.output

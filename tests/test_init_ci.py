@@ -248,3 +248,18 @@ def test_the_published_bundles_verify_as_they_are_downloaded(repo: Path, tmp_pat
     for box in boxes:
         done = cli("verify", str(box), cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_preview_identity_has_its_roles_before_and_after_the_first_deploy(repo: Path) -> None:
+    """The preview's cluster roles were scoped to "the stacks' clusters" (and Reader to their resource
+    groups), which the first `pulumi up` creates: nothing can be assigned there beforehand, nothing
+    assigns it afterwards, and every PR preview then got 403 on listClusterUserCredential. Every role
+    of the preview identity is now on a scope that exists before the first deploy."""
+    exists_before = {"the subscription", "the state container", "the stack secrets key"}
+    preview = next(i for i in ci_facts()["identities"] if i["id"] == "preview")
+    assert {r["scope"].split(" (", 1)[0] for r in preview["roles"]} <= exists_before, preview["roles"]
+    readme = (repo / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if "`repo:OWNER/REPO:pull_request`" in line]
+    for role in ("Reader", "Azure Kubernetes Service Cluster User Role", "Azure Kubernetes Service RBAC Reader"):
+        assert f"| {role} (the subscription" in row or f"; {role} (the subscription" in row, row
+    assert "clusters" not in row and "resource group" not in row

@@ -263,3 +263,20 @@ def test_the_preview_identity_has_its_roles_before_and_after_the_first_deploy(re
     for role in ("Reader", "Azure Kubernetes Service Cluster User Role", "Azure Kubernetes Service RBAC Reader"):
         assert f"| {role} (the subscription" in row or f"; {role} (the subscription" in row, row
     assert "clusters" not in row and "resource group" not in row
+
+
+SAME_REPOSITORY = "github.event.pull_request.head.repo.full_name == github.repository"
+
+
+def test_pull_requests_from_forks_skip_the_preview_instead_of_failing(repo: Path) -> None:
+    """A pull request from a fork gets no ID token (its id-token: write is reduced to read), so the
+    preview's token step failed on every fork PR. Each pull-request job that needs an ID token now
+    runs only for branches of this repository; the others still run, and the README says so."""
+    jobs = workflow(repo, "pull-request.yml")["jobs"]
+    oidc = {name for name, job in jobs.items() if job.get("permissions", {}).get("id-token") == "write"}
+    assert oidc == {"preview"}
+    for name, job in jobs.items():
+        assert (job.get("if") == SAME_REPOSITORY) == (name in oidc), name
+    readme = (repo / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| pull request | `preview`")]
+    assert "fork" in row and "skipped" in row

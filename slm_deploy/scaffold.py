@@ -332,6 +332,7 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "identities": identity_rows(stacks),
         "preview_variable": _identity("preview")["variable"],
         "deploy_variable": _identity("deploy")["variable"],
+        "deploy_identity_name": _identity("deploy")["id"],
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)

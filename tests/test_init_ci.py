@@ -280,3 +280,13 @@ def test_pull_requests_from_forks_skip_the_preview_instead_of_failing(repo: Path
     readme = (repo / "README.md").read_text()
     (row,) = [line for line in readme.splitlines() if line.startswith("| pull request | `preview`")]
     assert "fork" in row and "skipped" in row
+
+
+def test_the_readme_sets_each_stacks_deployer_object_id(repo: Path) -> None:
+    """The program refuses to run in CI without `cluster.deployerObjectId` (review B4): the scaffold
+    README says how to set it, per stack, for that stack's deploying identity."""
+    readme = (repo / "README.md").read_text()
+    for stack in STACKS:
+        command = f"pulumi config set --stack {stack} --path 'slm-deploy:cluster.deployerObjectId' OBJECT_ID_OF_deploy-{stack}"
+        assert command in readme
+        assert f"| deploy-{stack} |" in readme  # the identity the command names is a row of the table

@@ -574,7 +574,7 @@ def _interactive() -> bool:
 @click.option(
     "--package",
     help="requirements.txt line that installs slm-deploy in CI, e.g. 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@COMMIT' "
-    "(default: how this slm-deploy was installed).",
+    "(default: how this slm-deploy was installed; required when that was a local folder or file).",
 )
 @click.option("--force", is_flag=True, help="Overwrite files that exist.")
 @clear_errors
@@ -605,15 +605,14 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
             "required: the CIDR ranges `pulumi up` reaches the AKS API server from (your CI runners' and operators' egress)",
         )
     choices = parse_choices(values)
-    requirement, note = installed_requirement() if choices.package is None else (choices.package, None)
+    # Before anything is built: a local install needs --package (one line, exit 2, no file).
+    requirement = choices.package or installed_requirement()
     files = build_files(choices, requirement)
     clashes = [] if force else existing(directory, files)
     if clashes:
         raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
     write_files(directory, files)
     click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
-    if note:
-        click.echo(note, err=True)
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -96,6 +96,12 @@ class ClusterSpec(Camel):
     admin_group_object_ids: tuple[Annotated[str, StringConstraints(pattern=GUID)], ...] = Field(
         default=(), description="aks: Entra ID groups made cluster admins (besides the deploying principal)."
     )
+    deployer_object_id: str | None = Field(
+        default=None,
+        pattern=GUID,
+        description="aks: object id of the principal that runs `pulumi up`, made cluster admin; unset: whoever runs the "
+        "program (a workstation). Required in CI, where pull requests preview as another identity.",
+    )
     platform_vm_size: str = Field(default="Standard_D4ds_v5", description="aks: the untainted pool for platform pods.")
     platform_min_count: int = Field(default=1, ge=1, le=20)
     platform_max_count: int = Field(default=3, ge=1, le=50)

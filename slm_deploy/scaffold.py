@@ -158,35 +158,37 @@ def identity_rows(stacks: tuple[str, ...]) -> list[dict[str, str]]:
     return rows
 
 
-def requirement_from_direct_url(direct_url: dict[str, Any] | None) -> tuple[str, str | None]:
+def requirement_from_direct_url(direct_url: dict[str, Any] | None) -> str:
     """The requirements.txt line that installs this very slm-deploy on a CI runner, from the
-    install's PEP 610 record (direct_url.json); and a note when that cannot be known.
+    install's PEP 610 record (direct_url.json).
 
     No record: installed from an index, which carries this version. A VCS install: its URL at the
     installed commit. A remote archive: its URL with the recorded hash. A local folder or file: no
-    runner can install it, and a bare version pin only resolves on an index that has slm-deploy.
+    runner can install it, and a bare version pin would install whatever an index serves under that
+    name (in jobs holding id-token: write), so this refuses and `--package` is required.
     """
-    pin = f"slm-deploy=={__version__}"
     if not direct_url or not isinstance(direct_url.get("url"), str):
-        return pin, None
+        return f"slm-deploy=={__version__}"
     url = direct_url["url"]
     fragment = f"#subdirectory={direct_url['subdirectory']}" if direct_url.get("subdirectory") else ""
     vcs = direct_url.get("vcs_info")
     if isinstance(vcs, dict) and vcs.get("commit_id") and not url.startswith("file:"):
-        return f"slm-deploy @ {vcs.get('vcs', 'git')}+{url}@{vcs['commit_id']}{fragment}", None
+        return f"slm-deploy @ {vcs.get('vcs', 'git')}+{url}@{vcs['commit_id']}{fragment}"
     archive = direct_url.get("archive_info")
     if isinstance(archive, dict) and url.startswith("https://"):
         sha = (archive.get("hashes") or {}).get("sha256")
-        return f"slm-deploy @ {url}" + (f"#sha256={sha}" if sha else "") + fragment, None
-    note = (
-        f"note: requirements.txt pins {pin}, but this slm-deploy was installed from a local path ({url}), "
-        "which CI runners cannot install; unless your package index carries slm-deploy, pass "
-        "--package 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@COMMIT' (or your index's version)"
+        return f"slm-deploy @ {url}" + (f"#sha256={sha}" if sha else "") + fragment
+    raise InputError(
+        "arguments",
+        "--package",
+        f"required: this slm-deploy was installed from a local path ({url}), which no CI runner can install, "
+        f"and a bare slm-deploy=={__version__} would install whatever a package index serves under that name; pass "
+        "--package 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@FULL_COMMIT_SHA' "
+        "or --package 'slm-deploy @ https://HOST/slm_deploy-VERSION-py3-none-any.whl#sha256=HASH'",
     )
-    return pin, note
 
 
-def installed_requirement() -> tuple[str, str | None]:
+def installed_requirement() -> str:
     """`requirement_from_direct_url` of the slm-deploy distribution that is running."""
     import json
     from importlib import metadata
@@ -301,7 +303,7 @@ def fleet_file(choices: InitChoices) -> dict[str, Any]:
 def build_files(choices: InitChoices, requirement: str | None = None) -> dict[str, str]:
     """Every file of the scaffold (relative path -> text), checked before anything is written."""
     actions, pulumi_version = pinned_actions()
-    requirement = choices.package or requirement or f"slm-deploy=={__version__}"
+    requirement = choices.package or requirement or installed_requirement()
     stacks = choices.stacks
     files: dict[str, str] = {}
     header = "# Written by `slm-deploy init`; yours to edit. `slm-deploy review` checks it.\n"
@@ -330,6 +332,7 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "identities": identity_rows(stacks),
         "preview_variable": _identity("preview")["variable"],
         "deploy_variable": _identity("deploy")["variable"],
+        "deploy_identity_name": _identity("deploy")["id"],
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)

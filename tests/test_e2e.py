@@ -17,6 +17,8 @@ from tests.conftest import ROOT, need_binary
 from tests.e2e import Installed, assert_clean_failure, build_wheel, install, path_without, user_project
 
 pytestmark = pytest.mark.e2e
+# Where a scaffold's CI installs slm-deploy from: the wheel these tests install is a local file.
+E2E_PACKAGE = "slm-deploy @ git+https://github.com/example/slm-deploy.git@0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="session")
@@ -199,14 +201,17 @@ def test_the_pulumi_language_host_installs_the_project_from_requirements_txt(ins
 
 
 def test_init_from_a_local_wheel_says_the_pin_needs_an_index(installed: Installed, elsewhere: Path) -> None:
-    """Installed from a wheel file (as here), `slm-deploy==VERSION` resolves on a CI runner only if the
-    user's index carries slm-deploy: init says so and names --package."""
-    done = installed.run("init", "repo", "--api-range", "20.61.0.0/16", cwd=elsewhere)
+    """Installed from a wheel file (as here), no runner can install this slm-deploy and a bare
+    `slm-deploy==VERSION` would install whatever an index serves under that name: init refuses with
+    one line naming --package, writes nothing, and writes the scaffold once --package is given."""
+    refused = installed.run("init", "repo", "--api-range", "20.61.0.0/16", cwd=elsewhere)
+    assert_clean_failure(refused)
+    assert refused.stderr.startswith("error: arguments: --package: required"), refused.stderr
+    assert "installed from a local path (file://" in refused.stderr and "#sha256=" in refused.stderr
+    assert not (elsewhere / "repo").exists()
+    done = installed.run("init", "repo", "--api-range", "20.61.0.0/16", "--package", E2E_PACKAGE, cwd=elsewhere)
     assert done.returncode == 0, done.stderr
-    assert "installed from a local path (file://" in done.stderr and "--package" in done.stderr
-    assert (
-        f"slm-deploy=={installed.wheel.name.split('-')[1]}" in (elsewhere / "repo" / "requirements.txt").read_text().splitlines()
-    )
+    assert E2E_PACKAGE in (elsewhere / "repo" / "requirements.txt").read_text().splitlines()
 
 
 def test_the_wheel_is_installed_even_with_a_checkout_on_pythonpath(
@@ -274,6 +279,6 @@ def test_the_bundle_readmes_smoke_command_runs_under_sudo(installed: Installed, 
 
 
 def test_init_from_the_installed_wheel_writes_the_tested_pins(installed: Installed, elsewhere: Path) -> None:
-    assert installed.run("init", "repo", "--api-range", "20.61.0.0/16", cwd=elsewhere).returncode == 0
+    assert installed.run("init", "repo", "--api-range", "20.61.0.0/16", "--package", E2E_PACKAGE, cwd=elsewhere).returncode == 0
     pins = (elsewhere / "repo" / "constraints.txt").read_text()
     assert "pulumi==" in pins and pins.endswith((ROOT / "constraints.txt").read_text())

@@ -58,12 +58,18 @@ CHOICES = {
 
 # A range a user would give (documentation ranges are refused, and there is no default).
 RUNNER_RANGE = "20.61.0.0/16"
+GIT_URL = "https://github.com/example/slm-deploy.git"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+# Where CI installs slm-deploy from: the checkout these tests run is a local path no runner can install.
+PACKAGE = f"slm-deploy @ git+{GIT_URL}@{COMMIT}"
 
 
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`python -m slm_deploy.cli` from a folder outside the repository, stdin not a terminal."""
     if args[:1] == ("init",) and "--api-range" not in args:
         args = (*args, "--api-range", RUNNER_RANGE)
+    if args[:1] == ("init",) and "--package" not in args:  # this checkout is not installable on a runner
+        args = (*args, "--package", PACKAGE)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "slm_deploy.cli", *args],
@@ -201,9 +207,7 @@ def test_scaffold_is_byte_identical_and_wires_the_installed_program(tmp_path: Pa
     assert "from slm_deploy.stacks.entry import main" in (repo / "__main__.py").read_text()
     assert "from slm_deploy.policies.crossguard import build_policies" in (repo / "policies" / "__main__.py").read_text()
     assert yaml.safe_load((repo / "policies" / "PulumiPolicy.yaml").read_text())["runtime"]["options"]["virtualenv"] == "../.venv"
-    from slm_deploy import __version__
-
-    assert f"slm-deploy=={__version__}" in (repo / "requirements.txt").read_text().splitlines()
+    assert PACKAGE in (repo / "requirements.txt").read_text().splitlines()
     schema = json.loads((ROOT / "slm_deploy" / "schemas" / "pulumi" / "project.json").read_text())
     import jsonschema
 
@@ -257,7 +261,9 @@ def test_prompts_for_choices_on_a_terminal_only(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(cli_module, "_interactive", lambda: True)
     result = CliRunner().invoke(
-        cli_module.main, ["init", str(tmp_path / "r")], input="qwen3-4b\nollama\n\nnortheurope\n20.61.0.0/16, 20.62.0.0/16\n"
+        cli_module.main,
+        ["init", str(tmp_path / "r"), "--package", PACKAGE],
+        input="qwen3-4b\nollama\n\nnortheurope\n20.61.0.0/16, 20.62.0.0/16\n",
     )
     assert result.exit_code == 0, result.output
     assert "model [phi-4-mini-instruct]:" in result.output and "vm size [Standard_NC8as_T4_v3]:" in result.output
@@ -286,23 +292,23 @@ def test_init_without_api_ranges_is_refused_not_guessed(tmp_path: Path) -> None:
 # slm-deploy is not published on a public index, so a bare `slm-deploy==VERSION` only resolves where
 # the user's own index carries it; otherwise every job of the scaffolded workflows fails at
 # `pip install -r requirements.txt` (and an unrelated project of that name could be installed).
-GIT_URL = "https://github.com/example/slm-deploy.git"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LOCAL_INSTALLS = [
+    {"url": "file:///tmp/rw/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {}},
+    {"url": "file:///work/main", "dir_info": {"editable": True}},
+]
 
 
 @pytest.mark.parametrize(
-    ("direct_url", "expected", "note"),
+    ("direct_url", "expected"),
     [
-        (None, "slm-deploy=={v}", False),  # installed from an index: that index has this version
+        (None, "slm-deploy=={v}"),  # installed from an index: that index has this version
         (
             {"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"}},
             f"slm-deploy @ git+{GIT_URL}@{COMMIT}",
-            False,
         ),
         (
             {"url": GIT_URL, "vcs_info": {"vcs": "git", "commit_id": COMMIT}, "subdirectory": "py"},
             f"slm-deploy @ git+{GIT_URL}@{COMMIT}#subdirectory=py",
-            False,
         ),
         (
             {
@@ -310,21 +316,37 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
                 "archive_info": {"hashes": {"sha256": "ab" * 32}},
             },
             "slm-deploy @ https://files.example.org/slm_deploy-0.1.0-py3-none-any.whl#sha256=" + "ab" * 32,
-            False,
         ),
-        ({"url": "file:///tmp/rw/slm_deploy-0.1.0-py3-none-any.whl", "archive_info": {}}, "slm-deploy=={v}", True),
-        ({"url": "file:///work/main", "dir_info": {"editable": True}}, "slm-deploy=={v}", True),
     ],
 )
-def test_requirement_installs_the_slm_deploy_that_wrote_the_scaffold(direct_url: dict | None, expected: str, note: bool) -> None:
+def test_requirement_installs_the_slm_deploy_that_wrote_the_scaffold(direct_url: dict | None, expected: str) -> None:
     from slm_deploy import __version__
     from slm_deploy.scaffold import requirement_from_direct_url
 
-    line, warning = requirement_from_direct_url(direct_url)
-    assert line == expected.format(v=__version__)
-    assert (warning is not None) == note
-    if note:
-        assert "--package" in warning and "local" in warning
+    assert requirement_from_direct_url(direct_url) == expected.format(v=__version__)
+
+
+@pytest.mark.parametrize("direct_url", LOCAL_INSTALLS)
+def test_init_from_a_local_install_needs_package_and_writes_nothing(
+    direct_url: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed from a local folder or wheel file, no runner can install this slm-deploy, and a bare
+    `slm-deploy==VERSION` would install whatever an index serves under that name, in jobs that hold
+    id-token: write. init wrote that pin with a note; now it refuses: one line, exit 2, no file."""
+    from slm_deploy import cli as cli_module
+    from slm_deploy import scaffold
+
+    monkeypatch.setattr(scaffold, "installed_requirement", lambda: scaffold.requirement_from_direct_url(direct_url))
+    result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r"), "--api-range", RUNNER_RANGE])
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    assert result.stderr.startswith("error: arguments: --package: required") and result.stderr.count("\n") == 1
+    assert direct_url["url"] in result.stderr
+    assert "git+https://" in result.stderr and "#sha256=" in result.stderr  # a commit or a hash, never a bare name
+    with_package = CliRunner().invoke(
+        cli_module.main, ["init", str(tmp_path / "r"), "--api-range", RUNNER_RANGE, "--package", PACKAGE]
+    )
+    assert with_package.exit_code == 0, with_package.output
+    assert PACKAGE in (tmp_path / "r" / "requirements.txt").read_text().splitlines()
 
 
 def test_package_option_names_where_ci_installs_slm_deploy_from(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -199,3 +200,93 @@ def test_the_review_delivers_its_sarif_where_code_scanning_is_off(repo: Path) ->
     readme = (repo / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| pull request | `review`"))
     assert f"`{variable}`" in row and f"`{artifact['with']['name']}`" in row
+
+
+# Outside review B ------------------------------------------------------------------------------
+def upload_rule(action_id: str) -> dict[str, Any]:
+    """What catalog/actions.yaml records (with its source) about the files an upload action leaves out."""
+    from slm_deploy.scaffold import ACTIONS_FILE
+
+    entry = next(a for a in yaml.safe_load(ACTIONS_FILE.read_text())["actions"] if a["id"] == action_id)
+    assert entry["hidden_files"]["source"]
+    return dict(entry["hidden_files"])
+
+
+def artifact_files(root: Path, inputs: dict[str, Any]) -> list[Path]:
+    """The files actions/upload-artifact puts in the artifact for these `with:` inputs, per the
+    catalog's rule: a file or folder whose name starts with '.' is left out unless the input is true."""
+    rule = upload_rule("upload-artifact")
+    include_hidden = str(inputs.get(rule["input"], rule["default"])).lower() == "true"
+    kept = []
+    for line in str(inputs["path"]).splitlines():
+        base = root / line.strip()
+        for path in sorted(base.rglob("*")) if base.is_dir() else [base]:
+            rel = path.relative_to(base)
+            if path.is_file() and (include_hidden or not any(part.startswith(".") for part in rel.parts)):
+                kept.append(path)
+    return kept
+
+
+def test_the_published_bundles_verify_as_they_are_downloaded(repo: Path, tmp_path: Path) -> None:
+    """upload-artifact leaves hidden files out by default (include-hidden-files: false), and every
+    bundle lists `.env.example` in its MANIFEST.json: the `edge-bundles` artifact a user downloads
+    failed `slm-deploy verify` with `missing: .env.example`. What the artifact holds now verifies."""
+    work = tmp_path / "checkout"
+    shutil.copytree(repo, work)
+    built = cli("bundle", "fleet.yaml", "--out", "out/bundles", "--tar", cwd=work)
+    assert built.returncode == 0, built.stderr
+    job = workflow(work, "deploy.yml")["jobs"]["bundles"]
+    (upload,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["path"] == "out/bundles"
+    downloaded = tmp_path / "edge-bundles"
+    for path in artifact_files(work, upload["with"]):
+        target = downloaded / path.relative_to(work / "out" / "bundles")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    boxes = sorted(p for p in downloaded.iterdir() if p.is_dir())
+    assert [b.name for b in boxes] == ["edge-0001"] and (downloaded / "edge-0001.tar.gz").is_file()
+    for box in boxes:
+        done = cli("verify", str(box), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_preview_identity_has_its_roles_before_and_after_the_first_deploy(repo: Path) -> None:
+    """The preview's cluster roles were scoped to "the stacks' clusters" (and Reader to their resource
+    groups), which the first `pulumi up` creates: nothing can be assigned there beforehand, nothing
+    assigns it afterwards, and every PR preview then got 403 on listClusterUserCredential. Every role
+    of the preview identity is now on a scope that exists before the first deploy."""
+    exists_before = {"the subscription", "the state container", "the stack secrets key"}
+    preview = next(i for i in ci_facts()["identities"] if i["id"] == "preview")
+    assert {r["scope"].split(" (", 1)[0] for r in preview["roles"]} <= exists_before, preview["roles"]
+    readme = (repo / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if "`repo:OWNER/REPO:pull_request`" in line]
+    for role in ("Reader", "Azure Kubernetes Service Cluster User Role", "Azure Kubernetes Service RBAC Reader"):
+        assert f"| {role} (the subscription" in row or f"; {role} (the subscription" in row, row
+    assert "clusters" not in row and "resource group" not in row
+
+
+SAME_REPOSITORY = "github.event.pull_request.head.repo.full_name == github.repository"
+
+
+def test_pull_requests_from_forks_skip_the_preview_instead_of_failing(repo: Path) -> None:
+    """A pull request from a fork gets no ID token (its id-token: write is reduced to read), so the
+    preview's token step failed on every fork PR. Each pull-request job that needs an ID token now
+    runs only for branches of this repository; the others still run, and the README says so."""
+    jobs = workflow(repo, "pull-request.yml")["jobs"]
+    oidc = {name for name, job in jobs.items() if job.get("permissions", {}).get("id-token") == "write"}
+    assert oidc == {"preview"}
+    for name, job in jobs.items():
+        assert (job.get("if") == SAME_REPOSITORY) == (name in oidc), name
+    readme = (repo / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| pull request | `preview`")]
+    assert "fork" in row and "skipped" in row
+
+
+def test_the_readme_sets_each_stacks_deployer_object_id(repo: Path) -> None:
+    """The program refuses to run in CI without `cluster.deployerObjectId` (review B4): the scaffold
+    README says how to set it, per stack, for that stack's deploying identity."""
+    readme = (repo / "README.md").read_text()
+    for stack in STACKS:
+        command = f"pulumi config set --stack {stack} --path 'slm-deploy:cluster.deployerObjectId' OBJECT_ID_OF_deploy-{stack}"
+        assert command in readme
+        assert f"| deploy-{stack} |" in readme  # the identity the command names is a row of the table

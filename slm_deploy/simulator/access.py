@@ -3,8 +3,8 @@ on it before the first Kubernetes call; every workload identity chain (service a
 identity -> federated credential -> role on the vault, and the secrets) exists before its consumers.
 
 What cannot be known offline: the runner's real egress address (we check that the ranges exist
-and are not documentation ranges) and the deployer's object id (we check the assignment is made
-to the principal the program runs as, `getClientConfig().objectId`)."""
+and are not documentation ranges) and the deployer's object id (we check a data-plane role is
+assigned on the cluster, to `cluster.deployerObjectId` or else `getClientConfig().objectId`)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from slm_deploy.environment import ClusterMode, EnvironmentSpec
 from slm_deploy.errors import InputError
 from slm_deploy.stacks.program import PROJECT, build, read_config
 from slm_deploy.supply.lock import example_notice, locked_catalog
@@ -30,6 +33,18 @@ def project_config() -> dict[str, Any]:
     return {k[len(prefix) :]: _decode(v) for k, v in sorted(values.items()) if k.startswith(prefix)}
 
 
+def ci_problem(spec: EnvironmentSpec, environ: Mapping[str, str], source: str) -> str | None:
+    """What a stack file lacks to run in GitHub Actions, where pull requests preview as another
+    identity than the one that deploys: the deployer's object id (else whoever runs the program)."""
+    if environ.get("GITHUB_ACTIONS") != "true" or spec.cluster.mode is not ClusterMode.AKS or spec.cluster.deployer_object_id:
+        return None
+    return (
+        f"{source}: {PROJECT}:cluster.deployerObjectId: required in CI: the object id of the identity that runs "
+        f"`pulumi up` for this stack (`pulumi config set --path '{PROJECT}:cluster.deployerObjectId' OBJECT_ID`); "
+        "without it the cluster admin would be whoever runs the program, the preview identity on pull requests"
+    )
+
+
 def main(project_dir: Path | None = None, offline: bool = False) -> None:
     """PROJECT_DIR holds Pulumi.yaml and the images.lock.yaml that pins the images (default: the
     current folder, as under `pulumi up`). OFFLINE: `slm-deploy preview` under mocks, which may
@@ -43,6 +58,9 @@ def main(project_dir: Path | None = None, offline: bool = False) -> None:
     except InputError as exc:
         # One clear line in `pulumi up` output instead of a Python traceback.
         raise pulumi.RunError(str(exc)) from None
+    problem = None if offline else ci_problem(env.spec, os.environ, f"Pulumi.{stack}.yaml")
+    if problem:
+        raise pulumi.RunError(problem)
     if notice and pulumi.runtime.is_dry_run():
         pulumi.log.warn(notice)
     elif notice:

@@ -219,12 +219,14 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["kubernetesVersion"] if channel_owns_version else None),
         )
         # Azure RBAC for Kubernetes is on and local accounts are off: without a data-plane role the
-        # deployer gets 403 on every Kubernetes call (Owner/Contributor have no data actions).
+        # deployer gets 403 on every Kubernetes call (Owner/Contributor have no data actions). The
+        # deployer is the configured principal, not whoever runs the program: a pull request's
+        # preview runs as another identity and would otherwise show this assignment changing.
         client = authorization.get_client_config_output()
         admin_role = facts.roles["aks_rbac_cluster_admin"]
         assignment = authorization.RoleAssignment(
             f"{name}-deployer-admin",
-            principal_id=client.object_id,
+            principal_id=cluster.deployer_object_id or client.object_id,
             role_definition_id=client.subscription_id.apply(lambda sub: _role_id(sub, admin_role.id)),
             scope=managed.id,
             opts=pulumi.ResourceOptions(parent=self),

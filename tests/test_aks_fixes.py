@@ -205,6 +205,7 @@ def test_7_custom_resources_wait_for_their_crds() -> None:
 def test_7_without_monitoring_no_monitor_is_declared(tmp_path: Path) -> None:
     config = stack_config("dev")
     config["monitoring"] = {"enabled": False}
+    config["logs"] = {"enabled": False}  # logs need monitoring (their own test: tests/test_logs.py)
     result = preview_config(tmp_path, "nomon", config)
     kinds = {m["kind"] for m in result.manifests()}
     assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}

@@ -58,6 +58,7 @@ class OnnxServer(Frozen):
     platforms: tuple[CpuArch, ...] = Field(min_length=1)
     port: int = Field(gt=0, lt=65536)
     debian_packages: dict[str, str] = Field(default_factory=dict)  # name -> pinned version
+    default_output_tokens: int = Field(gt=0)  # reserved for a request without max_tokens
     source: str = Field(min_length=1)
 
     def requirements_text(self, directory: Path = CATALOG_DIR) -> str:

@@ -27,12 +27,12 @@ from slm_deploy.bundle.writer import build_fleet
 from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need, need_binary, stop
 from tests.test_gateway_live import API_KEY, Gateway, _caddy, free_port, self_signed_cert
-from tests.tiny_onnx_genai import EXTRA_PATH, foundry_env, generate
+from tests.tiny_onnx_genai import CONTEXT, EXTRA_PATH, foundry_env, generate
 
 pytestmark = [pytest.mark.foundry, pytest.mark.tools]
 MODEL_ID = "tiny-generic-cpu:1"
 VARIANT = "cpu_and_mobile/tiny-int4"
-MAX_LENGTH = 64
+MAX_LENGTH = 2560  # the shortest context the planner allows for onnx: 2048 reserved output + a 512-token prompt
 
 
 def _importable(name: str) -> bool:
@@ -115,11 +115,11 @@ def _chat(content: str, stream: bool = False, model: str = MODEL_ID) -> bytes:
 
 def test_launcher_loads_the_model_and_foundry_local_reports_status(served: Served) -> None:
     ready = json.loads((served.scratch / "ready").read_text())
-    # The generated model declares 256 tokens; the launcher capped the KV cache at the planned 64.
+    # The generated model declares 8192 tokens; the launcher capped the KV cache at the planned 2560.
     assert ready == {"model": MODEL_ID, "context_length": MAX_LENGTH, "urls": [served.direct]}
     staged = served.scratch / "cache" / "slm-deploy" / "tiny-generic-cpu-1"
     assert json.loads((staged / "genai_config.json").read_text())["search"]["max_length"] == MAX_LENGTH
-    assert json.loads((served.model_dir / "genai_config.json").read_text())["search"]["max_length"] == 256
+    assert json.loads((served.model_dir / "genai_config.json").read_text())["search"]["max_length"] == CONTEXT
     with urllib.request.urlopen(served.direct + "/status", timeout=10) as resp:
         status = json.loads(resp.read())
     assert status["endpoints"] == [served.direct]
@@ -150,6 +150,15 @@ def test_foundry_local_web_service_answers_a_chat_completion_through_the_gateway
     assert status == 200, body
     reply = json.loads(body)
     assert reply["model"] == MODEL_ID and reply["choices"][0]["message"]["content"] == "pong"
+
+
+def test_a_chat_without_max_tokens_is_answered_when_the_context_holds_foundry_locals_default_reply(served: Served) -> None:
+    """Foundry Local reserves 2048 output tokens when a request has no max_tokens (catalog
+    default_output_tokens); the planned context (2048 + a 512-token prompt) holds it, so it answers."""
+    request = {"model": MODEL_ID, "messages": [{"role": "user", "content": "ping"}]}
+    status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=json.dumps(request).encode())
+    assert status == 200, body
+    assert json.loads(body)["choices"][0]["message"]["content"] == "pong"
 
 
 def test_foundry_local_streams_a_chat_completion_through_the_gateway(served: Served) -> None:

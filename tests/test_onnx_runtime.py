@@ -57,12 +57,14 @@ def test_nvidia_gpu_gets_the_cuda_variant_with_an_fp16_kv_cache() -> None:
 
 
 def test_too_long_a_context_is_refused_with_a_context_that_fits() -> None:
-    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=16384, concurrency=4), CPU_BOX)
+    box = Hardware(cpus=8, memory_gib=32)
+    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=16384, concurrency=4), box)
     assert not p.fits
-    assert p.reason is not None and "exceed" in p.reason
+    assert p.reason is not None and "KV cache" in p.reason
     (context,) = [s.change for s in p.suggestions if s.change.startswith("context=")]
     fitted = int(context.split("=")[1])
-    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=fitted, concurrency=4), CPU_BOX).fits
+    assert fitted >= 2560  # never one that Foundry Local's default output budget does not fit in
+    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=fitted, concurrency=4), box).fits
 
 
 def test_jetson_is_refused_for_onnx() -> None:
@@ -141,7 +143,10 @@ def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_o
     command = server["command"]
     assert command[command.index("--model-dir") + 1] == "/models/microsoft/Phi-4-mini-instruct-onnx"
     assert command[command.index("--model-id") + 1] == "Phi-4-mini-instruct-generic-cpu:1"
-    assert "`Phi-4-mini-instruct-generic-cpu:1`: that is the `model` to send to the API" in bundle.files["README.md"].decode()
+    readme = " ".join(bundle.files["README.md"].decode().split())
+    assert "`Phi-4-mini-instruct-generic-cpu:1`: that is the `model` to send to the API" in readme
+    assert "Send `max_tokens` with every request: without it Foundry Local reserves 2048 output tokens" in readme
+    assert "Foundry Local does not limit concurrent requests: the concurrency above (2)" in readme
     assert "onnx" not in bundle.files["prometheus/prometheus.yml"].decode()  # Foundry Local has no /metrics
     board = json.loads(bundle.files["grafana/provisioning/dashboards/gateway.json"])
     assert "Foundry Local (runtime onnx) exports no Prometheus metrics" in board["description"]
@@ -282,3 +287,17 @@ def test_a_windows_or_macos_box_is_refused_with_what_is_missing(tmp_path: Path, 
     data["boxes"][0]["os"] = "linux"  # saying so is allowed
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
     assert run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out")).returncode == 0
+
+
+def test_a_context_that_cannot_hold_foundry_locals_default_output_budget_is_refused() -> None:
+    """Foundry Local reserves 2048 output tokens for a request without max_tokens (catalog: the live
+    400 error); a plan whose context cannot hold that plus a prompt would answer such requests 400."""
+    from slm_deploy.onnx_builds import load_onnx_server
+
+    reserved = load_onnx_server().default_output_tokens
+    assert reserved == 2048
+    short = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=2048, concurrency=1), CPU_BOX)
+    assert not short.fits
+    assert short.reason is not None and "2048 output tokens" in short.reason and "max_tokens" in short.reason
+    assert "context >= 2560" in short.reason
+    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=2560, concurrency=1), CPU_BOX).fits

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.launcher.foundry import QUIET_ENVIRONMENT
 from slm_deploy.onnx_builds import load_onnx_server
 from slm_deploy.planner import Plan
 from slm_deploy.spec import Runtime
@@ -342,7 +343,10 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         port=port,
         command=["--model-dir", model_dir, *plan.runtime_args, "--listen", f"http://0.0.0.0:{port}", "--scratch", ONNX_SCRATCH],
         entrypoint=["python3", ONNX_LAUNCHER],
-        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+        # CI=true: undocumented, observed in foundry-local-sdk 2.2.1's log ("CI environment detected;
+        # 1DS upload disabled"); without it the native library keeps looking up its telemetry host
+        # even with non-essential telemetry off (the launcher sets it as well: QUIET_ENVIRONMENT).
+        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", **QUIET_ENVIRONMENT},
         healthcheck=healthcheck,
         uses_hf_token=False,  # Microsoft's ONNX repos are public (MIT); the fetch goes without a token
         fetch=fetch,

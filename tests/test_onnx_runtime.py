@@ -140,6 +140,8 @@ def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_o
 
     assert bundle.files["onnx/foundry_launcher.py"] == Path(foundry.__file__).read_bytes()
     assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch["entrypoint"][2]
+    # Foundry Local's native library stops its telemetry upload (and DNS lookups) only with CI=true.
+    assert server["environment"]["CI"] == "true"
     command = server["command"]
     assert command[command.index("--model-dir") + 1] == "/models/microsoft/Phi-4-mini-instruct-onnx"
     assert command[command.index("--model-id") + 1] == "Phi-4-mini-instruct-generic-cpu:1"

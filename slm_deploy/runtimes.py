@@ -334,7 +334,9 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             "image": image,
             "pull_policy": "never",  # the image the server service builds
             "entrypoint": ["python3", "-c", fetch_code],
-            "environment": {"HOME": "/tmp", "HF_HOME": "/tmp/hf", "HF_HUB_DISABLE_TELEMETRY": "1"},
+            # HF_HOME on the models volume, as the vLLM fetch: the Hub client caches there (the Xet
+            # downloader's chunk cache under $HF_HOME/xet), too much for the fetch's tmpfs /tmp.
+            "environment": {"HOME": "/tmp", "HF_HOME": f"{MODEL_DIR}/hf", "HF_HUB_DISABLE_TELEMETRY": "1"},
         }
     return RuntimeSpec(
         runtime=Runtime.ONNX,

@@ -140,6 +140,10 @@ def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_o
 
     assert bundle.files["onnx/foundry_launcher.py"] == Path(foundry.__file__).read_bytes()
     assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch["entrypoint"][2]
+    # The Hub client's caches (the Xet chunk cache under $HF_HOME/xet) go to the models volume, not
+    # to the fetch container's tmpfs /tmp, which several GB of model.onnx.data would fill.
+    assert fetch["environment"]["HF_HOME"] == "/models/hf"
+    assert {"type": "volume", "source": "models", "target": "/models"} in fetch["volumes"]
     # Foundry Local's native library stops its telemetry upload (and DNS lookups) only with CI=true.
     assert server["environment"]["CI"] == "true"
     command = server["command"]

@@ -49,6 +49,16 @@ class OnnxBuild(Frozen):
         return next((v for v in self.variants if v.device == device), None)
 
 
+class DebianPackage(Frozen):
+    """A .deb the server image installs: a permanent URL and the sha256 the download must have."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.+\-]+$")
+    version: str = Field(pattern=r"^[\w.+:~\-]+$")
+    url: str = Field(pattern=r"^https://snapshot\.debian\.org/archive/debian/\d{8}T\d{6}Z/pool/\S+\.deb$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    source: str = Field(min_length=1)
+
+
 class OnnxServer(Frozen):
     """The model server image: Foundry Local's Python package on the catalog's python base."""
 
@@ -57,7 +67,7 @@ class OnnxServer(Frozen):
     requirements: str = Field(pattern=r"^[\w.\-]+\.txt$")
     platforms: tuple[CpuArch, ...] = Field(min_length=1)
     port: int = Field(gt=0, lt=65536)
-    debian_packages: dict[str, str] = Field(default_factory=dict)  # name -> pinned version
+    debian_packages: tuple[DebianPackage, ...] = ()
     default_output_tokens: int = Field(gt=0)  # reserved for a request without max_tokens
     source: str = Field(min_length=1)
 

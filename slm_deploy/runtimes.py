@@ -287,6 +287,13 @@ def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, b
 
 ONNX_LAUNCHER = "/opt/slm/foundry_launcher.py"
 ONNX_SCRATCH = "/tmp/foundry"
+# Download argv[1] to argv[3] only if its sha256 is argv[2] (the Dockerfile's .deb pins). One line,
+# no single quote, no `$`: it sits in single quotes in a shell-form RUN.
+DEB_FETCH = (
+    "import hashlib, sys, urllib.request; url, sha256, out = sys.argv[1:4]; "
+    "data = urllib.request.urlopen(url, timeout=300).read(); got = hashlib.sha256(data).hexdigest(); "
+    'sys.exit(f"error: {url}: sha256 {got}, expected {sha256}") if got != sha256 else open(out, "wb").write(data)'
+)
 
 
 def _launcher_source() -> str:
@@ -315,7 +322,8 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         "Dockerfile.onnx",
         base=catalog.images[server.base_image].ref,
         sdk=server.sdk,
-        debian_packages=sorted(server.debian_packages.items()),
+        debian_packages=server.debian_packages,
+        deb_fetch=DEB_FETCH,
         launcher=ONNX_LAUNCHER,
         fetch_run=json.dumps(["python3", "-c", fetch_code]) if offline else None,
         model_dir=model_dir,

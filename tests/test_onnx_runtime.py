@@ -307,3 +307,39 @@ def test_a_context_that_cannot_hold_foundry_locals_default_output_budget_is_refu
     assert short.reason is not None and "2048 output tokens" in short.reason and "max_tokens" in short.reason
     assert "context >= 2560" in short.reason
     assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=2560, concurrency=1), CPU_BOX).fits
+
+
+def test_the_onnx_dockerfile_installs_its_debian_package_from_a_fixed_url_checked_against_its_sha256(tmp_path: Path) -> None:
+    """deb.debian.org keeps only the current version of a package, so `apt-get install libatomic1=<version>`
+    breaks at the next point release; the Dockerfile downloads the pinned .deb from snapshot.debian.org
+    (which keeps every version) and refuses it unless its sha256 is the catalog's."""
+    import re
+    import subprocess
+    import sys
+
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+    from slm_deploy.onnx_builds import load_onnx_server
+
+    (package,) = load_onnx_server().debian_packages
+    assert package.url.startswith("https://snapshot.debian.org/archive/debian/2")
+    assert package.url.endswith(f"/{package.name}_{package.version}_amd64.deb")
+    fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
+    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "branch-0013"))
+    dockerfile = bundle.files["Dockerfile"].decode()
+    assert "apt-get" not in dockerfile
+    (run,) = [line for line in dockerfile.splitlines() if package.url in line]
+    assert run.startswith("RUN python3 -c '") and run.endswith(f" {package.url} {package.sha256} /tmp/{package.name}.deb \\")
+    assert f"dpkg -i /tmp/{package.name}.deb" in dockerfile
+    code = re.match(r"RUN python3 -c '([^']*)'", run).group(1)  # type: ignore[union-attr]
+    deb = tmp_path / "p.deb"
+    deb.write_bytes(b"a package")
+    url, out = deb.as_uri(), tmp_path / "out.deb"
+    import hashlib
+
+    good = hashlib.sha256(b"a package").hexdigest()
+    assert subprocess.run([sys.executable, "-c", code, url, good, str(out)], check=False).returncode == 0
+    assert out.read_bytes() == b"a package"
+    out.unlink()
+    bad = subprocess.run([sys.executable, "-c", code, url, "0" * 64, str(out)], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and f"sha256 {good}, expected {'0' * 64}" in bad.stderr and not out.exists()

@@ -41,6 +41,7 @@ class OnnxBuild(Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     repo: str = Field(pattern=r"^[\w.\-]+/[\w.\-]+$")
     foundry_alias: str = Field(pattern=r"^[\w.\-]+$")
+    revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # the repo's commit to fetch; None: main
     license: str = Field(min_length=1)
     variants: tuple[OnnxVariant, ...] = Field(min_length=1)
     source: str = Field(min_length=1)

@@ -12,7 +12,7 @@ from typing import Any
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.launcher.foundry import QUIET_ENVIRONMENT
-from slm_deploy.onnx_builds import load_onnx_server
+from slm_deploy.onnx_builds import load_onnx_builds, load_onnx_server
 from slm_deploy.planner import Plan
 from slm_deploy.spec import Runtime
 from slm_deploy.templating import render
@@ -80,10 +80,20 @@ def _ollama_tag(plan: Plan) -> str:
 CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
 
 
+# Why Hugging Face refused (401/403), in two pieces: the end of the error's first line and its second line.
+TOKEN_REFUSED = ("the token in ", "/run/secrets/hf_token has no access; accept the licence and store a token that has it")
+# The onnx fetch runs without a token (the repos are public): a refusal means the repo or revision is wrong or gone.
+PUBLIC_REFUSED = ("the fetch sends no token ", "(the repo is public): check the repo and revision in slm-deploy's catalog (onnx_models.yaml)")
+
+
 def _hf_fetch_code(
-    repo: str, revision: str | None = None, patterns: tuple[str, ...] = CHECKPOINT_PATTERNS, local_dir: str | None = None
+    repo: str,
+    revision: str | None = None,
+    patterns: tuple[str, ...] = CHECKPOINT_PATTERNS,
+    local_dir: str | None = None,
+    refused: tuple[str, str] = TOKEN_REFUSED,
 ) -> str:
-    """The one-shot download; a refused token ends with one clear line instead of a traceback."""
+    """The one-shot download; a refused download ends with one clear line (`refused`: why) instead of a traceback."""
     pin = f", revision={revision!r}" if revision else ""
     into = f", local_dir={local_dir!r}" if local_dir else ""
     return (
@@ -94,8 +104,8 @@ def _hf_fetch_code(
         "except Exception as exc:\n"
         "    text = str(exc)\n"
         "    if any(code in text for code in ('401', '403')):\n"
-        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): the token in '\n"
-        "                 '/run/secrets/hf_token has no access; accept the licence and store a token that has it')\n"
+        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): {refused[0]}'\n"
+        f"                 {refused[1]!r})\n"
         "    raise\n"
     )
 
@@ -315,7 +325,8 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
     repo = _hf_repo(plan)
     variant = _arg(plan.runtime_args, "--variant")
     model_dir = f"{OFFLINE_MODEL_DIR if offline else MODEL_DIR}/{repo}"
-    fetch_code = _hf_fetch_code(repo, plan.model_revision, (f"{variant}/*",), model_dir)
+    revision = load_onnx_builds()[plan.model].revision or plan.model_revision
+    fetch_code = _hf_fetch_code(repo, revision, (f"{variant}/*",), model_dir, refused=PUBLIC_REFUSED)
     healthcheck = ["CMD", "python3", ONNX_LAUNCHER, "--scratch", ONNX_SCRATCH, "--check", f"http://127.0.0.1:{port}"]
     files = {"onnx/requirements.txt": server.requirements_text(), "onnx/foundry_launcher.py": _launcher_source()}
     dockerfile = render(

@@ -140,6 +140,12 @@ def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_o
 
     assert bundle.files["onnx/foundry_launcher.py"] == Path(foundry.__file__).read_bytes()
     assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch["entrypoint"][2]
+    # The commit the catalog pins, not whatever `main` is on the day of the fetch.
+    assert "revision='fc04c8f93df696602fd9f300a30d1bf2e3081347'" in fetch["entrypoint"][2]
+    # Microsoft's ONNX repos are public and the fetch has no token: a 401/403 says so, not "the token in /run/secrets".
+    assert "/run/secrets/hf_token" not in fetch["entrypoint"][2] and "hf_token" not in compose["secrets"]
+    assert "(the repo is public): check the repo and revision" in fetch["entrypoint"][2]
+    compile(fetch["entrypoint"][2], "model-fetch", "exec")
     # The Hub client's caches (the Xet chunk cache under $HF_HOME/xet) go to the models volume, not
     # to the fetch container's tmpfs /tmp, which several GB of model.onnx.data would fill.
     assert fetch["environment"]["HF_HOME"] == "/models/hf"

@@ -83,7 +83,10 @@ CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
 # Why Hugging Face refused (401/403), in two pieces: the end of the error's first line and its second line.
 TOKEN_REFUSED = ("the token in ", "/run/secrets/hf_token has no access; accept the licence and store a token that has it")
 # The onnx fetch runs without a token (the repos are public): a refusal means the repo or revision is wrong or gone.
-PUBLIC_REFUSED = ("the fetch sends no token ", "(the repo is public): check the repo and revision in slm-deploy's catalog (onnx_models.yaml)")
+PUBLIC_REFUSED = (
+    "the fetch sends no token ",
+    "(the repo is public): check the repo and revision in slm-deploy's catalog (onnx_models.yaml)",
+)
 
 
 def _hf_fetch_code(

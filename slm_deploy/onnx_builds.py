@@ -41,12 +41,23 @@ class OnnxBuild(Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     repo: str = Field(pattern=r"^[\w.\-]+/[\w.\-]+$")
     foundry_alias: str = Field(pattern=r"^[\w.\-]+$")
+    revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # the repo's commit to fetch; None: main
     license: str = Field(min_length=1)
     variants: tuple[OnnxVariant, ...] = Field(min_length=1)
     source: str = Field(min_length=1)
 
     def variant(self, device: Literal["cpu", "cuda"]) -> OnnxVariant | None:
         return next((v for v in self.variants if v.device == device), None)
+
+
+class DebianPackage(Frozen):
+    """A .deb the server image installs: a permanent URL and the sha256 the download must have."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.+\-]+$")
+    version: str = Field(pattern=r"^[\w.+:~\-]+$")
+    url: str = Field(pattern=r"^https://snapshot\.debian\.org/archive/debian/\d{8}T\d{6}Z/pool/\S+\.deb$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    source: str = Field(min_length=1)
 
 
 class OnnxServer(Frozen):
@@ -57,7 +68,8 @@ class OnnxServer(Frozen):
     requirements: str = Field(pattern=r"^[\w.\-]+\.txt$")
     platforms: tuple[CpuArch, ...] = Field(min_length=1)
     port: int = Field(gt=0, lt=65536)
-    debian_packages: dict[str, str] = Field(default_factory=dict)  # name -> pinned version
+    debian_packages: tuple[DebianPackage, ...] = ()
+    default_output_tokens: int = Field(gt=0)  # reserved for a request without max_tokens
     source: str = Field(min_length=1)
 
     def requirements_text(self, directory: Path = CATALOG_DIR) -> str:

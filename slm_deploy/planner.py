@@ -66,7 +66,14 @@ from typing import TYPE_CHECKING, Any
 
 from slm_deploy.catalog import Catalog, CatalogModel, Gpu, VmSize, load_catalog, nearest
 from slm_deploy.errors import InputError
-from slm_deploy.onnx_builds import OnnxBuild, OnnxVariant, load_onnx_builds, onnx_kv_bytes_per_token, onnx_weights_bytes
+from slm_deploy.onnx_builds import (
+    OnnxBuild,
+    OnnxVariant,
+    load_onnx_builds,
+    load_onnx_server,
+    onnx_kv_bytes_per_token,
+    onnx_weights_bytes,
+)
 from slm_deploy.spec import (
     DEFAULT_CONTEXT_CAP,
     DEFAULT_CPU_BANDWIDTH_GBPS,
@@ -866,8 +873,11 @@ def _build_plan(req: _Request, target: Target, fit: _Fit, suggestions: tuple[Sug
 
 def _largest_fitting_context(req: _Request, target: Target) -> int | None:
     """Binary search in steps of 1024 tokens; fewer tokens never need more memory."""
-    lo, hi = 1, req.context // MIN_SUGGESTED_CONTEXT
-    if hi < 1 or not _evaluate(replace(req, context=MIN_SUGGESTED_CONTEXT), target).fits:
+    first = 1
+    if req.runtime is Runtime.ONNX:  # shorter contexts are refused whatever the memory (_evaluate_onnx)
+        first = -(-(load_onnx_server().default_output_tokens + ONNX_PROMPT_TOKENS) // MIN_SUGGESTED_CONTEXT)
+    lo, hi = first, req.context // MIN_SUGGESTED_CONTEXT
+    if hi < first or not _evaluate(replace(req, context=first * MIN_SUGGESTED_CONTEXT), target).fits:
         return None
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -1064,6 +1074,10 @@ def _needed_kv(req: _Request, fit: _Fit) -> float:
 # Python, onnxruntime, onnxruntime-genai and Foundry Local's native library, 0.5 GiB.
 
 ONNX_RUNTIME_GIB = 0.5
+# Foundry Local reserves `default_output_tokens` (catalog: 2048) for a chat request without
+# max_tokens and answers 400 when prompt + that exceeds the context; the plan keeps room for a
+# prompt of this many tokens beside it, so such a request is answered.
+ONNX_PROMPT_TOKENS = 512
 
 
 def _onnx_device(target: Target) -> str:
@@ -1123,6 +1137,13 @@ def _evaluate_onnx(req: _Request, target: Target) -> _Fit:
         reason = f"{req.model.id} has no {_onnx_device(target)} variant in its ONNX build"
     elif target.gpu is not None and (target.unified or target.host.cpu_arch is not CpuArch.AMD64):
         reason = f"runtime onnx plans CUDA on amd64 hosts only; {target.gpu.id} is not one (use the CPU, or ollama)"
+    elif req.context < (shortest := load_onnx_server().default_output_tokens + ONNX_PROMPT_TOKENS):
+        reserved = load_onnx_server().default_output_tokens
+        reason = (
+            f"Foundry Local reserves {reserved} output tokens for a request that does not send max_tokens and refuses it "
+            f"(400) when prompt + {reserved} exceed the context; plan context >= {shortest} ({reserved} + a "
+            f"{ONNX_PROMPT_TOKENS}-token prompt), not {req.context}"
+        )
     elif free <= 0:
         reason = f"weights ({_gib(weights)} GiB) and buffers ({_gib(activation + overhead)} GiB) exceed {where}"
     elif max_seqs < req.concurrency:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from slm_deploy.catalog import Catalog
-from slm_deploy.onnx_builds import load_onnx_server
+from slm_deploy.launcher.foundry import QUIET_ENVIRONMENT
+from slm_deploy.onnx_builds import load_onnx_builds, load_onnx_server
 from slm_deploy.planner import Plan
 from slm_deploy.spec import Runtime
 from slm_deploy.templating import render
@@ -79,10 +80,23 @@ def _ollama_tag(plan: Plan) -> str:
 CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
 
 
+# Why Hugging Face refused (401/403), in two pieces: the end of the error's first line and its second line.
+TOKEN_REFUSED = ("the token in ", "/run/secrets/hf_token has no access; accept the licence and store a token that has it")
+# The onnx fetch runs without a token (the repos are public): a refusal means the repo or revision is wrong or gone.
+PUBLIC_REFUSED = (
+    "the fetch sends no token ",
+    "(the repo is public): check the repo and revision in slm-deploy's catalog (onnx_models.yaml)",
+)
+
+
 def _hf_fetch_code(
-    repo: str, revision: str | None = None, patterns: tuple[str, ...] = CHECKPOINT_PATTERNS, local_dir: str | None = None
+    repo: str,
+    revision: str | None = None,
+    patterns: tuple[str, ...] = CHECKPOINT_PATTERNS,
+    local_dir: str | None = None,
+    refused: tuple[str, str] = TOKEN_REFUSED,
 ) -> str:
-    """The one-shot download; a refused token ends with one clear line instead of a traceback."""
+    """The one-shot download; a refused download ends with one clear line (`refused`: why) instead of a traceback."""
     pin = f", revision={revision!r}" if revision else ""
     into = f", local_dir={local_dir!r}" if local_dir else ""
     return (
@@ -93,8 +107,8 @@ def _hf_fetch_code(
         "except Exception as exc:\n"
         "    text = str(exc)\n"
         "    if any(code in text for code in ('401', '403')):\n"
-        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): the token in '\n"
-        "                 '/run/secrets/hf_token has no access; accept the licence and store a token that has it')\n"
+        f"        sys.exit('error: Hugging Face refused the download of {repo} (401/403): {refused[0]}'\n"
+        f"                 {refused[1]!r})\n"
         "    raise\n"
     )
 
@@ -286,6 +300,13 @@ def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, b
 
 ONNX_LAUNCHER = "/opt/slm/foundry_launcher.py"
 ONNX_SCRATCH = "/tmp/foundry"
+# Download argv[1] to argv[3] only if its sha256 is argv[2] (the Dockerfile's .deb pins). One line,
+# no single quote, no `$`: it sits in single quotes in a shell-form RUN.
+DEB_FETCH = (
+    "import hashlib, sys, urllib.request; url, sha256, out = sys.argv[1:4]; "
+    "data = urllib.request.urlopen(url, timeout=300).read(); got = hashlib.sha256(data).hexdigest(); "
+    'sys.exit(f"error: {url}: sha256 {got}, expected {sha256}") if got != sha256 else open(out, "wb").write(data)'
+)
 
 
 def _launcher_source() -> str:
@@ -307,14 +328,16 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
     repo = _hf_repo(plan)
     variant = _arg(plan.runtime_args, "--variant")
     model_dir = f"{OFFLINE_MODEL_DIR if offline else MODEL_DIR}/{repo}"
-    fetch_code = _hf_fetch_code(repo, plan.model_revision, (f"{variant}/*",), model_dir)
+    revision = load_onnx_builds()[plan.model].revision or plan.model_revision
+    fetch_code = _hf_fetch_code(repo, revision, (f"{variant}/*",), model_dir, refused=PUBLIC_REFUSED)
     healthcheck = ["CMD", "python3", ONNX_LAUNCHER, "--scratch", ONNX_SCRATCH, "--check", f"http://127.0.0.1:{port}"]
     files = {"onnx/requirements.txt": server.requirements_text(), "onnx/foundry_launcher.py": _launcher_source()}
     dockerfile = render(
         "Dockerfile.onnx",
         base=catalog.images[server.base_image].ref,
         sdk=server.sdk,
-        debian_packages=sorted(server.debian_packages.items()),
+        debian_packages=server.debian_packages,
+        deb_fetch=DEB_FETCH,
         launcher=ONNX_LAUNCHER,
         fetch_run=json.dumps(["python3", "-c", fetch_code]) if offline else None,
         model_dir=model_dir,
@@ -333,7 +356,9 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             "image": image,
             "pull_policy": "never",  # the image the server service builds
             "entrypoint": ["python3", "-c", fetch_code],
-            "environment": {"HOME": "/tmp", "HF_HOME": "/tmp/hf", "HF_HUB_DISABLE_TELEMETRY": "1"},
+            # HF_HOME on the models volume, as the vLLM fetch: the Hub client caches there (the Xet
+            # downloader's chunk cache under $HF_HOME/xet), too much for the fetch's tmpfs /tmp.
+            "environment": {"HOME": "/tmp", "HF_HOME": f"{MODEL_DIR}/hf", "HF_HUB_DISABLE_TELEMETRY": "1"},
         }
     return RuntimeSpec(
         runtime=Runtime.ONNX,
@@ -342,7 +367,10 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         port=port,
         command=["--model-dir", model_dir, *plan.runtime_args, "--listen", f"http://0.0.0.0:{port}", "--scratch", ONNX_SCRATCH],
         entrypoint=["python3", ONNX_LAUNCHER],
-        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+        # CI=true: undocumented, observed in foundry-local-sdk 2.2.1's log ("CI environment detected;
+        # 1DS upload disabled"); without it the native library keeps looking up its telemetry host
+        # even with non-essential telemetry off (the launcher sets it as well: QUIET_ENVIRONMENT).
+        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", **QUIET_ENVIRONMENT},
         healthcheck=healthcheck,
         uses_hf_token=False,  # Microsoft's ONNX repos are public (MIT); the fetch goes without a token
         fetch=fetch,

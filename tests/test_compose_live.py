@@ -198,7 +198,8 @@ def onnx_wheelhouse() -> Path:
     from tests.standins import CACHE
 
     server = load_onnx_server()
-    pins = server.requirements_text() + json.dumps(server.debian_packages, sort_keys=True)
+    debs = {p.name: p.version for p in server.debian_packages}  # what apt-get download fetches
+    pins = server.requirements_text() + json.dumps(debs, sort_keys=True)
     house = CACHE / f"onnx-wheels-{hashlib.sha256(pins.encode()).hexdigest()[:16]}"
     if house.is_dir():
         return house
@@ -209,9 +210,12 @@ def onnx_wheelhouse() -> Path:
     pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--require-hashes"]
     result = subprocess.run([*pip, "-r", requirements, "-d", str(partial)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"pip download of the onnx server's wheels failed:\n{result.stderr[-3000:]}"
-    for name, version in sorted(server.debian_packages.items()):
-        got = subprocess.run(["apt-get", "download", f"{name}={version}"], cwd=partial, capture_output=True, text=True)
-        assert got.returncode == 0, f"apt-get download {name}={version} failed:\n{got.stderr[-2000:]}"
+    for package in server.debian_packages:
+        pin = f"{package.name}={package.version}"
+        got = subprocess.run(["apt-get", "download", pin], cwd=partial, capture_output=True, text=True)
+        assert got.returncode == 0, f"apt-get download {pin} failed:\n{got.stderr[-2000:]}"
+        # The file the Dockerfile's snapshot.debian.org URL names: same name, and the Dockerfile checks its sha256.
+        assert (partial / package.url.rpartition("/")[2]).is_file(), sorted(p.name for p in partial.iterdir())
     partial.replace(house)
     return house
 
@@ -234,7 +238,8 @@ def _onnx_standin(box: Box) -> None:
     text = (box.dir / "Dockerfile").read_text()
     steps = [
         (r"^(FROM \S+ AS server\n)", r"\1COPY standin-wheels /opt/standin-wheels\n"),
-        (r"^RUN apt-get update \\\n[\s\S]*?rm -rf /var/lib/apt/lists/\*\n", "RUN dpkg -i /opt/standin-wheels/*.deb\n"),
+        # The .deb download keeps its sha256 check; only the URL points at the local copy.
+        (r"https://snapshot\.debian\.org/\S+/([^/\s]+\.deb) ", r"file:///opt/standin-wheels/\1 "),
         (r"^(RUN pip install )", r"\1--no-index --find-links /opt/standin-wheels "),
     ]
     for pattern, replacement in steps:

@@ -5,13 +5,14 @@ generated gateway Caddyfile run by Debian's caddy.
 
 Needs `foundry_local_sdk` and `onnx` importable, either in this venv or in a folder named by
 SLM_FOUNDRY_PYTHONPATH (`pip install --target DIR foundry-local-sdk==2.2.1 onnx==1.23.2`); skipped
-without them unless SLM_REQUIRE_TOOLS=1.
+without them unless SLM_REQUIRE_TOOLS=1. The telemetry test also needs root (unshare -n), strace and ip.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,12 +28,12 @@ from slm_deploy.bundle.writer import build_fleet
 from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need, need_binary, stop
 from tests.test_gateway_live import API_KEY, Gateway, _caddy, free_port, self_signed_cert
-from tests.tiny_onnx_genai import EXTRA_PATH, foundry_env, generate
+from tests.tiny_onnx_genai import CONTEXT, EXTRA_PATH, foundry_env, generate
 
 pytestmark = [pytest.mark.foundry, pytest.mark.tools]
 MODEL_ID = "tiny-generic-cpu:1"
 VARIANT = "cpu_and_mobile/tiny-int4"
-MAX_LENGTH = 64
+MAX_LENGTH = 2560  # the shortest context the planner allows for onnx: 2048 reserved output + a 512-token prompt
 
 
 def _importable(name: str) -> bool:
@@ -115,11 +116,11 @@ def _chat(content: str, stream: bool = False, model: str = MODEL_ID) -> bytes:
 
 def test_launcher_loads_the_model_and_foundry_local_reports_status(served: Served) -> None:
     ready = json.loads((served.scratch / "ready").read_text())
-    # The generated model declares 256 tokens; the launcher capped the KV cache at the planned 64.
+    # The generated model declares 8192 tokens; the launcher capped the KV cache at the planned 2560.
     assert ready == {"model": MODEL_ID, "context_length": MAX_LENGTH, "urls": [served.direct]}
     staged = served.scratch / "cache" / "slm-deploy" / "tiny-generic-cpu-1"
     assert json.loads((staged / "genai_config.json").read_text())["search"]["max_length"] == MAX_LENGTH
-    assert json.loads((served.model_dir / "genai_config.json").read_text())["search"]["max_length"] == 256
+    assert json.loads((served.model_dir / "genai_config.json").read_text())["search"]["max_length"] == CONTEXT
     with urllib.request.urlopen(served.direct + "/status", timeout=10) as resp:
         status = json.loads(resp.read())
     assert status["endpoints"] == [served.direct]
@@ -152,6 +153,15 @@ def test_foundry_local_web_service_answers_a_chat_completion_through_the_gateway
     assert reply["model"] == MODEL_ID and reply["choices"][0]["message"]["content"] == "pong"
 
 
+def test_a_chat_without_max_tokens_is_answered_when_the_context_holds_foundry_locals_default_reply(served: Served) -> None:
+    """Foundry Local reserves 2048 output tokens when a request has no max_tokens (catalog
+    default_output_tokens); the planned context (2048 + a 512-token prompt) holds it, so it answers."""
+    request = {"model": MODEL_ID, "messages": [{"role": "user", "content": "ping"}]}
+    status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=json.dumps(request).encode())
+    assert status == 200, body
+    assert json.loads(body)["choices"][0]["message"]["content"] == "pong"
+
+
 def test_foundry_local_streams_a_chat_completion_through_the_gateway(served: Served) -> None:
     status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=_chat("ping", stream=True))
     assert status == 200, body
@@ -170,3 +180,64 @@ def test_sigterm_stops_the_launcher_cleanly(served: Served) -> None:
     assert served.launcher.wait(timeout=60) == 0
     assert not (served.scratch / "ready").exists()
     assert "stopping" in served.log.read_text()
+
+
+# Runs inside `unshare -n` (a network namespace holding only loopback): brings lo up, starts the
+# launcher under strace (connect/sendto/sendmsg of every thread), sends one chat, keeps serving for
+# QUIET_SECONDS, then stops the launcher with SIGTERM. Nothing it tries can leave the machine.
+QUIET_SECONDS = 20
+_NETNS_DRIVER = r"""
+import json, os, signal, subprocess, sys, time, urllib.request
+from pathlib import Path
+trace, scratch, port, quiet = sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+launcher = sys.argv[5:]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", trace, *launcher])
+deadline = time.monotonic() + 90
+while not (scratch / "ready").exists():
+    if tracer.poll() is not None or time.monotonic() > deadline:
+        sys.exit("the launcher did not come up")
+    time.sleep(0.2)
+chat = {"model": "tiny-generic-cpu:1", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 8}
+request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(chat).encode(),
+                                 headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=60) as resp:
+    print(json.loads(resp.read())["choices"][0]["message"]["content"])
+time.sleep(quiet)
+children = Path(f"/proc/{tracer.pid}/task/{tracer.pid}/children").read_text().split()
+for child in children:
+    os.kill(int(child), signal.SIGTERM)
+sys.exit(tracer.wait(timeout=60))
+"""
+LOOPBACK = ('inet_addr("127.0.0.1")', 'inet_pton(AF_INET6, "::1"')
+
+
+def test_the_launcher_sends_nothing_beyond_loopback_while_serving(tmp_path: Path) -> None:
+    """foundry-local-sdk 2.2.1's native library looks up mobile.events.data.microsoft.com every few
+    seconds even with non-essential telemetry disabled, and writes a device id under $HOME, unless
+    CI=true is in its environment; the launcher sets it. Under strace in a loopback-only network
+    namespace: no connect or sendto to any address but 127.0.0.1 and ::1 (a DNS lookup is one, to
+    the resolver's address), and nothing written in HOME."""
+    need(_importable("foundry_local_sdk") and _importable("onnx"), "foundry-local-sdk and onnx are not installed")
+    need(os.geteuid() == 0, "a network namespace (unshare -n) needs root")
+    for tool in ("unshare", "strace", "ip"):
+        need_binary(tool)
+    repo = tmp_path / "repo"
+    made = generate(repo / VARIANT)
+    assert made.returncode == 0, made.stderr
+    home = tmp_path / "home"
+    home.mkdir()
+    scratch, trace, port = tmp_path / "scratch", tmp_path / "trace", free_port()
+    launcher = [sys.executable, "-m", "slm_deploy.launcher.foundry", "--model-dir", str(repo), "--variant", VARIANT]
+    launcher += ["--max-length", str(MAX_LENGTH), "--model-id", MODEL_ID, "--listen", f"http://127.0.0.1:{port}"]
+    launcher += ["--scratch", str(scratch)]
+    driver = ["unshare", "-n", "--", sys.executable, "-c", _NETNS_DRIVER, str(trace), str(scratch), str(port)]
+    result = subprocess.run(
+        [*driver, str(QUIET_SECONDS), *launcher], env=foundry_env(home), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "pong", result.stderr[-3000:]
+    calls = trace.read_text().splitlines()
+    assert any("connect(" in line and LOOPBACK[0] in line for line in calls)  # strace saw the catalog query
+    beyond = [line for line in calls if ("AF_INET" in line) and not any(address in line for address in LOOPBACK)]
+    assert beyond == [], "\n".join(beyond[:10])
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []

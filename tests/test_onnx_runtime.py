@@ -57,12 +57,14 @@ def test_nvidia_gpu_gets_the_cuda_variant_with_an_fp16_kv_cache() -> None:
 
 
 def test_too_long_a_context_is_refused_with_a_context_that_fits() -> None:
-    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=16384, concurrency=4), CPU_BOX)
+    box = Hardware(cpus=8, memory_gib=32)
+    p = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=16384, concurrency=4), box)
     assert not p.fits
-    assert p.reason is not None and "exceed" in p.reason
+    assert p.reason is not None and "KV cache" in p.reason
     (context,) = [s.change for s in p.suggestions if s.change.startswith("context=")]
     fitted = int(context.split("=")[1])
-    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=fitted, concurrency=4), CPU_BOX).fits
+    assert fitted >= 2560  # never one that Foundry Local's default output budget does not fit in
+    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=fitted, concurrency=4), box).fits
 
 
 def test_jetson_is_refused_for_onnx() -> None:
@@ -138,10 +140,25 @@ def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_o
 
     assert bundle.files["onnx/foundry_launcher.py"] == Path(foundry.__file__).read_bytes()
     assert "allow_patterns=['cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*']" in fetch["entrypoint"][2]
+    # The commit the catalog pins, not whatever `main` is on the day of the fetch.
+    assert "revision='fc04c8f93df696602fd9f300a30d1bf2e3081347'" in fetch["entrypoint"][2]
+    # Microsoft's ONNX repos are public and the fetch has no token: a 401/403 says so, not "the token in /run/secrets".
+    assert "/run/secrets/hf_token" not in fetch["entrypoint"][2] and "hf_token" not in compose["secrets"]
+    assert "(the repo is public): check the repo and revision" in fetch["entrypoint"][2]
+    compile(fetch["entrypoint"][2], "model-fetch", "exec")
+    # The Hub client's caches (the Xet chunk cache under $HF_HOME/xet) go to the models volume, not
+    # to the fetch container's tmpfs /tmp, which several GB of model.onnx.data would fill.
+    assert fetch["environment"]["HF_HOME"] == "/models/hf"
+    assert {"type": "volume", "source": "models", "target": "/models"} in fetch["volumes"]
+    # Foundry Local's native library stops its telemetry upload (and DNS lookups) only with CI=true.
+    assert server["environment"]["CI"] == "true"
     command = server["command"]
     assert command[command.index("--model-dir") + 1] == "/models/microsoft/Phi-4-mini-instruct-onnx"
     assert command[command.index("--model-id") + 1] == "Phi-4-mini-instruct-generic-cpu:1"
-    assert "`Phi-4-mini-instruct-generic-cpu:1`: that is the `model` to send to the API" in bundle.files["README.md"].decode()
+    readme = " ".join(bundle.files["README.md"].decode().split())
+    assert "`Phi-4-mini-instruct-generic-cpu:1`: that is the `model` to send to the API" in readme
+    assert "Send `max_tokens` with every request: without it Foundry Local reserves 2048 output tokens" in readme
+    assert "Foundry Local does not limit concurrent requests: the concurrency above (2)" in readme
     assert "onnx" not in bundle.files["prometheus/prometheus.yml"].decode()  # Foundry Local has no /metrics
     board = json.loads(bundle.files["grafana/provisioning/dashboards/gateway.json"])
     assert "Foundry Local (runtime onnx) exports no Prometheus metrics" in board["description"]
@@ -282,3 +299,53 @@ def test_a_windows_or_macos_box_is_refused_with_what_is_missing(tmp_path: Path, 
     data["boxes"][0]["os"] = "linux"  # saying so is allowed
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(data))
     assert run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out")).returncode == 0
+
+
+def test_a_context_that_cannot_hold_foundry_locals_default_output_budget_is_refused() -> None:
+    """Foundry Local reserves 2048 output tokens for a request without max_tokens (catalog: the live
+    400 error); a plan whose context cannot hold that plus a prompt would answer such requests 400."""
+    from slm_deploy.onnx_builds import load_onnx_server
+
+    reserved = load_onnx_server().default_output_tokens
+    assert reserved == 2048
+    short = plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=2048, concurrency=1), CPU_BOX)
+    assert not short.fits
+    assert short.reason is not None and "2048 output tokens" in short.reason and "max_tokens" in short.reason
+    assert "context >= 2560" in short.reason
+    assert plan(Serving(model="phi-4-mini-instruct", runtime="onnx", context=2560, concurrency=1), CPU_BOX).fits
+
+
+def test_the_onnx_dockerfile_installs_its_debian_package_from_a_fixed_url_checked_against_its_sha256(tmp_path: Path) -> None:
+    """deb.debian.org keeps only the current version of a package, so `apt-get install libatomic1=<version>`
+    breaks at the next point release; the Dockerfile downloads the pinned .deb from snapshot.debian.org
+    (which keeps every version) and refuses it unless its sha256 is the catalog's."""
+    import re
+    import subprocess
+    import sys
+
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+    from slm_deploy.onnx_builds import load_onnx_server
+
+    (package,) = load_onnx_server().debian_packages
+    assert package.url.startswith("https://snapshot.debian.org/archive/debian/2")
+    assert package.url.endswith(f"/{package.name}_{package.version}_amd64.deb")
+    fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
+    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == "branch-0013"))
+    dockerfile = bundle.files["Dockerfile"].decode()
+    assert "apt-get" not in dockerfile
+    (run,) = [line for line in dockerfile.splitlines() if package.url in line]
+    assert run.startswith("RUN python3 -c '") and run.endswith(f" {package.url} {package.sha256} /tmp/{package.name}.deb \\")
+    assert f"dpkg -i /tmp/{package.name}.deb" in dockerfile
+    code = re.match(r"RUN python3 -c '([^']*)'", run).group(1)  # type: ignore[union-attr]
+    deb = tmp_path / "p.deb"
+    deb.write_bytes(b"a package")
+    url, out = deb.as_uri(), tmp_path / "out.deb"
+    import hashlib
+
+    good = hashlib.sha256(b"a package").hexdigest()
+    assert subprocess.run([sys.executable, "-c", code, url, good, str(out)], check=False).returncode == 0
+    assert out.read_bytes() == b"a package"
+    out.unlink()
+    bad = subprocess.run([sys.executable, "-c", code, url, "0" * 64, str(out)], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and f"sha256 {good}, expected {'0' * 64}" in bad.stderr and not out.exists()

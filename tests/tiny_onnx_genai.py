@@ -21,7 +21,7 @@ EXTRA_PATH = os.environ.get("SLM_FOUNDRY_PYTHONPATH", "")
 
 REPLY = "pong"
 HEAD_SIZE = 4
-CONTEXT = 256
+CONTEXT = 8192  # longer than any planned onnx context (>= 2560), so the launcher's cap applies
 
 
 def _byte_symbols() -> list[str]:

@@ -19,7 +19,7 @@ from slm_deploy.fleet import Box, Fleet
 from slm_deploy.gateway import API_PATHS, caddyfile, route
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from slm_deploy.observability.scrape import ScrapeTarget, prometheus_config
-from slm_deploy.onnx_builds import onnx_box_problem
+from slm_deploy.onnx_builds import load_onnx_server, onnx_box_problem
 from slm_deploy.planner import Plan, plan_colocated
 from slm_deploy.runtimes import METRICS_PATH, RuntimeSpec, runtime_image_id, runtime_spec
 from slm_deploy.spec import Runtime
@@ -329,6 +329,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         cache_disk_gib=sum(p.resources.cache_disk_gib for p in plans),
         startup_minutes=max(p.resources.startup_budget_seconds for p in plans) // 60,
         served_as=_served_as(spec),
+        onnx_output_tokens=load_onnx_server().default_output_tokens,
     )
     encoded = {path: text.encode() for path, text in files.items()}
     encoded[IMAGE_LIST] = image_list(box, images)

@@ -14,7 +14,10 @@ locally cached models") but never described ("Populated model info for 0 models"
 holding genai_config.json and an inference_model.json that names the model id, files linked, the
 fetched folder untouched; and (2) answers Foundry Local's catalog query (POST
 /asset-gallery/v1.0/models, the `value` list of the asset-gallery response) from 127.0.0.1 with one
-entry describing that model. The public catalog is never asked, so nothing leaves the box.
+entry describing that model. The public catalog is never asked. Telemetry: with non-essential
+telemetry disabled the native library still tries to upload (it looks up
+mobile.events.data.microsoft.com); the launcher also sets CI=true (QUIET_ENVIRONMENT below), after
+which it tries nothing beyond loopback (tested), and the server's network is internal besides.
 
 The staged genai_config.json caps search.max_length (and context_length) at the planned context
 (`--max-length`): the builder's graphs share past and present KV buffers, so ONNX Runtime GenAI
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -48,6 +52,14 @@ TASK = "chat-completion"
 # Foundry Local's names for the device and execution provider of a catalog variant.
 DEVICES = {"cpu": ("CPU", "CPUExecutionProvider"), "cuda": ("GPU", "CUDAExecutionProvider")}
 EXIT_BAD_MODEL = 2
+# An undocumented switch, observed in foundry-local-sdk 2.2.1's own log: with non-essential
+# telemetry disabled the native library still says "non-essential 1DS upload disabled (ProcessInfo
+# still uploads)", looks up mobile.events.data.microsoft.com every few seconds and writes a device
+# id and sqlite queues under $HOME/.cache/Microsoft/DeveloperTools; with CI=true in its environment
+# it logs "CI environment detected; 1DS upload disabled" and does none of that (tested under strace
+# in a loopback-only network namespace: tests/test_foundry_live.py). Set before the library loads,
+# so it holds wherever the launcher runs, not only in the generated compose service (which sets it too).
+QUIET_ENVIRONMENT = {"CI": "true"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,6 +171,7 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
+    os.environ.update(QUIET_ENVIRONMENT)  # before the native library is loaded and initialized
     from foundry_local_sdk import Configuration, FoundryLocalManager, LogLevel
 
     scratch: Path = args.scratch

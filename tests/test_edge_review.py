@@ -208,6 +208,9 @@ def test_16_readme_rotation_recreates_only_the_gateway_and_the_ca_is_readable() 
     box = files("store-0001")
     readme = box["README.md"]
     assert "--force-recreate --no-deps gateway" in readme
+    # the README's next command is the health check: the rotation returns once the new gateway is
+    # healthy, not while it starts (the live test ran into "connection refused" there)
+    assert "docker compose up -d --wait --force-recreate --no-deps gateway" in readme
     assert "--cacert secrets/tls_cert" not in readme
     assert "--cacert gateway/tls_cert.pem" in readme
     assert "gateway/tls_cert.pem" in box["init-secrets.sh"] and "chmod 0644 gateway/tls_cert.pem" in box["init-secrets.sh"]

@@ -25,6 +25,7 @@ from slm_deploy.observability.logs import (
     logs_budget,
     loki_config,
     loki_rule_groups,
+    pipeline_rule_groups,
     volume_rule_groups,
 )
 from slm_deploy.yamlout import dump
@@ -337,6 +338,7 @@ def test_runbooks_cover_the_log_alerts() -> None:
     runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
     names = [r["alert"] for r in loki_rule_groups(["vllm"])[0]["rules"]]
     names += [r["alert"] for r in volume_rule_groups(logs_budget(LogsOptions(), 100))[0]["rules"]]
+    names += [r["alert"] for edge in (True, False) for r in pipeline_rule_groups("loki", "alloy", edge=edge)[0]["rules"]]
     for name in names:
         assert f"## {name.lower()}" in runbooks
 
@@ -551,3 +553,97 @@ def test_a_model_server_set_becomes_one_selector() -> None:
     rules = loki_rule_groups(["llamacpp", "vllm"], where="pod")[0]["rules"]
     assert rules[0]["expr"].startswith('sum by (pod, service) (count_over_time({service=~"llamacpp|vllm"} |~ `')
     assert "{{ $labels.pod }}" in rules[0]["annotations"]["summary"]
+
+
+# ------------------------------------------------------------------ log collection that stops (review item 2)
+
+
+def _promtool_cases(tmp_path: Path, groups: list[dict[str, Any]], tests: list[dict[str, Any]]) -> None:
+    promtool = need_binary("promtool")
+    (tmp_path / "rules.yml").write_text(dump({"groups": groups}))
+    (tmp_path / "tests.yml").write_text(dump({"rule_files": ["rules.yml"], "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _case(
+    groups: list[dict[str, Any]], series: dict[str, str], alert: str, fires: list[dict[str, str]], at: str = "40m"
+) -> dict[str, Any]:
+    """A promtool case: `fires` are the labels of each alert expected at `at` (the rule's own annotations)."""
+    rule = next(r for g in groups for r in g["rules"] if r.get("alert") == alert)
+    expected = []
+    for labels in fires:
+        annotations = {k: v.replace("{{ $labels.job }}", labels.get("job", "")) for k, v in rule["annotations"].items()}
+        expected.append({"exp_labels": labels, "exp_annotations": annotations})
+    return {
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series.items()],
+        "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": expected}],
+    }
+
+
+def _edge_jobs() -> dict[str, str]:
+    """The job names the bundle's Prometheus gives Loki's and Alloy's targets (read from its scrape config)."""
+    config = yaml.safe_load(_files(LOGS_BOX.id)["prometheus/prometheus.yml"])
+    return {
+        job["static_configs"][0]["targets"][0].split(":")[0]: job["job_name"]
+        for job in config["scrape_configs"]
+        if job["static_configs"][0]["targets"][0].split(":")[0] in ("loki", "alloy")
+    }
+
+
+@pytest.mark.tools
+def test_edge_alerts_when_loki_or_alloy_is_down_or_alloy_tails_nothing(tmp_path: Path) -> None:
+    groups = yaml.safe_load(_files(LOGS_BOX.id)["prometheus/rules/slm-logs.rules.yml"])["groups"]
+    jobs = _edge_jobs()
+    assert set(jobs) == {"loki", "alloy"}
+    loki, alloy = (f'up{{job="{jobs[name]}", slm_role="logs"}}' for name in ("loki", "alloy"))
+    down = {"severity": "warning", "slm_role": "logs"}
+    tailing = f'loki_source_file_files_active_total{{component_id="loki.source.file.containers", job="{jobs["alloy"]}"}}'
+    _promtool_cases(
+        tmp_path,
+        groups,
+        [
+            _case(groups, {loki: "0x40", alloy: "1x40"}, "LogCollectorDown", [{**down, "job": jobs["loki"]}]),
+            _case(groups, {loki: "1x40", alloy: "0x40"}, "LogCollectorDown", [{**down, "job": jobs["alloy"]}]),
+            _case(groups, {loki: "1x40", alloy: "1x40"}, "LogCollectorDown", []),
+            # down for 10 minutes (a restart, an upgrade): quiet; `for: 15m`
+            _case(groups, {loki: "1x29 0x10", alloy: "1x40"}, "LogCollectorDown", []),
+            _case(groups, {tailing: "0x40"}, "LogTailingNothing", [{"severity": "warning"}]),
+            _case(groups, {tailing: "12x40"}, "LogTailingNothing", []),
+        ],
+    )
+    for rule in groups[1]["rules"]:
+        assert rule["for"] == "15m" and {"summary", "description", "runbook_url"} <= set(rule["annotations"])
+
+
+@pytest.mark.tools
+def test_kubernetes_scrapes_alloy_and_alerts_when_log_collection_stops(dev_stack: Any, tmp_path: Path) -> None:
+    from slm_deploy.catalog.platform import load_chart_profiles
+
+    assert _release(dev_stack, "alloy").inputs["values"]["serviceMonitor"] == {"enabled": True}
+    assert _release(dev_stack, "loki").inputs["values"]["monitoring"]["serviceMonitor"]["enabled"] is True
+    profiles = load_chart_profiles()
+    # The job labels the charts' ServiceMonitors give (catalog chart_profiles.yaml, read in each chart).
+    loki_job = profiles[("loki", "6.46.0")].components[0].metrics_job
+    alloy_job = profiles[("alloy", "1.2.1")].components[0].metrics_job
+    assert (loki_job, alloy_job) == ("logs/loki", "alloy")
+    rule = next(r.inputs for r in dev_stack.resources if r.inputs.get("kind") == "PrometheusRule")
+    groups = [g for g in rule["spec"]["groups"] if g["name"] == "slm-logs-pipeline"]
+    assert [r["alert"] for r in groups[0]["rules"]] == ["LogCollectorDown", "LogCollectorTargetMissing", "LogsNotReceived"]
+    loki, alloy = f'up{{job="{loki_job}"}}', f'up{{job="{alloy_job}"}}'
+    lines = f'loki_distributor_lines_received_total{{tenant="fake", job="{loki_job}"}}'
+    _promtool_cases(
+        tmp_path,
+        groups,
+        [
+            _case(groups, {loki: "1x40", alloy: "0x40"}, "LogCollectorDown", [{"severity": "warning", "job": alloy_job}]),
+            _case(groups, {loki: "1x40", alloy: "1x40"}, "LogCollectorDown", []),
+            _case(groups, {loki: "1x40"}, "LogCollectorTargetMissing", [{"severity": "warning", "job": alloy_job}]),
+            _case(groups, {loki: "1x40", alloy: "1x40"}, "LogCollectorTargetMissing", []),
+            _case(groups, {loki: "1x80", lines: "100+10x20 300x60"}, "LogsNotReceived", [{"severity": "warning"}], at="80m"),
+            _case(groups, {loki: "1x80"}, "LogsNotReceived", [{"severity": "warning"}], at="80m"),  # never a line
+            _case(groups, {loki: "1x80", lines: "100+10x80"}, "LogsNotReceived", [], at="80m"),
+            _case(groups, {loki: "0x80"}, "LogsNotReceived", [], at="80m"),  # Loki down: LogCollectorDown says so
+        ],
+    )

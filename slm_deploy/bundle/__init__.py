@@ -160,9 +160,9 @@ def _scrape_targets(spec: RuntimeSpec, box: Box, gpus: bool) -> list[ScrapeTarge
     if gpus:
         targets.append(ScrapeTarget("dcgm", "dcgm-exporter:9400", "gpu"))
     if box.options.logs.enabled:
-        from slm_deploy.observability.logs import ALLOY_PORT, LOKI_PORT
+        from slm_deploy.observability.logs import ALLOY_JOB, ALLOY_PORT, LOKI_JOB, LOKI_PORT
 
-        targets += [ScrapeTarget("loki", f"loki:{LOKI_PORT}", "logs"), ScrapeTarget("alloy", f"alloy:{ALLOY_PORT}", "logs")]
+        targets += [ScrapeTarget(LOKI_JOB, f"loki:{LOKI_PORT}", "logs"), ScrapeTarget(ALLOY_JOB, f"alloy:{ALLOY_PORT}", "logs")]
     return targets
 
 

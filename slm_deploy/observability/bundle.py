@@ -11,15 +11,18 @@ from functools import lru_cache
 
 from slm_deploy.fleet import Box, SloThresholds
 from slm_deploy.observability.dashboards import dashboards
-from slm_deploy.observability.logs import DATASOURCE as LOKI_DATASOURCE
 from slm_deploy.observability.logs import (
+    ALLOY_JOB,
+    LOKI_JOB,
     TENANT,
     alloy_config,
     logs_budget,
     loki_config,
     loki_rule_groups,
+    pipeline_rule_groups,
     volume_rule_groups,
 )
+from slm_deploy.observability.logs import DATASOURCE as LOKI_DATASOURCE
 from slm_deploy.observability.rules import rule_groups
 from slm_deploy.yamlout import dump
 
@@ -84,5 +87,7 @@ def log_files(box: Box, fleet: str, service: str) -> dict[str, str]:
         "loki/loki.yaml": dump(loki_config(budget), header),
         f"loki/rules/{TENANT}/slm-logs.rules.yml": dump({"groups": loki_rule_groups([service])}, LOG_RULES_HEADER),
         "alloy/config.alloy": alloy_config(box.id, fleet),
-        "prometheus/rules/slm-logs.rules.yml": dump({"groups": volume_rule_groups(budget)}, RULES_HEADER),
+        "prometheus/rules/slm-logs.rules.yml": dump(
+            {"groups": volume_rule_groups(budget) + pipeline_rule_groups(LOKI_JOB, ALLOY_JOB, edge=True)}, RULES_HEADER
+        ),
     }

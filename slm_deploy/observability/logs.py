@@ -23,10 +23,14 @@ from typing import Any
 
 from slm_deploy.fleet import LogsOptions
 from slm_deploy.observability.rules import RUNBOOK_BASE
+from slm_deploy.observability.rules import _alert as prometheus_alert
 
 LOKI_PORT = 3100
 ALLOY_PORT = 12345
 LOKI_URL = f"http://loki:{LOKI_PORT}"
+# The edge Prometheus's scrape jobs for them (bundle/__init__.py _scrape_targets); the pipeline alerts name them.
+LOKI_JOB = "loki"
+ALLOY_JOB = "alloy"
 LOKI_DATA = "/loki"
 LOKI_CONFIG = "/etc/loki/loki.yaml"
 LOKI_RULES = "/etc/loki/rules"
@@ -263,6 +267,66 @@ def volume_rule_groups(budget: LogsBudget) -> list[dict[str, Any]]:
             ],
         }
     ]
+
+
+# Alloy v1.10.2 internal/component/loki/source/file/metrics.go: a gauge, registered (at 0) when
+# loki.source.file starts; Loki v3.5.8 pkg/loghttp/push/push.go: a counter per tenant, created by the first push.
+FILES_TAILED = "loki_source_file_files_active_total"
+LINES_RECEIVED = "loki_distributor_lines_received_total"
+SILENT_FOR = "15m"
+
+
+def pipeline_rule_groups(loki_job: str, alloy_job: str, *, edge: bool) -> list[dict[str, Any]]:
+    """Alerts when log collection stops, so the log alerts do not go silent unseen (warning: the model
+    still serves; what is lost is the log view and the out-of-memory and CUDA alerts)."""
+    jobs = f"{loki_job}|{alloy_job}"
+    rules = [
+        prometheus_alert(
+            "LogCollectorDown",
+            f'up{{job=~"{jobs}"}} == 0',
+            SILENT_FOR,
+            "warning",
+            "{{ $labels.job }} is down: container logs are not collected",
+            "Prometheus cannot scrape {{ $labels.job }}: no log lines reach Loki, and the out-of-memory and CUDA log alerts "
+            "are silent.",
+        )
+    ]
+    if edge:
+        rules.append(
+            prometheus_alert(
+                "LogTailingNothing",
+                f"sum({FILES_TAILED}) == 0",
+                SILENT_FOR,
+                "warning",
+                "Alloy tails no container log file",
+                f"Alloy finds no json-file log under {DOCKER_CONTAINERS} (Docker's data-root elsewhere, userns-remap, "
+                "rootless or snap Docker, SELinux): no log lines reach Loki and the log alerts are silent.",
+            )
+        )
+    else:
+        rules += [
+            prometheus_alert(
+                "LogCollectorTargetMissing",
+                f'absent(up{{job="{loki_job}"}}) or absent(up{{job="{alloy_job}"}})',
+                SILENT_FOR,
+                "warning",
+                "{{ $labels.job }} is not scraped",
+                "Prometheus has no target for {{ $labels.job }}: its ServiceMonitor is missing or not selected, so a stopped "
+                "log collection would not alert.",
+            ),
+            # The gateway logs every request, the kubelet's probes included (every 10 s): a silent
+            # half hour means Alloy reads nothing (RBAC, the API server) or cannot push.
+            prometheus_alert(
+                "LogsNotReceived",
+                f'(sum(increase({LINES_RECEIVED}[30m])) or on() vector(0)) == 0 and on() (up{{job="{loki_job}"}} == 1)',
+                SILENT_FOR,
+                "warning",
+                "Loki has received no log line for 30 minutes",
+                "Loki is up but no line arrived in 30 minutes although the serving namespace's probes log every few "
+                "seconds: Alloy reads or pushes nothing, and the log alerts are silent.",
+            ),
+        ]
+    return [{"name": "slm-logs-pipeline", "rules": rules}]
 
 
 def datasource(url: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRefArgs, SubjectArgs
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.catalog.platform import ChartComponent, load_chart_profiles
 from slm_deploy.environment import LogsSpec
 from slm_deploy.observability.logs import (
     LOKI_PORT,
@@ -32,6 +33,8 @@ from slm_deploy.observability.logs import (
     datasource,
     loki_config,
     loki_rule_groups,
+    pipeline_rule_groups,
+    volume_rule_groups,
 )
 from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 from slm_deploy.stacks.k8s.common import chart_release
@@ -53,6 +56,20 @@ CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
     **SECCOMP,
 }
+
+
+def chart_component(catalog: Catalog, chart: str) -> ChartComponent:
+    """The chart's one component (chart_profiles.yaml): its pods' labels and its metrics' job."""
+    return load_chart_profiles()[(chart, catalog.charts[chart].version)].components[0]
+
+
+def logs_alert_groups(spec: LogsSpec, catalog: Catalog) -> list[dict[str, Any]]:
+    """The Prometheus side of the logs: the size guard, and alerts when collection stops."""
+    loki_job, alloy_job = (chart_component(catalog, chart).metrics_job for chart in ("loki", "alloy"))
+    if loki_job is None or alloy_job is None:
+        raise ValueError("chart_profiles.yaml names no metrics_job for the loki or alloy chart")
+    budget = budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days)
+    return volume_rule_groups(budget) + pipeline_rule_groups(loki_job, alloy_job, edge=False)
 
 
 def loki_values(spec: LogsSpec) -> dict[str, Any]:
@@ -99,6 +116,7 @@ def alloy_values(serving_namespace: str, cluster: str) -> dict[str, Any]:
     """One Alloy for the serving namespace (its image: pin_chart_images)."""
     return {
         "crds": {"create": False},
+        "serviceMonitor": {"enabled": True},  # chart default false: Alloy unscraped, its silence unseen
         "rbac": {"create": False},  # the chart's ClusterRole reads nodes/proxy and more; a Role below reads pods/log
         "serviceAccount": {"create": True, "name": ALLOY_ACCOUNT},
         "configReloader": {"enabled": False},  # another image; a config change rolls the pod instead

@@ -156,7 +156,7 @@ def test_loki_and_alloy_are_hardened_internal_and_unpublished() -> None:
         service = services[name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        assert service["networks"] == ["internal"] and "ports" not in service, name
+        assert service["networks"] == ["logs"] and "ports" not in service, name
         assert "cap_add" not in service, name
         assert service["deploy"]["resources"]["limits"]["memory"], name
     assert services["loki"]["user"] == "10001:10001"
@@ -166,6 +166,20 @@ def test_loki_and_alloy_are_hardened_internal_and_unpublished() -> None:
     assert all(v["read_only"] for v in binds)
     assert [v["source"] for v in binds if v["source"].startswith("/")] == ["/var/lib/docker/containers"]
     assert not any("docker.sock" in str(v) or str(v.get("source", "")).startswith(("/run", "/var/run")) for v in alloy["volumes"])
+
+
+def test_only_the_services_that_need_loki_share_its_network() -> None:
+    """Loki is unauthenticated: a container that reaches it reads every log or pushes forged lines (a fake
+    "CUDA out of memory" pages ModelServerOutOfMemory). Alloy pushes, Grafana queries, Prometheus scrapes
+    Loki and Alloy, Loki's ruler notifies Alertmanager; nothing else shares their network."""
+    compose = yaml.safe_load(_files(LOGS_BOX.id)["compose.yaml"])
+    services, networks = compose["services"], compose["networks"]
+    (logs_network,) = services["loki"]["networks"]
+    assert networks[logs_network] == {"driver": "bridge", "internal": True}
+    on_it = {name for name, service in services.items() if logs_network in service.get("networks", [])}
+    assert on_it == {"loki", "alloy", "grafana", "prometheus", "alertmanager"}
+    assert {"open-webui", "vllm", "gateway"} <= set(services) - on_it
+    assert services["alloy"]["networks"] == [logs_network]
 
 
 def test_every_service_tags_its_log_lines_with_its_compose_service() -> None:

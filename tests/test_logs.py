@@ -661,3 +661,36 @@ def test_kubernetes_scrapes_alloy_and_alerts_when_log_collection_stops(dev_stack
             _case(groups, {loki: "0x80"}, "LogsNotReceived", [], at="80m"),  # Loki down: LogCollectorDown says so
         ],
     )
+
+
+def test_loki_and_alloy_on_kubernetes_take_traffic_only_from_who_needs_it(dev_stack: Any) -> None:
+    """Ingress-only policies (egress needs the API server, whose address AKS does not fix): Loki's port
+    from the Alloy pods and the monitoring namespace (Grafana queries, Prometheus scrapes); Alloy's from
+    the monitoring namespace. The selectors are the charts' own pod labels for releases named after
+    the charts: loki 6.46.0 single-binary/statefulset.yaml (loki.singleBinarySelectorLabels), alloy
+    1.2.1 controllers/_pod.yaml (alloy.selectorLabels)."""
+    loki_pods = {
+        "app.kubernetes.io/name": "loki",
+        "app.kubernetes.io/instance": "loki",
+        "app.kubernetes.io/component": "single-binary",
+    }
+    alloy_pods = {"app.kubernetes.io/name": "alloy", "app.kubernetes.io/instance": "alloy"}
+    assert {_release(dev_stack, chart).inputs["name"] for chart in ("loki", "alloy")} == {"loki", "alloy"}
+    policies = {
+        r.inputs["metadata"]["name"]: r.inputs["spec"]
+        for r in dev_stack.resources
+        if r.type.endswith(":NetworkPolicy") and r.inputs["metadata"].get("namespace") == "logs"
+    }
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    loki = policies["loki-ingress"]
+    assert loki["podSelector"] == {"matchLabels": loki_pods} and loki["policyTypes"] == ["Ingress"]
+    assert loki["ingress"][0] == {
+        "from": [{"podSelector": {"matchLabels": alloy_pods}}, monitoring],
+        "ports": [{"port": 3100, "protocol": "TCP"}],
+    }
+    assert loki["ingress"][1] == {"from": [{"podSelector": {"matchLabels": loki_pods}}]}  # its own ring (memberlist)
+    alloy = policies["alloy-ingress"]
+    assert alloy["podSelector"] == {"matchLabels": alloy_pods} and alloy["policyTypes"] == ["Ingress"]
+    assert alloy["ingress"] == [{"from": [monitoring], "ports": [{"port": 12345, "protocol": "TCP"}]}]
+    assert _release(dev_stack, "loki").inputs["values"]["loki"]["server"]["http_listen_port"] == 3100
+    assert _release(dev_stack, "alloy").inputs["values"]["alloy"]["listenPort"] == 12345

@@ -8,8 +8,9 @@ Loki's ruler evaluates the same log alerts as the edge bundles (out-of-memory an
 from a ConfigMap mounted into the single binary (not the chart's rules sidecar: another image), and
 sends them to the monitoring release's Alertmanager.
 
-Not built here (see docs/day2.md): NetworkPolicies for the `logs` namespace (Alloy needs the API
-server, whose address AKS does not fix).
+Loki has no authentication: Ingress-only NetworkPolicies let Loki's port be reached from the Alloy
+pods and the monitoring namespace only, and Alloy's from the monitoring namespace. No egress policy
+(see docs/day2.md): Alloy needs the API server, whose address AKS does not fix.
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ from typing import Any
 
 import pulumi
 from pulumi_kubernetes.core.v1 import ConfigMap, Namespace
-from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    NetworkPolicy,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRefArgs, SubjectArgs
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.catalog.platform import ChartComponent, load_chart_profiles
 from slm_deploy.environment import LogsSpec
 from slm_deploy.observability.logs import (
+    ALLOY_PORT,
     LOKI_PORT,
     LOKI_RULES,
     TENANT,
@@ -37,7 +46,7 @@ from slm_deploy.observability.logs import (
     volume_rule_groups,
 )
 from slm_deploy.stacks.k8s.chart_images import pin_chart_images
-from slm_deploy.stacks.k8s.common import chart_release
+from slm_deploy.stacks.k8s.common import chart_release, from_monitoring
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from slm_deploy.yamlout import dump
 
@@ -81,6 +90,7 @@ def loki_values(spec: LogsSpec) -> dict[str, Any]:
         "deploymentMode": "SingleBinary",
         "loki": {
             "auth_enabled": False,
+            "server": {"http_listen_port": LOKI_PORT},  # the chart's default, stated: the NetworkPolicy opens it
             "commonConfig": {"replication_factor": 1},
             "storage": {"type": "filesystem"},
             "schemaConfig": config["schema_config"],
@@ -137,12 +147,50 @@ def alloy_values(serving_namespace: str, cluster: str) -> dict[str, Any]:
         "alloy": {
             "configMap": {"create": True, "content": alloy_kubernetes_config(serving_namespace, cluster, LOKI_URL)},
             "storagePath": ALLOY_STORAGE,
+            "listenPort": ALLOY_PORT,  # the chart's default, stated: the NetworkPolicy opens it
             "enableReporting": False,
             "mounts": {"varlog": False, "dockercontainers": False, "extra": [{"name": "storage", "mountPath": ALLOY_STORAGE}]},
             "securityContext": {"runAsNonRoot": True, "runAsUser": ALLOY_UID, **CONTAINER},
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         },
     }
+
+
+def _pods(labels: dict[str, str]) -> NetworkPolicyPeerArgs:
+    return NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels=labels))
+
+
+def _tcp(port: int) -> list[NetworkPolicyPortArgs]:
+    return [NetworkPolicyPortArgs(port=port, protocol="TCP")]
+
+
+def ingress_policies(name: str, catalog: Catalog, opts: pulumi.ResourceOptions) -> None:
+    """Loki's port from Alloy and the monitoring namespace (Grafana, Prometheus), Alloy's from the
+    monitoring namespace; the selectors are the charts' pod labels (chart_profiles.yaml). Ingress only:
+    Loki's ruler reaches Alertmanager and Alloy the API server unhindered."""
+    loki, alloy = (chart_component(catalog, chart).pod_labels for chart in ("loki", "alloy"))
+    if not loki or not alloy:
+        raise ValueError("chart_profiles.yaml names no pod_labels for the loki or alloy chart")
+    rules = {
+        "loki-ingress": (
+            loki,
+            [
+                NetworkPolicyIngressRuleArgs(from_=[_pods(alloy), from_monitoring()], ports=_tcp(LOKI_PORT)),
+                # Its own pods: the single binary joins its ring (memberlist) through its own Service.
+                NetworkPolicyIngressRuleArgs(from_=[_pods(loki)]),
+            ],
+        ),
+        "alloy-ingress": (alloy, [NetworkPolicyIngressRuleArgs(from_=[from_monitoring()], ports=_tcp(ALLOY_PORT))]),
+    }
+    for policy, (pods, ingress) in rules.items():
+        NetworkPolicy(
+            f"{name}-{policy}",
+            metadata=ObjectMetaArgs(name=policy, namespace=NAMESPACE),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels=pods), policy_types=["Ingress"], ingress=ingress
+            ),
+            opts=opts,
+        )
 
 
 class Logs(pulumi.ComponentResource):
@@ -203,6 +251,7 @@ class Logs(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki, binding]),
             timeout=600,
         )
+        ingress_policies(name, catalog, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
         ConfigMap(
             f"{name}-grafana-datasource",
             metadata=ObjectMetaArgs(

@@ -694,3 +694,14 @@ def test_loki_and_alloy_on_kubernetes_take_traffic_only_from_who_needs_it(dev_st
     assert alloy["ingress"] == [{"from": [monitoring], "ports": [{"port": 12345, "protocol": "TCP"}]}]
     assert _release(dev_stack, "loki").inputs["values"]["loki"]["server"]["http_listen_port"] == 3100
     assert _release(dev_stack, "alloy").inputs["values"]["alloy"]["listenPort"] == 12345
+
+
+def test_turning_logs_off_keeps_the_stored_logs(dev_stack: Any) -> None:
+    """The chart deletes the PVC with the StatefulSet unless enableStatefulSetAutoDeletePVC is false
+    (helm-loki-6.46.0 values.yaml singleBinary.persistence; single-binary/statefulset.yaml writes
+    persistentVolumeClaimRetentionPolicy whenDeleted: Delete only when it is true)."""
+    persistence = _release(dev_stack, "loki").inputs["values"]["singleBinary"]["persistence"]
+    assert persistence["enableStatefulSetAutoDeletePVC"] is False
+    assert persistence.get("enableStatefulSetRecreationForSizeChange", False) is False  # an unpinned kubectl image
+    day2 = (ROOT / "docs" / "day2.md").read_text()
+    assert "kubectl -n logs delete statefulset loki --cascade=orphan" in day2

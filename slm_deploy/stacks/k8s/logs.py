@@ -103,7 +103,9 @@ def loki_values(spec: LogsSpec) -> dict[str, Any]:
         },
         "singleBinary": {
             "replicas": 1,
-            "persistence": {"enabled": True, "size": f"{spec.storage_gi}Gi"},
+            # The chart's default deletes the PVC with the StatefulSet: logs off would delete the stored logs.
+            # The size is fixed after the first up (volumeClaimTemplates are immutable): docs/day2.md.
+            "persistence": {"enabled": True, "size": f"{spec.storage_gi}Gi", "enableStatefulSetAutoDeletePVC": False},
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
             "extraVolumes": [{"name": "rules", "configMap": {"name": RULES_CONFIG_MAP}}],
             "extraVolumeMounts": [{"name": "rules", "mountPath": f"{LOKI_RULES}/{TENANT}", "readOnly": True}],

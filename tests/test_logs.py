@@ -705,3 +705,45 @@ def test_turning_logs_off_keeps_the_stored_logs(dev_stack: Any) -> None:
     assert persistence.get("enableStatefulSetRecreationForSizeChange", False) is False  # an unpinned kubectl image
     day2 = (ROOT / "docs" / "day2.md").read_text()
     assert "kubectl -n logs delete statefulset loki --cascade=orphan" in day2
+
+
+SIDECARS = {"volume-init", "model-fetch", "gateway", "open-webui", "prometheus", "grafana", "alertmanager", "node-exporter"}
+SIDECARS |= {"dcgm-exporter", "loki", "alloy"}
+
+
+@pytest.mark.parametrize("box_id", [b.id for b in FLEET.boxes])
+def test_every_runtime_gets_a_model_server_logs_panel(box_id: str) -> None:
+    """With logs on, some board shows the model server's own lines, whatever the runtime (only vLLM
+    has a Serving board; the others get the panel on the Edge host board)."""
+    import json
+    from dataclasses import replace
+
+    from slm_deploy.fleet import LogsOptions as Options
+
+    box = next(b for b in FLEET.boxes if b.id == box_id)
+    if not box.options.monitoring or not box.hardware.disk_gib:
+        pytest.skip(f"{box_id}: logs need monitoring and disk_gib")
+    options = box.options.model_copy(update={"logs": Options(enabled=True)})
+    files = {k: v.decode() for k, v in build_box(replace(box, options=options), FLEET).files.items()}
+    (server,) = set(yaml.safe_load(files["compose.yaml"])["services"]) - SIDECARS
+    selectors = {
+        target["expr"]
+        for name, text in files.items()
+        if name.startswith("grafana/provisioning/dashboards/") and name.endswith(".json")
+        for panel in json.loads(text)["panels"]
+        if panel["type"] == "logs"
+        for target in panel["targets"]
+    }
+    assert f'{{service="{server}"}}' in selectors, (box_id, selectors)
+
+
+@pytest.mark.parametrize(
+    ("runtimes", "selector"), [(["llamacpp"], '{service="llamacpp"}'), (["ollama", "vllm"], '{service="ollama"}')]
+)
+def test_kubernetes_boards_show_the_lines_of_servers_without_a_serving_board(runtimes: list[str], selector: str) -> None:
+    from slm_deploy.observability.dashboards import dashboards
+
+    boards = dashboards(runtimes, gpus=False, edge=False, logs=True)
+    exprs = {t["expr"] for b in boards.values() for p in b["panels"] if p["type"] == "logs" for t in p["targets"]}
+    assert selector in exprs
+    assert not any(p["type"] == "logs" for b in dashboards(runtimes, gpus=False, edge=False).values() for p in b["panels"])

@@ -59,7 +59,7 @@ PROVIDER = {
 
 
 @lru_cache(maxsize=64)
-def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool) -> tuple[tuple[str, str], ...]:
+def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool, server: str) -> tuple[tuple[str, str], ...]:
     files = {
         "prometheus/rules/slm.rules.yml": dump({"groups": rule_groups([runtime], slo, gpus=gpus, edge=True)}, RULES_HEADER),
         "grafana/provisioning/datasources/prometheus.yaml": dump(DATASOURCE),
@@ -67,13 +67,14 @@ def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool) -> tuple
     }
     if logs:
         files["grafana/provisioning/datasources/loki.yaml"] = dump(LOKI_DATASOURCE)
-    for name, dashboard in dashboards([runtime], gpus=gpus, edge=True, logs=logs).items():
+    for name, dashboard in dashboards([runtime], gpus=gpus, edge=True, logs=logs, server_service=server).items():
         files[f"grafana/provisioning/dashboards/{name}.json"] = json.dumps(dashboard, indent=2, sort_keys=True) + "\n"
     return tuple(files.items())
 
 
-def monitoring_files(runtime: str, slo: SloThresholds, gpus: bool, logs: bool = False) -> dict[str, str]:
-    return dict(_rendered(runtime, slo, gpus, logs))
+def monitoring_files(runtime: str, slo: SloThresholds, gpus: bool, logs: bool = False, server: str = "") -> dict[str, str]:
+    """`server`: the model server's compose service, whose lines a logs panel shows."""
+    return dict(_rendered(runtime, slo, gpus, logs, server))
 
 
 def log_files(box: Box, fleet: str, service: str) -> dict[str, str]:

@@ -747,3 +747,22 @@ def test_kubernetes_boards_show_the_lines_of_servers_without_a_serving_board(run
     exprs = {t["expr"] for b in boards.values() for p in b["panels"] if p["type"] == "logs" for t in p["targets"]}
     assert selector in exprs
     assert not any(p["type"] == "logs" for b in dashboards(runtimes, gpus=False, edge=False).values() for p in b["panels"])
+
+
+@pytest.mark.parametrize("gib_per_day", [0.25, 1.0, 5.0])
+def test_loki_ingestion_rate_is_derived_from_the_daily_budget(gib_per_day: float) -> None:
+    """The sustained rate lets the whole day's budget arrive within about an hour, not 4 MB/s (about 337
+    GiB a day against a 0.25 GiB budget); the burst still takes Alloy's 1 MiB batches and a start-up."""
+    budget = logs_budget(LogsOptions(enabled=True, gib_per_day=gib_per_day), 1000)
+    limits = loki_config(budget)["limits_config"]
+    a_day_at_the_rate_gib = limits["ingestion_rate_mb"] * 86400 / 1024
+    assert 24 * gib_per_day <= a_day_at_the_rate_gib <= 26 * gib_per_day, limits["ingestion_rate_mb"]
+    assert limits["ingestion_burst_size_mb"] >= 4
+    rendered = yaml.safe_load(_files(LOGS_BOX.id)["loki/loki.yaml"])["limits_config"]
+    assert (
+        rendered["ingestion_rate_mb"]
+        == loki_config(logs_budget(LOGS_BOX.options.logs, 256))["limits_config"]["ingestion_rate_mb"]
+    )
+    assert rendered["ingestion_rate_mb"] < 0.1  # store-0001: 0.25 GiB a day
+    day2 = " ".join((ROOT / "docs" / "day2.md").read_text().split())
+    assert "an alert, not a cap" in day2

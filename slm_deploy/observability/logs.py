@@ -12,7 +12,8 @@ capability a non-root reader would need and the one the "shocker" container esca
 
 Loki has no size-based retention: the retention period is sized from the share of the disk given
 to logs and the daily volume the operator expects; a Prometheus alert fires when Loki receives
-more a day than that sizing assumed (the size guard), and per-tenant rate limits bound bursts.
+more a day than that sizing assumed (the size guard: an alert, not a cap), and Loki's per-tenant rate
+limit, derived from the same daily volume, bounds how fast a runaway service can fill the disk.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
 # Loki's tenant when auth_enabled is false; the ruler's local storage is <directory>/<tenant>/.
 TENANT = "fake"
 GIB = 1024**3
+# Loki's per-tenant limit is a token bucket in MiB/s (limits_config.ingestion_rate_mb). Sustained: the
+# whole day's budget within one hour (24 times the average: room for a busy hour, a restart's
+# backlog), so a runaway service fills the disk at most 24 times faster than the retention assumes;
+# the burst takes Alloy's 1 MiB push batches and a model server's start-up output at once.
+RATE_HEADROOM = 24
+BURST_MB = 8
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,11 @@ def budget_for(disk_gib: float, gib_per_day: float, max_retention_days: int) -> 
 def logs_budget(options: LogsOptions, disk_gib: float) -> LogsBudget:
     """The share of the box's disk given to logs, and how many days of `gib_per_day` it holds."""
     return budget_for(round(disk_gib * options.disk_share, 1), options.gib_per_day, options.max_retention_days)
+
+
+def ingestion_rate_mb(gib_per_day: float) -> float:
+    """`gib_per_day` times RATE_HEADROOM, in MiB/s, rounded up to 0.001."""
+    return math.ceil(gib_per_day * 1024 * RATE_HEADROOM / 86400 * 1000) / 1000
 
 
 def loki_config(budget: LogsBudget) -> dict[str, Any]:
@@ -89,8 +101,8 @@ def loki_config(budget: LogsBudget) -> dict[str, Any]:
             "retention_period": f"{budget.retention_days * 24}h",
             "reject_old_samples": True,
             "reject_old_samples_max_age": "168h",
-            "ingestion_rate_mb": 4,
-            "ingestion_burst_size_mb": 8,
+            "ingestion_rate_mb": ingestion_rate_mb(budget.gib_per_day),
+            "ingestion_burst_size_mb": BURST_MB,
             "per_stream_rate_limit": "1MB",
             "max_query_lookback": f"{budget.retention_days * 24}h",
         },

@@ -766,3 +766,28 @@ def test_loki_ingestion_rate_is_derived_from_the_daily_budget(gib_per_day: float
     assert rendered["ingestion_rate_mb"] < 0.1  # store-0001: 0.25 GiB a day
     day2 = " ".join((ROOT / "docs" / "day2.md").read_text().split())
     assert "an alert, not a cap" in day2
+
+
+def test_an_out_of_memory_line_warns_and_a_cuda_error_pages() -> None:
+    """The OOM pattern is broad (llama.cpp logs allocation failures it recovers from): a warning; the
+    outage itself pages through ModelServerDown and the gateway's error ratio. A CUDA error leaves the
+    CUDA context unusable, so it stays critical."""
+    rules = {r["alert"]: r for r in loki_rule_groups(["llamacpp"])[0]["rules"]}
+    assert rules["ModelServerOutOfMemory"]["labels"] == {"severity": "warning"}
+    assert rules["ModelServerCudaError"]["labels"] == {"severity": "critical"}
+    runbooks = " ".join((ROOT / "docs" / "runbooks.md").read_text().split())
+    assert "recovers from" in runbooks
+
+
+def test_the_bundle_names_what_log_collection_cannot_do() -> None:
+    """Rootless and snap Docker fail at `compose up`, userns-remap leaves Alloy tailing nothing (the
+    alert catches it), and the bind shows Alloy every container's environment (config.v2.json)."""
+    files = _files(LOGS_BOX.id)
+    readme = " ".join(files["README.md"].split())
+    for words in ("Rootless Docker", "the snap", "bind source path does not exist", "`userns-remap`", "LogTailingNothing"):
+        assert words in readme, words
+    alloy = yaml.safe_load(files["compose.yaml"])["services"]["alloy"]
+    assert "config.v2.json" in alloy["x-hardening-exceptions"]["volumes"]
+    assert "environment" in alloy["x-hardening-exceptions"]["volumes"]
+    day2 = " ".join((ROOT / "docs" / "day2.md").read_text().split())
+    assert "Loki stores those lines twice" in day2

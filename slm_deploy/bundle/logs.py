@@ -72,7 +72,9 @@ def alloy_service(catalog: Catalog) -> dict[str, Any]:
         "so only their owner reads them without CAP_DAC_READ_SEARCH (the capability of the 'shocker' escape); the "
         "Docker socket is refused; the mount is read-only, the root filesystem read-only, the network internal",
         "volumes": f"{DOCKER_CONTAINERS} read-only: the containers' json-file logs are the only log source "
-        "without the Docker socket",
+        "without the Docker socket; the bind also shows this uid-0 process every container's config.v2.json "
+        "(root-only, 0600), which holds each container's environment, secrets passed as variables included; "
+        "Alloy reads only *-json.log and sits on the internal logs network with no published port",
     }
     return service
 

@@ -216,12 +216,12 @@ OOM_PATTERN = (
 CUDA_PATTERN = "(?i)(CUDA error|cudaError[A-Za-z]*|CUBLAS_STATUS_[A-Z_]+|NCCL error|illegal memory access)"
 
 
-def _log_alert(name: str, expr: str, summary: str, description: str) -> dict[str, Any]:
+def _log_alert(name: str, expr: str, severity: str, summary: str, description: str) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
         "for": "0m",
-        "labels": {"severity": "critical"},
+        "labels": {"severity": severity},
         "annotations": {"summary": summary, "description": description, "runbook_url": f"{RUNBOOK_BASE}#{name.lower()}"},
     }
 
@@ -243,12 +243,16 @@ def loki_rule_groups(services: list[str], where: str = "box") -> list[dict[str, 
                 _log_alert(
                     "ModelServerOutOfMemory",
                     _line_count(selector, OOM_PATTERN, by),
+                    # A warning: the pattern is broad (llama.cpp logs allocation failures it recovers from,
+                    # falling back to smaller buffers); an OOM that stops serving pages as ModelServerDown.
+                    "warning",
                     f"The model server logged an out-of-memory error on {{{{ $labels.{where} }}}}",
                     "{{ $value }} out-of-memory lines from {{ $labels.service }} in 5 minutes.",
                 ),
                 _log_alert(
                     "ModelServerCudaError",
                     _line_count(selector, CUDA_PATTERN, by),
+                    "critical",  # a CUDA error leaves the process's CUDA context unusable
                     f"The model server logged a CUDA error on {{{{ $labels.{where} }}}}",
                     "{{ $value }} CUDA error lines from {{ $labels.service }} in 5 minutes.",
                 ),

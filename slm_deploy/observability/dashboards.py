@@ -256,7 +256,7 @@ def dashboards(
     every_line = ("Logs", '{service=~".+"}')
     # Kubernetes has no host board: the servers without a Serving board get their logs on the gateway's.
     others = sorted(kinds - {"vllm"})
-    gateway_logs = ()
+    gateway_logs: tuple[tuple[str, str], ...] = ()
     if logs and not edge and others:
         selector = f'{{service="{others[0]}"}}' if len(others) == 1 else f'{{service=~"{"|".join(others)}"}}'
         gateway_logs = (("Model server logs", selector),)
@@ -291,7 +291,7 @@ def dashboards(
             "GPU utilization, memory, temperature, power and XID errors (DCGM exporter).",
         )
     if edge:
-        host_logs = (every_line,) if logs else ()
+        host_logs: tuple[tuple[str, str], ...] = (every_line,) if logs else ()
         if logs and server_service and "serving" not in boards:
             host_logs = (("Model server logs", f'{{service="{server_service}"}}'), every_line)
         boards["host"] = _board(

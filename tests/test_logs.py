@@ -702,6 +702,9 @@ def test_turning_logs_off_keeps_the_stored_logs(dev_stack: Any) -> None:
     persistentVolumeClaimRetentionPolicy whenDeleted: Delete only when it is true)."""
     persistence = _release(dev_stack, "loki").inputs["values"]["singleBinary"]["persistence"]
     assert persistence["enableStatefulSetAutoDeletePVC"] is False
+    # Logs off removes the component: deleting the `logs` namespace would delete the PVC with it.
+    namespace = next(r for r in dev_stack.resources if r.type.endswith(":Namespace") and r.inputs["metadata"]["name"] == "logs")
+    assert namespace.retain_on_delete is True
     assert persistence.get("enableStatefulSetRecreationForSizeChange", False) is False  # an unpinned kubectl image
     day2 = (ROOT / "docs" / "day2.md").read_text()
     assert "kubectl -n logs delete statefulset loki --cascade=orphan" in day2

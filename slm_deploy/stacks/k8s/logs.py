@@ -217,7 +217,8 @@ class Logs(pulumi.ComponentResource):
                 name=NAMESPACE,
                 labels={f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")},
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            # Kept when logs are turned off: deleting the namespace would delete Loki's PVC, the stored logs.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         rules = ConfigMap(
             f"{name}-loki-rules",

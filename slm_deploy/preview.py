@@ -72,6 +72,7 @@ class CapturedResource:
     # inputs come from, and its provider (URNs, sorted). The simulator's ordering check reads them.
     dependencies: tuple[str, ...] = ()
     provider: str | None = None
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -204,6 +205,7 @@ def _monitor(mocks: Any, result: PreviewResult) -> Any:
                         tuple(request.ignoreChanges),
                         _dependencies(request),
                         request.provider.rsplit("::", 1)[0] if request.provider else None,
+                        bool(request.retainOnDelete),
                     )
                 )
             return response

@@ -163,9 +163,17 @@ def test_only_the_gateway_publishes_one_port_on_an_explicit_interface(box_id: st
     name, port = published[0]
     assert name == "gateway" and port["host_ip"] and port["published"] == "8443"
     assert compose["networks"]["internal"]["internal"] is True
+    # Loki and Alloy sit on their own internal network, which only their peers join (tests/test_logs.py).
+    logs = ["logs"] if "loki" in compose["services"] else []
+    if logs:
+        assert compose["networks"]["logs"]["internal"] is True
     for svc_name, svc in compose["services"].items():
         if svc_name == "alertmanager":  # sends to the fleet file's receiver, outside the box
-            assert svc["networks"] == ["internal", "alerts"], svc_name
+            assert svc["networks"] == ["internal", "alerts", *logs], svc_name
+        elif svc_name in ("loki", "alloy"):
+            assert svc["networks"] == ["logs"], svc_name
+        elif svc_name in ("grafana", "prometheus"):
+            assert svc["networks"] == ["internal", *logs], svc_name
         elif svc_name not in ("gateway", "model-fetch", "volume-init"):
             assert svc["networks"] == ["internal"], svc_name
 

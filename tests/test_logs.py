@@ -25,6 +25,7 @@ from slm_deploy.observability.logs import (
     logs_budget,
     loki_config,
     loki_rule_groups,
+    pipeline_rule_groups,
     volume_rule_groups,
 )
 from slm_deploy.yamlout import dump
@@ -155,7 +156,7 @@ def test_loki_and_alloy_are_hardened_internal_and_unpublished() -> None:
         service = services[name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        assert service["networks"] == ["internal"] and "ports" not in service, name
+        assert service["networks"] == ["logs"] and "ports" not in service, name
         assert "cap_add" not in service, name
         assert service["deploy"]["resources"]["limits"]["memory"], name
     assert services["loki"]["user"] == "10001:10001"
@@ -165,6 +166,20 @@ def test_loki_and_alloy_are_hardened_internal_and_unpublished() -> None:
     assert all(v["read_only"] for v in binds)
     assert [v["source"] for v in binds if v["source"].startswith("/")] == ["/var/lib/docker/containers"]
     assert not any("docker.sock" in str(v) or str(v.get("source", "")).startswith(("/run", "/var/run")) for v in alloy["volumes"])
+
+
+def test_only_the_services_that_need_loki_share_its_network() -> None:
+    """Loki is unauthenticated: a container that reaches it reads every log or pushes forged lines (a fake
+    "CUDA out of memory" pages ModelServerOutOfMemory). Alloy pushes, Grafana queries, Prometheus scrapes
+    Loki and Alloy, Loki's ruler notifies Alertmanager; nothing else shares their network."""
+    compose = yaml.safe_load(_files(LOGS_BOX.id)["compose.yaml"])
+    services, networks = compose["services"], compose["networks"]
+    (logs_network,) = services["loki"]["networks"]
+    assert networks[logs_network] == {"driver": "bridge", "internal": True}
+    on_it = {name for name, service in services.items() if logs_network in service.get("networks", [])}
+    assert on_it == {"loki", "alloy", "grafana", "prometheus", "alertmanager"}
+    assert {"open-webui", "vllm", "gateway"} <= set(services) - on_it
+    assert services["alloy"]["networks"] == [logs_network]
 
 
 def test_every_service_tags_its_log_lines_with_its_compose_service() -> None:
@@ -337,6 +352,7 @@ def test_runbooks_cover_the_log_alerts() -> None:
     runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
     names = [r["alert"] for r in loki_rule_groups(["vllm"])[0]["rules"]]
     names += [r["alert"] for r in volume_rule_groups(logs_budget(LogsOptions(), 100))[0]["rules"]]
+    names += [r["alert"] for edge in (True, False) for r in pipeline_rule_groups("loki", "alloy", edge=edge)[0]["rules"]]
     for name in names:
         assert f"## {name.lower()}" in runbooks
 
@@ -551,3 +567,230 @@ def test_a_model_server_set_becomes_one_selector() -> None:
     rules = loki_rule_groups(["llamacpp", "vllm"], where="pod")[0]["rules"]
     assert rules[0]["expr"].startswith('sum by (pod, service) (count_over_time({service=~"llamacpp|vllm"} |~ `')
     assert "{{ $labels.pod }}" in rules[0]["annotations"]["summary"]
+
+
+# ------------------------------------------------------------------ log collection that stops (review item 2)
+
+
+def _promtool_cases(tmp_path: Path, groups: list[dict[str, Any]], tests: list[dict[str, Any]]) -> None:
+    promtool = need_binary("promtool")
+    (tmp_path / "rules.yml").write_text(dump({"groups": groups}))
+    (tmp_path / "tests.yml").write_text(dump({"rule_files": ["rules.yml"], "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _case(
+    groups: list[dict[str, Any]], series: dict[str, str], alert: str, fires: list[dict[str, str]], at: str = "40m"
+) -> dict[str, Any]:
+    """A promtool case: `fires` are the labels of each alert expected at `at` (the rule's own annotations)."""
+    rule = next(r for g in groups for r in g["rules"] if r.get("alert") == alert)
+    expected = []
+    for labels in fires:
+        annotations = {k: v.replace("{{ $labels.job }}", labels.get("job", "")) for k, v in rule["annotations"].items()}
+        expected.append({"exp_labels": labels, "exp_annotations": annotations})
+    return {
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series.items()],
+        "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": expected}],
+    }
+
+
+def _edge_jobs() -> dict[str, str]:
+    """The job names the bundle's Prometheus gives Loki's and Alloy's targets (read from its scrape config)."""
+    config = yaml.safe_load(_files(LOGS_BOX.id)["prometheus/prometheus.yml"])
+    return {
+        job["static_configs"][0]["targets"][0].split(":")[0]: job["job_name"]
+        for job in config["scrape_configs"]
+        if job["static_configs"][0]["targets"][0].split(":")[0] in ("loki", "alloy")
+    }
+
+
+@pytest.mark.tools
+def test_edge_alerts_when_loki_or_alloy_is_down_or_alloy_tails_nothing(tmp_path: Path) -> None:
+    groups = yaml.safe_load(_files(LOGS_BOX.id)["prometheus/rules/slm-logs.rules.yml"])["groups"]
+    jobs = _edge_jobs()
+    assert set(jobs) == {"loki", "alloy"}
+    loki, alloy = (f'up{{job="{jobs[name]}", slm_role="logs"}}' for name in ("loki", "alloy"))
+    down = {"severity": "warning", "slm_role": "logs"}
+    tailing = f'loki_source_file_files_active_total{{component_id="loki.source.file.containers", job="{jobs["alloy"]}"}}'
+    _promtool_cases(
+        tmp_path,
+        groups,
+        [
+            _case(groups, {loki: "0x40", alloy: "1x40"}, "LogCollectorDown", [{**down, "job": jobs["loki"]}]),
+            _case(groups, {loki: "1x40", alloy: "0x40"}, "LogCollectorDown", [{**down, "job": jobs["alloy"]}]),
+            _case(groups, {loki: "1x40", alloy: "1x40"}, "LogCollectorDown", []),
+            # down for 10 minutes (a restart, an upgrade): quiet; `for: 15m`
+            _case(groups, {loki: "1x29 0x10", alloy: "1x40"}, "LogCollectorDown", []),
+            _case(groups, {tailing: "0x40"}, "LogTailingNothing", [{"severity": "warning"}]),
+            _case(groups, {tailing: "12x40"}, "LogTailingNothing", []),
+        ],
+    )
+    for rule in groups[1]["rules"]:
+        assert rule["for"] == "15m" and {"summary", "description", "runbook_url"} <= set(rule["annotations"])
+
+
+@pytest.mark.tools
+def test_kubernetes_scrapes_alloy_and_alerts_when_log_collection_stops(dev_stack: Any, tmp_path: Path) -> None:
+    from slm_deploy.catalog.platform import load_chart_profiles
+
+    assert _release(dev_stack, "alloy").inputs["values"]["serviceMonitor"] == {"enabled": True}
+    assert _release(dev_stack, "loki").inputs["values"]["monitoring"]["serviceMonitor"]["enabled"] is True
+    profiles = load_chart_profiles()
+    # The job labels the charts' ServiceMonitors give (catalog chart_profiles.yaml, read in each chart).
+    loki_job = profiles[("loki", "6.46.0")].components[0].metrics_job
+    alloy_job = profiles[("alloy", "1.2.1")].components[0].metrics_job
+    assert (loki_job, alloy_job) == ("logs/loki", "alloy")
+    rule = next(r.inputs for r in dev_stack.resources if r.inputs.get("kind") == "PrometheusRule")
+    groups = [g for g in rule["spec"]["groups"] if g["name"] == "slm-logs-pipeline"]
+    assert [r["alert"] for r in groups[0]["rules"]] == ["LogCollectorDown", "LogCollectorTargetMissing", "LogsNotReceived"]
+    loki, alloy = f'up{{job="{loki_job}"}}', f'up{{job="{alloy_job}"}}'
+    lines = f'loki_distributor_lines_received_total{{tenant="fake", job="{loki_job}"}}'
+    _promtool_cases(
+        tmp_path,
+        groups,
+        [
+            _case(groups, {loki: "1x40", alloy: "0x40"}, "LogCollectorDown", [{"severity": "warning", "job": alloy_job}]),
+            _case(groups, {loki: "1x40", alloy: "1x40"}, "LogCollectorDown", []),
+            _case(groups, {loki: "1x40"}, "LogCollectorTargetMissing", [{"severity": "warning", "job": alloy_job}]),
+            _case(groups, {loki: "1x40", alloy: "1x40"}, "LogCollectorTargetMissing", []),
+            _case(groups, {loki: "1x80", lines: "100+10x20 300x60"}, "LogsNotReceived", [{"severity": "warning"}], at="80m"),
+            _case(groups, {loki: "1x80"}, "LogsNotReceived", [{"severity": "warning"}], at="80m"),  # never a line
+            _case(groups, {loki: "1x80", lines: "100+10x80"}, "LogsNotReceived", [], at="80m"),
+            _case(groups, {loki: "0x80"}, "LogsNotReceived", [], at="80m"),  # Loki down: LogCollectorDown says so
+        ],
+    )
+
+
+def test_loki_and_alloy_on_kubernetes_take_traffic_only_from_who_needs_it(dev_stack: Any) -> None:
+    """Ingress-only policies (egress needs the API server, whose address AKS does not fix): Loki's port
+    from the Alloy pods and the monitoring namespace (Grafana queries, Prometheus scrapes); Alloy's from
+    the monitoring namespace. The selectors are the charts' own pod labels for releases named after
+    the charts: loki 6.46.0 single-binary/statefulset.yaml (loki.singleBinarySelectorLabels), alloy
+    1.2.1 controllers/_pod.yaml (alloy.selectorLabels)."""
+    loki_pods = {
+        "app.kubernetes.io/name": "loki",
+        "app.kubernetes.io/instance": "loki",
+        "app.kubernetes.io/component": "single-binary",
+    }
+    alloy_pods = {"app.kubernetes.io/name": "alloy", "app.kubernetes.io/instance": "alloy"}
+    assert {_release(dev_stack, chart).inputs["name"] for chart in ("loki", "alloy")} == {"loki", "alloy"}
+    policies = {
+        r.inputs["metadata"]["name"]: r.inputs["spec"]
+        for r in dev_stack.resources
+        if r.type.endswith(":NetworkPolicy") and r.inputs["metadata"].get("namespace") == "logs"
+    }
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    loki = policies["loki-ingress"]
+    assert loki["podSelector"] == {"matchLabels": loki_pods} and loki["policyTypes"] == ["Ingress"]
+    assert loki["ingress"][0] == {
+        "from": [{"podSelector": {"matchLabels": alloy_pods}}, monitoring],
+        "ports": [{"port": 3100, "protocol": "TCP"}],
+    }
+    assert loki["ingress"][1] == {"from": [{"podSelector": {"matchLabels": loki_pods}}]}  # its own ring (memberlist)
+    alloy = policies["alloy-ingress"]
+    assert alloy["podSelector"] == {"matchLabels": alloy_pods} and alloy["policyTypes"] == ["Ingress"]
+    assert alloy["ingress"] == [{"from": [monitoring], "ports": [{"port": 12345, "protocol": "TCP"}]}]
+    assert _release(dev_stack, "loki").inputs["values"]["loki"]["server"]["http_listen_port"] == 3100
+    assert _release(dev_stack, "alloy").inputs["values"]["alloy"]["listenPort"] == 12345
+
+
+def test_turning_logs_off_keeps_the_stored_logs(dev_stack: Any) -> None:
+    """The chart deletes the PVC with the StatefulSet unless enableStatefulSetAutoDeletePVC is false
+    (helm-loki-6.46.0 values.yaml singleBinary.persistence; single-binary/statefulset.yaml writes
+    persistentVolumeClaimRetentionPolicy whenDeleted: Delete only when it is true)."""
+    persistence = _release(dev_stack, "loki").inputs["values"]["singleBinary"]["persistence"]
+    assert persistence["enableStatefulSetAutoDeletePVC"] is False
+    # Logs off removes the component: deleting the `logs` namespace would delete the PVC with it.
+    namespace = next(r for r in dev_stack.resources if r.type.endswith(":Namespace") and r.inputs["metadata"]["name"] == "logs")
+    assert namespace.retain_on_delete is True
+    assert persistence.get("enableStatefulSetRecreationForSizeChange", False) is False  # an unpinned kubectl image
+    day2 = (ROOT / "docs" / "day2.md").read_text()
+    assert "kubectl -n logs delete statefulset loki --cascade=orphan" in day2
+
+
+SIDECARS = {"volume-init", "model-fetch", "gateway", "open-webui", "prometheus", "grafana", "alertmanager", "node-exporter"}
+SIDECARS |= {"dcgm-exporter", "loki", "alloy"}
+
+
+@pytest.mark.parametrize("box_id", [b.id for b in FLEET.boxes])
+def test_every_runtime_gets_a_model_server_logs_panel(box_id: str) -> None:
+    """With logs on, some board shows the model server's own lines, whatever the runtime (only vLLM
+    has a Serving board; the others get the panel on the Edge host board)."""
+    import json
+    from dataclasses import replace
+
+    from slm_deploy.fleet import LogsOptions as Options
+
+    box = next(b for b in FLEET.boxes if b.id == box_id)
+    if not box.options.monitoring or not box.hardware.disk_gib:
+        pytest.skip(f"{box_id}: logs need monitoring and disk_gib")
+    options = box.options.model_copy(update={"logs": Options(enabled=True)})
+    files = {k: v.decode() for k, v in build_box(replace(box, options=options), FLEET).files.items()}
+    (server,) = set(yaml.safe_load(files["compose.yaml"])["services"]) - SIDECARS
+    selectors = {
+        target["expr"]
+        for name, text in files.items()
+        if name.startswith("grafana/provisioning/dashboards/") and name.endswith(".json")
+        for panel in json.loads(text)["panels"]
+        if panel["type"] == "logs"
+        for target in panel["targets"]
+    }
+    assert f'{{service="{server}"}}' in selectors, (box_id, selectors)
+
+
+@pytest.mark.parametrize(
+    ("runtimes", "selector"), [(["llamacpp"], '{service="llamacpp"}'), (["ollama", "vllm"], '{service="ollama"}')]
+)
+def test_kubernetes_boards_show_the_lines_of_servers_without_a_serving_board(runtimes: list[str], selector: str) -> None:
+    from slm_deploy.observability.dashboards import dashboards
+
+    boards = dashboards(runtimes, gpus=False, edge=False, logs=True)
+    exprs = {t["expr"] for b in boards.values() for p in b["panels"] if p["type"] == "logs" for t in p["targets"]}
+    assert selector in exprs
+    assert not any(p["type"] == "logs" for b in dashboards(runtimes, gpus=False, edge=False).values() for p in b["panels"])
+
+
+@pytest.mark.parametrize("gib_per_day", [0.25, 1.0, 5.0])
+def test_loki_ingestion_rate_is_derived_from_the_daily_budget(gib_per_day: float) -> None:
+    """The sustained rate lets the whole day's budget arrive within about an hour, not 4 MB/s (about 337
+    GiB a day against a 0.25 GiB budget); the burst still takes Alloy's 1 MiB batches and a start-up."""
+    budget = logs_budget(LogsOptions(enabled=True, gib_per_day=gib_per_day), 1000)
+    limits = loki_config(budget)["limits_config"]
+    a_day_at_the_rate_gib = limits["ingestion_rate_mb"] * 86400 / 1024
+    assert 24 * gib_per_day <= a_day_at_the_rate_gib <= 26 * gib_per_day, limits["ingestion_rate_mb"]
+    assert limits["ingestion_burst_size_mb"] >= 4
+    rendered = yaml.safe_load(_files(LOGS_BOX.id)["loki/loki.yaml"])["limits_config"]
+    assert (
+        rendered["ingestion_rate_mb"]
+        == loki_config(logs_budget(LOGS_BOX.options.logs, 256))["limits_config"]["ingestion_rate_mb"]
+    )
+    assert rendered["ingestion_rate_mb"] < 0.1  # store-0001: 0.25 GiB a day
+    day2 = " ".join((ROOT / "docs" / "day2.md").read_text().split())
+    assert "an alert, not a cap" in day2
+
+
+def test_an_out_of_memory_line_warns_and_a_cuda_error_pages() -> None:
+    """The OOM pattern is broad (llama.cpp logs allocation failures it recovers from): a warning; the
+    outage itself pages through ModelServerDown and the gateway's error ratio. A CUDA error leaves the
+    CUDA context unusable, so it stays critical."""
+    rules = {r["alert"]: r for r in loki_rule_groups(["llamacpp"])[0]["rules"]}
+    assert rules["ModelServerOutOfMemory"]["labels"] == {"severity": "warning"}
+    assert rules["ModelServerCudaError"]["labels"] == {"severity": "critical"}
+    runbooks = " ".join((ROOT / "docs" / "runbooks.md").read_text().split())
+    assert "recovers from" in runbooks
+
+
+def test_the_bundle_names_what_log_collection_cannot_do() -> None:
+    """Rootless and snap Docker fail at `compose up`, userns-remap leaves Alloy tailing nothing (the
+    alert catches it), and the bind shows Alloy every container's environment (config.v2.json)."""
+    files = _files(LOGS_BOX.id)
+    readme = " ".join(files["README.md"].split())
+    for words in ("Rootless Docker", "the snap", "bind source path does not exist", "`userns-remap`", "LogTailingNothing"):
+        assert words in readme, words
+    alloy = yaml.safe_load(files["compose.yaml"])["services"]["alloy"]
+    assert "config.v2.json" in alloy["x-hardening-exceptions"]["volumes"]
+    assert "environment" in alloy["x-hardening-exceptions"]["volumes"]
+    day2 = " ".join((ROOT / "docs" / "day2.md").read_text().split())
+    assert "Loki stores those lines twice" in day2

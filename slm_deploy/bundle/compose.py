@@ -414,10 +414,18 @@ def compose_document(
         gpus = plans[0].resources.gpu_count
         if gpus and not _unified(plans, catalog):
             services["dcgm-exporter"] = _dcgm_exporter(catalog, box.hardware.gpu.count if box.hardware.gpu else gpus)
+    networks: dict[str, Any] = {
+        EDGE_NETWORK: {"driver": "bridge"},
+        INTERNAL_NETWORK: {"driver": "bridge", "internal": True},
+    }
+    if spec.fetch is not None:
+        networks[EGRESS_NETWORK] = {"driver": "bridge"}
+    if options.monitoring and options.alerts is not None:
+        networks[ALERTS_NETWORK] = {"driver": "bridge"}
     if options.logs.enabled:
         from slm_deploy.bundle.logs import add_log_services
 
-        add_log_services(services, catalog)
+        add_log_services(services, networks, catalog)
         volumes.append("alloy-data")  # after volume-init's list: Alloy runs as root and keeps it root's
     secrets = {"api_key", "tls_cert", "tls_key"}
     if spec.uses_hf_token or "hf_token" in services[spec.service].get("build", {}).get("secrets", []):
@@ -428,14 +436,6 @@ def compose_document(
         secrets.add("grafana_admin_password")
     for service in services.values():
         _escape_interpolation(service)
-    networks: dict[str, Any] = {
-        EDGE_NETWORK: {"driver": "bridge"},
-        INTERNAL_NETWORK: {"driver": "bridge", "internal": True},
-    }
-    if spec.fetch is not None:
-        networks[EGRESS_NETWORK] = {"driver": "bridge"}
-    if options.monitoring and options.alerts is not None:
-        networks[ALERTS_NETWORK] = {"driver": "bridge"}
     if options.offline:
         # Air-gapped: every image is loaded beforehand (README); nothing may be pulled.
         for service in services.values():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from slm_deploy.bundle.compose import INTERNAL_NETWORK, LOGGING, Limits, _hardened, _healthcheck
+from slm_deploy.bundle.compose import LOGGING, Limits, _hardened, _healthcheck
 from slm_deploy.catalog import Catalog
 from slm_deploy.observability.logs import (
     ALLOY_CONFIG,
@@ -21,6 +21,12 @@ from slm_deploy.observability.logs import (
     LOKI_RULES,
 )
 
+# Loki has no authentication: only who needs it shares its network (internal, like the others). Alloy
+# pushes to it, Grafana queries it, Prometheus scrapes Loki and Alloy, Loki's ruler notifies
+# Alertmanager. Not the model server, the gateway or Open WebUI: a container that reaches Loki reads
+# every log line and can push forged ones (a fake "CUDA out of memory" pages ModelServerOutOfMemory).
+LOGS_NETWORK = "logs"
+LOKI_PEERS = ("grafana", "prometheus", "alertmanager")
 LIMITS = {"loki": Limits(1.0, 1024, 256), "alloy": Limits(0.5, 256, 128)}
 LOGGING_WITH_LABELS = {**LOGGING, "options": {**cast(dict[str, str], LOGGING["options"]), "labels": ",".join(COMPOSE_LABELS)}}
 # Alloy's image has no curl or wget (ubuntu:noble with ca-certificates, tzdata): bash asks /-/ready.
@@ -31,7 +37,7 @@ ALLOY_READY = (
 
 
 def loki_service(catalog: Catalog) -> dict[str, Any]:
-    service = _hardened(catalog.images["loki"].ref, limits=LIMITS["loki"], networks=[INTERNAL_NETWORK])
+    service = _hardened(catalog.images["loki"].ref, limits=LIMITS["loki"], networks=[LOGS_NETWORK])
     service["command"] = [f"-config.file={LOKI_CONFIG}"]
     service["volumes"] = [
         {"type": "bind", "source": "./loki/loki.yaml", "target": LOKI_CONFIG, "read_only": True},
@@ -45,7 +51,7 @@ def loki_service(catalog: Catalog) -> dict[str, Any]:
 
 
 def alloy_service(catalog: Catalog) -> dict[str, Any]:
-    service = _hardened(catalog.images["alloy"].ref, limits=LIMITS["alloy"], networks=[INTERNAL_NETWORK], user="0:0")
+    service = _hardened(catalog.images["alloy"].ref, limits=LIMITS["alloy"], networks=[LOGS_NETWORK], user="0:0")
     service["command"] = [
         "run",
         ALLOY_CONFIG,
@@ -66,14 +72,20 @@ def alloy_service(catalog: Catalog) -> dict[str, Any]:
         "so only their owner reads them without CAP_DAC_READ_SEARCH (the capability of the 'shocker' escape); the "
         "Docker socket is refused; the mount is read-only, the root filesystem read-only, the network internal",
         "volumes": f"{DOCKER_CONTAINERS} read-only: the containers' json-file logs are the only log source "
-        "without the Docker socket",
+        "without the Docker socket; the bind also shows this uid-0 process every container's config.v2.json "
+        "(root-only, 0600), which holds each container's environment, secrets passed as variables included; "
+        "Alloy reads only *-json.log and sits on the internal logs network with no published port",
     }
     return service
 
 
-def add_log_services(services: dict[str, Any], catalog: Catalog) -> None:
-    """Loki and Alloy, and the json-file `labels` option on every service so its lines name it."""
+def add_log_services(services: dict[str, Any], networks: dict[str, Any], catalog: Catalog) -> None:
+    """Loki and Alloy on their own network, and the json-file `labels` option on every service so its
+    lines name it."""
     services["loki"] = loki_service(catalog)
     services["alloy"] = alloy_service(catalog)
+    networks[LOGS_NETWORK] = {"driver": "bridge", "internal": True}
+    for peer in LOKI_PEERS:
+        services[peer]["networks"] = [*services[peer]["networks"], LOGS_NETWORK]
     for service in services.values():
         service["logging"] = LOGGING_WITH_LABELS

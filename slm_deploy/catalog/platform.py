@@ -162,6 +162,11 @@ class ChartComponent(_Strict):
     node_selector: str
     resources: str
     defaults: dict[str, Any]
+    # For a release named after the chart (stacks/k8s/common.py chart_release): the labels the chart
+    # puts on the component's pods, and the `job` label its ServiceMonitor gives their metrics.
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    metrics_job: str | None = None
+    labels_source: str | None = None
 
 
 class RwoDeployment(_Strict):

@@ -11,15 +11,18 @@ from functools import lru_cache
 
 from slm_deploy.fleet import Box, SloThresholds
 from slm_deploy.observability.dashboards import dashboards
-from slm_deploy.observability.logs import DATASOURCE as LOKI_DATASOURCE
 from slm_deploy.observability.logs import (
+    ALLOY_JOB,
+    LOKI_JOB,
     TENANT,
     alloy_config,
     logs_budget,
     loki_config,
     loki_rule_groups,
+    pipeline_rule_groups,
     volume_rule_groups,
 )
+from slm_deploy.observability.logs import DATASOURCE as LOKI_DATASOURCE
 from slm_deploy.observability.rules import rule_groups
 from slm_deploy.yamlout import dump
 
@@ -56,7 +59,7 @@ PROVIDER = {
 
 
 @lru_cache(maxsize=64)
-def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool) -> tuple[tuple[str, str], ...]:
+def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool, server: str) -> tuple[tuple[str, str], ...]:
     files = {
         "prometheus/rules/slm.rules.yml": dump({"groups": rule_groups([runtime], slo, gpus=gpus, edge=True)}, RULES_HEADER),
         "grafana/provisioning/datasources/prometheus.yaml": dump(DATASOURCE),
@@ -64,13 +67,14 @@ def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool) -> tuple
     }
     if logs:
         files["grafana/provisioning/datasources/loki.yaml"] = dump(LOKI_DATASOURCE)
-    for name, dashboard in dashboards([runtime], gpus=gpus, edge=True, logs=logs).items():
+    for name, dashboard in dashboards([runtime], gpus=gpus, edge=True, logs=logs, server_service=server).items():
         files[f"grafana/provisioning/dashboards/{name}.json"] = json.dumps(dashboard, indent=2, sort_keys=True) + "\n"
     return tuple(files.items())
 
 
-def monitoring_files(runtime: str, slo: SloThresholds, gpus: bool, logs: bool = False) -> dict[str, str]:
-    return dict(_rendered(runtime, slo, gpus, logs))
+def monitoring_files(runtime: str, slo: SloThresholds, gpus: bool, logs: bool = False, server: str = "") -> dict[str, str]:
+    """`server`: the model server's compose service, whose lines a logs panel shows."""
+    return dict(_rendered(runtime, slo, gpus, logs, server))
 
 
 def log_files(box: Box, fleet: str, service: str) -> dict[str, str]:
@@ -84,5 +88,7 @@ def log_files(box: Box, fleet: str, service: str) -> dict[str, str]:
         "loki/loki.yaml": dump(loki_config(budget), header),
         f"loki/rules/{TENANT}/slm-logs.rules.yml": dump({"groups": loki_rule_groups([service])}, LOG_RULES_HEADER),
         "alloy/config.alloy": alloy_config(box.id, fleet),
-        "prometheus/rules/slm-logs.rules.yml": dump({"groups": volume_rule_groups(budget)}, RULES_HEADER),
+        "prometheus/rules/slm-logs.rules.yml": dump(
+            {"groups": volume_rule_groups(budget) + pipeline_rule_groups(LOKI_JOB, ALLOY_JOB, edge=True)}, RULES_HEADER
+        ),
     }

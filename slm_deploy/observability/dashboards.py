@@ -208,9 +208,9 @@ def _board(
     model_metric: str | None,
     instance_metric: str,
     description: str,
-    logs: str = "",
+    logs: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, Any]:
-    """`logs`: a LogQL selector; a logs panel (Loki datasource) under the graphs shows its lines."""
+    """`logs`: (title, LogQL selector) pairs; a logs panel (Loki datasource) under the graphs for each."""
     builder = db.Dashboard(title).uid(uid).tags(["slm-deploy"]).description(description).refresh("30s")
     builder = builder.time("now-6h", "now").timezone("browser")
     builder = _variables(builder, model_metric, instance_metric)
@@ -228,19 +228,19 @@ def _board(
         for ref, (expr, legend) in zip("ABCDEFGH", spec.queries, strict=False):
             panel = panel.with_target(prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref))
         builder = builder.with_panel(panel)
-    if logs:
+    for index, (logs_title, selector) in enumerate(logs):
         builder = builder.with_panel(
             logs_panel.Panel()
-            .id(len(panels) + 1)
-            .title("Logs")
-            .description(f"Log lines of {logs} (Loki, collected by Alloy).")
+            .id(len(panels) + 1 + index)
+            .title(logs_title)
+            .description(f"Log lines of {selector} (Loki, collected by Alloy).")
             .datasource(LOKI)
-            .grid_pos(GridPos(h=10, w=24, x=0, y=((len(panels) + 1) // 2) * 8))
+            .grid_pos(GridPos(h=10, w=24, x=0, y=((len(panels) + 1) // 2) * 8 + index * 10))
             .show_time(True)
             .wrap_log_message(True)
             .enable_log_details(True)
             .sort_order(LogsSortOrder.DESCENDING)
-            .with_target(loki.Dataquery().expr(logs).ref_id("A").datasource(LOKI))
+            .with_target(loki.Dataquery().expr(selector).ref_id("A").datasource(LOKI))
         )
     data: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder, sort_keys=True))
     return data
@@ -254,9 +254,20 @@ NO_SERVER_METRICS = {
 }
 
 
-def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = False) -> dict[str, dict[str, Any]]:
-    """`logs`: Loki is provisioned, so the Serving and Edge host boards end with a logs panel."""
+def dashboards(
+    runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = False, server_service: str = ""
+) -> dict[str, dict[str, Any]]:
+    """`logs`: Loki is provisioned, so the Serving and Edge host boards end with a logs panel; on an edge
+    box without a Serving board (every runtime but vLLM) the host board also shows the model server's
+    lines, `server_service` being its compose service (the `service` label Alloy gives them)."""
     kinds = set(runtimes)
+    every_line = ("Logs", '{service=~".+"}')
+    # Kubernetes has no host board: the servers without a Serving board get their logs on the gateway's.
+    others = sorted(kinds - {"vllm"})
+    gateway_logs: tuple[tuple[str, str], ...] = ()
+    if logs and not edge and others:
+        selector = f'{{service="{others[0]}"}}' if len(others) == 1 else f'{{service=~"{"|".join(others)}"}}'
+        gateway_logs = (("Model server logs", selector),)
     gateway = "Requests, errors and latency at the gateway in front of every model server."
     boards = {
         "gateway": _board(
@@ -266,6 +277,7 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = 
             None,
             "caddy_http_requests_in_flight",
             " ".join([gateway, *(NO_SERVER_METRICS[k] for k in sorted(kinds & NO_SERVER_METRICS.keys()))]),
+            gateway_logs,
         ),
     }
     if "vllm" in kinds:
@@ -276,7 +288,7 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = 
             "vllm:num_requests_running",
             "vllm:num_requests_running",
             "Latency, queues and KV cache of the vLLM servers.",
-            '{service="vllm"}' if logs else "",
+            (("Logs", f'{{service="{server_service or "vllm"}"}}'),) if logs else (),
         )
     if gpus:
         boards["gpu"] = _board(
@@ -288,6 +300,9 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = 
             "GPU utilization, memory, temperature, power and XID errors (DCGM exporter).",
         )
     if edge:
+        host_logs: tuple[tuple[str, str], ...] = (every_line,) if logs else ()
+        if logs and server_service and "serving" not in boards:
+            host_logs = (("Model server logs", f'{{service="{server_service}"}}'), every_line)
         boards["host"] = _board(
             "slm-host",
             "SLM / Edge host",
@@ -295,7 +310,7 @@ def dashboards(runtimes: Iterable[str], *, gpus: bool, edge: bool, logs: bool = 
             None,
             "node_load1",
             "CPU, memory, model-cache disk and network of the edge box (node-exporter).",
-            '{service=~".+"}' if logs else "",
+            host_logs,
         )
     return boards
 

@@ -12,7 +12,8 @@ capability a non-root reader would need and the one the "shocker" container esca
 
 Loki has no size-based retention: the retention period is sized from the share of the disk given
 to logs and the daily volume the operator expects; a Prometheus alert fires when Loki receives
-more a day than that sizing assumed (the size guard), and per-tenant rate limits bound bursts.
+more a day than that sizing assumed (the size guard: an alert, not a cap), and Loki's per-tenant rate
+limit, derived from the same daily volume, bounds how fast a runaway service can fill the disk.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from typing import Any
 
 from slm_deploy.fleet import LogsOptions
 from slm_deploy.observability.rules import RUNBOOK_BASE
+from slm_deploy.observability.rules import _alert as prometheus_alert
 
 LOKI_PORT = 3100
 ALLOY_PORT = 12345
 LOKI_URL = f"http://loki:{LOKI_PORT}"
+# The edge Prometheus's scrape jobs for them (bundle/__init__.py _scrape_targets); the pipeline alerts name them.
+LOKI_JOB = "loki"
+ALLOY_JOB = "alloy"
 LOKI_DATA = "/loki"
 LOKI_CONFIG = "/etc/loki/loki.yaml"
 LOKI_RULES = "/etc/loki/rules"
@@ -38,6 +43,12 @@ COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
 # Loki's tenant when auth_enabled is false; the ruler's local storage is <directory>/<tenant>/.
 TENANT = "fake"
 GIB = 1024**3
+# Loki's per-tenant limit is a token bucket in MiB/s (limits_config.ingestion_rate_mb). Sustained: the
+# whole day's budget within one hour (24 times the average: room for a busy hour, a restart's
+# backlog), so a runaway service fills the disk at most 24 times faster than the retention assumes;
+# the burst takes Alloy's 1 MiB push batches and a model server's start-up output at once.
+RATE_HEADROOM = 24
+BURST_MB = 8
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,11 @@ def budget_for(disk_gib: float, gib_per_day: float, max_retention_days: int) -> 
 def logs_budget(options: LogsOptions, disk_gib: float) -> LogsBudget:
     """The share of the box's disk given to logs, and how many days of `gib_per_day` it holds."""
     return budget_for(round(disk_gib * options.disk_share, 1), options.gib_per_day, options.max_retention_days)
+
+
+def ingestion_rate_mb(gib_per_day: float) -> float:
+    """`gib_per_day` times RATE_HEADROOM, in MiB/s, rounded up to 0.001."""
+    return math.ceil(gib_per_day * 1024 * RATE_HEADROOM / 86400 * 1000) / 1000
 
 
 def loki_config(budget: LogsBudget) -> dict[str, Any]:
@@ -85,8 +101,8 @@ def loki_config(budget: LogsBudget) -> dict[str, Any]:
             "retention_period": f"{budget.retention_days * 24}h",
             "reject_old_samples": True,
             "reject_old_samples_max_age": "168h",
-            "ingestion_rate_mb": 4,
-            "ingestion_burst_size_mb": 8,
+            "ingestion_rate_mb": ingestion_rate_mb(budget.gib_per_day),
+            "ingestion_burst_size_mb": BURST_MB,
             "per_stream_rate_limit": "1MB",
             "max_query_lookback": f"{budget.retention_days * 24}h",
         },
@@ -200,12 +216,12 @@ OOM_PATTERN = (
 CUDA_PATTERN = "(?i)(CUDA error|cudaError[A-Za-z]*|CUBLAS_STATUS_[A-Z_]+|NCCL error|illegal memory access)"
 
 
-def _log_alert(name: str, expr: str, summary: str, description: str) -> dict[str, Any]:
+def _log_alert(name: str, expr: str, severity: str, summary: str, description: str) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
         "for": "0m",
-        "labels": {"severity": "critical"},
+        "labels": {"severity": severity},
         "annotations": {"summary": summary, "description": description, "runbook_url": f"{RUNBOOK_BASE}#{name.lower()}"},
     }
 
@@ -227,12 +243,16 @@ def loki_rule_groups(services: list[str], where: str = "box") -> list[dict[str, 
                 _log_alert(
                     "ModelServerOutOfMemory",
                     _line_count(selector, OOM_PATTERN, by),
+                    # A warning: the pattern is broad (llama.cpp logs allocation failures it recovers from,
+                    # falling back to smaller buffers); an OOM that stops serving pages as ModelServerDown.
+                    "warning",
                     f"The model server logged an out-of-memory error on {{{{ $labels.{where} }}}}",
                     "{{ $value }} out-of-memory lines from {{ $labels.service }} in 5 minutes.",
                 ),
                 _log_alert(
                     "ModelServerCudaError",
                     _line_count(selector, CUDA_PATTERN, by),
+                    "critical",  # a CUDA error leaves the process's CUDA context unusable
                     f"The model server logged a CUDA error on {{{{ $labels.{where} }}}}",
                     "{{ $value }} CUDA error lines from {{ $labels.service }} in 5 minutes.",
                 ),
@@ -263,6 +283,66 @@ def volume_rule_groups(budget: LogsBudget) -> list[dict[str, Any]]:
             ],
         }
     ]
+
+
+# Alloy v1.10.2 internal/component/loki/source/file/metrics.go: a gauge, registered (at 0) when
+# loki.source.file starts; Loki v3.5.8 pkg/loghttp/push/push.go: a counter per tenant, created by the first push.
+FILES_TAILED = "loki_source_file_files_active_total"
+LINES_RECEIVED = "loki_distributor_lines_received_total"
+SILENT_FOR = "15m"
+
+
+def pipeline_rule_groups(loki_job: str, alloy_job: str, *, edge: bool) -> list[dict[str, Any]]:
+    """Alerts when log collection stops, so the log alerts do not go silent unseen (warning: the model
+    still serves; what is lost is the log view and the out-of-memory and CUDA alerts)."""
+    jobs = f"{loki_job}|{alloy_job}"
+    rules = [
+        prometheus_alert(
+            "LogCollectorDown",
+            f'up{{job=~"{jobs}"}} == 0',
+            SILENT_FOR,
+            "warning",
+            "{{ $labels.job }} is down: container logs are not collected",
+            "Prometheus cannot scrape {{ $labels.job }}: no log lines reach Loki, and the out-of-memory and CUDA log alerts "
+            "are silent.",
+        )
+    ]
+    if edge:
+        rules.append(
+            prometheus_alert(
+                "LogTailingNothing",
+                f"sum({FILES_TAILED}) == 0",
+                SILENT_FOR,
+                "warning",
+                "Alloy tails no container log file",
+                f"Alloy finds no json-file log under {DOCKER_CONTAINERS} (Docker's data-root elsewhere, userns-remap, "
+                "rootless or snap Docker, SELinux): no log lines reach Loki and the log alerts are silent.",
+            )
+        )
+    else:
+        rules += [
+            prometheus_alert(
+                "LogCollectorTargetMissing",
+                f'absent(up{{job="{loki_job}"}}) or absent(up{{job="{alloy_job}"}})',
+                SILENT_FOR,
+                "warning",
+                "{{ $labels.job }} is not scraped",
+                "Prometheus has no target for {{ $labels.job }}: its ServiceMonitor is missing or not selected, so a stopped "
+                "log collection would not alert.",
+            ),
+            # The gateway logs every request, the kubelet's probes included (every 10 s): a silent
+            # half hour means Alloy reads nothing (RBAC, the API server) or cannot push.
+            prometheus_alert(
+                "LogsNotReceived",
+                f'(sum(increase({LINES_RECEIVED}[30m])) or on() vector(0)) == 0 and on() (up{{job="{loki_job}"}} == 1)',
+                SILENT_FOR,
+                "warning",
+                "Loki has received no log line for 30 minutes",
+                "Loki is up but no line arrived in 30 minutes although the serving namespace's probes log every few "
+                "seconds: Alloy reads or pushes nothing, and the log alerts are silent.",
+            ),
+        ]
+    return [{"name": "slm-logs-pipeline", "rules": rules}]
 
 
 def datasource(url: str) -> dict[str, Any]:

@@ -224,7 +224,7 @@ def build(
         from slm_deploy.stacks.k8s.observability import publish_observability
 
         # The PrometheusRule's CRD and the Grafana sidecar that reads the dashboards come with the release.
-        publish_observability(name, env, opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, release]))
+        publish_observability(name, env, catalog, opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, release]))
     pulumi.export("namespace", spec.namespace)
     pulumi.export("gateway", f"http://{name}-gateway.{spec.namespace}.svc.cluster.local")
     pulumi.export("models", [f"/{m.spec.name}/v1" for m in env.models])

@@ -8,8 +8,9 @@ Loki's ruler evaluates the same log alerts as the edge bundles (out-of-memory an
 from a ConfigMap mounted into the single binary (not the chart's rules sidecar: another image), and
 sends them to the monitoring release's Alertmanager.
 
-Not built here (see docs/day2.md): NetworkPolicies for the `logs` namespace (Alloy needs the API
-server, whose address AKS does not fix).
+Loki has no authentication: Ingress-only NetworkPolicies let Loki's port be reached from the Alloy
+pods and the monitoring namespace only, and Alloy's from the monitoring namespace. No egress policy
+(see docs/day2.md): Alloy needs the API server, whose address AKS does not fix.
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ from typing import Any
 
 import pulumi
 from pulumi_kubernetes.core.v1 import ConfigMap, Namespace
-from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    NetworkPolicy,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, Role, RoleBinding, RoleRefArgs, SubjectArgs
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.catalog.platform import ChartComponent, load_chart_profiles
 from slm_deploy.environment import LogsSpec
 from slm_deploy.observability.logs import (
+    ALLOY_PORT,
     LOKI_PORT,
     LOKI_RULES,
     TENANT,
@@ -32,9 +42,11 @@ from slm_deploy.observability.logs import (
     datasource,
     loki_config,
     loki_rule_groups,
+    pipeline_rule_groups,
+    volume_rule_groups,
 )
 from slm_deploy.stacks.k8s.chart_images import pin_chart_images
-from slm_deploy.stacks.k8s.common import chart_release
+from slm_deploy.stacks.k8s.common import chart_release, from_monitoring
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from slm_deploy.yamlout import dump
 
@@ -55,6 +67,20 @@ CONTAINER = {
 }
 
 
+def chart_component(catalog: Catalog, chart: str) -> ChartComponent:
+    """The chart's one component (chart_profiles.yaml): its pods' labels and its metrics' job."""
+    return load_chart_profiles()[(chart, catalog.charts[chart].version)].components[0]
+
+
+def logs_alert_groups(spec: LogsSpec, catalog: Catalog) -> list[dict[str, Any]]:
+    """The Prometheus side of the logs: the size guard, and alerts when collection stops."""
+    loki_job, alloy_job = (chart_component(catalog, chart).metrics_job for chart in ("loki", "alloy"))
+    if loki_job is None or alloy_job is None:
+        raise ValueError("chart_profiles.yaml names no metrics_job for the loki or alloy chart")
+    budget = budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days)
+    return volume_rule_groups(budget) + pipeline_rule_groups(loki_job, alloy_job, edge=False)
+
+
 def loki_values(spec: LogsSpec) -> dict[str, Any]:
     """Single-binary Loki sized from the spec (its image: pin_chart_images)."""
     config = loki_config(budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days))
@@ -64,6 +90,7 @@ def loki_values(spec: LogsSpec) -> dict[str, Any]:
         "deploymentMode": "SingleBinary",
         "loki": {
             "auth_enabled": False,
+            "server": {"http_listen_port": LOKI_PORT},  # the chart's default, stated: the NetworkPolicy opens it
             "commonConfig": {"replication_factor": 1},
             "storage": {"type": "filesystem"},
             "schemaConfig": config["schema_config"],
@@ -76,7 +103,9 @@ def loki_values(spec: LogsSpec) -> dict[str, Any]:
         },
         "singleBinary": {
             "replicas": 1,
-            "persistence": {"enabled": True, "size": f"{spec.storage_gi}Gi"},
+            # The chart's default deletes the PVC with the StatefulSet: logs off would delete the stored logs.
+            # The size is fixed after the first up (volumeClaimTemplates are immutable): docs/day2.md.
+            "persistence": {"enabled": True, "size": f"{spec.storage_gi}Gi", "enableStatefulSetAutoDeletePVC": False},
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
             "extraVolumes": [{"name": "rules", "configMap": {"name": RULES_CONFIG_MAP}}],
             "extraVolumeMounts": [{"name": "rules", "mountPath": f"{LOKI_RULES}/{TENANT}", "readOnly": True}],
@@ -99,6 +128,7 @@ def alloy_values(serving_namespace: str, cluster: str) -> dict[str, Any]:
     """One Alloy for the serving namespace (its image: pin_chart_images)."""
     return {
         "crds": {"create": False},
+        "serviceMonitor": {"enabled": True},  # chart default false: Alloy unscraped, its silence unseen
         "rbac": {"create": False},  # the chart's ClusterRole reads nodes/proxy and more; a Role below reads pods/log
         "serviceAccount": {"create": True, "name": ALLOY_ACCOUNT},
         "configReloader": {"enabled": False},  # another image; a config change rolls the pod instead
@@ -119,12 +149,50 @@ def alloy_values(serving_namespace: str, cluster: str) -> dict[str, Any]:
         "alloy": {
             "configMap": {"create": True, "content": alloy_kubernetes_config(serving_namespace, cluster, LOKI_URL)},
             "storagePath": ALLOY_STORAGE,
+            "listenPort": ALLOY_PORT,  # the chart's default, stated: the NetworkPolicy opens it
             "enableReporting": False,
             "mounts": {"varlog": False, "dockercontainers": False, "extra": [{"name": "storage", "mountPath": ALLOY_STORAGE}]},
             "securityContext": {"runAsNonRoot": True, "runAsUser": ALLOY_UID, **CONTAINER},
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         },
     }
+
+
+def _pods(labels: dict[str, str]) -> NetworkPolicyPeerArgs:
+    return NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels=labels))
+
+
+def _tcp(port: int) -> list[NetworkPolicyPortArgs]:
+    return [NetworkPolicyPortArgs(port=port, protocol="TCP")]
+
+
+def ingress_policies(name: str, catalog: Catalog, opts: pulumi.ResourceOptions) -> None:
+    """Loki's port from Alloy and the monitoring namespace (Grafana, Prometheus), Alloy's from the
+    monitoring namespace; the selectors are the charts' pod labels (chart_profiles.yaml). Ingress only:
+    Loki's ruler reaches Alertmanager and Alloy the API server unhindered."""
+    loki, alloy = (chart_component(catalog, chart).pod_labels for chart in ("loki", "alloy"))
+    if not loki or not alloy:
+        raise ValueError("chart_profiles.yaml names no pod_labels for the loki or alloy chart")
+    rules = {
+        "loki-ingress": (
+            loki,
+            [
+                NetworkPolicyIngressRuleArgs(from_=[_pods(alloy), from_monitoring()], ports=_tcp(LOKI_PORT)),
+                # Its own pods: the single binary joins its ring (memberlist) through its own Service.
+                NetworkPolicyIngressRuleArgs(from_=[_pods(loki)]),
+            ],
+        ),
+        "alloy-ingress": (alloy, [NetworkPolicyIngressRuleArgs(from_=[from_monitoring()], ports=_tcp(ALLOY_PORT))]),
+    }
+    for policy, (pods, ingress) in rules.items():
+        NetworkPolicy(
+            f"{name}-{policy}",
+            metadata=ObjectMetaArgs(name=policy, namespace=NAMESPACE),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels=pods), policy_types=["Ingress"], ingress=ingress
+            ),
+            opts=opts,
+        )
 
 
 class Logs(pulumi.ComponentResource):
@@ -149,7 +217,8 @@ class Logs(pulumi.ComponentResource):
                 name=NAMESPACE,
                 labels={f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")},
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            # Kept when logs are turned off: deleting the namespace would delete Loki's PVC, the stored logs.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         rules = ConfigMap(
             f"{name}-loki-rules",
@@ -185,6 +254,7 @@ class Logs(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki, binding]),
             timeout=600,
         )
+        ingress_policies(name, catalog, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
         ConfigMap(
             f"{name}-grafana-datasource",
             metadata=ObjectMetaArgs(

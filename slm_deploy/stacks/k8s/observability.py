@@ -10,21 +10,21 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import ConfigMap
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from slm_deploy.catalog import Catalog
 from slm_deploy.environment import Environment
 from slm_deploy.observability.dashboards import dashboards
 from slm_deploy.observability.rules import rule_groups
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 
 
-def publish_observability(name: str, env: Environment, opts: pulumi.ResourceOptions) -> None:
+def publish_observability(name: str, env: Environment, catalog: Catalog, opts: pulumi.ResourceOptions) -> None:
     runtimes = sorted({m.plan.runtime for m in env.models})
     gpus = any(m.plan.resources.gpu_count for m in env.models)
     groups = rule_groups(runtimes, env.spec.monitoring.slo, gpus=gpus, edge=False)
     if env.spec.logs.enabled:
-        from slm_deploy.observability.logs import budget_for, volume_rule_groups
+        from slm_deploy.stacks.k8s.logs import logs_alert_groups
 
-        logs = env.spec.logs
-        groups += volume_rule_groups(budget_for(logs.storage_gi, logs.gib_per_day, logs.max_retention_days))
+        groups += logs_alert_groups(env.spec.logs, catalog)
     CustomResource(
         f"{name}-rules",
         api_version="monitoring.coreos.com/v1",

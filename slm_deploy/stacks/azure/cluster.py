@@ -1,4 +1,4 @@
-"""The hardened AKS cluster and its GPU node pools (separate AgentPool resources, never inline)."""
+"""The hardened AKS cluster and its GPU and CPU node pools (separate AgentPool resources, never inline)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pulumi
 from pulumi_azure_native import authorization, containerservice
 
 from slm_deploy.catalog.platform import AksFacts
-from slm_deploy.environment import ClusterSpec, GpuDriver, GpuPoolSpec, IngressSpec
+from slm_deploy.environment import ClusterSpec, CpuPoolSpec, GpuDriver, GpuPoolSpec, IngressSpec
 from slm_deploy.stacks.azure.kubeconfig import non_interactive_kubeconfig
 from slm_deploy.stacks.azure.propagation import RbacPropagationWait
 
 GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
+# CPU model servers only: the gateway, monitoring and platform pods stay off these nodes.
+CPU_MODELS_TAINT = "slm.dev/cpu-models=true:NoSchedule"
 SYSTEM_TAINT = "CriticalAddonsOnly=true:NoSchedule"
 POOL_LABEL = "slm.dev/pool"
 PLATFORM_POOL = "platform"
@@ -79,6 +81,53 @@ class GpuNodePool(pulumi.ComponentResource):
         )
         self.name = agent_pool.name
         self.register_outputs({"name": agent_pool.name, "vmSize": vm_size})
+
+
+class CpuNodePool(pulumi.ComponentResource):
+    """One CPU pool for CPU model servers (runtime onnx): tainted and labelled so that only the
+    servers placed on it land there, autoscaled, optionally spot. No GPU profile."""
+
+    name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        pool: CpuPoolSpec,
+        os_disk_gb: int | None,
+        resource_group_name: pulumi.Input[str],
+        cluster_name: pulumi.Input[str],
+        subnet_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:azure:CpuNodePool", name, None, opts)
+        agent_pool = containerservice.AgentPool(
+            f"{name}-pool",
+            agent_pool_name=pool.name,
+            resource_group_name=resource_group_name,
+            resource_name_=cluster_name,
+            mode=containerservice.AgentPoolMode.USER,
+            vm_size=pool.vm_size,
+            os_type=containerservice.OSType.LINUX,
+            os_sku=containerservice.OSSKU.UBUNTU,
+            os_disk_type=containerservice.OSDiskType.EPHEMERAL
+            if pool.os_disk_type == "Ephemeral"
+            else containerservice.OSDiskType.MANAGED,
+            os_disk_size_gb=os_disk_gb,
+            vnet_subnet_id=subnet_id,
+            enable_auto_scaling=True,
+            min_count=pool.min_count,
+            max_count=pool.max_count,
+            count=pool.min_count,
+            node_taints=[CPU_MODELS_TAINT],
+            node_labels={POOL_LABEL: pool.name, "slm.dev/accelerator": "none"},
+            scale_set_priority=containerservice.ScaleSetPriority.SPOT if pool.spot else None,
+            scale_set_eviction_policy=containerservice.ScaleSetEvictionPolicy.DELETE if pool.spot else None,
+            spot_max_price=-1 if pool.spot else None,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
+        )
+        self.name = agent_pool.name
+        self.register_outputs({"name": agent_pool.name, "vmSize": pool.vm_size})
 
 
 class PlatformNodePool(pulumi.ComponentResource):

@@ -50,6 +50,7 @@ def _lock_with_image(archs: tuple[str, ...] = ("linux/amd64",)) -> locking.LockF
 
 
 def _project(tmp_path: Path, config: dict[str, Any], lock: locking.LockFile | None = None) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
     (tmp_path / "Pulumi.cpu.yaml").write_text(yaml.safe_dump({"config": config}))
     locking.write(tmp_path / locking.LOCK_NAME, lock or _lock_with_image())
@@ -261,3 +262,38 @@ def test_on_an_existing_cluster_the_cpu_pool_is_a_node_selector_and_tolerations_
     # Planned on the configured size: 16 vCPUs give a larger CPU request than the 8 of the aks test.
     server = _manifest(result, "Deployment", "phi4cpu")["spec"]["template"]["spec"]["containers"][0]
     assert float(server["resources"]["requests"]["cpu"]) > 8
+
+
+def test_image_onnx_writes_the_build_context_and_an_images_file_for_the_lock(tmp_path: Path) -> None:
+    from slm_deploy.catalog import load_catalog
+    from slm_deploy.launcher import foundry
+    from slm_deploy.onnx_builds import load_onnx_server
+
+    root = _project(tmp_path / "project", _config())
+    out = run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx"))
+    assert out.returncode == 0, out.stderr
+    files = sorted(str(p.relative_to(tmp_path / "ctx")) for p in (tmp_path / "ctx").rglob("*") if p.is_file())
+    assert files == ["images.yaml", "phi4cpu/Dockerfile", "phi4cpu/onnx/foundry_launcher.py", "phi4cpu/onnx/requirements.txt"]
+    context = tmp_path / "ctx" / "phi4cpu"
+    base = load_catalog().images[load_onnx_server().base_image]
+    digest = _lock_with_image().images[f"{base.repository}:{base.tag}"].digest
+    assert f"FROM {base.repository}:{base.tag}@{digest} AS server" in (context / "Dockerfile").read_text()
+    assert "USER 10001:10001" in (context / "Dockerfile").read_text()
+    assert (context / "onnx" / "requirements.txt").read_text() == load_onnx_server().requirements_text()
+    assert (context / "onnx" / "foundry_launcher.py").read_text() == Path(foundry.__file__).read_text()
+    # What `slm-deploy lock --images` reads: the model's image, as the stack names it.
+    (image,) = locking.load_images_file(tmp_path / "ctx" / "images.yaml")
+    assert f"{image.repository}:{image.tag}" == IMAGE
+    again = run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx"))
+    assert again.returncode == 2 and again.stderr.startswith(f"error: {tmp_path / 'ctx'}: exists and is not an empty folder")
+
+
+def test_image_onnx_refuses_a_stack_without_an_onnx_model(tmp_path: Path) -> None:
+    config = copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"])
+    root = _project(tmp_path / "project", config)
+    out = run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx"))
+    assert (
+        out.returncode == 2
+        and out.stderr == "error: Pulumi.cpu.yaml: slm-deploy:models: no model on runtime onnx: nothing to build\n"
+    )
+    assert not (tmp_path / "ctx").exists()

@@ -20,24 +20,12 @@ from slm_deploy.supply import lock as locking
 from tests.conftest import ROOT, run_cli
 
 IMAGE = "example.azurecr.io/slm-onnx:2.2.1"
-CPU_POOL = {"name": "cpu", "vmSize": "Standard_D8ds_v5", "minCount": 1, "maxCount": 2}
-ONNX_MODEL = {
-    "name": "phi4cpu",
-    "pool": "cpu",
-    "model": "phi-4-mini-instruct",
-    "runtime": "onnx",
-    "context": 4096,
-    "concurrency": 2,
-    "image": IMAGE,
-    "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
-}
 
 
 def _config() -> dict[str, Any]:
-    """staging (an A10 pool, vLLM and Ollama) plus a CPU pool serving an onnx model."""
+    """The staging example: an A10 pool (vLLM, Ollama) and a CPU pool serving the onnx model phi4cpu."""
     config = copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"])
-    config["slm-deploy:cpuPools"] = [dict(CPU_POOL)]
-    config["slm-deploy:models"].append(copy.deepcopy(ONNX_MODEL))
+    assert config["slm-deploy:models"][2]["runtime"] == "onnx" and config["slm-deploy:models"][2]["image"] == IMAGE
     return config
 
 
@@ -193,7 +181,9 @@ def test_an_onnx_model_without_image_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_image_missing_from_the_lock_is_refused(tmp_path: Path) -> None:
-    err = _refusal(tmp_path, _config(), locking.load(locking.PACKAGED_LOCK))
+    lock = locking.load(locking.PACKAGED_LOCK)
+    without = lock.model_copy(update={"images": {k: v for k, v in lock.images.items() if k != IMAGE}})
+    err = _refusal(tmp_path, _config(), without)
     assert err.startswith(f"error: Pulumi.cpu.yaml: slm-deploy:models[2].image: {IMAGE} is not in ")
     assert "slm-deploy lock --images" in err
 
@@ -289,7 +279,8 @@ def test_image_onnx_writes_the_build_context_and_an_images_file_for_the_lock(tmp
 
 
 def test_image_onnx_refuses_a_stack_without_an_onnx_model(tmp_path: Path) -> None:
-    config = copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"])
+    config = _config()
+    del config["slm-deploy:models"][2], config["slm-deploy:cpuPools"]
     root = _project(tmp_path / "project", config)
     out = run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx"))
     assert (
@@ -297,3 +288,14 @@ def test_image_onnx_refuses_a_stack_without_an_onnx_model(tmp_path: Path) -> Non
         and out.stderr == "error: Pulumi.cpu.yaml: slm-deploy:models: no model on runtime onnx: nothing to build\n"
     )
     assert not (tmp_path / "ctx").exists()
+
+
+def test_the_staging_example_serves_an_onnx_model_from_the_example_lock() -> None:
+    """The shipped example: Pulumi.staging.yaml's phi4cpu runs examples/stack-images.yaml's image,
+    pinned by the packaged (example) lock, as `python -m tests.example_lock` writes it."""
+    digest = locking.load(locking.PACKAGED_LOCK).images[IMAGE].digest
+    (image,) = locking.load_images_file(ROOT / "examples" / "stack-images.yaml")
+    assert f"{image.repository}:{image.tag}" == IMAGE
+    result = run_preview("staging", ROOT)
+    pod = _manifest(result, "Deployment", "phi4cpu")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"{IMAGE}@{digest}" and pod["nodeSelector"] == {"slm.dev/pool": "cpu"}

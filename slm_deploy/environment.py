@@ -281,7 +281,7 @@ class EnvironmentSpec(Camel):
     def _references(self) -> EnvironmentSpec:
         if self.logs.enabled and not self.monitoring.enabled:
             raise ValueError("logs: enabled needs monitoring (Grafana shows the logs, Prometheus watches Loki)")
-        pools = [p.name for p in (*self.gpu_pools, *self.cpu_pools)]
+        pools = [p.name for p in self.gpu_pools] + [p.name for p in self.cpu_pools]
         if len(set(pools)) != len(pools):
             raise ValueError("gpuPools, cpuPools: pool names must be unique")
         names = [m.name for m in self.models]

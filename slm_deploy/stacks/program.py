@@ -114,19 +114,19 @@ def build(
             )
             # AKS taints every spot node; pods for that pool must tolerate it.
             spot_taints[pool.name] = facts.pool_kinds["spot"].taints if pool.spot else ()
-        for cpu in spec.cpu_pools:
+        for cpu_pool in spec.cpu_pools:
             pools.append(
                 CpuNodePool(
-                    f"{name}-{cpu.name}",
-                    pool=cpu,
-                    os_disk_gb=env.pool_os_disks[cpu.name],
+                    f"{name}-{cpu_pool.name}",
+                    pool=cpu_pool,
+                    os_disk_gb=env.pool_os_disks[cpu_pool.name],
                     resource_group_name=foundation.resource_group_name,
                     cluster_name=cluster.name,
                     subnet_id=foundation.subnet_id,
                     opts=pulumi.ResourceOptions(parent=cluster),
                 )
             )
-            cpu_taints[cpu.name] = (CPU_MODELS_TAINT, *(facts.pool_kinds["spot"].taints if cpu.spot else ()))
+            cpu_taints[cpu_pool.name] = (CPU_MODELS_TAINT, *(facts.pool_kinds["spot"].taints if cpu_pool.spot else ()))
         vault = ServingSecrets(
             name,
             resource_group_name=foundation.resource_group_name,

@@ -562,17 +562,10 @@ class OnnxServer(ModelServer):
         if image is None:
             raise ValueError(f"{name}: runtime onnx runs models[].image, which is not in the catalog given (pin_model_images)")
         assert spec.fetch is not None
-        fetch = {
-            **spec.fetch,
-            "image": image.ref,
-            # The Hub's cache on the model volume, as for vLLM: the fetch pod's /tmp is a small emptyDir.
-            "environment": {**spec.fetch["environment"], "HF_HOME": f"{MODEL_DIR}/hf"},
-        }
-        # Foundry Local's native library uploads 1DS telemetry (ProcessInfo) even with non-essential
-        # telemetry disabled; it skips the upload only when it sees CI=true (docs/onnx-runtime.md).
-        environment = {"CI": "true", **spec.environment}
-        # The build context (requirements, launcher) is in the image: no ConfigMap of it here.
-        return replace(spec, image=image.ref, fetch=fetch, environment=environment, files={}, dockerfile=None)
+        # The fetch (HF_HOME on the model volume) and the environment (CI=true: Foundry Local's native
+        # library then skips its telemetry) are the edge bundle's (runtimes.onnx_runtime); only the
+        # image differs. The build context (requirements, launcher) is in it: no ConfigMap of it here.
+        return replace(spec, image=image.ref, fetch={**spec.fetch, "image": image.ref}, files={}, dockerfile=None)
 
 
 SERVERS: dict[Runtime, type[ModelServer]] = {

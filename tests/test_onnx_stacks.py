@@ -299,3 +299,31 @@ def test_the_staging_example_serves_an_onnx_model_from_the_example_lock() -> Non
     result = run_preview("staging", ROOT)
     pod = _manifest(result, "Deployment", "phi4cpu")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == f"{IMAGE}@{digest}" and pod["nodeSelector"] == {"slm.dev/pool": "cpu"}
+
+
+@pytest.mark.tools
+def test_image_onnx_then_lock_images_pins_the_server_for_the_preview(tmp_path: Path) -> None:
+    """The documented flow, against a registry on loopback holding a stand-in of every image (the
+    example lock's mirror): `image onnx` writes images.yaml, `lock --images` resolves it with the
+    catalog's images into the project's lock, and the preview runs the server by that digest."""
+    from slm_deploy.supply.registry import mirror_path
+    from tests.example_lock import start_mirror
+
+    root = _project(tmp_path / "project", _config())
+    (root / locking.LOCK_NAME).unlink()  # the user's own lock, written by `slm-deploy lock` below
+    assert run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx")).returncode == 0
+    (tmp_path / "mirror").mkdir()
+    mirror = start_mirror(tmp_path / "mirror")
+    try:
+        # The user's build: another image than the example lock's stand-in under the same tag.
+        repository, tag = IMAGE.rsplit(":", 1)
+        pushed = mirror.push(mirror_path(mirror.host, repository).split("/", 1)[1], tag, ("amd64",), label="my build")
+        lock_args = ["--lock", str(root / locking.LOCK_NAME), "--images", str(tmp_path / "ctx" / "images.yaml")]
+        locked = run_cli("lock", *lock_args, "--mirror", mirror.host)
+    finally:
+        mirror.stop()
+    assert locked.returncode == 0, locked.stderr
+    digest = locking.load(root / locking.LOCK_NAME).images[IMAGE].digest
+    assert digest == pushed["digest"] != locking.load(locking.PACKAGED_LOCK).images[IMAGE].digest
+    pod = _manifest(run_preview("cpu", root), "Deployment", "phi4cpu")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"{IMAGE}@{digest}"

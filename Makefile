@@ -27,8 +27,9 @@ demo: $(STAMP)
 	$(SLM) verify $(OUT)/bundles/store-0001
 	$(SLM) preview dev --out $(OUT)/manifests/dev
 	$(SLM) preview staging --out $(OUT)/manifests/staging
+	rm -rf $(OUT)/onnx-image && $(SLM) image onnx staging --out $(OUT)/onnx-image
 	$(SLM) preview prod --out $(OUT)/manifests/prod
-	$(SLM) review $(OUT)/bundles/*/ --stack dev --stack staging --stack prod --sarif $(OUT)/review.sarif
+	$(SLM) review $(OUT)/bundles/*/ $(OUT)/onnx-image --stack dev --stack staging --stack prod --sarif $(OUT)/review.sarif
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -444,6 +444,36 @@ def review(
         sys.exit(1)
 
 
+@main.group()
+def image() -> None:
+    """Build contexts for images no registry publishes (runtime onnx's server)."""
+
+
+@image.command("onnx")
+@click.argument("stack")
+@click.option("--out", "out_dir", type=NonEmptyPath(path_type=Path, file_okay=False), required=True, help="A new folder.")
+@click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Pulumi project folder holding Pulumi.STACK.yaml and images.lock.yaml (default: the current folder).",
+)
+@clear_errors
+def image_onnx(stack: str, out_dir: Path, project_dir: Path | None) -> None:
+    """Write the build context of each onnx model's server image of Pulumi.STACK.yaml into OUT.
+
+    OUT/<model>/ holds the edge bundle's Dockerfile (the locked python base, hash-pinned wheels, the
+    launcher): `docker build -t IMAGE OUT/<model>`, push IMAGE (the model's `image:`), then
+    `slm-deploy lock --images OUT/images.yaml` pins it by digest for `pulumi up`.
+    """
+    from slm_deploy.stacks.onnx_image import build_contexts, write_contexts
+
+    files = build_contexts(stack, project_dir or Path.cwd())
+    write_contexts(files, out_dir)
+    click.echo(f"wrote {out_dir}: {len(files)} files")
+
+
 @main.command()
 @click.option(
     "--lock", "lock_file", type=click.Path(path_type=Path, dir_okay=False), default="images.lock.yaml", show_default=True

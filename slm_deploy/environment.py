@@ -1,4 +1,4 @@
-"""The cloud environment of one Pulumi stack: cluster, GPU pools and the models they serve.
+"""The cloud environment of one Pulumi stack: cluster, GPU and CPU pools and the models they serve.
 
 Read from `Pulumi.<stack>.yaml` (camelCase keys, the Pulumi convention) into frozen models that
 reject unknown keys, so a typo in a stack file is a clear error instead of a silent default.
@@ -21,12 +21,14 @@ from slm_deploy.catalog.platform import AksFacts, load_aks_facts
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.fleet import SloThresholds
 from slm_deploy.netranges import open_to_internet
-from slm_deploy.onnx_builds import TARGETS_REFUSAL
+from slm_deploy.onnx_builds import onnx_box_problem
 from slm_deploy.planner import Plan, hardware_for_vm, plan
-from slm_deploy.spec import Frozen, Runtime, Serving
+from slm_deploy.spec import Frozen, Hardware, Runtime, Serving
 
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
 POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
+IMAGE_REF = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+:[\w][\w.-]{0,127}$"  # registry/path:tag
+TAINT = r"^[\w./-]+(=[\w.-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$"
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -139,6 +141,32 @@ class GpuPoolSpec(Camel):
         return self
 
 
+class CpuPoolSpec(Camel):
+    """A pool of CPU nodes for CPU model servers (runtime onnx; ollama or llamacpp planned on the CPU).
+
+    aks: a User pool of `vmSize`, tainted and labelled so that only the servers placed on it land there.
+    existing: where your CPU nodes are: the servers get `nodeSelector` and tolerate `tolerations`;
+    `vmSize` (a size with facts in catalog/aks.yaml) is what they are planned on."""
+
+    name: str = Field(pattern=POOL_NAME)
+    vm_size: str = Field(description="A CPU size in catalog/aks.yaml node_sizes (driver: none).")
+    min_count: int = Field(default=0, ge=0, le=100)
+    max_count: int = Field(default=1, ge=1, le=100)
+    spot: bool = False
+    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
+    os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="existing: labels of your CPU nodes.")
+    tolerations: tuple[Annotated[str, StringConstraints(pattern=TAINT)], ...] = Field(
+        default=(), description="existing: the taints of your CPU nodes (key=value:Effect), tolerated exactly."
+    )
+
+    @model_validator(mode="after")
+    def _counts(self) -> CpuPoolSpec:
+        if self.min_count > self.max_count:
+            raise ValueError("minCount cannot exceed maxCount")
+        return self
+
+
 class AutoscalingSpec(Camel):
     min_replicas: int = Field(default=1, ge=0, le=100, description="0 allows scale to zero (KEDA).")
     max_replicas: int = Field(default=1, ge=1, le=100)
@@ -160,7 +188,7 @@ class ModelDeploymentSpec(Camel):
     """A Serving (same fields, camelCase) plus where and how many."""
 
     name: str = Field(pattern=DNS_LABEL, description="Kubernetes name of the server.")
-    pool: str = Field(pattern=POOL_NAME, description="The GPU pool it runs on.")
+    pool: str = Field(pattern=POOL_NAME, description="The GPU or CPU pool it runs on.")
     model: str
     architecture: dict[str, Any] | None = None
     runtime: Runtime = Runtime.VLLM
@@ -172,10 +200,15 @@ class ModelDeploymentSpec(Camel):
     tensor_parallel: int | None = None
     max_num_batched_tokens: int | None = None
     weights_repo: str | None = None
+    image: str | None = Field(
+        default=None,
+        pattern=IMAGE_REF,
+        description="onnx: your server image (registry/path:tag) built from `slm-deploy image onnx`, locked in images.lock.yaml.",
+    )
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
 
     def serving(self) -> Serving:
-        fields = self.model_dump(exclude={"name", "pool", "autoscaling"}, exclude_none=True, by_alias=False)
+        fields = self.model_dump(exclude={"name", "pool", "autoscaling", "image"}, exclude_none=True, by_alias=False)
         return Serving.model_validate(fields)
 
 
@@ -237,6 +270,7 @@ class EnvironmentSpec(Camel):
     cluster: ClusterSpec
     gpu_driver: GpuDriver = GpuDriver.OPERATOR
     gpu_pools: tuple[GpuPoolSpec, ...] = Field(default=(), description="aks: GPU pools (existing: ignored).")
+    cpu_pools: tuple[CpuPoolSpec, ...] = Field(default=(), description="CPU pools (existing: your CPU nodes).")
     models: tuple[ModelDeploymentSpec, ...] = Field(min_length=1)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     logs: LogsSpec = Field(default_factory=LogsSpec)
@@ -247,9 +281,9 @@ class EnvironmentSpec(Camel):
     def _references(self) -> EnvironmentSpec:
         if self.logs.enabled and not self.monitoring.enabled:
             raise ValueError("logs: enabled needs monitoring (Grafana shows the logs, Prometheus watches Loki)")
-        pools = [p.name for p in self.gpu_pools]
+        pools = [p.name for p in self.gpu_pools] + [p.name for p in self.cpu_pools]
         if len(set(pools)) != len(pools):
-            raise ValueError("gpuPools: pool names must be unique")
+            raise ValueError("gpuPools, cpuPools: pool names must be unique")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("models: names must be unique")
@@ -260,7 +294,8 @@ class EnvironmentSpec(Camel):
         if self.cluster.mode is ClusterMode.AKS:
             for model in self.models:
                 if model.pool not in pools:
-                    raise ValueError(f"model {model.name!r} runs on pool {model.pool!r}, which gpuPools does not define")
+                    where = f"model {model.name!r} runs on pool {model.pool!r}"
+                    raise ValueError(f"{where}, which gpuPools does not define (nor cpuPools)")
             if self.ingress.enabled and self.ingress.certificate is None:
                 raise ValueError("ingress: an enabled ingress on AKS needs certificate (keyVaultId, name)")
             if self.cluster.platform_min_count > self.cluster.platform_max_count:
@@ -326,8 +361,12 @@ def plan_environment(
             serving = model.serving()
         except ValidationError as exc:
             raise _config_error(source, exc, ["models", i]) from None
-        if serving.runtime is Runtime.ONNX:
-            raise InputError(source, f"{path}.runtime", TARGETS_REFUSAL)
+        _image_checks(source, path, model, serving)
+        cpu_pool = next((p for p in spec.cpu_pools if p.name == model.pool), None)
+        if cpu_pool is not None:
+            on_cpu = _plan_on_cpu(source, path, model.name, spec, cpu_pool, serving, catalog)
+            models.append(PlannedModel(model, on_cpu, cpu_pool.vm_size))
+            continue
         vm_size = _pool_vm(spec, model.pool, pool_sizes)
         if vm_size is None:
             recommended = plan(serving, None, catalog=catalog, source=source, serving_path=path)
@@ -338,6 +377,10 @@ def plan_environment(
             raise InputError(source, f"{path}.pool", f"pool {model.pool!r}: unknown VM size {vm_size!r}")
         pool_sizes.setdefault(model.pool, vm_size)
         hardware = hardware_for_vm(catalog.vm_sizes[vm_size])
+        problem = onnx_box_problem(hardware) if serving.runtime is Runtime.ONNX else None
+        if problem:
+            why = f"pool {model.pool!r} is a GPU pool: {problem[1]}; put it on a cpuPools pool"
+            raise InputError(source, f"{path}.pool", why)
         result = plan(serving, hardware, catalog=catalog, source=source, serving_path=path, hardware_path=path)
         if not result.fits:
             hints = "; ".join(s.change for s in result.suggestions) or "none in the catalog"
@@ -346,6 +389,8 @@ def plan_environment(
     for pool in spec.gpu_pools:
         if pool.vm_size:
             pool_sizes[pool.name] = pool.vm_size
+    for cpu in spec.cpu_pools:
+        pool_sizes[cpu.name] = cpu.vm_size
     os_disks: dict[str, int | None] = {}
     if spec.cluster.mode is ClusterMode.AKS:
         for key in ("system_vm_size", "platform_vm_size"):
@@ -358,6 +403,12 @@ def plan_environment(
                     source, f"{PROJECT}:gpuPools[{i}].vmSize", f"pool {pool.name!r} has no vmSize and no model to size it"
                 )
             os_disks[pool.name] = _pool_checks(source, i, pool, pool_sizes[pool.name], spec.gpu_driver, facts)
+        for i, cpu in enumerate(spec.cpu_pools):
+            if cpu.node_selector or cpu.tolerations:
+                field = f"{PROJECT}:cpuPools[{i}].{'nodeSelector' if cpu.node_selector else 'tolerations'}"
+                raise InputError(source, field, "for existing clusters only: on aks the program labels and taints the pool")
+            where = f"{PROJECT}:cpuPools[{i}]"
+            os_disks[cpu.name] = _os_disk(source, where, cpu.os_disk_type, cpu.os_disk_gb, cpu.vm_size, facts)
     return Environment(stack, spec, tuple(models), pool_sizes, name, os_disks)
 
 
@@ -377,10 +428,16 @@ def _pool_checks(source: str, i: int, pool: GpuPoolSpec, vm_size: str, driver: G
             f"{vm_size} is a GRID (vGPU) family: the GPU Operator's datacenter driver does not bring it up; "
             "use an NC-family size or gpuDriver: aks",
         )
-    if pool.os_disk_type == "Managed":
-        return pool.os_disk_gb
-    disk = pool.os_disk_gb if pool.os_disk_gb is not None else min(128, size.temp_disk_gib)
-    if disk > size.temp_disk_gib:
+    return _os_disk(source, path, pool.os_disk_type, pool.os_disk_gb, vm_size, facts)
+
+
+def _os_disk(source: str, path: str, disk_type: str, disk_gb: int | None, vm_size: str, facts: AksFacts) -> int | None:
+    if disk_type == "Managed":
+        return disk_gb
+    size = facts.node_size(vm_size)
+    assert size is not None  # checked by the caller
+    disk = disk_gb if disk_gb is not None else min(128, size.temp_disk_gib)
+    if disk > size.temp_disk_gib or disk == 0:
         raise InputError(
             source,
             f"{path}.osDiskGb",
@@ -388,6 +445,36 @@ def _pool_checks(source: str, i: int, pool: GpuPoolSpec, vm_size: str, driver: G
             "(AKS: VMCacheSizeTooSmall); use at most that, or osDiskType: Managed",
         )
     return disk
+
+
+def _image_checks(source: str, path: str, model: ModelDeploymentSpec, serving: Serving) -> None:
+    """runtime onnx runs the user's image (no registry publishes one); the others run the catalog's."""
+    if serving.runtime is Runtime.ONNX and model.image is None:
+        raise InputError(
+            source,
+            f"{path}.image",
+            "runtime onnx needs image: no registry publishes a Foundry Local server; build it with "
+            "`slm-deploy image onnx --out DIR`, push it and name it here (registry/path:tag), then lock it",
+        )
+    if serving.runtime is not Runtime.ONNX and model.image is not None:
+        raise InputError(source, f"{path}.image", f"only runtime onnx takes image; {serving.runtime.value} runs the catalog's")
+
+
+def _plan_on_cpu(
+    source: str, path: str, name: str, spec: EnvironmentSpec, pool: CpuPoolSpec, serving: Serving, catalog: Catalog
+) -> Plan:
+    """A model on a CPU pool is planned on one node of the pool's size, with no GPU."""
+    i = spec.cpu_pools.index(pool)
+    size = load_aks_facts().node_size(pool.vm_size)
+    if size is None or size.driver != "none":
+        why = "has no platform facts in catalog/aks.yaml" if size is None else "is a GPU size; list it in gpuPools"
+        raise InputError(source, f"{PROJECT}:cpuPools[{i}].vmSize", f"{pool.vm_size!r} {why}")
+    hardware = Hardware(cpus=size.vcpus, memory_gib=size.memory_gib)
+    result = plan(serving, hardware, catalog=catalog, source=source, serving_path=path, hardware_path=path)
+    if not result.fits:
+        hints = "; ".join(s.change for s in result.suggestions) or "none in the catalog"
+        raise InputError(source, path, f"{name} does not fit {pool.vm_size}: {result.reason}; try: {hints}")
+    return result
 
 
 def _config_error(source: str, exc: ValidationError, prefix: list[int | str] | None = None) -> InputError:

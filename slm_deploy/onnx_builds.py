@@ -123,14 +123,3 @@ def onnx_box_problem(hardware: Hardware) -> tuple[str, str] | None:
             "which the box's internal network forbids and slm-deploy has not verified; use vllm, ollama or llamacpp on GPU boxes"
         )
     return None
-
-
-# Why the Kubernetes target refuses runtime `onnx` for now (docs/onnx-runtime.md): the stacks place
-# every model on a GPU pool (no CPU node pools), while Foundry Local's Linux build serves on the CPU
-# only; and the server image is built from an edge bundle's Dockerfile, with no cluster image pushed.
-TARGETS_REFUSAL = (
-    "runtime onnx is served on edge boxes (slm-deploy bundle) only for now: the stacks run models on GPU pools, "
-    "Foundry Local's Linux build serves on the CPU only, and its server image is built on the box, not pushed to "
-    "a registry; plan it with `slm-deploy plan --runtime onnx`, deploy it on Kubernetes with vllm, ollama or "
-    "llamacpp meanwhile"
-)

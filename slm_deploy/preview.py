@@ -302,6 +302,7 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
     from pulumi.runtime.sync_await import _sync_await
 
     from slm_deploy.stacks.entry import main, project_config
+    from slm_deploy.stacks.images import pin_model_images
     from slm_deploy.stacks.program import read_config
     from slm_deploy.supply.lock import locked_catalog
 
@@ -311,7 +312,8 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
     set_all_config(config, secret_keys)
     # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.
     result.environment = read_config(stack, project_config(), source)
-    locked_catalog(root)  # an image missing from the lock is exit 2 too, before the program runs
+    # an image missing from the lock is exit 2 too, before the program runs
+    pin_model_images(locked_catalog(root), result.environment, root)
 
     def program() -> None:
         main(root, offline=True)  # what `pulumi up` runs through the project's __main__.py, from ROOT

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from slm_deploy.catalog import load_catalog
+from slm_deploy.catalog import Image, load_catalog
 from slm_deploy.supply import lock as locking
 from slm_deploy.supply.registry import RegistryClient, mirror_path
 from tests.registry import LiveRegistry
@@ -33,6 +33,13 @@ EXAMPLE_NOTE = (
 
 
 PLATFORMS_DATA = Path(__file__).resolve().parent / "data" / "example_platforms.yaml"
+# Images the example stacks name themselves (runtime onnx's server): locked with the catalog's, as
+# `slm-deploy lock --images examples/stack-images.yaml` does.
+STACK_IMAGES = ROOT / "examples" / "stack-images.yaml"
+
+
+def _images() -> list[Image]:
+    return [*load_catalog().images.values(), *locking.load_images_file(STACK_IMAGES)]
 
 
 def published_platforms() -> dict[str, tuple[str, ...]]:
@@ -45,12 +52,12 @@ def start_mirror(workdir: Path, platforms: dict[str, tuple[str, ...]] | None = N
     """A registry holding a stand-in for every catalog image, at MIRROR/<registry>/<path>:<tag>,
     for the platforms of tests/data/example_platforms.yaml (PLATFORMS[repository] overrides)."""
     published = published_platforms() | (platforms or {})
-    missing = sorted({i.repository for i in load_catalog().images.values()} - set(published))
+    missing = sorted({i.repository for i in _images()} - set(published))
     if missing:
         raise ValueError(f"{PLATFORMS_DATA}: no platforms for {', '.join(missing)}")
     registry = LiveRegistry(workdir)
     try:
-        for image in sorted(load_catalog().images.values(), key=lambda i: (i.repository, i.tag)):
+        for image in sorted(_images(), key=lambda i: (i.repository, i.tag)):
             archs = published[image.repository]
             name = mirror_path(registry.host, image.repository).split("/", 1)[1]
             registry.push(name, image.tag, archs, label=f"{image.repository}:{image.tag}")
@@ -66,7 +73,7 @@ def regenerate(path: Path = locking.PACKAGED_LOCK) -> None:
         try:
             catalog = load_catalog()
             previous = locking.load(path) if path.exists() else None
-            refs = locking.wanted_images(catalog, ())
+            refs = locking.wanted_images(catalog, locking.load_images_file(STACK_IMAGES))
             current = locking.resolve(refs, RegistryClient(credentials=lambda host: None), previous, mirror=registry.host)
         finally:
             registry.stop()
@@ -81,7 +88,18 @@ def check(path: Path = locking.PACKAGED_LOCK) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         registry = start_mirror(Path(tmp))
         try:
-            cmd = ["slm-deploy", "lock", "--check", "--lock", str(path.relative_to(ROOT)), "--mirror", registry.host]
+            images = str(STACK_IMAGES.relative_to(ROOT))
+            cmd = [
+                "slm-deploy",
+                "lock",
+                "--check",
+                "--lock",
+                str(path.relative_to(ROOT)),
+                "--images",
+                images,
+                "--mirror",
+                registry.host,
+            ]
             print("$ " + " ".join(cmd), flush=True)
             script = Path(sys.executable).parent / "slm-deploy"  # the console script, as a user runs it
             program = [str(script)] if script.exists() else [sys.executable, "-m", "slm_deploy.cli"]

@@ -1,6 +1,6 @@
 """Runtime `onnx` (ONNX Runtime GenAI builds served by Foundry Local): the plan, the edge bundle
 (a Foundry Local image built on the box from hash-pinned wheels), the boxes it refuses, the
-launcher's pieces that need no Foundry Local, and the Kubernetes target's refusal."""
+launcher's pieces that need no Foundry Local, and the Kubernetes target's refusal of GPU pools."""
 
 from __future__ import annotations
 
@@ -164,13 +164,16 @@ def test_the_onnx_box_builds_foundry_local_from_hash_pinned_wheels_and_fetches_o
     assert "Foundry Local (runtime onnx) exports no Prometheus metrics" in board["description"]
 
 
-def test_a_stack_model_on_onnx_is_refused_with_the_reason() -> None:
+def test_a_stack_model_on_onnx_on_a_gpu_pool_is_refused_with_the_reason() -> None:
+    """Foundry Local's Linux build serves on the CPU only: a GPU pool is refused, a cpuPools pool is
+    the place (tests/test_onnx_stacks.py)."""
     data = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     config = {k.split(":", 1)[1]: copy.deepcopy(v) for k, v in data.items() if k.startswith("slm-deploy:")}
-    config["models"][0] |= {"runtime": "onnx", "model": "phi-4-mini-instruct"}
+    config["models"][0] |= {"runtime": "onnx", "model": "phi-4-mini-instruct", "image": "example.azurecr.io/slm-onnx:2.2.1"}
     with pytest.raises(InputError) as err:
         plan_environment("dev", config)
-    assert str(err.value).startswith("Pulumi.dev.yaml: slm-deploy:models[0].runtime: runtime onnx ")
+    assert str(err.value).startswith("Pulumi.dev.yaml: slm-deploy:models[0].pool: pool 't4' is a GPU pool: runtime onnx ")
+    assert "put it on a cpuPools pool" in str(err.value)
 
 
 def test_launcher_refuses_a_folder_without_genai_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

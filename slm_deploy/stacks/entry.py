@@ -13,6 +13,7 @@ from pulumi.runtime import config as runtime_config
 
 from slm_deploy.environment import ClusterMode, EnvironmentSpec
 from slm_deploy.errors import InputError
+from slm_deploy.stacks.images import pin_model_images
 from slm_deploy.stacks.program import PROJECT, build, read_config
 from slm_deploy.supply.lock import example_notice, locked_catalog
 
@@ -53,7 +54,7 @@ def main(project_dir: Path | None = None, offline: bool = False) -> None:
     folder = project_dir or Path.cwd()
     try:
         env = read_config(stack, project_config(), f"Pulumi.{stack}.yaml")
-        catalog = locked_catalog(folder)
+        catalog = pin_model_images(locked_catalog(folder), env, folder)
         notice = None if offline else example_notice(folder)
     except InputError as exc:
         # One clear line in `pulumi up` output instead of a Python traceback.

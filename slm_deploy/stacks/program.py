@@ -17,6 +17,7 @@ from slm_deploy.catalog import Catalog
 from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import ClusterMode, Environment, EnvironmentSpec, plan_environment
 from slm_deploy.spec import Runtime
+from slm_deploy.stacks.images import pin_model_images
 from slm_deploy.stacks.k8s.gateway import Gateway
 from slm_deploy.stacks.k8s.monitoring import Monitoring
 from slm_deploy.stacks.k8s.namespace import KeyVaultSource, ServingNamespace
@@ -58,7 +59,7 @@ def build(
 ) -> None:
     """Declare every resource; image references come from CATALOG (default: pinned by the lock in
     the current folder, which is the project folder under `pulumi up`)."""
-    catalog = catalog or locked_catalog(Path.cwd())
+    catalog = catalog or pin_model_images(locked_catalog(Path.cwd()), env, Path.cwd())
     facts = load_aks_facts()
     spec = env.spec
     name = env.base_name
@@ -66,10 +67,12 @@ def build(
     key_vault: KeyVaultSource | None = None
     secrets_ready: list[pulumi.Resource] = []
     spot_taints: dict[str, tuple[str, ...]] = {}
+    # CPU pools: what their pods tolerate (aks: the pool's taint, and spot's; existing: from cpuPools).
+    cpu_taints = {cpu.name: cpu.tolerations for cpu in spec.cpu_pools}
     if spec.cluster.mode is ClusterMode.AKS:
         from pulumi_azure_native import authorization
 
-        from slm_deploy.stacks.azure.cluster import AksCluster, GpuNodePool, PlatformNodePool
+        from slm_deploy.stacks.azure.cluster import CPU_MODELS_TAINT, AksCluster, CpuNodePool, GpuNodePool, PlatformNodePool
         from slm_deploy.stacks.azure.foundation import AzureFoundation
         from slm_deploy.stacks.azure.secrets import ServingSecrets
         from slm_deploy.stacks.k8s.namespace import SERVICE_ACCOUNT
@@ -111,6 +114,19 @@ def build(
             )
             # AKS taints every spot node; pods for that pool must tolerate it.
             spot_taints[pool.name] = facts.pool_kinds["spot"].taints if pool.spot else ()
+        for cpu_pool in spec.cpu_pools:
+            pools.append(
+                CpuNodePool(
+                    f"{name}-{cpu_pool.name}",
+                    pool=cpu_pool,
+                    os_disk_gb=env.pool_os_disks[cpu_pool.name],
+                    resource_group_name=foundation.resource_group_name,
+                    cluster_name=cluster.name,
+                    subnet_id=foundation.subnet_id,
+                    opts=pulumi.ResourceOptions(parent=cluster),
+                )
+            )
+            cpu_taints[cpu_pool.name] = (CPU_MODELS_TAINT, *(facts.pool_kinds["spot"].taints if cpu_pool.spot else ()))
         vault = ServingSecrets(
             name,
             resource_group_name=foundation.resource_group_name,
@@ -175,6 +191,7 @@ def build(
     upstreams = []
     for planned in env.models:
         component = SERVERS[Runtime(planned.plan.runtime)]
+        cpu = next((p for p in spec.cpu_pools if p.name == planned.spec.pool), None)
         settings = ServerSettings(
             namespace=namespace,
             pool=planned.spec.pool if spec.cluster.mode is ClusterMode.AKS else None,
@@ -185,7 +202,9 @@ def build(
             has_hf_token="hf_token" in secrets,
             workload_identity=key_vault is not None,
             monitoring_release=release,
-            pool_taints=spot_taints.get(planned.spec.pool, ()),
+            pool_taints=cpu_taints[cpu.name] if cpu else spot_taints.get(planned.spec.pool, ()),
+            gpu_pool=cpu is None,
+            node_selector=cpu.node_selector if cpu and spec.cluster.mode is ClusterMode.EXISTING else None,
             # With one model behind the gateway, every request it counts is for that model.
             activation_query=(
                 f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway"}}[2m]))'

@@ -36,6 +36,7 @@ def runner_requirements(env: Environment) -> list[str]:
         (cluster.platform_vm_size, cluster.platform_max_count, False),
     ]
     sizes += [(env.pool_vm_sizes[p.name], p.max_count, p.spot) for p in env.spec.gpu_pools]
+    sizes += [(p.vm_size, p.max_count, p.spot) for p in env.spec.cpu_pools]
     for vm_size, count, spot in sizes:
         size = facts.node_size(vm_size)
         cores = (size.vcpus if size else 0) * count

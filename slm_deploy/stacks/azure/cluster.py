@@ -1,4 +1,4 @@
-"""The hardened AKS cluster and its GPU node pools (separate AgentPool resources, never inline)."""
+"""The hardened AKS cluster and its GPU and CPU node pools (separate AgentPool resources, never inline)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pulumi
 from pulumi_azure_native import authorization, containerservice
 
 from slm_deploy.catalog.platform import AksFacts
-from slm_deploy.environment import ClusterSpec, GpuDriver, GpuPoolSpec, IngressSpec
+from slm_deploy.environment import ClusterSpec, CpuPoolSpec, GpuDriver, GpuPoolSpec, IngressSpec
 from slm_deploy.stacks.azure.kubeconfig import non_interactive_kubeconfig
 from slm_deploy.stacks.azure.propagation import RbacPropagationWait
 
 GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
+# CPU model servers only: the gateway, monitoring and platform pods stay off these nodes.
+CPU_MODELS_TAINT = "slm.dev/cpu-models=true:NoSchedule"
 SYSTEM_TAINT = "CriticalAddonsOnly=true:NoSchedule"
 POOL_LABEL = "slm.dev/pool"
 PLATFORM_POOL = "platform"
@@ -23,6 +25,53 @@ MINOR_UPGRADE_CHANNELS = {"stable", "rapid"}
 
 def _role_id(subscription: str, role: str) -> str:
     return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+
+
+def _model_pool(
+    owner: pulumi.Resource,
+    name: str,
+    *,
+    pool: GpuPoolSpec | CpuPoolSpec,
+    vm_size: str,
+    os_disk_gb: int | None,
+    taint: str,
+    accelerator: str,
+    resource_group_name: pulumi.Input[str],
+    cluster_name: pulumi.Input[str],
+    subnet_id: pulumi.Input[str],
+    gpu_profile: containerservice.GPUProfileArgs | None = None,
+    gpu_instance_profile: str | None = None,
+) -> containerservice.AgentPool:
+    """A User pool for model servers only: tainted for them, labelled with its name, autoscaled, optionally spot."""
+    return containerservice.AgentPool(
+        f"{name}-pool",
+        agent_pool_name=pool.name,
+        resource_group_name=resource_group_name,
+        resource_name_=cluster_name,
+        mode=containerservice.AgentPoolMode.USER,
+        vm_size=vm_size,
+        os_type=containerservice.OSType.LINUX,
+        os_sku=containerservice.OSSKU.UBUNTU,
+        # Ephemeral OS disks live on the size's temp disk and must fit it (environment checks).
+        os_disk_type=containerservice.OSDiskType.EPHEMERAL
+        if pool.os_disk_type == "Ephemeral"
+        else containerservice.OSDiskType.MANAGED,
+        os_disk_size_gb=os_disk_gb,
+        vnet_subnet_id=subnet_id,
+        enable_auto_scaling=True,
+        min_count=pool.min_count,
+        max_count=pool.max_count,
+        count=pool.min_count,
+        node_taints=[taint],
+        node_labels={POOL_LABEL: pool.name, "slm.dev/accelerator": accelerator},
+        gpu_profile=gpu_profile,
+        gpu_instance_profile=gpu_instance_profile,
+        scale_set_priority=containerservice.ScaleSetPriority.SPOT if pool.spot else None,
+        scale_set_eviction_policy=containerservice.ScaleSetEvictionPolicy.DELETE if pool.spot else None,
+        spot_max_price=-1 if pool.spot else None,
+        # The cluster autoscaler owns the node count; Pulumi must not fight it.
+        opts=pulumi.ResourceOptions(parent=owner, ignore_changes=["count"]),
+    )
 
 
 class GpuNodePool(pulumi.ComponentResource):
@@ -44,41 +93,60 @@ class GpuNodePool(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:azure:GpuNodePool", name, None, opts)
-        agent_pool = containerservice.AgentPool(
-            f"{name}-pool",
-            agent_pool_name=pool.name,
-            resource_group_name=resource_group_name,
-            resource_name_=cluster_name,
-            mode=containerservice.AgentPoolMode.USER,
+        agent_pool = _model_pool(
+            self,
+            name,
+            pool=pool,
             vm_size=vm_size,
-            os_type=containerservice.OSType.LINUX,
-            os_sku=containerservice.OSSKU.UBUNTU,
-            # Ephemeral OS disks live on the size's temp disk and must fit it (environment checks).
-            os_disk_type=containerservice.OSDiskType.EPHEMERAL
-            if pool.os_disk_type == "Ephemeral"
-            else containerservice.OSDiskType.MANAGED,
-            os_disk_size_gb=os_disk_gb,
-            vnet_subnet_id=subnet_id,
-            enable_auto_scaling=True,
-            min_count=pool.min_count,
-            max_count=pool.max_count,
-            count=pool.min_count,
-            node_taints=[GPU_TAINT],
-            node_labels={POOL_LABEL: pool.name, "slm.dev/accelerator": "nvidia"},
+            os_disk_gb=os_disk_gb,
+            taint=GPU_TAINT,
+            accelerator="nvidia",
+            resource_group_name=resource_group_name,
+            cluster_name=cluster_name,
+            subnet_id=subnet_id,
             # With the GPU Operator, AKS must not install drivers too ("None"); otherwise AKS installs
             # them and the device plugin DaemonSet advertises nvidia.com/gpu.
             gpu_profile=containerservice.GPUProfileArgs(
                 driver=containerservice.GPUDriver.NONE if driver is GpuDriver.OPERATOR else containerservice.GPUDriver.INSTALL
             ),
             gpu_instance_profile=pool.mig_profile,
-            scale_set_priority=containerservice.ScaleSetPriority.SPOT if pool.spot else None,
-            scale_set_eviction_policy=containerservice.ScaleSetEvictionPolicy.DELETE if pool.spot else None,
-            spot_max_price=-1 if pool.spot else None,
-            # The cluster autoscaler owns the node count; Pulumi must not fight it.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
         )
         self.name = agent_pool.name
         self.register_outputs({"name": agent_pool.name, "vmSize": vm_size})
+
+
+class CpuNodePool(pulumi.ComponentResource):
+    """One CPU pool for CPU model servers (runtime onnx): tainted and labelled so that only the
+    servers placed on it land there, autoscaled, optionally spot. No GPU profile."""
+
+    name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        pool: CpuPoolSpec,
+        os_disk_gb: int | None,
+        resource_group_name: pulumi.Input[str],
+        cluster_name: pulumi.Input[str],
+        subnet_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("slm:azure:CpuNodePool", name, None, opts)
+        agent_pool = _model_pool(
+            self,
+            name,
+            pool=pool,
+            vm_size=pool.vm_size,
+            os_disk_gb=os_disk_gb,
+            taint=CPU_MODELS_TAINT,
+            accelerator="none",
+            resource_group_name=resource_group_name,
+            cluster_name=cluster_name,
+            subnet_id=subnet_id,
+        )
+        self.name = agent_pool.name
+        self.register_outputs({"name": agent_pool.name, "vmSize": pool.vm_size})
 
 
 class PlatformNodePool(pulumi.ComponentResource):

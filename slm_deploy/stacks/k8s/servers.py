@@ -10,7 +10,7 @@ runtime exports metrics, a PodMonitor.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
@@ -38,6 +38,7 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
+    TolerationArgs,
     VolumeArgs,
     VolumeResourceRequirementsArgs,
 )
@@ -78,8 +79,14 @@ from slm_deploy.stacks.k8s.common import (
 from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
 
 READY_MARKER = f"{MODEL_DIR}/.slm-ready"
-READINESS_PATH = {Runtime.VLLM: "/v1/models", Runtime.OLLAMA: "/api/tags", Runtime.LLAMACPP: "/v1/models"}
-LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health"}
+READINESS_PATH = {
+    Runtime.VLLM: "/v1/models",
+    Runtime.OLLAMA: "/api/tags",
+    Runtime.LLAMACPP: "/v1/models",
+    Runtime.ONNX: "/v1/models",
+}
+# onnx: Foundry Local's admin `/status` (no /health), what the launcher's --check asks on edge boxes.
+LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health", Runtime.ONNX: "/status"}
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 
@@ -98,8 +105,12 @@ class ServerSettings:
     workload_identity: bool  # Key Vault secrets through Azure workload identity (aks mode)
     # The monitoring release (installs the PodMonitor CRD); None when monitoring is off.
     monitoring_release: pulumi.Resource | None = None
-    # Taints the pool carries besides the GPU taint (AKS's spot taint on spot pools).
+    # Taints the pool carries besides the GPU taint (AKS's spot taint on spot pools; a CPU pool's own taint).
     pool_taints: tuple[str, ...] = ()
+    # A CPU pool: pods tolerate only pool_taints, not the GPU taint.
+    gpu_pool: bool = True
+    # Existing clusters: the nodeSelector of the pool's nodes (from cpuPools), instead of slm.dev/pool.
+    node_selector: dict[str, str] | None = None
     # PromQL for the demand the gateway sees for this model: what wakes it from zero replicas,
     # when no vllm:* series exists. Set only where the gateway serves this model alone.
     activation_query: str | None = None
@@ -134,7 +145,7 @@ class ModelServer(pulumi.ComponentResource):
         if not plan.fits:
             raise ValueError(f"{name}: the plan does not fit: {plan.reason}")
         super().__init__(self.TYPE, name, None, opts)
-        spec = runtime_spec((plan,), catalog, False, name)
+        spec = self._runtime_spec(name, plan, catalog)
         ns = settings.namespace.name
         child = pulumi.ResourceOptions(parent=self)
         res = plan.resources
@@ -179,6 +190,9 @@ class ModelServer(pulumi.ComponentResource):
             )
         self.service_name = service.metadata.name
         self.register_outputs({"serviceName": service.metadata.name, "port": spec.port, "deployment": deployment.metadata.name})
+
+    def _runtime_spec(self, name: str, plan: Plan, catalog: Catalog) -> RuntimeSpec:
+        return runtime_spec((plan,), catalog, False, name)
 
     def _config_volumes(self, name: str, ns: str, spec: RuntimeSpec, child: pulumi.ResourceOptions) -> list[VolumeArgs]:
         if not spec.files:
@@ -238,7 +252,7 @@ class ModelServer(pulumi.ComponentResource):
                         service_account_name=SERVICE_ACCOUNT,
                         automount_service_account_token=False,
                         security_context=pod_security(),
-                        tolerations=[GPU_TOLERATION, *tolerations_for(settings.pool_taints)],
+                        tolerations=self._tolerations(settings, settings.gpu_pool),
                         node_selector=self._node_selector(settings),
                         containers=[
                             ContainerArgs(
@@ -282,7 +296,16 @@ class ModelServer(pulumi.ComponentResource):
 
     @staticmethod
     def _node_selector(settings: ServerSettings) -> dict[str, str] | None:
+        if settings.node_selector is not None:
+            return settings.node_selector or None
         return {"slm.dev/pool": settings.pool} if settings.pool else None
+
+    @staticmethod
+    def _tolerations(settings: ServerSettings, gpu: bool) -> list[TolerationArgs] | None:
+        # GPU pods tolerate the GPU taint and the pool's; pods on a CPU pool only that pool's own taints.
+        if gpu:
+            return [GPU_TOLERATION, *tolerations_for(settings.pool_taints)]
+        return None if settings.gpu_pool else (tolerations_for(settings.pool_taints) or None)
 
     def _deployment(
         self,
@@ -378,7 +401,7 @@ class ModelServer(pulumi.ComponentResource):
                         automount_service_account_token=False,
                         security_context=pod_security(),
                         termination_grace_period_seconds=60,
-                        tolerations=[GPU_TOLERATION, *tolerations_for(settings.pool_taints)] if res.gpu_count else None,
+                        tolerations=self._tolerations(settings, res.gpu_count > 0),
                         node_selector=self._node_selector(settings),
                         topology_spread_constraints=spread(name),
                         init_containers=[wait],
@@ -516,8 +539,38 @@ class LlamaCppServer(ModelServer):
     RUNTIME = Runtime.LLAMACPP
 
 
+def server_image_id(name: str) -> str:
+    """The catalog id under which a model's own image (models[].image, runtime onnx) is pinned."""
+    return f"model-{name}"
+
+
+class OnnxServer(ModelServer):
+    """ONNX Runtime GenAI served by Foundry Local through slm-deploy's launcher, on a CPU pool.
+
+    No registry publishes that server: it runs the user's image, built from `slm-deploy image onnx`
+    (the edge bundle's Dockerfile: pinned python base, hash-checked wheels, the launcher), pushed,
+    and pinned by the lock (`models[].image`). The fetch Job runs the same image and downloads the
+    variant's folder of the ONNX repo only. No /metrics: the gateway's metrics carry the dashboard,
+    and the HPA scales on CPU as for ollama and llama.cpp."""
+
+    TYPE = "slm:k8s:OnnxServer"
+    RUNTIME = Runtime.ONNX
+
+    def _runtime_spec(self, name: str, plan: Plan, catalog: Catalog) -> RuntimeSpec:
+        spec = super()._runtime_spec(name, plan, catalog)
+        image = catalog.images.get(server_image_id(name))
+        if image is None:
+            raise ValueError(f"{name}: runtime onnx runs models[].image, which is not in the catalog given (pin_model_images)")
+        assert spec.fetch is not None
+        # The fetch (HF_HOME on the model volume) and the environment (CI=true: Foundry Local's native
+        # library then skips its telemetry) are the edge bundle's (runtimes.onnx_runtime); only the
+        # image differs. The build context (requirements, launcher) is in it: no ConfigMap of it here.
+        return replace(spec, image=image.ref, fetch={**spec.fetch, "image": image.ref}, files={}, dockerfile=None)
+
+
 SERVERS: dict[Runtime, type[ModelServer]] = {
     Runtime.VLLM: VllmServer,
     Runtime.OLLAMA: OllamaServer,
     Runtime.LLAMACPP: LlamaCppServer,
+    Runtime.ONNX: OnnxServer,
 }

@@ -29,6 +29,7 @@ DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
 POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
 IMAGE_REF = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+:[\w][\w.-]{0,127}$"  # registry/path:tag
 TAINT = r"^[\w./-]+(=[\w.-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$"
+ACR_ID = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerRegistry/registries/[A-Za-z0-9]{5,50}$"
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -103,6 +104,10 @@ class ClusterSpec(Camel):
         pattern=GUID,
         description="aks: object id of the principal that runs `pulumi up`, made cluster admin; unset: whoever runs the "
         "program (a workstation). Required in CI, where pull requests preview as another identity.",
+    )
+    acr_ids: tuple[Annotated[str, StringConstraints(pattern=ACR_ID)], ...] = Field(
+        default=(),
+        description="aks: resource ids of Azure Container Registries the nodes pull from (AcrPull for the kubelet identity).",
     )
     platform_vm_size: str = Field(default="Standard_D4ds_v5", description="aks: the untainted pool for platform pods.")
     platform_min_count: int = Field(default=1, ge=1, le=20)

@@ -327,3 +327,35 @@ def test_image_onnx_then_lock_images_pins_the_server_for_the_preview(tmp_path: P
     assert digest == pushed["digest"] != locking.load(locking.PACKAGED_LOCK).images[IMAGE].digest
     pod = _manifest(run_preview("cpu", root), "Deployment", "phi4cpu")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == f"{IMAGE}@{digest}"
+
+
+def test_the_kubelet_identity_may_pull_the_onnx_image_before_the_server_starts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review item 1: nodes pull as the kubelet identity; cluster.acrIds gives it AcrPull on the
+    registry, and the server and its fetch Job wait for that assignment (else ErrImagePull 401)."""
+    result = _preview(tmp_path_factory)
+    facts = load_aks_facts()
+    (grant,) = [
+        r for r in result.resources if r.type == "azure-native:authorization:RoleAssignment" and "acrpull" in r.name
+    ]
+    assert grant.inputs["roleDefinitionId"].endswith("/" + facts.roles["acr_pull"].id)
+    assert grant.inputs["scope"].endswith("/Microsoft.ContainerRegistry/registries/example")
+    assert grant.inputs["principalType"] == "ServicePrincipal"
+    assert any(d.endswith("ManagedCluster::slm-cpu-aks") for d in grant.dependencies)  # principal: its kubelet identity
+    stack = from_preview(result)
+    for kind, name in (("Deployment", "phi4cpu"), ("Job", "phi4cpu-fetch")):
+        (workload,) = [r for r in stack.manifests(kind) if r.inputs["metadata"]["name"].startswith(name)]
+        assert grant.urn in stack.waits_for(workload)
+
+
+def test_without_acr_ids_the_simulator_names_the_missing_pull_path(tmp_path: Path) -> None:
+    config = _config()
+    del config["slm-deploy:cluster"]["acrIds"]
+    findings = simulate(from_preview(run_preview("cpu", _project(tmp_path, config))))
+    assert {(f.rule, f.resource.split(" ")[0]) for f in findings} == {("SLM-SIM-017", "Deployment"), ("SLM-SIM-017", "Job")}
+    assert "example.azurecr.io" in findings[0].message
+
+
+def test_an_acr_id_that_is_not_a_registry_resource_id_is_refused(tmp_path: Path) -> None:
+    config = _config()
+    config["slm-deploy:cluster"]["acrIds"] = ["example.azurecr.io"]
+    assert "slm-deploy:cluster.acrIds" in _refusal(tmp_path, config)

@@ -235,6 +235,21 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
             s, lambda r: r.type.startswith("slm:k8s:") and "Server" in r.type, lambda r: replace(r, dependencies=())
         ),
     ),
+    # the user's onnx image on example.azurecr.io (review of onnx on Kubernetes, item 1)
+    "onnx image without AcrPull for the kubelet identity": (
+        "staging",
+        "SLM-SIM-017",
+        lambda s: mutate(s, lambda r: r.type == "azure-native:authorization:RoleAssignment" and "acrpull" in r.name, drop),
+    ),
+    "onnx server starts before its AcrPull assignment": (
+        "staging",
+        "SLM-SIM-017",
+        lambda s: mutate(
+            s,
+            lambda r: r.type == "slm:k8s:OnnxServer",
+            lambda r: replace(r, dependencies=tuple(d for d in r.dependencies if "acrpull" not in d)),
+        ),
+    ),
     # autoscaling: the queue-only query this issue replaced
     "queue-only KEDA query": (
         "prod",

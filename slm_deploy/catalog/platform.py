@@ -109,6 +109,12 @@ class Addon(_Strict):
     source: str
 
 
+class KubeletIdentity(_Strict):
+    output: str
+    registry_host_suffix: str
+    source: str
+
+
 class AutoscalingFacts(_Strict):
     hpa_scale_down_stabilization_seconds: int
     hpa_sync_seconds: int
@@ -131,6 +137,7 @@ class AksFacts(_Strict):
     names: dict[str, NameRule]
     roles: dict[str, Role]
     rbac_propagation_seconds: Seconds
+    kubelet_identity: KubeletIdentity
     runner: Runner
     addons: tuple[Addon, ...]
     storage_classes: Values

@@ -148,5 +148,15 @@ SIM_RULES: tuple[SimRule, ...] = (
         "Pod Security level and widens what a compromised image can do; the chart's values can make it unnecessary.",
         "Set the chart values the finding names so the container does not run (the pod's fsGroup does its job).",
     ),
+    SimRule(
+        "SLM-SIM-017",
+        "access",
+        "Images from a private Azure registry have a pull path",
+        Severity.HIGH,
+        "Nodes pull as the cluster's kubelet identity: without AcrPull on the registry every pull is 401 (ErrImagePull) "
+        "and the server's rollout waits out its timeout.",
+        "List the registry in `cluster.acrIds` (AcrPull for the kubelet identity, before the servers), or give the pods "
+        "imagePullSecrets.",
+    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -359,3 +359,13 @@ def test_an_acr_id_that_is_not_a_registry_resource_id_is_refused(tmp_path: Path)
     config = _config()
     config["slm-deploy:cluster"]["acrIds"] = ["example.azurecr.io"]
     assert "slm-deploy:cluster.acrIds" in _refusal(tmp_path, config)
+
+
+def test_the_cpu_server_replaces_one_replica_at_a_time_without_a_surge_pod(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review item 2: one server fills a cpu node and the pool holds maxReplicas nodes; a surge pod
+    would stay Pending (the rollout never ends)."""
+    result = _preview(tmp_path_factory)
+    strategy = _manifest(result, "Deployment", "phi4cpu")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert _manifest(result, "Deployment", "phi4mini")["spec"]["strategy"] == {"type": "Recreate"}
+    assert simulate(from_preview(result)) == []

@@ -250,6 +250,12 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
             lambda r: replace(r, dependencies=tuple(d for d in r.dependencies if "acrpull" not in d)),
         ),
     ),
+    # a surge pod on a CPU pool whose nodes each hold one server (review of onnx on Kubernetes, item 2)
+    "onnx server rolling out with the default surge": (
+        "staging",
+        "SLM-SIM-018",
+        lambda s: mutate(s, is_manifest("Deployment", "phi4cpu"), with_inputs("spec.strategy", {"type": "RollingUpdate"})),
+    ),
     # autoscaling: the queue-only query this issue replaced
     "queue-only KEDA query": (
         "prod",

@@ -158,5 +158,14 @@ SIM_RULES: tuple[SimRule, ...] = (
         "List the registry in `cluster.acrIds` (AcrPull for the kubelet identity, before the servers), or give the pods "
         "imagePullSecrets.",
     ),
+    SimRule(
+        "SLM-SIM-018",
+        "scheduling",
+        "Rolling updates can make progress",
+        Severity.HIGH,
+        "A RollingUpdate with maxSurge > 0 starts the new pod before an old one stops: when the pool at its maximum "
+        "node count cannot hold maxReplicas plus the surge, the new pod stays Pending and the rollout never ends.",
+        "Use maxSurge 0 / maxUnavailable 1 (or Recreate) for pods that fill a node, or raise the pool's maxCount.",
+    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
-from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs
+from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
 from pulumi_kubernetes.autoscaling.v2 import (
     CrossVersionObjectReferenceArgs,
     HorizontalPodAutoscaler,
@@ -307,6 +307,18 @@ class ModelServer(pulumi.ComponentResource):
             return [GPU_TOLERATION, *tolerations_for(settings.pool_taints)]
         return None if settings.gpu_pool else (tolerations_for(settings.pool_taints) or None)
 
+    @staticmethod
+    def _strategy(gpu_count: int) -> DeploymentStrategyArgs:
+        # A GPU server cannot surge: there is rarely a spare GPU for a second copy. A CPU server is
+        # planned on a whole node (host vCPUs less an allowance), so a surge pod would need a node
+        # beyond the replicas' and stays Pending when the pool is at maxCount: replace one replica at
+        # a time instead. Not Recreate: with two or more replicas the others keep serving meanwhile.
+        if gpu_count:
+            return DeploymentStrategyArgs(type="Recreate")
+        return DeploymentStrategyArgs(
+            type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1)
+        )
+
     def _deployment(
         self,
         name: str,
@@ -392,8 +404,7 @@ class ModelServer(pulumi.ComponentResource):
             spec=DeploymentSpecArgs(
                 replicas=None if autoscaled else settings.autoscaling.min_replicas,
                 selector=LabelSelectorArgs(match_labels=selector(name)),
-                # A GPU server cannot surge: there is rarely a spare GPU for a second copy.
-                strategy=DeploymentStrategyArgs(type="Recreate" if res.gpu_count else "RollingUpdate"),
+                strategy=self._strategy(res.gpu_count),
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(labels={**labels(name, "model-server"), **self._identity_label(settings)}),
                     spec=PodSpecArgs(

@@ -133,8 +133,8 @@ def test_the_simulator_lands_the_onnx_server_on_the_cpu_pool_only(tmp_path_facto
     facts = load_aks_facts()
     node_pools = pools(stack, facts)
     cpu = next(p for p in node_pools if p.name == "cpu")
-    # Allocatable after AKS's reservations, not the VM size: 8 vCPUs less 180m.
-    assert cpu.cpu == 8000 - 180 and cpu.gpus == 0
+    # Allocatable after AKS's reservations (8 vCPUs less 180m), less the requests of AKS's own DaemonSets.
+    assert cpu.cpu == 8000 - 180 - facts.daemonset_allowance.cpu_millicores and cpu.gpus == 0
     server = next(p for p in workload_pods(stack) if "phi4cpu" in p.owner and "Deployment" in p.owner)
     assert [p.name for p in node_pools if _why_not(server, p) is None] == ["cpu"]
     assert "not tolerated" in str(_why_not(server, next(p for p in node_pools if p.name == "a10")))
@@ -369,3 +369,31 @@ def test_the_cpu_server_replaces_one_replica_at_a_time_without_a_surge_pod(tmp_p
     assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     assert _manifest(result, "Deployment", "phi4mini")["spec"]["strategy"] == {"type": "Recreate"}
     assert simulate(from_preview(result)) == []
+
+
+def test_the_cpu_server_leaves_room_for_akss_daemonsets_and_its_fetch_job(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review item 3: the server's request is a D8ds_v5 node's allocatable (7820m) less AKS's
+    DaemonSets (catalog allowance) less the fetch Job's 500m, not 8 - 1 = 7 CPUs: both pods and the
+    DaemonSets fit one node, and the simulator, which subtracts the same allowance, agrees."""
+    result = _preview(tmp_path_factory)
+    facts = load_aks_facts()
+    assert 0 < facts.daemonset_allowance.cpu_millicores < 1000 and facts.daemonset_allowance.memory_mib > 0
+    server = _manifest(result, "Deployment", "phi4cpu")["spec"]["template"]["spec"]["containers"][0]
+    job = _manifest(result, "Job", "phi4cpu-fetch")["spec"]["template"]["spec"]["containers"][0]
+    room = 7820 - facts.daemonset_allowance.cpu_millicores
+    server_cpu = float(server["resources"]["requests"]["cpu"]) * 1000
+    assert server_cpu == (room - 500) // 100 * 100 and job["resources"]["requests"]["cpu"] == "500m"
+    assert server_cpu + 500 <= room
+    assert simulate(from_preview(result)) == []
+
+
+def test_a_cpu_server_requesting_the_whole_node_leaves_its_fetch_job_pending(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.test_simulator import is_manifest, mutate
+
+    def whole_node(r: Any) -> Any:
+        r.inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "7"  # the old cpus - 1
+        return r
+
+    broken = mutate(from_preview(_preview(tmp_path_factory)), is_manifest("Deployment", "phi4cpu"), whole_node)
+    findings = simulate(broken)
+    assert [(f.rule, f.resource.split(" ")[0]) for f in findings] == [("SLM-SIM-001", "Job")]

@@ -54,6 +54,26 @@ class Reservations(_Strict):
         return vcpus * 1000 - reserved_cpu, memory_mib - kube_reserved - self.eviction_mib
 
 
+class DaemonSetShare(_Strict):
+    name: str
+    cpu_millicores: int = Field(ge=0)
+    memory_mib: int = Field(ge=0)
+    checked: bool
+
+
+class DaemonSetAllowance(_Strict):
+    components: tuple[DaemonSetShare, ...]
+    source: str
+
+    @property
+    def cpu_millicores(self) -> int:
+        return sum(c.cpu_millicores for c in self.components)
+
+    @property
+    def memory_mib(self) -> int:
+        return sum(c.memory_mib for c in self.components)
+
+
 class NodeSize(_Strict):
     id: str = Field(pattern=r"^Standard_\w+$")
     vcpus: int = Field(gt=0)
@@ -131,6 +151,7 @@ class ImageEnvFacts(_Strict):
 class AksFacts(_Strict):
     pool_kinds: dict[Literal["system", "user", "spot"], PoolKind]
     reservations: Reservations
+    daemonset_allowance: DaemonSetAllowance
     node_sizes: tuple[NodeSize, ...]
     mig_profiles: Values
     documentation_ranges: Values
@@ -145,6 +166,11 @@ class AksFacts(_Strict):
     autoscaling: AutoscalingFacts
     minor_upgrade_channels: Values
     passwd_less_images: ImageEnvFacts
+
+    def pod_room(self, vcpus: int, memory_gib: float) -> tuple[int, int]:
+        """(CPU millicores, memory MiB) of a node left to the stack's pods: allocatable less AKS's DaemonSets."""
+        cpu, memory = self.reservations.allocatable(vcpus, memory_gib)
+        return cpu - self.daemonset_allowance.cpu_millicores, memory - self.daemonset_allowance.memory_mib
 
     def node_size(self, vm_size: str) -> NodeSize | None:
         return next((s for s in self.node_sizes if s.id == vm_size), None)

@@ -2,7 +2,7 @@
 workloads and each Helm release's components, from the chart profiles), and where each can run.
 
 A pool's taints and labels are the program's plus those AKS puts on its kind of pool; its
-allocatable CPU and memory are the VM size's less AKS's reservations; it advertises
+allocatable CPU and memory are the VM size's less AKS's reservations and its own DaemonSets' requests; it advertises
 `nvidia.com/gpu` only when a device plugin runs. A pod fits a pool when it tolerates every
 NoSchedule/NoExecute taint, its nodeSelector matches the labels and its requests fit one node;
 its replicas must then fit the pool's nodes at the pool's maximum count (first-fit, largest first).
@@ -102,7 +102,7 @@ def pools(stack: Stack, facts: AksFacts) -> list[Pool]:
             taints += [parse_taint(t) for t in facts.pool_kinds[k].taints]  # type: ignore[index]
             labels |= facts.pool_kinds[k].labels  # type: ignore[index]
         labels |= p.get("nodeLabels") or {}
-        cpu, memory = facts.reservations.allocatable(size.vcpus, size.memory_gib)
+        cpu, memory = facts.pod_room(size.vcpus, size.memory_gib)
         vm = catalog.vm_sizes.get(p["vmSize"])
         gpus = vm.gpu_count if vm and plugin else 0
         max_nodes = int((p.get("maxCount") if p.get("enableAutoScaling") else p.get("count")) or 0)

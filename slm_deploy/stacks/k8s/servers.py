@@ -56,7 +56,7 @@ from pulumi_kubernetes.networking.v1 import (
 from slm_deploy.catalog import Catalog
 from slm_deploy.environment import AutoscalingSpec
 from slm_deploy.planner import Plan
-from slm_deploy.runtimes import METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
+from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.common import (
     GPU_RESOURCE,
@@ -263,7 +263,7 @@ class ModelServer(pulumi.ComponentResource):
                                 env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._fetch_environment(spec).items())],
                                 security_context=container_security(),
                                 resources=ResourceRequirementsArgs(
-                                    requests={"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
+                                    requests={"cpu": f"{FETCH_JOB_CPU_MILLIS}m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
                                     limits={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "3Gi"},
                                 ),
                                 volume_mounts=mounts,

@@ -397,3 +397,27 @@ def test_a_cpu_server_requesting_the_whole_node_leaves_its_fetch_job_pending(tmp
     broken = mutate(from_preview(_preview(tmp_path_factory)), is_manifest("Deployment", "phi4cpu"), whole_node)
     findings = simulate(broken)
     assert [(f.rule, f.resource.split(" ")[0]) for f in findings] == [("SLM-SIM-001", "Job")]
+
+
+def test_the_cpu_hpa_scales_up_on_sustained_load_and_keeps_a_replica_half_an_hour(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Review item 4: a new CPU replica costs a node and a model load; the HPA's behavior (from
+    aks.yaml) waits 2 minutes before scaling up and 30 before scaling down, and the simulator's
+    idle/burst/sustained/idle trace still reaches the maximum and comes back."""
+    from slm_deploy.simulator.autoscaling import scalers
+    from slm_deploy.simulator.autoscaling import simulate as trace_of
+
+    result = _preview(tmp_path_factory)
+    facts = load_aks_facts()
+    behavior = _manifest(result, "HorizontalPodAutoscaler", "phi4cpu")["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 1800
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] > 0
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == facts.autoscaling.hpa_server_behavior.scale_down_stabilization_seconds
+    (hpa,) = [s for s in scalers(from_preview(result), facts) if "phi4cpu" in s.resource.inputs["metadata"]["name"]]
+    trace = trace_of(hpa, facts)
+    burst = [(t, r) for phase, t, _, r, _ in trace if phase == "burst"]
+    assert burst[0][1] == 1 and max(r for _, r in burst) == 2  # not on the first sample, but within the burst
+    idle = [(t, r) for phase, t, _, r, _ in trace if phase == "idle" and t > 600]
+    assert idle[len(idle) // 2][1] == 2 and idle[-1][1] == 1  # still 2 after 15 idle minutes, 1 at the end
+    assert not [f for f in simulate(from_preview(result)) if f.rule == "SLM-SIM-008"]

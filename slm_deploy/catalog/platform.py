@@ -135,8 +135,14 @@ class KubeletIdentity(_Strict):
     source: str
 
 
+class HpaBehavior(_Strict):
+    scale_down_stabilization_seconds: int = Field(ge=0, le=3600)
+    scale_up_stabilization_seconds: int = Field(ge=0, le=3600)
+
+
 class AutoscalingFacts(_Strict):
     hpa_scale_down_stabilization_seconds: int
+    hpa_server_behavior: HpaBehavior
     hpa_sync_seconds: int
     vllm_default_max_num_seqs: int
     source: str

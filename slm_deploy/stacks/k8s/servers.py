@@ -18,6 +18,8 @@ from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, Deployment
 from pulumi_kubernetes.autoscaling.v2 import (
     CrossVersionObjectReferenceArgs,
     HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehaviorArgs,
+    HPAScalingRulesArgs,
     HorizontalPodAutoscalerSpecArgs,
     MetricSpecArgs,
     MetricTargetArgs,
@@ -54,6 +56,7 @@ from pulumi_kubernetes.networking.v1 import (
 )
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import AutoscalingSpec
 from slm_deploy.planner import Plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
@@ -479,6 +482,7 @@ class ModelServer(pulumi.ComponentResource):
             )
             return
         if scaling.max_replicas > max(scaling.min_replicas, 1):
+            behavior = load_aks_facts().autoscaling.hpa_server_behavior
             HorizontalPodAutoscaler(
                 f"{name}-hpa",
                 metadata=ObjectMetaArgs(name=name, namespace=ns),
@@ -486,6 +490,11 @@ class ModelServer(pulumi.ComponentResource):
                     scale_target_ref=CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=name),
                     min_replicas=max(scaling.min_replicas, 1),
                     max_replicas=scaling.max_replicas,
+                    # A replica costs a node and a model load: scale up on sustained load, keep it a while (aks.yaml).
+                    behavior=HorizontalPodAutoscalerBehaviorArgs(
+                        scale_up=HPAScalingRulesArgs(stabilization_window_seconds=behavior.scale_up_stabilization_seconds),
+                        scale_down=HPAScalingRulesArgs(stabilization_window_seconds=behavior.scale_down_stabilization_seconds),
+                    ),
                     metrics=[
                         MetricSpecArgs(
                             type="Resource",

@@ -464,7 +464,7 @@ def image_onnx(stack: str, out_dir: Path, project_dir: Path | None) -> None:
     """Write the build context of each onnx model's server image of Pulumi.STACK.yaml into OUT.
 
     OUT/<model>/ holds the edge bundle's Dockerfile (the locked python base, hash-pinned wheels, the
-    launcher): `docker build -t IMAGE OUT/<model>`, push IMAGE (the model's `image:`), then
+    launcher): `docker buildx build --platform linux/amd64 -t IMAGE --push OUT/<model>` (IMAGE: the model's `image:`), then
     `slm-deploy lock --images OUT/images.yaml` pins it by digest for `pulumi up`.
     """
     from slm_deploy.stacks.onnx_image import build_contexts, write_contexts

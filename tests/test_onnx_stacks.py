@@ -274,6 +274,11 @@ def test_image_onnx_writes_the_build_context_and_an_images_file_for_the_lock(tmp
     # What `slm-deploy lock --images` reads: the model's image, as the stack names it.
     (image,) = locking.load_images_file(tmp_path / "ctx" / "images.yaml")
     assert f"{image.repository}:{image.tag}" == IMAGE
+    # Review item 5: the wheels are x86_64 only; the build instructions say so wherever they are written.
+    amd64 = "docker buildx build --platform linux/amd64"
+    assert amd64 in (tmp_path / "ctx" / "images.yaml").read_text()
+    assert amd64 in (ROOT / "examples" / "stack-images.yaml").read_text()
+    assert amd64 in (ROOT / "docs" / "onnx-runtime.md").read_text()
     again = run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx"))
     assert again.returncode == 2 and again.stderr.startswith(f"error: {tmp_path / 'ctx'}: exists and is not an empty folder")
 
@@ -421,3 +426,13 @@ def test_the_cpu_hpa_scales_up_on_sustained_load_and_keeps_a_replica_half_an_hou
     idle = [(t, r) for phase, t, _, r, _ in trace if phase == "idle" and t > 600]
     assert idle[len(idle) // 2][1] == 2 and idle[-1][1] == 1  # still 2 after 15 idle minutes, 1 at the end
     assert not [f for f in simulate(from_preview(result)) if f.rule == "SLM-SIM-008"]
+
+
+def test_the_cpu_limit_is_the_nodes_vcpus_and_liveness_tolerates_a_busy_server(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review items 6 and 7: twice a 6.7-CPU request would be 13.4 CPUs on an 8-vCPU node; and
+    Foundry Local answers /status late while a request keeps every core busy."""
+    container = _manifest(_preview(tmp_path_factory), "Deployment", "phi4cpu")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == "8"
+    assert float(container["resources"]["requests"]["cpu"]) <= 8
+    liveness = container["livenessProbe"]
+    assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (10, 6)

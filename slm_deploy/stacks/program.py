@@ -207,6 +207,7 @@ def build(
             pool_taints=cpu_taints[cpu.name] if cpu else spot_taints.get(planned.spec.pool, ()),
             gpu_pool=cpu is None,
             node_selector=cpu.node_selector if cpu and spec.cluster.mode is ClusterMode.EXISTING else None,
+            node_vcpus=node.vcpus if (node := facts.node_size(planned.vm_size)) else None,
             # With one model behind the gateway, every request it counts is for that model.
             activation_query=(
                 f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway"}}[2m]))'

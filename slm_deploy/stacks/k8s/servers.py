@@ -90,6 +90,9 @@ READINESS_PATH = {
 }
 # onnx: Foundry Local's admin `/status` (no /health), what the launcher's --check asks on edge boxes.
 LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health", Runtime.ONNX: "/status"}
+# (failureThreshold, timeoutSeconds) of liveness where the default 3 x 5 s is too tight: Foundry Local
+# answers /status late while a request keeps every core of the node busy (2 minutes before a restart).
+LIVENESS_TOLERANCE = {Runtime.ONNX: (6, 10)}
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 
@@ -117,6 +120,8 @@ class ServerSettings:
     # PromQL for the demand the gateway sees for this model: what wakes it from zero replicas,
     # when no vllm:* series exists. Set only where the gateway serves this model alone.
     activation_query: str | None = None
+    # vCPUs of one node of the pool (the VM size the model is planned on): the CPU limit's ceiling.
+    node_vcpus: int | None = None
 
 
 # torch calls getpass.getuser(), which raises KeyError for a uid without a passwd entry (uid 10001
@@ -351,7 +356,8 @@ class ModelServer(pulumi.ComponentResource):
             *config_volumes,
         ]
         gpu = {GPU_RESOURCE: str(res.gpu_count)} if res.gpu_count else {}
-        cpu_limit = f"{res.cpu_request * 2:g}"
+        # Room to burst above the request, but never more than the node has (a limit above it means nothing).
+        cpu_limit = f"{min(res.cpu_request * 2, settings.node_vcpus or res.cpu_request * 2):g}"
         container = ContainerArgs(
             name=spec.runtime.value,
             image=spec.image,
@@ -377,7 +383,7 @@ class ModelServer(pulumi.ComponentResource):
                 LIVENESS_PATH[spec.runtime], spec.port, res.probe_period_seconds, res.startup_failure_threshold
             ),
             readiness_probe=http_probe(READINESS_PATH[spec.runtime], spec.port, 10, 3),
-            liveness_probe=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, 3),
+            liveness_probe=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, *LIVENESS_TOLERANCE.get(spec.runtime, (3, 5))),
             volume_mounts=mounts,
         )
         wait = ContainerArgs(

@@ -339,9 +339,7 @@ def test_the_kubelet_identity_may_pull_the_onnx_image_before_the_server_starts(t
     registry, and the server and its fetch Job wait for that assignment (else ErrImagePull 401)."""
     result = _preview(tmp_path_factory)
     facts = load_aks_facts()
-    (grant,) = [
-        r for r in result.resources if r.type == "azure-native:authorization:RoleAssignment" and "acrpull" in r.name
-    ]
+    (grant,) = [r for r in result.resources if r.type == "azure-native:authorization:RoleAssignment" and "acrpull" in r.name]
     assert grant.inputs["roleDefinitionId"].endswith("/" + facts.roles["acr_pull"].id)
     assert grant.inputs["scope"].endswith("/Microsoft.ContainerRegistry/registries/example")
     assert grant.inputs["principalType"] == "ServicePrincipal"
@@ -418,7 +416,10 @@ def test_the_cpu_hpa_scales_up_on_sustained_load_and_keeps_a_replica_half_an_hou
     behavior = _manifest(result, "HorizontalPodAutoscaler", "phi4cpu")["spec"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 1800
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] > 0
-    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == facts.autoscaling.hpa_server_behavior.scale_down_stabilization_seconds
+    assert (
+        behavior["scaleDown"]["stabilizationWindowSeconds"]
+        == facts.autoscaling.hpa_server_behavior.scale_down_stabilization_seconds
+    )
     (hpa,) = [s for s in scalers(from_preview(result), facts) if "phi4cpu" in s.resource.inputs["metadata"]["name"]]
     trace = trace_of(hpa, facts)
     burst = [(t, r) for phase, t, _, r, _ in trace if phase == "burst"]

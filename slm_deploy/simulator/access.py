@@ -19,7 +19,12 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
     cluster = stack.cluster
     if cluster is None:
         return []
-    return _reach(cluster, facts) + _authorized(stack, cluster, facts) + _workload_identity(stack) + _image_pull(stack, cluster, facts)
+    return (
+        _reach(cluster, facts)
+        + _authorized(stack, cluster, facts)
+        + _workload_identity(stack)
+        + _image_pull(stack, cluster, facts)
+    )
 
 
 def _reach(cluster: SimResource, facts: AksFacts) -> list[Finding]:
@@ -170,7 +175,5 @@ def _image_pull(stack: Stack, cluster: SimResource, facts: AksFacts) -> list[Fin
                     )
                 )
             elif not any(a.urn in stack.waits_for(workload) for a in assignments):
-                findings.append(
-                    Finding("SLM-SIM-017", label(workload), f"starts before the AcrPull assignment on {host} exists")
-                )
+                findings.append(Finding("SLM-SIM-017", label(workload), f"starts before the AcrPull assignment on {host} exists"))
     return findings

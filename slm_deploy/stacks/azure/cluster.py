@@ -310,7 +310,7 @@ class AksCluster(pulumi.ComponentResource):
         # Nodes pull the user's images (runtime onnx) as the kubelet identity: AcrPull on each registry.
         acr_pull = facts.roles["acr_pull"]
         kubelet = managed.identity_profile.apply(
-            lambda p: (p or {})["kubeletidentity"].object_id if p and "kubeletidentity" in p else ""
+            lambda p: (p["kubeletidentity"].object_id or "") if p and "kubeletidentity" in p else ""
         )
         self.pull_ready = [
             authorization.RoleAssignment(

@@ -268,25 +268,26 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
     for pod in sorted((p for p in pods if not p.daemon), key=lambda p: (-p.gpus, -p.memory, -p.cpu, p.owner)):
         reasons = {pool.name: _why_not(pod, pool) for pool in node_pools}
         fitting = [pool for pool in node_pools if reasons[pool.name] is None]
-        if fitting:
-            placed.append((pod, fitting))
         if not fitting:
             detail = "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items()))
             findings.append(Finding("SLM-SIM-001", pod.owner, f"fits no node pool ({detail})"))
             continue
-        for i in range(pod.replicas):
-            if not any(_place(pod, pool) for pool in fitting):
-                names = ", ".join(p.name for p in fitting)
-                findings.append(
-                    Finding(
-                        "SLM-SIM-001",
-                        pod.owner,
-                        f"replica {i + 1} of {pod.replicas} does not fit pools {names} at their maximum node count",
-                    )
-                )
-                break
+        placed.append((pod, fitting))
+        left_out = _first_left_out(pod, fitting, pod.replicas)
+        if left_out is not None:
+            names = ", ".join(p.name for p in fitting)
+            message = f"replica {left_out} of {pod.replicas} does not fit pools {names} at their maximum node count"
+            findings.append(Finding("SLM-SIM-001", pod.owner, message))
     findings += _rollouts(placed)
     return findings
+
+
+def _first_left_out(pod: Pod, fitting: list[Pool], count: int) -> int | None:
+    """Place `count` copies of `pod` (first fit); the 1-based number of the first that fits nowhere."""
+    for i in range(count):
+        if not any(_place(pod, pool) for pool in fitting):
+            return i + 1
+    return None
 
 
 def _rollouts(placed: list[tuple[Pod, list[Pool]]]) -> list[Finding]:
@@ -294,19 +295,15 @@ def _rollouts(placed: list[tuple[Pod, list[Pool]]]) -> list[Finding]:
     must fit what the other pods leave free (two rollouts at once are not modelled)."""
     findings = []
     for pod, fitting in placed:
-        if not pod.surge:
-            continue
-        spare = copy.deepcopy(fitting)
-        for i in range(pod.surge):
-            if not any(_place(pod, pool) for pool in spare):
-                names = ", ".join(p.name for p in fitting)
-                findings.append(
-                    Finding(
-                        "SLM-SIM-018",
-                        pod.owner,
-                        f"RollingUpdate surge pod {i + 1} of {pod.surge} does not fit pools {names} beside {pod.replicas} "
-                        "replicas at their maximum node count: the rollout stalls (maxSurge 0 / maxUnavailable 1, or Recreate)",
-                    )
+        left_out = _first_left_out(pod, copy.deepcopy(fitting), pod.surge) if pod.surge else None
+        if left_out is not None:
+            names = ", ".join(p.name for p in fitting)
+            findings.append(
+                Finding(
+                    "SLM-SIM-018",
+                    pod.owner,
+                    f"RollingUpdate surge pod {left_out} of {pod.surge} does not fit pools {names} beside {pod.replicas} "
+                    "replicas at their maximum node count: the rollout stalls (maxSurge 0 / maxUnavailable 1, or Recreate)",
                 )
-                break
+            )
     return findings

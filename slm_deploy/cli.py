@@ -464,7 +464,7 @@ def image_onnx(stack: str, out_dir: Path, project_dir: Path | None) -> None:
     """Write the build context of each onnx model's server image of Pulumi.STACK.yaml into OUT.
 
     OUT/<model>/ holds the edge bundle's Dockerfile (the locked python base, hash-pinned wheels, the
-    launcher): `docker build -t IMAGE OUT/<model>`, push IMAGE (the model's `image:`), then
+    launcher): `docker buildx build --platform linux/amd64 -t IMAGE --push OUT/<model>` (IMAGE: the model's `image:`), then
     `slm-deploy lock --images OUT/images.yaml` pins it by digest for `pulumi up`.
     """
     from slm_deploy.stacks.onnx_image import build_contexts, write_contexts
@@ -472,6 +472,13 @@ def image_onnx(stack: str, out_dir: Path, project_dir: Path | None) -> None:
     files = build_contexts(stack, project_dir or Path.cwd())
     write_contexts(files, out_dir)
     click.echo(f"wrote {out_dir}: {len(files)} files")
+
+
+# Images of the user's own (a stack's models[].image) are asked for only through --images.
+STALE_HINT = (
+    "note: your own images (a stack's models[].image, e.g. runtime onnx's server) stay locked only when their "
+    "images file is passed again: slm-deploy lock --images examples/stack-images.yaml (or yours)"
+)
 
 
 @main.command()
@@ -517,6 +524,8 @@ def lock(
             click.echo(f"{'moved' if change.old else 'missing'}: {change.key}: {old} -> {change.new}")
         for key in stale:
             click.echo(f"stale: {key}: in the lock, but no longer in the catalog or the --images files")
+        if stale:
+            click.echo(STALE_HINT, err=True)
         if moved or stale:
             sys.exit(1)
         click.echo(f"ok: {lock_file}: {len(current)} images match the registry")
@@ -524,6 +533,8 @@ def lock(
     locking.write(lock_file, locking.LockFile(version=1, images=current))
     for key in stale:
         click.echo(f"removed: {key}: no longer in the catalog or the --images files")
+    if stale:
+        click.echo(STALE_HINT, err=True)
     click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed, {len(stale)} removed")
 
 

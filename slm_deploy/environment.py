@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -23,12 +23,14 @@ from slm_deploy.fleet import SloThresholds
 from slm_deploy.netranges import open_to_internet
 from slm_deploy.onnx_builds import onnx_box_problem
 from slm_deploy.planner import Plan, hardware_for_vm, plan
+from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS
 from slm_deploy.spec import Frozen, Hardware, Runtime, Serving
 
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
 POOL_NAME = r"^[a-z][a-z0-9]{0,11}$"  # AKS: Linux pool names are at most 12 lowercase alphanumerics
 IMAGE_REF = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+:[\w][\w.-]{0,127}$"  # registry/path:tag
 TAINT = r"^[\w./-]+(=[\w.-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$"
+ACR_ID = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerRegistry/registries/[A-Za-z0-9]{5,50}$"
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -103,6 +105,10 @@ class ClusterSpec(Camel):
         pattern=GUID,
         description="aks: object id of the principal that runs `pulumi up`, made cluster admin; unset: whoever runs the "
         "program (a workstation). Required in CI, where pull requests preview as another identity.",
+    )
+    acr_ids: tuple[Annotated[str, StringConstraints(pattern=ACR_ID)], ...] = Field(
+        default=(),
+        description="aks: resource ids of Azure Container Registries the nodes pull from (AcrPull for the kubelet identity).",
     )
     platform_vm_size: str = Field(default="Standard_D4ds_v5", description="aks: the untainted pool for platform pods.")
     platform_min_count: int = Field(default=1, ge=1, le=20)
@@ -474,7 +480,11 @@ def _plan_on_cpu(
     if not result.fits:
         hints = "; ".join(s.change for s in result.suggestions) or "none in the catalog"
         raise InputError(source, path, f"{name} does not fit {pool.vm_size}: {result.reason}; try: {hints}")
-    return result
+    # On a node the server gets what AKS leaves to pods (allocatable less its DaemonSets), less its
+    # fetch Job's request, in steps of 100m; not the box's vCPUs less one.
+    room, _ = load_aks_facts().pod_room(size.vcpus, size.memory_gib)
+    cpu = max(100, (room - FETCH_JOB_CPU_MILLIS) // 100 * 100) / 1000
+    return replace(result, resources=replace(result.resources, cpu_request=min(result.resources.cpu_request, cpu)))
 
 
 def _config_error(source: str, exc: ValidationError, prefix: list[int | str] | None = None) -> InputError:

@@ -18,6 +18,9 @@ from slm_deploy.spec import Runtime
 from slm_deploy.templating import render
 
 APP_UID = 10001
+# The Kubernetes model-fetch Job's CPU request: it runs beside its server on the server's pool
+# (the server is created at once and waits for the model), so the server's request leaves it room.
+FETCH_JOB_CPU_MILLIS = 500
 MODEL_DIR = "/models"
 OFFLINE_MODEL_DIR = "/opt/model"
 SERVER_PORT = {Runtime.VLLM: 8000, Runtime.OLLAMA: 11434, Runtime.LLAMACPP: 8080, Runtime.ONNX: load_onnx_server().port}

@@ -111,6 +111,8 @@ def test_stale_entries_fail_the_check_and_are_dropped_by_lock(registry: LiveRegi
     assert dropped.returncode == 0, dropped.stderr
     assert f"removed: {registry.host}/team/retired:0.9: no longer in the catalog or the --images files" in dropped.stdout
     assert dropped.stdout.endswith("1 images, 0 changed, 2 removed\n")
+    # Review item 8: a stack's own image (models[].image) is dropped unless its images file is passed again.
+    assert "lock --images examples/stack-images.yaml" in dropped.stderr and "--images" in check.stderr
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     assert lock_cli(fresh, now).returncode == 0

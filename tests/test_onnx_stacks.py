@@ -133,8 +133,8 @@ def test_the_simulator_lands_the_onnx_server_on_the_cpu_pool_only(tmp_path_facto
     facts = load_aks_facts()
     node_pools = pools(stack, facts)
     cpu = next(p for p in node_pools if p.name == "cpu")
-    # Allocatable after AKS's reservations, not the VM size: 8 vCPUs less 180m.
-    assert cpu.cpu == 8000 - 180 and cpu.gpus == 0
+    # Allocatable after AKS's reservations (8 vCPUs less 180m), less the requests of AKS's own DaemonSets.
+    assert cpu.cpu == 8000 - 180 - facts.daemonset_allowance.cpu_millicores and cpu.gpus == 0
     server = next(p for p in workload_pods(stack) if "phi4cpu" in p.owner and "Deployment" in p.owner)
     assert [p.name for p in node_pools if _why_not(server, p) is None] == ["cpu"]
     assert "not tolerated" in str(_why_not(server, next(p for p in node_pools if p.name == "a10")))
@@ -274,6 +274,11 @@ def test_image_onnx_writes_the_build_context_and_an_images_file_for_the_lock(tmp
     # What `slm-deploy lock --images` reads: the model's image, as the stack names it.
     (image,) = locking.load_images_file(tmp_path / "ctx" / "images.yaml")
     assert f"{image.repository}:{image.tag}" == IMAGE
+    # Review item 5: the wheels are x86_64 only; the build instructions say so wherever they are written.
+    amd64 = "docker buildx build --platform linux/amd64"
+    assert amd64 in (tmp_path / "ctx" / "images.yaml").read_text()
+    assert amd64 in (ROOT / "examples" / "stack-images.yaml").read_text()
+    assert amd64 in (ROOT / "docs" / "onnx-runtime.md").read_text()
     again = run_cli("image", "onnx", "cpu", "--project", str(root), "--out", str(tmp_path / "ctx"))
     assert again.returncode == 2 and again.stderr.startswith(f"error: {tmp_path / 'ctx'}: exists and is not an empty folder")
 
@@ -327,3 +332,108 @@ def test_image_onnx_then_lock_images_pins_the_server_for_the_preview(tmp_path: P
     assert digest == pushed["digest"] != locking.load(locking.PACKAGED_LOCK).images[IMAGE].digest
     pod = _manifest(run_preview("cpu", root), "Deployment", "phi4cpu")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == f"{IMAGE}@{digest}"
+
+
+def test_the_kubelet_identity_may_pull_the_onnx_image_before_the_server_starts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review item 1: nodes pull as the kubelet identity; cluster.acrIds gives it AcrPull on the
+    registry, and the server and its fetch Job wait for that assignment (else ErrImagePull 401)."""
+    result = _preview(tmp_path_factory)
+    facts = load_aks_facts()
+    (grant,) = [r for r in result.resources if r.type == "azure-native:authorization:RoleAssignment" and "acrpull" in r.name]
+    assert grant.inputs["roleDefinitionId"].endswith("/" + facts.roles["acr_pull"].id)
+    assert grant.inputs["scope"].endswith("/Microsoft.ContainerRegistry/registries/example")
+    assert grant.inputs["principalType"] == "ServicePrincipal"
+    assert any(d.endswith("ManagedCluster::slm-cpu-aks") for d in grant.dependencies)  # principal: its kubelet identity
+    stack = from_preview(result)
+    for kind, name in (("Deployment", "phi4cpu"), ("Job", "phi4cpu-fetch")):
+        (workload,) = [r for r in stack.manifests(kind) if r.inputs["metadata"]["name"].startswith(name)]
+        assert grant.urn in stack.waits_for(workload)
+
+
+def test_without_acr_ids_the_simulator_names_the_missing_pull_path(tmp_path: Path) -> None:
+    config = _config()
+    del config["slm-deploy:cluster"]["acrIds"]
+    findings = simulate(from_preview(run_preview("cpu", _project(tmp_path, config))))
+    assert {(f.rule, f.resource.split(" ")[0]) for f in findings} == {("SLM-SIM-017", "Deployment"), ("SLM-SIM-017", "Job")}
+    assert "example.azurecr.io" in findings[0].message
+
+
+def test_an_acr_id_that_is_not_a_registry_resource_id_is_refused(tmp_path: Path) -> None:
+    config = _config()
+    config["slm-deploy:cluster"]["acrIds"] = ["example.azurecr.io"]
+    assert "slm-deploy:cluster.acrIds" in _refusal(tmp_path, config)
+
+
+def test_the_cpu_server_replaces_one_replica_at_a_time_without_a_surge_pod(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review item 2: one server fills a cpu node and the pool holds maxReplicas nodes; a surge pod
+    would stay Pending (the rollout never ends)."""
+    result = _preview(tmp_path_factory)
+    strategy = _manifest(result, "Deployment", "phi4cpu")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert _manifest(result, "Deployment", "phi4mini")["spec"]["strategy"] == {"type": "Recreate"}
+    assert simulate(from_preview(result)) == []
+
+
+def test_the_cpu_server_leaves_room_for_akss_daemonsets_and_its_fetch_job(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review item 3: the server's request is a D8ds_v5 node's allocatable (7820m) less AKS's
+    DaemonSets (catalog allowance) less the fetch Job's 500m, not 8 - 1 = 7 CPUs: both pods and the
+    DaemonSets fit one node, and the simulator, which subtracts the same allowance, agrees."""
+    result = _preview(tmp_path_factory)
+    facts = load_aks_facts()
+    assert 0 < facts.daemonset_allowance.cpu_millicores < 1000 and facts.daemonset_allowance.memory_mib > 0
+    server = _manifest(result, "Deployment", "phi4cpu")["spec"]["template"]["spec"]["containers"][0]
+    job = _manifest(result, "Job", "phi4cpu-fetch")["spec"]["template"]["spec"]["containers"][0]
+    room = 7820 - facts.daemonset_allowance.cpu_millicores
+    server_cpu = float(server["resources"]["requests"]["cpu"]) * 1000
+    assert server_cpu == (room - 500) // 100 * 100 and job["resources"]["requests"]["cpu"] == "500m"
+    assert server_cpu + 500 <= room
+    assert simulate(from_preview(result)) == []
+
+
+def test_a_cpu_server_requesting_the_whole_node_leaves_its_fetch_job_pending(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.test_simulator import is_manifest, mutate
+
+    def whole_node(r: Any) -> Any:
+        r.inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "7"  # the old cpus - 1
+        return r
+
+    broken = mutate(from_preview(_preview(tmp_path_factory)), is_manifest("Deployment", "phi4cpu"), whole_node)
+    findings = simulate(broken)
+    assert [(f.rule, f.resource.split(" ")[0]) for f in findings] == [("SLM-SIM-001", "Job")]
+
+
+def test_the_cpu_hpa_scales_up_on_sustained_load_and_keeps_a_replica_half_an_hour(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Review item 4: a new CPU replica costs a node and a model load; the HPA's behavior (from
+    aks.yaml) waits 2 minutes before scaling up and 30 before scaling down, and the simulator's
+    idle/burst/sustained/idle trace still reaches the maximum and comes back."""
+    from slm_deploy.simulator.autoscaling import scalers
+    from slm_deploy.simulator.autoscaling import simulate as trace_of
+
+    result = _preview(tmp_path_factory)
+    facts = load_aks_facts()
+    behavior = _manifest(result, "HorizontalPodAutoscaler", "phi4cpu")["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 1800
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] > 0
+    assert (
+        behavior["scaleDown"]["stabilizationWindowSeconds"]
+        == facts.autoscaling.hpa_server_behavior.scale_down_stabilization_seconds
+    )
+    (hpa,) = [s for s in scalers(from_preview(result), facts) if "phi4cpu" in s.resource.inputs["metadata"]["name"]]
+    trace = trace_of(hpa, facts)
+    burst = [(t, r) for phase, t, _, r, _ in trace if phase == "burst"]
+    assert burst[0][1] == 1 and max(r for _, r in burst) == 2  # not on the first sample, but within the burst
+    idle = [(t, r) for phase, t, _, r, _ in trace if phase == "idle" and t > 600]
+    assert idle[len(idle) // 2][1] == 2 and idle[-1][1] == 1  # still 2 after 15 idle minutes, 1 at the end
+    assert not [f for f in simulate(from_preview(result)) if f.rule == "SLM-SIM-008"]
+
+
+def test_the_cpu_limit_is_the_nodes_vcpus_and_liveness_tolerates_a_busy_server(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Review items 6 and 7: twice a 6.7-CPU request would be 13.4 CPUs on an 8-vCPU node; and
+    Foundry Local answers /status late while a request keeps every core busy."""
+    container = _manifest(_preview(tmp_path_factory), "Deployment", "phi4cpu")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == "8"
+    assert float(container["resources"]["requests"]["cpu"]) <= 8
+    liveness = container["livenessProbe"]
+    assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (10, 6)

@@ -235,6 +235,27 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
             s, lambda r: r.type.startswith("slm:k8s:") and "Server" in r.type, lambda r: replace(r, dependencies=())
         ),
     ),
+    # the user's onnx image on example.azurecr.io (review of onnx on Kubernetes, item 1)
+    "onnx image without AcrPull for the kubelet identity": (
+        "staging",
+        "SLM-SIM-017",
+        lambda s: mutate(s, lambda r: r.type == "azure-native:authorization:RoleAssignment" and "acrpull" in r.name, drop),
+    ),
+    "onnx server starts before its AcrPull assignment": (
+        "staging",
+        "SLM-SIM-017",
+        lambda s: mutate(
+            s,
+            lambda r: r.type == "slm:k8s:OnnxServer",
+            lambda r: replace(r, dependencies=tuple(d for d in r.dependencies if "acrpull" not in d)),
+        ),
+    ),
+    # a surge pod on a CPU pool whose nodes each hold one server (review of onnx on Kubernetes, item 2)
+    "onnx server rolling out with the default surge": (
+        "staging",
+        "SLM-SIM-018",
+        lambda s: mutate(s, is_manifest("Deployment", "phi4cpu"), with_inputs("spec.strategy", {"type": "RollingUpdate"})),
+    ),
     # autoscaling: the queue-only query this issue replaced
     "queue-only KEDA query": (
         "prod",

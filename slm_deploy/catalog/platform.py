@@ -54,6 +54,26 @@ class Reservations(_Strict):
         return vcpus * 1000 - reserved_cpu, memory_mib - kube_reserved - self.eviction_mib
 
 
+class DaemonSetShare(_Strict):
+    name: str
+    cpu_millicores: int = Field(ge=0)
+    memory_mib: int = Field(ge=0)
+    checked: bool
+
+
+class DaemonSetAllowance(_Strict):
+    components: tuple[DaemonSetShare, ...]
+    source: str
+
+    @property
+    def cpu_millicores(self) -> int:
+        return sum(c.cpu_millicores for c in self.components)
+
+    @property
+    def memory_mib(self) -> int:
+        return sum(c.memory_mib for c in self.components)
+
+
 class NodeSize(_Strict):
     id: str = Field(pattern=r"^Standard_\w+$")
     vcpus: int = Field(gt=0)
@@ -109,8 +129,20 @@ class Addon(_Strict):
     source: str
 
 
+class KubeletIdentity(_Strict):
+    output: str
+    registry_host_suffix: str
+    source: str
+
+
+class HpaBehavior(_Strict):
+    scale_down_stabilization_seconds: int = Field(ge=0, le=3600)
+    scale_up_stabilization_seconds: int = Field(ge=0, le=3600)
+
+
 class AutoscalingFacts(_Strict):
     hpa_scale_down_stabilization_seconds: int
+    hpa_server_behavior: HpaBehavior
     hpa_sync_seconds: int
     vllm_default_max_num_seqs: int
     source: str
@@ -125,12 +157,14 @@ class ImageEnvFacts(_Strict):
 class AksFacts(_Strict):
     pool_kinds: dict[Literal["system", "user", "spot"], PoolKind]
     reservations: Reservations
+    daemonset_allowance: DaemonSetAllowance
     node_sizes: tuple[NodeSize, ...]
     mig_profiles: Values
     documentation_ranges: Values
     names: dict[str, NameRule]
     roles: dict[str, Role]
     rbac_propagation_seconds: Seconds
+    kubelet_identity: KubeletIdentity
     runner: Runner
     addons: tuple[Addon, ...]
     storage_classes: Values
@@ -138,6 +172,11 @@ class AksFacts(_Strict):
     autoscaling: AutoscalingFacts
     minor_upgrade_channels: Values
     passwd_less_images: ImageEnvFacts
+
+    def pod_room(self, vcpus: int, memory_gib: float) -> tuple[int, int]:
+        """(CPU millicores, memory MiB) of a node left to the stack's pods: allocatable less AKS's DaemonSets."""
+        cpu, memory = self.reservations.allocatable(vcpus, memory_gib)
+        return cpu - self.daemonset_allowance.cpu_millicores, memory - self.daemonset_allowance.memory_mib
 
     def node_size(self, vm_size: str) -> NodeSize | None:
         return next((s for s in self.node_sizes if s.id == vm_size), None)

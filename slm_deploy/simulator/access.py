@@ -19,7 +19,12 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
     cluster = stack.cluster
     if cluster is None:
         return []
-    return _reach(cluster, facts) + _authorized(stack, cluster, facts) + _workload_identity(stack)
+    return (
+        _reach(cluster, facts)
+        + _authorized(stack, cluster, facts)
+        + _workload_identity(stack)
+        + _image_pull(stack, cluster, facts)
+    )
 
 
 def _reach(cluster: SimResource, facts: AksFacts) -> list[Finding]:
@@ -132,4 +137,43 @@ def _workload_identity(stack: Stack) -> list[Finding]:
         missing = [label(r) for r in needed if r.urn not in waited]
         if missing:
             findings.append(Finding("SLM-SIM-007", where, "starts before " + ", ".join(sorted(missing))))
+    return findings
+
+
+def _image_pull(stack: Stack, cluster: SimResource, facts: AksFacts) -> list[Finding]:
+    """Every image from an Azure Container Registry (`*.azurecr.io`) is pulled by the kubelet
+    identity: an AcrPull assignment on that registry, made for the cluster's identity (it depends on
+    the cluster), that the workload waits for; or the pod brings imagePullSecrets."""
+    suffix = facts.kubelet_identity.registry_host_suffix
+    acr_pull = facts.roles["acr_pull"].id
+    grants: dict[str, list[SimResource]] = {}
+    for r in stack.of_type("azure-native:authorization:RoleAssignment"):
+        if str(r.inputs.get("roleDefinitionId", "")).rsplit("/", 1)[-1] != acr_pull or cluster.urn not in stack.waits_for(r):
+            continue
+        if str(r.inputs.get("principalType", "ServicePrincipal")) != "ServicePrincipal":
+            continue
+        registry = str(r.inputs.get("scope", "")).rstrip("/").rsplit("/", 1)[-1].lower()
+        grants.setdefault(registry, []).append(r)
+    findings = []
+    for workload in stack.manifests("Deployment", "StatefulSet", "Job", "DaemonSet"):
+        spec = dig(workload.inputs, "spec.template.spec", {}) or {}
+        if spec.get("imagePullSecrets"):
+            continue
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        hosts = sorted({str(c.get("image", "")).split("/", 1)[0].lower() for c in containers if "/" in str(c.get("image", ""))})
+        for host in hosts:
+            if not host.endswith(suffix):
+                continue
+            assignments = grants.get(host[: -len(suffix)], [])
+            if not assignments:
+                findings.append(
+                    Finding(
+                        "SLM-SIM-017",
+                        label(workload),
+                        f"pulls from {host}, but no AcrPull assignment on that registry for the kubelet identity "
+                        "(cluster.acrIds) and no imagePullSecrets: ErrImagePull (401)",
+                    )
+                )
+            elif not any(a.urn in stack.waits_for(workload) for a in assignments):
+                findings.append(Finding("SLM-SIM-017", label(workload), f"starts before the AcrPull assignment on {host} exists"))
     return findings

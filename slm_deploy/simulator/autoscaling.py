@@ -9,7 +9,8 @@ them. The gateway's request counter (`caddy_http_requests_total`) sees the deman
 replicas. CPU utilisation = load / (replicas x C). The HPA rules:
 desired = ceil(metric / target) for AverageValue (KEDA's Prometheus trigger), ceil(replicas x
 utilisation / target) with a 10 % tolerance for CPU; scale up at once, scale down to the highest
-recommendation of the stabilization window; KEDA activates from zero on a non-zero metric at its
+recommendation of the scale-down stabilization window (an HPA's behavior, else the default) and up
+to the lowest of the scale-up window; KEDA activates from zero on a non-zero metric at its
 polling interval and returns to zero after cooldownPeriod without one.
 
 Not modelled: pod start-up time (weights loading), node provisioning, metric scrape lag.
@@ -46,6 +47,8 @@ class Scaler:
     polling: int
     cooldown: int
     capacity: int
+    down_window: int | None = None  # an HPA's behavior.scaleDown.stabilizationWindowSeconds (None: the default)
+    up_window: int = 0  # behavior.scaleUp.stabilizationWindowSeconds (Kubernetes' default for resource metrics: 0)
 
     @property
     def serving(self) -> Trigger:
@@ -124,6 +127,8 @@ def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
                     facts.autoscaling.hpa_sync_seconds,
                     0,
                     _capacity(_target(stack, hpa, spec.get("scaleTargetRef", {})), facts),
+                    dig(spec, "behavior.scaleDown.stabilizationWindowSeconds"),
+                    int(dig(spec, "behavior.scaleUp.stabilizationWindowSeconds", 0) or 0),
                 )
             )
     return out
@@ -131,7 +136,7 @@ def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
 
 def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, float]]:
     """[(phase, t, load, replicas, waiting per replica)] every STEP seconds."""
-    window = facts.autoscaling.hpa_scale_down_stabilization_seconds
+    window = facts.autoscaling.hpa_scale_down_stabilization_seconds if s.down_window is None else int(s.down_window)
     floor = max(s.min_replicas, 1)
     replicas = s.min_replicas if s.kind == "keda" else floor
     recommendations: list[tuple[int, int]] = []
@@ -163,7 +168,7 @@ def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, flo
                 utilisation = 100.0 * min(1.0, load / serving) if serving else 0.0
                 ratio = utilisation / s.serving.target
                 desired = replicas if abs(ratio - 1) <= 0.1 else math.ceil(replicas * ratio)
-                replicas = _stabilize(replicas, desired, floor, s.max_replicas, recommendations, t, window)
+                replicas = _stabilize(replicas, desired, floor, s.max_replicas, recommendations, t, window, s.up_window)
             trace.append((phase, t, load, replicas, waiting / max(replicas, 1)))
             t += STEP
     return trace
@@ -177,14 +182,19 @@ def _value(metric: str, load: float, running: float, waiting: float, replicas: i
     return {"waiting": waiting, "inflight": waiting + running, "other": load}.get(metric, 0.0)
 
 
-def _stabilize(replicas: int, desired: int, low: int, high: int, history: list[tuple[int, int]], t: int, window: int) -> int:
+def _stabilize(
+    replicas: int, desired: int, low: int, high: int, history: list[tuple[int, int]], t: int, window: int, up_window: int = 0
+) -> int:
+    """Scale down to the highest recommendation of the scale-down window; scale up to the lowest of
+    the scale-up window (only `desired` when that window is 0)."""
     desired = min(max(desired, low), high)
     history.append((t, desired))
-    while history and history[0][0] <= t - window:
+    while history and history[0][0] <= t - max(window, up_window):
         history.pop(0)
     if desired >= replicas:
-        return desired
-    return min(replicas, max(d for _, d in history))
+        recent = [d for at, d in history if at > t - up_window] if up_window else [desired]
+        return max(replicas, min(recent))
+    return min(replicas, max(d for at, d in history if at > t - window))
 
 
 def check(stack: Stack, facts: AksFacts) -> list[Finding]:

@@ -148,5 +148,24 @@ SIM_RULES: tuple[SimRule, ...] = (
         "Pod Security level and widens what a compromised image can do; the chart's values can make it unnecessary.",
         "Set the chart values the finding names so the container does not run (the pod's fsGroup does its job).",
     ),
+    SimRule(
+        "SLM-SIM-017",
+        "access",
+        "Images from a private Azure registry have a pull path",
+        Severity.HIGH,
+        "Nodes pull as the cluster's kubelet identity: without AcrPull on the registry every pull is 401 (ErrImagePull) "
+        "and the server's rollout waits out its timeout.",
+        "List the registry in `cluster.acrIds` (AcrPull for the kubelet identity, before the servers), or give the pods "
+        "imagePullSecrets.",
+    ),
+    SimRule(
+        "SLM-SIM-018",
+        "scheduling",
+        "Rolling updates can make progress",
+        Severity.HIGH,
+        "A RollingUpdate with maxSurge > 0 starts the new pod before an old one stops: when the pool at its maximum "
+        "node count cannot hold maxReplicas plus the surge, the new pod stays Pending and the rollout never ends.",
+        "Use maxSurge 0 / maxUnavailable 1 (or Recreate) for pods that fill a node, or raise the pool's maxCount.",
+    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -2,7 +2,7 @@
 workloads and each Helm release's components, from the chart profiles), and where each can run.
 
 A pool's taints and labels are the program's plus those AKS puts on its kind of pool; its
-allocatable CPU and memory are the VM size's less AKS's reservations; it advertises
+allocatable CPU and memory are the VM size's less AKS's reservations and its own DaemonSets' requests; it advertises
 `nvidia.com/gpu` only when a device plugin runs. A pod fits a pool when it tolerates every
 NoSchedule/NoExecute taint, its nodeSelector matches the labels and its requests fit one node;
 its replicas must then fit the pool's nodes at the pool's maximum count (first-fit, largest first).
@@ -10,6 +10,8 @@ its replicas must then fit the pool's nodes at the pool's maximum count (first-f
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ class Pod:
     replicas: int
     daemon: bool = False
     needs_gpu: bool = False
+    surge: int = 0  # extra pods a RollingUpdate starts at the largest replica count
 
 
 def parse_taint(taint: str) -> dict[str, str]:
@@ -99,7 +102,7 @@ def pools(stack: Stack, facts: AksFacts) -> list[Pool]:
             taints += [parse_taint(t) for t in facts.pool_kinds[k].taints]  # type: ignore[index]
             labels |= facts.pool_kinds[k].labels  # type: ignore[index]
         labels |= p.get("nodeLabels") or {}
-        cpu, memory = facts.reservations.allocatable(size.vcpus, size.memory_gib)
+        cpu, memory = facts.pod_room(size.vcpus, size.memory_gib)
         vm = catalog.vm_sizes.get(p["vmSize"])
         gpus = vm.gpu_count if vm and plugin else 0
         max_nodes = int((p.get("maxCount") if p.get("enableAutoScaling") else p.get("count")) or 0)
@@ -139,11 +142,26 @@ def _replicas(stack: Stack, workload: SimResource) -> int:
     )
 
 
+def _surge(manifest: dict[str, Any], replicas: int) -> int:
+    """Pods a Deployment's RollingUpdate adds above `replicas` (maxSurge; Kubernetes' default 25%,
+    a percentage rounded up: kubernetes.io/docs/concepts/workloads/controllers/deployment/#max-surge)."""
+    if manifest["kind"] != "Deployment":
+        return 0
+    strategy = dig(manifest, "spec.strategy", {}) or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return 0
+    value = str(dig(strategy, "rollingUpdate.maxSurge", "25%"))
+    if value.endswith("%"):
+        return math.ceil(replicas * float(value[:-1]) / 100)
+    return int(value)
+
+
 def workload_pods(stack: Stack) -> list[Pod]:
     out = []
     for workload in stack.manifests(*WORKLOAD_KINDS):
         spec = dig(workload.inputs, "spec.template.spec", {}) or {}
         cpu, memory, gpus = _requests(spec)
+        replicas = _replicas(stack, workload)
         out.append(
             Pod(
                 label(workload),
@@ -152,8 +170,9 @@ def workload_pods(stack: Stack) -> list[Pod]:
                 cpu,
                 memory,
                 gpus,
-                _replicas(stack, workload),
+                replicas,
                 daemon=workload.inputs["kind"] == "DaemonSet",
+                surge=_surge(workload.inputs, replicas),
             )
         )
     return out
@@ -245,6 +264,7 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
                 reason = _why_not(Pod(pod.owner, pod.tolerations, pod.node_selector, 0, 0, 0, 1), pool)
                 if reason:
                     findings.append(Finding("SLM-SIM-002", pod.owner, f"does not run on GPU pool {pool.name}: {reason}"))
+    placed: list[tuple[Pod, list[Pool]]] = []
     for pod in sorted((p for p in pods if not p.daemon), key=lambda p: (-p.gpus, -p.memory, -p.cpu, p.owner)):
         reasons = {pool.name: _why_not(pod, pool) for pool in node_pools}
         fitting = [pool for pool in node_pools if reasons[pool.name] is None]
@@ -252,15 +272,38 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
             detail = "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items()))
             findings.append(Finding("SLM-SIM-001", pod.owner, f"fits no node pool ({detail})"))
             continue
-        for i in range(pod.replicas):
-            if not any(_place(pod, pool) for pool in fitting):
-                names = ", ".join(p.name for p in fitting)
-                findings.append(
-                    Finding(
-                        "SLM-SIM-001",
-                        pod.owner,
-                        f"replica {i + 1} of {pod.replicas} does not fit pools {names} at their maximum node count",
-                    )
+        placed.append((pod, fitting))
+        left_out = _first_left_out(pod, fitting, pod.replicas)
+        if left_out is not None:
+            names = ", ".join(p.name for p in fitting)
+            message = f"replica {left_out} of {pod.replicas} does not fit pools {names} at their maximum node count"
+            findings.append(Finding("SLM-SIM-001", pod.owner, message))
+    findings += _rollouts(placed)
+    return findings
+
+
+def _first_left_out(pod: Pod, fitting: list[Pool], count: int) -> int | None:
+    """Place `count` copies of `pod` (first fit); the 1-based number of the first that fits nowhere."""
+    for i in range(count):
+        if not any(_place(pod, pool) for pool in fitting):
+            return i + 1
+    return None
+
+
+def _rollouts(placed: list[tuple[Pod, list[Pool]]]) -> list[Finding]:
+    """Each Deployment's rollout on its own, beside everything else at its maximum: its surge pods
+    must fit what the other pods leave free (two rollouts at once are not modelled)."""
+    findings = []
+    for pod, fitting in placed:
+        left_out = _first_left_out(pod, copy.deepcopy(fitting), pod.surge) if pod.surge else None
+        if left_out is not None:
+            names = ", ".join(p.name for p in fitting)
+            findings.append(
+                Finding(
+                    "SLM-SIM-018",
+                    pod.owner,
+                    f"RollingUpdate surge pod {left_out} of {pod.surge} does not fit pools {names} beside {pod.replicas} "
+                    "replicas at their maximum node count: the rollout stalls (maxSurge 0 / maxUnavailable 1, or Recreate)",
                 )
-                break
+            )
     return findings

@@ -3,7 +3,7 @@
 No registry publishes a Foundry Local server, so a cluster runs the user's own image. It is the edge
 bundle's, rendered by the same code (runtimes.onnx_runtime): the Dockerfile on the locked python
 base with hash-pinned wheels, onnx/requirements.txt and the launcher. DIR/<model>/ is what
-`docker build` takes; DIR/images.yaml lists the stack's `models[].image` references in the images
+`docker buildx build --platform linux/amd64` takes; DIR/images.yaml lists the stack's `models[].image` references in the images
 file format, for `slm-deploy lock --images DIR/images.yaml` once they are pushed.
 """
 
@@ -26,7 +26,8 @@ from slm_deploy.supply.lock import locked_catalog
 
 IMAGES_HEADER = (
     "# The stack's onnx server images, for `slm-deploy lock --images images.yaml` once they are built\n"
-    "# (docker build -t IMAGE <model>/) and pushed.\n"
+    "# and pushed for linux/amd64 (the wheels are x86_64 only), from any machine:\n"
+    "#   docker buildx build --platform linux/amd64 -t IMAGE --push <model>/\n"
 )
 
 

@@ -66,6 +66,7 @@ def build(
     secrets, grafana_password = _secret_inputs(name, hf_token)
     key_vault: KeyVaultSource | None = None
     secrets_ready: list[pulumi.Resource] = []
+    pull_ready: list[pulumi.Resource] = []
     spot_taints: dict[str, tuple[str, ...]] = {}
     # CPU pools: what their pods tolerate (aks: the pool's taint, and spot's; existing: from cpuPools).
     cpu_taints = {cpu.name: cpu.tolerations for cpu in spec.cpu_pools}
@@ -138,6 +139,7 @@ def build(
         )
         key_vault = KeyVaultSource(vault.vault_name, vault.client_id, vault.tenant_id)
         secrets_ready = vault.ready
+        pull_ready = cluster.pull_ready
         if spec.ingress.enabled and spec.ingress.certificate is not None and cluster.app_routing_object_id is not None:
             # The app routing add-on's identity reads the TLS certificate from the user's vault.
             role = facts.roles["key_vault_certificate_user"]
@@ -205,6 +207,7 @@ def build(
             pool_taints=cpu_taints[cpu.name] if cpu else spot_taints.get(planned.spec.pool, ()),
             gpu_pool=cpu is None,
             node_selector=cpu.node_selector if cpu and spec.cluster.mode is ClusterMode.EXISTING else None,
+            node_vcpus=node.vcpus if (node := facts.node_size(planned.vm_size)) else None,
             # With one model behind the gateway, every request it counts is for that model.
             activation_query=(
                 f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway"}}[2m]))'
@@ -212,7 +215,14 @@ def build(
                 else None
             ),
         )
-        server = component(planned.spec.name, plan=planned.plan, catalog=catalog, settings=settings, opts=after_secrets)
+        # Model servers (and their fetch Jobs) pull only once the nodes may pull from the user's registries.
+        server = component(
+            planned.spec.name,
+            plan=planned.plan,
+            catalog=catalog,
+            settings=settings,
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, *secrets_ready, *pull_ready]),
+        )
         upstreams.append((planned.spec.name, f"{planned.spec.name}.{spec.namespace}.svc.cluster.local:{server.port}"))
     identity = {"azure.workload.identity/use": "true"} if key_vault is not None else {}
     Gateway(

@@ -199,6 +199,7 @@ class AksCluster(pulumi.ComponentResource):
     oidc_issuer_url: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     admin_ready: list[pulumi.Resource]
+    pull_ready: list[pulumi.Resource]
     app_routing_object_id: pulumi.Output[str] | None
 
     def __init__(
@@ -306,6 +307,22 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[assignment]),
         )
         self.admin_ready = [assignment, wait]
+        # Nodes pull the user's images (runtime onnx) as the kubelet identity: AcrPull on each registry.
+        acr_pull = facts.roles["acr_pull"]
+        kubelet = managed.identity_profile.apply(
+            lambda p: (p["kubeletidentity"].object_id or "") if p and "kubeletidentity" in p else ""
+        )
+        self.pull_ready = [
+            authorization.RoleAssignment(
+                f"{name}-acrpull-{acr_id.rsplit('/', 1)[1].lower()}",
+                principal_id=kubelet,
+                principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+                role_definition_id=client.subscription_id.apply(lambda sub: _role_id(sub, acr_pull.id)),
+                scope=acr_id,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for acr_id in cluster.acr_ids
+        ]
         self.app_routing_object_id = (
             managed.ingress_profile.apply(
                 lambda p: (

@@ -14,11 +14,13 @@ from dataclasses import dataclass, replace
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
-from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs
+from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
 from pulumi_kubernetes.autoscaling.v2 import (
     CrossVersionObjectReferenceArgs,
     HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehaviorArgs,
     HorizontalPodAutoscalerSpecArgs,
+    HPAScalingRulesArgs,
     MetricSpecArgs,
     MetricTargetArgs,
     ResourceMetricSourceArgs,
@@ -54,9 +56,10 @@ from pulumi_kubernetes.networking.v1 import (
 )
 
 from slm_deploy.catalog import Catalog
+from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import AutoscalingSpec
 from slm_deploy.planner import Plan
-from slm_deploy.runtimes import METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
+from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.common import (
     GPU_RESOURCE,
@@ -87,6 +90,9 @@ READINESS_PATH = {
 }
 # onnx: Foundry Local's admin `/status` (no /health), what the launcher's --check asks on edge boxes.
 LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health", Runtime.ONNX: "/status"}
+# (failureThreshold, timeoutSeconds) of liveness where the default 3 x 5 s is too tight: Foundry Local
+# answers /status late while a request keeps every core of the node busy (2 minutes before a restart).
+LIVENESS_TOLERANCE = {Runtime.ONNX: (6, 10)}
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 
@@ -114,6 +120,8 @@ class ServerSettings:
     # PromQL for the demand the gateway sees for this model: what wakes it from zero replicas,
     # when no vllm:* series exists. Set only where the gateway serves this model alone.
     activation_query: str | None = None
+    # vCPUs of one node of the pool (the VM size the model is planned on): the CPU limit's ceiling.
+    node_vcpus: int | None = None
 
 
 # torch calls getpass.getuser(), which raises KeyError for a uid without a passwd entry (uid 10001
@@ -263,7 +271,7 @@ class ModelServer(pulumi.ComponentResource):
                                 env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._fetch_environment(spec).items())],
                                 security_context=container_security(),
                                 resources=ResourceRequirementsArgs(
-                                    requests={"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
+                                    requests={"cpu": f"{FETCH_JOB_CPU_MILLIS}m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
                                     limits={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "3Gi"},
                                 ),
                                 volume_mounts=mounts,
@@ -307,6 +315,18 @@ class ModelServer(pulumi.ComponentResource):
             return [GPU_TOLERATION, *tolerations_for(settings.pool_taints)]
         return None if settings.gpu_pool else (tolerations_for(settings.pool_taints) or None)
 
+    @staticmethod
+    def _strategy(gpu_count: int) -> DeploymentStrategyArgs:
+        # A GPU server cannot surge: there is rarely a spare GPU for a second copy. A CPU server is
+        # planned on a whole node (host vCPUs less an allowance), so a surge pod would need a node
+        # beyond the replicas' and stays Pending when the pool is at maxCount: replace one replica at
+        # a time instead. Not Recreate: with two or more replicas the others keep serving meanwhile.
+        if gpu_count:
+            return DeploymentStrategyArgs(type="Recreate")
+        return DeploymentStrategyArgs(
+            type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1)
+        )
+
     def _deployment(
         self,
         name: str,
@@ -336,7 +356,8 @@ class ModelServer(pulumi.ComponentResource):
             *config_volumes,
         ]
         gpu = {GPU_RESOURCE: str(res.gpu_count)} if res.gpu_count else {}
-        cpu_limit = f"{res.cpu_request * 2:g}"
+        # Room to burst above the request, but never more than the node has (a limit above it means nothing).
+        cpu_limit = f"{min(res.cpu_request * 2, settings.node_vcpus or res.cpu_request * 2):g}"
         container = ContainerArgs(
             name=spec.runtime.value,
             image=spec.image,
@@ -362,7 +383,7 @@ class ModelServer(pulumi.ComponentResource):
                 LIVENESS_PATH[spec.runtime], spec.port, res.probe_period_seconds, res.startup_failure_threshold
             ),
             readiness_probe=http_probe(READINESS_PATH[spec.runtime], spec.port, 10, 3),
-            liveness_probe=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, 3),
+            liveness_probe=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, *LIVENESS_TOLERANCE.get(spec.runtime, (3, 5))),
             volume_mounts=mounts,
         )
         wait = ContainerArgs(
@@ -392,8 +413,7 @@ class ModelServer(pulumi.ComponentResource):
             spec=DeploymentSpecArgs(
                 replicas=None if autoscaled else settings.autoscaling.min_replicas,
                 selector=LabelSelectorArgs(match_labels=selector(name)),
-                # A GPU server cannot surge: there is rarely a spare GPU for a second copy.
-                strategy=DeploymentStrategyArgs(type="Recreate" if res.gpu_count else "RollingUpdate"),
+                strategy=self._strategy(res.gpu_count),
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(labels={**labels(name, "model-server"), **self._identity_label(settings)}),
                     spec=PodSpecArgs(
@@ -468,6 +488,7 @@ class ModelServer(pulumi.ComponentResource):
             )
             return
         if scaling.max_replicas > max(scaling.min_replicas, 1):
+            behavior = load_aks_facts().autoscaling.hpa_server_behavior
             HorizontalPodAutoscaler(
                 f"{name}-hpa",
                 metadata=ObjectMetaArgs(name=name, namespace=ns),
@@ -475,6 +496,11 @@ class ModelServer(pulumi.ComponentResource):
                     scale_target_ref=CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=name),
                     min_replicas=max(scaling.min_replicas, 1),
                     max_replicas=scaling.max_replicas,
+                    # A replica costs a node and a model load: scale up on sustained load, keep it a while (aks.yaml).
+                    behavior=HorizontalPodAutoscalerBehaviorArgs(
+                        scale_up=HPAScalingRulesArgs(stabilization_window_seconds=behavior.scale_up_stabilization_seconds),
+                        scale_down=HPAScalingRulesArgs(stabilization_window_seconds=behavior.scale_down_stabilization_seconds),
+                    ),
                     metrics=[
                         MetricSpecArgs(
                             type="Resource",

@@ -22,10 +22,20 @@ ENTRYPOINT = (
 )
 
 
-def route(server: str, address: str, prefix: str = "") -> dict[str, str]:
-    """One upstream; `prefix` (e.g. /phi4mini) when several models share the gateway."""
+def route(server: str, address: str, prefix: str = "", keepalive: bool = True) -> dict[str, str]:
+    """One upstream; `prefix` (e.g. /phi4mini) when several models share the gateway; `keepalive`
+    False: a new upstream connection per request, for a server that loses replies on reused ones."""
     variable = "SLM_UPSTREAM" + (f"_{server.upper().replace('-', '_')}" if prefix else "")
-    return {"prefix": prefix, "upstream": address, "variable": variable}
+    return {"prefix": prefix, "upstream": address, "variable": variable, "keepalive": "on" if keepalive else "off"}
+
+
+def upstream_keepalive(runtime: str) -> bool:
+    """Whether the gateway may reuse connections to this runtime's server (catalog data)."""
+    if runtime == "onnx":
+        from slm_deploy.onnx_builds import load_onnx_server
+
+        return load_onnx_server().upstream_keepalive
+    return True
 
 
 def caddyfile(

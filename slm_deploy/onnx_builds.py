@@ -70,6 +70,7 @@ class OnnxServer(Frozen):
     port: int = Field(gt=0, lt=65536)
     debian_packages: tuple[DebianPackage, ...] = ()
     default_output_tokens: int = Field(gt=0)  # reserved for a request without max_tokens
+    upstream_keepalive: bool = True  # may the gateway reuse its connections to the server?
     source: str = Field(min_length=1)
 
     def requirements_text(self, directory: Path = CATALOG_DIR) -> str:

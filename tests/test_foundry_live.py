@@ -170,6 +170,30 @@ def test_foundry_local_streams_a_chat_completion_through_the_gateway(served: Ser
     assert "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == "pong"
 
 
+def test_every_stream_of_a_concurrent_burst_through_the_gateway_ends_with_done(served: Served) -> None:
+    """Foundry Local's web service (oatpp 1.3.0) behind a reverse proxy that keeps its upstream
+    connections alive lost streamed replies: the proxy got 200 and the headers, then its read failed
+    ("use of closed network connection"), and a keep-alive client (as `slm-deploy smoke` and OpenAI's
+    SDKs are) saw a stream without [DONE] (6-8 of 64 here, with Debian's caddy 2.6.2 and caddy 2.10.2
+    alike). The streams are read the way `slm-deploy smoke` reads them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slm_deploy.smoke import Endpoint, StreamError, Unreachable
+
+    endpoint = Endpoint(served.gateway.base, served.gateway.cert, timeout=30)
+
+    def one(_: int) -> str:
+        try:
+            endpoint.stream_chat(API_KEY, MODEL_ID, 16)
+        except (StreamError, Unreachable) as exc:
+            return str(exc)
+        return ""
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        failed = [problem for problem in pool.map(one, range(64)) if problem]
+    assert not failed, f"{len(failed)} of 64 streams failed: {failed[:2]}"
+
+
 def test_a_model_foundry_local_does_not_serve_is_refused(served: Served) -> None:
     status, body = served.gateway.request("/v1/chat/completions", key=API_KEY, body=_chat("ping", model="phi-4-mini"))
     assert status == 404 and b"Model not found" in body

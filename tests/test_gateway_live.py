@@ -59,6 +59,7 @@ class Gateway:
     def __init__(self, port: int, metrics_port: int, cert: Path) -> None:
         self.base = f"https://127.0.0.1:{port}"
         self.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.cert = cert
         self.context = ssl.create_default_context(cafile=str(cert))
 
     def request(self, path: str, key: str | None = None, body: bytes | None = None) -> tuple[int, bytes]:

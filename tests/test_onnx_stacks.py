@@ -437,3 +437,22 @@ def test_the_cpu_limit_is_the_nodes_vcpus_and_liveness_tolerates_a_busy_server(t
     assert float(container["resources"]["requests"]["cpu"]) <= 8
     liveness = container["livenessProbe"]
     assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (10, 6)
+
+
+def test_the_gateway_opens_a_new_connection_per_request_to_foundry_local_only() -> None:
+    """Foundry Local's web service loses streamed replies on reused upstream connections
+    (tests/test_foundry_live.py): the staging gateway's route to phi4cpu keeps none alive, its
+    vLLM routes keep theirs; so does the onnx edge box's gateway, and no other box's."""
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+
+    (config,) = [m for m in run_preview("staging", ROOT).manifests() if m["kind"] == "ConfigMap" and "Caddyfile" in m["data"]]
+    blocks = config["data"]["Caddyfile"].split("reverse_proxy ")[1:]
+    onnx = [b for b in blocks if b.startswith("{$SLM_UPSTREAM_PHI4CPU")]
+    others = [b for b in blocks if b.startswith("{$SLM_UPSTREAM_") and not b.startswith("{$SLM_UPSTREAM_PHI4CPU")]
+    assert len(onnx) == 1 and "keepalive off" in onnx[0].split("\n\t}")[0]
+    assert others and not any("keepalive off" in b.split("\n\t}")[0] for b in others)
+    fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
+    for bundle in build_fleet(fleet, fleet.boxes):
+        caddyfile = bundle.files["gateway/Caddyfile"].decode()
+        assert ("keepalive off" in caddyfile) == (bundle.box.id == "branch-0013"), bundle.box.id

@@ -16,7 +16,7 @@ from slm_deploy.bundle.compose import GATEWAY_CONTAINER_PORT, compose_document
 from slm_deploy.catalog import Catalog, Image
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
-from slm_deploy.gateway import API_PATHS, caddyfile, route
+from slm_deploy.gateway import API_PATHS, caddyfile, route, upstream_keepalive
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
 from slm_deploy.observability.scrape import ScrapeTarget, prometheus_config
 from slm_deploy.onnx_builds import load_onnx_server, onnx_box_problem
@@ -269,7 +269,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         f"box {box.id}",
         tls=True,
         port=GATEWAY_CONTAINER_PORT,
-        routes=[route(spec.service, f"{spec.service}:{spec.port}")],
+        routes=[route(spec.service, f"{spec.service}:{spec.port}", keepalive=upstream_keepalive(spec.runtime))],
         grafana_upstream="grafana:3000" if box.options.monitoring else None,
         webui_upstream="open-webui:8080" if box.options.webui else None,
     )

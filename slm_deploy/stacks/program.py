@@ -16,6 +16,7 @@ import pulumi_random as random
 from slm_deploy.catalog import Catalog
 from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import ClusterMode, Environment, EnvironmentSpec, plan_environment
+from slm_deploy.gateway import upstream_keepalive
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.images import pin_model_images
 from slm_deploy.stacks.k8s.gateway import Gateway
@@ -223,7 +224,8 @@ def build(
             settings=settings,
             opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, *secrets_ready, *pull_ready]),
         )
-        upstreams.append((planned.spec.name, f"{planned.spec.name}.{spec.namespace}.svc.cluster.local:{server.port}"))
+        address = f"{planned.spec.name}.{spec.namespace}.svc.cluster.local:{server.port}"
+        upstreams.append((planned.spec.name, address, upstream_keepalive(planned.plan.runtime)))
     identity = {"azure.workload.identity/use": "true"} if key_vault is not None else {}
     Gateway(
         f"{name}-gateway",

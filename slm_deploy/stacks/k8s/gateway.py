@@ -69,7 +69,7 @@ class Gateway(pulumi.ComponentResource):
         *,
         namespace: ServingNamespace,
         image: str,
-        upstreams: list[tuple[str, str]],  # (model server name, host:port)
+        upstreams: list[tuple[str, str, bool]],  # (model server name, host:port, keep connections alive)
         replicas: int,
         ingress: IngressSpec,
         identity_label: dict[str, str],
@@ -79,7 +79,7 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("slm:k8s:Gateway", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         ns = namespace.name
-        routes = [route(server, address, prefix=f"/{server}") for server, address in upstreams]
+        routes = [route(server, address, f"/{server}", keepalive) for server, address, keepalive in upstreams]
         config = caddyfile(f"namespace {ns}", tls=False, port=HTTP_PORT, routes=routes)
         ConfigMap(
             f"{name}-config",
@@ -151,7 +151,7 @@ class Gateway(pulumi.ComponentResource):
             opts=child,
         )
         disruption_budget(name, ns, child)
-        server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address in upstreams})
+        server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address, _ in upstreams})
         NetworkPolicy(
             f"{name}-netpol",
             metadata=ObjectMetaArgs(name=name, namespace=ns),

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from slm_deploy.catalog.platform import ChartProfile, load_chart_profiles
+
 
 @dataclass(frozen=True)
 class SimResource:
@@ -103,6 +105,11 @@ def label(resource: SimResource) -> str:
         ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
         return f"{manifest['kind']} {ns}{meta.get('name', resource.name)}"
     return f"{resource.type}::{resource.name}"
+
+
+def chart_profile(release: SimResource) -> ChartProfile | None:
+    """The profile of the release's pinned chart version (catalog/chart_profiles.yaml), or None."""
+    return load_chart_profiles().get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
 
 
 def dig(data: Any, path: str, default: Any = None) -> Any:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from slm_deploy.catalog.platform import AksFacts, load_chart_profiles
-from slm_deploy.simulator.model import Finding, SimResource, Stack, dig, label
+from slm_deploy.catalog.platform import AksFacts
+from slm_deploy.simulator.model import Finding, SimResource, Stack, chart_profile, dig, label
 
 BUILTIN_GROUPS = {
     "v1",
@@ -43,9 +43,8 @@ def _enabled_addons(stack: Stack, facts: AksFacts) -> list[str]:
 def crd_installers(stack: Stack, facts: AksFacts) -> dict[str, list[SimResource]]:
     """CRD (group/version/Kind) -> the resources that install it."""
     out: dict[str, list[SimResource]] = {}
-    profiles = load_chart_profiles()
     for release in stack.releases():
-        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        profile = chart_profile(release)
         for crd in profile.crds if profile else ():
             out.setdefault(crd, []).append(release)
     enabled = _enabled_addons(stack, facts)
@@ -84,10 +83,9 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
 def _release_secrets(stack: Stack) -> list[Finding]:
     """Secrets a release's values name (e.g. Grafana's admin) exist and are created before it."""
     findings = []
-    profiles = load_chart_profiles()
     secrets = {(r.inputs["metadata"].get("namespace"), r.inputs["metadata"].get("name")): r for r in stack.manifests("Secret")}
     for release in stack.releases():
-        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        profile = chart_profile(release)
         for path in profile.secret_refs if profile else ():
             name = dig(release.inputs.get("values") or {}, path)
             if not name:

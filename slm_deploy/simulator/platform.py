@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from slm_deploy.catalog.platform import AksFacts, load_chart_profiles
-from slm_deploy.simulator.model import Finding, Stack, dig, label
+from slm_deploy.catalog.platform import AksFacts
+from slm_deploy.simulator.model import Finding, Stack, chart_profile, dig, label
 
 AUTONAME_SUFFIX = 8  # Pulumi's auto-naming appends a random suffix of this length
 POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
@@ -155,9 +155,8 @@ def _chart_images(stack: Stack) -> list[Finding]:
     """Each image a release runs (chart profile `images`) pinned by digest in the spelling its chart
     version reads: a tag alone can be moved; a digest in the wrong spelling fails to render or to pull."""
     findings = []
-    profiles = load_chart_profiles()
     for release in stack.releases():
-        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        profile = chart_profile(release)
         values = release.inputs.get("values") or {}
         for entry in profile.images if profile else ():
             block = dig(values, entry.values)
@@ -176,9 +175,8 @@ def _chart_images(stack: Stack) -> list[Finding]:
 def _root_containers(stack: Stack) -> list[Finding]:
     """A container the chart runs as root whenever all its `when` values hold (chart defaults apply)."""
     findings = []
-    profiles = load_chart_profiles()
     for release in stack.releases():
-        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        profile = chart_profile(release)
         values = release.inputs.get("values") or {}
         for root in profile.root_containers if profile else ():
             if all(dig(values, path, default) is True for path, default in root.when.items()):
@@ -188,9 +186,8 @@ def _root_containers(stack: Stack) -> list[Finding]:
 
 def _values(stack: Stack) -> list[Finding]:
     findings = []
-    profiles = load_chart_profiles()
     for release in stack.releases():
-        profile = profiles.get((str(release.inputs.get("chart")), str(release.inputs.get("version"))))
+        profile = chart_profile(release)
         if profile is None:
             continue
         values = release.inputs.get("values") or {}

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slm_deploy.catalog import load_catalog
-from slm_deploy.catalog.platform import AksFacts, ChartProfile, load_chart_profiles
-from slm_deploy.simulator.model import Finding, SimResource, Stack, cpu_millis, dig, label, memory_mib
+from slm_deploy.catalog.platform import AksFacts
+from slm_deploy.simulator.model import Finding, SimResource, Stack, chart_profile, cpu_millis, dig, label, memory_mib
 
 GPU = "nvidia.com/gpu"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "DaemonSet")
@@ -179,11 +179,10 @@ def workload_pods(stack: Stack) -> list[Pod]:
 
 
 def chart_pods(stack: Stack, findings: list[Finding], rule: str = "SLM-SIM-001") -> list[Pod]:
-    profiles = load_chart_profiles()
     out = []
     for release in stack.releases():
         chart, version = release.inputs.get("chart"), release.inputs.get("version")
-        profile: ChartProfile | None = profiles.get((str(chart), str(version)))
+        profile = chart_profile(release)
         if profile is None:
             findings.append(Finding(rule, label(release), f"no chart profile for {chart} {version}: its pods cannot be checked"))
             continue

@@ -408,40 +408,11 @@ def review(
     found, but says INCOMPLETE in the summary (and "complete": false in --json, and
     executionSuccessful false in SARIF). --require-tools makes a missing program exit 2.
     """
-    from slm_deploy.report import review_table
-    from slm_deploy.review import TOOLS, ToolMissing, sarif
-    from slm_deploy.review import review as run_review
+    from slm_deploy.review import review_command
 
-    unknown = sorted(set(tools) - set(TOOLS))
-    if unknown:
-        raise InputError("arguments", "--tool", f"unknown tool {unknown[0]!r}; known: {', '.join(TOOLS)}")
-    if not (paths or stacks or fleets):
-        raise InputError("arguments", "PATHS", "nothing to review: give paths, --stack or --fleet")
-    try:
-        report = run_review(paths, stacks, fleets, tools=tools or None, project=project_dir, require_tools=require_tools)
-    except ToolMissing as exc:
-        raise InputError("review", "tools", f"{exc} (--require-tools / SLM_REQUIRE_TOOLS=1)") from None
-    if sarif_file:
-        from slm_deploy.atomicfile import write_atomic
-
-        write_atomic(sarif_file, (json.dumps(sarif(report), indent=2, sort_keys=True) + "\n").encode())
-    if as_json:
-        print_json(
-            {
-                "clean": report.clean,
-                "complete": not report.not_run,
-                "not_run": report.not_run,
-                "files": report.files,
-                "distinct": report.distinct,
-                "findings": [vars(f) for f in report.findings],
-                "skipped": [{**vars(f), "reason": s.reason} for f, s in report.skipped],
-                "tools": {k: vars(v) for k, v in sorted(report.tools.items())},
-            }
-        )
-    else:
-        review_table(report)
-    if not report.clean:
-        sys.exit(1)
+    code = review_command(paths, stacks, fleets, project_dir, sarif_file, as_json, tools, require_tools)
+    if code:
+        sys.exit(code)
 
 
 @main.group()

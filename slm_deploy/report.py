@@ -115,33 +115,6 @@ def preview_table(stack: str, rows: list[tuple[str, str, str]], manifests: int, 
     console.print(f"{len(rows)} resources{where}")
 
 
-def review_table(report: Any) -> None:
-    if report.findings:
-        table = Table(title=f"{len(report.findings)} findings")
-        for column in ("tool", "rule", "severity", "file", "resource", "message"):
-            table.add_column(column, overflow="fold")
-        for f in sorted(report.findings, key=lambda f: (f.tool, f.rule, f.file)):
-            table.add_row(f.tool, f.rule, f.severity, f.file, f.resource, f.message)
-        console.print(table)
-    summary = Table(title=f"review: {report.files} files ({report.distinct} distinct)")
-    for column in ("tool", "checked", "findings", "skipped"):
-        summary.add_column(column)
-    for tool, counts in sorted(report.tools.items()):
-        checked = f"not run ({counts.not_run})" if counts.not_run else str(counts.checked)
-        summary.add_row(tool, checked, str(counts.findings), str(counts.skipped))
-    console.print(summary)
-    reasons = sorted({(s.check, s.reason) for _, s in report.skipped})
-    for check, reason in reasons:
-        console.print(f"skipped {check}: {reason}")
-    if not report.clean:
-        console.print(f"[red]{len(report.findings)} findings[/red]")
-    elif report.not_run:
-        missing = ", ".join(report.not_run)
-        console.print(f"[yellow]INCOMPLETE: zero findings, but not run: {missing} (not installed; see above)[/yellow]")
-    else:
-        console.print("[green]clean: zero findings[/green]")
-
-
 def smoke_table(report: Any) -> None:
     colour = {"pass": "green", "fail": "red", "skip": "yellow"}
     table = Table(title=f"smoke test of {report.url}" + (f" (model {report.model})" if report.model else ""))

@@ -1,0 +1,99 @@
+"""Running validators so that an interrupted review leaves no process behind (issue 22).
+
+Every external program runs in a process group of its own; checkov, which forks a pool of
+workers, runs in a forked child that leads its own group. When the review is interrupted
+(Ctrl-C, or SIGTERM, which the CLI turns into KeyboardInterrupt) the whole group is killed, so a
+worker blocked on a pipe nobody reads can no longer keep the review alive."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ChildFailed(Exception):
+    """The isolated function raised, or its process died before answering."""
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_tool(
+    args: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A validator's program, its output captured; a program that cannot start answers 127."""
+    try:
+        proc = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # its own group, so its children die with it
+        )
+    except OSError as exc:
+        return subprocess.CompletedProcess(list(args), 127, "", f"{args[0]}: cannot start ({exc.strerror or exc})")
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    _kill_group(proc.pid)  # anything it left running in the background
+    return subprocess.CompletedProcess(list(args), proc.returncode, stdout, stderr)
+
+
+def run_isolated(func: Callable[..., T], *args: Any) -> T:
+    """func(*args) in a forked child leading its own process group; its result comes back pickled.
+    Whatever the child forks (checkov's workers) is in that group and killed with it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns, never runs the parent's clean-up
+        status = 0
+        try:
+            os.close(read_end)
+            os.setpgid(0, 0)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            try:
+                answer: tuple[str, Any] = ("ok", func(*args))
+            except Exception as exc:  # reported by the parent as one line
+                answer = ("error", f"{exc.__class__.__name__}: {str(exc)[:200]}")
+            with os.fdopen(write_end, "wb") as out:
+                out.write(pickle.dumps(answer))
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.setpgid(pid, pid)  # both sides set it: no window where a signal finds no group
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as answer_pipe:
+            data = answer_pipe.read()
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        _kill_group(pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        raise
+    _kill_group(pid)  # a worker that outlived its pool
+    if not data:
+        raise ChildFailed(f"ended without an answer (wait status {status})")
+    kind, value = pickle.loads(data)
+    if kind != "ok":
+        raise ChildFailed(str(value))
+    return value  # type: ignore[no-any-return]

@@ -1,0 +1,128 @@
+"""The review runner: collect artifacts from paths, stacks and fleets, check each distinct
+content once with every tool whose roles it has, and record every finding for every file that
+shares the content (issue 24), setting aside the listed skips."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from slm_deploy.errors import InputError
+from slm_deploy.review.artifacts import collect, read_artifact, yaml_problem
+from slm_deploy.review.dedup import fleet_artifacts
+from slm_deploy.review.model import Artifact, Finding, ReviewReport, Sink, Skip, ToolMissing, load_skips
+from slm_deploy.review.sources import stack_artifacts
+from slm_deploy.review.tools import TOOLS, YAML_READERS
+
+Progress = Callable[[str], None]  # called with the tool about to run
+
+
+@contextmanager
+def _temporary_files_under(workdir: Path) -> Iterator[None]:
+    """Tools (checkov's secrets runner) make temporary folders of their own: put them under ours,
+    which is removed however the review ends (issue 10: an interrupted review left 96 files)."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(workdir)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
+def review(
+    paths: Iterable[Path] = (),
+    stacks: Iterable[str] = (),
+    fleets: Iterable[Path] = (),
+    skips: list[Skip] | None = None,
+    tools: Iterable[str] | None = None,
+    project: Path | None = None,
+    require_tools: bool = False,
+    progress: Progress | None = None,
+) -> ReviewReport:
+    """Review everything given. A validator whose program is missing is reported as not run
+    (ReviewReport.not_run), never counted as clean; with require_tools it raises ToolMissing."""
+    paths, stacks, fleets = list(paths), list(stacks), list(fleets)
+    skips = load_skips() if skips is None else skips
+    report = ReviewReport()
+    wanted = set(tools) if tools else set(TOOLS)
+    step: Progress = progress or (lambda _what: None)
+
+    def record(finding: Finding) -> None:
+        skip = next((s for s in skips if s.matches(finding)), None)
+        summary = report.tools[finding.tool]
+        if skip is not None:
+            report.skipped.append((finding, skip))
+            summary.skipped += 1
+        else:
+            report.findings.append(finding)
+            summary.findings += 1
+
+    def not_reviewed(label: str, why: str) -> None:
+        record(Finding("review", "not-reviewed", "high", label, "", why))
+
+    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)):
+        workdir = Path(tmp)
+        artifacts: list[Artifact] = []
+        for stack in stacks:
+            step(f"stack {stack}")
+            out = stack_artifacts(
+                stack, project or Path.cwd(), workdir, lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg))
+            )
+            report.tools["slm"].checked += 1
+            artifacts += collect(out, f"stack {stack}")
+        for fleet in fleets:
+            step(f"fleet {fleet}")
+            artifacts += fleet_artifacts(fleet, workdir)
+        for path in paths:
+            if not os.path.lexists(path):
+                raise InputError(str(path), "", "no such file or directory")
+            if path.is_dir():  # a path given on the command line is followed, even when a link
+                artifacts += collect(path, str(path), not_reviewed)
+            else:
+                art = read_artifact(path, str(path), not_reviewed, follow=True)
+                artifacts += [art] if art is not None else []
+        report.files = len(artifacts)
+        if not artifacts:
+            asked = ", ".join([str(p) for p in paths] + [f"stack {s}" for s in stacks] + [str(f) for f in fleets])
+            record(Finding("review", "nothing-reviewed", "high", asked, "", "no file could be reviewed"))
+        groups: dict[str, list[Artifact]] = defaultdict(list)
+        for art in artifacts:
+            groups[art.key].append(art)
+        distinct = [group[0] for group in groups.values()]
+        report.distinct = len(distinct)
+        if "slm" not in wanted and wanted & YAML_READERS:
+            # Our rules report YAML that does not parse; without them, say it here, once per file:
+            # the YAML readers are not given it.
+            for art in distinct:
+                if not art.parsed:
+                    for twin in groups[art.key]:
+                        record(Finding("review", "yaml-parse", "high", twin.label, "", yaml_problem(art.path)))
+
+        for tool, (roles, runner) in TOOLS.items():
+            if tool not in wanted:
+                continue
+            selected = [a for a in distinct if roles is None or a.role in roles]
+            report.tools[tool].checked += len(selected)
+            if not selected:
+                continue
+
+            def reporter(art: Artifact, rule: str, severity: str, resource: str, message: str, tool: str = tool) -> None:
+                for twin in groups[art.key]:
+                    record(Finding(tool, rule, severity, twin.label, resource, message))
+
+            def lost(where: str, what: str, tool: str = tool) -> None:
+                record(Finding(tool, "not-reviewed", "high", where, "", f"{tool} reported on a file it was not given: {what}"))
+
+            step(tool)
+            try:
+                runner(selected, Sink(reporter, lost))
+            except ToolMissing as exc:
+                if require_tools:
+                    raise
+                report.tools[tool].checked -= len(selected)
+                report.tools[tool].not_run = f"not installed: {exc.program} ({exc.install})"
+    return report

@@ -1,0 +1,123 @@
+"""checkov: its built-in kubernetes, dockerfile and secrets checks plus our custom checks
+(policies/checkov_checks), run in a child process of its own (checkov forks workers; see
+review/process.py) and reconciled with the files it was given by resolved path."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from slm_deploy.review.artifacts import in_secrets_folder, yaml_docs
+from slm_deploy.review.model import CHECKS_DIR, Artifact, Sink
+from slm_deploy.review.process import ChildFailed, run_isolated
+from slm_deploy.review.reconcile import PathIndex, tool_path
+
+NAME = "checkov"
+ROLES: set[str] | None = None
+# Frameworks that record a passed or failed check for every file they read: a file they were
+# given and never named was not reviewed. The secrets framework names only files with secrets.
+ANSWERS_FOR_EVERY_FILE = {"kubernetes", "dockerfile", "yaml"}
+
+Failed = tuple[str, str, str, str, str, str]  # abs path, path, check id, severity, resource, check name
+Scan = tuple[str, list[Failed], list[str], str]  # framework, failed, every path named, crash
+
+
+def _scan(plans: list[tuple[str, list[str], bool]]) -> list[Scan]:
+    """In the child: checkov's runners, answered as plain data."""
+    logging.disable(logging.WARNING)  # checkov logs every parse at WARNING on some files
+    os.environ.setdefault("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
+    from checkov.dockerfile.runner import Runner as DockerfileRunner
+    from checkov.kubernetes.runner import Runner as KubernetesRunner
+    from checkov.runner_filter import RunnerFilter
+    from checkov.secrets.runner import Runner as SecretsRunner
+    from checkov.yaml_doc.runner import Runner as YamlRunner
+
+    runners: dict[str, Any] = {
+        "kubernetes": KubernetesRunner,
+        "dockerfile": DockerfileRunner,
+        "yaml": YamlRunner,
+        "secrets": SecretsRunner,
+    }
+    answers: list[Scan] = []
+    for framework, files, custom in plans:
+        try:
+            result = runners[framework]().run(
+                root_folder=None,
+                files=files,
+                external_checks_dir=[str(CHECKS_DIR)] if custom else None,
+                runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
+            )
+        except Exception as exc:  # a checkov crash on hostile input is a finding, not a traceback
+            answers.append((framework, [], [], exc.__class__.__name__))
+            continue
+        failed = [
+            (
+                str(item.file_abs_path or ""),
+                str(item.file_path or ""),
+                str(item.check_id),
+                str(item.severity or ""),
+                str(item.resource),
+                str(item.check_name),
+            )
+            for item in result.failed_checks
+        ]
+        named = {
+            str(item.file_abs_path or item.file_path)
+            for checks in (result.passed_checks, result.failed_checks, result.skipped_checks)
+            for item in checks
+        }
+        answers.append((framework, failed, sorted(named), ""))
+    return answers
+
+
+def _sane_manifest(manifest: Any) -> bool:
+    return isinstance(manifest, dict) and all(isinstance(manifest.get(k, {}), dict) for k in ("metadata", "spec"))
+
+
+def run(artifacts: list[Artifact], sink: Sink) -> None:
+    selections: list[tuple[str, list[Artifact], bool]] = [
+        ("kubernetes", [a for a in artifacts if a.role == "manifest" and a.parsed], True),
+        ("dockerfile", [a for a in artifacts if a.role == "dockerfile"], True),
+        ("yaml", [a for a in artifacts if a.role == "compose" and a.parsed], True),
+        ("secrets", [a for a in artifacts if not in_secrets_folder(a)], False),
+    ]
+    plans: list[tuple[str, list[str], bool]] = []
+    indexes: dict[str, PathIndex] = {}
+    for framework, selected, custom in selections:
+        if framework == "kubernetes":  # checkov's kubernetes runner fails outright on these shapes
+            malformed = [a for a in selected if not all(_sane_manifest(m) for m in yaml_docs(a.path))]
+            for bad in malformed:
+                why = "malformed manifest (metadata or spec not a mapping): checkov cannot read it"
+                sink.report(bad, "checkov-not-run", "high", "", why)
+            selected = [a for a in selected if a not in malformed]
+        if selected:
+            plans.append((framework, [tool_path(a.path) for a in selected], custom))
+            indexes[framework] = PathIndex(selected)
+    if not plans:
+        return
+    try:
+        answers = run_isolated(_scan, plans)
+    except ChildFailed as exc:
+        for framework, _, _ in plans:
+            for art in indexes[framework].given.values():
+                sink.report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc})")
+        return
+    for framework, failed, named, crash in answers:
+        index = indexes[framework]
+        if crash:
+            for art in index.given.values():
+                sink.report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({crash})")
+            continue
+        for abs_path, path, check_id, severity, resource, check_name in failed:
+            found = index.find(abs_path, path)
+            level = "high" if check_id.startswith("SLM-") else (severity or "medium").lower()
+            if found is None:
+                sink.lost(abs_path or path, f"checkov {framework} {check_id} ({level}) on {resource}: {check_name}")
+                continue
+            sink.report(found, check_id, level, resource, check_name)
+        for name in named:
+            index.find(name)
+        if framework in ANSWERS_FOR_EVERY_FILE:
+            for art in index.silent():
+                sink.not_reviewed(art, f"checkov's {framework} runner was given this file and reported nothing on it")

@@ -85,30 +85,54 @@ def bench_preview() -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# review (issue 24): whole processes, as a user runs them in CI
+
+
+def _review_wall(*args: str, program: tuple[str, ...] = ()) -> float:
+    """Wall seconds of one `slm-deploy review ARGS` (or of `program ARGS`) in a fresh process."""
+    import subprocess
+    import sys
+
+    command = [*program, *args] if program else [sys.executable, "-m", "slm_deploy.cli", "review", *args]
+    start = time.perf_counter()
+    subprocess.run(command, check=False, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def bench_review(boxes: int) -> None:
+    import sys
+
     import yaml as _yaml
 
-    from slm_deploy.review import review
-
-    start = time.perf_counter()
-    review(stacks=["dev", "staging", "prod"], fleets=[ROOT / "examples" / "fleet.yaml"], project=ROOT)
-    first = time.perf_counter() - start
-    print(f"review: 3 stacks + example fleet: {first:.1f} s (goal: under 10 s)")
+    stacks = _review_wall("--stack", "dev", "--stack", "staging", "--stack", "prod", "--fleet", "examples/fleet.yaml")
+    print(f"review: 3 stacks + example fleet: {stacks:.1f} s (goal: under 10 s)")
+    kinds = len(_yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())["boxes"])
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "synthetic.yaml"
         big.write_text(_yaml.safe_dump(synthetic_fleet(boxes)))
         distinct = Path(tmp) / "distinct.yaml"
-        distinct.write_text(_yaml.safe_dump(synthetic_fleet(7)))
-        start = time.perf_counter()
-        small_report = review(fleets=[distinct])
-        small = time.perf_counter() - start
-        start = time.perf_counter()
-        big_report = review(fleets=[big])
-        large = time.perf_counter() - start
-    print(
-        f"review: {boxes:,}-box fleet {large:.1f} s ({big_report.files} files, {big_report.distinct} distinct) vs its "
-        f"7 distinct bundles {small:.1f} s ({small_report.files} files): {large / small:.1f}x (goal: within 2x)"
-    )
+        distinct.write_text(_yaml.safe_dump(synthetic_fleet(kinds)))
+        bundles = Path(tmp) / "bundles"
+        from slm_deploy.bundle.writer import build_fleet, write_box
+        from slm_deploy.fleet import load_fleet
+
+        fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
+        for bundle in build_fleet(fleet, fleet.boxes):
+            write_box(bundles, bundle)
+        ours = _review_wall(str(bundles))
+        checkov = Path(sys.executable).parent / "checkov"
+        alone = _review_wall("-d", str(bundles), "--quiet", "--compact", program=(str(checkov),))
+        print(
+            f"review: the {kinds} example bundles {ours:.1f} s vs `checkov -d` alone {alone:.1f} s: "
+            f"{ours / alone:.2f}x (goal: under 1x)"
+        )
+        small = _review_wall("--fleet", str(distinct))
+        large = _review_wall("--fleet", str(big))
+        print(
+            f"review: {boxes:,}-box fleet {large:.1f} s vs its {kinds} distinct bundles {small:.1f} s: "
+            f"{large / small:.1f}x (goal: within 2x)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

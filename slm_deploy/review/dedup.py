@@ -11,12 +11,16 @@ from slm_deploy.review.artifacts import role_of
 from slm_deploy.review.model import Artifact
 
 SHA256_HEX = re.compile(rb"\b[0-9a-f]{64}\b")
+# The onnx server's image is built on the box and tagged with a hash of its build context, which
+# names the box (slm_deploy/runtimes.py): the tag follows the box id, never a verdict.
+BUILT_TAG = re.compile(rb"(slm-deploy/onnx-server):[0-9a-f]{12}\b")
 
 
 def fleet_key(box_id: str, name: str, data: bytes) -> str:
-    """Bundles of one fleet differ by their box id, and MANIFEST.json by the hashes that follow from
-    it; neither changes a verdict, so the content key sets both aside."""
-    normalized = data.replace(box_id.encode(), b"<box>")
+    """Bundles of one fleet differ by their box id, the tag of the image built on the box and, in
+    MANIFEST.json, the hashes that follow from them; none changes a verdict, so the content key
+    sets them aside."""
+    normalized = BUILT_TAG.sub(rb"\1:<tag>", data.replace(box_id.encode(), b"<box>"))
     if name == "MANIFEST.json":
         normalized = SHA256_HEX.sub(b"<sha256>", normalized)
     return hashlib.sha256(name.encode() + b"\0" + normalized).hexdigest()

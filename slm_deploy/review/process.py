@@ -66,6 +66,11 @@ def run_isolated(func: Callable[..., T], *args: Any) -> T:
         try:
             os.close(read_end)
             os.setpgid(0, 0)
+            # What it or its workers print (multiprocessing prints a worker's traceback) is not
+            # the review's output: a failure comes back as the answer, and becomes a finding.
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:

@@ -1,0 +1,102 @@
+"""An interrupted review ends and leaves no process behind (issue 22: a review that received
+SIGTERM could hang forever on a forked checkov worker blocked on a pipe nobody read)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_review_contract import MANIFEST
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid: (parent pid, state) of every process, from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry)] = (int(fields[1]), fields[0])
+    return out
+
+
+def _descendants(root: int) -> set[int]:
+    table = _processes()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, (parent, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    table = _processes()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) -> None:
+    for i in range(60):
+        (tmp_path / f"deploy-{i}.yaml").write_text(MANIFEST.replace("name: web\n", f"name: web-{i}\n", 1))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slm_deploy.cli", "review", str(tmp_path), "--tool", "checkov"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: set[int] = set()
+    try:
+        # Wait until checkov's child has forked its workers (grandchildren of the review).
+        deadline = time.monotonic() + 600  # a guard on a loaded machine, not a measurement
+        while time.monotonic() < deadline and proc.poll() is None:
+            family = _descendants(proc.pid)
+            seen |= family
+            if any(_descendants(child) for child in family):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the review ended before checkov forked its workers"
+        seen |= _descendants(proc.pid)
+        assert len(seen) >= 2, seen
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=120)  # a guard against the old hang
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "error: interrupted" in stderr
+    assert "Traceback" not in stderr, stderr
+    for _ in range(50):  # the kernel needs a moment to tear down killed processes
+        if not _alive(seen):
+            break
+        time.sleep(0.1)
+    assert not _alive(seen), f"left behind: {_alive(seen)}"
+
+
+def test_yaml_nested_fifty_thousand_levels_is_one_finding(tmp_path: Path) -> None:
+    """yamllint took 4.5 minutes on this file after our parser had refused it (issue 22)."""
+    (tmp_path / "deep.yaml").write_text("[" * 50_000 + "]" * 50_000 + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "review", str(tmp_path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,  # a guard against the old 4.5 minutes, not a measurement
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    findings = json.loads(result.stdout)["findings"]
+    assert [(f["tool"], f["rule"]) for f in findings] == [("slm", "yaml-parse")], findings
+    assert "nesting depth" in findings[0]["message"]

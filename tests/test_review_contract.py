@@ -126,8 +126,19 @@ def test_a_finding_on_a_file_the_tool_was_not_given_is_not_dropped(tmp_path: Pat
 
     (tmp_path / "Dockerfile").write_text(DOCKERFILE)
     monkeypatch.chdir(tmp_path)
-    answer = [("dockerfile", [("/Dockerfile", "/Dockerfile", "CKV_DOCKER_7", "", "x", "latest tag")], ["/Dockerfile"], "")]
-    monkeypatch.setattr(checkov, "run_isolated", lambda _func, _plans: answer)
+    answer = [("dockerfile", [("/Dockerfile", "/Dockerfile", "CKV_DOCKER_7", "", "x", "latest tag")], ["/Dockerfile"], "", [])]
+
+    class Answered:
+        def __init__(self, *_args: object) -> None:
+            pass
+
+        def result(self) -> object:
+            return answer
+
+        def cancel(self) -> None:
+            pass
+
+    monkeypatch.setattr(checkov, "Isolated", Answered)
     report = review(paths=[Path("Dockerfile")], tools=["checkov"])
     lost = {(f.file, f.rule) for f in report.findings}
     assert ("/Dockerfile", "not-reviewed") in lost

@@ -14,7 +14,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -56,49 +56,71 @@ def run_tool(
     return subprocess.CompletedProcess(list(args), proc.returncode, stdout, stderr)
 
 
-def run_isolated(func: Callable[..., T], *args: Any) -> T:
-    """func(*args) in a forked child leading its own process group; its result comes back pickled.
-    Whatever the child forks (checkov's workers) is in that group and killed with it."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns, never runs the parent's clean-up
-        status = 0
-        try:
+class Isolated(Generic[T]):
+    """func(*args) in a forked child leading its own process group, started now and answered by
+    result(); its answer comes back pickled. Whatever the child forks (checkov's workers) is in
+    that group and killed with it, by result() once answered and by cancel() at any time."""
+
+    def __init__(self, func: Callable[..., T], *args: Any) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns, never runs the parent's clean-up
             os.close(read_end)
-            os.setpgid(0, 0)
-            # What it or its workers print (multiprocessing prints a worker's traceback) is not
-            # the review's output: a failure comes back as the answer, and becomes a finding.
-            quiet = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(quiet, 1)
-            os.dup2(quiet, 2)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            try:
-                answer: tuple[str, Any] = ("ok", func(*args))
-            except Exception as exc:  # reported by the parent as one line
-                answer = ("error", f"{exc.__class__.__name__}: {str(exc)[:200]}")
-            with os.fdopen(write_end, "wb") as out:
-                out.write(pickle.dumps(answer))
-        except BaseException:
-            status = 1
+            _child(write_end, func, args)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpgid(pid, pid)  # both sides set it: no window where a signal finds no group
+        os.close(write_end)
+        self.pid = pid
+        self.answers = os.fdopen(read_end, "rb")
+        self.done = False
+
+    def result(self) -> T:
+        try:
+            data = self.answers.read()
+            _, status = os.waitpid(self.pid, 0)
+            self.done = True
         finally:
-            os._exit(status)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.setpgid(pid, pid)  # both sides set it: no window where a signal finds no group
-    os.close(write_end)
+            self.cancel()
+        if not data:
+            raise ChildFailed(f"ended without an answer (wait status {status})")
+        kind, value = pickle.loads(data)
+        if kind != "ok":
+            raise ChildFailed(str(value))
+        return value  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        """Kill the child's whole group (a worker that outlived its pool, or all of them when the
+        review is interrupted) and reap the child."""
+        _kill_group(self.pid)
+        if not self.done:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.done = True
+        self.answers.close()
+
+
+def _child(write_end: int, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    status = 0
     try:
-        with os.fdopen(read_end, "rb") as answer_pipe:
-            data = answer_pipe.read()
-        _, status = os.waitpid(pid, 0)
+        os.setpgid(0, 0)
+        # What it or its workers print (multiprocessing prints a worker's traceback) is not the
+        # review's output: a failure comes back as the answer, and becomes a finding.
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)
+        os.dup2(quiet, 2)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            answer: tuple[str, Any] = ("ok", func(*args))
+        except Exception as exc:  # reported by the parent as one line
+            answer = ("error", f"{exc.__class__.__name__}: {str(exc)[:200]}")
+        with os.fdopen(write_end, "wb") as out:
+            out.write(pickle.dumps(answer))
     except BaseException:
-        _kill_group(pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        raise
-    _kill_group(pid)  # a worker that outlived its pool
-    if not data:
-        raise ChildFailed(f"ended without an answer (wait status {status})")
-    kind, value = pickle.loads(data)
-    if kind != "ok":
-        raise ChildFailed(str(value))
-    return value  # type: ignore[no-any-return]
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def run_isolated(func: Callable[..., T], *args: Any) -> T:
+    return Isolated(func, *args).result()

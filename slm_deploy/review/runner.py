@@ -10,12 +10,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from slm_deploy.errors import InputError
 from slm_deploy.review.artifacts import collect, read_artifact, yaml_problem
 from slm_deploy.review.dedup import fleet_artifacts
 from slm_deploy.review.model import Artifact, Finding, ReviewReport, Sink, Skip, ToolMissing, load_skips
 from slm_deploy.review.sources import stack_artifacts
+from slm_deploy.review.tools import ADAPTERS_BY_NAME as ADAPTERS
 from slm_deploy.review.tools import TOOLS, YAML_READERS
 
 Progress = Callable[[str], None]  # called with the tool about to run
@@ -102,27 +104,49 @@ def review(
                     for twin in groups[art.key]:
                         record(Finding("review", "yaml-parse", "high", twin.label, "", yaml_problem(art.path)))
 
-        for tool, (roles, runner) in TOOLS.items():
-            if tool not in wanted:
-                continue
-            selected = [a for a in distinct if roles is None or a.role in roles]
-            report.tools[tool].checked += len(selected)
-            if not selected:
-                continue
-
-            def reporter(art: Artifact, rule: str, severity: str, resource: str, message: str, tool: str = tool) -> None:
-                for twin in groups[art.key]:
-                    record(Finding(tool, rule, severity, twin.label, resource, message))
-
-            def lost(where: str, what: str, tool: str = tool) -> None:
-                record(Finding(tool, "not-reviewed", "high", where, "", f"{tool} reported on a file it was not given: {what}"))
-
-            step(tool)
-            try:
-                runner(selected, Sink(reporter, lost))
-            except ToolMissing as exc:
-                if require_tools:
-                    raise
-                report.tools[tool].checked -= len(selected)
-                report.tools[tool].not_run = f"not installed: {exc.program} ({exc.install})"
+        # Findings are kept per tool and recorded in the tools' order, whatever order they ran
+        # in: checkov starts first, in a child of its own, and works while the others run.
+        found: dict[str, list[Finding]] = {tool: [] for tool in TOOLS}
+        pending: list[Any] = []
+        try:
+            for tool in sorted(TOOLS, key=lambda name: not hasattr(ADAPTERS[name], "start")):
+                if tool not in wanted:
+                    continue
+                roles = ADAPTERS[tool].ROLES
+                selected = [a for a in distinct if roles is None or a.role in roles]
+                report.tools[tool].checked += len(selected)
+                if not selected:
+                    continue
+                sink = _sink(tool, found[tool], groups)
+                step(tool)
+                try:
+                    if hasattr(ADAPTERS[tool], "start"):
+                        pending.append((tool, ADAPTERS[tool].start(selected, sink)))
+                    else:
+                        ADAPTERS[tool].run(selected, sink)
+                except ToolMissing as exc:
+                    if require_tools:
+                        raise
+                    report.tools[tool].checked -= len(selected)
+                    report.tools[tool].not_run = f"not installed: {exc.program} ({exc.install})"
+            for tool, job in pending:
+                step(f"{tool} (finishing)")
+                job.finish()
+        finally:
+            for _, job in pending:
+                job.cancel()
+        for tool in TOOLS:
+            for finding in found[tool]:
+                record(finding)
     return report
+
+
+def _sink(tool: str, found: list[Finding], groups: dict[str, list[Artifact]]) -> Sink:
+    def reporter(art: Artifact, rule: str, severity: str, resource: str, message: str) -> None:
+        for twin in groups[art.key]:
+            found.append(Finding(tool, rule, severity, twin.label, resource, message))
+
+    def lost(where: str, what: str) -> None:
+        found.append(Finding(tool, "not-reviewed", "high", where, "", f"{tool} reported on a file it was not given: {what}"))
+
+    return Sink(reporter, lost)

@@ -34,5 +34,6 @@ ADAPTERS: tuple[ModuleType, ...] = (
 )
 Runner = Callable[[list[Artifact], Sink], None]
 TOOLS: dict[str, tuple[set[str] | None, Runner]] = {a.NAME: (a.ROLES, a.run) for a in ADAPTERS}
+ADAPTERS_BY_NAME: dict[str, ModuleType] = {a.NAME: a for a in ADAPTERS}
 # Tools that parse YAML: an artifact whose YAML did not parse is not given to them.
 YAML_READERS = {"checkov", "compose", "kubernetes-validate", "promtool", "yamllint", "actionlint", "zizmor"}

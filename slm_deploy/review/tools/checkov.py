@@ -10,17 +10,18 @@ from typing import Any
 
 from slm_deploy.review.artifacts import in_secrets_folder, yaml_docs
 from slm_deploy.review.model import CHECKS_DIR, Artifact, Sink
-from slm_deploy.review.process import ChildFailed, run_isolated
+from slm_deploy.review.process import ChildFailed, Isolated
 from slm_deploy.review.reconcile import PathIndex, tool_path
 
 NAME = "checkov"
 ROLES: set[str] | None = None
-# Frameworks that record a passed or failed check for every file they read: a file they were
-# given and never named was not reviewed. The secrets framework names only files with secrets.
+# Frameworks that record a passed or failed check for every file they read (for kubernetes,
+# every file holding a kind it has checks for): a file they were given and never named was not
+# reviewed. The secrets framework names only files with secrets.
 ANSWERS_FOR_EVERY_FILE = {"kubernetes", "dockerfile", "yaml"}
 
 Failed = tuple[str, str, str, str, str, str]  # abs path, path, check id, severity, resource, check name
-Scan = tuple[str, list[Failed], list[str], str]  # framework, failed, every path named, crash
+Scan = tuple[str, list[Failed], list[str], str, list[str]]  # framework, failed, paths named, crash, kinds checked
 
 
 def _scan(plans: list[tuple[str, list[str], bool]]) -> list[Scan]:
@@ -49,7 +50,7 @@ def _scan(plans: list[tuple[str, list[str], bool]]) -> list[Scan]:
                 runner_filter=RunnerFilter(framework=[framework], show_progress_bar=False),
             )
         except Exception as exc:  # a checkov crash on hostile input is a finding, not a traceback
-            answers.append((framework, [], [], exc.__class__.__name__))
+            answers.append((framework, [], [], exc.__class__.__name__, []))
             continue
         failed = [
             (
@@ -67,7 +68,12 @@ def _scan(plans: list[tuple[str, list[str], bool]]) -> list[Scan]:
             for checks in (result.passed_checks, result.failed_checks, result.skipped_checks)
             for item in checks
         }
-        answers.append((framework, failed, sorted(named), ""))
+        kinds: list[str] = []
+        if framework == "kubernetes":  # kinds with at least one check (ours are registered by now)
+            from checkov.kubernetes.checks.resource.registry import registry
+
+            kinds = sorted(kind for kind, checks in registry.checks.items() if checks)
+        answers.append((framework, failed, sorted(named), "", kinds))
     return answers
 
 
@@ -75,7 +81,52 @@ def _sane_manifest(manifest: Any) -> bool:
     return isinstance(manifest, dict) and all(isinstance(manifest.get(k, {}), dict) for k in ("metadata", "spec"))
 
 
-def run(artifacts: list[Artifact], sink: Sink) -> None:
+class Pending:
+    """A checkov run under way in its own process group; finish() waits and reports."""
+
+    def __init__(self, sink: Sink, plans: list[tuple[str, list[str], bool]], indexes: dict[str, PathIndex]) -> None:
+        self.sink, self.plans, self.indexes = sink, plans, indexes
+        self.job = Isolated(_scan, plans) if plans else None
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def finish(self) -> None:
+        if self.job is None:
+            return
+        sink, indexes = self.sink, self.indexes
+        try:
+            answers = self.job.result()
+        except ChildFailed as exc:
+            for framework, _, _ in self.plans:
+                for art in indexes[framework].given.values():
+                    sink.report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc})")
+            return
+        for framework, failed, named, crash, kinds in answers:
+            index = indexes[framework]
+            if crash:
+                for art in index.given.values():
+                    sink.report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({crash})")
+                continue
+            for abs_path, path, check_id, severity, resource, check_name in failed:
+                found = index.find(abs_path, path)
+                level = "high" if check_id.startswith("SLM-") else (severity or "medium").lower()
+                if found is None:
+                    sink.lost(abs_path or path, f"checkov {framework} {check_id} ({level}) on {resource}: {check_name}")
+                    continue
+                sink.report(found, check_id, level, resource, check_name)
+            for name in named:
+                index.find(name)
+            if framework in ANSWERS_FOR_EVERY_FILE:
+                for art in index.silent():
+                    if framework == "kubernetes" and not any(m.get("kind") in kinds for m in yaml_docs(art.path)):
+                        continue  # checkov has no check for any kind in it (NetworkPolicy, PVC, CRDs)
+                    sink.not_reviewed(art, f"checkov's {framework} runner was given this file and reported nothing on it")
+
+
+def start(artifacts: list[Artifact], sink: Sink) -> Pending:
+    """Start checkov on its own cores while the other tools run."""
     selections: list[tuple[str, list[Artifact], bool]] = [
         ("kubernetes", [a for a in artifacts if a.role == "manifest" and a.parsed], True),
         ("dockerfile", [a for a in artifacts if a.role == "dockerfile"], True),
@@ -94,30 +145,8 @@ def run(artifacts: list[Artifact], sink: Sink) -> None:
         if selected:
             plans.append((framework, [tool_path(a.path) for a in selected], custom))
             indexes[framework] = PathIndex(selected)
-    if not plans:
-        return
-    try:
-        answers = run_isolated(_scan, plans)
-    except ChildFailed as exc:
-        for framework, _, _ in plans:
-            for art in indexes[framework].given.values():
-                sink.report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({exc})")
-        return
-    for framework, failed, named, crash in answers:
-        index = indexes[framework]
-        if crash:
-            for art in index.given.values():
-                sink.report(art, "checkov-not-run", "high", "", f"checkov's {framework} runner failed ({crash})")
-            continue
-        for abs_path, path, check_id, severity, resource, check_name in failed:
-            found = index.find(abs_path, path)
-            level = "high" if check_id.startswith("SLM-") else (severity or "medium").lower()
-            if found is None:
-                sink.lost(abs_path or path, f"checkov {framework} {check_id} ({level}) on {resource}: {check_name}")
-                continue
-            sink.report(found, check_id, level, resource, check_name)
-        for name in named:
-            index.find(name)
-        if framework in ANSWERS_FOR_EVERY_FILE:
-            for art in index.silent():
-                sink.not_reviewed(art, f"checkov's {framework} runner was given this file and reported nothing on it")
+    return Pending(sink, plans, indexes)
+
+
+def run(artifacts: list[Artifact], sink: Sink) -> None:
+    start(artifacts, sink).finish()

@@ -1,5 +1,6 @@
-"""An interrupted review ends and leaves no process behind (issue 22: a review that received
-SIGTERM could hang forever on a forked checkov worker blocked on a pipe nobody read)."""
+"""Review under hostile conditions (issue 22): an interrupted review ends and leaves no process
+behind (a review that received SIGTERM could hang forever on a forked checkov worker blocked on a
+pipe nobody read), pathological YAML costs one finding, malformed files print no traceback."""
 
 from __future__ import annotations
 
@@ -100,3 +101,31 @@ def test_yaml_nested_fifty_thousand_levels_is_one_finding(tmp_path: Path) -> Non
     findings = json.loads(result.stdout)["findings"]
     assert [(f["tool"], f["rule"]) for f in findings] == [("slm", "yaml-parse")], findings
     assert "nesting depth" in findings[0]["message"]
+
+
+MALFORMED = {
+    "a/compose.yaml": "services:\n  app:\n    image: [1, 2]\n    ports: {a: 1}\n    volumes: 7\n",
+    "b/pod.yaml": (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [x]\nspec:\n  containers:\n    - 7\n"
+        "    - name: {a: b}\n      image: 5\n      securityContext: []\n"
+    ),
+    "c/deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec: []\n",
+}
+
+
+def test_malformed_compose_files_and_manifests_print_no_traceback(tmp_path: Path) -> None:
+    """checkov's checks raised on these and its logging printed the tracebacks (issue 22)."""
+    for rel, text in MALFORMED.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "review", str(tmp_path), "--tool", "checkov", "--tool", "slm", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "", result.stderr[-2000:]
+    files = {f["file"].removeprefix(str(tmp_path) + "/") for f in json.loads(result.stdout)["findings"]}
+    assert set(MALFORMED) <= files

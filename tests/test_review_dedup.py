@@ -1,0 +1,60 @@
+"""De-duplication by content (issue 24): what differs only by path or by a box's own id is
+checked once, and every finding is reported for every file that shares the content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from slm_deploy.bench import synthetic_fleet
+from slm_deploy.review import review
+from tests.conftest import ROOT
+
+BAD_COMPOSE = "services:\n  app:\n    image: nginx:latest\n    privileged: true\n"
+
+
+def _fleet_file(tmp_path: Path, boxes: int) -> Path:
+    path = tmp_path / f"fleet-{boxes}.yaml"
+    path.write_text(yaml.safe_dump(synthetic_fleet(boxes)))
+    return path
+
+
+def test_identical_files_at_different_paths_are_checked_once_and_reported_for_each(tmp_path: Path) -> None:
+    for where in ("one", "two/deeper"):
+        (tmp_path / where).mkdir(parents=True)
+        (tmp_path / where / "compose.yaml").write_text(BAD_COMPOSE)
+    report = review(paths=[tmp_path], tools=["slm"])
+    assert (report.files, report.distinct) == (2, 1)
+    by_file: dict[str, set[str]] = {}
+    for finding in report.findings:
+        by_file.setdefault(finding.file, set()).add(finding.rule)
+    assert set(by_file) == {f"{tmp_path}/one/compose.yaml", f"{tmp_path}/two/deeper/compose.yaml"}
+    assert by_file[f"{tmp_path}/one/compose.yaml"] == by_file[f"{tmp_path}/two/deeper/compose.yaml"]
+
+
+def test_boxes_that_differ_only_by_id_add_no_distinct_content(tmp_path: Path) -> None:
+    """Before, the onnx box's built image tag (a hash over a Dockerfile naming the box) made every
+    onnx box's compose.yaml distinct."""
+    kinds = len(yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())["boxes"])
+    once = review(fleets=[_fleet_file(tmp_path, kinds)], tools=["slm"])
+    thrice = review(fleets=[_fleet_file(tmp_path, 3 * kinds)], tools=["slm"])
+    assert thrice.files == 3 * once.files
+    assert thrice.distinct == once.distinct
+
+
+def test_one_bundle_per_kind_of_box_gives_the_keys_of_every_box_built_in_full(tmp_path: Path) -> None:
+    """The review bundles one box per specification; the content keys must be those of bundling
+    every box (a bundle that depended on a box's place in the fleet would break this)."""
+    from slm_deploy.bundle.writer import build_fleet
+    from slm_deploy.fleet import load_fleet
+    from slm_deploy.review.dedup import fleet_artifacts, fleet_key
+
+    path = _fleet_file(tmp_path, 20)
+    fleet = load_fleet(path)
+    full = sorted(
+        (f"{path.name}:{bundle.box.id}/{rel}", fleet_key(bundle.box.id, rel, data))
+        for bundle in build_fleet(fleet, fleet.boxes)
+        for rel, data in bundle.files.items()
+    )
+    assert sorted((a.label, a.key) for a in fleet_artifacts(path, tmp_path / "work")) == full

@@ -37,11 +37,15 @@ def run(artifacts: list[Artifact], sink: Sink) -> None:
     """The maintained detectors on every file, line by line; the value found is never reported,
     only its kind and line. Files in a secrets/ folder hold secrets by design and are left out."""
     detectors = _secret_detectors()
+    verdicts: dict[str, list[str]] = {}
     for art in artifacts:
         if in_secrets_folder(art):
             continue
         text = art.path.read_text(encoding="utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), 1):
-            kinds = sorted({d.secret_type for d in detectors if next(iter(d.analyze_string(line)), None) is not None})
+            kinds = verdicts.get(line)
+            if kinds is None:  # the same lines recur across files (a verdict depends on the line alone)
+                kinds = sorted({d.secret_type for d in detectors if next(iter(d.analyze_string(line)), None) is not None})
+                verdicts[line] = kinds
             for kind in kinds:
                 sink.report(art, "detect-secrets", "critical", f"line {number}", kind)

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+# The review forks after Pulumi has loaded gRPC (a child per stack preview, one for checkov).
+# gRPC's fork handlers then log "Other threads are currently calling into gRPC, skipping fork()
+# handlers" on stderr for every fork; no child here talks gRPC (the preview's monitor is a mock),
+# so the handlers are off. Read when gRPC starts, hence set on import, before any preview.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 class ChildFailed(Exception):

@@ -16,7 +16,7 @@ from slm_deploy.errors import InputError
 from slm_deploy.review.artifacts import collect, read_artifact, yaml_problem
 from slm_deploy.review.dedup import fleet_artifacts
 from slm_deploy.review.model import Artifact, Finding, ReviewReport, Sink, Skip, ToolMissing, load_skips
-from slm_deploy.review.sources import stack_artifacts
+from slm_deploy.review.sources import preview_stacks
 from slm_deploy.review.tools import ADAPTERS_BY_NAME as ADAPTERS
 from slm_deploy.review.tools import TOOLS, YAML_READERS
 
@@ -69,11 +69,12 @@ def review(
     with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)):
         workdir = Path(tmp)
         artifacts: list[Artifact] = []
-        for stack in stacks:
-            step(f"stack {stack}")
-            out = stack_artifacts(
-                stack, project or Path.cwd(), workdir, lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg))
-            )
+        if stacks:
+            step("stacks " + ", ".join(stacks))
+        outs = preview_stacks(
+            stacks, project or Path.cwd(), workdir, lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg))
+        )
+        for stack, out in zip(stacks, outs, strict=True):
             report.tools["slm"].checked += 1
             artifacts += collect(out, f"stack {stack}")
         for fleet in fleets:

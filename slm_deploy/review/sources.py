@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from slm_deploy.errors import InputError
+from slm_deploy.review.process import ChildFailed, Isolated
 
 
 def stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Callable[[str, str, str, str, str], None]) -> Path:
@@ -33,3 +37,45 @@ def stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Calla
     for finding in simulate(from_preview(result)):
         report_rule(f"stack {stack}", finding.rule, BY_ID[finding.rule].severity.value, finding.resource, finding.message)
     return out
+
+
+StackFinding = tuple[str, str, str, str, str]  # file, rule, severity, resource, message
+
+
+def _stack_job(stack: str, project: Path, workdir: Path) -> tuple[str, Any]:
+    """In a child: one stack's preview, its manifests written, its findings answered as data."""
+    found: list[StackFinding] = []
+    try:
+        stack_artifacts(stack, project, workdir, lambda *finding: found.append(finding))
+    except InputError as exc:
+        return "input", (exc.source, exc.field, exc.message)
+    return "ok", found
+
+
+def preview_stacks(stacks: list[str], project: Path, workdir: Path, report_rule: Callable[..., None]) -> list[Path]:
+    """Every stack's manifest folder, its rule findings reported in the stacks' order. Several
+    stacks are previewed side by side, each in a child of its own (the Pulumi mocks keep global
+    state, so a process each): issue 24, the three example stacks were two thirds of a review."""
+    if len(stacks) < 2:
+        return [stack_artifacts(stack, project, workdir, report_rule) for stack in stacks]
+    import pulumi.runtime.stack  # noqa: F401 - imported once here, shared by the children
+
+    import slm_deploy.preview
+    import slm_deploy.simulator
+    import slm_deploy.stacks.entry  # noqa: F401
+
+    jobs = [Isolated(_stack_job, stack, project, workdir) for stack in stacks]
+    try:
+        for stack, job in zip(stacks, jobs, strict=True):
+            try:
+                kind, value = job.result()
+            except ChildFailed as exc:
+                raise InputError(f"stack {stack}", "", f"the offline preview failed ({exc})") from None
+            if kind == "input":
+                raise InputError(*value)
+            for finding in value:
+                report_rule(*finding)
+    finally:
+        for job in jobs:
+            job.cancel()
+    return [workdir / f"stack-{stack}" for stack in stacks]

@@ -42,3 +42,10 @@ def test_progress_is_shown_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -
     os.close(main)
     assert proc.returncode == 0
     assert b"review: " in seen, seen[-500:]
+
+
+def test_one_bundle_is_one_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("bundle", str(ROOT / "examples" / "fleet.yaml"), "--box", "store-0001", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "1 bundle in " in result.stdout and "1 bundles" not in result.stdout

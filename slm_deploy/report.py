@@ -81,7 +81,8 @@ def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[str], N
 
 
 def bundle_summary(rows: list[dict[str, Any]], out: Path) -> None:
-    table = Table(title=f"{len({r['box'] for r in rows})} bundles in {out}")
+    boxes = len({r["box"] for r in rows})
+    table = Table(title=f"{boxes} bundle{'' if boxes == 1 else 's'} in {out}")
     for column in ("box", "runtime", "model", "quant", "context", "conc.", "device", "memory used"):
         table.add_column(column, no_wrap=column in ("box", "model"))
     for r in rows:

@@ -300,3 +300,23 @@ def test_every_command_of_the_scaffold_readme_is_accepted(args: tuple[str, ...],
             assert reason is not None or shlex.split(line)[0] in ("slm-deploy", "make", "pulumi", "python3.11"), line
     for key in KEY_PATH_SPAN.findall(readme) + re.findall(r"'(slm-deploy:[\w.]+)'", readme):
         check_key_path(key, "scaffold README.md")
+
+
+def test_every_init_command_of_the_docs_writes_its_scaffold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' `init` examples run as written (docs/day2.md's GRID size and onnx included), in
+    order: a choice init refuses would leave the reader stuck at the first command."""
+    from click.testing import CliRunner
+
+    ran = 0
+    for doc in DOCS:
+        (tmp_path / doc.stem).mkdir()
+        monkeypatch.chdir(tmp_path / doc.stem)  # each document's examples in order, in a folder of their own
+        for block in fences(doc.read_text(), "sh"):
+            for line in shell_lines(block):
+                argv = shlex.split(line)
+                if argv[:2] != ["slm-deploy", "init"]:
+                    continue
+                result = CliRunner().invoke(main, argv[1:])
+                assert result.exit_code == 0, f"{doc.name}: `{line}`: {result.output}"
+                ran += 1
+    assert ran >= 4

@@ -296,10 +296,10 @@ def stack_config(choices: InitChoices, index: int) -> dict[str, Any]:
         # CI logs in to the cluster with its federated identity (catalog/ci.yaml).
         "kubeloginMode": ci_facts()["kubelogin"]["login_mode"],
     }
-    if _cluster_knows("deployer_principal_type"):
-        # The workflows deploy as an Entra application or managed identity: a role assignment that
-        # says `User` (pulumi-azure-native's default) is refused by ARM (UnmatchedPrincipalType, AKS-04).
-        cluster["deployerPrincipalType"] = "ServicePrincipal"
+    # AKS-04: the workflows deploy as an Entra application or managed identity, whose object id the
+    # README has the user set as cluster.deployerObjectId; with it set, the program's
+    # cluster.deployerPrincipalType defaults to ServicePrincipal (and the key may only be written
+    # beside deployerObjectId), so the stack files carry neither until the user sets the id.
     model: dict[str, Any] = {
         "name": name,
         "pool": CPU_POOL if choices.cpu_only else POOL,
@@ -321,13 +321,6 @@ def stack_config(choices: InitChoices, index: int) -> dict[str, Any]:
     config[f"{PROJECT}:models"] = [model]
     config[f"{PROJECT}:monitoring"] = {"enabled": True, "alerts": True, "retention": p["retention"]}
     return {"config": config}
-
-
-def _cluster_knows(field: str) -> bool:
-    """Whether the installed program's cluster config has `field` (a key another change adds)."""
-    from slm_deploy.environment import ClusterSpec
-
-    return field in ClusterSpec.model_fields
 
 
 def project_file() -> dict[str, Any]:

@@ -497,15 +497,23 @@ def test_the_scaffold_never_advises_a_refused_private_api_server(tmp_path: Path)
             assert "private: true" not in path.read_text(), path
 
 
-def test_ci_deploys_as_a_service_principal_when_the_program_knows_the_key(tmp_path: Path) -> None:
+def test_each_stack_set_up_as_the_readme_says_deploys_as_a_service_principal(tmp_path: Path) -> None:
     """AKS-04: the workflows deploy as an Entra application or managed identity; a role assignment
-    for it that says `User` is refused by ARM. The key is `cluster.deployerPrincipalType`."""
-    from slm_deploy.environment import ClusterSpec
+    for it that says `User` is refused by ARM. The README has the user set each stack's
+    cluster.deployerObjectId; the stack file that results reads through the program, whose principal
+    type for a set deployerObjectId is ServicePrincipal (cluster.deployerPrincipalType's default)."""
+    from slm_deploy.stacks.program import read_config
 
-    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
-    cluster = yaml.safe_load((tmp_path / "r" / "Pulumi.dev.yaml").read_text())["config"]["slm-deploy:cluster"]
-    known = "deployer_principal_type" in ClusterSpec.model_fields
-    assert cluster.get("deployerPrincipalType") == ("ServicePrincipal" if known else None)
+    repo = tmp_path / "r"
+    assert cli("init", str(repo), "--stack", "dev", "--stack", "prod", cwd=tmp_path).returncode == 0
+    readme = (repo / "README.md").read_text()
+    for stack in ("dev", "prod"):
+        line = next(ln for ln in readme.splitlines() if f"--stack {stack} --path 'slm-deploy:cluster.deployerObjectId'" in ln)
+        assert line.split()[-1] == f"OBJECT_ID_OF_deploy-{stack}"
+        config = yaml.safe_load((repo / f"Pulumi.{stack}.yaml").read_text())["config"]
+        config["slm-deploy:cluster"]["deployerObjectId"] = "00000000-0000-4000-8000-000000000001"
+        env = read_config(stack, {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("slm-deploy:")}, "x")
+        assert getattr(env.spec.cluster, "principal_type", "ServicePrincipal") == "ServicePrincipal"
 
 
 def test_each_deploy_job_opens_the_api_server_to_its_runner_and_closes_it_again(tmp_path: Path) -> None:

@@ -106,8 +106,8 @@ def check_shell(line: str, where: str) -> str | None:
         assert set(a for a in argv[1:] if "=" not in a) <= make_targets(), f"{where}: `{line}`: no such make target"
         return None
     if argv[:4] == ["pulumi", "config", "set", "--path"] or argv[:3] == ["pulumi", "config", "set"]:
-        key = next(a for a in argv[3:] if a.startswith("slm-deploy:") or a.startswith("hfToken") or ":" in a)
-        if key.startswith("slm-deploy:"):
+        key = next((a for a in argv[3:] if a.startswith("slm-deploy:")), None)
+        if key is not None:
             check_key_path(key, where)
     return OTHER_PROGRAMS.get(argv[0]) or OTHER_PROGRAMS.get(argv[0].split("/")[-1])
 

@@ -57,10 +57,13 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="slm-deploy")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Plan, generate, preview and review deployments of small language models."""
+    if ctx.invoked_subcommand is None:  # a bare `slm-deploy` is a request for help, not an error
+        click.echo(ctx.get_help())
 
 
 def _choice(enum: type[Any]) -> click.Choice[str]:
@@ -568,8 +571,53 @@ def smoke(
         sys.exit(1)
 
 
+@main.command("catalog")
+@click.argument("kinds", nargs=-1, type=click.Choice(["models", "gpus", "vm-sizes", "images"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@clear_errors
+def catalog_command(kinds: tuple[str, ...], as_json: bool) -> None:
+    """List the models, GPUs, Azure VM sizes and images the catalog knows, each with its source
+    (all four when none is named)."""
+    from slm_deploy.catalog_listing import KINDS, catalog_rows, print_catalog
+
+    listing = catalog_rows(tuple(dict.fromkeys(kinds)) or tuple(KINDS))
+    if as_json:
+        print_json(listing)
+    else:
+        print_catalog(listing)
+
+
 def _interactive() -> bool:
     return sys.stdin.isatty()
+
+
+def _ask_init_choices(values: dict[str, Any]) -> None:
+    """Ask for every choice not given, in an order where each default can follow the answers before."""
+    from slm_deploy.scaffold import DEFAULT_VM_SIZES, InitChoices, installed_requirement
+
+    def ask(name: str, text: str, default: Any = None) -> None:
+        if name not in values:
+            values[name] = click.prompt(text, default=default)
+
+    fields = InitChoices.model_fields
+    ask("model", "model", str(fields["model"].default))
+    ask("runtime", "runtime (vllm, ollama, llamacpp, onnx)", str(fields["runtime"].default))
+    onnx = str(values["runtime"]).lower() == Runtime.ONNX.value
+    ask("vm_size", "vm size", DEFAULT_VM_SIZES["cpu" if onnx else "gpu"])
+    if onnx:
+        ask("image", "image your onnx server build is pushed to (REGISTRY/REPOSITORY:TAG)")
+    ask("location", "location", str(fields["location"].default))
+    if "api_ranges" not in values:
+        answer = click.prompt("CIDR ranges allowed to reach the AKS API server (comma-separated)")
+        values["api_ranges"] = tuple(r.strip() for r in answer.split(",") if r.strip())
+    if "package" not in values:
+        try:
+            installed_requirement()
+        except InputError as exc:  # a local install: no runner can install it, so ask where CI gets it
+            click.echo(exc.message.split("; pass", 1)[0], err=True)
+            values["package"] = click.prompt(
+                "requirements.txt line CI installs slm-deploy with (slm-deploy @ git+https://...@<full commit>)"
+            )
 
 
 @main.command()
@@ -577,8 +625,18 @@ def _interactive() -> bool:
 @click.option("--stack", "stacks", multiple=True, help="Stack names, cheapest first (default: dev, staging, prod).")
 @click.option("--location", help="Azure region (default: westeurope).")
 @click.option("--model", help="Catalog model id or Hugging Face repo id (default: phi-4-mini-instruct).")
-@click.option("--runtime", type=_choice(Runtime), help="vllm, ollama or llamacpp (default: vllm).")
-@click.option("--vm-size", help="Azure GPU VM size of the pool (default: Standard_NC8as_T4_v3).")
+@click.option("--runtime", type=_choice(Runtime), help="vllm, ollama, llamacpp or onnx (default: vllm).")
+@click.option(
+    "--vm-size",
+    help="Azure VM size of the pool: a GPU size (default: Standard_NC8as_T4_v3), or for runtime onnx a CPU size "
+    "(default: Standard_D8ds_v5). `slm-deploy catalog vm-sizes` lists them.",
+)
+@click.option(
+    "--gpu-driver",
+    type=click.Choice(["operator", "aks"]),
+    help="Who installs GPU drivers (default: aks on a GRID size such as Standard_NV36ads_A10_v5, else operator).",
+)
+@click.option("--image", help="Runtime onnx (required): REGISTRY/REPOSITORY:TAG your build of its server is pushed to.")
 @click.option("--context", type=click.IntRange(min=512), help="Max context per request, tokens (default: 8192).")
 @click.option("--api-range", "api_ranges", multiple=True, help="CIDR allowed to reach the AKS API server (repeatable).")
 @click.option("--edge-gpu", help="Catalog GPU of the example edge box (default: l4).")
@@ -594,9 +652,11 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
     """Scaffold a deployment repository in DIRECTORY: fleet, Pulumi project and stacks, policy pack,
     README of day-2 commands and GitHub Actions workflows.
 
-    Options not given are asked for when stdin is a terminal, and take their defaults otherwise.
+    Options not given are asked for when stdin is a terminal (--api-range, --package when this
+    slm-deploy was installed from a local path, --image for runtime onnx) and take their defaults
+    otherwise; --api-range has no default and is required.
     """
-    from slm_deploy.scaffold import InitChoices, build_files, existing, installed_requirement, parse_choices, write_files
+    from slm_deploy.scaffold import build_files, existing, installed_requirement, parse_choices, write_files
 
     values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
     if stacks:
@@ -604,12 +664,7 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
     if fleet_name:
         values["fleet"] = fleet_name
     if _interactive():
-        for name in ("model", "runtime", "vm_size", "location"):
-            if name not in values:
-                values[name] = click.prompt(name.replace("_", " "), default=str(InitChoices.model_fields[name].default))
-        if "api_ranges" not in values:
-            answer = click.prompt("CIDR ranges allowed to reach the AKS API server (comma-separated)")
-            values["api_ranges"] = tuple(r.strip() for r in answer.split(",") if r.strip())
+        _ask_init_choices(values)
     if "api_ranges" not in values:
         raise InputError(
             "arguments",

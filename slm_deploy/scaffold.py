@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from slm_deploy import __version__
 from slm_deploy.errors import InputError, from_validation_error
@@ -32,7 +32,14 @@ CI_FILE = Path(__file__).resolve().parent / "catalog" / "ci.yaml"
 CONSTRAINTS_FILE = Path(__file__).resolve().parent / "catalog" / "constraints.txt"
 PROJECT = "slm-deploy"  # the program reads its config under this project name
 POOL = "gpu"
+CPU_POOL = "cpu"
 EDGE_BOX = "edge-0001"
+# What a requirement line may not hold: the placeholders of the examples in `--help`, the README and
+# the error for a local install. A line holding one fails the scaffold's first command (`pip install
+# -r requirements.txt`), so it is refused before anything is written.
+PLACEHOLDERS = re.compile(r"\b(OWNER|REPO|HOST|FULL_COMMIT_SHA|COMMIT|HASH|VERSION)\b")
+# A pool's VM size when none is given: the GPU runtimes' and runtime onnx's (a CPU pool).
+DEFAULT_VM_SIZES = {"gpu": "Standard_NC8as_T4_v3", "cpu": "Standard_D8ds_v5"}
 
 
 class InitChoices(Frozen):
@@ -42,7 +49,15 @@ class InitChoices(Frozen):
     location: str = Field(default="westeurope", pattern=r"^[a-z0-9]+$")
     model: str = Field(default="phi-4-mini-instruct", min_length=1)
     runtime: Runtime = Runtime.VLLM
-    vm_size: str = Field(default="Standard_NC8as_T4_v3", pattern=r"^Standard_[A-Za-z0-9_]+$")
+    # None: DEFAULT_VM_SIZES for the runtime (a GPU size, or a CPU size for runtime onnx).
+    vm_size: str | None = Field(default=None, pattern=r"^Standard_[A-Za-z0-9_]+$")
+    # None: AKS's drivers on a GRID (vGPU) size, which the GPU Operator's driver cannot bring up;
+    # the program's default (the GPU Operator) otherwise.
+    gpu_driver: Literal["operator", "aks"] | None = None
+    # Runtime onnx serves your own build of its server (`slm-deploy image onnx`): no registry publishes it.
+    image: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+    )
     context: int = Field(default=8192, ge=512)
     # No default (issue 11): a guessed range locks the deployer out of the API server.
     api_ranges: tuple[str, ...] = Field(min_length=1)
@@ -53,6 +68,50 @@ class InitChoices(Frozen):
         pattern=r"^slm[-_]deploy *(== *[0-9][A-Za-z0-9.+!_-]*|@ *[a-z+]+://[^\s]+)$",
         description="The requirement line for slm-deploy (default: how the running slm-deploy was installed).",
     )
+
+    @field_validator("package")
+    @classmethod
+    def _no_placeholder(cls, value: str | None) -> str | None:
+        found = PLACEHOLDERS.search(value or "")
+        if found:
+            raise ValueError(
+                f"{found.group(1)} is a placeholder: name the repository (or wheel URL) and full commit your CI installs "
+                "slm-deploy from; requirements.txt gets this line and `pip install -r requirements.txt` must resolve"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _runtime_needs(self) -> InitChoices:
+        if self.runtime is Runtime.ONNX and self.image is None:
+            raise ValueError(
+                "runtime onnx serves your own build of its server image, which no registry publishes: pass --image "
+                "REGISTRY/REPOSITORY:TAG (where you will push it); after init, `slm-deploy image onnx STACK --out DIR` "
+                "writes its build context and `slm-deploy lock --images` pins it"
+            )
+        if self.runtime is not Runtime.ONNX and self.image is not None:
+            raise ValueError("--image is for runtime onnx only: the other runtimes run the catalog's pinned images")
+        return self
+
+    @property
+    def cpu_only(self) -> bool:
+        """Runtime onnx runs on a CPU pool (and a CPU edge box)."""
+        return self.runtime is Runtime.ONNX
+
+    @property
+    def pool_vm_size(self) -> str:
+        return self.vm_size or DEFAULT_VM_SIZES["cpu" if self.cpu_only else "gpu"]
+
+    @property
+    def driver(self) -> str | None:
+        """The stack's gpuDriver when it is not the program's default."""
+        if self.cpu_only:
+            return None
+        if self.gpu_driver is not None:
+            return None if self.gpu_driver == "operator" else self.gpu_driver
+        from slm_deploy.catalog.platform import load_aks_facts
+
+        size = load_aks_facts().node_size(self.pool_vm_size)
+        return "aks" if size is not None and size.driver == "grid" else None
 
     @field_validator("stacks")
     @classmethod
@@ -107,6 +166,7 @@ def ci_facts() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(CI_FILE.read_text(encoding="utf-8"))
     sourced = [*data["tokens"].values(), *data["consumers"], *data["identities"], *data["limits"], data["kubelogin"]]
     sourced.append(data["code_scanning"])
+    sourced.extend(data["runner_reach"]["facts"])
     for entry in sourced:
         if not entry.get("source"):
             raise InputError(str(CI_FILE), str(entry.get("id", entry.get("fact", "?")))[:60], "every fact needs a source")
@@ -227,34 +287,40 @@ def _profile(index: int, count: int) -> dict[str, Any]:
 def stack_config(choices: InitChoices, index: int) -> dict[str, Any]:
     p = _profile(index, len(choices.stacks))
     name = re.sub(r"[^a-z0-9-]", "-", choices.model.lower().split("/")[-1]).strip("-")[:40]
-    return {
-        "config": {
-            "azure-native:location": choices.location,
-            f"{PROJECT}:cluster": {
-                "mode": "aks",
-                "kubernetesVersion": "1.33",
-                "apiServer": {"authorizedIpRanges": list(choices.api_ranges)},
-                "systemNodeCount": p["nodes"],
-                "upgradeChannel": p["channel"],
-                # CI logs in to the cluster with its federated identity (catalog/ci.yaml).
-                "kubeloginMode": ci_facts()["kubelogin"]["login_mode"],
-            },
-            f"{PROJECT}:gpuPools": [
-                {"name": POOL, "vmSize": choices.vm_size, "minCount": p["min"], "maxCount": p["max"], "spot": p["spot"]}
-            ],
-            f"{PROJECT}:models": [
-                {
-                    "name": name,
-                    "pool": POOL,
-                    "model": choices.model,
-                    "runtime": choices.runtime.value,
-                    "context": choices.context,
-                    "autoscaling": {"minReplicas": p["replicas"][0], "maxReplicas": p["replicas"][1]},
-                }
-            ],
-            f"{PROJECT}:monitoring": {"enabled": True, "alerts": True, "retention": p["retention"]},
-        }
+    cluster: dict[str, Any] = {
+        "mode": "aks",
+        "kubernetesVersion": "1.33",
+        "apiServer": {"authorizedIpRanges": list(choices.api_ranges)},
+        "systemNodeCount": p["nodes"],
+        "upgradeChannel": p["channel"],
+        # CI logs in to the cluster with its federated identity (catalog/ci.yaml).
+        "kubeloginMode": ci_facts()["kubelogin"]["login_mode"],
     }
+    # AKS-04: the workflows deploy as an Entra application or managed identity, whose object id the
+    # README has the user set as cluster.deployerObjectId; with it set, the program's
+    # cluster.deployerPrincipalType defaults to ServicePrincipal (and the key may only be written
+    # beside deployerObjectId), so the stack files carry neither until the user sets the id.
+    model: dict[str, Any] = {
+        "name": name,
+        "pool": CPU_POOL if choices.cpu_only else POOL,
+        "model": choices.model,
+        "runtime": choices.runtime.value,
+        "context": choices.context,
+        "autoscaling": {"minReplicas": p["replicas"][0], "maxReplicas": p["replicas"][1]},
+    }
+    if choices.image is not None:
+        model["image"] = choices.image
+    pool = {"vmSize": choices.pool_vm_size, "minCount": p["min"], "maxCount": p["max"]}
+    config: dict[str, Any] = {"azure-native:location": choices.location, f"{PROJECT}:cluster": cluster}
+    if choices.cpu_only:
+        config[f"{PROJECT}:cpuPools"] = [{"name": CPU_POOL, **pool, "minCount": max(1, p["min"])}]
+    else:
+        config[f"{PROJECT}:gpuPools"] = [{"name": POOL, **pool, "spot": p["spot"]}]
+    if choices.driver is not None:
+        config[f"{PROJECT}:gpuDriver"] = choices.driver
+    config[f"{PROJECT}:models"] = [model]
+    config[f"{PROJECT}:monitoring"] = {"enabled": True, "alerts": True, "retention": p["retention"]}
+    return {"config": config}
 
 
 def project_file() -> dict[str, Any]:
@@ -292,7 +358,7 @@ def fleet_file(choices: InitChoices) -> dict[str, Any]:
                     "cpus": 8,
                     "memory_gib": 32,
                     "disk_gib": 256,
-                    "gpu": {"model": choices.edge_gpu, "count": 1},
+                    **({} if choices.cpu_only else {"gpu": {"model": choices.edge_gpu, "count": 1}}),
                 },
                 "webui": False,
             }
@@ -324,6 +390,8 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "requirement": requirement,
         "project": PROJECT,
         "review_command": review_command(stacks),
+        "offline_commands": offline_commands(choices),
+        "onnx_context": ONNX_CONTEXT,
         "e": lambda expression: "${{ " + expression + " }}",
         "ci": ci_facts(),
         "token_file": TOKEN_FILE,
@@ -353,10 +421,35 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
     return files
 
 
-def review_command(stacks: tuple[str, ...]) -> str:
+ONNX_CONTEXT = "out/onnx-image"
+
+
+def offline_commands(choices: InitChoices) -> list[str]:
+    """The scaffold README's commands that need nothing but slm-deploy (the tests run each one).
+
+    Runtime onnx's server is the user's own image: until it is built, pushed and locked, the stacks
+    preview with --allow-unlocked and are reviewed as files (their review through the offline
+    preview, `--stack`, refuses an image without a digest, as `pulumi up` does)."""
+    first = choices.stacks[0]
+    where = "--cpu --cpus 8 --memory-gib 32" if choices.cpu_only else f"--gpu {choices.pool_vm_size}"
+    plan = f"slm-deploy plan --model {choices.model} {where} --runtime {choices.runtime.value} --context {choices.context}"
+    preview = f"slm-deploy preview {first} --out out/manifests/{first}"
+    bundle = ["slm-deploy bundle fleet.yaml --out out/bundles --tar", f"slm-deploy verify out/bundles/{EDGE_BOX}"]
+    if choices.image is None:
+        return [plan, review_command(choices.stacks), preview, *bundle]
+    return [
+        plan,
+        f"slm-deploy image onnx {first} --out {ONNX_CONTEXT}",
+        review_command(choices.stacks, through_preview=False),
+        preview + " --allow-unlocked",
+        *bundle,
+    ]
+
+
+def review_command(stacks: tuple[str, ...], through_preview: bool = True) -> str:
     files = " ".join(["Pulumi.yaml", *(f"Pulumi.{s}.yaml" for s in stacks), "fleet.yaml"])
-    flags = " ".join(f"--stack {s}" for s in stacks)
-    return f"slm-deploy review .github {files} --fleet fleet.yaml {flags} --sarif review.sarif"
+    flags = "".join(f" --stack {s}" for s in stacks) if through_preview else ""
+    return f"slm-deploy review .github {files} --fleet fleet.yaml{flags} --sarif review.sarif"
 
 
 def _stack_comment(choices: InitChoices, index: int) -> str:
@@ -364,9 +457,11 @@ def _stack_comment(choices: InitChoices, index: int) -> str:
     kind = ("the cheap one: spot GPUs that scale to zero", "production-like", "production")
     p = _profile(index, len(choices.stacks))
     which = kind[0] if p["spot"] else kind[2] if p["channel"] == "stable" else kind[1]
+    if choices.cpu_only:
+        which = which.replace("spot GPUs", "a CPU pool")
     return (
-        f"# Stack {stack}: {which}. apiServer.authorizedIpRanges: put your CI runners' and operators'\n"
-        "# egress ranges here (or `private: true` with a runner inside the network).\n"
+        f"# Stack {stack}: {which}. apiServer.authorizedIpRanges: your operators' egress ranges (and\n"
+        "# self-hosted runners'); a GitHub-hosted runner adds its own address for its job (README, step 5).\n"
     )
 
 
@@ -376,13 +471,16 @@ def _check(choices: InitChoices, files: dict[str, str]) -> None:
     from slm_deploy.fleet import parse_fleet
     from slm_deploy.stacks.program import read_config
 
-    for stack in choices.stacks:
-        source = f"Pulumi.{stack}.yaml"
-        config = yaml.safe_load(files[source])["config"]
-        values = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
-        read_config(stack, values, source)
-    fleet = parse_fleet(yaml.safe_load(files["fleet.yaml"]), "fleet.yaml")
-    build_fleet(fleet, fleet.boxes)
+    try:
+        for stack in choices.stacks:
+            source = f"Pulumi.{stack}.yaml"
+            config = yaml.safe_load(files[source])["config"]
+            values = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
+            read_config(stack, values, source)
+        fleet = parse_fleet(yaml.safe_load(files["fleet.yaml"]), "fleet.yaml")
+        build_fleet(fleet, fleet.boxes)
+    except InputError as exc:  # the file is not written: say that it is the choices that fail
+        raise InputError(f"{exc.source} (as init would write it; nothing written)", exc.field, exc.message) from None
 
 
 def existing(directory: Path, files: dict[str, str]) -> list[str]:

@@ -53,7 +53,15 @@ CHOICES = {
         "--edge-gpu",
         "l40s",
     ],
+    # docs/day2.md's example: a GRID (vGPU) size, which needs AKS's drivers.
+    "ollama-grid": ["--runtime", "ollama", "--model", "qwen3-4b", "--vm-size", "Standard_NV36ads_A10_v5", "--stack", "dev"],
+    # Your own build of the server image, on a CPU pool.
+    "onnx": ["--runtime", "onnx", "--image", "example.azurecr.io/slm-onnx:1", "--stack", "dev", "--stack", "prod"],
 }
+# What the scaffold README's offline block runs: onnx builds its image's context first and reviews
+# the stacks as files until that image is pushed and locked (its README says so).
+OFFLINE = ["plan", "review", "preview", "bundle", "verify"]
+OFFLINE_ONNX = ["plan", "image", "review", "preview", "bundle", "verify"]
 
 
 # A range a user would give (documentation ranges are refused, and there is no default).
@@ -103,7 +111,7 @@ def test_scaffold_readme_commands_run_offline_and_review_is_clean(choice: str, t
     made = cli("init", str(repo), *CHOICES[choice], cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     commands = readme_offline_commands((repo / "README.md").read_text())
-    assert [c.split()[1] for c in commands] == ["plan", "review", "preview", "bundle", "verify"]
+    assert [c.split()[1] for c in commands] == (OFFLINE_ONNX if choice == "onnx" else OFFLINE)
     for command in commands:
         argv = shlex.split(command)
         assert argv[0] == "slm-deploy"
@@ -172,10 +180,11 @@ def test_workflows_deploy_in_order_behind_environments_with_oidc(tmp_path: Path)
     ]
     for name in ("up-dev", "up-staging", "up-prod"):
         steps = jobs[name]["steps"]
-        env = steps[-1]["env"]  # OIDC (tests/test_init_ci.py): no client secret, no creds
+        up_step = next(s for s in steps if s.get("id") == "up")
+        env = up_step["env"]  # OIDC (tests/test_init_ci.py): no client secret, no creds
         assert env["ARM_USE_OIDC"] == "true" and "ARM_CLIENT_SECRET" not in env
         assert jobs[name]["permissions"] == {"contents": "read", "id-token": "write"}
-        up = steps[-1]["with"]
+        up = up_step["with"]
         assert up["command"] == "up" and up["policyPacks"] == "policies" and up["stack-name"] == name[3:]
     assert "secrets." not in (tmp_path / "r" / ".github" / "workflows" / "deploy.yml").read_text()
     publish = jobs["bundles"]["steps"][-1]
@@ -244,7 +253,7 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
         (["--vm-size", "Standard_NC999_nope"], "Standard_NC999_nope"),
         (
             ["--model", "qwen3-8b", "--vm-size", "Standard_NC24ads_A100_v4", "--context", "16384", "--edge-gpu", "rtx-4090"],
-            "fleet.yaml: boxes[0].serving: box edge-0001: qwen3-8b does not fit",
+            "fleet.yaml (as init would write it; nothing written): boxes[0].serving: box edge-0001: qwen3-8b does not fit",
         ),
     ],
 )
@@ -405,3 +414,139 @@ def test_the_scaffold_installs_with_the_pins_slm_deploy_was_tested_with(tmp_path
     tested = dict(ln.split("==", 1) for ln in (ROOT / "constraints.txt").read_text().splitlines() if "==" in ln)
     assert pins == tested
     assert pins["pulumi"] == pinned_actions()[1]  # the SDK of the CLI the workflows install
+
+
+@pytest.mark.parametrize("package", [PACKAGE.replace("example", "OWNER"), f"slm-deploy @ git+{GIT_URL}@FULL_COMMIT_SHA"])
+def test_a_package_with_a_placeholder_is_refused_before_anything_is_written(package: str, tmp_path: Path) -> None:
+    """requirements.txt gets the line, and the scaffold README's first command installs it: a
+    placeholder from the docs (OWNER, FULL_COMMIT_SHA) would make that command fail."""
+    out = cli("init", str(tmp_path / "r"), "--package", package, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: arguments: package: ") and "is a placeholder" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_prompts_ask_for_the_package_a_local_install_cannot_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This checkout is a local install: init on a terminal asks where CI installs slm-deploy from,
+    instead of ending its questions with a `--package` error."""
+    from slm_deploy import cli as cli_module
+    from slm_deploy import scaffold
+
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    monkeypatch.setattr(scaffold, "installed_requirement", lambda: scaffold.requirement_from_direct_url(LOCAL_INSTALLS[0]))
+    result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r")], input=f"\n\n\n\n{RUNNER_RANGE}\n{PACKAGE}\n")
+    assert result.exit_code == 0, result.output
+    assert "requirements.txt line CI installs slm-deploy with" in result.output
+    assert PACKAGE in (tmp_path / "r" / "requirements.txt").read_text().splitlines()
+
+
+def test_prompts_for_runtime_onnx_ask_for_its_image_and_a_cpu_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slm_deploy import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    result = CliRunner().invoke(
+        cli_module.main,
+        ["init", str(tmp_path / "r"), "--package", PACKAGE],
+        input=f"\nonnx\n\nexample.azurecr.io/slm-onnx:1\n\n{RUNNER_RANGE}\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "vm size [Standard_D8ds_v5]:" in result.output and "image your onnx server build is pushed to" in result.output
+    dev = yaml.safe_load((tmp_path / "r" / "Pulumi.dev.yaml").read_text())["config"]
+    assert dev["slm-deploy:cpuPools"][0]["vmSize"] == "Standard_D8ds_v5" and "slm-deploy:gpuPools" not in dev
+    assert dev["slm-deploy:models"][0] | {"autoscaling": None} == {
+        "name": "phi-4-mini-instruct",
+        "pool": "cpu",
+        "model": "phi-4-mini-instruct",
+        "runtime": "onnx",
+        "context": 8192,
+        "image": "example.azurecr.io/slm-onnx:1",
+        "autoscaling": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runtime", "onnx"], "runtime onnx serves your own build of its server image"),
+        (["--image", "example.azurecr.io/x:1"], "--image is for runtime onnx only"),
+        (["--vm-size", "Standard_NV36ads_A10_v5", "--gpu-driver", "operator"], "GRID (vGPU) family"),
+    ],
+)
+def test_choices_init_cannot_complete_are_refused_naming_the_choice(args: list[str], message: str, tmp_path: Path) -> None:
+    out = cli("init", str(tmp_path / "r"), *args, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    assert "Pulumi.dev.yaml:" not in out.stderr  # a file init never wrote is not named as if it existed
+    if "GRID" in message:
+        assert out.stderr.startswith("error: Pulumi.dev.yaml (as init would write it; nothing written): ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_grid_size_gets_aks_drivers(tmp_path: Path) -> None:
+    assert cli("init", str(tmp_path / "r"), *CHOICES["ollama-grid"], cwd=tmp_path).returncode == 0
+    dev = yaml.safe_load((tmp_path / "r" / "Pulumi.dev.yaml").read_text())["config"]
+    assert dev["slm-deploy:gpuDriver"] == "aks" and dev["slm-deploy:gpuPools"][0]["vmSize"] == "Standard_NV36ads_A10_v5"
+    assert cli("init", str(tmp_path / "t4"), cwd=tmp_path).returncode == 0
+    assert "slm-deploy:gpuDriver" not in yaml.safe_load((tmp_path / "t4" / "Pulumi.dev.yaml").read_text())["config"]
+
+
+def test_the_scaffold_never_advises_a_refused_private_api_server(tmp_path: Path) -> None:
+    """AKS-28: `private: true` is refused by the program (a runner outside the VNet could never reach it)."""
+    assert cli("init", str(tmp_path / "r"), cwd=tmp_path).returncode == 0
+    for path in sorted((tmp_path / "r").rglob("*")):
+        if path.is_file():
+            assert "private: true" not in path.read_text(), path
+
+
+def test_each_stack_set_up_as_the_readme_says_deploys_as_a_service_principal(tmp_path: Path) -> None:
+    """AKS-04: the workflows deploy as an Entra application or managed identity; a role assignment
+    for it that says `User` is refused by ARM. The README has the user set each stack's
+    cluster.deployerObjectId; the stack file that results reads through the program, whose principal
+    type for a set deployerObjectId is ServicePrincipal (cluster.deployerPrincipalType's default)."""
+    from slm_deploy.stacks.program import read_config
+
+    repo = tmp_path / "r"
+    assert cli("init", str(repo), "--stack", "dev", "--stack", "prod", cwd=tmp_path).returncode == 0
+    readme = (repo / "README.md").read_text()
+    for stack in ("dev", "prod"):
+        line = next(ln for ln in readme.splitlines() if f"--stack {stack} --path 'slm-deploy:cluster.deployerObjectId'" in ln)
+        assert line.split()[-1] == f"OBJECT_ID_OF_deploy-{stack}"
+        config = yaml.safe_load((repo / f"Pulumi.{stack}.yaml").read_text())["config"]
+        config["slm-deploy:cluster"]["deployerObjectId"] = "00000000-0000-4000-8000-000000000001"
+        env = read_config(stack, {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("slm-deploy:")}, "x")
+        assert getattr(env.spec.cluster, "principal_type", "ServicePrincipal") == "ServicePrincipal"
+
+
+def test_each_deploy_job_opens_the_api_server_to_its_runner_and_closes_it_again(tmp_path: Path) -> None:
+    """AKS-05: a GitHub-hosted runner's address is in no stack's ranges. The job's step adds it to the
+    stack file for its `pulumi up` (run here for real, with a fake `curl`), and an always() step puts
+    the cluster's ranges back with `az aks update --api-server-authorized-ip-ranges`."""
+    import shutil
+
+    repo = tmp_path / "r"
+    assert cli("init", str(repo), "--stack", "dev", "--stack", "prod", cwd=tmp_path).returncode == 0
+    deploy = yaml.safe_load((repo / ".github" / "workflows" / "deploy.yml").read_text())
+    for job in ("up-dev", "up-prod"):
+        ids = [s.get("id") for s in deploy["jobs"][job]["steps"]]
+        assert ids.index("reach") < ids.index("up") < len(ids) - 1
+        close = deploy["jobs"][job]["steps"][-1]
+        assert close["if"] == "always() && steps.reach.outputs.ranges != ''"
+        assert 'az aks update --resource-group "$group" --name "$CLUSTER"' in close["run"]
+        assert '--api-server-authorized-ip-ranges "$RANGES"' in close["run"]
+        assert close["env"]["RANGES"] == "${{ steps.reach.outputs.ranges }}"
+    reach = next(s for s in deploy["jobs"]["up-prod"]["steps"] if s.get("id") == "reach")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "curl").write_text("#!/bin/sh\necho 20.100.1.2\n")
+    (fake / "curl").chmod(0o755)
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    output = tmp_path / "github-output"
+    env = {**os.environ, **reach["env"], "PATH": f"{fake}:{os.environ['PATH']}", "GITHUB_OUTPUT": str(output)}
+    done = subprocess.run([shutil.which("bash") or "bash", "-e", "-c", reach["run"]], cwd=repo, env=env, check=False)
+    assert done.returncode == 0
+    assert output.read_text() == f"ranges={RUNNER_RANGE}\n"
+    prod = yaml.safe_load((repo / "Pulumi.prod.yaml").read_text())["config"]
+    assert prod["slm-deploy:cluster"]["apiServer"]["authorizedIpRanges"] == [RUNNER_RANGE, "20.100.1.2/32"]
+    from slm_deploy.stacks.program import read_config
+
+    read_config("prod", {k.split(":", 1)[1]: v for k, v in prod.items() if k.startswith("slm-deploy:")}, "Pulumi.prod.yaml")

@@ -97,6 +97,11 @@ def test_make_demo_on_a_fresh_machine(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # The refusal in the middle of a run that succeeds is announced as expected before it is printed.
+    announced = result.stdout.index("the next plan is refused on purpose")
+    assert announced < result.stdout.index("qwen3-32b --gpu l4 --context 32768")
+    assert "the refusal above was expected" in result.stdout and "does not fit" in result.stderr + result.stdout
+    assert "==> reviewing everything generated above" in result.stdout
     assert "INCOMPLETE: zero findings, but not run: promtool" in result.stdout
     assert (tmp_path / "out" / "review.sarif").is_file()
     assert sorted(p.name for p in (tmp_path / "out" / "manifests").iterdir()) == ["dev", "prod", "staging"]

@@ -24,7 +24,8 @@ Layout on the box (ROOT, default /srv/slm-deploy):
                                    compose file names its project, so volumes stay the same)
   ROOT/current, ROOT/previous       symbolic links to release folders
 Operator files (secrets/, .env, overrides, certs/) are copied from the current release into the
-new one, so a release never loses what the operator put there.
+new one, so a release never loses what the operator put there; before the first release, from
+ROOT/operator/ when the operator prepared one.
 """
 
 from __future__ import annotations
@@ -357,9 +358,12 @@ def install(artifact: Artifact, box: str, allowed_signers: str, root: str, opera
     staging = tempfile.mkdtemp(prefix=f".{release}.", dir=releases)
     try:
         unpack(bundle, box, staging)
-        if current:
+        # The operator's files come from the current release; before the first one, from
+        # ROOT/operator/ (a compose override or certificates prepared before the first rollout).
+        seed = current or ("operator" if os.path.isdir(os.path.join(root, "operator")) else None)
+        if seed:
             for entry in operator_entries:
-                source = os.path.join(root, current, entry)
+                source = os.path.join(root, seed, entry)
                 dest = os.path.join(staging, box, entry)
                 if os.path.isdir(source) and not os.path.islink(source):
                     shutil.copytree(source, dest, symlinks=True)

@@ -86,7 +86,19 @@ def load_hosts(path: Path | None) -> dict[str, dict[str, Any]]:
     data = load(read_input(path, path.name), path.name)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise InputError(path.name, "", "expected a mapping of box id to Ansible connection variables (ansible_host, ...)")
-    allowed = {"ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file", "ansible_python_interpreter"}
+    allowed = {
+        "ansible_host",
+        "ansible_port",
+        "ansible_user",
+        "ansible_ssh_private_key_file",
+        "ansible_ssh_common_args",
+        "ansible_python_interpreter",
+        "slm_root",  # where releases live on the box (default /srv/slm-deploy)
+        "slm_docker_host",  # the engine to use when it is not the default socket
+        "slm_gateway_port",
+        "slm_gate_host",
+        "slm_gate_connect_to",
+    }
     for box, variables in data.items():
         unknown = sorted(set(variables) - allowed)
         if unknown:
@@ -143,4 +155,32 @@ def fleet_status(reports: Path) -> list[BoxStatus]:
             )
         except (ValueError, KeyError, TypeError):
             raise InputError(str(path), "", "not a rollout report") from None
+    # Boxes of the rollout's inventory without a report: a stopped rollout never reached them.
+    inventory = reports.parent / "inventory.yml"
+    if inventory.is_file():
+        from slm_deploy.safeyaml import load, read_input
+
+        data = load(read_input(inventory, inventory.name), inventory.name)
+        try:
+            hosts = data["all"]["children"]["slm_fleet"]["hosts"]
+        except (KeyError, TypeError):
+            raise InputError(
+                inventory.name, "all.children.slm_fleet.hosts", "not an inventory `slm-deploy rollout` wrote"
+            ) from None
+        reported = {row.box for row in rows}
+        release = rows[0].release if rows else ""
+        for box, variables in hosts.items():
+            if box not in reported:
+                ring = str((variables or {}).get("slm_ring", ""))
+                rows.append(
+                    BoxStatus(
+                        str(box),
+                        ring,
+                        release,
+                        False,
+                        "not reached",
+                        False,
+                        "no report: unreachable, or the rollout stopped before its wave",
+                    )
+                )
     return rows

@@ -38,9 +38,9 @@ def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for box in boxes:
             ordered[box.id] = {
                 "ansible_host": box.id,
+                "slm_gateway_port": box.options.gateway_port,
                 **hosts.get(box.id, {}),
                 "slm_ring": ring,
-                "slm_gateway_port": box.options.gateway_port,
             }
     unknown = sorted(set(hosts) - set(ordered))
     if unknown:
@@ -49,10 +49,13 @@ def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _gate_command() -> str:
+    # slm_gate_host / slm_gate_connect_to: when the controller reaches the box's gateway under
+    # another name or through another address (a VPN, a load balancer), as `smoke --connect-to`.
     return (
-        "{{ slm_deploy }} smoke https://{{ ansible_host }}:{{ slm_gateway_port }} "
+        "{{ slm_deploy }} smoke https://{{ slm_gate_host | default(ansible_host) }}:{{ slm_gateway_port }} "
         "--api-key-file {{ slm_work }}/{{ inventory_hostname }}/api_key "
-        "--cacert {{ slm_work }}/{{ inventory_hostname }}/tls_cert.pem --requests 2 --max-tokens 8 --json"
+        "--cacert {{ slm_work }}/{{ inventory_hostname }}/tls_cert.pem --requests 2 --max-tokens 8 "
+        "{{ ('--connect-to ' + slm_gate_connect_to) if slm_gate_connect_to is defined else '' }}"
     )
 
 
@@ -71,6 +74,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
             "remove_orphans": True,
             "wait": True,
             "wait_timeout": fleet.rollout.wait_seconds,
+            "docker_host": "{{ slm_docker_host | default(omit) }}",
         }
     }
     report = {
@@ -175,13 +179,22 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                 },
                 {
                     "name": "Rolled back",
-                    "ansible.builtin.set_fact": {"slm_rolled_back": "{{ slm_rollback.rc | default(1) == 0 }}"},
+                    "ansible.builtin.set_fact": {
+                        "slm_rolled_back": "{{ slm_rollback.rc | default(1) == 0 }}",
+                        "slm_failed": True,
+                    },
                 },
-                {"name": "Report", **report},
-                {"name": "Fail this box (counts against the wave)", "ansible.builtin.fail": {"msg": "{{ slm_error }}"}},
             ],
         },
         {"name": "Report", **report},
+        # The box is failed only now, after every box of the wave has finished and reported: the
+        # linear strategy checks max_fail_percentage after each task (ansible/ansible#32255), so a
+        # failure raised inside the block would cut the wave's other boxes off between two steps.
+        {
+            "name": "Fail this box (counts against the wave)",
+            "ansible.builtin.fail": {"msg": "{{ slm_error }}"},
+            "when": "slm_failed | default(false)",
+        },
     ]
     return [
         {

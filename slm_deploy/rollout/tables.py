@@ -30,10 +30,14 @@ def fleet_status_table(rows: Sequence[BoxStatus]) -> None:
             row.error,
         )
     console.print(table)
-    failed = [row for row in rows if row.gate != "passed"]
+    failed = [row for row in rows if row.gate not in ("passed", "not reached")]
+    waiting = [row for row in rows if row.gate == "not reached"]
     rings = sorted({row.ring for row in failed})
     if failed:
-        console.print(f"{len(failed)} of {len(rows)} boxes failed, in ring {', '.join(rings)}")
+        console.print(
+            f"{len(failed)} of {len(rows)} boxes failed, in ring {', '.join(rings)}"
+            + (f"; {len(waiting)} not reached (the rollout stopped)" if waiting else "")
+        )
     else:
         console.print(f"{len(rows)} {'box' if len(rows) == 1 else 'boxes'} passed")
 

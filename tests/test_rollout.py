@@ -272,6 +272,7 @@ def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[P
     fleet = inventory["all"]["children"]["slm_fleet"]
     assert list(fleet["hosts"])[:2] == ["store-0001", "store-0002"]  # canary first, then 10%
     assert fleet["hosts"]["store-0001"]["ansible_host"] == "10.0.0.1"
+    assert fleet["vars"]["slm_root"] == "/srv/slm-deploy"  # a group default: a box's own slm_root wins
     play = yaml.safe_load((out / "playbook.yml").read_text())[0]
     assert play["serial"] == [1, 1, 6] and play["max_fail_percentage"] == 0
     assert (out / "files" / "slm-box.py").read_bytes() == Path(boxagent.__file__).read_bytes()
@@ -349,3 +350,28 @@ def test_fleet_simulation_stops_a_bad_release_at_the_canary() -> None:
     assert done.returncode == 0, done.stderr
     assert "bad release: stopped at wave 1 after reaching 1 boxes" in done.stdout
     assert "good release: 10000 boxes" in done.stdout
+
+
+@pytest.mark.tools
+def test_the_pull_variant_script_passes_shellcheck(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    layout = publish(tmp_path, key, boxes=())
+    out = tmp_path / "rollout"
+    done = run_cli(
+        "rollout",
+        str(FLEET),
+        "--release",
+        RELEASE,
+        "--artifacts",
+        str(layout),
+        "--allowed-signers",
+        str(signers),
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    script = out / "pull" / "slm-deploy-pull.sh"
+    checked = subprocess.run([need_binary("shellcheck"), "-s", "sh", str(script)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout
+    # The release folder, never the `current` link, is what compose is started in.
+    assert 'cd "$(readlink -f "$ROOT/current")"' in script.read_text()

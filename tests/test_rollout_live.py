@@ -63,10 +63,14 @@ class Lab:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-f", str(root / "hostkey"), "-N", ""], check=True)
         (root / "authorized_keys").write_text((root / "client.pub").read_text())
         os.chmod(root / "authorized_keys", 0o600)
-        # The engine's CLI plugin, as the box's docker package installs it (docker_compose_v2 runs `docker compose`).
-        plugins = root / "home" / ".docker" / "cli-plugins"
-        plugins.mkdir(parents=True)
-        os.symlink(compose_binary(), plugins / "docker-compose")
+        # The Compose CLI plugin where a box's docker-compose-plugin package puts it (docker_compose_v2
+        # runs `docker compose`); removed again at the end if this test put it there.
+        self.plugin: Path | None = None
+        plugin = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
+        if not plugin.exists():
+            plugin.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(compose_binary(), plugin)
+            self.plugin = plugin
         self.hosts: dict[str, Any] = {}
         for i, box in enumerate(BOXES):
             self.start_sshd(box)
@@ -76,9 +80,9 @@ class Lab:
                 "ansible_host": "127.0.0.1",
                 "ansible_port": self.ports[box],
                 "ansible_user": "root",
+                "ansible_python_interpreter": "/usr/bin/python3",
                 "ansible_ssh_private_key_file": str(root / "client"),
-                "ansible_ssh_common_args": f"-o UserKnownHostsFile={root / 'known_hosts'} -o StrictHostKeyChecking=yes "
-                f"-o SetEnv=HOME={root / 'home'}",
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={root / 'known_hosts'} -o StrictHostKeyChecking=yes",
                 "slm_root": str(box_root),
                 "slm_docker_host": env["DOCKER_HOST"],
                 "slm_gate_host": "localhost",
@@ -100,7 +104,7 @@ class Lab:
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {self.root / 'hostkey'}\nPidFile none\n"
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            "AcceptEnv HOME\nSubsystem sftp internal-sftp\n"
+            "Subsystem sftp internal-sftp\n"
         )
         os.makedirs("/run/sshd", exist_ok=True)
         with open(self.root / f"sshd-{box}.log", "ab") as log:
@@ -203,6 +207,8 @@ for bundle in build_fleet(fleet, fleet.boxes, allow_unlocked=True):
                 )
         for proc in list(getattr(self, "procs", {}).values()):
             stop(proc)
+        if self.plugin is not None:
+            self.plugin.unlink()
 
 
 @pytest.fixture

@@ -418,7 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "rollback":
-            print(json.dumps({"rolled_back_to": rollback(args.root)}))
+            target = rollback(args.root)
+            print(
+                json.dumps(
+                    {"project": os.path.join(os.path.abspath(args.root), target), "rolled_back_to": target}, sort_keys=True
+                )
+            )
             return 0
         if args.layout:
             artifact = read_layout(args.layout)
@@ -432,7 +437,13 @@ def main(argv: list[str] | None = None) -> int:
             values, _ = artifact.verified(args.box, args.allowed_signers)
         else:
             values = install(artifact, args.box, args.allowed_signers, args.root, args.operator_entry)
-        print(json.dumps({"box": values["box"], "release": values["release"], "bundle": values["bundle"]}, sort_keys=True))
+        out = {"box": values["box"], "release": values["release"], "bundle": values["bundle"]}
+        if args.command == "install":
+            # Compose must be given the release folder itself, never the `current` link: with the
+            # link, every release has the same bind-mount paths, the configuration hash does not
+            # change, and `up` keeps the old containers on the old files (tests/test_rollout_live.py).
+            out["project"] = os.path.realpath(os.path.join(args.root, "current"))
+        print(json.dumps(out, sort_keys=True))
         return 0
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -30,7 +30,9 @@ from slm_deploy.yamlout import dump
 AGENT = Path(boxagent.__file__)
 
 
-def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts") -> dict[str, Any]:
+    """The fleet's boxes, ring by ring. Defaults are group variables, which a box's own variables
+    (from --hosts) override; play variables would win over both (Ansible variable precedence)."""
     groups: dict[str, Any] = {}
     ordered: dict[str, Any] = {}
     for ring, boxes in waves(fleet):
@@ -45,7 +47,14 @@ def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     unknown = sorted(set(hosts) - set(ordered))
     if unknown:
         raise InputError("--hosts", unknown[0], "not a box of this fleet")
-    return {"all": {"children": {"slm_fleet": {"hosts": ordered, "children": groups}}}}
+    defaults = {
+        "slm_root": "/srv/slm-deploy",
+        "slm_deploy": "slm-deploy",
+        "slm_artifacts": artifacts,
+        "slm_reports": "reports",
+        "slm_work": "work",
+    }
+    return {"all": {"children": {"slm_fleet": {"vars": defaults, "hosts": ordered, "children": groups}}}}
 
 
 def _gate_command() -> str:
@@ -69,7 +78,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
     )
     compose_up = {
         "community.docker.docker_compose_v2": {
-            "project_src": "{{ slm_root }}/current",
+            "project_src": "{{ slm_project }}",
             "state": "present",
             "remove_orphans": True,
             "wait": True,
@@ -123,17 +132,23 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "register": "slm_install",
                     "changed_when": True,
                 },
-                {"name": "Installed", "ansible.builtin.set_fact": {"slm_installed": True}},
+                {
+                    "name": "Installed",
+                    "ansible.builtin.set_fact": {
+                        "slm_installed": True,
+                        "slm_project": "{{ (slm_install.stdout | from_json).project }}",
+                    },
+                },
                 {
                     "name": "Secrets (only missing ones are created)",
-                    "ansible.builtin.command": {"cmd": "sh ./init-secrets.sh", "chdir": "{{ slm_root }}/current"},
+                    "ansible.builtin.command": {"cmd": "sh ./init-secrets.sh", "chdir": "{{ slm_project }}"},
                     "changed_when": False,
                 },
                 {"name": "Up, waiting for every healthcheck", **compose_up},
                 {
                     "name": "Gate credentials",
                     "ansible.builtin.fetch": {
-                        "src": "{{ slm_root }}/current/{{ item.src }}",
+                        "src": "{{ slm_project }}/{{ item.src }}",
                         "dest": "{{ slm_work }}/{{ inventory_hostname }}/{{ item.dest }}",
                         "flat": True,
                     },
@@ -173,6 +188,11 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "changed_when": True,
                 },
                 {
+                    "name": "The previous release's folder",
+                    "ansible.builtin.set_fact": {"slm_project": "{{ (slm_rollback.stdout | from_json).project }}"},
+                    "when": "slm_installed | default(false) and slm_rollback.rc | default(1) == 0",
+                },
+                {
                     "name": "Bring the previous release up",
                     **compose_up,
                     "when": "slm_installed | default(false) and slm_rollback.rc | default(1) == 0",
@@ -204,14 +224,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
             "max_fail_percentage": fleet.rollout.max_fail_percentage,
             "gather_facts": False,
             "become": True,
-            "vars": {
-                "slm_release": release,
-                "slm_root": "/srv/slm-deploy",
-                "slm_deploy": "slm-deploy",
-                "slm_artifacts": "artifacts",
-                "slm_reports": "reports",
-                "slm_work": "work",
-            },
+            "vars": {"slm_release": release},
             "tasks": tasks,
         }
     ]
@@ -227,9 +240,12 @@ ROOT=/srv/slm-deploy
 AGENT="$ROOT/bin/slm-box.py"
 python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
   --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT"{operator}
-if ! docker compose --project-directory "$ROOT/current" up -d --wait --remove-orphans; then
+# The release folder itself, not the `current` link: through the link every release has the same
+# bind-mount paths and `up` would keep the old containers on the old files.
+up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
+if ! up; then
   python3 "$AGENT" rollback --root "$ROOT"
-  docker compose --project-directory "$ROOT/current" up -d --wait --remove-orphans
+  up
   exit 1
 fi
 """
@@ -269,9 +285,8 @@ def write_rollout(
     if missing:
         raise InputError(str(artifacts), "", f"no {missing[0]}.oci.tar: run `slm-deploy publish --layout {artifacts}` first")
     plays = playbook(fleet, release)
-    plays[0]["vars"]["slm_artifacts"] = str(artifacts.resolve())
     files = {
-        "inventory.yml": dump(inventory(fleet, hosts)),
+        "inventory.yml": dump(inventory(fleet, hosts, str(artifacts.resolve()))),
         "playbook.yml": dump(plays),
         "pull/slm-deploy-pull.sh": PULL_SCRIPT.format(operator="".join(f" \\\n  --operator-entry {e}" for e in OPERATOR_ENTRIES)),
         "pull/slm-deploy-pull.service": PULL_SERVICE,

@@ -187,6 +187,8 @@ def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple
     assert (current / "compose.yaml").is_file() and (current / "MANIFEST.json").is_file()
     (current / "secrets").mkdir()
     (current / "secrets" / "api_key").write_text("operator's key")
+    os.chmod(current / "secrets" / "api_key", 0o600)
+    os.chown(current / "secrets" / "api_key", 10001, 10001)  # as init-secrets.sh leaves it (we run as root)
     # Release 2: the same bundle under another release name is enough to exercise the swap.
     second_layout = tmp_path / "r2"
     done = run_cli(
@@ -211,6 +213,8 @@ def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple
     assert done.returncode == 0, done.stderr
     assert os.readlink(current) == "releases/2026.12.07-1/kiosk-0003"
     assert (current / "secrets" / "api_key").read_text() == "operator's key"
+    copied = (current / "secrets" / "api_key").stat()
+    assert (copied.st_uid, copied.st_gid, copied.st_mode & 0o777) == (10001, 10001, 0o600)  # the gateway's user can read it
     assert os.readlink(root / "previous") == "releases/2026.12.06-1/kiosk-0003"
     done = subprocess.run([*agent, "rollback", "--root", str(root)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -326,6 +326,27 @@ def unpack(bundle: bytes, box: str, dest: str) -> None:
             raise Refused(f"bundle: {rel}: mode differs from MANIFEST.json")
 
 
+def _copy_keeping_owner(source: str, dest: str) -> None:
+    """Copy an operator entry with its modes AND owners: init-secrets.sh gives secrets to the
+    containers' user (uid 10001, mode 0600), and a copy owned by root is one the gateway cannot
+    read (`cat: /run/secrets/api_key: Permission denied`, seen in tests/test_rollout_live.py)."""
+    if os.path.isdir(source):
+        shutil.copytree(source, dest, symlinks=True)
+        pairs = [(source, dest)]
+        for folder, dirs, files in os.walk(source):
+            for name in dirs + files:
+                here = os.path.join(folder, name)
+                pairs.append((here, os.path.join(dest, os.path.relpath(here, source))))
+    elif os.path.isfile(source):
+        shutil.copy2(source, dest)
+        pairs = [(source, dest)]
+    else:
+        return  # a FIFO, socket or device is no operator file
+    for src, dst in pairs:
+        info = os.lstat(src)
+        os.lchown(dst, info.st_uid, info.st_gid)
+
+
 def _link(root: str, name: str, target: str | None) -> None:
     path = os.path.join(root, name)
     if target is None:
@@ -364,11 +385,8 @@ def install(artifact: Artifact, box: str, allowed_signers: str, root: str, opera
         if seed:
             for entry in operator_entries:
                 source = os.path.join(root, seed, entry)
-                dest = os.path.join(staging, box, entry)
-                if os.path.isdir(source) and not os.path.islink(source):
-                    shutil.copytree(source, dest, symlinks=True)
-                elif os.path.isfile(source) and not os.path.islink(source):
-                    shutil.copy2(source, dest)
+                if os.path.lexists(source) and not os.path.islink(source):
+                    _copy_keeping_owner(source, os.path.join(staging, box, entry))
         if os.path.exists(final):
             shutil.rmtree(final)
         os.rename(staging, final)

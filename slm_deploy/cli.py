@@ -257,20 +257,41 @@ def _example_lock_notice(directory: Path | None) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", metavar="DIRECTORY|RELEASE.oci.tar", type=click.Path(path_type=Path))
 @click.option(
     "--expect",
     metavar="sha256:DIGEST",
     help="The manifest digest `bundle` printed (keep it off the box): the manifest must match it.",
 )
+@click.option("--box", help="With a release archive: the box it must be addressed to.")
+@click.option(
+    "--allowed-signers", type=click.Path(path_type=Path, dir_okay=False), help="With a release archive: the release keys."
+)
 @clear_errors
-def verify(directory: Path, expect: str | None) -> None:
+def verify(directory: Path, expect: str | None, box: str | None, allowed_signers: Path | None) -> None:
     """Re-hash a bundle against its MANIFEST.json; exit 1 on a missing, extra, changed or wrongly
     moded file, or (with --expect) a manifest that is not the one generated.
 
     With a docker daemon at hand (on the box), also compare the loaded images with the digests in
-    the bundle's images.lock.json; exit 1 when one differs."""
+    the bundle's images.lock.json; exit 1 when one differs.
+
+    Given a release archive (`publish --layout`), check it as the box does before installing it:
+    its signature against --allowed-signers, that it is addressed to --box, and every digest."""
     import re
+
+    if directory.is_file() or box or allowed_signers:
+        if not box or not allowed_signers:
+            raise InputError(
+                "arguments", "--box" if not box else "--allowed-signers", "a release archive needs --box and --allowed-signers"
+            )
+        from slm_deploy.rollout.commands import verify_release
+
+        values = verify_release(directory, box, allowed_signers)
+        click.echo(
+            f"ok: {directory} is release {values['release']} of {values['fleet']} for {values['box']}, "
+            f"signed ({values['bundle']})"
+        )
+        return
 
     from slm_deploy.bundle.verify import verify_bundle
     from slm_deploy.supply.loaded import check
@@ -680,6 +701,137 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
         raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
     write_files(directory, files)
     click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
+
+
+@main.command()
+@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
+@click.option("--release", required=True, help="Release name (letters, digits, . _ -), e.g. 2026.12.06-1.")
+@click.option("--key", required=True, type=click.Path(path_type=Path), help="The release signing key (OpenSSH private key).")
+@click.option("--to", "repository", metavar="REGISTRY/REPOSITORY", help="Push each box's artifact there as BOX-RELEASE.")
+@click.option("--layout", type=NonEmptyPath(path_type=Path), help="Write BOX.oci.tar (OCI image layout) here, for offline boxes.")
+@click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
+@click.option("--insecure-registry", multiple=True, metavar="HOST[:PORT]", help="Plain HTTP to this registry host.")
+@click.option("--promote", is_flag=True, help="Also move each box's own tag (BOX) to this release: the pull variant fetches it.")
+@click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON.")
+@clear_errors
+def publish(
+    fleet_file: Path,
+    release: str,
+    key: Path,
+    repository: str | None,
+    layout: Path | None,
+    box_ids: tuple[str, ...],
+    insecure_registry: tuple[str, ...],
+    promote: bool,
+    allow_unlocked: bool,
+    as_json: bool,
+) -> None:
+    """Sign each box's bundle and publish it as an OCI artifact (registry and/or layout archive).
+
+    The signature (ssh-keygen -Y sign) covers the box it is for, the release and every digest; a box
+    verifies it offline with ssh-keygen and the release public keys (allowed_signers)."""
+    from slm_deploy.rollout.commands import publish as run_publish
+
+    done = run_publish(fleet_file, release, key, box_ids, layout, repository, insecure_registry, allow_unlocked, promote)
+    if as_json:
+        print_json([item.__dict__ for item in done])
+        return
+    for item in done:
+        where = ", ".join(w for w in (item.pushed, item.layout) if w)
+        click.echo(f"{item.box}  {item.digest}  {where}")
+    click.echo(f"published {len(done)} {'release' if len(done) == 1 else 'releases'} ({release})")
+
+
+@main.command()
+@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
+@click.option("--release", required=True, help="The release `publish --layout` wrote.")
+@click.option("--artifacts", required=True, type=click.Path(path_type=Path, file_okay=False), help="publish's --layout folder.")
+@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Release public keys.")
+@click.option(
+    "--out", "out_dir", required=True, type=NonEmptyPath(path_type=Path), help="Folder for inventory, playbook, reports."
+)
+@click.option("--hosts", type=click.Path(path_type=Path, dir_okay=False), help="YAML: box id -> ansible_host, ansible_user, ...")
+@click.option("--apply", is_flag=True, help="Run ansible-playbook now (waves, gates, rollback).")
+@clear_errors
+def rollout(
+    fleet_file: Path, release: str, artifacts: Path, allowed_signers: Path, out_dir: Path, hosts: Path | None, apply: bool
+) -> None:
+    """Write (and with --apply run) the Ansible inventory and playbook that roll RELEASE out in the
+    fleet's rings: a failed wave stops the rollout and its boxes roll back to their previous release."""
+    from slm_deploy.rollout.commands import fleet_status
+    from slm_deploy.rollout.commands import rollout as run_rollout
+    from slm_deploy.rollout.tables import fleet_status_table
+
+    written, code = run_rollout(fleet_file, release, artifacts, allowed_signers, out_dir, hosts, apply)
+    if code is None:
+        click.echo(
+            f"wrote {len(written)} files to {out_dir}; run: cd {out_dir} && ansible-playbook -i inventory.yml playbook.yml"
+        )
+        return
+    fleet_status_table(fleet_status(out_dir / "reports"))
+    if code:
+        sys.exit(1)
+
+
+@main.group()
+def fleet() -> None:
+    """Fleet-wide views: what each box runs, and rollouts at scale."""
+
+
+@fleet.command("status")
+@click.argument("reports", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@clear_errors
+def fleet_status_command(reports: Path, as_json: bool) -> None:
+    """Which box runs which release, which wave failed and why, from a rollout's reports folder."""
+    from slm_deploy.rollout.commands import fleet_status
+    from slm_deploy.rollout.tables import fleet_status_table
+
+    rows = fleet_status(reports)
+    if as_json:
+        print_json([row.__dict__ for row in rows])
+    else:
+        fleet_status_table(rows)
+    if any(not row.installed or row.gate != "passed" for row in rows):
+        sys.exit(1)
+
+
+@fleet.command("simulate")
+@click.option("--boxes", type=click.IntRange(1, 1_000_000), default=10000, show_default=True)
+@click.option(
+    "--ring", "rings", multiple=True, default=("1", "1%", "10%", "rest"), show_default=True, help="A count, N%, or rest."
+)
+@click.option("--forks", type=click.IntRange(1, 10000), default=50, show_default=True, help="Ansible forks.")
+@click.option(
+    "--flaky", type=click.FloatRange(0, 1), default=0.005, show_default=True, help="Share of boxes failing any release."
+)
+@click.option("--max-fail-percentage", type=click.FloatRange(0, 100), default=2.0, show_default=True)
+@click.option("--bad-share", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share a bad release breaks.")
+@click.option("--median-box-seconds", type=click.FloatRange(1, 86400), default=120.0, show_default=True)
+@clear_errors
+def fleet_simulate(
+    boxes: int,
+    rings: tuple[str, ...],
+    forks: int,
+    flaky: float,
+    max_fail_percentage: float,
+    bad_share: float,
+    median_box_seconds: float,
+) -> None:
+    """Simulate a good and a bad release through the rings (waves, forks, flaky boxes, registry load)."""
+    import re
+
+    from slm_deploy.rollout.simulate import Scenario, false_stop_probability, ring_sizes, run
+    from slm_deploy.rollout.tables import simulation_table
+
+    for ring in rings:
+        if not re.fullmatch(r"rest|[1-9][0-9]*|[0-9]+(\.[0-9]+)?%", ring):
+            raise InputError("arguments", "--ring", f"{ring!r}: expected a count, N% or rest")
+    base = Scenario(boxes, rings, forks, median_box_seconds, flaky, max_fail_percentage, False, bad_share)
+    good, bad = run(base), run(Scenario(**{**base.__dict__, "bad_release": True}))
+    stops = [false_stop_probability(size, flaky, max_fail_percentage) for size in ring_sizes(base)]
+    simulation_table(base, good, bad, stops)
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -8,6 +8,7 @@ checked: a typo is an error that names the file, the box and the field.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,46 @@ class _RawBox(Frozen):
         return value
 
 
+class Ring(Frozen):
+    """One wave of a rollout: named boxes, a share of the boxes not yet placed, or the rest."""
+
+    name: str = Field(pattern=BOX_ID_PATTERN)
+    boxes: list[str] | None = Field(default=None, min_length=1, description="These boxes, by id.")
+    count: int | None = Field(default=None, ge=1, description="This many boxes not yet in a ring, in fleet order.")
+    percent: float | None = Field(default=None, gt=0, le=100, description="This share of the whole fleet (rounded up).")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Ring:
+        if sum(x is not None for x in (self.boxes, self.count, self.percent)) > 1:
+            raise ValueError("give one of `boxes`, `count` or `percent` (none means every box not yet placed)")
+        return self
+
+
+class RolloutOptions(Frozen):
+    """How `slm-deploy rollout` stages a release (issue 25): waves in ring order; a wave in which
+    more than max_fail_percentage of its boxes fail stops the rollout, and those boxes roll back."""
+
+    rings: list[Ring] = Field(
+        default_factory=lambda: [Ring(name="canary", count=1), Ring(name="early", percent=10), Ring(name="rest")],
+        min_length=1,
+        description="Waves, in order; the default is one canary box, then 10% of the fleet, then the rest.",
+    )
+    max_fail_percentage: float = Field(default=0, ge=0, lt=100, description="Failures a wave tolerates, in percent of it.")
+    wait_seconds: int = Field(default=1800, ge=60, le=86400, description="How long `up --wait` may take on a box.")
+
+    @model_validator(mode="after")
+    def _names(self) -> RolloutOptions:
+        names = [ring.name for ring in self.rings]
+        if len(set(names)) < len(names):
+            raise ValueError("two rings have the same name")
+        return self
+
+
 class _RawFleet(Frozen):
     fleet: str = Field(pattern=BOX_ID_PATTERN)
     defaults: dict[str, Any] = Field(default_factory=dict)
     boxes: list[_RawBox] = Field(min_length=1)
+    rollout: RolloutOptions = Field(default_factory=RolloutOptions)
 
 
 @dataclass(frozen=True)
@@ -142,6 +179,7 @@ class Fleet:
     boxes: tuple[Box, ...]
     source: str
     directory: Path | None = None  # where the fleet file is: its images.lock.yaml applies
+    rollout: RolloutOptions = RolloutOptions()  # noqa: RUF009 (frozen: one shared default is safe)
 
 
 def _serving(source: str, defaults: dict[str, Any], given: dict[str, Any], path: str) -> Serving:
@@ -212,7 +250,37 @@ def parse_fleet(data: Any, source: str) -> Fleet:
         if options.logs.enabled and raw_box.hardware.disk_gib is None:
             raise InputError(source, f"{path}.hardware.disk_gib", "logs.enabled sizes Loki's retention from disk_gib: give it")
         boxes.append(Box(raw_box.id, raw_box.hardware, servings, options, path))
-    return Fleet(raw.fleet, tuple(boxes), source)
+    for i, ring in enumerate(raw.rollout.rings):
+        for j, box_id in enumerate(ring.boxes or []):
+            if box_id not in seen:
+                raise InputError(source, f"rollout.rings[{i}].boxes[{j}]", f"no box {box_id!r} in this fleet")
+    return Fleet(raw.fleet, tuple(boxes), source, rollout=raw.rollout)
+
+
+def waves(fleet: Fleet) -> list[tuple[str, tuple[Box, ...]]]:
+    """The rollout's waves, ring by ring; rings that get no box are left out."""
+    left = list(fleet.boxes)
+    total = len(fleet.boxes)
+    out = []
+    for ring in fleet.rollout.rings:
+        if ring.boxes is not None:
+            taken = [b for b in left if b.id in ring.boxes]
+        elif ring.count is not None:
+            taken = left[: ring.count]
+        elif ring.percent is not None:
+            taken = left[: max(1, math.ceil(total * ring.percent / 100 - 1e-9))]
+        else:
+            taken = list(left)
+        left = [b for b in left if b not in taken]
+        if taken:
+            out.append((ring.name, tuple(taken)))
+    if left:
+        raise InputError(
+            fleet.source,
+            "rollout.rings",
+            f"boxes {', '.join(b.id for b in left[:3])} are in no ring: end with a ring without boxes, count or percent",
+        )
+    return out
 
 
 def load_fleet(path: Path) -> Fleet:
@@ -220,4 +288,4 @@ def load_fleet(path: Path) -> Fleet:
     bombs, finite numbers): see slm_deploy.safeyaml."""
     source = path.name or str(path)
     fleet = parse_fleet(load(read_input(path, source), source), source)
-    return Fleet(fleet.name, fleet.boxes, fleet.source, path.parent)
+    return Fleet(fleet.name, fleet.boxes, fleet.source, path.parent, fleet.rollout)

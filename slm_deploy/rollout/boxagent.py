@@ -1,0 +1,475 @@
+"""The box's side of a release: verify a signed bundle artifact, install it beside the previous one,
+switch, roll back, and report. Python standard library plus `ssh-keygen` only (issue 25).
+
+This one file is copied to each box (by the rollout playbook, or by hand for the pull variant) and
+runs there with the box's own python3; `slm-deploy verify --artifact` imports the same code, so the
+check a box makes is the check the tests make. It imports nothing from slm_deploy
+(tests/test_rollout.py guards that) and keeps to Python 3.9 syntax at run time (no `match`, no
+`tarfile` filters: Debian 11 and Ubuntu 22.04 boxes have 3.9 and 3.10).
+
+Why ssh-keygen: an SSH signature (`ssh-keygen -Y sign/verify`, OpenSSH 8.1+, the SSHSIG format)
+verifies offline with the openssh-client every Linux box already has; an allowed_signers file names
+the release keys with `namespaces=` and `valid-after=`/`valid-before=` options, which is the key
+rotation: add the new key's line, sign with the new key, remove the old line
+(ssh-keygen(1) "ALLOWED SIGNERS"). Ed25519 signatures are deterministic, so the same bundle signed
+with the same key is byte-identical.
+
+What is signed: a short statement naming the fleet, the box, the release and the sha256 of the
+bundle archive and of the artifact's config. A bundle signed for another box, a changed archive,
+an unsigned artifact, or one signed by a key not in allowed_signers is refused before anything on
+the box changes.
+
+Layout on the box (ROOT, default /srv/slm-deploy):
+  ROOT/releases/<release>/<box>/   one extracted bundle per release (compose project dir; the
+                                   compose file names its project, so volumes stay the same)
+  ROOT/current, ROOT/previous       symbolic links to release folders
+Operator files (secrets/, .env, overrides, certs/) are copied from the current release into the
+new one, so a release never loses what the operator put there; before the first release, from
+ROOT/operator/ when the operator prepared one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+
+ARTIFACT_TYPE = "application/vnd.slm-deploy.release.v1"
+CONFIG_TYPE = "application/vnd.slm-deploy.release.config.v1+json"
+BUNDLE_TYPE = "application/vnd.slm-deploy.bundle.v1.tar+gzip"
+STATEMENT_TYPE = "application/vnd.slm-deploy.statement.v1"
+SIGNATURE_TYPE = "application/vnd.slm-deploy.signature.v1"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+NAMESPACE = "slm-deploy-release"
+STATEMENT_HEADER = "slm-deploy release statement v1"
+STATEMENT_KEYS = ("fleet", "box", "release", "bundle", "config")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # slm_deploy.fleet.BOX_ID_PATTERN
+RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_BLOB = 256 * 1024 * 1024  # a bundle is kilobytes; an offline image tarball never travels in it
+MAX_SMALL = 1024 * 1024  # manifests, config, statement, signature
+MAX_ARCHIVE_MEMBERS = 10000
+DEFAULT_ROOT = "/srv/slm-deploy"
+KEEP_RELEASES = 2
+
+
+class Refused(Exception):
+    """The artifact is not one this box may install; nothing on the box changed."""
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def principal(fleet: str) -> str:
+    return f"release@{fleet}"
+
+
+def statement_text(fleet: str, box: str, release: str, bundle: str, config: str) -> bytes:
+    values = {"fleet": fleet, "box": box, "release": release, "bundle": bundle, "config": config}
+    for key in ("fleet", "box"):
+        if not NAME.match(values[key]):
+            raise Refused(f"statement: {key}: {values[key]!r} is not a fleet or box name")
+    if not RELEASE.match(release):
+        raise Refused(f"statement: release: {release!r} is not a release name (letters, digits, . _ -; at most 64)")
+    for key in ("bundle", "config"):
+        if not DIGEST.match(values[key]):
+            raise Refused(f"statement: {key}: not a sha256 digest")
+    return (STATEMENT_HEADER + "\n" + "".join(f"{k} {values[k]}\n" for k in STATEMENT_KEYS)).encode()
+
+
+def parse_statement(data: bytes) -> dict[str, str]:
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise Refused("statement: not ASCII") from None
+    lines = text.split("\n")
+    if lines[0] != STATEMENT_HEADER or lines[-1] != "" or len(lines) != len(STATEMENT_KEYS) + 2:
+        raise Refused("statement: not a release statement slm-deploy writes")
+    values: dict[str, str] = {}
+    for key, line in zip(STATEMENT_KEYS, lines[1:-1]):  # noqa: B905 (lengths checked above; strict= is 3.10+)
+        name, _, value = line.partition(" ")
+        if name != key:
+            raise Refused(f"statement: expected {key!r}, found {name!r}")
+        values[key] = value
+    # Re-rendering refuses any value that is not of its shape, and proves the parse was exact.
+    if statement_text(**values) != data:
+        raise Refused("statement: not in canonical form")
+    return values
+
+
+def verify_signature(statement: bytes, signature: bytes, fleet: str, allowed_signers: str) -> None:
+    """ssh-keygen -Y verify: the signature is by a key that allowed_signers lists for this fleet's
+    release principal, in the release namespace, valid now."""
+    if not os.path.isfile(allowed_signers):
+        raise Refused(f"{allowed_signers}: no allowed_signers file (the release public keys)")
+    with tempfile.TemporaryDirectory(prefix="slm-verify-") as tmp:
+        sig = os.path.join(tmp, "statement.sig")
+        with open(sig, "wb") as handle:
+            handle.write(signature)
+        try:
+            done = subprocess.run(
+                ["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal(fleet), "-n", NAMESPACE, "-s", sig],
+                input=statement,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise Refused("ssh-keygen is not installed (apt-get install openssh-client)") from None
+        except subprocess.TimeoutExpired:
+            raise Refused("ssh-keygen did not answer within 30 s") from None
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        raise Refused(f"signature: not valid for {principal(fleet)} ({why[-1] if why else 'ssh-keygen refused it'})")
+
+
+class Artifact:
+    """One release artifact as read from an OCI image layout archive or a registry."""
+
+    def __init__(self, manifest: bytes, blob: object) -> None:
+        self.manifest_bytes = manifest
+        self.digest = sha256(manifest)
+        self._blob = blob
+        try:
+            self.manifest = json.loads(manifest)
+        except ValueError:
+            raise Refused("manifest: not JSON") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("artifactType") != ARTIFACT_TYPE:
+            raise Refused("manifest: not an slm-deploy release artifact")
+
+    def _layer(self, media_type: str, limit: int) -> bytes:
+        found = [d for d in self.manifest.get("layers", []) if isinstance(d, dict) and d.get("mediaType") == media_type]
+        if not found:
+            what = {SIGNATURE_TYPE: "unsigned: the artifact has no signature", STATEMENT_TYPE: "no release statement"}
+            raise Refused(what.get(media_type, f"no {media_type} layer"))
+        if len(found) > 1:
+            raise Refused(f"manifest: more than one {media_type} layer")
+        return self.blob(found[0], limit)
+
+    def blob(self, descriptor: dict[str, object], limit: int) -> bytes:
+        digest = str(descriptor.get("digest", ""))
+        size = descriptor.get("size")
+        if not DIGEST.match(digest) or not isinstance(size, int) or not 0 <= size <= limit:
+            raise Refused(f"manifest: bad descriptor for {descriptor.get('mediaType')}")
+        data: bytes = self._blob(digest, size)  # type: ignore[operator]
+        if len(data) != size or sha256(data) != digest:
+            raise Refused(f"blob {digest[:19]}: content does not match its digest (tampered)")
+        return data
+
+    def verified(self, box: str, allowed_signers: str) -> tuple[dict[str, str], bytes]:
+        """The statement and the bundle archive, once everything checks out for BOX."""
+        statement = self._layer(STATEMENT_TYPE, MAX_SMALL)
+        signature = self._layer(SIGNATURE_TYPE, MAX_SMALL)
+        values = parse_statement(statement)
+        verify_signature(statement, signature, values["fleet"], allowed_signers)
+        if values["box"] != box:
+            raise Refused(f"addressed to box {values['box']}, not to this box ({box})")
+        config = self.blob(self.manifest.get("config") or {}, MAX_SMALL)
+        if sha256(config) != values["config"]:
+            raise Refused("config: not the one the statement signs")
+        bundle = self._layer(BUNDLE_TYPE, MAX_BLOB)
+        if sha256(bundle) != values["bundle"]:
+            raise Refused("bundle: not the archive the statement signs (tampered)")
+        return values, bundle
+
+
+def read_layout(path: str, ref: str | None = None) -> Artifact:
+    """An OCI image layout written as one tar file (`slm-deploy publish --layout`)."""
+    try:
+        archive = tarfile.open(path, mode="r:")  # noqa: SIM115 (closed by the `with` below; open errors are ours)
+    except (OSError, tarfile.TarError) as exc:
+        raise Refused(f"{path}: not an OCI layout archive ({exc})") from None
+    with archive:
+        members = {}
+        for count, member in enumerate(archive):
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise Refused(f"{path}: too many entries")
+            if member.isfile():
+                members[member.name] = member
+
+        def read(name: str, limit: int) -> bytes:
+            member = members.get(name)
+            if member is None or member.size > limit:
+                raise Refused(f"{path}: {name}: missing or too large")
+            handle = archive.extractfile(member)
+            assert handle is not None
+            data: bytes = handle.read(limit + 1)
+            return data
+
+        try:
+            index = json.loads(read("index.json", MAX_SMALL))
+            entries = [m for m in index.get("manifests", []) if isinstance(m, dict) and m.get("mediaType") == MANIFEST_TYPE]
+        except (ValueError, AttributeError):
+            raise Refused(f"{path}: index.json is not an OCI index") from None
+        if ref is not None:
+            entries = [m for m in entries if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == ref]
+        if len(entries) != 1:
+            raise Refused(f"{path}: expected one release manifest{f' named {ref}' if ref else ''}, found {len(entries)}")
+        digest = str(entries[0].get("digest", ""))
+        if not DIGEST.match(digest):
+            raise Refused(f"{path}: index.json: bad manifest digest")
+
+        def blob(d: str, size: int) -> bytes:
+            return read("blobs/sha256/" + d.split(":", 1)[1], size)
+
+        manifest = blob(digest, MAX_SMALL)
+        if sha256(manifest) != digest:
+            raise Refused(f"{path}: manifest does not match its digest (tampered)")
+        artifact = Artifact(manifest, blob)
+        # Read everything now: the archive closes when this function returns.
+        cache = {}
+        for d in [artifact.manifest.get("config") or {}, *artifact.manifest.get("layers", [])]:
+            sized = isinstance(d, dict) and isinstance(d.get("size"), int) and d["size"] <= MAX_BLOB
+            if sized and DIGEST.match(str(d.get("digest", ""))):
+                cache[d["digest"]] = read("blobs/sha256/" + d["digest"].split(":", 1)[1], d["size"])
+        return Artifact(manifest, lambda d, size: cache.get(d, b""))
+
+
+def fetch(registry: str, repository: str, tag: str, timeout: float = 60.0) -> Artifact:
+    """The pull variant: the artifact from an OCI registry (anonymous or `SLM_REGISTRY_AUTH=user:password`
+    Basic; a box behind NAT pulls, it is never pushed to). Plain HTTP only for loopback registries."""
+    host = registry.split("/")[0]
+    scheme = "http" if host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]") else "https"
+    base = f"{scheme}://{registry}/v2/{repository}"
+    auth = os.environ.get("SLM_REGISTRY_AUTH")
+
+    def get(url: str, accept: str, limit: int) -> bytes:
+        request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "slm-deploy-box"})
+        if auth:
+            import base64
+
+            request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                data: bytes = response.read(limit + 1)
+        except urllib.error.HTTPError as exc:
+            raise Refused(f"registry {host}: HTTP {exc.code} for {url.rsplit('/v2/', 1)[1]}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise Refused(f"registry {host}: cannot reach it ({getattr(exc, 'reason', exc)})") from None
+        if len(data) > limit:
+            raise Refused(f"registry {host}: answer larger than {limit} bytes")
+        return data
+
+    manifest = get(f"{base}/manifests/{tag}", MANIFEST_TYPE, MAX_SMALL)
+    return Artifact(manifest, lambda d, size: get(f"{base}/blobs/{d}", "*/*", size))
+
+
+def _safe_members(archive: tarfile.TarFile, box: str) -> list[tarfile.TarInfo]:
+    members = []
+    for count, member in enumerate(archive):
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise Refused("bundle: too many entries")
+        name = member.name
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or parts[0] != box or not (member.isfile() or member.isdir()):
+            raise Refused(f"bundle: entry {name!r} is not a plain file or folder under {box}/")
+        members.append(member)
+    return members
+
+
+def unpack(bundle: bytes, box: str, dest: str) -> None:
+    """Extract the bundle archive under DEST (which must not exist), then check every file against
+    the bundle's own MANIFEST.json (content and mode), as `slm-deploy verify` does."""
+    os.makedirs(dest, mode=0o755, exist_ok=True)
+    # mkdtemp makes 0700; the containers' users (uid 10001 ...) must traverse to their bind mounts,
+    # whatever the box's umask (edge review E5).
+    os.chmod(dest, 0o755)
+    with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as archive:
+        for member in _safe_members(archive, box):
+            target = os.path.join(dest, member.name)
+            if member.isdir():
+                os.makedirs(target, mode=0o755, exist_ok=True)
+                os.chmod(target, 0o755)
+                continue
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            handle = archive.extractfile(member)
+            assert handle is not None
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(handle, out)
+            os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+    root = os.path.join(dest, box)
+    try:
+        with open(os.path.join(root, "MANIFEST.json"), "rb") as handle:
+            manifest = json.load(handle)
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise Refused("bundle: no readable MANIFEST.json") from None
+    if manifest.get("box") != box:
+        raise Refused(f"bundle: MANIFEST.json is for box {manifest.get('box')!r}")
+    found = set()
+    for folder, _, names in os.walk(root):
+        for name in names:
+            found.add(os.path.relpath(os.path.join(folder, name), root))
+    found.discard("MANIFEST.json")
+    if found != set(files):
+        raise Refused(f"bundle: files differ from its MANIFEST.json: {sorted(found ^ set(files))[:3]}")
+    for rel, entry in files.items():
+        with open(os.path.join(root, rel), "rb") as handle:
+            if "sha256:" + hashlib.sha256(handle.read()).hexdigest() != "sha256:" + str(entry.get("sha256", "")).removeprefix(
+                "sha256:"
+            ):
+                raise Refused(f"bundle: {rel} does not match MANIFEST.json")
+        if oct(os.stat(os.path.join(root, rel)).st_mode & 0o777)[2:].zfill(4) != entry.get("mode"):
+            raise Refused(f"bundle: {rel}: mode differs from MANIFEST.json")
+
+
+def _copy_keeping_owner(source: str, dest: str) -> None:
+    """Copy an operator entry with its modes AND owners: init-secrets.sh gives secrets to the
+    containers' user (uid 10001, mode 0600), and a copy owned by root is one the gateway cannot
+    read (`cat: /run/secrets/api_key: Permission denied`, seen in tests/test_rollout_live.py)."""
+    if os.path.isdir(source):
+        shutil.copytree(source, dest, symlinks=True)
+        pairs = [(source, dest)]
+        for folder, dirs, files in os.walk(source):
+            for name in dirs + files:
+                here = os.path.join(folder, name)
+                pairs.append((here, os.path.join(dest, os.path.relpath(here, source))))
+    elif os.path.isfile(source):
+        shutil.copy2(source, dest)
+        pairs = [(source, dest)]
+    else:
+        return  # a FIFO, socket or device is no operator file
+    for src, dst in pairs:
+        info = os.lstat(src)
+        os.lchown(dst, info.st_uid, info.st_gid)
+
+
+def _link(root: str, name: str, target: str | None) -> None:
+    path = os.path.join(root, name)
+    if target is None:
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    tmp = path + ".new"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)  # atomic: the link is the old or the new one, never missing
+
+
+def _target(root: str, name: str) -> str | None:
+    path = os.path.join(root, name)
+    return os.readlink(path) if os.path.islink(path) else None
+
+
+def install(artifact: Artifact, box: str, allowed_signers: str, root: str, operator_entries: list[str]) -> dict[str, str]:
+    """Verify, unpack into releases/<release>, carry the operator's files over from the current
+    release, then make it current (the old current becomes previous). Returns the statement."""
+    values, bundle = artifact.verified(box, allowed_signers)
+    release = values["release"]
+    releases = os.path.join(root, "releases")
+    os.makedirs(releases, mode=0o755, exist_ok=True)
+    final = os.path.join(releases, release)
+    current = _target(root, "current")
+    if current == os.path.join("releases", release, box) and os.path.isdir(final):
+        return values  # already installed and current: a re-run changes nothing
+    staging = tempfile.mkdtemp(prefix=f".{release}.", dir=releases)
+    try:
+        unpack(bundle, box, staging)
+        # The operator's files come from the current release; before the first one, from
+        # ROOT/operator/ (a compose override or certificates prepared before the first rollout).
+        seed = current or ("operator" if os.path.isdir(os.path.join(root, "operator")) else None)
+        if seed:
+            for entry in operator_entries:
+                source = os.path.join(root, seed, entry)
+                if os.path.lexists(source) and not os.path.islink(source):
+                    _copy_keeping_owner(source, os.path.join(staging, box, entry))
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if current and current != os.path.join("releases", release, box):
+        _link(root, "previous", current)
+    _link(root, "current", os.path.join("releases", release, box))
+    _prune(root)
+    return values
+
+
+def rollback(root: str) -> str:
+    """Make the previous release current again; returns its folder."""
+    previous = _target(root, "previous")
+    current = _target(root, "current")
+    if not previous or not os.path.isdir(os.path.join(root, previous)):
+        raise Refused("no previous release to roll back to")
+    _link(root, "current", previous)
+    _link(root, "previous", current)
+    return previous
+
+
+def _prune(root: str) -> None:
+    keep = {t.split("/")[1] for t in (_target(root, "current"), _target(root, "previous")) if t}
+    releases = os.path.join(root, "releases")
+    for name in sorted(os.listdir(releases)):
+        if name not in keep and not name.startswith("."):
+            shutil.rmtree(os.path.join(releases, name), ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slm-box", description="Verify and install a signed slm-deploy release on this box.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("verify", "install"):
+        p = sub.add_parser(name)
+        p.add_argument("--box", required=True)
+        p.add_argument("--allowed-signers", required=True)
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--layout", help="an OCI image layout archive (offline boxes)")
+        src.add_argument("--registry", help="HOST[:PORT]/REPOSITORY:TAG (the pull variant)")
+        p.add_argument("--root", default=DEFAULT_ROOT)
+        p.add_argument("--operator-entry", action="append", default=[])
+    p = sub.add_parser("rollback")
+    p.add_argument("--root", default=DEFAULT_ROOT)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "rollback":
+            target = rollback(args.root)
+            print(
+                json.dumps(
+                    {"project": os.path.join(os.path.abspath(args.root), target), "rolled_back_to": target}, sort_keys=True
+                )
+            )
+            return 0
+        if args.layout:
+            artifact = read_layout(args.layout)
+        else:
+            where, _, tag = args.registry.rpartition(":")
+            if not where or "/" in tag:
+                raise Refused("--registry: expected HOST[:PORT]/REPOSITORY:TAG")
+            registry, _, repository = where.partition("/")
+            artifact = fetch(registry, repository, tag)
+        if args.command == "verify":
+            values, _ = artifact.verified(args.box, args.allowed_signers)
+        else:
+            values = install(artifact, args.box, args.allowed_signers, args.root, args.operator_entry)
+        out = {"box": values["box"], "release": values["release"], "bundle": values["bundle"]}
+        if args.command == "install":
+            # Compose must be given the release folder itself, never the `current` link: with the
+            # link, every release has the same bind-mount paths, the configuration hash does not
+            # change, and `up` keeps the old containers on the old files (tests/test_rollout_live.py).
+            out["project"] = os.path.realpath(os.path.join(args.root, "current"))
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    except Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {getattr(exc, 'filename', '') or args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""`slm-deploy rollout FLEET`: an Ansible inventory and playbook that roll one signed release out in
+waves (issue 25). Ansible is the engine; this writes its input and reads its reports.
+
+Waves are the fleet's rings (slm_deploy.fleet.waves), played as one play whose `serial` is the list
+of ring sizes, hosts listed ring by ring, so Ansible's batches are exactly the rings; a batch in
+which more than `max_fail_percentage` of its boxes fail ends the play, and no later ring is touched
+(Ansible "Controlling playbook execution: strategies and more", serial and max_fail_percentage).
+
+On each box: copy the box agent (slm_deploy/rollout/boxagent.py) and the release keys, copy the
+box's OCI layout archive, let the agent verify and install it beside the previous release, create
+missing secrets (init-secrets.sh only creates what is missing), `docker compose up --wait` through
+community.docker.docker_compose_v2, then the health gate: `slm-deploy smoke` from the controller
+against the box's gateway. Any failure rolls the box back to the previous release (and brings that
+up), records it, and fails the host so that the wave's threshold counts it. A JSON report per box is
+written on the controller either way; `slm-deploy fleet status` reads them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from slm_deploy.bundle.swap import OPERATOR_ENTRIES
+from slm_deploy.errors import InputError
+from slm_deploy.fleet import Fleet, waves
+from slm_deploy.rollout import boxagent
+from slm_deploy.yamlout import dump
+
+AGENT = Path(boxagent.__file__)
+
+
+def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts") -> dict[str, Any]:
+    """The fleet's boxes, ring by ring. Defaults are group variables, which a box's own variables
+    (from --hosts) override; play variables would win over both (Ansible variable precedence)."""
+    groups: dict[str, Any] = {}
+    ordered: dict[str, Any] = {}
+    for ring, boxes in waves(fleet):
+        groups[f"ring_{ring.replace('-', '_')}"] = {"hosts": {b.id: None for b in boxes}}
+        for box in boxes:
+            ordered[box.id] = {
+                "ansible_host": box.id,
+                "slm_gateway_port": box.options.gateway_port,
+                **hosts.get(box.id, {}),
+                "slm_ring": ring,
+            }
+    unknown = sorted(set(hosts) - set(ordered))
+    if unknown:
+        raise InputError("--hosts", unknown[0], "not a box of this fleet")
+    defaults = {
+        "slm_root": "/srv/slm-deploy",
+        "slm_deploy": "slm-deploy",
+        "slm_artifacts": artifacts,
+        "slm_reports": "reports",
+        "slm_work": "work",
+    }
+    return {"all": {"children": {"slm_fleet": {"vars": defaults, "hosts": ordered, "children": groups}}}}
+
+
+def _gate_command() -> str:
+    # slm_gate_host / slm_gate_connect_to: when the controller reaches the box's gateway under
+    # another name or through another address (a VPN, a load balancer), as `smoke --connect-to`.
+    return (
+        "{{ slm_deploy }} smoke https://{{ slm_gate_host | default(ansible_host) }}:{{ slm_gateway_port }} "
+        "--api-key-file {{ slm_work }}/{{ inventory_hostname }}/api_key "
+        "--cacert {{ slm_work }}/{{ inventory_hostname }}/tls_cert.pem --requests 2 --max-tokens 8 "
+        "{{ ('--connect-to ' + slm_gate_connect_to) if slm_gate_connect_to is defined else '' }}"
+    )
+
+
+def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
+    sizes = [len(boxes) for _, boxes in waves(fleet)]
+    agent = "{{ slm_root }}/bin/slm-box.py"
+    install = (
+        f"python3 {agent} install --box {{{{ inventory_hostname }}}} --allowed-signers {{{{ slm_root }}}}/allowed_signers "
+        f"--layout {{{{ slm_root }}}}/incoming/{release}.oci.tar --root {{{{ slm_root }}}}"
+        + "".join(f" --operator-entry {entry}" for entry in OPERATOR_ENTRIES)
+    )
+    compose_up = {
+        "community.docker.docker_compose_v2": {
+            "project_src": "{{ slm_project }}",
+            "state": "present",
+            "remove_orphans": True,
+            "wait": True,
+            "wait_timeout": fleet.rollout.wait_seconds,
+            "docker_host": "{{ slm_docker_host | default(omit) }}",
+        }
+    }
+    report = {
+        "ansible.builtin.copy": {
+            "dest": "{{ slm_reports }}/{{ inventory_hostname }}.json",
+            "mode": "0644",
+            "content": (
+                "{{ {'box': inventory_hostname, 'ring': slm_ring, 'release': slm_release, "
+                "'installed': slm_installed | default(false), 'gate': slm_gate | default('not run'), "
+                "'rolled_back': slm_rolled_back | default(false), 'error': slm_error | default('')} "
+                "| to_nice_json(sort_keys=true) }}\n"
+            ),
+        },
+        "delegate_to": "localhost",
+        "become": False,
+    }
+    tasks: list[dict[str, Any]] = [
+        {
+            "name": "Rollout",
+            "block": [
+                {
+                    "name": "Folders",
+                    "ansible.builtin.file": {"path": "{{ item }}", "state": "directory", "mode": "0755"},
+                    "loop": ["{{ slm_root }}/bin", "{{ slm_root }}/incoming"],
+                },
+                {"name": "Box agent", "ansible.builtin.copy": {"src": "files/slm-box.py", "dest": agent, "mode": "0755"}},
+                {
+                    "name": "Release keys",
+                    "ansible.builtin.copy": {
+                        "src": "files/allowed_signers",
+                        "dest": "{{ slm_root }}/allowed_signers",
+                        "mode": "0644",
+                    },
+                },
+                {
+                    "name": "Release artifact",
+                    "ansible.builtin.copy": {
+                        "src": "{{ slm_artifacts }}/{{ inventory_hostname }}.oci.tar",
+                        "dest": f"{{{{ slm_root }}}}/incoming/{release}.oci.tar",
+                        "mode": "0644",
+                    },
+                },
+                {
+                    "name": "Verify the signature and manifest, install beside the previous release",
+                    "ansible.builtin.command": install,
+                    "register": "slm_install",
+                    "changed_when": True,
+                },
+                {
+                    "name": "Installed",
+                    "ansible.builtin.set_fact": {
+                        "slm_installed": True,
+                        "slm_project": "{{ (slm_install.stdout | from_json).project }}",
+                    },
+                },
+                {
+                    "name": "Secrets (only missing ones are created)",
+                    "ansible.builtin.command": {"cmd": "sh ./init-secrets.sh", "chdir": "{{ slm_project }}"},
+                    "changed_when": False,
+                },
+                {"name": "Up, waiting for every healthcheck", **compose_up},
+                {
+                    "name": "Gate credentials",
+                    "ansible.builtin.fetch": {
+                        "src": "{{ slm_project }}/{{ item.src }}",
+                        "dest": "{{ slm_work }}/{{ inventory_hostname }}/{{ item.dest }}",
+                        "flat": True,
+                    },
+                    "loop": [
+                        {"src": "secrets/api_key", "dest": "api_key"},
+                        {"src": "gateway/tls_cert.pem", "dest": "tls_cert.pem"},
+                    ],
+                    "no_log": True,
+                },
+                {
+                    "name": "Health gate: smoke against the gateway",
+                    "ansible.builtin.command": _gate_command(),
+                    "delegate_to": "localhost",
+                    "become": False,
+                    "register": "slm_smoke",
+                    "changed_when": False,
+                },
+                {"name": "Gate passed", "ansible.builtin.set_fact": {"slm_gate": "passed"}},
+            ],
+            "rescue": [
+                {
+                    "name": "Record the failure",
+                    "ansible.builtin.set_fact": {
+                        "slm_gate": "{{ 'failed' if slm_installed | default(false) else 'not run' }}",
+                        "slm_error": (
+                            "{{ (ansible_failed_result.stderr | default(ansible_failed_result.msg | default(''))) "
+                            "| string | truncate(400) }}"
+                        ),
+                    },
+                },
+                {
+                    "name": "Roll back to the previous release",
+                    "ansible.builtin.command": f"python3 {agent} rollback --root {{{{ slm_root }}}}",
+                    "when": "slm_installed | default(false)",
+                    "register": "slm_rollback",
+                    "failed_when": False,
+                    "changed_when": True,
+                },
+                {
+                    "name": "The previous release's folder",
+                    "ansible.builtin.set_fact": {"slm_project": "{{ (slm_rollback.stdout | from_json).project }}"},
+                    "when": "slm_installed | default(false) and slm_rollback.rc | default(1) == 0",
+                },
+                {
+                    "name": "Bring the previous release up",
+                    **compose_up,
+                    "when": "slm_installed | default(false) and slm_rollback.rc | default(1) == 0",
+                },
+                {
+                    "name": "Rolled back",
+                    "ansible.builtin.set_fact": {
+                        "slm_rolled_back": "{{ slm_rollback.rc | default(1) == 0 }}",
+                        "slm_failed": True,
+                    },
+                },
+            ],
+        },
+        {"name": "Report", **report},
+        # The box is failed only now, after every box of the wave has finished and reported: the
+        # linear strategy checks max_fail_percentage after each task (ansible/ansible#32255), so a
+        # failure raised inside the block would cut the wave's other boxes off between two steps.
+        {
+            "name": "Fail this box (counts against the wave)",
+            "ansible.builtin.fail": {"msg": "{{ slm_error }}"},
+            "when": "slm_failed | default(false)",
+        },
+    ]
+    return [
+        {
+            "name": f"Roll out {fleet.name} release {release}",
+            "hosts": "slm_fleet",
+            "serial": sizes,
+            "max_fail_percentage": fleet.rollout.max_fail_percentage,
+            "gather_facts": False,
+            "become": True,
+            "vars": {"slm_release": release},
+            "tasks": tasks,
+        }
+    ]
+
+
+PULL_SCRIPT = """\
+#!/bin/sh
+# The pull variant (boxes behind NAT, issue 25): fetch this box's release tag, verify the signature
+# and manifest, install it beside the previous one, bring it up, and roll back when it does not come
+# up healthy. Run by slm-deploy-pull.timer; SLM_BOX and SLM_REGISTRY come from /etc/slm-deploy/pull.env.
+set -eu
+ROOT=/srv/slm-deploy
+AGENT="$ROOT/bin/slm-box.py"
+python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
+  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT"{operator}
+# The release folder itself, not the `current` link: through the link every release has the same
+# bind-mount paths and `up` would keep the old containers on the old files.
+up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
+if ! up; then
+  python3 "$AGENT" rollback --root "$ROOT"
+  up
+  exit 1
+fi
+"""
+
+PULL_SERVICE = """\
+[Unit]
+Description=slm-deploy: fetch, verify and apply this box's release
+Wants=network-online.target
+After=network-online.target docker.service
+
+[Service]
+Type=oneshot
+EnvironmentFile=/etc/slm-deploy/pull.env
+ExecStart=/srv/slm-deploy/bin/slm-deploy-pull.sh
+"""
+
+PULL_TIMER = """\
+[Unit]
+Description=slm-deploy: check for this box's release every 15 minutes
+
+[Timer]
+OnBootSec=5min
+OnUnitActiveSec=15min
+RandomizedDelaySec=10min
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def write_rollout(
+    out: Path, fleet: Fleet, release: str, artifacts: Path, allowed_signers: Path, hosts: dict[str, dict[str, Any]]
+) -> list[Path]:
+    if not allowed_signers.is_file():
+        raise InputError(str(allowed_signers), "", "no allowed_signers file (the release public keys the boxes trust)")
+    missing = [b.id for b in fleet.boxes if not (artifacts / f"{b.id}.oci.tar").is_file()]
+    if missing:
+        raise InputError(str(artifacts), "", f"no {missing[0]}.oci.tar: run `slm-deploy publish --layout {artifacts}` first")
+    plays = playbook(fleet, release)
+    files = {
+        "inventory.yml": dump(inventory(fleet, hosts, str(artifacts.resolve()))),
+        "playbook.yml": dump(plays),
+        "pull/slm-deploy-pull.sh": PULL_SCRIPT.format(operator="".join(f" \\\n  --operator-entry {e}" for e in OPERATOR_ENTRIES)),
+        "pull/slm-deploy-pull.service": PULL_SERVICE,
+        "pull/slm-deploy-pull.timer": PULL_TIMER,
+    }
+    written = []
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    (out / "files").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(AGENT, out / "files" / "slm-box.py")
+    shutil.copyfile(allowed_signers, out / "files" / "allowed_signers")
+    (out / "reports").mkdir(exist_ok=True)
+    (out / "work").mkdir(exist_ok=True)
+    return written

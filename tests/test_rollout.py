@@ -1,0 +1,381 @@
+"""Issue 25: signed release artifacts, the box's verifier, waves through Ansible, fleet status and
+the fleet-scale simulation. The signatures are real (ssh-keygen), the registry is real (Debian's
+docker-registry on 127.0.0.1), and the playbook is checked by the real ansible-playbook."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from slm_deploy.rollout import boxagent
+from tests.conftest import ROOT, need, need_binary, run_cli
+
+FLEET = ROOT / "examples" / "fleet.yaml"
+RELEASE = "2026.12.06-1"
+
+
+def keypair(folder: Path, name: str, options: str = "") -> tuple[Path, str]:
+    need_binary("ssh-keygen")
+    key = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-f", str(key), "-N", "", "-C", name], check=True)
+    line = f'release@retail-stores namespaces="slm-deploy-release"{"," + options if options else ""} {(folder / (name + ".pub")).read_text()}'
+    return key, line
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    key, line = keypair(tmp_path, "release_key")
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(line)
+    return key, signers
+
+
+def publish(tmp_path: Path, key: Path, *extra: str, boxes: tuple[str, ...] = ("store-0001", "kiosk-0003")) -> Path:
+    layout = tmp_path / "layout"
+    args = ["publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--layout", str(layout), *extra]
+    for box in boxes:
+        args += ["--box", box]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    return layout
+
+
+def verify(archive: Path, box: str, signers: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("verify", str(archive), "--box", box, "--allowed-signers", str(signers))
+
+
+def rewrite_layout(archive: Path, change: dict[str, bytes | None]) -> None:
+    """Replace (or drop, with None) members of a layout archive, as an attacker with the file could."""
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else b"") for m in tar.getmembers()]  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for member, data in members:
+            if member.name in change:
+                if change[member.name] is None:
+                    continue
+                data = change[member.name]  # type: ignore[assignment]
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    archive.write_bytes(out.getvalue())
+
+
+def layout_parts(archive: Path) -> tuple[dict, dict, dict[str, bytes]]:
+    with tarfile.open(archive) as tar:
+        blobs = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    index = json.loads(blobs["index.json"])
+    manifest = json.loads(blobs["blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]])
+    return index, manifest, blobs
+
+
+def test_the_box_agent_runs_on_the_standard_library_alone() -> None:
+    """It is copied to boxes on its own: no slm_deploy import, no third-party module."""
+    tree = ast.parse(Path(boxagent.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+
+
+def test_publish_is_byte_identical_and_a_box_accepts_only_its_own_signed_release(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    first = publish(tmp_path / "a", key)
+    second = publish(tmp_path / "b", key)
+    for box in ("store-0001", "kiosk-0003"):
+        assert (first / f"{box}.oci.tar").read_bytes() == (second / f"{box}.oci.tar").read_bytes()
+    ok = verify(first / "store-0001.oci.tar", "store-0001", signers)
+    assert ok.returncode == 0, ok.stderr
+    assert "store-0001" in ok.stdout and RELEASE in ok.stdout
+    other = verify(first / "store-0001.oci.tar", "kiosk-0003", signers)
+    assert other.returncode == 2
+    assert other.stderr.count("\n") == 1 and "addressed to box store-0001, not to this box (kiosk-0003)" in other.stderr
+
+
+def test_a_tampered_bundle_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    archive = publish(tmp_path, key) / "store-0001.oci.tar"
+    _, manifest, blobs = layout_parts(archive)
+    name = "blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1]
+    raw = bytearray(blobs[name])
+    raw[len(raw) // 2] ^= 1
+    rewrite_layout(archive, {name: bytes(raw)})
+    done = verify(archive, "store-0001", signers)
+    assert done.returncode == 2 and "tampered" in done.stderr
+
+
+def test_a_rebuilt_manifest_with_another_bundle_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """The attacker swaps the bundle layer for another box's (validly signed) bundle and rewrites the
+    manifest and index consistently: only the signed statement catches it."""
+    key, signers = keys
+    layout = publish(tmp_path, key)
+    archive = layout / "store-0001.oci.tar"
+    index, manifest, blobs = layout_parts(archive)
+    _, kiosk_manifest, kiosk_blobs = layout_parts(layout / "kiosk-0003.oci.tar")
+    kiosk_bundle = kiosk_manifest["layers"][0]
+    manifest["layers"][0] = kiosk_bundle
+    body = json.dumps(manifest).encode()
+    digest = boxagent.sha256(body)
+    index["manifests"][0].update(digest=digest, size=len(body))
+    bundle_name = "blobs/sha256/" + kiosk_bundle["digest"].split(":")[1]
+    change: dict[str, bytes | None] = {"index.json": json.dumps(index).encode()}
+    blobs["blobs/sha256/" + digest.split(":")[1]] = body
+    blobs[bundle_name] = kiosk_blobs[bundle_name]
+    rewrite_layout(archive, change)
+    with tarfile.open(archive, "a") as tar:
+        for name in ("blobs/sha256/" + digest.split(":")[1], bundle_name):
+            info = tarfile.TarInfo(name)
+            info.size = len(blobs[name])
+            tar.addfile(info, io.BytesIO(blobs[name]))
+    done = verify(archive, "store-0001", signers)
+    assert done.returncode == 2 and "not the archive the statement signs" in done.stderr
+
+
+def test_unsigned_and_foreign_signatures_are_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    archive = publish(tmp_path, key, boxes=("store-0001",)) / "store-0001.oci.tar"
+    index, manifest, _ = layout_parts(archive)
+    manifest["layers"] = [layer for layer in manifest["layers"] if layer["mediaType"] != boxagent.SIGNATURE_TYPE]
+    body = json.dumps(manifest).encode()
+    index["manifests"][0].update(digest=boxagent.sha256(body), size=len(body))
+    unsigned = tmp_path / "unsigned.oci.tar"
+    shutil.copy(archive, unsigned)
+    rewrite_layout(unsigned, {"index.json": json.dumps(index).encode()})
+    with tarfile.open(unsigned, "a") as tar:
+        info = tarfile.TarInfo("blobs/sha256/" + boxagent.sha256(body).split(":")[1])
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    done = verify(unsigned, "store-0001", signers)
+    assert done.returncode == 2 and "unsigned" in done.stderr
+    # Signed, but by a key the box does not trust.
+    stranger, _ = keypair(tmp_path, "stranger")
+    foreign = publish(tmp_path / "foreign", stranger, boxes=("store-0001",)) / "store-0001.oci.tar"
+    done = verify(foreign, "store-0001", signers)
+    assert done.returncode == 2 and "signature: not valid for release@retail-stores" in done.stderr
+
+
+def test_key_rotation_through_allowed_signers(tmp_path: Path) -> None:
+    """ssh-keygen's allowed_signers options are the rotation: a key whose valid-before has passed
+    no longer verifies; the new key's line verifies; removing the old line retires it."""
+    old, old_line = keypair(tmp_path, "old", 'valid-before="20260101"')
+    new, new_line = keypair(tmp_path, "new", 'valid-after="20261201"')
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(old_line + new_line)
+    old_release = publish(tmp_path / "o", old, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    new_release = publish(tmp_path / "n", new, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    assert verify(new_release, "kiosk-0003", signers).returncode == 0
+    expired = verify(old_release, "kiosk-0003", signers)
+    assert expired.returncode == 2 and "signature" in expired.stderr
+
+
+def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    root = tmp_path / "box"
+    first = publish(tmp_path / "r1", key, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    agent = [sys.executable, boxagent.__file__]
+    common = ["--box", "kiosk-0003", "--allowed-signers", str(signers), "--root", str(root), "--operator-entry", "secrets"]
+    done = subprocess.run([*agent, "install", "--layout", str(first), *common], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    current = root / "current"
+    assert (current / "compose.yaml").is_file() and (current / "MANIFEST.json").is_file()
+    (current / "secrets").mkdir()
+    (current / "secrets" / "api_key").write_text("operator's key")
+    os.chmod(current / "secrets" / "api_key", 0o600)
+    os.chown(current / "secrets" / "api_key", 10001, 10001)  # as init-secrets.sh leaves it (we run as root)
+    # Release 2: the same bundle under another release name is enough to exercise the swap.
+    second_layout = tmp_path / "r2"
+    done = run_cli(
+        "publish",
+        str(FLEET),
+        "--release",
+        "2026.12.07-1",
+        "--key",
+        str(key),
+        "--layout",
+        str(second_layout),
+        "--box",
+        "kiosk-0003",
+    )
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [*agent, "install", "--layout", str(second_layout / "kiosk-0003.oci.tar"), *common],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(current) == "releases/2026.12.07-1/kiosk-0003"
+    assert (current / "secrets" / "api_key").read_text() == "operator's key"
+    copied = (current / "secrets" / "api_key").stat()
+    assert (copied.st_uid, copied.st_gid, copied.st_mode & 0o777) == (10001, 10001, 0o600)  # the gateway's user can read it
+    assert os.readlink(root / "previous") == "releases/2026.12.06-1/kiosk-0003"
+    done = subprocess.run([*agent, "rollback", "--root", str(root)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(current) == "releases/2026.12.06-1/kiosk-0003"
+    # A refused artifact changes nothing on the box.
+    refused = subprocess.run(
+        [*agent, "install", "--layout", str(first), *common[:1], "store-0001", *common[2:]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert os.readlink(current) == "releases/2026.12.06-1/kiosk-0003"
+
+
+@pytest.mark.tools
+def test_publish_to_a_real_registry_and_the_box_pulls_and_verifies(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    from tests.registry import LiveRegistry
+
+    key, signers = keys
+    registry = LiveRegistry(tmp_path)
+    try:
+        repository = f"{registry.host}/slm/releases"
+        done = run_cli(
+            "publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        [item] = json.loads(done.stdout)
+        assert item["pushed"] == f"{repository}:store-0001-{RELEASE}"
+        artifact = boxagent.fetch(registry.host, "slm/releases", f"store-0001-{RELEASE}")
+        assert artifact.digest == item["digest"]
+        values, bundle = artifact.verified("store-0001", str(signers))
+        assert values["release"] == RELEASE and bundle[:2] == b"\x1f\x8b"
+        with pytest.raises(boxagent.Refused, match="not to this box"):
+            artifact.verified("kiosk-0003", str(signers))
+        # Publishing again sends the same bytes: the registry keeps the same digest.
+        again = run_cli(
+            "publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
+        )
+        assert json.loads(again.stdout)[0]["digest"] == item["digest"]
+    finally:
+        registry.stop()
+
+
+def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    layout = publish(tmp_path, key, boxes=())
+    out = tmp_path / "rollout"
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("store-0001: {ansible_host: 10.0.0.1, ansible_user: ops}\n")
+    done = run_cli(
+        "rollout", str(FLEET), "--release", RELEASE, "--artifacts", str(layout), "--allowed-signers", str(signers),
+        "--out", str(out), "--hosts", str(hosts),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    import yaml
+
+    inventory = yaml.safe_load((out / "inventory.yml").read_text())
+    fleet = inventory["all"]["children"]["slm_fleet"]
+    assert list(fleet["hosts"])[:2] == ["store-0001", "store-0002"]  # canary first, then 10%
+    assert fleet["hosts"]["store-0001"]["ansible_host"] == "10.0.0.1"
+    assert fleet["vars"]["slm_root"] == "/srv/slm-deploy"  # a group default: a box's own slm_root wins
+    play = yaml.safe_load((out / "playbook.yml").read_text())[0]
+    assert play["serial"] == [1, 1, 6] and play["max_fail_percentage"] == 0
+    assert (out / "files" / "slm-box.py").read_bytes() == Path(boxagent.__file__).read_bytes()
+    playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
+    check = subprocess.run(
+        [playbook_binary, "-i", "inventory.yml", "playbook.yml", "--syntax-check"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = subprocess.run(
+        [playbook_binary, "-i", "inventory.yml", "playbook.yml", "--list-hosts"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0 and "hosts (8)" in listed.stdout
+
+
+def test_a_ring_naming_an_unknown_box_is_one_line(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET.read_text() + "rollout:\n  rings:\n    - {name: canary, boxes: [store-9999]}\n    - {name: rest}\n")
+    done = run_cli(
+        "rollout",
+        str(fleet),
+        "--release",
+        RELEASE,
+        "--artifacts",
+        str(tmp_path),
+        "--allowed-signers",
+        str(fleet),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert done.returncode == 2
+    assert done.stderr == "error: fleet.yaml: rollout.rings[0].boxes[0]: no box 'store-9999' in this fleet\n"
+
+
+def test_fleet_status_names_the_failed_wave(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    rows = [
+        {
+            "box": "store-0001",
+            "ring": "canary",
+            "release": RELEASE,
+            "installed": True,
+            "gate": "passed",
+            "rolled_back": False,
+            "error": "",
+        },
+        {
+            "box": "store-0002",
+            "ring": "early",
+            "release": RELEASE,
+            "installed": True,
+            "gate": "failed",
+            "rolled_back": True,
+            "error": "smoke: chat failed",
+        },
+    ]
+    for row in rows:
+        (reports / f"{row['box']}.json").write_text(json.dumps(row))
+    done = run_cli("fleet", "status", str(reports))
+    assert done.returncode == 1
+    assert "smoke: chat failed" in done.stdout and "1 of 2 boxes failed, in ring early" in done.stdout
+
+
+def test_fleet_simulation_stops_a_bad_release_at_the_canary() -> None:
+    done = run_cli("fleet", "simulate", "--boxes", "10000")
+    assert done.returncode == 0, done.stderr
+    assert "bad release: stopped at wave 1 after reaching 1 boxes" in done.stdout
+    assert "good release: 10000 boxes" in done.stdout
+
+
+@pytest.mark.tools
+def test_the_pull_variant_script_passes_shellcheck(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    layout = publish(tmp_path, key, boxes=())
+    out = tmp_path / "rollout"
+    done = run_cli(
+        "rollout",
+        str(FLEET),
+        "--release",
+        RELEASE,
+        "--artifacts",
+        str(layout),
+        "--allowed-signers",
+        str(signers),
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    script = out / "pull" / "slm-deploy-pull.sh"
+    checked = subprocess.run([need_binary("shellcheck"), "-s", "sh", str(script)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout
+    # The release folder, never the `current` link, is what compose is started in.
+    assert 'cd "$(readlink -f "$ROOT/current")"' in script.read_text()

@@ -797,6 +797,22 @@ def fleet_status_command(reports: Path, as_json: bool) -> None:
         sys.exit(1)
 
 
+@fleet.command("trust")
+@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
+@click.argument("public_key", metavar="KEY.pub", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out", "out_file", required=True, type=NonEmptyPath(path_type=Path), help="The allowed_signers file (other keys kept)."
+)
+@click.option("--valid-after", metavar="YYYYMMDD", help="The key signs releases from this day on.")
+@click.option("--valid-before", metavar="YYYYMMDD", help="The key no longer verifies from this day on (retiring it).")
+@clear_errors
+def fleet_trust(fleet_file: Path, public_key: Path, out_file: Path, valid_after: str | None, valid_before: str | None) -> None:
+    """Add a release key to the allowed_signers file the fleet's boxes verify releases with."""
+    from slm_deploy.rollout.commands import trust
+
+    click.echo(trust(fleet_file, public_key, out_file, valid_after, valid_before))
+
+
 @fleet.command("simulate")
 @click.option("--boxes", type=click.IntRange(1, 1_000_000), default=10000, show_default=True)
 @click.option(

@@ -41,6 +41,9 @@ OTHER_PROGRAMS = {
     "git": "the user's repository",
     ".": "activates the virtual environment the line before creates",
     ".venv/bin/pip": "install steps: tests/e2e.py installs the same way",
+    "ssh-keygen": "makes the release key: tests/test_readme.py runs the README's line, tests/test_rollout.py the same",
+    "ansible-playbook": "tests/test_rollout.py checks the playbook with ansible-playbook; tests/test_rollout_live.py runs it",
+    "python3": "on a box: the box agent, run by tests/test_rollout.py and tests/test_rollout_live.py",
 }
 
 
@@ -170,7 +173,9 @@ def check_fleet_defaults(snippet: dict[str, Any], where: str) -> None:
     from slm_deploy.fleet import parse_fleet
 
     fleet = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text())
-    fleet["defaults"] = merged(fleet["defaults"], snippet)
+    top = {k: v for k, v in snippet.items() if k in ("rollout",)}  # the fleet's own keys, beside defaults
+    fleet["defaults"] = merged(fleet["defaults"], {k: v for k, v in snippet.items() if k not in top})
+    fleet.update(top)
     try:
         parse_fleet(fleet, where)
     except InputError as exc:

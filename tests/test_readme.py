@@ -53,8 +53,12 @@ def not_run(command: str) -> str | None:
 def test_the_readme_has_commands_and_every_skip_is_named() -> None:
     commands = readme_commands(README.read_text())
     assert sum(c.startswith("slm-deploy ") and not not_run(c) for c in commands) >= 8
-    unknown = sorted({c.split()[0] for c in commands if not not_run(c)} - {"slm-deploy"})
+    unknown = sorted({c.split()[0] for c in commands if not not_run(c)} - {"slm-deploy"} - SYSTEM_PROGRAMS)
     assert not unknown, f"README commands with no runner and no reason to skip: {unknown}"
+
+
+# Programs of the machine (not of the installed package) that the README's commands use.
+SYSTEM_PROGRAMS = {"ssh-keygen"}
 
 
 def test_every_readme_command_runs_in_a_users_folder(tmp_path: Path) -> None:
@@ -65,8 +69,10 @@ def test_every_readme_command_runs_in_a_users_folder(tmp_path: Path) -> None:
         if not_run(command):
             continue
         argv = shlex.split(command)
+        program = shutil.which(argv[0]) if argv[0] in SYSTEM_PROGRAMS else str(installed.bin / argv[0])
+        assert program, f"{argv[0]} is not installed"
         result = subprocess.run(
-            [str(installed.bin / argv[0]), *argv[1:]],
+            [program, *argv[1:]],
             cwd=folder,
             env=installed.env(),
             capture_output=True,

@@ -184,3 +184,35 @@ def fleet_status(reports: Path) -> list[BoxStatus]:
                     )
                 )
     return rows
+
+
+def trust(fleet_file: Path, public_key: Path, out: Path, valid_after: str | None, valid_before: str | None) -> str:
+    """Add (or update) a release key in an allowed_signers file for this fleet's boxes, keeping the
+    other keys: key rotation is adding the new key, then giving the old one a valid-before."""
+    import re
+
+    from slm_deploy.atomicfile import write_atomic
+    from slm_deploy.fleet import load_fleet
+
+    fleet = load_fleet(fleet_file)
+    try:
+        words = public_key.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(str(public_key), "", f"cannot read the public key ({exc.__class__.__name__})") from None
+    if len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-", "sk-")) or not re.fullmatch(r"[A-Za-z0-9+/=]+", words[1]):
+        raise InputError(str(public_key), "", "not an OpenSSH public key (the .pub file ssh-keygen writes)")
+    options = [f'namespaces="{boxagent.NAMESPACE}"']
+    for name, value in (("valid-after", valid_after), ("valid-before", valid_before)):
+        if value is not None:
+            if not re.fullmatch(r"\d{8}", value):
+                raise InputError("arguments", f"--{name}", "expected YYYYMMDD")
+            options.append(f'{name}="{value}"')
+    line = f"{boxagent.principal(fleet.name)} {','.join(options)} {words[0]} {words[1]}"
+    kept = []
+    if out.exists():
+        try:
+            kept = [old for old in out.read_text(encoding="utf-8").splitlines() if words[1] not in old.split()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(str(out), "", f"cannot read it ({exc.__class__.__name__})") from None
+    write_atomic(out, ("\n".join([*kept, line]) + "\n").encode())
+    return line

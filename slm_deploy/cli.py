@@ -666,7 +666,12 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, _terminated)
     try:
+        from slm_deploy.netclient import start_command
+
+        start_command()
         main.main(prog_name="slm-deploy", standalone_mode=False)
+    except InputError as exc:  # a bad SLM_DEPLOY_NET_* setting, before any command ran
+        fail(str(exc))
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "slm-deploy"
         fail(f"arguments: {exc.format_message()} (see `{command} --help`)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -38,6 +39,9 @@ MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 ERROR_BODY_BYTES = 64 * 1024  # what is read of an error answer: enough for its JSON message
 READ_CHUNK = 64 * 1024
+# Seconds: per request (connect, headers and body together) and per command (all its requests).
+TIMEOUT_ENV, DEFAULT_TIMEOUT = "SLM_DEPLOY_NET_TIMEOUT", 30.0
+DEADLINE_ENV, DEFAULT_DEADLINE = "SLM_DEPLOY_NET_DEADLINE", 600.0
 
 
 class NetError(InputError):
@@ -71,6 +75,36 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise InputError("environment", name, f"{raw[:40]!r} is not a number of seconds between 0 and 86400")
+    return value
+
+
+def request_timeout() -> float:
+    return _seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
+
+
+_COMMAND: Deadline | None = None
+
+
+def start_command() -> None:
+    """Called once by the command line: every request of this process ends by the command's deadline."""
+    global _COMMAND
+    _COMMAND = Deadline(_seconds(DEADLINE_ENV, DEFAULT_DEADLINE))
+
+
+def command_deadline() -> Deadline | None:
+    return _COMMAND
 
 
 def is_loopback(host: str) -> bool:

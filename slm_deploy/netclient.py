@@ -20,6 +20,7 @@ https), never for loopback.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import os
@@ -147,12 +148,10 @@ class _Watchdog:
         self.fired = True
         sock = self.conn.sock
         if sock is not None:
-            try:
-                # socket.socket.shutdown, not SSLSocket.shutdown: that one also drops the TLS object
-                # under the feet of the reading thread.
+            # socket.socket.shutdown, not SSLSocket.shutdown: that one also drops the TLS object
+            # under the feet of the reading thread.
+            with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cancel(self) -> None:
         self._timer.cancel()
@@ -286,7 +285,9 @@ class Client:
 
     def _late(self, host: str, seconds: float) -> Unreachable:
         if self.deadline is not None and self.deadline.remaining() <= 0:
-            return Unreachable(self.service, host, f"no complete answer within {self.deadline.what}'s {self.deadline.seconds:g} s")
+            return Unreachable(
+                self.service, host, f"no complete answer within {self.deadline.what}'s {self.deadline.seconds:g} s"
+            )
         return Unreachable(self.service, host, f"no complete answer within {seconds:g} s")
 
     def _failure(self, exc: BaseException, host: str, watchdog: _Watchdog | None, seconds: float) -> NetError:

@@ -51,9 +51,12 @@ def test_a_range_the_server_ignores_is_read_up_to_its_end_only() -> None:
 
 
 def test_an_endless_line_stops_at_the_line_limit() -> None:
-    with serve(Hostile("endless-line")) as peer, client().open("GET", f"{peer.url}/s") as stream:
-        with pytest.raises(TooLarge, match="a line longer than 65536 bytes"):
-            list(stream.lines(max_line=65536, max_total=10**9))
+    with (
+        serve(Hostile("endless-line")) as peer,
+        client().open("GET", f"{peer.url}/s") as stream,
+        pytest.raises(TooLarge, match="a line longer than 65536 bytes"),
+    ):
+        list(stream.lines(max_line=65536, max_total=10**9))
     assert peer.sent < 16 * 1024 * 1024
 
 
@@ -70,7 +73,9 @@ def test_credentials_are_never_redirected_to_another_host() -> None:
             client().request("GET", f"{peer.url}/v2/x", auth="Bearer secret", redirects=3, limit=4096)
         assert other.requests == []
         # A blob store hand-off: followed, without the credentials.
-        answer = client().request("GET", f"{peer.url}/v2/x", auth="Bearer secret", redirects=3, limit=4096, drop_auth_on_redirect=True)
+        answer = client().request(
+            "GET", f"{peer.url}/v2/x", auth="Bearer secret", redirects=3, limit=4096, drop_auth_on_redirect=True
+        )
     assert answer.body == b"{not json" and other.requests == [b"GET /steal HTTP/1.1"]
 
 

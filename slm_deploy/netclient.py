@@ -134,10 +134,10 @@ class Response:
         return self.headers.get(name.lower(), "")
 
 
-class _Watchdog:
-    """Shuts the connection's socket down at the deadline, waking a read blocked in any thread."""
+class Watchdog:
+    """Shuts a connection's socket down at the deadline, waking a read blocked in any thread."""
 
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+    def __init__(self, conn: http.client.HTTPConnection | socket.socket, seconds: float) -> None:
         self.conn = conn
         self.fired = False
         self._timer = threading.Timer(max(seconds, 0.0), self._fire)
@@ -146,7 +146,7 @@ class _Watchdog:
 
     def _fire(self) -> None:
         self.fired = True
-        sock = self.conn.sock
+        sock = self.conn if isinstance(self.conn, socket.socket) else self.conn.sock
         if sock is not None:
             # socket.socket.shutdown, not SSLSocket.shutdown: that one also drops the TLS object
             # under the feet of the reading thread.
@@ -182,7 +182,7 @@ class _DialedHTTP(http.client.HTTPConnection):
 class Stream:
     """An open answer: status and headers read, the body read on demand within the deadline."""
 
-    def __init__(self, client: Client, resp: http.client.HTTPResponse, url: str, watchdog: _Watchdog, seconds: float) -> None:
+    def __init__(self, client: Client, resp: http.client.HTTPResponse, url: str, watchdog: Watchdog, seconds: float) -> None:
         self._client = client
         self._resp = resp
         self._watchdog = watchdog
@@ -199,7 +199,7 @@ class Stream:
         try:
             return self._resp.read1(size)
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise self._client._failure(exc, self.host, self._watchdog, self._seconds) from None
+            raise self._client.failure(exc, self.host, self._watchdog, self._seconds) from None
 
     def content_length(self) -> int | None:
         value = self.header("content-length").strip()
@@ -223,7 +223,7 @@ class Stream:
             chunks.append(chunk)
             size += len(chunk)
         if self._watchdog.fired:
-            raise self._client._late(self.host, self._seconds)
+            raise self._client.late(self.host, self._seconds)
         data = b"".join(chunks)
         if len(data) > limit:
             if truncate:
@@ -247,7 +247,7 @@ class Stream:
             chunk = self._chunk(READ_CHUNK)
             if not chunk:
                 if self._watchdog.fired:
-                    raise self._client._late(self.host, self._seconds)
+                    raise self._client.late(self.host, self._seconds)
                 if buffer:
                     yield buffer.rstrip(b"\r")
                 return
@@ -283,16 +283,16 @@ class Client:
             seconds = min(seconds, self.deadline.remaining())
         return seconds
 
-    def _late(self, host: str, seconds: float) -> Unreachable:
+    def late(self, host: str, seconds: float) -> Unreachable:
         if self.deadline is not None and self.deadline.remaining() <= 0:
             return Unreachable(
                 self.service, host, f"no complete answer within {self.deadline.what}'s {self.deadline.seconds:g} s"
             )
         return Unreachable(self.service, host, f"no complete answer within {seconds:g} s")
 
-    def _failure(self, exc: BaseException, host: str, watchdog: _Watchdog | None, seconds: float) -> NetError:
+    def failure(self, exc: BaseException, host: str, watchdog: Watchdog | None, seconds: float) -> NetError:
         if (watchdog is not None and watchdog.fired) or isinstance(exc, TimeoutError | socket.timeout):
-            return self._late(host, seconds)
+            return self.late(host, seconds)
         if isinstance(exc, ConnectionRefusedError):
             return Unreachable(self.service, host, "connection refused")
         if isinstance(exc, socket.gaierror):
@@ -354,7 +354,7 @@ class Client:
         seconds = self._budget()
         first_host = host_of(url)
         if seconds <= 0:
-            raise self._late(first_host, seconds)
+            raise self.late(first_host, seconds)
         start = time.monotonic()
         current = url
         for hop in range(redirects + 1):
@@ -368,9 +368,9 @@ class Client:
                 raise Malformed(self.service, first_host, f"redirected to {current[:120]!r}: bad port") from None
             left = seconds - (time.monotonic() - start)
             if left <= 0:
-                raise self._late(host, seconds)
+                raise self.late(host, seconds)
             conn, absolute = self._connection(parts.scheme, parts.hostname, port, left)
-            watchdog = _Watchdog(conn, left)
+            watchdog = Watchdog(conn, left)
             try:
                 target = current if absolute else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
                 send = {"User-Agent": self.user_agent, **(headers or {})}
@@ -382,7 +382,7 @@ class Client:
                     conn.request(method, target, body=body, headers=send)
                     resp = conn.getresponse()
                 except (OSError, http.client.HTTPException, ValueError) as exc:
-                    raise self._failure(exc, host, watchdog, seconds) from None
+                    raise self.failure(exc, host, watchdog, seconds) from None
                 if resp.status in REDIRECTS and hop < redirects and resp.getheader("Location"):
                     location = urllib.parse.urljoin(current, resp.getheader("Location") or "")
                     new = urllib.parse.urlsplit(location)

@@ -101,6 +101,7 @@ _COMMAND: Deadline | None = None
 def start_command() -> None:
     """Called once by the command line: every request of this process ends by the command's deadline."""
     global _COMMAND
+    request_timeout()  # a bad setting is refused before the command starts
     _COMMAND = Deadline(_seconds(DEADLINE_ENV, DEFAULT_DEADLINE))
 
 

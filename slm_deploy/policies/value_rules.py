@@ -69,7 +69,7 @@ def values_parse_back(instructions: list[tuple[str, str]]) -> list[str]:
             continue
         body = value
         if word == "HEALTHCHECK":
-            head, found, rest = value.partition("CMD ")
+            _, found, rest = value.partition("CMD ")
             if not found:
                 continue
             body = rest

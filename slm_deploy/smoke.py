@@ -26,11 +26,14 @@ from typing import Any
 from slm_deploy.errors import InputError
 from slm_deploy.netclient import Client, NetError, Stream, Watchdog, command_deadline
 from slm_deploy.netclient import Unreachable as NoAnswer
+from slm_deploy.safeyaml import read_bytes
 
 PROMPT = "Reply with one short sentence: what is a smoke test?"
 CERT_MIN_DAYS = 14  # default: a certificate closer than this to expiry fails the check
 BURST_PARALLEL = 4  # the burst's concurrency; the burst stays short whatever --requests says
 WRONG_KEY = "slm-smoke-wrong-key-" + "0" * 32
+MAX_KEY_FILE_BYTES = 64 * 1024
+MAX_CA_FILE_BYTES = 4 * 1024 * 1024  # a CA bundle (Mozilla's holds ~150 certificates in ~220 KB)
 MAX_BODY_BYTES = 1_000_000  # what is read of a plain answer (a model list, a completion, an error)
 MAX_SSE_LINE = 1024 * 1024  # one event of a stream: a token's delta, a few hundred bytes
 MAX_STREAM_BYTES = 64 * 1024 * 1024
@@ -105,10 +108,12 @@ class Unreachable(Exception):
 
 
 def read_api_key(path: Path) -> str:
+    # A regular file only (a FIFO is refused, never waited on), and small: a key is one line.
+    data = read_bytes(path, str(path), MAX_KEY_FILE_BYTES)
     try:
-        key = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), "api key", f"cannot read it ({exc.__class__.__name__})") from None
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(str(path), "api key", "not UTF-8 text") from None
     if not key or any(c.isspace() for c in key):
         raise InputError(str(path), "api key", "the file must hold one key on one line")
     return key
@@ -135,9 +140,10 @@ class Endpoint:
         self.address = address  # connect here instead of resolving host (a load balancer, a container)
         self.context: ssl.SSLContext | None = None
         if self.https:
+            pem = read_bytes(cacert, str(cacert), MAX_CA_FILE_BYTES).decode("ascii", "replace") if cacert else None
             try:
-                self.context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
-            except (OSError, ssl.SSLError) as exc:
+                self.context = ssl.create_default_context(cadata=pem)
+            except (OSError, ssl.SSLError, ValueError) as exc:
                 raise InputError(str(cacert), "cacert", f"not a readable PEM certificate ({exc.__class__.__name__})") from None
         # Every request and stream ends within `timeout` seconds (and the command's deadline),
         # whatever pace the server sends at (slm_deploy/netclient.py).

@@ -280,6 +280,7 @@ def verify(directory: Path, expect: str | None) -> None:
         ("extra", report.extra),
         ("changed", report.changed),
         ("mode", report.modes),
+        ("digest", report.unexpected),
     ):
         for path in paths:
             click.echo(f"{label}: {path}")
@@ -515,7 +516,7 @@ def lock(
     try:
         current = (locking.check if check else locking.resolve)(refs, client, previous, mirror=mirror)
     except RegistryError as exc:
-        fail(f"lock: {exc}; {lock_file} left unchanged")
+        fail(f"lock: {exc}; {lock_file} {'left unchanged' if previous is not None else 'not written'}")
     moved = locking.compare(previous, current)
     stale = locking.stale(previous, refs)
     if check:

@@ -134,3 +134,30 @@ def test_a_planted_symlink_cannot_redirect_inits_write(tmp_path: Path) -> None:
     (target / ".github").unlink()
     write_files(target, _init_files())
     assert list(outside.iterdir()) == [] and (target / "README.md").read_text() == "readme\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle --tar and verify
+
+
+def test_a_directory_where_the_archive_goes_is_named_under_the_users_path(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "kiosk-0003.tar.gz").mkdir(parents=True)
+    line = one_line(cli("bundle", str(ROOT / "examples" / "fleet.yaml"), "--out", str(out), "--box", "kiosk-0003", "--tar"))
+    assert line == f"error: {out / 'kiosk-0003.tar.gz'}: a directory is in the way of the archive; move it away"
+    assert sorted(p.name for p in out.iterdir()) == ["kiosk-0003.tar.gz"]
+
+
+def test_verify_names_a_huge_manifest_too_large_and_a_digest_mismatch_as_such(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert cli("bundle", str(ROOT / "examples" / "fleet.yaml"), "--out", str(out), "--box", "kiosk-0003").returncode == 0
+    box = out / "kiosk-0003"
+    other = "sha256:" + "0" * 64
+    result = cli("verify", str(box), "--expect", other)
+    assert result.returncode == 1
+    assert result.stdout.startswith("digest: MANIFEST.json: sha256:") and result.stdout.endswith(f", expected {other}\n")
+    assert "mode:" not in result.stdout and "changed:" not in result.stdout
+    manifest = box / "MANIFEST.json"
+    manifest.write_bytes(manifest.read_bytes() + b" " * 21_000_000)
+    line = one_line(cli("verify", str(box)))
+    assert line.startswith(f"error: {manifest}: too large for a manifest (")

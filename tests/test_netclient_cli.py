@@ -70,7 +70,7 @@ def lock_args(tmp_path: Path, host: str, *extra: str) -> list[str]:
 def test_lock_ends_within_its_deadline_with_one_line(mode: str, tmp_path: Path) -> None:
     with serve(Hostile(mode)) as peer:
         line = one_error_line(cli(tmp_path, *lock_args(tmp_path, peer.host)))
-    assert line.startswith("error: lock: ") and line.endswith(f"{tmp_path / 'images.lock.yaml'} left unchanged")
+    assert line.startswith("error: lock: ") and line.endswith(f"{tmp_path / 'images.lock.yaml'} not written")
     assert peer.host in line
     assert not (tmp_path / "images.lock.yaml").exists()
     bounded(peer)

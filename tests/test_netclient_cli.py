@@ -140,3 +140,49 @@ def test_an_endless_stream_line_fails_the_stream_check_with_one_reason(tmp_path:
 def test_a_bad_network_setting_is_one_line(tmp_path: Path) -> None:
     line = one_error_line(cli(tmp_path, "plan", "--model", "phi-4-mini-instruct", "--gpu", "l4", SLM_DEPLOY_NET_TIMEOUT="soon"))
     assert line == "error: environment: SLM_DEPLOY_NET_TIMEOUT: 'soon' is not a number of seconds between 0 and 86400"
+
+
+DIGEST = "sha256:" + "a" * 64
+MODEL_LAYER = "application/vnd.ollama.image.model"
+MALFORMED = {
+    "lock": [
+        b"[]",
+        b'{"manifests": "x"}',
+        b'{"manifests": [{"digest": 5, "platform": "linux"}]}',
+        b'{"manifests": [{"digest": "' + DIGEST.encode() + b'", "platform": {"os": "linux", "architecture": "amd64"}}]}',
+        b'{"config": "x"}',
+        b'{"config": {"digest": "../../etc/passwd"}}',
+        b"[" * 100_000,
+    ],
+    "hub": [
+        b"[]",
+        b'{"sha": 5}',
+        b'{"sha": "' + b"a" * 40 + b'", "siblings": "x"}',
+        b'{"sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": "config.json"}]}',
+        b'{"sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": "config.json"}, {"rfilename": "model.safetensors"}]}',
+        b"[" * 100_000,
+    ],
+    "ollama": [
+        b'{"layers": "x"}',
+        b'{"layers": [{"mediaType": "' + MODEL_LAYER.encode() + b'", "digest": "sha256:../../x", "size": 10}]}',
+        b'{"layers": [{"mediaType": "' + MODEL_LAYER.encode() + b'", "digest": "' + DIGEST.encode() + b'", "size": -5}]}',
+        b'{"layers": [{"mediaType": "' + MODEL_LAYER.encode() + b'", "digest": "' + DIGEST.encode() + b'", "size": 4096}]}',
+        b"[" * 100_000,
+    ],
+}
+CASES = [(client, i) for client, bodies in MALFORMED.items() for i in range(len(bodies))]
+
+
+@pytest.mark.parametrize(("client", "index"), CASES)
+def test_a_malformed_answer_is_one_error_line(client: str, index: int, tmp_path: Path) -> None:
+    """Answers a real server would never send (wrong JSON types, digests that are paths, negative
+    sizes, nesting beyond the recursion limit): one line each, never a traceback."""
+    with serve(Hostile("malformed-json", body=MALFORMED[client][index])) as peer:
+        if client == "lock":
+            result = cli(tmp_path, *lock_args(tmp_path, peer.host))
+        elif client == "hub":
+            result = cli(tmp_path, "plan", "--model", "someorg/some-model", "--gpu", "l4", HF_ENDPOINT=peer.url)
+        else:
+            args = ("plan", "--model", "someone/model:7b", "--runtime", "ollama", "--gpu", "l4")
+            result = cli(tmp_path, *args, OLLAMA_REGISTRY=peer.url)
+    one_error_line(result)

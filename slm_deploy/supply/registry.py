@@ -88,6 +88,8 @@ def platform_key(platform: dict[str, Any]) -> str | None:
     os_name, arch, variant = platform.get("os"), platform.get("architecture"), platform.get("variant")
     if not os_name or not arch or os_name == "unknown" or arch == "unknown":
         return None
+    if not all(isinstance(v, str) and _PLATFORM_PART.fullmatch(v) for v in (os_name, arch, variant or "v")):
+        return None  # not a platform the OCI image spec names (GOOS, GOARCH, variant)
     if arch == "arm64" and variant == "v8":
         variant = None
     return f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
@@ -111,6 +113,18 @@ def mirror_path(mirror: str, repository: str) -> str:
     ref = parse_repository(repository)
     host = "docker.io" if ref.host == DOCKER_HUB else ref.host
     return f"{mirror}/{host}/{ref.path}"
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_PLATFORM_PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+
+
+def _digest(value: Any, what: str) -> str:
+    """A digest from a manifest, in the only shape the lock and generated files accept: it goes
+    into a URL here and into image references later."""
+    if not isinstance(value, str) or not DIGEST.fullmatch(value):
+        raise RegistryError(f"{what} has no sha256 digest ({str(value)[:80]!r})")
+    return value
 
 
 def _sha256(data: bytes) -> str:
@@ -292,25 +306,26 @@ class RegistryClient:
             raise RegistryError(f"{ref.display}: manifest {target} hashes to {digest}")
         try:
             manifest = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RegistryError(f"{ref.display}:{target}: the manifest is not JSON") from None
         if not isinstance(manifest, dict):
             raise RegistryError(f"{ref.display}:{target}: the manifest is not a JSON object")
-        media_type = str(manifest.get("mediaType") or headers.get("content-type", "").split(";")[0])
+        media_type = str(manifest.get("mediaType") or headers.get("content-type", "").split(";")[0])[:200]
         return digest, media_type, manifest
 
     def _config(self, ref: Reference, target: str, manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        config = manifest.get("config") or {}
-        if "digest" not in config:
+        config = manifest.get("config")
+        if not isinstance(config, dict) or "digest" not in config:
             raise RegistryError(f"{ref.display}:{target}: the manifest names no image config")
-        _, body = self._get(ref, "blobs", str(config["digest"]), "*/*", MAX_CONFIG_BYTES)
-        if _sha256(body) != config["digest"]:
+        digest = _digest(config["digest"], f"{ref.display}:{target}: the image config")
+        _, body = self._get(ref, "blobs", digest, "*/*", MAX_CONFIG_BYTES)
+        if _sha256(body) != digest:
             raise RegistryError(f"{ref.display}:{target}: config blob does not match its digest")
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RegistryError(f"{ref.display}:{target}: config blob is not JSON") from None
-        return str(config["digest"]), data if isinstance(data, dict) else {}
+        return digest, data if isinstance(data, dict) else {}
 
     def head_digest(self, repository: str, tag: str) -> str | None:
         """What the tag points at, from a HEAD request's Docker-Content-Digest (None when the registry
@@ -328,11 +343,17 @@ class RegistryClient:
         digest, media_type, manifest = self._manifest(ref, tag)
         if media_type in INDEX_TYPES or "manifests" in manifest:
             platforms: dict[str, PlatformImage] = {}
-            for entry in manifest.get("manifests", []):
-                key = platform_key(entry.get("platform") or {})
+            entries = manifest.get("manifests")
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise RegistryError(f"{ref.display}:{tag}: the index has no list of manifests")
+            for entry in entries:
+                # Every descriptor has a digest (OCI image-spec descriptor.md), whether we read it or not.
+                entry_digest = _digest(entry.get("digest"), f"{ref.display}:{tag}: an index entry")
+                platform = entry.get("platform")
+                key = platform_key(platform) if isinstance(platform, dict) else None
                 if not key or key in platforms or (wanted is not None and key not in wanted):
                     continue
-                child_digest, _, child = self._manifest(ref, str(entry["digest"]))
+                child_digest, _, child = self._manifest(ref, entry_digest)
                 config_digest, _ = self._config(ref, child_digest, child)
                 platforms[key] = PlatformImage(child_digest, config_digest)
             return Resolved(digest, media_type or INDEX_TYPES[0], dict(sorted(platforms.items())))

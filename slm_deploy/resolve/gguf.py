@@ -22,7 +22,9 @@ from slm_deploy.resolve.config import MAX_DIMENSION, MAX_PARAMS
 from slm_deploy.spec import ModelArchitecture, Quantization, Runtime
 
 FIRST_RANGE = 4 * 1024 * 1024
-MAX_HEADER = 256 * 1024 * 1024
+# Real headers are a few MiB (a 262k-token vocabulary with scores and types is ~8 MiB); the range
+# grows 4, 16, 64 MiB and stops there, so a hostile file costs at most ~84 MiB of reads.
+MAX_HEADER = 64 * 1024 * 1024
 KIND = "gguf"
 # llama.cpp's general.file_type (gguf.LlamaFileType) -> the planner's GGUF quantizations.
 FILE_TYPES = {1: Quantization.FP16, 32: Quantization.FP16, 7: Quantization.Q8_0, 15: Quantization.Q4_K_M, 17: Quantization.Q5_K_M}

@@ -156,7 +156,7 @@ def model_info(repo: str, revision: str | None, source: str, field: str) -> tupl
         info = json.loads(answer.body)
         sha = info["sha"]
         files = [entry["rfilename"] for entry in info.get("siblings") or []]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise NetError("Hub", _host(), f"sent model info for {repo} that is not the Hub's JSON") from None
     if not isinstance(sha, str) or not COMMIT.fullmatch(sha):
         raise NetError("Hub", _host(), f"sent a revision for {repo} that is not a 40-digit commit: {sha!r:.80}")

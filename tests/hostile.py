@@ -10,7 +10,8 @@ connection gets one behaviour, whatever was asked.
 - `malformed-json`: HTTP 200 with a body that is not JSON (or any other fixed answer);
 - `redirect`: 302 to another host (LOCATION).
 
-`sent` counts the bytes written, so a test can show that a client stopped reading early.
+`sent` counts the bytes written, `most` the most written on one connection, so a test can show
+that a client stopped reading early.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Hostile:
     headers: str = "Content-Type: application/json\r\n"
     location: str = ""
     sent: int = 0
+    most: int = 0
     requests: list[bytes] = field(default_factory=list)
     port: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -44,9 +46,11 @@ class Hostile:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def _send(self, conn: socket.socket, data: bytes) -> None:
+    def _send(self, conn: socket.socket, data: bytes, counter: list[int]) -> None:
         conn.sendall(data)
         self.sent += len(data)
+        counter[0] += len(data)
+        self.most = max(self.most, counter[0])
 
     def _read_request(self, conn: socket.socket) -> None:
         data = b""
@@ -59,37 +63,42 @@ class Hostile:
         self.requests.append(data.split(b"\r\n", 1)[0])
 
     def handle(self, conn: socket.socket) -> None:
+        here = [0]
+
+        def send(data: bytes) -> None:
+            self._send(conn, data, here)
+
         try:
             self._read_request(conn)
             mode = self.mode
             if mode == "drip-headers":
-                self._send(conn, b"HTTP/1.1 200 OK\r\n")
+                send(b"HTTP/1.1 200 OK\r\n")
                 while not self._stop.is_set():
-                    self._send(conn, b"X")
+                    send(b"X")
                     time.sleep(1)
             elif mode == "drip-body":
-                self._send(conn, f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: 1000000\r\n\r\n".encode())
+                send(f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: 1000000\r\n\r\n".encode())
                 while not self._stop.is_set():
-                    self._send(conn, b"{")
+                    send(b"{")
                     time.sleep(1)
             elif mode == "endless-line":
-                self._send(conn, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: ")
+                send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: ")
                 block = b"a" * 65536
-                while not self._stop.is_set() and self.sent < BIG:
-                    self._send(conn, block)
+                while not self._stop.is_set() and here[0] < BIG:
+                    send(block)
             elif mode in ("oversized", "lying-size"):
                 length = 10 if mode == "lying-size" else BIG
-                self._send(conn, f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: {length}\r\n\r\n".encode())
+                send(f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: {length}\r\n\r\n".encode())
                 block = b"GGUF" + b"\xff" * 65532
-                while not self._stop.is_set() and self.sent < BIG:
-                    self._send(conn, block)
+                while not self._stop.is_set() and here[0] < BIG:
+                    send(block)
             elif mode == "malformed-http":
-                self._send(conn, b"HELLO THERE\r\n\r\n" + b"\x00" * 100)
+                send(b"HELLO THERE\r\n\r\n" + b"\x00" * 100)
             elif mode == "malformed-json":
                 head = f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
-                self._send(conn, head.encode() + self.body)
+                send(head.encode() + self.body)
             elif mode == "redirect":
-                self._send(conn, f"HTTP/1.1 302 Found\r\nLocation: {self.location}\r\nContent-Length: 0\r\n\r\n".encode())
+                send(f"HTTP/1.1 302 Found\r\nLocation: {self.location}\r\nContent-Length: 0\r\n\r\n".encode())
             else:  # pragma: no cover
                 raise ValueError(mode)
         except OSError:

@@ -307,7 +307,7 @@ def test_a_refused_identity_token_is_exit_2_naming_docker_login(
     assert result.stderr == (
         f"error: lock: registry {registry.host}: token endpoint refused the identity token (OAuth2 refresh token) for "
         f"repository:private/oauth-expired:pull (HTTP 400 invalid_grant); `docker login {registry.host}` again; "
-        f"{tmp_path / 'images.lock.yaml'} left unchanged\n"
+        f"{tmp_path / 'images.lock.yaml'} not written\n"  # there was no lock to leave unchanged
     )
     assert issuer.grants[-1]["refresh_token"] == "revoked-refresh-token"
     assert not (tmp_path / "images.lock.yaml").exists()

@@ -161,3 +161,12 @@ def test_verify_names_a_huge_manifest_too_large_and_a_digest_mismatch_as_such(tm
     manifest.write_bytes(manifest.read_bytes() + b" " * 21_000_000)
     line = one_line(cli("verify", str(box)))
     assert line.startswith(f"error: {manifest}: too large for a manifest (")
+
+
+def test_a_fifo_as_the_bundles_image_list_is_refused(tmp_path: Path) -> None:
+    from slm_deploy.errors import InputError
+    from slm_deploy.supply.loaded import check
+
+    os.mkfifo(tmp_path / "images.lock.json")
+    with pytest.raises(InputError, match=r"images\.lock\.json: not a regular file \(a FIFO\)$"):
+        check(tmp_path)

@@ -46,7 +46,12 @@ def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 )
 def test_a_hostile_model_reference_is_refused_in_one_line(model: str, tmp_path: Path) -> None:
     runtime = "ollama" if ":" in model else "vllm"
-    result = cli(tmp_path, "plan", "--model", model, "--runtime", runtime, "--gpu", "l4", HF_HUB_OFFLINE="1")
+    # Online (a closed port on loopback): the reference is refused before any request is made;
+    # before issue 22 `org/модель` reached huggingface_hub and ended in an HFValidationError traceback.
+    closed = "http://127.0.0.1:9"
+    result = cli(
+        tmp_path, "plan", "--model", model, "--runtime", runtime, "--gpu", "l4", HF_ENDPOINT=closed, OLLAMA_REGISTRY=closed
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("error: arguments: model: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr

@@ -304,6 +304,7 @@ def verify(directory: Path, expect: str | None, box: str | None, allowed_signers
         ("extra", report.extra),
         ("changed", report.changed),
         ("mode", report.modes),
+        ("digest", report.unexpected),
     ):
         for path in paths:
             click.echo(f"{label}: {path}")
@@ -510,7 +511,7 @@ def lock(
     try:
         current = (locking.check if check else locking.resolve)(refs, client, previous, mirror=mirror)
     except RegistryError as exc:
-        fail(f"lock: {exc}; {lock_file} left unchanged")
+        fail(f"lock: {exc}; {lock_file} {'left unchanged' if previous is not None else 'not written'}")
     moved = locking.compare(previous, current)
     stale = locking.stale(previous, refs)
     if check:
@@ -860,7 +861,12 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, _terminated)
     try:
+        from slm_deploy.netclient import start_command
+
+        start_command()
         main.main(prog_name="slm-deploy", standalone_mode=False)
+    except InputError as exc:  # a bad SLM_DEPLOY_NET_* setting, before any command ran
+        fail(str(exc))
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "slm-deploy"
         fail(f"arguments: {exc.format_message()} (see `{command} --help`)")

@@ -488,12 +488,6 @@ def existing(directory: Path, files: dict[str, str]) -> list[str]:
 
 
 def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
-    written = []
-    for rel, text in sorted(files.items()):
-        path = directory / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".slm-init-tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
-    return written
+    from slm_deploy.atomicfile import write_all
+
+    return write_all(directory, files)  # all or none; no predictable temporary names (issue 22)

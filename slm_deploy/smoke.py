@@ -11,7 +11,6 @@ bounded time. Only the standard library talks HTTP, so nothing here depends on a
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import socket
@@ -25,11 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
+from slm_deploy.netclient import Client, NetError, Stream, Watchdog, command_deadline
+from slm_deploy.netclient import Unreachable as NoAnswer
+from slm_deploy.safeyaml import read_bytes
 
 PROMPT = "Reply with one short sentence: what is a smoke test?"
 CERT_MIN_DAYS = 14  # default: a certificate closer than this to expiry fails the check
 BURST_PARALLEL = 4  # the burst's concurrency; the burst stays short whatever --requests says
 WRONG_KEY = "slm-smoke-wrong-key-" + "0" * 32
+MAX_KEY_FILE_BYTES = 64 * 1024
+MAX_CA_FILE_BYTES = 4 * 1024 * 1024  # a CA bundle (Mozilla's holds ~150 certificates in ~220 KB)
+MAX_BODY_BYTES = 1_000_000  # what is read of a plain answer (a model list, a completion, an error)
+MAX_SSE_LINE = 1024 * 1024  # one event of a stream: a token's delta, a few hundred bytes
+MAX_STREAM_BYTES = 64 * 1024 * 1024
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 # Where OpenAI-compatible servers put a reasoning model's thinking, apart from `content`: llama.cpp
 # (--reasoning-format deepseek) and vLLM (--reasoning-parser) `reasoning_content`, Ollama
@@ -101,35 +108,15 @@ class Unreachable(Exception):
 
 
 def read_api_key(path: Path) -> str:
+    # A regular file only (a FIFO is refused, never waited on), and small: a key is one line.
+    data = read_bytes(path, str(path), MAX_KEY_FILE_BYTES)
     try:
-        key = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), "api key", f"cannot read it ({exc.__class__.__name__})") from None
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(str(path), "api key", "not UTF-8 text") from None
     if not key or any(c.isspace() for c in key):
         raise InputError(str(path), "api key", "the file must hold one key on one line")
     return key
-
-
-class _DialedHTTPS(http.client.HTTPSConnection):
-    """TLS to ADDRESS, with SNI, certificate check and Host header for the URL's host (curl --connect-to)."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._address = address
-        self._tls = context
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
-
-
-class _DialedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
 
 
 class Endpoint:
@@ -139,29 +126,35 @@ class Endpoint:
             raise InputError("arguments", "URL", f"{url!r} is not an http(s) URL")
         if parsed.query or parsed.fragment:
             raise InputError("arguments", "URL", "give the base URL without a query or fragment")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise InputError("arguments", "URL", f"{url!r} has a bad port") from None
         self.https = parsed.scheme == "https"
         self.host = parsed.hostname
-        self.port = parsed.port or (443 if self.https else 80)
+        self.port = port or (443 if self.https else 80)
+        self.origin = f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}"
         # The base path (e.g. /phi4mini on a shared gateway) comes before /v1/...
         self.base = parsed.path.rstrip("/").removesuffix("/v1")
         self.timeout = timeout
         self.address = address  # connect here instead of resolving host (a load balancer, a container)
         self.context: ssl.SSLContext | None = None
         if self.https:
+            pem = read_bytes(cacert, str(cacert), MAX_CA_FILE_BYTES).decode("ascii", "replace") if cacert else None
             try:
-                self.context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
-            except (OSError, ssl.SSLError) as exc:
+                self.context = ssl.create_default_context(cadata=pem)
+            except (OSError, ssl.SSLError, ValueError) as exc:
                 raise InputError(str(cacert), "cacert", f"not a readable PEM certificate ({exc.__class__.__name__})") from None
-
-    def connect(self) -> http.client.HTTPConnection:
-        if self.https:
-            assert self.context is not None
-            if self.address:
-                return _DialedHTTPS(self.host, self.port, self.address, self.timeout, self.context)
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
-        if self.address:
-            return _DialedHTTP(self.host, self.port, self.address, self.timeout)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        # Every request and stream ends within `timeout` seconds (and the command's deadline),
+        # whatever pace the server sends at (slm_deploy/netclient.py).
+        self.client = Client(
+            "endpoint",
+            timeout=timeout,
+            deadline=command_deadline(),
+            context=self.context,
+            connect_to=address,
+            use_proxies=False,
+        )
 
     def request(self, method: str, path: str, key: str | None = None, body: Any = None) -> Response:
         headers = {"Accept": "application/json"}
@@ -171,16 +164,12 @@ class Endpoint:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self.connect()
         try:
-            conn.request(method, self.base + path, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = _read_bounded(resp, time.monotonic() + self.timeout)
-            return Response(resp.status, payload, {k.lower(): v for k, v in resp.getheaders()})
-        except (OSError, http.client.HTTPException) as exc:
-            raise Unreachable(_describe(exc, self.timeout)) from None
-        finally:
-            conn.close()
+            with self.client.open(method, self.origin + self.base + path, headers, data) as answer:
+                payload = answer.read(MAX_BODY_BYTES, truncate=True)  # a model list, a completion: kilobytes
+                return Response(answer.status, payload, answer.headers)
+        except NetError as exc:
+            raise Unreachable(exc.message) from None
 
     def stream_chat(self, key: str, model: str, max_tokens: int) -> StreamResult:
         body = {
@@ -191,92 +180,68 @@ class Endpoint:
             "stream_options": {"include_usage": True},
         }
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "text/event-stream"}
-        conn = self.connect()
         start = time.monotonic()
-        deadline = start + self.timeout
         try:
-            conn.request("POST", self.base + "/v1/chat/completions", body=json.dumps(body).encode(), headers=headers)
-            resp = conn.getresponse()
-            if resp.status != 200:
-                raise StreamError(f"HTTP {resp.status}: {_snippet(_read_bounded(resp, deadline))}")
-            if "text/event-stream" not in (resp.getheader("Content-Type") or ""):
-                raise StreamError(f"Content-Type {resp.getheader('Content-Type')!r}, not text/event-stream")
-            return _read_sse(resp, start, deadline, self.timeout)
-        except (OSError, http.client.HTTPException) as exc:
-            raise Unreachable(_describe(exc, self.timeout)) from None
-        finally:
-            conn.close()
+            with self.client.open(
+                "POST", self.origin + self.base + "/v1/chat/completions", headers, json.dumps(body).encode()
+            ) as answer:
+                if answer.status != 200:
+                    raise StreamError(f"HTTP {answer.status}: {_snippet(answer.read(MAX_BODY_BYTES, truncate=True))}")
+                if "text/event-stream" not in answer.header("Content-Type"):
+                    raise StreamError(f"Content-Type {answer.header('Content-Type')!r}, not text/event-stream")
+                return _read_sse(answer, start, self.timeout)
+        except NetError as exc:
+            raise Unreachable(exc.message) from None
 
 
 class StreamError(Exception):
     pass
 
 
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc.reason or exc}"
-    return f"{exc.__class__.__name__}: {exc}"
-
-
-def _read_bounded(resp: http.client.HTTPResponse, deadline: float, limit: int = 1_000_000) -> bytes:
-    chunks = []
-    size = 0
-    while size < limit:
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        chunk = resp.read1(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def _read_sse(resp: http.client.HTTPResponse, start: float, deadline: float, timeout: float) -> StreamResult:
+def _read_sse(answer: Stream, start: float, timeout: float) -> StreamResult:
     first: float | None = None
     chunks = 0
     usage_tokens: int | None = None
     text: list[str] = []
     done = False
-    while not done:
-        if time.monotonic() > deadline:
-            raise StreamError(f"stream not finished within {timeout:g} s")
-        line = resp.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            done = True
-            continue
-        try:
-            event = json.loads(data)
-        except ValueError:
-            raise StreamError(f"an SSE event is not JSON: {_snippet(data)}") from None
-        if not isinstance(event, dict):
-            raise StreamError(f"an SSE event is not a JSON object: {_snippet(data)}")
-        if event.get("error"):
-            # A failure after the 200 status line (vLLM, llama.cpp): an error event, then [DONE].
-            error = event["error"]
-            message = error.get("message", error) if isinstance(error, dict) else error
-            raise StreamError(f"the server sent an error in the stream: {_snippet(str(message).encode())}")
-        if isinstance(event.get("usage"), dict) and isinstance(event["usage"].get("completion_tokens"), int):
-            usage_tokens = event["usage"]["completion_tokens"]
-        for choice in event.get("choices") or []:
-            content, reasoning = _generated(choice.get("delta") or {})
-            if content or reasoning:
-                if first is None:
-                    first = time.monotonic() - start
-                chunks += 1
-                text.append(content)
+    try:
+        # An event line is at most a few KB (one token's delta); a line without end or a stream
+        # without end is cut off, so memory stays bounded.
+        for line in answer.lines(MAX_SSE_LINE, MAX_STREAM_BYTES):
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done = True
+                break
+            try:
+                event = json.loads(data)
+            except (ValueError, RecursionError):
+                raise StreamError(f"an SSE event is not JSON: {_snippet(data)}") from None
+            if not isinstance(event, dict):
+                raise StreamError(f"an SSE event is not a JSON object: {_snippet(data)}")
+            if event.get("error"):
+                # A failure after the 200 status line (vLLM, llama.cpp): an error event, then [DONE].
+                error = event["error"]
+                message = error.get("message", error) if isinstance(error, dict) else error
+                raise StreamError(f"the server sent an error in the stream: {_snippet(str(message).encode())}")
+            usage = event.get("usage")
+            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int) and usage["completion_tokens"] >= 0:
+                usage_tokens = usage["completion_tokens"]
+            choices = event.get("choices") or []
+            for choice in choices if isinstance(choices, list) else []:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                content, reasoning = _generated(delta if isinstance(delta, dict) else {})
+                if content or reasoning:
+                    if first is None:
+                        first = time.monotonic() - start
+                    chunks += 1
+                    text.append(content)
+    except NoAnswer:
+        raise StreamError(f"stream not finished within {timeout:g} s") from None
+    except NetError as exc:
+        raise StreamError(f"the stream {exc.message}") from None
     if not done:
         raise StreamError("the stream ended without `data: [DONE]`")
     if first is None:
@@ -349,15 +314,22 @@ def _check_tls(endpoint: Endpoint, min_days: int) -> tuple[str, str]:
     if not endpoint.https:
         return SKIP, "plain http URL: TLS terminates in front of this address"
     assert endpoint.context is not None
+    seconds = endpoint.timeout
     try:
-        with (
-            socket.create_connection((endpoint.address or endpoint.host, endpoint.port), timeout=endpoint.timeout) as raw,
-            endpoint.context.wrap_socket(raw, server_hostname=endpoint.host) as tls,
-        ):
+        raw = socket.create_connection((endpoint.address or endpoint.host, endpoint.port), timeout=seconds)
+    except OSError as exc:
+        raise Unreachable(endpoint.client.failure(exc, endpoint.host, None, seconds).message) from None
+    tls = endpoint.context.wrap_socket(raw, server_hostname=endpoint.host, do_handshake_on_connect=False)
+    watchdog = Watchdog(tls, seconds)  # a handshake sent one byte a second still ends in time
+    try:
+        with tls:
+            tls.do_handshake()
             cert = tls.getpeercert() or {}
             version = tls.version()
     except (OSError, ssl.SSLError) as exc:
-        raise Unreachable(_describe(exc, endpoint.timeout)) from None
+        raise Unreachable(endpoint.client.failure(exc, endpoint.host, watchdog, seconds).message) from None
+    finally:
+        watchdog.cancel()
     expires = ssl.cert_time_to_seconds(str(cert.get("notAfter")))
     days = math.floor((expires - time.time()) / 86400)
     subject = ", ".join(f"{pair[0]}={pair[1]}" for rdn in cert.get("subject", ()) for pair in rdn)

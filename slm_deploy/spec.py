@@ -189,9 +189,11 @@ class Hardware(Frozen):
     """The machine a model runs on: a GPU box, or CPU-only."""
 
     cpu_arch: CpuArch = Field(default=CpuArch.AMD64)
-    cpus: PositiveInt = Field(description="CPU cores available to the workload.")
-    memory_gib: PositiveFloat = Field(description="Host RAM, GiB.")
-    disk_gib: PositiveFloat | None = Field(default=None, description="Disk for the model cache, GiB.")
+    # Upper bounds far above any machine (Azure's largest sizes have 416 vCPUs and 11.4 TiB), so that
+    # a typo or 1e308 is refused here, not turned into NaN arithmetic in the planner (issue 22).
+    cpus: PositiveInt = Field(le=4096, description="CPU cores available to the workload.")
+    memory_gib: PositiveFloat = Field(le=65536, description="Host RAM, GiB.")
+    disk_gib: PositiveFloat | None = Field(default=None, le=1048576, description="Disk for the model cache, GiB.")
     memory_bandwidth_gbps: PositiveFloat | None = Field(
         default=None,
         description="Host memory bandwidth, GB/s, for CPU decode estimates; default by cpu_arch.",

@@ -129,22 +129,18 @@ def test_check_of_an_unmoved_lock_asks_with_head_only(registry: LiveRegistry, tm
     """Docker Hub counts every GET of a manifest as a pull, one per architecture of an index, and
     HEAD requests (version checks) not at all. `lock --check` runs on every pull request: while no
     tag moved it must cost no pulls (HEAD, Docker-Content-Digest), and a moved tag is still found."""
-    import urllib.request
+    import urllib.parse
 
     from slm_deploy.supply import lock as locking
     from slm_deploy.supply.registry import RegistryClient
 
     seen: list[str] = []
 
-    class Recording(urllib.request.HTTPHandler):
-        def http_open(self, req: urllib.request.Request) -> Any:
-            seen.append(f"{req.get_method()} {req.selector.split('/')[-2]}")
-            return super().http_open(req)
+    def record(method: str, url: str) -> None:
+        seen.append(f"{method} {urllib.parse.urlsplit(url).path.split('/')[-2]}")
 
     def client() -> RegistryClient:
-        return RegistryClient(
-            credentials=lambda h: None, _direct=urllib.request.build_opener(urllib.request.ProxyHandler({}), Recording())
-        )
+        return RegistryClient(credentials=lambda h: None, on_request=record)
 
     registry.push("team/headed", "1.0", ("amd64", "arm64"))
     refs = [(f"{registry.host}/team/headed", "1.0")]
@@ -165,21 +161,15 @@ def test_lock_fetches_only_the_platforms_a_box_or_node_can_be(registry: LiveRegi
     image will count as one pull for each different architecture", docs.docker.com, usage/pulls).
     Official images publish six to eight Linux platforms; boxes and nodes are amd64 or arm64. The
     lock reads only those two manifests and records the index digest unchanged."""
-    import urllib.request
+    import urllib.parse
 
     from slm_deploy.supply import lock as locking
     from slm_deploy.supply.registry import RegistryClient
 
     seen: list[str] = []
-
-    class Recording(urllib.request.HTTPHandler):
-        def http_open(self, req: urllib.request.Request) -> Any:
-            seen.append(f"{req.get_method()} {req.selector}")
-            return super().http_open(req)
-
     pushed = registry.push("team/many", "1.0", ("amd64", "arm64", "s390x", "ppc64le"))
     client = RegistryClient(
-        credentials=lambda h: None, _direct=urllib.request.build_opener(urllib.request.ProxyHandler({}), Recording())
+        credentials=lambda h: None, on_request=lambda method, url: seen.append(f"{method} {urllib.parse.urlsplit(url).path}")
     )
     entry = locking.resolve([(f"{registry.host}/team/many", "1.0")], client, None)[f"{registry.host}/team/many:1.0"]
     assert entry.digest == pushed["digest"]
@@ -317,7 +307,7 @@ def test_a_refused_identity_token_is_exit_2_naming_docker_login(
     assert result.stderr == (
         f"error: lock: registry {registry.host}: token endpoint refused the identity token (OAuth2 refresh token) for "
         f"repository:private/oauth-expired:pull (HTTP 400 invalid_grant); `docker login {registry.host}` again; "
-        f"{tmp_path / 'images.lock.yaml'} left unchanged\n"
+        f"{tmp_path / 'images.lock.yaml'} not written\n"  # there was no lock to leave unchanged
     )
     assert issuer.grants[-1]["refresh_token"] == "revoked-refresh-token"
     assert not (tmp_path / "images.lock.yaml").exists()

@@ -179,7 +179,7 @@ def test_slow_server_fails_within_the_timeout(tmp_path: Path, key_file: Path) ->
     found = {c.name: c for c in result.checks}
     assert not result.passed
     assert found["models"].status == "pass"  # GET is fast; the completion is what is slow
-    assert found["chat"].status == "fail" and "no answer within 1 s" in found["chat"].detail
+    assert found["chat"].status == "fail" and "no complete answer within 1 s" in found["chat"].detail
     assert found["stream"].status == "skip" and found["burst"].status == "skip"
     assert elapsed < 15
 

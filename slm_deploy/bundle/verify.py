@@ -35,10 +35,11 @@ class VerifyReport:
     changed: tuple[str, ...]
     modes: tuple[str, ...] = ()  # "path: what is wrong"
     digest: str = ""  # sha256 of MANIFEST.json as found
+    unexpected: tuple[str, ...] = ()  # the manifest is not the one --expect names
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.changed or self.modes)
+        return not (self.missing or self.extra or self.changed or self.modes or self.unexpected)
 
 
 def manifest_digest(data: bytes) -> str:
@@ -54,8 +55,10 @@ def _read_manifest(directory: Path, source: str) -> bytes:
         raise InputError(source, "", f"cannot read: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MANIFEST_LIMIT:
-            raise InputError(source, "", f"not a manifest ({file_kind(info.st_mode)}, {info.st_size} bytes)")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(source, "", f"not a manifest ({file_kind(info.st_mode)})")
+        if info.st_size > MANIFEST_LIMIT:
+            raise InputError(source, "", f"too large for a manifest ({info.st_size} bytes; at most {MANIFEST_LIMIT})")
         with os.fdopen(os.dup(fd), "rb") as handle:
             return handle.read(MANIFEST_LIMIT + 1)
     finally:
@@ -93,7 +96,7 @@ def verify_bundle(directory: Path, expect: str | None = None) -> VerifyReport:
     data = _read_manifest(directory, source)
     digest = manifest_digest(data)
     if expect is not None and digest != expect.strip().lower():
-        return VerifyReport((), (), ("MANIFEST.json",), (f"MANIFEST.json: digest {digest}, expected {expect}",), digest)
+        return VerifyReport((), (), (), (), digest, (f"MANIFEST.json: {digest}, expected {expect}",))
     files, _ = _parse_manifest(data, source)
     present: dict[str, os.stat_result] = {}
     modes: list[str] = []

@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import io
 import os
+import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ from slm_deploy.bundle.verify import VerifyReport, verify_bundle  # noqa: F401 -
 from slm_deploy.catalog import Catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
+from slm_deploy.safeyaml import file_kind
 from slm_deploy.supply.lock import locked_catalog
 
 TAR_MTIME = 0
@@ -114,6 +116,10 @@ def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False, tars: 
             recover_staging(staging_path(out, built.box.id), out / built.box.id)
         for built in bundles:
             check_replaceable(out / built.box.id, built.box.id, force)
+            archive = out / f"{built.box.id}.tar.gz"
+            if tars and (archive.exists() or archive.is_symlink()) and not stat.S_ISREG(os.lstat(archive).st_mode):
+                kind = file_kind(os.lstat(archive).st_mode)
+                raise InputError(str(archive), "", f"{kind} is in the way of the archive; move it away")
         try:
             for built in bundles:
                 staging = staging_path(out, built.box.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slm_deploy.policies import azure_rules, compose_rules, dockerfile_rules, k8s_rules, secret_rules
+from slm_deploy.policies import azure_rules, compose_rules, dockerfile_rules, k8s_rules, secret_rules, value_rules
 from slm_deploy.policies.model import Kind, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -10,6 +10,7 @@ RULES: tuple[Rule, ...] = (
     *azure_rules.RULES,
     *compose_rules.RULES,
     *dockerfile_rules.RULES,
+    *value_rules.RULES,
     *secret_rules.RULES,
 )
 BY_ID = {rule.id: rule for rule in RULES}

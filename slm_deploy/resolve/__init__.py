@@ -20,9 +20,9 @@ from slm_deploy.errors import InputError
 from slm_deploy.spec import ModelArchitecture, Quantization, Runtime
 
 HF_PREFIXES = ("hf.co/", "huggingface.co/")
-_HF_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(@(?P<rev>[\w.\-/]+))?$")
-_OLLAMA_REF = re.compile(r"^(?:(?P<ns>[a-z0-9][\w.\-]*)/)?(?P<name>[a-z0-9][\w.\-]*)(?::(?P<tag>[\w.\-]+))?$")
-_GGUF_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?::(?P<quant>[\w.\-]+))?$")
+_HF_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(@(?P<rev>[\w.\-/]+))?$", re.ASCII)
+_OLLAMA_REF = re.compile(r"^(?:(?P<ns>[a-z0-9][\w.\-]*)/)?(?P<name>[a-z0-9][\w.\-]*)(?::(?P<tag>[\w.\-]+))?$", re.ASCII)
+_GGUF_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?::(?P<quant>[\w.\-]+))?$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,18 @@ class ResolvedModel:
         )
 
 
+def unreachable(service: str, url: str, why: str, ref: str, source: str, field: str) -> InputError:
+    """No answer from SERVICE and nothing cached: the error names the service and its host, not
+    the arguments (which are fine)."""
+    from slm_deploy.netclient import NetError, host_of
+    from slm_deploy.resolve import cache
+
+    cached = f"{ref} is not in the resolve cache ({cache.cache_root()})"
+    if source == "arguments":
+        return NetError(service, host_of(url), f"cannot be reached ({why}); {cached}")
+    return InputError(source, field, f"{service} {host_of(url)} cannot be reached ({why}); {cached}")
+
+
 def is_reference(model: str) -> bool:
     """True for anything the resolvers handle (the catalog is looked up first)."""
     return "/" in model or ":" in model or "@" in model
@@ -88,7 +100,15 @@ def resolve(model: str, runtime: Runtime, quant: Quantization | None, source: st
     key: tuple[str, ...] = (model, runtime.value, quant.value if quant else "", str(cache.cache_root()), str(cache.offline()))
     key += tuple(os.environ.get(v, "") for v in settings)
     if key not in _RESOLVED:
-        _RESOLVED[key] = _resolve(model, runtime, quant, source, field)
+        from slm_deploy.netclient import NetError
+
+        try:
+            _RESOLVED[key] = _resolve(model, runtime, quant, source, field)
+        except NetError as exc:
+            if source == "arguments":
+                raise
+            # A fleet or stack file: where the model was named, then what failed.
+            raise InputError(source, field, str(exc)) from None
     return _RESOLVED[key]
 
 
@@ -98,18 +118,18 @@ def _resolve(model: str, runtime: Runtime, quant: Quantization | None, source: s
         from slm_deploy.resolve import gguf
 
         bare = model.split("/", 1)[1]
-        match = _GGUF_REF.match(bare)
+        match = _GGUF_REF.fullmatch(bare)
         if match is None:
             raise InputError(source, field, f"{model!r} is not hf.co/<owner>/<repo>[:<quant>]")
         return gguf.resolve_gguf_repo(model, match["repo"], match["quant"], runtime, quant, source, field)
     if runtime is Runtime.OLLAMA:
         from slm_deploy.resolve import ollama
 
-        match = _OLLAMA_REF.match(model)
+        match = _OLLAMA_REF.fullmatch(model)
         if match is None:
             raise InputError(source, field, f"{model!r} is not an Ollama reference (name:tag, namespace/name:tag)")
         return ollama.resolve_ollama(match["ns"] or "library", match["name"], match["tag"] or "latest", source, field)
-    match = _HF_REF.match(model)
+    match = _HF_REF.fullmatch(model)
     if match is None:
         hint = "; an Ollama tag needs runtime ollama" if ":" in model else ""
         raise InputError(source, field, f"{model!r} is not a Hugging Face repo id (owner/name[@revision]){hint}")

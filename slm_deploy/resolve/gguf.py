@@ -17,12 +17,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from slm_deploy.errors import InputError
-from slm_deploy.resolve import ResolvedModel, cache
+from slm_deploy.resolve import ResolvedModel, cache, unreachable
 from slm_deploy.resolve.config import MAX_DIMENSION, MAX_PARAMS
 from slm_deploy.spec import ModelArchitecture, Quantization, Runtime
 
 FIRST_RANGE = 4 * 1024 * 1024
-MAX_HEADER = 256 * 1024 * 1024
+# Real headers are a few MiB (a 262k-token vocabulary with scores and types is ~8 MiB); the range
+# grows 4, 16, 64 MiB and stops there, so a hostile file costs at most ~84 MiB of reads.
+MAX_HEADER = 64 * 1024 * 1024
 KIND = "gguf"
 # llama.cpp's general.file_type (gguf.LlamaFileType) -> the planner's GGUF quantizations.
 FILE_TYPES = {1: Quantization.FP16, 32: Quantization.FP16, 7: Quantization.Q8_0, 15: Quantization.Q4_K_M, 17: Quantization.Q5_K_M}
@@ -281,22 +283,22 @@ def resolve_gguf_repo(
         if data is None:
             raise InputError(source, field, f"{ref} is not in the resolve cache ({cache.cache_root()}) and HF_HUB_OFFLINE is set")
         return ResolvedModel.from_json(data)
-    api = hub._api()
+    hub.check_repo_id(repo, source, field)
+    if revision is not None:
+        hub.check_revision(revision, source, field)
     try:
-        info = hub._call(lambda: api.model_info(repo, revision=revision), repo, revision, source, field)
-        sha = str(info.sha or revision or "main")
+        sha, files = hub.model_info(repo, revision, source, field)
         hit = cache.load(KIND, name, sha)
         if hit is not None:
             return ResolvedModel.from_json(hit)
-        files = [s.rfilename for s in (info.siblings or [])]
-        filename = pick_file(files, wanted)
+        filename = pick_file([f for f in files if hub.FILE_NAME.fullmatch(f) and ".." not in f], wanted)
         if filename is None:
             have = sorted({m.group(1) for f in files if (m := re.search(r"[._-](I?Q\d\w*|F16|BF16|F32)\.gguf$", f, re.I))})
             listed = ", ".join(have) or "no GGUF files"
             raise InputError(source, field, f"{repo} has no single-file {wanted} GGUF; it has: {listed}")
-        header, size = _read_remote_header(api, repo, filename, sha, source, field)
+        header, size = _read_remote_header(repo, filename, sha, source, field)
     except hub._Unreachable as exc:
-        raise InputError(source, field, f"the Hub at {hub.endpoint()} cannot be reached ({exc}); {ref} is not cached") from None
+        raise unreachable("Hub", hub.endpoint(), str(exc), ref, source, field) from None
     try:
         weights_source = f"hf://{repo}/{filename}" if runtime is not Runtime.OLLAMA else f"ollama://hf.co/{repo}:{wanted}"
         found = resolved_from_header(ref, KIND, repo, sha, header, size, weights_source)
@@ -306,28 +308,13 @@ def resolve_gguf_repo(
     return found
 
 
-def _read_remote_header(api: Any, repo: str, filename: str, sha: str, source: str, field: str) -> tuple[GgufHeader, int]:
-    from huggingface_hub import get_hf_file_metadata, get_session, hf_hub_url
-    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
+def _read_remote_header(repo: str, filename: str, sha: str, source: str, field: str) -> tuple[GgufHeader, int]:
     from slm_deploy.resolve import hub
 
-    url = hf_hub_url(repo, filename, revision=sha, endpoint=hub.endpoint())
-    token = hub.token() or False
-    meta = hub._call(lambda: get_hf_file_metadata(url, token=token), repo, sha, source, field)
-    size = int(meta.size or 0)
-    headers = build_hf_headers(token=token, library_name="slm-deploy")
+    size = hub.file_size(repo, sha, filename, source, field)
 
     def fetch(start: int, end: int) -> bytes:
-        def get() -> bytes:
-            from huggingface_hub import hf_raise_for_status
-
-            ranged = {**headers, "Range": f"bytes={start}-{end}"}
-            response = get_session().get(meta.location or url, headers=ranged, follow_redirects=True)
-            hf_raise_for_status(response)
-            return bytes(response.content)
-
-        return hub._call(get, repo, sha, source, field)
+        return hub.read_range(repo, sha, filename, start, end, source, field)
 
     try:
         return parse_header(fetch, size), size

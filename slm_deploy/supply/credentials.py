@@ -14,9 +14,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from slm_deploy.errors import InputError
+from slm_deploy.safeyaml import read_bytes
+
 # The docker CLI stores Docker Hub credentials under its v1 index URL, whatever host it talks to.
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 HELPER_TIMEOUT_SECONDS = 30
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,17 @@ def _from_helper(helper: str, server: str) -> Credentials | None:
 def lookup(host: str, config_path: Path | None = None) -> Credentials | None:
     """Credentials for a registry host, or None (anonymous)."""
     path = config_path or docker_config_path()
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return None
-    except (OSError, ValueError) as exc:
+    try:
+        # A regular file of bounded size only: a FIFO named as the docker config is refused.
+        config = json.loads(read_bytes(path, str(path), MAX_CONFIG_BYTES))
+    except InputError as exc:
+        raise CredentialError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:
         raise CredentialError(f"{path}: unreadable docker config ({exc.__class__.__name__})") from None
+    if not isinstance(config, dict):
+        raise CredentialError(f"{path}: the docker config is not a JSON object")
     keys = _keys(host)
     helpers = config.get("credHelpers") or {}
     for key in keys:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
+from slm_deploy.safeyaml import read_bytes
 
 DOCKER_ENV = "SLM_DEPLOY_DOCKER"  # the docker command to use (default: `docker` on PATH)
 INSPECT_TIMEOUT_SECONDS = 60
@@ -58,13 +59,17 @@ def _inspect(docker: str, ref: str) -> dict[str, Any] | str | None:
 
 
 def check(directory: Path) -> LoadedImages:
-    source = str(directory / "images.lock.json")
-    try:
-        listing = json.loads((directory / "images.lock.json").read_text(encoding="utf-8"))
-        images: dict[str, dict[str, str | None]] = listing["images"]
-    except FileNotFoundError:
+    path = directory / "images.lock.json"
+    source = str(path)
+    if not path.exists() and not path.is_symlink():
         return LoadedImages(skipped="the bundle has no images.lock.json")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    try:
+        # A regular file of bounded size only: a FIFO in its place is refused, never waited on.
+        listing = json.loads(read_bytes(path, source, follow=False))
+        images: dict[str, dict[str, str | None]] = listing["images"]
+        if not isinstance(images, dict) or not all(isinstance(v, dict) for v in images.values()):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InputError(source, "images", f"unreadable image list ({exc.__class__.__name__})") from None
     docker = os.environ.get(DOCKER_ENV) or shutil.which("docker")
     if not docker:

@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError
 from slm_deploy import yamlout
 from slm_deploy.catalog import CATALOG_DIR, Catalog, Image
 from slm_deploy.errors import InputError, from_validation_error
+from slm_deploy.safeyaml import read_input
 from slm_deploy.spec import CpuArch, Frozen
 from slm_deploy.supply.model import LockEntry, PlatformDigests
 from slm_deploy.supply.registry import RegistryClient, mirror_path
@@ -74,11 +75,13 @@ def write(path: Path, lock: LockFile) -> None:
 
 
 def load(path: Path) -> LockFile:
+    if not path.exists() and not path.is_symlink():
+        raise InputError(str(path), "", "no lock file; run `slm-deploy lock` to resolve the images to digests")
+    # A regular file of bounded size only: a FIFO named as the lock is refused, never waited on.
+    text = read_input(path, str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(str(path), "", "no lock file; run `slm-deploy lock` to resolve the images to digests") from None
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise InputError(str(path), "", f"cannot read lock file: {exc}".replace("\n", " ")) from None
     try:
         return LockFile.model_validate(data)
@@ -166,9 +169,10 @@ class _ImagesOnly(Frozen):
 
 def load_images_file(path: Path) -> tuple[Image, ...]:
     """Images a user adds (same entries as the catalog's images.yaml), to lock with the catalog's."""
+    text = read_input(path, str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise InputError(str(path), "", f"cannot read images file: {exc}".replace("\n", " ")) from None
     try:
         return _ImagesOnly.model_validate(data).images

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import ipaddress
 import json
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from slm_deploy import netclient
+from slm_deploy.netclient import Client, Deadline, NetError, Unreachable, command_deadline, request_timeout
 from slm_deploy.supply.credentials import CredentialError, Credentials, lookup
 
 DOCKER_HUB = "registry-1.docker.io"
@@ -37,10 +36,11 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd
 ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's limit for a manifest
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_TOKEN_BYTES = 1024 * 1024  # a token answer is a JWT or two in JSON: kilobytes
+MAX_REDIRECTS = 5
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER_SECONDS = 60
 DEFAULT_RETRY_AFTER_SECONDS = 10
-TIMEOUT_SECONDS = 30
 USER_AGENT = "slm-deploy-lock"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -79,13 +79,7 @@ def parse_repository(repository: str) -> Reference:
 
 def is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return netclient.is_loopback(name)
 
 
 def platform_key(platform: dict[str, Any]) -> str | None:
@@ -94,6 +88,8 @@ def platform_key(platform: dict[str, Any]) -> str | None:
     os_name, arch, variant = platform.get("os"), platform.get("architecture"), platform.get("variant")
     if not os_name or not arch or os_name == "unknown" or arch == "unknown":
         return None
+    if not all(isinstance(v, str) and _PLATFORM_PART.fullmatch(v) for v in (os_name, arch, variant or "v")):
+        return None  # not a platform the OCI image spec names (GOOS, GOARCH, variant)
     if arch == "arm64" and variant == "v8":
         variant = None
     return f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
@@ -117,6 +113,18 @@ def mirror_path(mirror: str, repository: str) -> str:
     ref = parse_repository(repository)
     host = "docker.io" if ref.host == DOCKER_HUB else ref.host
     return f"{mirror}/{host}/{ref.path}"
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_PLATFORM_PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+
+
+def _digest(value: Any, what: str) -> str:
+    """A digest from a manifest, in the only shape the lock and generated files accept: it goes
+    into a URL here and into image references later."""
+    if not isinstance(value, str) or not DIGEST.fullmatch(value):
+        raise RegistryError(f"{what} has no sha256 digest ({str(value)[:80]!r})")
+    return value
 
 
 def _sha256(data: bytes) -> str:
@@ -149,28 +157,52 @@ class RegistryClient:
     insecure_hosts: frozenset[str] = frozenset()
     credentials: Callable[[str], Credentials | None] = lookup
     sleep: Callable[[float], None] = time.sleep
+    timeout: float = field(default_factory=request_timeout)  # total seconds per request
+    deadline: Deadline | None = field(default_factory=command_deadline)  # the whole `lock`'s
+    on_request: Callable[[str, str], None] | None = None  # (method, url): tests count requests
     _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
-    _direct: urllib.request.OpenerDirector = field(
-        default_factory=lambda: urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    )
-    _proxied: urllib.request.OpenerDirector = field(default_factory=urllib.request.build_opener)  # HTTPS_PROXY, NO_PROXY
+    _client: Client | None = None
 
     def _scheme(self, host: str) -> str:
         return "http" if host in self.insecure_hosts or is_loopback(host) else "https"
 
-    def _open(self, request: urllib.request.Request, host: str) -> tuple[int, dict[str, str], bytes]:
-        opener = self._direct if is_loopback(host) else self._proxied
+    def _http(self) -> Client:
+        if self._client is None:
+            self._client = Client(
+                "registry", timeout=self.timeout, deadline=self.deadline, user_agent=USER_AGENT, on_request=self.on_request
+            )
+        return self._client
+
+    def _open(
+        self,
+        method: str,
+        url: str,
+        host: str,
+        headers: dict[str, str],
+        limit: int,
+        auth: str | None = None,
+        body: bytes | None = None,
+        blob: bool = False,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request: the status, headers and at most LIMIT bytes of a 2xx body (more is an error)."""
         try:
-            with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
-                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read(MAX_CONFIG_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            body = exc.read(65536) if exc.fp else b""
-            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, body
-        except urllib.error.URLError as exc:
-            reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
-            raise RegistryError(f"cannot reach registry {host}: {reason}") from None
-        except (TimeoutError, OSError) as exc:
-            raise RegistryError(f"cannot reach registry {host}: {exc.__class__.__name__}: {exc}") from None
+            answer = self._http().request(
+                method,
+                url,
+                headers,
+                body,
+                limit=limit,
+                what="manifest" if "/manifests/" in url else "answer",
+                auth=auth,
+                redirects=MAX_REDIRECTS,
+                # Blob stores (S3, CDNs) behind a registry reject a second credential, and must not see ours.
+                drop_auth_on_redirect=blob,
+            )
+        except Unreachable as exc:
+            raise RegistryError(f"cannot reach registry {host}: {exc.message}") from None
+        except NetError as exc:
+            raise RegistryError(str(exc)) from None
+        return answer.status, answer.headers, answer.body
 
     def _token(self, host: str, challenge: str, scope: str) -> str:
         params = dict(_CHALLENGE_PARAM.findall(challenge))
@@ -191,15 +223,13 @@ class RegistryClient:
             # docker login with an identity token: OAuth2 refresh-token grant (distribution oauth spec).
             grant = {"grant_type": "refresh_token", "refresh_token": creds.secret, "client_id": USER_AGENT}
             form = urllib.parse.urlencode({**query, **grant})
-            request = urllib.request.Request(realm, data=form.encode(), method="POST")
-            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            status, _, body = self._open("POST", realm, realm_host, headers, MAX_TOKEN_BYTES, body=form.encode())
         else:
             sep = "&" if parsed.query else "?"
-            request = urllib.request.Request(realm + sep + urllib.parse.urlencode(query), method="GET")
-            if creds:
-                request.add_unredirected_header("Authorization", f"Basic {creds.basic()}")
-        request.add_header("User-Agent", USER_AGENT)
-        status, _, body = self._open(request, realm_host)
+            auth = f"Basic {creds.basic()}" if creds else None
+            url = realm + sep + urllib.parse.urlencode(query)
+            status, _, body = self._open("GET", url, realm_host, {}, MAX_TOKEN_BYTES, auth=auth)
         if creds and creds.identity_token and status in (400, 401, 403):
             # RFC 6749 5.2: a revoked or expired refresh token is HTTP 400 {"error": "invalid_grant"}.
             raise RegistryError(
@@ -228,17 +258,9 @@ class RegistryClient:
         rate_limited = 0
         authorized = False
         while True:
-            request = urllib.request.Request(url, method=method)
-            request.add_header("Accept", accept)
-            request.add_header("User-Agent", USER_AGENT)
             token = self._tokens.get((ref.host, scope))
-            if token:
-                # Not forwarded on a redirect: blob stores (S3, CDNs) reject a second credential.
-                request.add_unredirected_header("Authorization", token)
-            status, headers, body = self._open(request, ref.host)
+            status, headers, body = self._open(method, url, ref.host, {"Accept": accept}, limit, token, blob=kind == "blobs")
             if status == 200:
-                if len(body) > limit:
-                    raise RegistryError(f"{ref.display}: {kind} {target} is larger than {limit} bytes")
                 return headers, body
             if status == 401 and not authorized:
                 challenge = headers.get("www-authenticate", "")
@@ -263,7 +285,8 @@ class RegistryClient:
                 raise UnknownTag(f"{ref.display}: {target} not found on the registry")
             if status == 429:
                 wait = _retry_after(headers.get("retry-after"))
-                if rate_limited >= RATE_LIMIT_RETRIES or wait > MAX_RETRY_AFTER_SECONDS:
+                left = self.deadline.remaining() if self.deadline else float("inf")
+                if rate_limited >= RATE_LIMIT_RETRIES or wait > MAX_RETRY_AFTER_SECONDS or wait >= left:
                     raise RegistryError(
                         f"registry {ref.host} rate-limits us (HTTP 429, {rate_limited + 1} tries, retry after {wait:.0f} s); "
                         "wait, or `docker login` for a higher limit, then run `slm-deploy lock` again"
@@ -283,25 +306,26 @@ class RegistryClient:
             raise RegistryError(f"{ref.display}: manifest {target} hashes to {digest}")
         try:
             manifest = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RegistryError(f"{ref.display}:{target}: the manifest is not JSON") from None
         if not isinstance(manifest, dict):
             raise RegistryError(f"{ref.display}:{target}: the manifest is not a JSON object")
-        media_type = str(manifest.get("mediaType") or headers.get("content-type", "").split(";")[0])
+        media_type = str(manifest.get("mediaType") or headers.get("content-type", "").split(";")[0])[:200]
         return digest, media_type, manifest
 
     def _config(self, ref: Reference, target: str, manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        config = manifest.get("config") or {}
-        if "digest" not in config:
+        config = manifest.get("config")
+        if not isinstance(config, dict) or "digest" not in config:
             raise RegistryError(f"{ref.display}:{target}: the manifest names no image config")
-        _, body = self._get(ref, "blobs", str(config["digest"]), "*/*", MAX_CONFIG_BYTES)
-        if _sha256(body) != config["digest"]:
+        digest = _digest(config["digest"], f"{ref.display}:{target}: the image config")
+        _, body = self._get(ref, "blobs", digest, "*/*", MAX_CONFIG_BYTES)
+        if _sha256(body) != digest:
             raise RegistryError(f"{ref.display}:{target}: config blob does not match its digest")
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RegistryError(f"{ref.display}:{target}: config blob is not JSON") from None
-        return str(config["digest"]), data if isinstance(data, dict) else {}
+        return digest, data if isinstance(data, dict) else {}
 
     def head_digest(self, repository: str, tag: str) -> str | None:
         """What the tag points at, from a HEAD request's Docker-Content-Digest (None when the registry
@@ -319,11 +343,17 @@ class RegistryClient:
         digest, media_type, manifest = self._manifest(ref, tag)
         if media_type in INDEX_TYPES or "manifests" in manifest:
             platforms: dict[str, PlatformImage] = {}
-            for entry in manifest.get("manifests", []):
-                key = platform_key(entry.get("platform") or {})
+            entries = manifest.get("manifests")
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise RegistryError(f"{ref.display}:{tag}: the index has no list of manifests")
+            for entry in entries:
+                # Every descriptor has a digest (OCI image-spec descriptor.md), whether we read it or not.
+                entry_digest = _digest(entry.get("digest"), f"{ref.display}:{tag}: an index entry")
+                platform = entry.get("platform")
+                key = platform_key(platform) if isinstance(platform, dict) else None
                 if not key or key in platforms or (wanted is not None and key not in wanted):
                     continue
-                child_digest, _, child = self._manifest(ref, str(entry["digest"]))
+                child_digest, _, child = self._manifest(ref, entry_digest)
                 config_digest, _ = self._config(ref, child_digest, child)
                 platforms[key] = PlatformImage(child_digest, config_digest)
             return Resolved(digest, media_type or INDEX_TYPES[0], dict(sorted(platforms.items())))

@@ -16,6 +16,7 @@ from slm_deploy.catalog import Catalog
 from slm_deploy.fleet import Box
 from slm_deploy.gateway import ENTRYPOINT as GATEWAY_ENTRYPOINT
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
+from slm_deploy.image_profiles import capability_reason, exec_capabilities, scratch_dirs
 from slm_deploy.planner import Plan
 from slm_deploy.runtimes import APP_UID, COMPILE_CACHE_DIR, MODEL_DIR, RuntimeSpec
 
@@ -182,20 +183,21 @@ def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
 
 
 def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
+    profile = catalog.profiles["gateway"]
+    entrypoint = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
     service = _hardened(
         catalog.images["gateway"].ref,
         limits=SIDECAR_LIMITS["gateway"],
         networks=[EDGE_NETWORK, INTERNAL_NETWORK],
-        tmpfs=["/tmp:size=16m,mode=1777", "/data:size=16m,uid=10001", "/config:size=16m,uid=10001"],
+        # Where the profile says Caddy writes at start (its XDG folders), owned by the service's uid.
+        tmpfs=["/tmp:size=16m,mode=1777", *(f"{d}:size=16m,uid={APP_UID}" for d in scratch_dirs(profile))],
     )
-    service["entrypoint"] = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
-    service["cap_add"] = ["NET_BIND_SERVICE"]
-    service["x-hardening-exceptions"] = {
-        "cap_add": "NET_BIND_SERVICE: the image's /usr/bin/caddy carries the file capability cap_net_bind_service=+ep, "
-        "and the kernel refuses to exec a binary whose file capabilities are not in the bounding set (caddy-docker "
-        "#396); the gateway listens on 8443 and needs no other capability",
-    }
-    service["environment"] = {"XDG_CONFIG_HOME": "/config", "XDG_DATA_HOME": "/data"}
+    service["entrypoint"] = entrypoint
+    caps = exec_capabilities(profile, entrypoint, None)
+    if caps:
+        service["cap_add"] = caps
+        service["x-hardening-exceptions"] = {"cap_add": capability_reason(profile, caps)}
+    service["environment"] = dict(sorted(profile.environment.items()))
     service["ports"] = [
         {
             "name": "https",

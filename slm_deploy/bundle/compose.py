@@ -161,6 +161,14 @@ def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
     return service
 
 
+# Compose re-runs this one-shot on every `up` (docker/compose#11590). A volume it already gave away
+# is left alone: the services create folders there that root without DAC_READ_SEARCH cannot read
+# (Grafana's png/ and csv/ 0700, Loki's wal/ 0750: image profiles), so a second `chown -R` fails.
+VOLUME_INIT_SCRIPT = (
+    f'for volume in "$@"; do [ "$(stat -c %u:%g "$volume")" = {USER} ] || chown -R {USER} "$volume" || exit 1; done'
+)
+
+
 def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
     service = _hardened(
         catalog.images["gateway"].ref,
@@ -172,11 +180,11 @@ def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
     del service["networks"]
     service["network_mode"] = "none"
     service["cap_add"] = ["CHOWN"]
-    service["entrypoint"] = ["chown", "-R", USER, *(f"/volumes/{v}" for v in volumes)]
+    service["entrypoint"] = ["/bin/sh", "-c", VOLUME_INIT_SCRIPT, "volume-init", *(f"/volumes/{v}" for v in volumes)]
     service["volumes"] = [{"type": "volume", "source": v, "target": f"/volumes/{v}"} for v in volumes]
     service["x-hardening-exceptions"] = {
         "user": "root, once: new named volumes belong to root, and every other service runs as "
-        f"{USER}; this one-shot container only chowns them, with no network and CAP_CHOWN alone",
+        f"{USER}; this one-shot container only chowns the ones not yet given away, with no network and CAP_CHOWN alone",
         "cap_add": "CHOWN, to give the new named volumes to the unprivileged user; nothing else",
     }
     return service

@@ -1,0 +1,78 @@
+"""The second edge review (2026-12-06): what a box does on its second `up`, under a hardened
+umask, when regenerated over a used folder, and what the README tells the operator (E2-E25)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slm_deploy.bundle import build_box
+from slm_deploy.catalog import load_catalog
+from slm_deploy.fleet import load_fleet
+from tests.conftest import ROOT
+
+FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")
+BOXES = {b.id: b for b in FLEET.boxes}
+APP = 10001
+
+
+def files(box_id: str) -> dict[str, str]:
+    return {k: v.decode() for k, v in build_box(BOXES[box_id], FLEET).files.items()}
+
+
+def compose(box_id: str) -> dict[str, Any]:
+    return yaml.safe_load(files(box_id)["compose.yaml"])
+
+
+def _unescape(args: list[str]) -> list[str]:
+    return [a.replace("$$", "$") for a in args]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_e6_volume_init_succeeds_on_the_second_up_after_grafana_and_loki_made_private_folders(tmp_path: Path) -> None:
+    """E6: run the generated volume-init as its container runs it (root with CAP_CHOWN alone), once
+    on new volumes, then again after the services created what their image profiles say they
+    create at start (Grafana png/ csv/ 0700, Loki wal/ 0750)."""
+    service = compose("store-0001")["services"]["volume-init"]
+    assert service["cap_add"] == ["CHOWN"] and service["user"] == "0:0"
+    argv = [a.replace("/volumes/", f"{tmp_path}/") for a in _unescape(service["entrypoint"])]
+    mounts = {v["target"].removeprefix("/volumes/"): v["source"] for v in service["volumes"]}
+    for name in mounts:
+        (tmp_path / name).mkdir()
+    confine = ["setpriv", "--reuid=0", "--inh-caps=-all,+chown", "--bounding-set=-all,+chown"]
+    first = subprocess.run([*confine, *argv], capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert all((tmp_path / name).stat().st_uid == APP for name in mounts)
+    profiles = load_catalog().profiles
+    data_paths = {"grafana-data": ("grafana", "/var/lib/grafana"), "loki-data": ("loki", "/loki")}
+    made = 0
+    for volume, (image, mounted_at) in data_paths.items():
+        if volume not in mounts:
+            continue
+        for written in profiles[image].writes_at_start:
+            rel = written.path.removeprefix(mounted_at).strip("/")
+            if rel and int(written.mode, 8) & 0o005 == 0:
+                folder = tmp_path / volume / rel
+                folder.mkdir(parents=True)
+                (folder / "x").write_text("x")
+                os.chown(folder / "x", APP, APP)
+                os.chown(folder, APP, APP)
+                folder.chmod(int(written.mode, 8))
+                made += 1
+    assert made >= 3  # png/, csv/ and wal/: the profiles say what the real images create
+    second = subprocess.run([*confine, *argv], capture_output=True, text=True, check=False)
+    assert second.returncode == 0, second.stderr
+    # A volume that is still root's (new, e.g. logs turned on later) is given away on that `up`.
+    (tmp_path / "grafana-data").chmod(0o755)
+    os.chown(tmp_path / "models", 0, 0)
+    third = subprocess.run([*confine, *argv], capture_output=True, text=True, check=False)
+    assert third.returncode == 0, third.stderr
+    assert stat.S_IMODE((tmp_path / "grafana-data" / "png").stat().st_mode) == 0o700
+    assert (tmp_path / "models").stat().st_uid == APP

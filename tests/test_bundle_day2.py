@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 from slm_deploy.bundle import build_box
 from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")
 BOXES = {b.id: b for b in FLEET.boxes}
@@ -76,3 +77,23 @@ def test_e6_volume_init_succeeds_on_the_second_up_after_grafana_and_loki_made_pr
     assert third.returncode == 0, third.stderr
     assert stat.S_IMODE((tmp_path / "grafana-data" / "png").stat().st_mode) == 0o700
     assert (tmp_path / "models").stat().st_uid == APP
+
+
+def test_e5_a_bundle_generated_under_umask_077_is_readable_and_verify_flags_unreadable_config(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cmd = f"umask 077 && exec {sys.executable} -m slm_deploy.cli bundle {ROOT}/examples/fleet.yaml --out {out} --box store-0001"
+    made = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert made.returncode == 0, made.stderr
+    box = out / "store-0001"
+    for path in [box, *box.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o005 == 0o005 if path.is_dir() else mode & 0o004, (path, oct(mode))
+    assert run_cli("verify", str(box)).returncode == 0
+    (box / "prometheus").chmod(0o700)
+    flagged = run_cli("verify", str(box))
+    assert flagged.returncode == 1 and "mode: prometheus/: mode 0700" in flagged.stdout, flagged.stdout
+    (box / "prometheus").chmod(0o755)
+    (box / "prometheus" / "prometheus.yml").chmod(0o600)
+    flagged = run_cli("verify", str(box))
+    assert flagged.returncode == 1 and "prometheus/prometheus.yml: mode 0600" in flagged.stdout, flagged.stdout
+    assert "cannot read" in flagged.stdout

@@ -64,11 +64,20 @@ def _current_umask() -> int:
     return mask
 
 
+def _with_parents(rel_dir: str) -> list[str]:
+    parts = rel_dir.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 def _write_tree(root: Path, bundle: BoxBundle) -> None:
     base = str(root)
     dirs = sorted({os.path.dirname(rel) for rel in bundle.files} - {""})
     for rel_dir in dirs:
         os.makedirs(os.path.join(base, rel_dir), exist_ok=True)
+    # Explicit modes: under a hardened umask (077, 027) the folders would be root's only, and the
+    # containers' users (10001, nobody) could not read the config bind-mounted from them (E5).
+    for rel_dir in sorted({p for d in dirs for p in _with_parents(d)}):
+        os.chmod(os.path.join(base, rel_dir), 0o755)
     umask = _current_umask()
     for rel, data in bundle.files.items():
         path = os.path.join(base, rel)

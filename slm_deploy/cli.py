@@ -207,7 +207,7 @@ def bundle(
 
     Images are pinned by images.lock.yaml beside FLEET (else the lock shipped with the catalog).
     A folder there is replaced only when it is one of our bundles; the operator's files in it
-    (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
+    (secrets/, .env, compose.override.yaml, certs/, images.tar, gateway/tls_cert.pem) are kept.
     """
     from slm_deploy.bundle.swap import older_leftovers
     from slm_deploy.bundle.verify import manifest_digest

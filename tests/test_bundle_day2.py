@@ -97,3 +97,24 @@ def test_e5_a_bundle_generated_under_umask_077_is_readable_and_verify_flags_unre
     flagged = run_cli("verify", str(box))
     assert flagged.returncode == 1 and "prometheus/prometheus.yml: mode 0600" in flagged.stdout, flagged.stdout
     assert "cannot read" in flagged.stdout
+
+
+def test_e7_regenerating_a_box_folder_after_init_secrets_and_the_offline_save_keeps_them_and_verifies(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("bundle", str(ROOT / "examples" / "fleet.yaml"), "--out", str(out), "--box", "clinic-0007")
+    assert run_cli(*args).returncode == 0
+    box = out / "clinic-0007"
+    # What the README has the operator do: init-secrets.sh (its cert copy), then `docker save -o images.tar`.
+    (box / "secrets").mkdir()
+    (box / "secrets" / "api_key").write_text("k" * 40)
+    (box / "gateway" / "tls_cert.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (box / "images.tar").write_bytes(b"tar")
+    readme = (box / "README.md").read_text()
+    assert "docker save -o images.tar" in readme
+    checked = run_cli("verify", str(box))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert (box / "gateway" / "tls_cert.pem").read_text().startswith("-----BEGIN CERTIFICATE")
+    assert (box / "images.tar").read_bytes() == b"tar"
+    assert run_cli("verify", str(box)).returncode == 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from slm_deploy import __version__, yamlout
 from slm_deploy.bundle.compose import GATEWAY_CONTAINER_PORT, compose_document
+from slm_deploy.bundle.swap import VERIFY_IGNORES
 from slm_deploy.catalog import Catalog, Image
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
@@ -339,7 +340,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
     return BoxBundle(box, plans, encoded, modes, digest)
 
 
-MANIFEST_IGNORES = ("secrets/", ".env", "gateway/tls_cert.pem")  # created on the box by init-secrets.sh
+MANIFEST_IGNORES = VERIFY_IGNORES  # the operator's files (bundle.swap): created on the box, not generated
 
 
 def manifest_bytes(

@@ -73,7 +73,8 @@ def _parse_manifest(data: bytes, source: str) -> tuple[dict[str, dict[str, Any]]
         raise InputError(source, "", "not a manifest slm-deploy writes (its keys differ)")
     if not str(manifest["generator"]).startswith("slm-deploy "):
         raise InputError(source, "generator", "not written by slm-deploy")
-    if manifest["ignored"] != list(MANIFEST_IGNORES):
+    # A manifest of an earlier release lists fewer operator files; a list wider than ours is a change.
+    if not isinstance(manifest["ignored"], list) or not set(map(str, manifest["ignored"])) <= set(MANIFEST_IGNORES):
         raise InputError(source, "ignored", f"the ignore list was changed (slm-deploy writes {list(MANIFEST_IGNORES)})")
     files = manifest["files"]
     if not isinstance(files, dict):

@@ -3,6 +3,7 @@ umask, when regenerated over a used folder, and what the README tells the operat
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -118,3 +119,54 @@ def test_e7_regenerating_a_box_folder_after_init_secrets_and_the_offline_save_ke
     assert (box / "gateway" / "tls_cert.pem").read_text().startswith("-----BEGIN CERTIFICATE")
     assert (box / "images.tar").read_bytes() == b"tar"
     assert run_cli("verify", str(box)).returncode == 0
+
+
+def test_e2_air_gapped_box_names_images_by_tag_pulls_by_digest_and_verify_checks_the_loaded_id(tmp_path: Path) -> None:
+    """E2: after `docker save`/`docker load` no digest reference resolves (moby#22011), so the
+    offline compose file names repository:tag, the README pulls by digest and tags, and verify
+    compares the loaded image's Id with the locked config digest."""
+    built = files("clinic-0007")
+    services = yaml.safe_load(built["compose.yaml"])["services"]
+    for name, service in services.items():
+        assert "@" not in service["image"], name
+        assert service["pull_policy"] == "never"
+    listed = built["images.txt"].split()
+    assert listed and all("@sha256:" in ref for ref in listed)
+    assert {ref.split("@")[0] for ref in listed} == {s["image"] for s in services.values() if "build" not in s}
+    readme = built["README.md"]
+    assert 'docker tag "$pinned" "$name"' in readme and "$(sed 's/@.*//' images.txt)" in readme
+    # The README's loop, with a docker that records what it is asked.
+    log = tmp_path / "docker.log"
+    fake = tmp_path / "docker"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    end = readme.index("done < images.txt") + len("done < images.txt")
+    loop = readme[readme.index("while read -r ref") : end]
+    (tmp_path / "images.txt").write_text(built["images.txt"])
+    ran = subprocess.run(
+        ["sh", "-c", loop], cwd=tmp_path, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    calls = log.read_text().splitlines()
+    first = listed[0]
+    repo_tag, digest = first.split("@")
+    repo = repo_tag.rsplit(":", 1)[0]
+    assert f"pull --platform linux/amd64 {repo}@{digest}" in calls and f"tag {repo}@{digest} {repo_tag}" in calls
+    # verify on the box: the image loaded by tag, whose Id is the locked config digest, matches.
+    out = tmp_path / "out"
+    assert run_cli("bundle", str(ROOT / "examples" / "fleet.yaml"), "--out", str(out), "--box", "clinic-0007").returncode == 0
+    lock = json.loads((out / "clinic-0007" / "images.lock.json").read_text())["images"]
+    ids = {ref.split("@")[0]: entry["config"] for ref, entry in lock.items()}
+    inspect = tmp_path / "inspect"
+    table = "\n".join(f'  "{tag}") echo \'{{"Id": "{config}", "RepoDigests": []}}\'; exit 0 ;;' for tag, config in ids.items())
+    inspect.write_text(f'#!/bin/sh\nref="$5"\ncase "$ref" in\n{table}\nesac\necho "Error: No such image: $ref" >&2\nexit 1\n')
+    inspect.chmod(0o755)
+    checked = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "verify", str(out / "clinic-0007")],
+        env={**os.environ, "SLM_DEPLOY_DOCKER": str(inspect)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"images: {len(ids)} loaded image(s) match images.lock.json" in checked.stdout

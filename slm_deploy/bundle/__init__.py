@@ -231,10 +231,10 @@ def _service_descriptions(compose: dict[str, Any], spec: RuntimeSpec) -> list[tu
 
 def _box_images(compose: dict[str, Any], spec: RuntimeSpec, catalog: Catalog) -> list[Image]:
     """The catalog images a box runs or builds from (the offline image is built on the box)."""
-    used = {service["image"] for service in compose["services"].values()}
+    used = {service["image"].split("@", 1)[0] for service in compose["services"].values()}
     if spec.dockerfile is not None:
-        used |= {line.split()[1] for line in spec.dockerfile.splitlines() if line.startswith("FROM ")}
-    return sorted((i for i in catalog.images.values() if i.ref in used), key=lambda i: i.ref)
+        used |= {line.split()[1].split("@", 1)[0] for line in spec.dockerfile.splitlines() if line.startswith("FROM ")}
+    return sorted((i for i in catalog.images.values() if i.ref.split("@", 1)[0] in used), key=lambda i: i.ref)
 
 
 def image_list(box: Box, images: list[Image]) -> bytes:
@@ -303,7 +303,9 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
     )
     files[".env.example"] = render("env.example", box_id=box.id)
     if box.options.offline:
-        files["images.txt"] = "".join(f"{ref}\n" for ref in compose_images(compose))
+        # Pulled by digest on the connected machine, then tagged as compose names them (README).
+        run = set(compose_images(compose))
+        files["images.txt"] = "".join(f"{i.ref}\n" for i in images if i.ref.split("@", 1)[0] in run)
     files["README.md"] = render(
         "bundle-README.md",
         box_id=box.id,

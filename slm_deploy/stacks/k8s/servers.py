@@ -55,6 +55,7 @@ from pulumi_kubernetes.networking.v1 import (
 from slm_deploy.catalog import Catalog
 from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import AutoscalingSpec
+from slm_deploy.observability.scrape import HEALTH_PATH
 from slm_deploy.planner import Plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
@@ -88,7 +89,7 @@ READINESS_PATH = {
     Runtime.ONNX: "/v1/models",
 }
 # onnx: Foundry Local's admin `/status` (no /health), what the launcher's --check asks on edge boxes.
-LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health", Runtime.ONNX: "/status"}
+LIVENESS_PATH = {runtime: HEALTH_PATH[runtime.value] for runtime in Runtime}
 # (failureThreshold, timeoutSeconds) of liveness where the default 3 x 5 s is too tight: Foundry Local
 # answers /status late while a request keeps every core of the node busy (2 minutes before a restart).
 LIVENESS_TOLERANCE = {Runtime.ONNX: (6, 10)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -208,3 +209,27 @@ def test_e24_every_caddyfile_adapts_with_the_pinned_caddy_without_a_deprecation_
         assert "deprecated" not in done.stderr.lower(), done.stderr
         config = json.loads(done.stdout)
         assert "metrics" in config["apps"]["http"], box_id
+
+
+def test_e3_the_jetson_model_server_joins_the_group_of_the_tegra_gpu_nodes() -> None:
+    server = compose("depot-0011")["services"]["ollama"]
+    assert server["runtime"] == "nvidia" and server["user"] == "10001:10001"
+    assert server["group_add"] == ["video"]
+    for box_id in ("store-0001", "factory-0009"):  # discrete GPUs: device requests, no group
+        assert all("group_add" not in s for s in compose(box_id)["services"].values()), box_id
+
+
+def test_e4_dcgm_exporter_watches_only_the_device_fields_the_rules_and_dashboards_use() -> None:
+    built = files("store-0001")
+    dcgm = yaml.safe_load(built["compose.yaml"])["services"]["dcgm-exporter"]
+    assert dcgm["command"] == ["-f", "/etc/dcgm-exporter/slm.csv"]
+    assert {"type": "bind", "source": "./dcgm/counters.csv", "target": "/etc/dcgm-exporter/slm.csv", "read_only": True} in dcgm[
+        "volumes"
+    ]
+    fields = [line.split(",")[0] for line in built["dcgm/counters.csv"].splitlines() if not line.startswith("#")]
+    used = set()
+    for path, text in built.items():
+        if path.startswith(("prometheus/rules/", "grafana/provisioning/dashboards/")):
+            used |= set(re.findall(r"DCGM_FI_[A-Z0-9_]+", text))
+    assert fields and set(fields) == used
+    assert all(f.startswith("DCGM_FI_DEV_") for f in fields)

@@ -108,6 +108,11 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
         # On Jetson (Tegra, CSV mode) the NVIDIA hook refuses `--gpus`, which a device reservation
         # becomes; the nvidia runtime (registered in /etc/docker/daemon.json) mounts the GPU instead.
         service["runtime"] = "nvidia"
+        gpu = catalog.gpus.get(plans[0].device)
+        if gpu is not None and gpu.device_groups:
+            # uid 10001 must be in the group that owns the Tegra device nodes, or CUDA sees no GPU
+            # and the server silently runs on the CPU (catalog gpus.yaml device_groups).
+            service["group_add"] = list(gpu.device_groups)
     if spec.runtime.value == "vllm":
         service["tmpfs"].append(f"{COMPILE_CACHE_DIR}:size=2g,exec,uid={APP_UID},gid={APP_UID},mode=0700")
         service["x-hardening-exceptions"] = {
@@ -380,12 +385,19 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
     return service
 
 
+DCGM_COUNTERS_PATH = "/etc/dcgm-exporter/slm.csv"
+
+
 def _dcgm_exporter(catalog: Catalog, gpus: int) -> dict[str, Any]:
     limits = SIDECAR_LIMITS["dcgm-exporter"]
     service = _hardened(catalog.images["dcgm-exporter"].ref, limits=limits, networks=[INTERNAL_NETWORK], gpus=gpus)
     # The image's entrypoint script runs `ldconfig` under `set -e`, which fails as a non-root user on a
     # read-only root; the NVIDIA runtime hook has already updated the loader cache, so run the exporter.
     service["entrypoint"] = ["/usr/bin/dcgm-exporter"]
+    # Only the DCGM_FI_DEV_* fields the rules and dashboards read (observability.bundle.DCGM_FIELDS):
+    # the default counters include profiling fields that a non-root host engine cannot watch.
+    service["command"] = ["-f", DCGM_COUNTERS_PATH]
+    service["volumes"] = [{"type": "bind", "source": "./dcgm/counters.csv", "target": DCGM_COUNTERS_PATH, "read_only": True}]
     service["expose"] = ["9400"]
     service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9400"], 60)
     return service

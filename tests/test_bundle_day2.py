@@ -233,3 +233,34 @@ def test_e4_dcgm_exporter_watches_only_the_device_fields_the_rules_and_dashboard
             used |= set(re.findall(r"DCGM_FI_[A-Z0-9_]+", text))
     assert fields and set(fields) == used
     assert all(f.startswith("DCGM_FI_DEV_") for f in fields)
+
+
+def test_e22_prometheus_caps_its_storage_by_size_from_the_disk() -> None:
+    sizes = {}
+    for box_id in ("store-0001", "kiosk-0003"):
+        command = compose(box_id)["services"]["prometheus"]["command"]
+        [flag] = [c for c in command if c.startswith("--storage.tsdb.retention.size=")]
+        sizes[box_id] = int(flag.split("=")[1].removesuffix("MB"))
+        disk = BOXES[box_id].hardware.disk_gib
+        assert disk is None or sizes[box_id] * 2**20 < disk * 2**30 * 0.05, (box_id, sizes[box_id], disk)
+    assert all(s >= 256 for s in sizes.values())
+
+
+def test_e25_the_gateway_profile_says_what_caddy_2_10_alpine_has() -> None:
+    profile = load_catalog().profiles["gateway"]
+    assert "curl" in profile.binaries and "stat" in profile.binaries  # volume-init runs stat -c in this image
+    assert "apk add --no-cache ca-certificates curl" in profile.source
+
+
+def test_e15_bundle_refuses_the_example_lock_unless_asked_and_the_readme_says_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SLM_DEPLOY_ALLOW_EXAMPLE_LOCK"}
+    base = [sys.executable, "-m", "slm_deploy.cli", "bundle", str(ROOT / "examples" / "fleet.yaml"), "--box", "kiosk-0003"]
+    refused = subprocess.run([*base, "--out", str(tmp_path / "a")], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: ") and "--allow-example-lock" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "a" / "kiosk-0003").exists()
+    allowed = subprocess.run(
+        [*base, "--out", str(tmp_path / "b"), "--allow-example-lock"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "Not deployable: example image digests" in (tmp_path / "b" / "kiosk-0003" / "README.md").read_text()

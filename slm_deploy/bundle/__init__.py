@@ -252,6 +252,15 @@ def image_list(box: Box, images: list[Image]) -> bytes:
     return (json.dumps({"platform": platform, "images": entries}, indent=2, sort_keys=True) + "\n").encode()
 
 
+def _example_lock(fleet: Fleet, catalog: Catalog) -> str:
+    """The example lock's notice when it pinned this bundle's images (README stamp, E15), or ''."""
+    from slm_deploy.supply.lock import example_notice
+
+    if not any(i.locked for i in catalog.images.values()):
+        return ""
+    return example_notice(fleet.directory) or ""
+
+
 def _health_checked(upstream: dict[str, str], spec: RuntimeSpec) -> dict[str, str]:
     """A server without /metrics (Ollama, Foundry Local) is health-checked by the gateway: Caddy's
     caddy_reverse_proxy_upstreams_healthy gauge then says whether it is alive (E10)."""
@@ -344,6 +353,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         startup_minutes=max(p.resources.startup_budget_seconds for p in plans) // 60,
         served_as=_served_as(spec),
         onnx_output_tokens=load_onnx_server().default_output_tokens,
+        example_lock=_example_lock(fleet, catalog),
     )
     encoded = {path: text.encode() for path, text in files.items()}
     encoded[IMAGE_LIST] = image_list(box, images)

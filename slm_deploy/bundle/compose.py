@@ -51,6 +51,8 @@ SIDECAR_LIMITS = {
 }
 RUNTIME_PIDS = 4096  # vLLM spawns an engine core, tokenizer workers and compile threads
 PROMETHEUS_RETENTION = "15d"
+PROMETHEUS_DISK_SHARE = 0.02  # of the box's disk, for metrics
+PROMETHEUS_SIZE_MIB = (256, 8192)  # at least, at most
 
 
 def _deploy(cpus: float, memory_mib: int, pids: int, gpus: int = 0) -> dict[str, Any]:
@@ -278,12 +280,22 @@ WEBUI_ENTRYPOINT = (
 )
 
 
-def _prometheus(catalog: Catalog) -> dict[str, Any]:
+def prometheus_retention_mib(disk_gib: float | None) -> int:
+    """The TSDB's size cap (E22): a share of the box's disk, within bounds; time alone lets a busy
+    small box fill its disk (Prometheus removes whole blocks once the size is exceeded)."""
+    if disk_gib is None:
+        return PROMETHEUS_SIZE_MIB[1] // 4
+    share = int(disk_gib * 1024 * PROMETHEUS_DISK_SHARE)
+    return max(PROMETHEUS_SIZE_MIB[0], min(PROMETHEUS_SIZE_MIB[1], share))
+
+
+def _prometheus(catalog: Catalog, box: Box) -> dict[str, Any]:
     service = _hardened(catalog.images["prometheus"].ref, limits=SIDECAR_LIMITS["prometheus"], networks=[INTERNAL_NETWORK])
     service["command"] = [
         "--config.file=/etc/prometheus/prometheus.yml",
         "--storage.tsdb.path=/prometheus",
         f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+        f"--storage.tsdb.retention.size={prometheus_retention_mib(box.hardware.disk_gib)}MB",
         "--web.listen-address=0.0.0.0:9090",
     ]
     service["volumes"] = [
@@ -427,7 +439,7 @@ def compose_document(
         services["open-webui"] = _webui(catalog, spec, box.id)
         services["open-webui"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
     if options.monitoring:
-        services["prometheus"] = _prometheus(catalog)
+        services["prometheus"] = _prometheus(catalog, box)
         services["prometheus"]["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
         services["grafana"] = _grafana(catalog, box)
         services["grafana"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}

@@ -58,6 +58,24 @@ def build_fleet(
     return bundles
 
 
+ALLOW_EXAMPLE_LOCK_ENV = "SLM_DEPLOY_ALLOW_EXAMPLE_LOCK"
+
+
+def refuse_example_lock(fleet: Fleet, allowed: bool) -> None:
+    """The packaged lock is example data: its digests exist only on a test mirror, so every pull on
+    a real box fails ("manifest unknown"). `bundle` refuses it, as `pulumi up` does, unless asked (E15)."""
+    from slm_deploy.supply.lock import example_notice, find
+
+    notice = example_notice(fleet.directory)
+    if notice and not (allowed or os.environ.get(ALLOW_EXAMPLE_LOCK_ENV) == "1"):
+        raise InputError(
+            str(find(fleet.directory)),
+            "example",
+            "example data whose digests no registry serves; run `slm-deploy lock` beside the fleet file "
+            "(or pass --allow-example-lock to generate bundles for a test)",
+        )
+
+
 def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

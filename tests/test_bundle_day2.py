@@ -264,3 +264,42 @@ def test_e15_bundle_refuses_the_example_lock_unless_asked_and_the_readme_says_so
     )
     assert allowed.returncode == 0, allowed.stderr
     assert "Not deployable: example image digests" in (tmp_path / "b" / "kiosk-0003" / "README.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_e9_init_secrets_refuses_to_recreate_an_admin_password_over_a_volume_with_data(tmp_path: Path) -> None:
+    box = tmp_path / "store-0001"
+    box.mkdir()
+    script = box / "init-secrets.sh"
+    script.write_text(files("store-0001")["init-secrets.sh"])
+    script.chmod(0o755)
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\n[ "$1 $2 $3" = "volume inspect store-0001_grafana-data" ] && [ -e "$VOLUME_FLAG" ]\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "VOLUME_FLAG": str(tmp_path / "flag")}
+    first = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr  # new box: no volume yet
+    (tmp_path / "flag").touch()  # the box ran: grafana-data holds Grafana's database
+    assert subprocess.run([str(script)], env=env, capture_output=True, text=True).returncode == 0  # nothing deleted
+    (box / "secrets" / "grafana_admin_password").unlink()
+    refused = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "store-0001_grafana-data" in refused.stderr, refused.stderr
+    assert not (box / "secrets" / "grafana_admin_password").exists()
+    (box / "secrets" / "api_key").unlink()  # the API key rotates by file
+    (box / "secrets" / "grafana_admin_password").write_text("kept")
+    rotated = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert rotated.returncode == 0 and "created secrets/api_key" in rotated.stdout
+
+
+def test_e16_to_e20_e23_the_readme_has_prerequisites_upgrade_backup_and_rotation() -> None:
+    gpu = files("store-0001")["README.md"]
+    assert "nvidia-ctk runtime configure --runtime=docker" in gpu and "nvidia-container-toolkit#2026" in gpu
+    assert "iptables" in gpu and "UFW" in gpu
+    assert "## Upgrade" in gpu and "docker compose up -d --remove-orphans" in gpu
+    assert "## Backup" in gpu and "grafana-data" in gpu.split("## Backup")[1]
+    assert "reset-admin-password" in gpu and "rm secrets/tls_cert secrets/tls_key" in gpu
+    assert "nvidia-ctk runtime configure --runtime=docker &&" not in files("kiosk-0003")["README.md"]
+    onnx = files("branch-0013")
+    assert "docker compose build onnx" in onnx["README.md"] or "docker compose build" in onnx["README.md"].split("## Upgrade")[1]
+    assert all(s.get("pull_policy") != "build" for s in yaml.safe_load(onnx["compose.yaml"])["services"].values())

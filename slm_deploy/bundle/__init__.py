@@ -28,6 +28,9 @@ from slm_deploy.supply.lock import locked_catalog, require_platform
 from slm_deploy.templating import render
 
 IMAGE_LIST = "images.lock.json"
+# Admin passwords a service applies only when it creates its database (Grafana's admin_password,
+# conf/defaults.ini; Open WebUI's first admin): init-secrets.sh never recreates them over data.
+ADMIN_VOLUMES = {"grafana_admin_password": "grafana-data", "webui_admin_password": "webui-data"}
 EXECUTABLE = 0o755
 REGULAR = 0o644
 
@@ -320,6 +323,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         random_secrets=[s for s in secrets if s not in {"hf_token", "tls_cert", "tls_key"}],
         hf_token="hf_token" in secrets,
         gated=_gated(plans, catalog),
+        admin_volumes=ADMIN_VOLUMES,
     )
     files[".env.example"] = render("env.example", box_id=box.id)
     if box.options.offline:
@@ -354,6 +358,8 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         served_as=_served_as(spec),
         onnx_output_tokens=load_onnx_server().default_output_tokens,
         example_lock=_example_lock(fleet, catalog),
+        gpu=bool(plans[0].resources.gpu_count),
+        volumes=sorted(compose["volumes"]),
     )
     encoded = {path: text.encode() for path, text in files.items()}
     encoded[IMAGE_LIST] = image_list(box, images)

@@ -134,8 +134,10 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
         service["platform"] = platform
         if spec.uses_hf_token or spec.runtime.value == "vllm":
             service["build"]["secrets"] = ["hf_token"]
-        # Built, never pulled: the local tag names no registry image, and a pull of it would ask Docker Hub.
-        service["pull_policy"] = "never" if box.options.offline else "build"
+        # Built on the box. `missing`, not `build`: `build` rebuilds on every `up`, which after a prune
+        # downloads from PyPI again and fails during a WAN outage (E17); the README's upgrade runs
+        # `docker compose build` explicitly. Air-gapped: loaded, never pulled.
+        service["pull_policy"] = "never" if box.options.offline else "missing"
     if not box.options.offline:
         service["volumes"] = [{"type": "volume", "source": "models", "target": MODEL_DIR, "read_only": True}]
         if spec.runtime.value == "ollama":

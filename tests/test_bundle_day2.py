@@ -303,3 +303,45 @@ def test_e16_to_e20_e23_the_readme_has_prerequisites_upgrade_backup_and_rotation
     onnx = files("branch-0013")
     assert "docker compose build onnx" in onnx["README.md"] or "docker compose build" in onnx["README.md"].split("## Upgrade")[1]
     assert all(s.get("pull_policy") != "build" for s in yaml.safe_load(onnx["compose.yaml"])["services"].values())
+
+
+COMPOSE_LINT = Path(sys.executable).parent / "compose-lint"
+
+
+@pytest.mark.skipif(not COMPOSE_LINT.exists(), reason="PyPI compose-lint is not installed (dev extra)")
+def test_item7_compose_lint_finds_no_unlisted_high_or_critical_finding_in_any_example_bundle(tmp_path: Path) -> None:
+    """Issue 21.7: every exception is stated where compose-lint reads it (.compose-lint.yml), with the
+    reason of the service's x-hardening-exceptions; no high/critical finding is left unlisted."""
+    assert run_cli("bundle", str(ROOT / "examples" / "fleet.yaml"), "--out", str(tmp_path)).returncode == 0
+    for box_id in BOXES:
+        box = tmp_path / box_id
+        done = subprocess.run(
+            [
+                str(COMPOSE_LINT),
+                "check",
+                "--config",
+                ".compose-lint.yml",
+                "--strict-config",
+                "--fail-on",
+                "high",
+                "--format",
+                "json",
+                "compose.yaml",
+            ],
+            cwd=box,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (box_id, done.stdout[-2000:], done.stderr)
+        report = json.loads(done.stdout)
+        open_findings = [f for f in report["findings"] if not f.get("suppressed") and f["severity"] in ("high", "critical")]
+        assert open_findings == [], (box_id, open_findings)
+        config = yaml.safe_load((box / ".compose-lint.yml").read_text())
+        services = yaml.safe_load((box / "compose.yaml").read_text())["services"]
+        reasons = {r for s in services.values() for r in (s.get("x-hardening-exceptions") or {}).values()}
+        for rule in config["rules"].values():
+            assert set(rule["exclude_services"].values()) <= reasons
+    # node-exporter no longer sees the host's / (the engine's sockets) or /sys
+    node = yaml.safe_load((tmp_path / "store-0001" / "compose.yaml").read_text())["services"]["node-exporter"]
+    assert not any(v["type"] == "bind" and v["source"] in ("/", "/sys") for v in node["volumes"])

@@ -9,6 +9,7 @@ exception in the service's `x-hardening-exceptions` field, which review tools re
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +148,10 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
     return service
 
 
+# Keys compose-lint takes for credentials (CL-0020), *_PATH and *_FILE included.
+CREDENTIAL_KEY = re.compile(r"(TOKEN|PASSWORD|SECRET|API_?KEY|PRIVATE_KEY|CREDENTIALS?)(_PATH|_FILE)?$")
+
+
 def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
     assert spec.fetch is not None
     fetch = spec.fetch
@@ -166,6 +171,13 @@ def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
         service["volumes"].append({"type": "bind", "source": f"./{source}", "target": target, "read_only": True})
     if spec.uses_hf_token:
         service["secrets"] = ["hf_token"]
+    named = sorted(
+        k for k, v in service["environment"].items() if CREDENTIAL_KEY.search(k) and str(v).startswith("/run/secrets/")
+    )
+    if named:
+        service["x-hardening-exceptions"] = {
+            "environment": f"{', '.join(named)} names the file of a compose secret under /run/secrets, not a credential",
+        }
     service["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
     return service
 
@@ -224,6 +236,12 @@ def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
             "protocol": "tcp",
         }
     ]
+    if box.options.listen_address in ("0.0.0.0", "::"):
+        service.setdefault("x-hardening-exceptions", {})["ports"] = (
+            f"the box's one published port, on listen_address {box.options.listen_address} from the fleet file "
+            "(clients reach the box on its LAN address); TLS and the API key guard it, and the README says that "
+            "Docker's iptables rules bypass the host firewall"
+        )
     service["expose"] = [str(GATEWAY_METRICS_PORT)]
     service["secrets"] = ["api_key", "tls_cert", "tls_key"]
     service["volumes"] = [{"type": "bind", "source": "./gateway/Caddyfile", "target": "/etc/caddy/Caddyfile", "read_only": True}]
@@ -357,44 +375,48 @@ def _alertmanager(catalog: Catalog, box: Box) -> dict[str, Any]:
 
 
 # What node-exporter's collectors read on the host, and nothing more: the dashboards and rules use
-# cpu, meminfo, loadavg, filesystem and netdev only.
+# cpu, meminfo, loadavg, filesystem and netdev only. /sys is not namespaced (the container's
+# read-only sysfs is the host's), so it is not bound; PID 1's mount table and network directory must
+# be the host's, and the three proc files sit beside them under --path.procfs.
 NODE_COLLECTORS = ("cpu", "filesystem", "loadavg", "meminfo", "netdev")
 NODE_HOST_FILES = (
-    ("/proc/stat", "/host/proc/stat"),  # cpu
-    ("/proc/meminfo", "/host/proc/meminfo"),  # meminfo
-    ("/proc/loadavg", "/host/proc/loadavg"),  # loadavg
     ("/proc/1/mounts", "/host/proc/1/mounts"),  # filesystem: the host's mount table (older releases)
     ("/proc/1/mountinfo", "/host/proc/1/mountinfo"),  # filesystem: the host's mount table
     # netdev: PID 1's net directory is the host's network namespace; the container's own /proc/net
     # (and netlink) would show the container's interfaces instead.
     ("/proc/1/net", "/host/proc/net"),
-    ("/sys", "/host/sys"),  # cpu: thermal throttle and isolated CPUs (the collector opens sysfs)
 )
+NODE_PROC_LINKS = ("stat", "meminfo", "loadavg")  # cpu, meminfo, loadavg
+# The disk that matters is Docker's data root, where the model cache and every volume live: a named
+# volume's filesystem is that disk. It is mounted as the exporter's root filesystem (statfs of the
+# host's "/" mount point), instead of the host's whole "/" (which holds the engine's sockets).
+NODE_DISK_VOLUME = "prometheus-data"
 
 
 def _node_exporter(catalog: Catalog) -> dict[str, Any]:
     service = _hardened(catalog.images["node-exporter"].ref, limits=SIDECAR_LIMITS["node-exporter"], networks=[INTERNAL_NETWORK])
     service["command"] = [
         "--path.procfs=/host/proc",
-        "--path.sysfs=/host/sys",
+        "--path.sysfs=/sys",
         "--path.rootfs=/host/root",
         "--collector.disable-defaults",
         *(f"--collector.{c}" for c in NODE_COLLECTORS),
         "--no-collector.netdev.netlink",
-        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
+        # One series: the data root's disk, reported at mountpoint "/".
+        "--collector.filesystem.mount-points-exclude=^/.+",
     ]
     service["volumes"] = [{"type": "bind", "source": s, "target": t, "read_only": True} for s, t in NODE_HOST_FILES]
-    service["volumes"].append(
-        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}}
-    )
+    service["volumes"] += [
+        {"type": "bind", "source": f"/proc/{name}", "target": f"/host/proc/{name}", "read_only": True} for name in NODE_PROC_LINKS
+    ]
+    service["volumes"].append({"type": "volume", "source": NODE_DISK_VOLUME, "target": "/host/root", "read_only": True})
     service["expose"] = ["9100"]
     service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
     service["x-hardening-exceptions"] = {
-        "volumes": "read-only host files for the five collectors the dashboards use: /proc/stat (cpu), /proc/meminfo "
-        "(meminfo), /proc/loadavg (loadavg), /proc/1/mounts and /proc/1/mountinfo (filesystem), "
-        "/proc/1/net (netdev: the host's interfaces, not the container's), /sys (the cpu collector opens sysfs); "
-        "/ for the filesystem collector's statfs of the host's disks (the model cache), rslave so later mounts show; "
-        "no write access, no host namespaces",
+        "volumes": "read-only host proc files for the collectors the dashboards use: /proc/1/mounts and "
+        "/proc/1/mountinfo (filesystem: the host's mount table), /proc/1/net (netdev: the host's interfaces, not "
+        "the container's), /proc/stat, /proc/meminfo, /proc/loadavg (cpu, meminfo, loadavg, beside them under "
+        "--path.procfs); the disk is read through a named volume, not the host's /; no write access, no host namespaces",
     }
     return service
 
@@ -482,6 +504,17 @@ def compose_document(
             if "@" in service["image"]:
                 service["x-locked-image"] = service["image"]  # what the loaded image must be (verify)
                 service["image"] = service["image"].split("@", 1)[0]
+            if "x-locked-image" in service:
+                service.setdefault("x-hardening-exceptions", {})["image"] = (
+                    "air-gapped: loaded with docker load, which restores tags but no digests, so compose names "
+                    "repository:tag; slm-deploy verify compares the loaded image with the locked digest (x-locked-image)"
+                )
+    built = {s["image"] for s in services.values() if "build" in s}
+    for service in services.values():
+        if service["image"] in built:
+            service.setdefault("x-hardening-exceptions", {})["image"] = (
+                "built on the box from the bundle's Dockerfile, whose FROM lines are locked; no registry holds it"
+            )
     return {
         "name": box.id,
         "services": services,

@@ -345,3 +345,13 @@ def test_item7_compose_lint_finds_no_unlisted_high_or_critical_finding_in_any_ex
     # node-exporter no longer sees the host's / (the engine's sockets) or /sys
     node = yaml.safe_load((tmp_path / "store-0001" / "compose.yaml").read_text())["services"]["node-exporter"]
     assert not any(v["type"] == "bind" and v["source"] in ("/", "/sys") for v in node["volumes"])
+
+
+def test_e12_e13_flashinfer_kernels_on_the_exec_cache_and_no_xet_chunk_cache_on_the_models_volume() -> None:
+    services = compose("store-0001")["services"]
+    env = services["vllm"]["environment"]
+    exec_mounts = [t.split(":")[0] for t in services["vllm"]["tmpfs"] if "exec" in t.split(":", 1)[1].split(",")]
+    assert any(env["FLASHINFER_WORKSPACE_BASE"].startswith(m + "/") for m in exec_mounts)
+    assert "FLASHINFER_WORKSPACE_BASE" in load_catalog().profiles["vllm"].exec_caches
+    for box_id in ("store-0001", "branch-0013"):
+        assert compose(box_id)["services"]["model-fetch"]["environment"]["HF_XET_CHUNK_CACHE_SIZE_BYTES"] == "0", box_id

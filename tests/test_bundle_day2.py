@@ -355,3 +355,39 @@ def test_e12_e13_flashinfer_kernels_on_the_exec_cache_and_no_xet_chunk_cache_on_
     assert "FLASHINFER_WORKSPACE_BASE" in load_catalog().profiles["vllm"].exec_caches
     for box_id in ("store-0001", "branch-0013"):
         assert compose(box_id)["services"]["model-fetch"]["environment"]["HF_XET_CHUNK_CACHE_SIZE_BYTES"] == "0", box_id
+
+
+@pytest.mark.skipif(not os.environ.get("SLM_TEST_DOCKER_HOST"), reason="SLM_TEST_DOCKER_HOST is not set (.ci/dockerd start)")
+def test_e2_with_the_real_engine_save_load_keeps_the_tag_the_readme_uses_and_loses_the_digest(tmp_path: Path) -> None:
+    """E2 against a real Docker engine: an image pulled by digest and tagged the README's way, saved
+    by tag and loaded again, answers to repository:tag (what the air-gapped compose file names) and
+    its Id is the locked config digest (what verify compares); the digest reference does not resolve."""
+    from tests.registry import LiveRegistry
+
+    env = {**os.environ, "DOCKER_HOST": os.environ["SLM_TEST_DOCKER_HOST"]}
+
+    def docker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", *args], env=env, capture_output=True, text=True, check=False, timeout=120)
+
+    (tmp_path / "reg").mkdir()
+    registry = LiveRegistry(tmp_path / "reg")
+    try:
+        pushed = registry.push("slm/e2", "1.0", archs=("amd64",))
+        name = f"{registry.host}/slm/e2:1.0"
+        manifest, config = pushed["platforms"]["linux/amd64"]
+        pinned = f"{registry.host}/slm/e2@{pushed['digest']}"
+        pulled = docker("pull", "--platform", "linux/amd64", pinned)
+        assert pulled.returncode == 0, pulled.stderr
+        assert docker("tag", pinned, name).returncode == 0
+        saved = docker("save", "-o", str(tmp_path / "images.tar"), name)
+        assert saved.returncode == 0, saved.stderr
+        docker("rmi", "-f", name, pinned)
+        loaded = docker("load", "-i", str(tmp_path / "images.tar"))
+        assert loaded.returncode == 0, loaded.stderr
+        by_tag = docker("image", "inspect", "--format", "{{.Id}}", name)
+        assert by_tag.returncode == 0 and by_tag.stdout.strip() in (config, manifest, pushed["digest"]), by_tag.stdout
+        by_digest = docker("image", "inspect", f"{name}@{pushed['digest']}")
+        assert by_digest.returncode != 0  # what the compose file named before the fix
+    finally:
+        docker("rmi", "-f", f"{registry.host}/slm/e2:1.0")
+        registry.stop()

@@ -118,7 +118,8 @@ class Gateway(pulumi.ComponentResource):
                                     limits={"cpu": "1", "memory": "256Mi", "ephemeral-storage": "512Mi"},
                                 ),
                                 startup_probe=http_probe("/healthz", METRICS_PORT, 2, 30),
-                                readiness_probe=http_probe("/healthz", HTTP_PORT, 10, 3),
+                                # On the metrics server: probes on the API server would count as requests (AKS-07).
+                                readiness_probe=http_probe("/healthz", METRICS_PORT, 10, 3),
                                 liveness_probe=http_probe("/healthz", METRICS_PORT, 20, 3),
                                 volume_mounts=[
                                     mount("config", "/etc/caddy", read_only=True),

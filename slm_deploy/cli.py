@@ -315,14 +315,24 @@ def verify(directory: Path, expect: str | None) -> None:
     help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
 )
 @click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
+@click.option(
+    "--from",
+    "from_text",
+    type=str,
+    default=None,
+    help="Compare with a previous state (a previous --out folder, or a stack file such as the previous commit's): "
+    "what an `up` would replace, delete or be refused; exit 1 when it would be refused or lose data.",
+)
 @clear_errors
-def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool) -> None:
+def preview(
+    stack: str, out_text: str | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool, from_text: str | None
+) -> None:
     """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
 
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
     declares and, with --out, renders the Kubernetes manifests it would send.
     """
-    from slm_deploy.preview import run_preview, write_manifests
+    from slm_deploy.preview import run_preview, transition_report, write_manifests
     from slm_deploy.report import preview_table
     from slm_deploy.stacks.runner import runner_requirements
 
@@ -335,7 +345,10 @@ def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path |
     if out_text is not None and not out_text.strip():
         raise InputError("arguments", "--out", "an empty path; name a folder for the manifests")
     out_dir = Path(out_text) if out_text is not None else None
+    if from_text is not None and not from_text.strip():
+        raise InputError("arguments", "--from", "an empty path; name a previous --out folder or a stack file")
     result = run_preview(stack, project_dir or Path.cwd())
+    transition = transition_report(result, Path(from_text), project_dir or Path.cwd()) if from_text is not None else None
     if result.ignored_environment:
         click.echo(
             f"note: ignored {', '.join(result.ignored_environment)} from the environment: this offline preview renders "
@@ -360,6 +373,11 @@ def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path |
         for line in runner_requirements(result.environment):
             click.echo(f"  - {line}")
     _example_lock_notice(project_dir or Path.cwd())
+    if transition is not None:
+        lines, blocking = transition
+        click.echo("\n".join(lines), err=as_json)
+        if blocking:
+            sys.exit(1)
 
 
 @main.command()

@@ -55,6 +55,7 @@ users:
 # validateStackName: `^[A-Za-z0-9_.-]{1,100}$`, no slashes). The name becomes a file name here.
 STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 INDEX = ".slm-preview.json"  # what the last preview wrote into --out: only those files are ever replaced
+STATE_FILE = ".slm-preview-state.json"  # every resource a preview declared, for `preview --from`
 PULUMI_CONFIG_ENV = "PULUMI_CONFIG"
 
 
@@ -402,6 +403,8 @@ def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
             (staging / rel).write_bytes(data)
         index = {"files": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(files.items())}}
         (staging / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        # every resource's inputs, for a later `preview --from OUT` (secrets are already redacted)
+        (staging / STATE_FILE).write_text(json.dumps(state_document(result), indent=1, sort_keys=True) + "\n")
         for rel in sorted(files):
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             if not (out / rel).parent.resolve().is_relative_to(root):
@@ -413,9 +416,92 @@ def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
                 stale.unlink()
                 if stale.parent != out and not any(stale.parent.iterdir()):
                     stale.parent.rmdir()
+        os.replace(staging / STATE_FILE, out / STATE_FILE)
         os.replace(staging / INDEX, out / INDEX)
     except OSError as exc:
         raise InputError(str(exc.filename or out), "", f"cannot write the manifests: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / rel for rel in sorted(files)]
+
+
+# Transitions: `preview STACK --from PREVIOUS` ------------------------------------------------------
+
+
+def state_document(result: PreviewResult) -> dict[str, Any]:
+    """What `preview --out` keeps beside the manifests so that a later `preview --from` can compare:
+    every resource's type, name, inputs (secrets already redacted) and options."""
+    return {
+        "stack": result.stack,
+        "resources": [
+            {
+                "urn": r.urn,
+                "type": r.type,
+                "name": r.name,
+                "parent": r.parent,
+                "custom": r.custom,
+                "inputs": r.inputs,
+                "ignore_changes": list(r.ignore_changes),
+                "retain_on_delete": r.retain_on_delete,
+            }
+            for r in result.resources
+        ],
+    }
+
+
+def previous_state(previous: Path, stack: str, root: Path) -> tuple[Any, set[str]]:
+    """The state an `up` would start from (a simulator Stack and the URNs retained on delete): a
+    previous preview's --out folder (its state file), or a stack file such as the previous commit's
+    (`git show HEAD~1:Pulumi.dev.yaml > old.yaml`), rendered as STACK under the same project."""
+    from slm_deploy.simulator.model import from_preview
+    from slm_deploy.simulator.transitions import stack_from_state
+
+    name = str(previous)
+    if previous.is_dir():
+        state = previous / STATE_FILE
+        if not state.is_file():
+            raise InputError(name, "--from", f"not a folder written by `slm-deploy preview --out` (no {STATE_FILE})")
+        try:
+            document = json.loads(read_input(state, str(state)))
+        except ValueError as exc:
+            raise InputError(str(state), "", f"not JSON: {str(exc)[:120]}") from None
+        return stack_from_state(document, str(state))
+    if not os.path.lexists(previous):
+        raise InputError(name, "--from", "no such file or folder (name a previous preview's --out folder or a stack file)")
+    if not previous.is_file():
+        raise InputError(name, "--from", "neither a folder nor a stack file")
+    text = read_input(previous, name)
+    with tempfile.TemporaryDirectory(prefix="slm-from-") as tmp:
+        mirror = Path(tmp)
+        for entry in sorted(root.iterdir()):
+            if not (entry.name.startswith("Pulumi.") and entry.name.endswith(".yaml") and entry.name != "Pulumi.yaml"):
+                (mirror / entry.name).symlink_to(entry.resolve())
+        (mirror / f"Pulumi.{stack}.yaml").write_text(text, encoding="utf-8")
+        try:
+            result = run_preview(stack, mirror)
+        except InputError as exc:
+            raise InputError(name, exc.field, exc.message) from None
+    return from_preview(result), {r.urn for r in result.resources if r.retain_on_delete}
+
+
+def transition_report(result: PreviewResult, previous: Path, root: Path) -> tuple[list[str], bool]:
+    """The lines `preview --from` prints, and whether an `up` would be refused or lose data."""
+    from slm_deploy.simulator.model import from_preview
+    from slm_deploy.simulator.transitions import compare
+
+    old, retained = previous_state(previous, result.stack, root)
+    changes = compare(old, from_preview(result), retained)
+    updates = sum(1 for c in changes if c.action == "update")
+    lines = [c.line() for c in changes if c.action != "update"]
+    blocking = any(c.severity <= 1 or c.action == "crds" for c in changes)
+    head = f"from {previous}: " + (
+        ", ".join(
+            f"{n} {a}"
+            for a in ("refused", "crds", "replace", "delete", "create")
+            if (n := sum(1 for c in changes if c.action == a))
+        )
+        or "no replacement, deletion or refusal"
+    )
+    return [head, *(f"  {line}" for line in lines)] + (
+        [f"  ({updates} in-place updates not listed)"] if updates else []
+    ), blocking

@@ -304,6 +304,41 @@ def verify(directory: Path, expect: str | None) -> None:
 
 @main.command()
 @click.argument("stack")
+@click.option(
+    "--project",
+    "--project-dir",
+    "project_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Pulumi project folder holding Pulumi.STACK.yaml (default: the current folder).",
+)
+@click.option("--subscription", default=None, help="Subscription id (default: AZURE_SUBSCRIPTION_ID).")
+@click.option(
+    "--object-id", default=None, help="The deployer's object id (default: cluster.deployerObjectId, else the signed-in one)."
+)
+@click.option("--arm-endpoint", default=None, help="Azure Resource Manager URL (default: the public cloud's).")
+@clear_errors
+def preflight(
+    stack: str, project_dir: Path | None, subscription: str | None, object_id: str | None, arm_endpoint: str | None
+) -> None:
+    """Ask Azure, before anything is created, whether STACK fits the subscription: VM sizes offered
+    in the region, vCPU quota per VM family (maximum plus upgrade surge), regional and spot totals,
+    the Kubernetes version, and the deployer's roles. Read-only; exit 1 when something will not fit.
+    Needs `pip install 'slm-deploy[azure]'` and Azure credentials (az login, or the CI's OIDC login)."""
+    from slm_deploy import preflight as checks
+
+    target = checks.load_target(stack, project_dir or Path.cwd(), subscription)
+    results = checks.run_preflight(target, checks.default_credential(), base_url=arm_endpoint, object_id=object_id)
+    for check in results:
+        click.echo(check.line())
+    problems = sum(1 for c in results if not c.ok)
+    click.echo(f"{target.source} in {target.location}: " + (f"{problems} problem(s)" if problems else "fits"))
+    if problems:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("stack")
 @click.option("--out", "out_text", type=str, help="Write each Kubernetes resource as a manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print resources and outputs as JSON.")
 @click.option(

@@ -55,7 +55,7 @@ users:
 # validateStackName: `^[A-Za-z0-9_.-]{1,100}$`, no slashes). The name becomes a file name here.
 STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 INDEX = ".slm-preview.json"  # what the last preview wrote into --out: only those files are ever replaced
-STATE_FILE = ".slm-preview-state.json"  # every resource a preview declared, for `preview --from`
+STATE_FILE = ".slm-state.json"  # every resource a preview declared, for `preview --from`
 PULUMI_CONFIG_ENV = "PULUMI_CONFIG"
 
 

@@ -134,6 +134,26 @@ def test_a_chart_upgrade_names_the_crds_helm_skips(stack: str) -> None:
     assert not _actions(with_job, "crds")
 
 
+def test_a_gpu_operator_upgrade_needs_openapi_validation_off() -> None:
+    """AKS-10's second half: the chart's CRD upgrade hook runs only if Helm skips OpenAPI validation."""
+    old = model("dev")
+    bumped = Stack(
+        [
+            replace(r, inputs={**r.inputs, "disableOpenapiValidation": False}) if r.inputs.get("chart") == "gpu-operator" else r
+            for r in _bump(old, "gpu-operator", None).resources
+        ]
+    )
+    (crds,) = _actions(compare(old, bumped), "crds")
+    assert "set disableOpenapiValidation on the release" in crds.detail
+    off = Stack(
+        [
+            replace(r, inputs={**r.inputs, "disableOpenapiValidation": True}) if r.inputs.get("chart") == "gpu-operator" else r
+            for r in bumped.resources
+        ]
+    )
+    assert not _actions(compare(old, off), "crds")
+
+
 def _minor(version: str, step: int) -> str:
     major, minor = version.split(".")[:2]
     return f"{major}.{int(minor) + step}"

@@ -367,7 +367,7 @@ def preview(
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
     declares and, with --out, renders the Kubernetes manifests it would send.
     """
-    from slm_deploy.preview import run_preview, transition_report, write_manifests
+    from slm_deploy.preview import run_preview, transition_report, write_manifests, write_state
     from slm_deploy.report import preview_table
     from slm_deploy.stacks.runner import runner_requirements
 
@@ -391,6 +391,8 @@ def preview(
             err=True,
         )
     written = write_manifests(result, out_dir) if out_dir else []
+    if out_dir:
+        write_state(result, out_dir)  # what a later `preview --from OUT` compares with
     if as_json:
         print_json(
             {

@@ -9,6 +9,7 @@ stand on it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
 import hashlib
@@ -403,8 +404,6 @@ def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
             (staging / rel).write_bytes(data)
         index = {"files": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(files.items())}}
         (staging / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        # every resource's inputs, for a later `preview --from OUT` (secrets are already redacted)
-        (staging / STATE_FILE).write_text(json.dumps(state_document(result), indent=1, sort_keys=True) + "\n")
         for rel in sorted(files):
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             if not (out / rel).parent.resolve().is_relative_to(root):
@@ -416,7 +415,6 @@ def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
                 stale.unlink()
                 if stale.parent != out and not any(stale.parent.iterdir()):
                     stale.parent.rmdir()
-        os.replace(staging / STATE_FILE, out / STATE_FILE)
         os.replace(staging / INDEX, out / INDEX)
     except OSError as exc:
         raise InputError(str(exc.filename or out), "", f"cannot write the manifests: {exc.strerror or exc}") from None
@@ -447,6 +445,25 @@ def state_document(result: PreviewResult) -> dict[str, Any]:
             for r in result.resources
         ],
     }
+
+
+def write_state(result: PreviewResult, out: Path) -> Path:
+    """OUT/.slm-state.json, whole or not at all, for a later `preview --from OUT`. Written by the
+    `preview` command only: review's manifest folders hold manifests alone."""
+    target = out / STATE_FILE
+    if os.path.islink(target):
+        raise InputError(str(target), "", "is a symbolic link; refusing to write there")
+    data = json.dumps(state_document(result), indent=1, sort_keys=True) + "\n"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".slm-state-", dir=out)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp)
+        raise InputError(str(target), "", f"cannot write: {exc.strerror or exc}") from None
+    return target
 
 
 def previous_state(previous: Path, stack: str, root: Path) -> tuple[Any, set[str]]:

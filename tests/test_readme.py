@@ -25,6 +25,7 @@ NOT_RUN = {
     "slm-deploy plan --model Qwen/Qwen2-7B-Instruct-AWQ": "asks the Hugging Face Hub; tests/test_resolve.py plans Hub repos against a fake Hub",
     "slm-deploy plan --model qwen3:4b": "asks the Ollama registry; tests/test_resolve.py runs it against a fake registry",
     "slm-deploy lock": "asks the real registries, which this machine cannot reach; tests/test_lock.py runs it against a registry on 127.0.0.1",
+    "slm-deploy preflight": "asks Azure Resource Manager with the user's credentials; tests/test_preflight.py runs it against a fake ARM on 127.0.0.1",
     "slm-deploy smoke": "needs a deployed endpoint (https://box:8443); tests/test_smoke.py runs it against the live gateway on 127.0.0.1",
     "pulumi": "needs the Pulumi CLI, a backend and an Azure subscription (README: Deploying to Azure)",
     "az": "needs an Azure account",

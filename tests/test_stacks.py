@@ -78,7 +78,11 @@ def test_dev_is_one_small_spot_pool_that_scales_to_zero() -> None:
     assert pool.inputs["vmSize"] == "Standard_NC8as_T4_v3"
     assert pool.inputs["minCount"] == 0 and pool.inputs["enableAutoScaling"] is True
     assert pool.inputs["scaleSetPriority"] == "Spot" and pool.inputs["spotMaxPrice"] == -1
-    assert pool.inputs["nodeTaints"] == ["nvidia.com/gpu=present:NoSchedule"]
+    # AKS writes its spot taint into a spot pool; declared too, so a refresh shows no drift (AKS-11)
+    assert pool.inputs["nodeTaints"] == [
+        "nvidia.com/gpu=present:NoSchedule",
+        "kubernetes.azure.com/scalesetpriority=spot:NoSchedule",
+    ]
     assert pool.inputs["osDiskType"] == "Ephemeral"
     assert pool.inputs["gpuProfile"] == {"driver": "None"}  # the GPU Operator installs drivers
     assert pool.ignore_changes == ("count",)

@@ -6,7 +6,7 @@ returns findings with rule ids SLM-SIM-0xx (rules.py)."""
 from __future__ import annotations
 
 from slm_deploy.catalog.platform import load_aks_facts
-from slm_deploy.simulator import access, autoscaling, ordering, platform, scheduling
+from slm_deploy.simulator import access, autoscaling, ordering, platform, scheduling, transitions
 from slm_deploy.simulator.model import Finding, Stack, from_policy, from_preview
 from slm_deploy.simulator.rules import BY_ID, SIM_RULES, SimRule
 
@@ -16,6 +16,7 @@ CHECKS = {
     "access": access.check,
     "autoscaling": autoscaling.check,
     "platform": platform.check,
+    "refresh": transitions.check,
 }
 
 

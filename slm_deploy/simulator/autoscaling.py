@@ -4,9 +4,12 @@ replicas (so scaling feeds back into the metric, as on the cluster).
 
 Load is in concurrent requests. A replica serves up to C at once (vLLM --max-num-seqs, Ollama
 OLLAMA_NUM_PARALLEL); the rest wait. `vllm:num_requests_running` = min(load, replicas x C),
-`vllm:num_requests_waiting` = the rest, and both are absent (0) at zero replicas: no pod exports
+`vllm:num_requests_waiting` = the rest, and both are absent at zero replicas: no pod exports
 them. The gateway's request counter (`caddy_http_requests_total`) sees the demand whatever the
-replicas. CPU utilisation = load / (replicas x C). The HPA rules:
+replicas, and also the kubelet's probes and Prometheus's scrapes that reach the same Caddy servers.
+A KEDA trigger's value is its PromQL query evaluated over those series the way Prometheus would
+(slm_deploy.simulator.series, slm_deploy.simulator.promql); an empty result reads 0.
+CPU utilisation = load / (replicas x C). The HPA rules:
 desired = ceil(metric / target) for AverageValue (KEDA's Prometheus trigger), ceil(replicas x
 utilisation / target) with a 10 % tolerance for CPU; scale up at once, scale down to the highest
 recommendation of the scale-down stabilization window (an HPA's behavior, else the default) and up
@@ -24,7 +27,9 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from slm_deploy.catalog.platform import AksFacts
+from slm_deploy.simulator import promql
 from slm_deploy.simulator.model import Finding, SimResource, Stack, dig, label
+from slm_deploy.simulator.series import Exports, exports
 
 STEP = 15
 PHASES = (("idle", 600, 0.0), ("burst", 600, 2.0), ("sustained", 1800, 0.8), ("idle", 1800, 0.0))
@@ -35,6 +40,7 @@ class Trigger:
     metric: str  # waiting | inflight | gateway | cpu | other
     target: float
     activation: float = 0.0
+    query: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Scaler:
     capacity: int
     down_window: int | None = None  # an HPA's behavior.scaleDown.stabilizationWindowSeconds (None: the default)
     up_window: int = 0  # behavior.scaleUp.stabilizationWindowSeconds (Kubernetes' default for resource metrics: 0)
+    exports: Exports | None = None  # the series a KEDA trigger's query reads
 
     @property
     def serving(self) -> Trigger:
@@ -56,7 +63,13 @@ class Scaler:
         return min(self.triggers, key=lambda t: t.target)
 
 
+KNOWN_SERIES = {"caddy_http_requests_total", "vllm:num_requests_running", "vllm:num_requests_waiting"}
+
+
 def _metric(query: str) -> str:
+    parsed = promql.parse(query)
+    if parsed is None or any(term.metric not in KNOWN_SERIES for term in parsed.terms):
+        return "other"
     if "caddy_http_requests_total" in query:
         return "gateway"
     names = set(re.findall(r"vllm:num_requests_(waiting|running)", query))
@@ -97,6 +110,7 @@ def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
                 _metric(str(dig(t, "metadata.query", ""))),
                 float(dig(t, "metadata.threshold", 1)),
                 float(dig(t, "metadata.activationThreshold", 0)),
+                str(dig(t, "metadata.query", "")),
             )
             for t in spec.get("triggers") or []
         )
@@ -110,6 +124,7 @@ def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
                 int(spec.get("pollingInterval", 30)),
                 int(spec.get("cooldownPeriod", 300)),
                 _capacity(target, facts),
+                exports=exports(stack, target),
             )
         )
     for hpa in stack.manifests("HorizontalPodAutoscaler"):
@@ -141,6 +156,9 @@ def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, flo
     replicas = s.min_replicas if s.kind == "keda" else floor
     recommendations: list[tuple[int, int]] = []
     last_active = -(10**9)  # never active yet
+    queries = [promql.parse(trigger.query) for trigger in s.triggers]
+    history: list[list[promql.Sample]] = []
+    keep = max([term.window or 0 for q in queries if q for term in q.terms] or [0]) // STEP + 1
     trace = []
     t = 0
     for phase, duration, factor in PHASES:
@@ -150,7 +168,11 @@ def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, flo
             waiting = max(0.0, load - serving)
             running = min(load, serving)
             if s.kind == "keda":
-                values = [(trigger, _value(trigger.metric, load, running, waiting, replicas)) for trigger in s.triggers]
+                history = [*history[-keep + 1 :], s.exports.samples(load, running, waiting, replicas)] if s.exports else []
+                values = [
+                    (trigger, _value(trigger, query, history, t, load, running, waiting, replicas))
+                    for trigger, query in zip(s.triggers, queries, strict=True)
+                ]
                 if any(value > trigger.activation for trigger, value in values):
                     last_active = t
                 if replicas == 0:
@@ -174,7 +196,19 @@ def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, flo
     return trace
 
 
-def _value(metric: str, load: float, running: float, waiting: float, replicas: int) -> float:
+def _value(
+    trigger: Trigger,
+    query: promql.Query | None,
+    history: list[list[promql.Sample]],
+    t: int,
+    load: float,
+    running: float,
+    waiting: float,
+    replicas: int,
+) -> float:
+    if query is not None and history:
+        return promql.evaluate(query, history, t, STEP) or 0.0  # KEDA reads an empty result as 0
+    metric = trigger.metric
     if metric == "gateway":
         return load  # requests reach the gateway whether or not a replica runs
     if replicas == 0:
@@ -208,6 +242,15 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         low = 0 if s.kind == "keda" and s.min_replicas == 0 else max(s.min_replicas, 1)
         if any(r < low or r > s.max_replicas for _, _, _, r, _ in trace):
             findings.append(Finding("SLM-SIM-008", where, f"replicas leave [{low}, {s.max_replicas}]"))
+        woken = [t for phase, t, _, r, _ in trace if phase == "idle" and t < PHASES[0][1] and r > 0]
+        if low == 0 and woken:
+            findings.append(
+                Finding(
+                    "SLM-SIM-008",
+                    where,
+                    f"wakes from zero with no user request after {woken[0]} s: its activation query counts probes or scrapes",
+                )
+            )
         burst = [r for phase, _, _, r, _ in trace if phase == "burst"]
         if max(burst) == 0:
             findings.append(Finding("SLM-SIM-008", where, "never scales from zero: no trigger sees demand while no replica runs"))

@@ -167,5 +167,29 @@ SIM_RULES: tuple[SimRule, ...] = (
         "node count cannot hold maxReplicas plus the surge, the new pod stays Pending and the rollout never ends.",
         "Use maxSurge 0 / maxUnavailable 1 (or Recreate) for pods that fill a node, or raise the pool's maxCount.",
     ),
+    # 030-039: refresh drift and transitions between two states (slm_deploy.simulator.transitions;
+    # facts in catalog/transitions.yaml). "transitions" rules need the previous state too: they run
+    # in `preview --from` and tests/test_transitions.py, not in simulate().
+    SimRule(
+        "SLM-SIM-030",
+        "refresh",
+        "A refresh shows no drift",
+        Severity.MEDIUM,
+        "AKS and controllers write into resources after creation (the spot taint and label of a spot pool, every pool "
+        "in the cluster's agentPoolProfiles, the autoscaler's node count); after `pulumi refresh` every `up` then "
+        "shows a diff and PUTs the declared value back (AKS-11, AKS-12).",
+        "Declare what AKS writes (the spot pair in nodeTaints/nodeLabels) or ignore the path (ignore_changes).",
+    ),
+    SimRule(
+        "SLM-SIM-031",
+        "transitions",
+        "An `up` from the previous state is not refused and loses no data",
+        Severity.HIGH,
+        "Immutable fields make Pulumi replace a resource (a node pool, the cluster, a volume) and some updates the API "
+        "refuses outright (a Kubernetes downgrade, a skipped minor, purge protection off); Helm never upgrades a "
+        "chart's CRDs.",
+        "Keep the immutable field, add a new resource beside the old one, retain what holds data, or upgrade the CRDs "
+        "with the chart's own mechanism (`slm-deploy preview STACK --from PREVIOUS` lists each case).",
+    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

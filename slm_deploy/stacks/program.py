@@ -209,9 +209,10 @@ def build(
             gpu_pool=cpu is None,
             node_selector=cpu.node_selector if cpu and spec.cluster.mode is ClusterMode.EXISTING else None,
             node_vcpus=node.vcpus if (node := facts.node_size(planned.vm_size)) else None,
-            # With one model behind the gateway, every request it counts is for that model.
+            # With one model behind the gateway, every request its `api` server counts is for that
+            # model; probes and Prometheus's scrapes reach the `metrics` server (AKS-07).
             activation_query=(
-                f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway"}}[2m]))'
+                f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway",server="api"}}[2m]))'
                 if len(env.models) == 1
                 else None
             ),

@@ -43,6 +43,11 @@ def _model_pool(
     gpu_instance_profile: str | None = None,
 ) -> containerservice.AgentPool:
     """A User pool for model servers only: tainted for them, labelled with its name, autoscaled, optionally spot."""
+    from slm_deploy.catalog.platform import load_aks_facts
+
+    # AKS writes its spot taint and label into a spot pool's own nodeTaints/nodeLabels; declaring
+    # them keeps a refresh from showing a diff on every `up` (AKS-11).
+    spot = load_aks_facts().pool_kinds["spot"] if pool.spot else None
     return containerservice.AgentPool(
         f"{name}-pool",
         agent_pool_name=pool.name,
@@ -62,8 +67,8 @@ def _model_pool(
         min_count=pool.min_count,
         max_count=pool.max_count,
         count=pool.min_count,
-        node_taints=[taint],
-        node_labels={POOL_LABEL: pool.name, "slm.dev/accelerator": accelerator},
+        node_taints=[taint, *(spot.taints if spot else ())],
+        node_labels={POOL_LABEL: pool.name, "slm.dev/accelerator": accelerator, **(spot.labels if spot else {})},
         gpu_profile=gpu_profile,
         gpu_instance_profile=gpu_instance_profile,
         scale_set_priority=containerservice.ScaleSetPriority.SPOT if pool.spot else None,
@@ -285,7 +290,11 @@ class AksCluster(pulumi.ComponentResource):
                     enable_auto_scaling=False,
                 )
             ],
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["kubernetesVersion"] if channel_owns_version else None),
+            # A GET returns every pool in agentPoolProfiles; after a refresh the separate AgentPools
+            # would diff as removed and each cluster update PUT all pools (AKS-12, pulumi-azure-native#4264).
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=[*(["kubernetesVersion"] if channel_owns_version else []), "agentPoolProfiles"]
+            ),
         )
         # Azure RBAC for Kubernetes is on and local accounts are off: without a data-plane role the
         # deployer gets 403 on every Kubernetes call (Owner/Contributor have no data actions). The

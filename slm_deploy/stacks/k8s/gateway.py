@@ -125,7 +125,8 @@ class Gateway(pulumi.ComponentResource):
                                 ),
                                 probes=Probes(
                                     startup=http_probe("/healthz", METRICS_PORT, 2, 30),
-                                    readiness=http_probe("/healthz", HTTP_PORT, 10, 3),
+                                    # On the metrics server: probes on the API server would count as requests (AKS-07).
+                                    readiness=http_probe("/healthz", METRICS_PORT, 10, 3),
                                     liveness=http_probe("/healthz", METRICS_PORT, 20, 3),
                                 ),
                                 mounts=[

@@ -6,14 +6,13 @@ registry client: its bearer-token handshake and docker-config credentials, with 
 from __future__ import annotations
 
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 
 from slm_deploy.rollout import boxagent as agent
 from slm_deploy.rollout.publish import Release
 from slm_deploy.supply.registry import RegistryClient, RegistryError, parse_repository
 
-USER_AGENT = "slm-deploy-publish"
+ANSWER_LIMIT = 64 * 1024  # upload and manifest answers are short JSON or empty
 
 
 @dataclass
@@ -28,17 +27,14 @@ class Pusher:
         self.scope = f"repository:{self.ref.path}:pull,push"
 
     def _send(self, method: str, url: str, body: bytes | None = None, content_type: str = "") -> tuple[int, dict[str, str]]:
+        """One request through the lock's bounded client (deadlines, byte limits, no credentials on
+        a redirect to another host); a 401 is answered once with the registry's challenge."""
         for attempt in (0, 1):
-            request = urllib.request.Request(url, data=body, method=method)
-            request.add_header("User-Agent", USER_AGENT)
-            if content_type:
-                request.add_header("Content-Type", content_type)
-            if self._auth:
-                request.add_unredirected_header("Authorization", self._auth)
-            status, headers, _ = self.client._open(request, self.ref.host)
+            headers = {"Content-Type": content_type} if content_type else {}
+            status, answer, _ = self.client._open(method, url, self.ref.host, headers, ANSWER_LIMIT, auth=self._auth, body=body)
             if status != 401 or attempt:
-                return status, headers
-            challenge = headers.get("www-authenticate", "")
+                return status, answer
+            challenge = answer.get("www-authenticate", "")
             scheme = challenge.split(" ", 1)[0].lower()
             if scheme == "bearer":
                 self._auth = "Bearer " + self.client._token(self.ref.host, challenge, self.scope)

@@ -258,11 +258,13 @@ def image_list(box: Box, images: list[Image]) -> bytes:
 
 def _example_lock(fleet: Fleet, catalog: Catalog) -> str:
     """The example lock's notice when it pinned this bundle's images (README stamp, E15), or ''."""
-    from slm_deploy.supply.lock import example_notice
+    from slm_deploy.supply.lock import find, load
 
     if not any(i.locked for i in catalog.images.values()):
         return ""
-    return example_notice(fleet.directory) or ""
+    # What the lock says of itself, never its path: the same fleet gives the same bundle wherever
+    # slm-deploy is installed (a path here made the goldens differ between checkouts).
+    return load(find(fleet.directory)).example or ""
 
 
 def _health_checked(upstream: dict[str, str], spec: RuntimeSpec) -> dict[str, str]:

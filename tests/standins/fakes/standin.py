@@ -474,6 +474,15 @@ def grafana(_: list[str]) -> None:
     password_file = os.environ.get("GF_SECURITY_ADMIN_PASSWORD__FILE")
     if password_file and not os.access(password_file, os.R_OK):
         die(f"Failed to read {password_file}: permission denied")
+    # grafana/grafana pkg/services/rendering/rendering.go ProvideService, at every start: os.MkdirAll(cfg.ImagesDir,
+    # 0700) and os.MkdirAll(cfg.CSVsDir, 0700), failing start-up on an error; pkg/setting/setting.go puts them at
+    # <data>/png and <data>/csv. (Read in the index's copy of rendering.go; the same two calls in every 7.x-11.x copy
+    # per the 2026-12-06 edge review, E6.) MkdirAll leaves an existing folder's owner and mode as they are.
+    for name in ("png", "csv"):
+        try:
+            (data / name).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            die(f'Error: ✗ failed to create images directory "{data / name}": mkdir {data / name}: {exc.strerror.lower()}')
     db = data / "grafana.db"
     if not db.exists():
         db.write_text("standin grafana database\n")
@@ -795,6 +804,14 @@ def loki(args: list[str]) -> None:
         (prefix / "compactor").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         die(f'level=error msg="error initialising module: compactor" err="mkdir {prefix}/compactor: {exc.strerror}"')
+    # grafana/loki v3.5.8 pkg/loki/config_wrapper.go 435: the ingester WAL at <path_prefix>/wal when a path_prefix is
+    # set; pkg/ingester/ingester.go 341: os.MkdirAll(cfg.WAL.Dir, 0o750) at start (WAL enabled by default).
+    try:
+        (prefix / "wal").mkdir(mode=0o750, exist_ok=True)
+    except OSError as exc:
+        die(
+            f'level=error msg="error initialising module: ingester" err="creating WAL folder at \\"{prefix}/wal\\": {exc.strerror}"'
+        )
     store = prefix / "chunks" / "standin.jsonl"
     entries: list[dict] = []
     if store.exists():

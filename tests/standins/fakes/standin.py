@@ -568,21 +568,27 @@ def _provisioned_datasources(root: Path) -> dict[str, dict[str, str]]:
 
 # ---------------------------------------------------------------- Open WebUI
 def webui(_: list[str]) -> None:
+    """Open WebUI v0.7.0's first admin and sign-up (the real one runs in tests/test_engines_live.py):
+    env.py 416-424 reads WEBUI_ADMIN_EMAIL/PASSWORD/NAME; main.py 597 lifespan calls utils/auth.py 427
+    create_admin_user, which does nothing once there is a user (437); routers/auths.py 709-717 refuses
+    sign-up (403) when ENABLE_SIGNUP is off unless there are no users and ENABLE_INITIAL_ADMIN_SIGNUP
+    (env.py 409, default False) is on. Releases before 0.7.0 (0.6.34-0.6.43) have no WEBUI_ADMIN_*."""
     data = Path(os.environ.get("DATA_DIR", "/app/backend/data"))
     data.mkdir(parents=True, exist_ok=True)
     users = data / "users.json"
     people = json.loads(users.read_text()) if users.exists() else []
     email, password = os.environ.get("WEBUI_ADMIN_EMAIL", ""), os.environ.get("WEBUI_ADMIN_PASSWORD", "")
     if not people and email and password:
-        people.append({"email": email, "password": password, "role": "admin"})
+        people.append({"email": email.lower(), "password": password, "role": "admin"})
         users.write_text(json.dumps(people))
-        log(f"created admin {email}")
+        log(f"Creating admin account from environment variables: {email}")
     signup = os.environ.get("ENABLE_SIGNUP", "true").lower() == "true"
+    initial_admin = os.environ.get("ENABLE_INITIAL_ADMIN_SIGNUP", "False").lower() == "true"
 
     def do_signup(h: Handler, _: str) -> None:
         nonlocal people
         body = h.body()
-        if not signup and people:
+        if not signup and (people or not initial_admin):
             h.send(403, {"detail": "You do not have permission to access this resource."})
             return
         role = "admin" if not people else os.environ.get("DEFAULT_USER_ROLE", "pending")

@@ -255,8 +255,10 @@ def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     return service
 
 
-# The admin account comes from the webui_admin_password secret on the first start (sign-up stays
-# closed, so nobody else can become admin by registering first).
+# The admin account comes from the webui_admin_password secret on the first start: Open WebUI 0.7.0
+# and later create it from WEBUI_ADMIN_EMAIL/WEBUI_ADMIN_PASSWORD while there are no users (env.py
+# 416-424, main.py 597, utils/auth.py 427; 0.6.x has no such variable, review E1). Sign-up stays
+# closed, so nobody else can become admin by registering first.
 WEBUI_ENTRYPOINT = (
     'WEBUI_SECRET_KEY="$(cat /run/secrets/webui_secret_key)" '
     'WEBUI_ADMIN_PASSWORD="$(cat /run/secrets/webui_admin_password)" exec bash /app/backend/start.sh'

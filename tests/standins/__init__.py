@@ -268,7 +268,7 @@ def _real_parts(image_id: str, catalog: Catalog) -> tuple[list[str], dict[str, P
     from tests.standins import real
 
     house = real.wheelhouse(image_id, catalog, CACHE)
-    files: dict[str, Path | str] = {"wheels": house, "wheels/pip.whl": debian_pip_wheel(), **real.context_files(image_id)}
+    files: dict[str, Path | str] = {"wheels": house, "wheels/pip.whl": debian_pip_wheel(), **real.context_files(image_id, CACHE)}
     return real.install_lines(image_id, catalog), files
 
 

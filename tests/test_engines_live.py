@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from slm_deploy.catalog import load_catalog
+from slm_deploy.observability.metrics import KNOWN_METRICS
 from slm_deploy.planner import kv_layer_token_bytes, kv_sequence_bytes, weights_bytes
 from slm_deploy.spec import KvCacheDtype, Quantization, Runtime
 from tests.conftest import run_cli
@@ -193,27 +194,29 @@ def check_chat(eb: EngineBox) -> None:
 
 
 def used_metric_names(box: Box, prefix: str) -> set[str]:
-    """Every `<prefix>:name` the box's alert/recording rules and dashboards use (histogram suffixes off)."""
-    names: set[str] = set()
+    """The exporter's names the project's rules and dashboards may use (slm_deploy/observability/metrics.py,
+    which a unit test holds every generated expression to) and every `<prefix>:name` in this box's files."""
+    names = set(KNOWN_METRICS[prefix])
     for folder in ("prometheus", "grafana"):
         for path in (box.dir / folder).rglob("*"):
             if path.is_file():
                 names |= set(re.findall(rf"\b{prefix}:[a-z_:]+[a-z]", path.read_text()))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+    return names
+
+
+def missing_names(box: Box, url: str, used: set[str]) -> list[str]:
+    text = box.exec_get("prometheus", url)
+    served = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+    return sorted(n for n in used if n not in served and f"{n}_bucket" not in served)
 
 
 def check_metrics(eb: EngineBox) -> None:
+    """The real engine's and the real Caddy's /metrics carry every name the alerts and dashboards use."""
     port = eb.server["expose"][0]
-    text = eb.box.exec_get("prometheus", f"http://{eb.runtime}:{port}/metrics")
-    served = {
-        re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split(" ")[0])
-        for line in text.splitlines()
-        if line and line[0] != "#"
-    }
-    used = used_metric_names(eb.box, eb.runtime)
-    assert used, f"the box's rules and dashboards use no {eb.runtime}:* name"
-    missing = sorted(used - served)
+    missing = missing_names(eb.box, f"http://{eb.runtime}:{port}/metrics", used_metric_names(eb.box, eb.runtime))
     assert not missing, f"names the alerts/dashboards use that {eb.runtime} does not export: {missing}"
+    missing = missing_names(eb.box, "http://gateway:9180/metrics", set(KNOWN_METRICS["caddy"]))
+    assert not missing, f"names the alerts/dashboards use that Caddy does not export: {missing}"
 
     def scraped() -> tuple[bool, Any]:
         targets = _prom(eb.box, "/api/v1/targets")["data"]["activeTargets"]

@@ -199,23 +199,37 @@ def plan(
     is_flag=True,
     help="Replace what is at OUT/<box id> even when it is not one of our bundles (operator files are kept).",
 )
+@click.option(
+    "--allow-example-lock",
+    is_flag=True,
+    help="Accept the packaged example lock (digests no registry serves: for tests; the README says so).",
+)
 @clear_errors
 def bundle(
-    fleet_file: Path, out_dir: Path, box_ids: tuple[str, ...], as_tar: bool, as_json: bool, allow_unlocked: bool, force: bool
+    fleet_file: Path,
+    out_dir: Path,
+    box_ids: tuple[str, ...],
+    as_tar: bool,
+    as_json: bool,
+    allow_unlocked: bool,
+    force: bool,
+    allow_example_lock: bool,
 ) -> None:
     """Write one hardened compose bundle per box of FLEET into OUT/<box id>.
 
     Images are pinned by images.lock.yaml beside FLEET (else the lock shipped with the catalog).
     A folder there is replaced only when it is one of our bundles; the operator's files in it
-    (secrets/, .env, compose.override.yaml, certs/, image.tar) are kept.
+    (secrets/, .env, compose.override.yaml, certs/, images.tar, gateway/tls_cert.pem) are kept.
     """
     from slm_deploy.bundle.swap import older_leftovers
     from slm_deploy.bundle.verify import manifest_digest
-    from slm_deploy.bundle.writer import build_fleet, select_boxes, write_boxes
+    from slm_deploy.bundle.writer import build_fleet, refuse_example_lock, select_boxes, write_boxes
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
     fleet = load_fleet(fleet_file)
+    if not allow_unlocked:
+        refuse_example_lock(fleet, allow_example_lock)
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
         bundles = build_fleet(fleet, boxes, progress=advance, allow_unlocked=allow_unlocked)

@@ -85,6 +85,10 @@ CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
 
 # Why Hugging Face refused (401/403), in two pieces: the end of the error's first line and its second line.
 TOKEN_REFUSED = ("the token in ", "/run/secrets/hf_token has no access; accept the licence and store a token that has it")
+# hf_xet keeps a chunk cache of up to 10 GB under $HF_HOME/xet (xet-runtime chunk_cache.rs
+# DEFAULT_CHUNK_CACHE_CAPACITY; huggingface_hub HF_XET_CACHE): on the models volume, uncounted by the
+# plan's disk figure. A one-time download needs none (edge review E13).
+HF_FETCH_CACHE = {"HF_XET_CHUNK_CACHE_SIZE_BYTES": "0"}
 # The onnx fetch runs without a token (the repos are public): a refusal means the repo or revision is wrong or gone.
 PUBLIC_REFUSED = (
     "the fetch sends no token ",
@@ -132,6 +136,9 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         "LOGNAME": APP_USER,
         "TORCHINDUCTOR_CACHE_DIR": f"{COMPILE_CACHE_DIR}/inductor",
         "TRITON_CACHE_DIR": f"{COMPILE_CACHE_DIR}/triton",
+        # FlashInfer JIT-builds its sampling kernels under $FLASHINFER_WORKSPACE_BASE/.cache (default
+        # HOME=/tmp, noexec): the exec-capable compile cache instead (edge review E12; unconfirmed on a GPU).
+        "FLASHINFER_WORKSPACE_BASE": f"{COMPILE_CACHE_DIR}/flashinfer",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
@@ -160,6 +167,7 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
                 "HF_HOME": f"{MODEL_DIR}/hf",
                 "HF_TOKEN_PATH": "/run/secrets/hf_token",
                 "HF_HUB_DISABLE_TELEMETRY": "1",
+                **HF_FETCH_CACHE,
             },
         }
     return RuntimeSpec(
@@ -361,7 +369,7 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
             "entrypoint": ["python3", "-c", fetch_code],
             # HF_HOME on the models volume, as the vLLM fetch: the Hub client caches there (the Xet
             # downloader's chunk cache under $HF_HOME/xet), too much for the fetch's tmpfs /tmp.
-            "environment": {"HOME": "/tmp", "HF_HOME": f"{MODEL_DIR}/hf", "HF_HUB_DISABLE_TELEMETRY": "1"},
+            "environment": {"HOME": "/tmp", "HF_HOME": f"{MODEL_DIR}/hf", "HF_HUB_DISABLE_TELEMETRY": "1", **HF_FETCH_CACHE},
         }
     return RuntimeSpec(
         runtime=Runtime.ONNX,

@@ -18,6 +18,8 @@ REQUIRE_TOOLS = os.environ.get("SLM_REQUIRE_TOOLS") == "1"
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 os.environ.setdefault("OLLAMA_REGISTRY", "http://127.0.0.1:9")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The example fleet is pinned by the packaged example lock, which `bundle` refuses outside tests (E15).
+os.environ.setdefault("SLM_DEPLOY_ALLOW_EXAMPLE_LOCK", "1")
 
 
 def need(condition: bool, reason: str) -> None:

@@ -49,6 +49,9 @@ OPERATOR = {
     ".env": b"GRAFANA_PORT=3000\n",
     "compose.override.yaml": b"services: {}\n",
     "certs/ca.pem": b"ca\n",
+    # E7: what init-secrets.sh and the offline README add (the cert copy sits in a generated folder).
+    "gateway/tls_cert.pem": b"-----BEGIN CERTIFICATE-----\n",
+    "images.tar": b"tar\n",
 }
 
 
@@ -56,7 +59,7 @@ def _generated(directory: Path) -> dict[str, bytes]:
     out = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
-        if path.is_file() and rel.split("/")[0] not in swap.OPERATOR_ENTRIES:
+        if path.is_file() and not swap._is_operator(rel):
             out[rel] = path.read_bytes()
     return out
 

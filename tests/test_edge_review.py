@@ -3,6 +3,7 @@ bundle must contain; the live test (test_compose_live.py) shows the same boxes w
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,8 @@ def test_16_readme_rotation_recreates_only_the_gateway_and_the_ca_is_readable() 
 
 def test_15_node_exporter_reads_the_host_network_and_mounts_only_what_its_collectors_read() -> None:
     service = compose("store-0001")["services"]["node-exporter"]
-    binds = {v["source"]: v["target"] for v in service["volumes"]}
+    binds = {v["source"]: v["target"] for v in service["volumes"] if v["type"] == "bind"}
+    assert "/" not in binds and "/sys" not in binds  # the disk through a named volume; sysfs is the host's anyway
     assert binds["/proc/1/net"] == "/host/proc/net"  # PID 1's view: the host's interfaces, not the container's
     assert "/proc" not in binds  # only the files the enabled collectors read
     assert all(v["read_only"] for v in service["volumes"])
@@ -233,3 +235,24 @@ def test_15_node_exporter_reads_the_host_network_and_mounts_only_what_its_collec
     reason = service["x-hardening-exceptions"]["volumes"]
     for source in binds:
         assert source in reason, source
+
+
+def test_aks01_kubernetes_gateway_keeps_the_file_capability_and_the_profile_rule_reads_pod_specs() -> None:
+    """AKS-01: the gateway's caddy carries cap_net_bind_service=+ep (image profile); the Kubernetes
+    container keeps exactly that capability, and SLM-K8S-016 (the compose profile rule on pod
+    specs) fails the container that drops it."""
+    from slm_deploy.policies.k8s_rules import image_profile_needs
+    from tests.test_stacks import manifest
+
+    deployment = manifest("dev", "Deployment", "slm-dev-gateway")
+    caddy = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert caddy["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    env = {e["name"]: e["value"] for e in caddy["env"]}
+    mounts = {m["mountPath"] for m in caddy["volumeMounts"]}
+    assert {env["XDG_CONFIG_HOME"], env["XDG_DATA_HOME"]} <= mounts  # the profile's writable folders
+    assert "CKV_K8S_25=" in deployment["metadata"]["annotations"]["checkov.io/skip1"]
+    assert image_profile_needs(deployment) == []
+    broken = copy.deepcopy(deployment)
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"] = {"drop": ["ALL"]}
+    problems = image_profile_needs(broken)
+    assert any("cap_net_bind_service" in p and "container caddy" in p for p in problems), problems

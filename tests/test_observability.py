@@ -20,6 +20,7 @@ from tests.conftest import need_binary
 
 SLO = SloThresholds()
 EDGE_RULES = rule_groups(["vllm"], SLO, gpus=True, edge=True)
+EDGE_OLLAMA_RULES = rule_groups(["ollama"], SLO, gpus=False, edge=True)  # ModelServerUnhealthy (no /metrics)
 K8S_RULES = rule_groups(["vllm", "ollama"], SLO, gpus=True, edge=False)
 L = {"model_name": "m", "instance": "i"}  # labels of the vLLM test series
 
@@ -112,6 +113,32 @@ CASES: dict[str, tuple[str, list[dict[str, str]], dict[str, str], str, list[dict
         {"slm_role": "model-server", "instance": "v", "job": "vllm"},
         "model server v is down or not ready",
         [series("up", {"slm_role": "model-server", "instance": "v", "job": "vllm"}, "1x10")],
+    ),
+    "ExporterDown": (
+        "10m",
+        [series("up", {"slm_role": "gpu", "instance": "d", "job": "dcgm"}, "0x10")],
+        {"slm_role": "gpu", "instance": "d", "job": "dcgm"},
+        "dcgm on d cannot be scraped",
+        [series("up", {"slm_role": "gpu", "instance": "d", "job": "dcgm"}, "1x10")],
+    ),
+    "ModelServerUnhealthy": (
+        "5m",
+        [
+            series(
+                "caddy_reverse_proxy_upstreams_healthy",
+                {"slm_role": "gateway", "instance": "g", "upstream": "ollama:11434"},
+                "0x10",
+            )
+        ],
+        {"instance": "g", "upstream": "ollama:11434"},
+        "model server ollama:11434 fails the gateway's health check",
+        [
+            series(
+                "caddy_reverse_proxy_upstreams_healthy",
+                {"slm_role": "gateway", "instance": "g", "upstream": "ollama:11434"},
+                "1x10",
+            )
+        ],
     ),
     "ModelServerTargetMissing": (
         "15m",
@@ -212,7 +239,7 @@ def _promtool(tmp_path: Path, groups: list[dict[str, Any]], cases: dict[str, Any
 
 def test_every_alert_has_a_case_and_a_runbook_section() -> None:
     runbooks = (Path(__file__).resolve().parents[1] / "docs" / "runbooks.md").read_text().lower()
-    for groups in (EDGE_RULES, K8S_RULES):
+    for groups in (EDGE_RULES, K8S_RULES, EDGE_OLLAMA_RULES):
         for name in alert_names(groups):
             assert name in CASES
             rule = _rule(groups, name)
@@ -222,7 +249,11 @@ def test_every_alert_has_a_case_and_a_runbook_section() -> None:
 
 
 @pytest.mark.tools
-@pytest.mark.parametrize(("groups", "disk"), [(EDGE_RULES, None), (K8S_RULES, K8S_DISK)], ids=["edge", "kubernetes"])
+@pytest.mark.parametrize(
+    ("groups", "disk"),
+    [(EDGE_RULES, None), (K8S_RULES, K8S_DISK), (EDGE_OLLAMA_RULES, None)],
+    ids=["edge", "kubernetes", "edge-ollama"],
+)
 def test_promtool_unit_tests_fire_and_stay_quiet_for_every_alert(tmp_path: Path, groups: list[dict[str, Any]], disk: Any) -> None:
     cases = {name: CASES[name] for name in alert_names(groups)}
     if disk is not None:

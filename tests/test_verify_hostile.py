@@ -69,8 +69,12 @@ def test_modes_beyond_the_manifest_and_special_files_are_reported(box: Path) -> 
     assert "pipe: a FIFO added" in text and report.extra == ("pipe",)
 
 
-def test_a_fewer_bits_copy_still_verifies(box: Path) -> None:
+def test_a_fewer_bits_copy_is_reported_unreadable_not_tampered(box: Path) -> None:
+    # Edge review E5: the containers (10001, nobody) read the bind-mounted config, so a copy that
+    # others cannot read breaks the box; verify says so (it used to pass such a copy).
     for path in box.rglob("*"):
         if path.is_file():
             os.chmod(path, os.stat(path).st_mode & 0o700)
-    assert verify_bundle(box).ok
+    report = verify_bundle(box)
+    assert not report.ok and not report.missing and not report.extra
+    assert all("cannot read" in line for line in report.modes), report.modes

@@ -9,6 +9,7 @@ exception in the service's `x-hardening-exceptions` field, which review tools re
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from slm_deploy.catalog import Catalog
 from slm_deploy.fleet import Box
 from slm_deploy.gateway import ENTRYPOINT as GATEWAY_ENTRYPOINT
 from slm_deploy.gateway import METRICS_PORT as GATEWAY_METRICS_PORT
+from slm_deploy.image_profiles import capability_reason, exec_capabilities, scratch_dirs
 from slm_deploy.planner import Plan
 from slm_deploy.runtimes import APP_UID, COMPILE_CACHE_DIR, MODEL_DIR, RuntimeSpec
 
@@ -50,6 +52,8 @@ SIDECAR_LIMITS = {
 }
 RUNTIME_PIDS = 4096  # vLLM spawns an engine core, tokenizer workers and compile threads
 PROMETHEUS_RETENTION = "15d"
+PROMETHEUS_DISK_SHARE = 0.02  # of the box's disk, for metrics
+PROMETHEUS_SIZE_MIB = (256, 8192)  # at least, at most
 
 
 def _deploy(cpus: float, memory_mib: int, pids: int, gpus: int = 0) -> dict[str, Any]:
@@ -107,6 +111,11 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
         # On Jetson (Tegra, CSV mode) the NVIDIA hook refuses `--gpus`, which a device reservation
         # becomes; the nvidia runtime (registered in /etc/docker/daemon.json) mounts the GPU instead.
         service["runtime"] = "nvidia"
+        gpu = catalog.gpus.get(plans[0].device)
+        if gpu is not None and gpu.device_groups:
+            # uid 10001 must be in the group that owns the Tegra device nodes, or CUDA sees no GPU
+            # and the server silently runs on the CPU (catalog gpus.yaml device_groups).
+            service["group_add"] = list(gpu.device_groups)
     if spec.runtime.value == "vllm":
         service["tmpfs"].append(f"{COMPILE_CACHE_DIR}:size=2g,exec,uid={APP_UID},gid={APP_UID},mode=0700")
         service["x-hardening-exceptions"] = {
@@ -126,8 +135,10 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
         service["platform"] = platform
         if spec.uses_hf_token or spec.runtime.value == "vllm":
             service["build"]["secrets"] = ["hf_token"]
-        # Built, never pulled: the local tag names no registry image, and a pull of it would ask Docker Hub.
-        service["pull_policy"] = "never" if box.options.offline else "build"
+        # Built on the box. `missing`, not `build`: `build` rebuilds on every `up`, which after a prune
+        # downloads from PyPI again and fails during a WAN outage (E17); the README's upgrade runs
+        # `docker compose build` explicitly. Air-gapped: loaded, never pulled.
+        service["pull_policy"] = "never" if box.options.offline else "missing"
     if not box.options.offline:
         service["volumes"] = [{"type": "volume", "source": "models", "target": MODEL_DIR, "read_only": True}]
         if spec.runtime.value == "ollama":
@@ -135,6 +146,10 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
             service["volumes"][0]["read_only"] = False
         service["depends_on"] = {"model-fetch": {"condition": "service_completed_successfully"}}
     return service
+
+
+# Keys compose-lint takes for credentials (CL-0020), *_PATH and *_FILE included.
+CREDENTIAL_KEY = re.compile(r"(TOKEN|PASSWORD|SECRET|API_?KEY|PRIVATE_KEY|CREDENTIALS?)(_PATH|_FILE)?$")
 
 
 def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
@@ -156,8 +171,23 @@ def _fetch_service(spec: RuntimeSpec) -> dict[str, Any]:
         service["volumes"].append({"type": "bind", "source": f"./{source}", "target": target, "read_only": True})
     if spec.uses_hf_token:
         service["secrets"] = ["hf_token"]
+    named = sorted(
+        k for k, v in service["environment"].items() if CREDENTIAL_KEY.search(k) and str(v).startswith("/run/secrets/")
+    )
+    if named:
+        service["x-hardening-exceptions"] = {
+            "environment": f"{', '.join(named)} names the file of a compose secret under /run/secrets, not a credential",
+        }
     service["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
     return service
+
+
+# Compose re-runs this one-shot on every `up` (docker/compose#11590). A volume it already gave away
+# is left alone: the services create folders there that root without DAC_READ_SEARCH cannot read
+# (Grafana's png/ and csv/ 0700, Loki's wal/ 0750: image profiles), so a second `chown -R` fails.
+VOLUME_INIT_SCRIPT = (
+    f'for volume in "$@"; do [ "$(stat -c %u:%g "$volume")" = {USER} ] || chown -R {USER} "$volume" || exit 1; done'
+)
 
 
 def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
@@ -171,31 +201,32 @@ def _volume_init(catalog: Catalog, volumes: list[str]) -> dict[str, Any]:
     del service["networks"]
     service["network_mode"] = "none"
     service["cap_add"] = ["CHOWN"]
-    service["entrypoint"] = ["chown", "-R", USER, *(f"/volumes/{v}" for v in volumes)]
+    service["entrypoint"] = ["/bin/sh", "-c", VOLUME_INIT_SCRIPT, "volume-init", *(f"/volumes/{v}" for v in volumes)]
     service["volumes"] = [{"type": "volume", "source": v, "target": f"/volumes/{v}"} for v in volumes]
     service["x-hardening-exceptions"] = {
         "user": "root, once: new named volumes belong to root, and every other service runs as "
-        f"{USER}; this one-shot container only chowns them, with no network and CAP_CHOWN alone",
+        f"{USER}; this one-shot container only chowns the ones not yet given away, with no network and CAP_CHOWN alone",
         "cap_add": "CHOWN, to give the new named volumes to the unprivileged user; nothing else",
     }
     return service
 
 
 def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
+    profile = catalog.profiles["gateway"]
+    entrypoint = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
     service = _hardened(
         catalog.images["gateway"].ref,
         limits=SIDECAR_LIMITS["gateway"],
         networks=[EDGE_NETWORK, INTERNAL_NETWORK],
-        tmpfs=["/tmp:size=16m,mode=1777", "/data:size=16m,uid=10001", "/config:size=16m,uid=10001"],
+        # Where the profile says Caddy writes at start (its XDG folders), owned by the service's uid.
+        tmpfs=["/tmp:size=16m,mode=1777", *(f"{d}:size=16m,uid={APP_UID}" for d in scratch_dirs(profile))],
     )
-    service["entrypoint"] = ["/bin/sh", "-c", GATEWAY_ENTRYPOINT]
-    service["cap_add"] = ["NET_BIND_SERVICE"]
-    service["x-hardening-exceptions"] = {
-        "cap_add": "NET_BIND_SERVICE: the image's /usr/bin/caddy carries the file capability cap_net_bind_service=+ep, "
-        "and the kernel refuses to exec a binary whose file capabilities are not in the bounding set (caddy-docker "
-        "#396); the gateway listens on 8443 and needs no other capability",
-    }
-    service["environment"] = {"XDG_CONFIG_HOME": "/config", "XDG_DATA_HOME": "/data"}
+    service["entrypoint"] = entrypoint
+    caps = exec_capabilities(profile, entrypoint, None)
+    if caps:
+        service["cap_add"] = caps
+        service["x-hardening-exceptions"] = {"cap_add": capability_reason(profile, caps)}
+    service["environment"] = dict(sorted(profile.environment.items()))
     service["ports"] = [
         {
             "name": "https",
@@ -205,6 +236,12 @@ def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
             "protocol": "tcp",
         }
     ]
+    if box.options.listen_address in ("0.0.0.0", "::"):
+        service.setdefault("x-hardening-exceptions", {})["ports"] = (
+            f"the box's one published port, on listen_address {box.options.listen_address} from the fleet file "
+            "(clients reach the box on its LAN address); TLS and the API key guard it, and the README says that "
+            "Docker's iptables rules bypass the host firewall"
+        )
     service["expose"] = [str(GATEWAY_METRICS_PORT)]
     service["secrets"] = ["api_key", "tls_cert", "tls_key"]
     service["volumes"] = [{"type": "bind", "source": "./gateway/Caddyfile", "target": "/etc/caddy/Caddyfile", "read_only": True}]
@@ -270,12 +307,22 @@ WEBUI_ENTRYPOINT = (
 )
 
 
-def _prometheus(catalog: Catalog) -> dict[str, Any]:
+def prometheus_retention_mib(disk_gib: float | None) -> int:
+    """The TSDB's size cap (E22): a share of the box's disk, within bounds; time alone lets a busy
+    small box fill its disk (Prometheus removes whole blocks once the size is exceeded)."""
+    if disk_gib is None:
+        return PROMETHEUS_SIZE_MIB[1] // 4
+    share = int(disk_gib * 1024 * PROMETHEUS_DISK_SHARE)
+    return max(PROMETHEUS_SIZE_MIB[0], min(PROMETHEUS_SIZE_MIB[1], share))
+
+
+def _prometheus(catalog: Catalog, box: Box) -> dict[str, Any]:
     service = _hardened(catalog.images["prometheus"].ref, limits=SIDECAR_LIMITS["prometheus"], networks=[INTERNAL_NETWORK])
     service["command"] = [
         "--config.file=/etc/prometheus/prometheus.yml",
         "--storage.tsdb.path=/prometheus",
         f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+        f"--storage.tsdb.retention.size={prometheus_retention_mib(box.hardware.disk_gib)}MB",
         "--web.listen-address=0.0.0.0:9090",
     ]
     service["volumes"] = [
@@ -335,46 +382,53 @@ def _alertmanager(catalog: Catalog, box: Box) -> dict[str, Any]:
 
 
 # What node-exporter's collectors read on the host, and nothing more: the dashboards and rules use
-# cpu, meminfo, loadavg, filesystem and netdev only.
+# cpu, meminfo, loadavg, filesystem and netdev only. /sys is not namespaced (the container's
+# read-only sysfs is the host's), so it is not bound; PID 1's mount table and network directory must
+# be the host's, and the three proc files sit beside them under --path.procfs.
 NODE_COLLECTORS = ("cpu", "filesystem", "loadavg", "meminfo", "netdev")
 NODE_HOST_FILES = (
-    ("/proc/stat", "/host/proc/stat"),  # cpu
-    ("/proc/meminfo", "/host/proc/meminfo"),  # meminfo
-    ("/proc/loadavg", "/host/proc/loadavg"),  # loadavg
     ("/proc/1/mounts", "/host/proc/1/mounts"),  # filesystem: the host's mount table (older releases)
     ("/proc/1/mountinfo", "/host/proc/1/mountinfo"),  # filesystem: the host's mount table
     # netdev: PID 1's net directory is the host's network namespace; the container's own /proc/net
     # (and netlink) would show the container's interfaces instead.
     ("/proc/1/net", "/host/proc/net"),
-    ("/sys", "/host/sys"),  # cpu: thermal throttle and isolated CPUs (the collector opens sysfs)
 )
+NODE_PROC_LINKS = ("stat", "meminfo", "loadavg")  # cpu, meminfo, loadavg
+# The disk that matters is Docker's data root, where the model cache and every volume live: a named
+# volume's filesystem is that disk. It is mounted as the exporter's root filesystem (statfs of the
+# host's "/" mount point), instead of the host's whole "/" (which holds the engine's sockets).
+NODE_DISK_VOLUME = "prometheus-data"
 
 
 def _node_exporter(catalog: Catalog) -> dict[str, Any]:
     service = _hardened(catalog.images["node-exporter"].ref, limits=SIDECAR_LIMITS["node-exporter"], networks=[INTERNAL_NETWORK])
     service["command"] = [
         "--path.procfs=/host/proc",
-        "--path.sysfs=/host/sys",
+        "--path.sysfs=/sys",
         "--path.rootfs=/host/root",
         "--collector.disable-defaults",
         *(f"--collector.{c}" for c in NODE_COLLECTORS),
         "--no-collector.netdev.netlink",
-        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
+        # One series: the data root's disk, reported at mountpoint "/".
+        "--collector.filesystem.mount-points-exclude=^/.+",
     ]
     service["volumes"] = [{"type": "bind", "source": s, "target": t, "read_only": True} for s, t in NODE_HOST_FILES]
-    service["volumes"].append(
-        {"type": "bind", "source": "/", "target": "/host/root", "read_only": True, "bind": {"propagation": "rslave"}}
-    )
+    service["volumes"] += [
+        {"type": "bind", "source": f"/proc/{name}", "target": f"/host/proc/{name}", "read_only": True} for name in NODE_PROC_LINKS
+    ]
+    service["volumes"].append({"type": "volume", "source": NODE_DISK_VOLUME, "target": "/host/root", "read_only": True})
     service["expose"] = ["9100"]
     service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
     service["x-hardening-exceptions"] = {
-        "volumes": "read-only host files for the five collectors the dashboards use: /proc/stat (cpu), /proc/meminfo "
-        "(meminfo), /proc/loadavg (loadavg), /proc/1/mounts and /proc/1/mountinfo (filesystem), "
-        "/proc/1/net (netdev: the host's interfaces, not the container's), /sys (the cpu collector opens sysfs); "
-        "/ for the filesystem collector's statfs of the host's disks (the model cache), rslave so later mounts show; "
-        "no write access, no host namespaces",
+        "volumes": "read-only host proc files for the collectors the dashboards use: /proc/1/mounts and "
+        "/proc/1/mountinfo (filesystem: the host's mount table), /proc/1/net (netdev: the host's interfaces, not "
+        "the container's), /proc/stat, /proc/meminfo, /proc/loadavg (cpu, meminfo, loadavg, beside them under "
+        "--path.procfs); the disk is read through a named volume, not the host's /; no write access, no host namespaces",
     }
     return service
+
+
+DCGM_COUNTERS_PATH = "/etc/dcgm-exporter/slm.csv"
 
 
 def _dcgm_exporter(catalog: Catalog, gpus: int) -> dict[str, Any]:
@@ -383,6 +437,10 @@ def _dcgm_exporter(catalog: Catalog, gpus: int) -> dict[str, Any]:
     # The image's entrypoint script runs `ldconfig` under `set -e`, which fails as a non-root user on a
     # read-only root; the NVIDIA runtime hook has already updated the loader cache, so run the exporter.
     service["entrypoint"] = ["/usr/bin/dcgm-exporter"]
+    # Only the DCGM_FI_DEV_* fields the rules and dashboards read (observability.bundle.DCGM_FIELDS):
+    # the default counters include profiling fields that a non-root host engine cannot watch.
+    service["command"] = ["-f", DCGM_COUNTERS_PATH]
+    service["volumes"] = [{"type": "bind", "source": "./dcgm/counters.csv", "target": DCGM_COUNTERS_PATH, "read_only": True}]
     service["expose"] = ["9400"]
     service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9400"], 60)
     return service
@@ -412,7 +470,7 @@ def compose_document(
         services["open-webui"] = _webui(catalog, spec, box.id)
         services["open-webui"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
     if options.monitoring:
-        services["prometheus"] = _prometheus(catalog)
+        services["prometheus"] = _prometheus(catalog, box)
         services["prometheus"]["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
         services["grafana"] = _grafana(catalog, box)
         services["grafana"]["depends_on"]["volume-init"] = {"condition": "service_completed_successfully"}
@@ -444,9 +502,26 @@ def compose_document(
     for service in services.values():
         _escape_interpolation(service)
     if options.offline:
-        # Air-gapped: every image is loaded beforehand (README); nothing may be pulled.
+        # Air-gapped: every image is loaded beforehand (README); nothing may be pulled. By tag: `docker
+        # save` records no tag for a digest reference and `docker load` restores no digest (moby
+        # image/tarexport/save.go; moby#22011, #43570), so `repo:tag@sha256:...` never resolves after a
+        # load. `slm-deploy verify` compares the loaded image's Id with the locked config digest instead.
         for service in services.values():
             service["pull_policy"] = "never"
+            if "@" in service["image"]:
+                service["x-locked-image"] = service["image"]  # what the loaded image must be (verify)
+                service["image"] = service["image"].split("@", 1)[0]
+            if "x-locked-image" in service:
+                service.setdefault("x-hardening-exceptions", {})["image"] = (
+                    "air-gapped: loaded with docker load, which restores tags but no digests, so compose names "
+                    "repository:tag; slm-deploy verify compares the loaded image with the locked digest (x-locked-image)"
+                )
+    built = {s["image"] for s in services.values() if "build" in s}
+    for service in services.values():
+        if service["image"] in built:
+            service.setdefault("x-hardening-exceptions", {})["image"] = (
+                "built on the box from the bundle's Dockerfile, whose FROM lines are locked; no registry holds it"
+            )
     return {
         "name": box.id,
         "services": services,

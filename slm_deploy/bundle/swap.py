@@ -39,10 +39,24 @@ from typing import Any
 
 from slm_deploy.errors import InputError
 
-# What operators add to a box folder: the bundle README and init-secrets.sh create secrets/, the
-# env example becomes .env, `docker save -o image.tar` (README, offline boxes), and the usual
-# compose override and certificate folder.
-OPERATOR_ENTRIES = ("secrets", ".env", "compose.override.yaml", "compose.override.yml", "certs", "image.tar")
+# What operators add to a box folder, the one list `bundle` (keeps them) and `verify` (does not
+# count them as extra) share: init-secrets.sh creates secrets/ and the public copy of the gateway
+# certificate gateway/tls_cert.pem; the env example becomes .env; the README's `docker save -o
+# images.tar` (offline boxes); and the usual certificate folder and compose overrides, which swap
+# keeps but verify still reports, because they change what runs.
+OPERATOR_ENTRIES = (
+    "secrets",
+    ".env",
+    "compose.override.yaml",
+    "compose.override.yml",
+    "certs",
+    "images.tar",
+    "gateway/tls_cert.pem",
+)
+OPERATOR_FOLDERS = ("secrets", "certs")
+REPORTED_BY_VERIFY = ("compose.override.yaml", "compose.override.yml", "certs")
+# verify's form of the list: a folder ends with "/".
+VERIFY_IGNORES = tuple(e + "/" if e in OPERATOR_FOLDERS else e for e in OPERATOR_ENTRIES if e not in REPORTED_BY_VERIFY)
 STAGING_SUFFIX = ".slm-staging"
 RENAME_EXCHANGE = 2
 CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP)
@@ -119,7 +133,7 @@ def our_manifest(directory: Path, box_id: str) -> dict[str, Any] | None:
 
 
 def _is_operator(rel: str) -> bool:
-    return rel.split("/", 1)[0] in OPERATOR_ENTRIES
+    return any(rel == entry or rel.startswith(entry + "/") for entry in OPERATOR_ENTRIES)
 
 
 def check_replaceable(dest: Path, box_id: str, force: bool) -> None:
@@ -269,6 +283,7 @@ def put_in_place(staged: Path, dest: Path, staging: Path) -> None:
         try:
             for name in OPERATOR_ENTRIES:
                 if os.path.lexists(dest / name):
+                    (staged / name).parent.mkdir(parents=True, exist_ok=True)
                     _link_tree(dest / name, staged / name)
         except OSError as exc:
             if exc.errno not in CANNOT_LINK:
@@ -276,7 +291,8 @@ def put_in_place(staged: Path, dest: Path, staging: Path) -> None:
             # Not ours to link (another filesystem, a folder we may not list, files a non-root
             # user may not hard-link): leave the operator's entries where they are.
             for name in OPERATOR_ENTRIES:
-                remove_tree(staged / name)
+                if os.path.lexists(staged / name):
+                    remove_tree(staged / name)
             _put_entrywise(staged, dest, staging)
             return
         os.chmod(staged, stat.S_IMODE(os.lstat(dest).st_mode))
@@ -289,6 +305,12 @@ def _put_entrywise(staged: Path, dest: Path, staging: Path) -> None:
     old_top = {rel.split("/", 1)[0] for rel in (previous or {}).get("files", {})} - set(OPERATOR_ENTRIES)
     new_top = set(os.listdir(staged))
     for name in sorted(new_top, key=lambda n: (n == "MANIFEST.json", n)):  # the manifest last
+        for nested in (e for e in OPERATOR_ENTRIES if e.startswith(name + "/")):
+            # An operator file inside a generated folder (gateway/tls_cert.pem) moves with it;
+            # an interruption leaves it in staging, where recover_staging finds it.
+            if os.path.lexists(dest / nested) and not os.path.lexists(staged / nested):
+                (staged / nested).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(dest / nested, staged / nested)
         if os.path.lexists(dest / name):
             _exchange_or_replace(staged / name, dest / name, staging / f"old-{name}")
         else:

@@ -26,6 +26,8 @@ from slm_deploy.safeyaml import file_kind
 
 MANIFEST_KEYS = {"box", "files", "fleet", "generator", "ignored", "spec_sha256"}
 MANIFEST_LIMIT = 16 * 1024 * 1024
+# Config is bind-mounted into containers that run as 10001 or nobody, not as the bundle's owner (E5).
+UNREADABLE = "the containers' users cannot read it (generated under a hardened umask? chmod dirs 0755, files 0644)"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def _parse_manifest(data: bytes, source: str) -> tuple[dict[str, dict[str, Any]]
         raise InputError(source, "", "not a manifest slm-deploy writes (its keys differ)")
     if not str(manifest["generator"]).startswith("slm-deploy "):
         raise InputError(source, "generator", "not written by slm-deploy")
-    if manifest["ignored"] != list(MANIFEST_IGNORES):
+    # A manifest of an earlier release lists fewer operator files; a list wider than ours is a change.
+    if not isinstance(manifest["ignored"], list) or not set(map(str, manifest["ignored"])) <= set(MANIFEST_IGNORES):
         raise InputError(source, "ignored", f"the ignore list was changed (slm-deploy writes {list(MANIFEST_IGNORES)})")
     files = manifest["files"]
     if not isinstance(files, dict):
@@ -109,6 +112,8 @@ def verify_bundle(directory: Path, expect: str | None = None) -> VerifyReport:
             if stat.S_ISDIR(info.st_mode):
                 if stat.S_IMODE(info.st_mode) & 0o7022:
                     modes.append(f"{rel}/: mode {stat.S_IMODE(info.st_mode):04o} lets others change it")
+                elif stat.S_IMODE(info.st_mode) & 0o005 != 0o005:
+                    modes.append(f"{rel}/: mode {stat.S_IMODE(info.st_mode):04o}: {UNREADABLE}")
                 continue
             present[rel] = info
         dirnames[:] = [d for d in dirnames if not _ignored((d if rel_dir == "." else f"{rel_dir}/{d}") + "/")]
@@ -127,8 +132,12 @@ def verify_bundle(directory: Path, expect: str | None = None) -> VerifyReport:
         wanted = int(files[rel]["mode"], 8)
         actual = stat.S_IMODE(info.st_mode)
         wrong_mode = bool(actual & ~wanted & 0o7777) or (actual & 0o100) != (wanted & 0o100)
+        unreadable = actual & 0o004 == 0
         if wrong_mode:
             modes.append(f"{rel}: mode {actual:04o}, expected {wanted:04o}")
+        elif unreadable:
+            modes.append(f"{rel}: mode {actual:04o}, expected {wanted:04o}: {UNREADABLE}")
+        wrong_mode = wrong_mode or unreadable
         if content_digest != files[rel]["sha256"] or wrong_mode:
             changed.append(rel)
     for rel in extra:

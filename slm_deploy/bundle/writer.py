@@ -58,10 +58,33 @@ def build_fleet(
     return bundles
 
 
+ALLOW_EXAMPLE_LOCK_ENV = "SLM_DEPLOY_ALLOW_EXAMPLE_LOCK"
+
+
+def refuse_example_lock(fleet: Fleet, allowed: bool) -> None:
+    """The packaged lock is example data: its digests exist only on a test mirror, so every pull on
+    a real box fails ("manifest unknown"). `bundle` refuses it, as `pulumi up` does, unless asked (E15)."""
+    from slm_deploy.supply.lock import example_notice, find
+
+    notice = example_notice(fleet.directory)
+    if notice and not (allowed or os.environ.get(ALLOW_EXAMPLE_LOCK_ENV) == "1"):
+        raise InputError(
+            str(find(fleet.directory)),
+            "example",
+            "example data whose digests no registry serves; run `slm-deploy lock` beside the fleet file "
+            "(or pass --allow-example-lock to generate bundles for a test)",
+        )
+
+
 def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _with_parents(rel_dir: str) -> list[str]:
+    parts = rel_dir.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _write_tree(root: Path, bundle: BoxBundle) -> None:
@@ -69,6 +92,10 @@ def _write_tree(root: Path, bundle: BoxBundle) -> None:
     dirs = sorted({os.path.dirname(rel) for rel in bundle.files} - {""})
     for rel_dir in dirs:
         os.makedirs(os.path.join(base, rel_dir), exist_ok=True)
+    # Explicit modes: under a hardened umask (077, 027) the folders would be root's only, and the
+    # containers' users (10001, nobody) could not read the config bind-mounted from them (E5).
+    for rel_dir in sorted({p for d in dirs for p in _with_parents(d)}):
+        os.chmod(os.path.join(base, rel_dir), 0o755)
     umask = _current_umask()
     for rel, data in bundle.files.items():
         path = os.path.join(base, rel)

@@ -80,6 +80,7 @@ class Gpu(Frozen):
     vendor: Literal["nvidia", "amd"] = "nvidia"
     source: str | None = Field(default=None, description="Where memory_gib was read (a device-reported figure).")
     jetpack: str | None = None
+    device_groups: tuple[str, ...] = Field(default=(), description="Groups that own the GPU's device nodes (Jetson: video).")
 
 
 class VmSize(Frozen):

@@ -119,7 +119,42 @@ def _gateway_groups(slo: SloThresholds) -> list[dict[str, Any]]:
     return [{"name": "slm-gateway-recording", "rules": recording}, {"name": "slm-gateway-alerts", "rules": alerts}]
 
 
-def _availability_group(server_metrics: bool) -> dict[str, Any]:
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def _edge_liveness(server_metrics: bool, startup_seconds: int) -> list[dict[str, Any]]:
+    """What only an edge box needs: its model server checked even without /metrics, through the
+    gateway's active health check of it (Caddy's caddy_reverse_proxy_upstreams_healthy gauge), and
+    every exporter's own scrape (E10)."""
+    rules = []
+    if not server_metrics:
+        rules.append(
+            _alert(
+                "ModelServerUnhealthy",
+                'max by (instance, upstream) (caddy_reverse_proxy_upstreams_healthy{slm_role="gateway"}) == 0',
+                _duration(max(startup_seconds, 120)),
+                "critical",
+                "model server {{ $labels.upstream }} fails the gateway's health check",
+                "The gateway's health check of the model server has failed for longer than its start-up budget: "
+                "it is down, restarting or cannot load the model.",
+            )
+        )
+    rules.append(
+        _alert(
+            "ExporterDown",
+            'up{slm_role!~"model-server|gateway"} == 0',
+            "5m",
+            "warning",
+            "{{ $labels.job }} on {{ $labels.instance }} cannot be scraped",
+            "An exporter or monitoring service is down: the alerts that read its metrics (GPU, host, logs) "
+            "stay silent meanwhile.",
+        )
+    )
+    return rules
+
+
+def _availability_group(server_metrics: bool, startup_seconds: int = 0, edge: bool = False) -> dict[str, Any]:
     rules = [
         _alert(
             "GatewayDown",
@@ -143,7 +178,8 @@ def _availability_group(server_metrics: bool) -> dict[str, Any]:
             _alert(
                 "ModelServerDown",
                 'up{slm_role="model-server"} == 0',
-                "2m",
+                # No page while a first download or a restart's load (compile, graph capture) runs (E11).
+                _duration(max(startup_seconds, 120)),
                 "critical",
                 "model server {{ $labels.instance }} is down or not ready",
                 "Prometheus cannot scrape the model server: it is down, restarting or still loading.",
@@ -157,6 +193,8 @@ def _availability_group(server_metrics: bool) -> dict[str, Any]:
                 "No model server is scraped at all: scaled to zero, or the monitor lost it.",
             ),
         ]
+    if edge:
+        rules += _edge_liveness(server_metrics, startup_seconds)
     return {"name": "slm-availability", "rules": rules}
 
 
@@ -219,13 +257,16 @@ def _disk_group(slo: SloThresholds, edge: bool) -> dict[str, Any]:
     }
 
 
-def rule_groups(runtimes: Iterable[str], slo: SloThresholds, *, gpus: bool, edge: bool) -> list[dict[str, Any]]:
+def rule_groups(
+    runtimes: Iterable[str], slo: SloThresholds, *, gpus: bool, edge: bool, startup_seconds: int = 0
+) -> list[dict[str, Any]]:
+    """`startup_seconds`: the model server's start-up budget (first download and load), on edge boxes."""
     kinds = set(runtimes)
     groups: list[dict[str, Any]] = []
     if "vllm" in kinds:
         groups += _vllm_groups(slo)
     groups += _gateway_groups(slo)
-    groups.append(_availability_group(server_metrics=bool(kinds & {"vllm", "llamacpp"})))
+    groups.append(_availability_group(bool(kinds & {"vllm", "llamacpp"}), startup_seconds, edge))
     if gpus:
         groups.append(_gpu_group(slo))
     groups.append(_disk_group(slo, edge))

@@ -8,6 +8,10 @@ from typing import Any
 SCRAPE_INTERVAL = "15s"
 EVALUATION_INTERVAL = "15s"
 RULES_GLOB = "/etc/prometheus/rules/*.yml"
+# Where each runtime answers "alive" (Kubernetes liveness probes; the edge gateway's health check of
+# servers without /metrics): Ollama's /api/version; onnx: Foundry Local's admin /status (no /health).
+HEALTH_PATH = {"vllm": "/health", "ollama": "/api/version", "llamacpp": "/health", "onnx": "/status"}
+HEALTH_INTERVAL = "15s"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from slm_deploy.image_profiles import ContainerView, profile_for, profile_problems
 from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unlocked, unpinned
 from slm_deploy.policies.model import Kind, Rule, Severity
 
@@ -143,6 +144,9 @@ def locked_image(svc: dict[str, Any]) -> list[str]:
     built_here = any(isinstance(s, dict) and s.get("build") and s.get("image") == image for s in services.values())
     if built_here and svc["service"].get("pull_policy") == "never":
         return []  # the image another service of the box builds, never pulled from a registry
+    locked_as = str(svc["service"].get("x-locked-image", ""))
+    if svc["service"].get("pull_policy") == "never" and locked_as.startswith(image + "@sha256:"):
+        return []  # air-gapped: loaded by tag (save/load keeps no digest); verify checks the locked digest
     return [f"service {svc['name']} uses {image!r} without a digest"]
 
 
@@ -166,47 +170,38 @@ def no_secret_environment(svc: dict[str, Any]) -> list[str]:
 
 def _profile(service: dict[str, Any], catalog: Any = None) -> Any:
     """The catalog profile of the image a service runs (None for images the catalog does not pin)."""
-    from slm_deploy.catalog import load_catalog
-
-    catalog = catalog or load_catalog()
-    # A locked reference (repository:tag@sha256:...) is the same image as its tag for the profile.
-    image = str(service.get("image", "")).split("@", 1)[0]
-    for image_id, entry in catalog.images.items():
-        if entry.ref.split("@", 1)[0] == image and image_id in catalog.profiles:
-            return catalog.profiles[image_id]
-    return None
+    return profile_for(str(service.get("image", "")), catalog)
 
 
-def _runs(service: dict[str, Any], profile: Any, program: str) -> bool:
-    """Whether the service starts PROGRAM (a path or name) of its image, directly or from a shell line."""
-    # An entrypoint set in compose also drops the image's CMD.
-    command = service.get("command") or ([] if service.get("entrypoint") else profile.command)
-    line = " ".join(str(a) for a in [*(service.get("entrypoint") or profile.entrypoint), *command])
-    return re.search(rf"(^|[\s/]){re.escape(program.rsplit('/', 1)[-1])}(\s|$)", line) is not None
+def compose_view(name: str, service: dict[str, Any]) -> ContainerView:
+    """A compose service as the profile rules read it (slm_deploy.image_profiles)."""
+    exec_mounts = []
+    for mount in service.get("tmpfs") or []:
+        target, _, options = str(mount).partition(":")
+        if "exec" in options.split(","):
+            exec_mounts.append(target.rstrip("/"))
 
+    def listed(key: str) -> tuple[str, ...] | None:
+        value = service.get(key)
+        if value is None:
+            return None
+        return tuple(str(a) for a in value) if isinstance(value, list) else tuple(str(value).split())
 
-def _cap_name(cap: str) -> str:
-    return cap.upper().removeprefix("CAP_")
+    return ContainerView(
+        name=name,
+        image=str(service.get("image", "")),
+        entrypoint=listed("entrypoint"),
+        command=listed("command"),
+        cap_drop=tuple(str(c) for c in service.get("cap_drop") or []),
+        cap_add=tuple(str(c) for c in service.get("cap_add") or []),
+        environment=_env(service),
+        exec_mounts=tuple(exec_mounts),
+    )
 
 
 def exec_capabilities(svc: dict[str, Any], catalog: Any = None) -> list[str]:
     """An exec of a binary with file capabilities fails (EPERM) when they are not in the bounding set."""
-    service = svc["service"]
-    profile = _profile(service, catalog)
-    if profile is None or "ALL" not in (service.get("cap_drop") or []):
-        return []
-    kept = {_cap_name(c) for c in service.get("cap_add") or []}
-    problems = []
-    for path, caps in sorted(profile.file_capabilities.items()):
-        if not _runs(service, profile, path):
-            continue  # the service runs another program of the image
-        needed = {_cap_name(c) for c in caps.split("=")[0].split(",")}
-        if not needed <= kept:
-            problems.append(
-                f"service {svc['name']}: {path} in {service['image']} carries the file capability {caps}; "
-                f"with cap_drop ALL and without cap_add {sorted(needed - kept)} the kernel refuses to exec it"
-            )
-    return problems
+    return [p for p in profile_problems(compose_view(svc["name"], svc["service"]), catalog) if "file capability" in p]
 
 
 def healthcheck_program(svc: dict[str, Any], catalog: Any = None) -> list[str]:
@@ -233,30 +228,7 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 def runtime_needs(svc: dict[str, Any], catalog: Any = None) -> list[str]:
     """What the image needs from its environment to start under our hardening (profile: needs_environment, exec_caches)."""
-    service = svc["service"]
-    profile = _profile(service, catalog)
-    main = (profile.entrypoint or profile.command or ("",))[0] if profile is not None else ""
-    if profile is None or not _runs(service, profile, main):
-        return []  # e.g. a one-shot download in the same image
-    env = _env(service)
-    problems = [
-        f"service {svc['name']}: {service['image']} needs {key} set when it runs as a uid without a passwd entry"
-        for key in profile.needs_environment
-        if not env.get(key)
-    ]
-    exec_mounts = []
-    for mount in service.get("tmpfs") or []:
-        target, _, options = str(mount).partition(":")
-        if "exec" in options.split(","):
-            exec_mounts.append(target.rstrip("/"))
-    for key in profile.exec_caches:
-        path = env.get(key, "")
-        if not any(path.startswith(m + "/") or path == m for m in exec_mounts):
-            problems.append(
-                f"service {svc['name']}: {key} ({path or 'unset'}) must be on an exec-capable tmpfs: "
-                "the compiled kernels written there are loaded as shared objects"
-            )
-    return problems
+    return [p for p in profile_problems(compose_view(svc["name"], svc["service"]), catalog) if "file capability" not in p]
 
 
 def profile_rules(document: dict[str, Any], catalog: Any = None) -> list[str]:

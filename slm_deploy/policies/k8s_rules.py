@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from slm_deploy.image_profiles import ContainerView, profile_problems
 from slm_deploy.policies.common import SECRET_NAME, unpinned
 from slm_deploy.policies.model import Kind, Rule, Severity
 
@@ -255,6 +256,34 @@ def restricted_namespace(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def k8s_view(spec: dict[str, Any], c: dict[str, Any]) -> ContainerView:
+    """A Kubernetes container as the profile rules read it (slm_deploy.image_profiles): `command`
+    replaces the image's entrypoint, `args` its command; every writable emptyDir or volume allows exec."""
+    caps = (c.get("securityContext") or {}).get("capabilities") or {}
+    env = {str(e.get("name")): str(e.get("value")) for e in c.get("env") or [] if isinstance(e, dict) and "value" in e}
+    writable = tuple(str(m.get("mountPath")) for m in c.get("volumeMounts") or [] if not m.get("readOnly"))
+    return ContainerView(
+        name=str(c.get("name")),
+        image=str(c.get("image", "")),
+        entrypoint=tuple(str(a) for a in c["command"]) if c.get("command") else None,
+        command=tuple(str(a) for a in c["args"]) if c.get("args") else (() if c.get("command") else None),
+        cap_drop=tuple(str(x) for x in caps.get("drop") or []),
+        cap_add=tuple(str(x) for x in caps.get("add") or []),
+        environment=env,
+        exec_mounts=writable,
+        where="container",
+    )
+
+
+def image_profile_needs(manifest: dict[str, Any]) -> list[str]:
+    """The compose profile rules (SLM-COMPOSE-013/014) on a pod spec: file capabilities kept under
+    drop ALL, the environment and exec-capable caches the image needs."""
+    spec = pod_spec(manifest)
+    if spec is None:
+        return []
+    return [p for c in containers(spec) for p in profile_problems(k8s_view(spec, c))]
+
+
 def _k8s(id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any, kind: Kind = Kind.K8S) -> Rule:
     return Rule(id_, title, severity, kind, rationale, fix, check)
 
@@ -382,5 +411,15 @@ RULES = [
         "Label the namespace pod-security.kubernetes.io/enforce: restricted (and audit, warn); a namespace "
         f"that cannot (host-level exporters) says why in a {PSS_REASON} annotation.",
         restricted_namespace,
+    ),
+    _k8s(
+        "SLM-K8S-016",
+        "What the image needs to start under the hardening (image profile)",
+        Severity.HIGH,
+        "A binary with file capabilities cannot be exec'd when they were all dropped; an unnamed uid without "
+        "USER/LOGNAME or compile caches without a writable exec mount kill the server at start.",
+        "Add back exactly the file's capability (capabilities.add), set the environment the profile names, "
+        "and mount a writable emptyDir where the exec caches live.",
+        image_profile_needs,
     ),
 ]

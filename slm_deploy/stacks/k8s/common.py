@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import (
     CapabilitiesArgs,
+    ContainerArgs,
     ContainerPortArgs,
     EmptyDirVolumeSourceArgs,
+    EnvVarArgs,
     HTTPGetActionArgs,
     PodSecurityContextArgs,
     ProbeArgs,
+    ResourceRequirementsArgs,
     SeccompProfileArgs,
     SecurityContextArgs,
     TolerationArgs,
@@ -25,7 +30,8 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
-from slm_deploy.catalog import Chart
+from slm_deploy.catalog import Catalog, Chart, ImageProfile
+from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
@@ -58,8 +64,9 @@ def pod_security() -> PodSecurityContextArgs:
     )
 
 
-def container_security() -> SecurityContextArgs:
-    """Pod Security Standards `restricted`, plus a read-only root filesystem."""
+def container_security(add: Sequence[str] = ()) -> SecurityContextArgs:
+    """Pod Security Standards `restricted`, plus a read-only root filesystem. ADD: capabilities the
+    image's programs carry as file capabilities (restricted allows NET_BIND_SERVICE alone)."""
     return SecurityContextArgs(
         allow_privilege_escalation=False,
         privileged=False,
@@ -67,9 +74,79 @@ def container_security() -> SecurityContextArgs:
         run_as_non_root=True,
         run_as_user=APP_UID,
         run_as_group=APP_UID,
-        capabilities=CapabilitiesArgs(drop=["ALL"]),
+        capabilities=CapabilitiesArgs(drop=["ALL"], add=list(add) or None),
         seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
     )
+
+
+@dataclass(frozen=True)
+class Probes:
+    startup: ProbeArgs | None = None
+    readiness: ProbeArgs | None = None
+    liveness: ProbeArgs | None = None
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """requests and limits of one container (cpu, memory, ephemeral-storage and devices)."""
+
+    requests: dict[str, str]
+    limits: dict[str, str]
+
+
+def profiled_container(
+    name: str,
+    image: str,
+    *,
+    command: list[str] | None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    sizes: Sizes,
+    probes: Probes = Probes(),
+    mounts: list[VolumeMountArgs] | None = None,
+    ports: list[ContainerPortArgs] | None = None,
+    catalog: Catalog | None = None,
+) -> ContainerArgs:
+    """One hardened container, driven by its image's profile (catalog/images.yaml `profiles`): the
+    capabilities its programs need under drop ALL (their file capabilities), the environment the
+    image sets or needs; the same facts the compose bundle is built from (slm_deploy.image_profiles)."""
+    profile = profile_for(image, catalog)
+    add: list[str] = []
+    environment = dict(env or {})
+    if profile is not None:
+        add = exec_capabilities(profile, command, args)
+        environment = {**profile.environment, **environment}
+        missing = [k for k in profile.needs_environment if not environment.get(k) and runs_main(profile, command, args)]
+        if missing:
+            raise ValueError(f"container {name}: {image} needs {', '.join(missing)} set (image profile)")
+    return ContainerArgs(
+        name=name,
+        image=image,
+        image_pull_policy="Always",
+        command=command,
+        args=args,
+        env=[EnvVarArgs(name=k, value=v) for k, v in sorted(environment.items())] or None,
+        ports=ports,
+        security_context=container_security(add),
+        resources=ResourceRequirementsArgs(requests=sizes.requests, limits=sizes.limits),
+        startup_probe=probes.startup,
+        readiness_probe=probes.readiness,
+        liveness_probe=probes.liveness,
+        volume_mounts=mounts,
+    )
+
+
+def capability_skips(image: str, command: list[str] | None, args: list[str] | None = None) -> dict[str, str]:
+    """checkov's own exception format (a `checkov.io/skip` annotation on the workload) for the
+    capabilities a container keeps for its image's file capabilities (CKV_K8S_25: added capability)."""
+    profile = profile_for(image)
+    caps = exec_capabilities(profile, command, args) if profile is not None else []
+    return {"checkov.io/skip1": f"CKV_K8S_25={capability_reason(profile, caps)}"} if profile and caps else {}
+
+
+def runs_main(profile: ImageProfile, command: list[str] | None, args: list[str] | None) -> bool:
+    main = (profile.entrypoint or profile.command or ("",))[0]
+    return runs(profile, command, args, main)
 
 
 def http_probe(path: str, port: int, period: int, failures: int, timeout: int = 5) -> ProbeArgs:

@@ -10,11 +10,8 @@ from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs
 from pulumi_kubernetes.core.v1 import (
     ConfigMap,
     ConfigMapVolumeSourceArgs,
-    ContainerArgs,
-    EnvVarArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
-    ResourceRequirementsArgs,
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
@@ -41,8 +38,11 @@ from pulumi_kubernetes.networking.v1 import (
 
 from slm_deploy.environment import IngressSpec
 from slm_deploy.gateway import ENTRYPOINT, METRICS_PORT, caddyfile, route
+from slm_deploy.image_profiles import profile_for, scratch_dirs
 from slm_deploy.stacks.k8s.common import (
-    container_security,
+    Probes,
+    Sizes,
+    capability_skips,
     disruption_budget,
     from_monitoring,
     http_probe,
@@ -51,6 +51,7 @@ from slm_deploy.stacks.k8s.common import (
     mount,
     pod_security,
     port,
+    profiled_container,
     scratch_volume,
     selector,
     spread,
@@ -58,6 +59,10 @@ from slm_deploy.stacks.k8s.common import (
 from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
 
 HTTP_PORT = 8080
+
+
+def _scratch_name(path: str) -> str:
+    return "scratch-" + path.strip("/").replace("/", "-")
 
 
 class Gateway(pulumi.ComponentResource):
@@ -88,9 +93,16 @@ class Gateway(pulumi.ComponentResource):
             opts=child,
         )
         pod_labels = {**labels(name, "gateway"), **identity_label}
+        profile = profile_for(image)
+        scratch = scratch_dirs(profile) if profile is not None else []
         deployment = Deployment(
             f"{name}-deploy",
-            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "gateway")),
+            metadata=ObjectMetaArgs(
+                name=name,
+                namespace=ns,
+                labels=labels(name, "gateway"),
+                annotations=capability_skips(image, ["/bin/sh", "-c", ENTRYPOINT]) or None,
+            ),
             spec=DeploymentSpecArgs(
                 replicas=replicas,
                 selector=LabelSelectorArgs(match_labels=selector(name)),
@@ -102,28 +114,26 @@ class Gateway(pulumi.ComponentResource):
                         security_context=pod_security(),
                         topology_spread_constraints=spread(name),
                         containers=[
-                            ContainerArgs(
-                                name="caddy",
-                                image=image,
-                                image_pull_policy="Always",
+                            profiled_container(
+                                "caddy",
+                                image,
                                 command=["/bin/sh", "-c", ENTRYPOINT],
-                                env=[
-                                    EnvVarArgs(name="XDG_CONFIG_HOME", value="/tmp/config"),
-                                    EnvVarArgs(name="XDG_DATA_HOME", value="/tmp/data"),
-                                ],
                                 ports=[port(HTTP_PORT, "http"), port(METRICS_PORT, "metrics")],
-                                security_context=container_security(),
-                                resources=ResourceRequirementsArgs(
+                                sizes=Sizes(
                                     requests={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
                                     limits={"cpu": "1", "memory": "256Mi", "ephemeral-storage": "512Mi"},
                                 ),
-                                startup_probe=http_probe("/healthz", METRICS_PORT, 2, 30),
-                                readiness_probe=http_probe("/healthz", HTTP_PORT, 10, 3),
-                                liveness_probe=http_probe("/healthz", METRICS_PORT, 20, 3),
-                                volume_mounts=[
+                                probes=Probes(
+                                    startup=http_probe("/healthz", METRICS_PORT, 2, 30),
+                                    readiness=http_probe("/healthz", HTTP_PORT, 10, 3),
+                                    liveness=http_probe("/healthz", METRICS_PORT, 20, 3),
+                                ),
+                                mounts=[
                                     mount("config", "/etc/caddy", read_only=True),
                                     mount(SECRETS_VOLUME, SECRETS_PATH, read_only=True),
                                     mount("tmp", "/tmp"),
+                                    # Where the image's profile says Caddy writes at start (XDG_CONFIG_HOME, XDG_DATA_HOME).
+                                    *(mount(_scratch_name(d), d) for d in scratch),
                                 ],
                             )
                         ],
@@ -131,6 +141,7 @@ class Gateway(pulumi.ComponentResource):
                             VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config")),
                             namespace.secrets_volume(["api_key"]),
                             scratch_volume("tmp", "64Mi"),
+                            *(scratch_volume(_scratch_name(d), "16Mi") for d in scratch),
                         ],
                     ),
                 ),

@@ -29,14 +29,11 @@ from pulumi_kubernetes.batch.v1 import Job, JobSpecArgs
 from pulumi_kubernetes.core.v1 import (
     ConfigMap,
     ConfigMapVolumeSourceArgs,
-    ContainerArgs,
-    EnvVarArgs,
     PersistentVolumeClaim,
     PersistentVolumeClaimSpecArgs,
     PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
-    ResourceRequirementsArgs,
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
@@ -58,13 +55,15 @@ from pulumi_kubernetes.networking.v1 import (
 from slm_deploy.catalog import Catalog
 from slm_deploy.catalog.platform import load_aks_facts
 from slm_deploy.environment import AutoscalingSpec
+from slm_deploy.observability.scrape import HEALTH_PATH
 from slm_deploy.planner import Plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.common import (
     GPU_RESOURCE,
     GPU_TOLERATION,
-    container_security,
+    Probes,
+    Sizes,
     disruption_budget,
     from_monitoring,
     gib,
@@ -74,6 +73,7 @@ from slm_deploy.stacks.k8s.common import (
     mount,
     pod_security,
     port,
+    profiled_container,
     scratch_volume,
     selector,
     spread,
@@ -89,7 +89,7 @@ READINESS_PATH = {
     Runtime.ONNX: "/v1/models",
 }
 # onnx: Foundry Local's admin `/status` (no /health), what the launcher's --check asks on edge boxes.
-LIVENESS_PATH = {Runtime.VLLM: "/health", Runtime.OLLAMA: "/api/version", Runtime.LLAMACPP: "/health", Runtime.ONNX: "/status"}
+LIVENESS_PATH = {runtime: HEALTH_PATH[runtime.value] for runtime in Runtime}
 # (failureThreshold, timeoutSeconds) of liveness where the default 3 x 5 s is too tight: Foundry Local
 # answers /status late while a request keeps every core of the node busy (2 minutes before a restart).
 LIVENESS_TOLERANCE = {Runtime.ONNX: (6, 10)}
@@ -263,18 +263,16 @@ class ModelServer(pulumi.ComponentResource):
                         tolerations=self._tolerations(settings, settings.gpu_pool),
                         node_selector=self._node_selector(settings),
                         containers=[
-                            ContainerArgs(
-                                name="fetch",
-                                image=fetch["image"],
-                                image_pull_policy="Always",
+                            profiled_container(
+                                "fetch",
+                                fetch["image"],
                                 command=command,
-                                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._fetch_environment(spec).items())],
-                                security_context=container_security(),
-                                resources=ResourceRequirementsArgs(
+                                env=self._fetch_environment(spec),
+                                sizes=Sizes(
                                     requests={"cpu": f"{FETCH_JOB_CPU_MILLIS}m", "memory": "1Gi", "ephemeral-storage": "512Mi"},
                                     limits={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "3Gi"},
                                 ),
-                                volume_mounts=mounts,
+                                mounts=mounts,
                             )
                         ],
                         volumes=volumes,
@@ -358,17 +356,15 @@ class ModelServer(pulumi.ComponentResource):
         gpu = {GPU_RESOURCE: str(res.gpu_count)} if res.gpu_count else {}
         # Room to burst above the request, but never more than the node has (a limit above it means nothing).
         cpu_limit = f"{min(res.cpu_request * 2, settings.node_vcpus or res.cpu_request * 2):g}"
-        container = ContainerArgs(
-            name=spec.runtime.value,
-            image=spec.image,
-            image_pull_policy="Always",
+        container = profiled_container(
+            spec.runtime.value,
+            spec.image,
             command=spec.entrypoint,
             args=spec.command,
-            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(self._environment(spec).items())],
+            env=self._environment(spec),
             ports=[port(spec.port, "http")],
-            security_context=container_security(),
-            resources=ResourceRequirementsArgs(
-                # ephemeral-storage covers the 4 GiB /tmp emptyDir (compile caches) and the logs.
+            # ephemeral-storage covers the 4 GiB /tmp emptyDir (compile caches) and the logs.
+            sizes=Sizes(
                 requests={
                     "cpu": f"{res.cpu_request:g}",
                     "memory": f"{res.memory_request_gib}Gi",
@@ -379,24 +375,24 @@ class ModelServer(pulumi.ComponentResource):
             ),
             # Downloading and loading weights takes a time that grows with their size; the
             # startup probe allows it, so liveness never kills a server that is still loading.
-            startup_probe=http_probe(
-                LIVENESS_PATH[spec.runtime], spec.port, res.probe_period_seconds, res.startup_failure_threshold
+            probes=Probes(
+                startup=http_probe(
+                    LIVENESS_PATH[spec.runtime], spec.port, res.probe_period_seconds, res.startup_failure_threshold
+                ),
+                readiness=http_probe(READINESS_PATH[spec.runtime], spec.port, 10, 3),
+                liveness=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, *LIVENESS_TOLERANCE.get(spec.runtime, (3, 5))),
             ),
-            readiness_probe=http_probe(READINESS_PATH[spec.runtime], spec.port, 10, 3),
-            liveness_probe=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, *LIVENESS_TOLERANCE.get(spec.runtime, (3, 5))),
-            volume_mounts=mounts,
+            mounts=mounts,
         )
-        wait = ContainerArgs(
-            name="wait-for-model",
-            image=spec.image,
-            image_pull_policy="Always",
+        wait = profiled_container(
+            "wait-for-model",
+            spec.image,
             command=["/bin/sh", "-c", f"until [ -f {READY_MARKER} ]; do echo waiting for the model; sleep 10; done"],
-            security_context=container_security(),
-            resources=ResourceRequirementsArgs(
+            sizes=Sizes(
                 requests={"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
                 limits={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
             ),
-            volume_mounts=[mount("models", MODEL_DIR, read_only=True)],
+            mounts=[mount("models", MODEL_DIR, read_only=True)],
         )
         autoscaled = settings.autoscaling.max_replicas > settings.autoscaling.min_replicas or (
             settings.autoscaling.min_replicas == 0

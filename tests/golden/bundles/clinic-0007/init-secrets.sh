@@ -1,8 +1,11 @@
 #!/bin/sh
 # Creates the secrets of box clinic-0007 under ./secrets: random values, mode 0600, owned by the
 # user the containers run as (10001). An existing file is never overwritten, so running it
-# again is safe; to rotate a secret, delete its file and run it again. Run it as root, once,
-# before `docker compose up -d`. Secrets never go into the bundle, the compose file or .env.
+# again is safe. To rotate api_key, tls_cert/tls_key or hf_token, delete its file and run it again
+# (README: Rotate secrets). The Grafana and Open WebUI admin passwords are applied only when their
+# data volume is new: once it holds data this script refuses to recreate them (the README says how
+# to change them in the running service). Run it as root before `docker compose up -d`. Secrets
+# never go into the bundle, the compose file or .env.
 set -eu
 cd "$(dirname "$0")"
 umask 077
@@ -21,6 +24,16 @@ finish() {
   fi
 }
 
+# A deleted admin password whose service already has its data: a new file would not change the
+# password the service keeps in its database, and the old one would be lost (edge review E9).
+refuse_if_in_use() {
+  if [ ! -e "secrets/$1" ] && command -v docker >/dev/null 2>&1 \
+    && docker volume inspect "clinic-0007_$2" >/dev/null 2>&1; then
+    echo "error: secrets/$1 is missing but the volume clinic-0007_$2 holds the service's data, which keeps the old password; restore the file, or change the password in the service (README: Rotate secrets)" >&2
+    exit 1
+  fi
+}
+
 create() {
   if [ -e "secrets/$1" ]; then
     echo "kept    secrets/$1"
@@ -32,6 +45,7 @@ create() {
 }
 
 create api_key "$(random_hex)"
+refuse_if_in_use grafana_admin_password grafana-data
 create grafana_admin_password "$(random_hex)"
 
 if [ ! -e secrets/tls_cert ] || [ ! -e secrets/tls_key ]; then

@@ -469,8 +469,15 @@ def ollama(args: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- Grafana
-def grafana(_: list[str]) -> None:
+def grafana(args: list[str]) -> None:
     data = Path(os.environ.get("GF_PATHS_DATA", "/var/lib/grafana"))
+    db = data / "grafana.db"
+    if args[:3] == ["cli", "admin", "reset-admin-password"] and len(args) > 3:
+        # `grafana cli admin reset-admin-password PW` (pkg/cmd/grafana-cli/commands/reset_password_command.go):
+        # sets the admin user's password in the database the server reads; the server keeps running.
+        db.write_text(json.dumps({"admin_password": args[3]}))
+        print("Admin password changed successfully ✔", flush=True)
+        return
     password_file = os.environ.get("GF_SECURITY_ADMIN_PASSWORD__FILE")
     if password_file and not os.access(password_file, os.R_OK):
         die(f"Failed to read {password_file}: permission denied")
@@ -483,9 +490,11 @@ def grafana(_: list[str]) -> None:
             (data / name).mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             die(f'Error: ✗ failed to create images directory "{data / name}": mkdir {data / name}: {exc.strerror.lower()}')
-    db = data / "grafana.db"
     if not db.exists():
-        db.write_text("standin grafana database\n")
+        # Grafana applies GF_SECURITY_ADMIN_PASSWORD only when it creates its database (conf/defaults.ini:
+        # "can be changed before first start of grafana, or in profile settings").
+        first = Path(password_file).read_text().strip() if password_file else "admin"
+        db.write_text(json.dumps({"admin_password": first}))
     if os.environ.get("GF_PLUGINS_PREINSTALL_DISABLED", "false").lower() != "true":
         # Grafana 11 installs its preinstall plugins from grafana.com in the background.
         log(
@@ -509,7 +518,6 @@ def grafana(_: list[str]) -> None:
             h.send(404, {"message": "Not found"})
 
     sources = _provisioned_datasources(Path(os.environ.get("GF_PATHS_PROVISIONING", "/etc/grafana/provisioning")))
-    password = Path(password_file).read_text().strip() if password_file else "admin"
 
     def health(h: Handler, path: str) -> None:
         """GET /api/datasources/uid/UID/health, as Grafana 11's Loki backend runs it: an instant
@@ -518,6 +526,7 @@ def grafana(_: list[str]) -> None:
         import urllib.request
         from urllib.parse import quote
 
+        password = json.loads(db.read_text())["admin_password"]
         expected = "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
         if h.headers.get("Authorization") != expected:
             h.send(401, {"message": "Unauthorized"})

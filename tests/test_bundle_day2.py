@@ -350,7 +350,7 @@ def test_item7_compose_lint_finds_no_unlisted_high_or_critical_finding_in_any_ex
 def test_e12_e13_flashinfer_kernels_on_the_exec_cache_and_no_xet_chunk_cache_on_the_models_volume() -> None:
     services = compose("store-0001")["services"]
     env = services["vllm"]["environment"]
-    exec_mounts = [t.split(":")[0] for t in services["vllm"]["tmpfs"] if "exec" in t.split(":", 1)[1].split(",")]
+    exec_mounts = [v["target"] for v in services["vllm"]["volumes"] if v["type"] == "volume" and not v.get("read_only")]
     assert any(env["FLASHINFER_WORKSPACE_BASE"].startswith(m + "/") for m in exec_mounts)
     assert "FLASHINFER_WORKSPACE_BASE" in load_catalog().profiles["vllm"].exec_caches
     for box_id in ("store-0001", "branch-0013"):

@@ -28,6 +28,7 @@ EGRESS_NETWORK = "egress"
 GATEWAY_CONTAINER_PORT = 8443
 USER = f"{APP_UID}:{APP_UID}"
 LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+COMPILE_CACHE_VOLUME = "compile-cache"
 HEALTH_TIMING = {"interval": "30s", "timeout": "5s", "retries": 3}
 
 
@@ -116,12 +117,6 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
             # uid 10001 must be in the group that owns the Tegra device nodes, or CUDA sees no GPU
             # and the server silently runs on the CPU (catalog gpus.yaml device_groups).
             service["group_add"] = list(gpu.device_groups)
-    if spec.runtime.value == "vllm":
-        service["tmpfs"].append(f"{COMPILE_CACHE_DIR}:size=2g,exec,uid={APP_UID},gid={APP_UID},mode=0700")
-        service["x-hardening-exceptions"] = {
-            "tmpfs": f"{COMPILE_CACHE_DIR} allows exec: torch inductor and Triton write compiled kernels there and load "
-            "them as shared objects (a noexec mount fails with 'failed to map segment'); nothing else is exec-capable",
-        }
     if spec.entrypoint:
         service["entrypoint"] = spec.entrypoint
     service["command"] = spec.command
@@ -145,6 +140,12 @@ def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image
             # Ollama writes its key pair and manifests next to the models at start.
             service["volumes"][0]["read_only"] = False
         service["depends_on"] = {"model-fetch": {"condition": "service_completed_successfully"}}
+    if spec.runtime.value == "vllm":
+        # torch inductor, Triton and FlashInfer write compiled kernels there and load them as shared
+        # objects (a noexec tmpfs fails with 'failed to map segment'). A named volume, not a tmpfs: it
+        # survives restarts (no recompile and graph capture before /metrics answers after a reboot)
+        # and is not charged to the memory limit (edge review E11).
+        service.setdefault("volumes", []).append({"type": "volume", "source": COMPILE_CACHE_VOLUME, "target": COMPILE_CACHE_DIR})
     return service
 
 
@@ -453,6 +454,8 @@ def compose_document(
     options = box.options
     services: dict[str, Any] = {}
     volumes = ["models"] if spec.fetch is not None else []
+    if spec.runtime.value == "vllm":
+        volumes.append(COMPILE_CACHE_VOLUME)
     if options.webui:
         volumes.append("webui-data")
     if options.monitoring:

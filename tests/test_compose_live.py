@@ -469,8 +469,9 @@ def check_hardening(box: Box) -> None:
             assert info["State"]["Health"]["Status"] == "healthy", name
 
 
-def volumes_state(box: Box) -> dict[str, str]:
-    """A fingerprint of what the box keeps across a restart (and that nothing is downloaded again)."""
+def volumes_state(box: Box, logs: bool = True) -> dict[str, str]:
+    """A fingerprint of what the box keeps across a restart (and that nothing is downloaded again).
+    `logs`: include Loki's lines (False for a box whose logs were only just turned on)."""
     state = {}
     if "ollama" in box.compose["services"] and "model-fetch" in box.compose["services"]:
         state["ollama pulls"] = box.docker("exec", box.container("ollama"), "cat", "/models/pulls.log").stdout
@@ -478,7 +479,7 @@ def volumes_state(box: Box) -> dict[str, str]:
         state["grafana.db"] = box.docker("exec", box.container("grafana"), "ls", "/var/lib/grafana/grafana.db").stdout
     if "open-webui" in box.compose["services"]:
         state["webui"] = box.docker("exec", box.container("open-webui"), "cat", "/app/backend/data/users.json").stdout
-    if "loki" in box.compose["services"]:
+    if logs and "loki" in box.compose["services"]:
         # Loki keeps the lines, and Alloy (its positions in alloy-data) sends none of them twice.
         query = quote('{service=~".+"} |~ `CUDA out of memory`')
         data = json.loads(box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={query}"))
@@ -519,15 +520,50 @@ def check_webui(box: Box) -> None:
     assert code == 200 and json.loads(body)["role"] == "admin", body
 
 
+def _prepare(box: Box) -> None:
+    """The box's locally built images (onnx server, air-gapped model image), as the README builds them."""
+    if "onnx" in box.compose["services"]:
+        _onnx_standin(box)
+    elif (box.dir / "Dockerfile").exists():
+        _offline_image(box)
+
+
+def changed_fleet_entry(bundles: Path, box_id: str) -> Path:
+    """Day 2: the fleet file with this box's entry changed as an operator changes it (logs turned
+    on; a box that has them already gets another concurrency), beside the same lock."""
+    data = yaml.safe_load(FLEET_FILE.read_text())
+    entry = next(b for b in data["boxes"] if b["id"] == box_id)
+    if (entry.get("logs") or {}).get("enabled"):
+        serving = entry.setdefault("serving", {})
+        serving["concurrency"] = max(1, int(serving.get("concurrency", data["defaults"].get("concurrency", 2))) - 1)
+    else:
+        entry["logs"] = {"enabled": True}
+    path = bundles.parent / f"fleet-day2-{box_id}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def day2_regenerate(box: Box, bundles: Path, start: str) -> Box:
+    """Regenerate the used box folder from the changed fleet entry ("regenerate instead of editing",
+    README) and apply it with the README's start line, then wait for the box."""
+    fleet = changed_fleet_entry(bundles, box.id)
+    result = run_cli("bundle", str(fleet), "--out", str(bundles), "--box", box.id, "--allow-unlocked")
+    assert result.returncode == 0, f"regenerating the used box folder failed ({result.returncode}): {result.stderr.strip()}"
+    renewed = Box(box.id, bundles, {k: v for k, v in box.env.items() if k not in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME")})
+    _prepare(renewed)
+    applied = _operator_shell(renewed, start)
+    assert applied.returncode == 0, f"{start}\n{applied.stdout}\n{applied.stderr}"
+    up = renewed.dc("up", "-d", "--wait", "--wait-timeout", "420", check=False)
+    assert up.returncode == 0, f"compose up --wait after regenerating failed:\n{up.stderr[-2000:]}"
+    return renewed
+
+
 def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
     """Everything the module docstring promises, for one box; the box is torn down at the end."""
     box = Box(box_id, bundles, engine)
     box.dc("down", "-v", "--remove-orphans", check=False)
     try:
-        if "onnx" in box.compose["services"]:
-            _onnx_standin(box)
-        elif (box.dir / "Dockerfile").exists():
-            _offline_image(box)
+        _prepare(box)
         commands = _readme_commands(box)
         assert commands, "the README gives no commands"
         # The start line first, exactly as written (init-secrets.sh, then compose up), then --wait.
@@ -541,10 +577,17 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
         check_monitoring(box)
         check_logs(box)
         check_hardening(box)
+        # Day 2: a second `up` (compose re-runs the one-shots: volume-init over volumes the services
+        # have written, E6), then the README's commands.
+        again = box.dc("up", "-d", "--wait", "--wait-timeout", "300", check=False)
+        assert again.returncode == 0, f"a second compose up failed:\n{again.stderr[-2000:]}"
+        check_serving(box)
         kept = volumes_state(box)
         for command in commands:
             if command == start or "docker compose build" in command or "docker pull" in command:
                 continue  # the start already ran; the connected machine's steps (build, pull) were done above, offline
+            if "VOLUME" in command:
+                continue  # the README's backup line is a template (one run per volume name), not a command
             result = _operator_shell(box, command)
             assert result.returncode == 0, f"README command failed: {command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         _wait_for("the box serves after the README's commands", lambda: (_serves(box), None), timeout=60)
@@ -552,6 +595,10 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
         box.dc("up", "-d", "--wait", "--wait-timeout", "300")
         assert volumes_state(box) == kept, "the box lost data across down/up"
         check_serving(box)
+        logs_before = "loki" in box.compose["services"]
+        box = day2_regenerate(box, bundles, start)
+        check_serving(box)
+        assert volumes_state(box, logs=logs_before) == kept, "the box lost data when the regenerated bundle was applied"
     except BaseException as exc:
         ps = box.dc("ps", "-a", check=False).stdout
         logs = box.dc("logs", "--no-color", "--tail", "25", check=False).stdout

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from slm_deploy.catalog import load_catalog
 from tests.conftest import ROOT, run_cli
 from tests.registry import PASSWORD, REFRESH_TOKEN, SERVICE, USER, LiveRegistry, TokenIssuer, free_port
 
@@ -691,11 +692,13 @@ def test_an_arm64_llamacpp_box_is_refused_from_the_lock_and_only_the_lock(tmp_pa
     data["boxes"][0]["serving"] = {"runtime": "llamacpp", "model": "qwen3-1.7b"}
     fleet.write_text(yaml.safe_dump(data))
     lock = yaml.safe_load(PACKAGED_LOCK.read_text())
-    entry = lock["images"]["ghcr.io/ggml-org/llama.cpp:server-b6700"]
+    server = load_catalog().images["llamacpp"]
+    name = f"{server.repository}:{server.tag}"
+    entry = lock["images"][name]
     refused = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
     assert refused.returncode == 2
     assert refused.stderr == (
-        "error: fleet.yaml: boxes[0].hardware.cpu_arch: box edge-1: ghcr.io/ggml-org/llama.cpp:server-b6700 has no "
+        f"error: fleet.yaml: boxes[0].hardware.cpu_arch: box edge-1: {name} has no "
         f"linux/arm64 manifest (the registry lists linux/amd64 under {entry['digest']})\n"
     )
     assert not (tmp_path / "out").exists()

@@ -254,6 +254,9 @@ def _gateway(catalog: Catalog, box: Box) -> dict[str, Any]:
     return service
 
 
+WEBUI_START_S = 600
+
+
 def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     service = _hardened(
         catalog.images["open-webui"].ref,
@@ -283,7 +286,9 @@ def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     service["entrypoint"] = ["/bin/bash", "-c", WEBUI_ENTRYPOINT]
     service["secrets"] = ["webui_admin_password", "webui_secret_key"]
     service["volumes"] = [{"type": "volume", "source": "webui-data", "target": "/app/backend/data"}]
-    service["healthcheck"] = _healthcheck(["CMD", "curl", "--fail", "--silent", "http://127.0.0.1:8080/health"], 120)
+    # The real Open WebUI 0.7.0 (tests/test_engines_live.py) imports for minutes on a busy 2-core host
+    # before it answers /health: 120 s left it unhealthy, and `up --wait` failed, on its first start.
+    service["healthcheck"] = _healthcheck(["CMD", "curl", "--fail", "--silent", "http://127.0.0.1:8080/health"], WEBUI_START_S)
     service["depends_on"] = {spec.service: {"condition": "service_started"}}
     service["read_only"] = False
     service["x-hardening-exceptions"] = {
@@ -293,8 +298,10 @@ def _webui(catalog: Catalog, spec: RuntimeSpec, box_id: str) -> dict[str, Any]:
     return service
 
 
-# The admin account comes from the webui_admin_password secret on the first start (sign-up stays
-# closed, so nobody else can become admin by registering first).
+# The admin account comes from the webui_admin_password secret on the first start: Open WebUI 0.7.0
+# and later create it from WEBUI_ADMIN_EMAIL/WEBUI_ADMIN_PASSWORD while there are no users (env.py
+# 416-424, main.py 597, utils/auth.py 427; 0.6.x has no such variable, review E1). Sign-up stays
+# closed, so nobody else can become admin by registering first.
 WEBUI_ENTRYPOINT = (
     'WEBUI_SECRET_KEY="$(cat /run/secrets/webui_secret_key)" '
     'WEBUI_ADMIN_PASSWORD="$(cat /run/secrets/webui_admin_password)" exec bash /app/backend/start.sh'

@@ -97,6 +97,10 @@ class Image(Frozen):
     tag: str = Field(pattern=r"^[\w][\w.\-]*$")
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     source: str | None = Field(default=None, description="Where repository and tag were read (chart images: the chart's values).")
+    live_tested: str | None = Field(
+        default=None,
+        description="The upstream version the live tests ran for real (the package and version), or why none runs here.",
+    )
     locked: LockEntry | None = Field(default=None, exclude=True, description="Set from the lock, never from images.yaml.")
 
     @property

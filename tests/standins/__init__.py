@@ -34,6 +34,14 @@ PACKAGES = (
     "prometheus",
     "prometheus-node-exporter",
     "prometheus-alertmanager",
+    # vLLM's CPU build compiles its torch.compile (inductor) kernels with the system C++ compiler at
+    # start, as the GPU image compiles Triton kernels: docker/Dockerfile.cpu installs gcc/g++.
+    "g++",
+    # and its vllm._C links libnuma (Dockerfile.cpu: libnuma-dev); inductor runs `openssl` and its generated
+    # C++ includes Python.h (seen here: FileNotFoundError openssl, CppCompileError Python.h).
+    "libnuma1",
+    "openssl",
+    "python3.11-dev",
 )
 # Programs of the base that an image keeps only when its profile lists them.
 OPTIONAL = {"curl": "/usr/bin/curl", "wget": "/usr/bin/wget", "python3": "/usr/bin/python3", "bash": "/usr/bin/bash"}
@@ -99,8 +107,9 @@ def debian_pip_wheel() -> Path:
     return wheels[-1]
 
 
-def _setup(image_id: str, profile: ImageProfile) -> list[str]:
-    """Shell lines that make the base look like the image (run as root at build time)."""
+def _setup(image_id: str, profile: ImageProfile, real: bool = False) -> list[str]:
+    """Shell lines that make the base look like the image (run as root at build time). `real`: the
+    real program is installed (tests/standins/real.py), so no fake wraps it."""
     uid, gid = profile.user.split(":")
     lines = [f"mkdir -p /opt/standin {profile.home}", f"cp /usr/bin/python3.11 {PY}"]
     if gid not in ("0", "65534"):
@@ -117,11 +126,13 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
         "loki": {"/usr/bin/loki": "loki"},
         "alloy": {"/bin/alloy": "alloy"},
     }.get(image_id, {})
+    if real:
+        wrappers = {}
     for path, program in wrappers.items():
         lines.append(
             f"mkdir -p {os.path.dirname(path)} && printf '#!/bin/sh\\nexec {PY} {FAKE} {program} \"$@\"\\n' > {path} && chmod 755 {path}"
         )
-    if image_id == "vllm":
+    if image_id == "vllm" and not real:
         # huggingface_hub's snapshot_download, writing what the real one writes, offline.
         lines.append(
             "mkdir -p /usr/lib/python3/dist-packages/huggingface_hub && printf "
@@ -158,7 +169,7 @@ def _setup(image_id: str, profile: ImageProfile) -> list[str]:
             'printf \'#!/bin/bash\\nmkdir -p "$GF_PATHS_DATA/plugins"\\nexec grafana server "$@"\\n\' > /run.sh && chmod 755 /run.sh'
             " && mkdir -p /var/lib/grafana/plugins /etc/grafana/provisioning && chown -R 472:0 /var/lib/grafana"
         )
-    if image_id == "open-webui":
+    if image_id == "open-webui" and not real:
         # start.sh keeps a generated secret key in the working directory when none is given.
         lines.append(
             "mkdir -p /app/backend/data && printf '#!/bin/bash\\nset -e\\ncd /app/backend\\n"
@@ -193,13 +204,18 @@ def _registry_facts(image_id: str, catalog: Catalog) -> dict[str, str]:
     return {}
 
 
-def dockerfile(image_id: str, profile: ImageProfile, base: str, facts: dict[str, str] | None = None) -> str:
-    out = [f"FROM {base}", "COPY standin.py /opt/standin/standin.py"]
+def dockerfile(
+    image_id: str, profile: ImageProfile, base: str, facts: dict[str, str] | None = None, install: list[str] | None = None
+) -> str:
+    """`install`: the real program's install lines (tests/standins/real.py) instead of a fake."""
+    out = [f"FROM {base}", *(install or [])]
+    if install is None:
+        out.append("COPY standin.py /opt/standin/standin.py")
     if image_id == "python":
         out.append(f"COPY {debian_pip_wheel().name} /opt/standin/")
-    out += [f"RUN {line}" for line in _setup(image_id, profile)]
+    out += [f"RUN {line}" for line in _setup(image_id, profile, real=install is not None)]
     env = {"HOME": profile.home, **profile.environment, **(facts or {})}
-    if image_id == "vllm":
+    if image_id == "vllm" and install is None:
         env["PYTHONPATH"] = "/usr/lib/python3/dist-packages"
     if image_id == "grafana":
         env["PATH"] = "/usr/share/grafana/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -210,34 +226,85 @@ def dockerfile(image_id: str, profile: ImageProfile, base: str, facts: dict[str,
     out.append(f"ENTRYPOINT {json.dumps(list(profile.entrypoint))}" if profile.entrypoint else "ENTRYPOINT []")
     if profile.command:
         out.append(f"CMD {json.dumps(list(profile.command))}")
-    label = hashlib.sha256(("\n".join(out) + (HERE / "fakes" / "standin.py").read_text()).encode()).hexdigest()[:16]
-    out.append(f"LABEL org.slm-deploy.standin={label}")
     return "\n".join(out) + "\n"
 
 
+def _ensure(ref: str, text: str, env: dict[str, str], files: dict[str, Path | str]) -> None:
+    """Build `text` as `ref` unless the engine holds it with the same label; `files`: the build
+    context besides the Dockerfile (a Path is copied, a str is written)."""
+    label = text.rsplit("=", 1)[1].strip()
+    current = docker(
+        "image", "inspect", "--format", '{{ index .Config.Labels "org.slm-deploy.standin" }}', ref, env=env, check=False
+    )
+    if current.returncode == 0 and current.stdout.decode().strip() == label:
+        return
+    with tempfile.TemporaryDirectory(prefix="slm-standin-") as ctx:
+        for name, source in files.items():
+            target = Path(ctx, name)
+            if isinstance(source, str):
+                target.write_text(source)
+            elif source.is_dir():  # a wheelhouse of a few GB: linked, not copied, where the file system allows
+                shutil.copytree(source, target, copy_function=_link_or_copy)
+            else:
+                shutil.copy(source, target)
+        Path(ctx, "Dockerfile").write_text(text)
+        result = docker("build", "--network", "none", "-q", "-t", ref, ctx, env={**env, "DOCKER_BUILDKIT": "0"}, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"building the image for {ref} failed:\n{result.stderr.decode()[-3000:]}")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _labelled(text: str, extra: str = "") -> str:
+    """The Dockerfile with a label that changes with it and with what it copies in."""
+    if "COPY standin.py" in text:
+        extra += (HERE / "fakes" / "standin.py").read_text()
+    label = hashlib.sha256((text + extra).encode()).hexdigest()[:16]
+    return text + f"LABEL org.slm-deploy.standin={label}\n"
+
+
+def _real_parts(image_id: str, catalog: Catalog) -> tuple[list[str], dict[str, Path | str]]:
+    """The real package's install lines and build context (wheelhouse, pip, extra files)."""
+    from tests.standins import real
+
+    house = real.wheelhouse(image_id, catalog, CACHE)
+    files: dict[str, Path | str] = {"wheels": house, "wheels/pip.whl": debian_pip_wheel(), **real.context_files(image_id, CACHE)}
+    return real.install_lines(image_id, catalog), files
+
+
 def build(catalog: Catalog, env: dict[str, str], image_ids: list[str] | None = None) -> dict[str, str]:
-    """Build (or reuse) every stand-in; returns image id -> reference."""
+    """Build (or reuse) every stand-in; returns image id -> reference. The gateway is the real Caddy
+    at the pinned version (tests/standins/real.py); the others are the profiles' stand-ins."""
     base = base_image(env)
     built = {}
     for image_id, profile in sorted(catalog.profiles.items()):
         if image_ids is not None and image_id not in image_ids:
             continue
         ref = catalog.images[image_id].ref
-        text = dockerfile(image_id, profile, base, _registry_facts(image_id, catalog))
-        label = text.rsplit("=", 1)[1].strip()
-        current = docker(
-            "image", "inspect", "--format", '{{ index .Config.Labels "org.slm-deploy.standin" }}', ref, env=env, check=False
-        )
-        if current.returncode != 0 or current.stdout.decode().strip() != label:
-            with tempfile.TemporaryDirectory(prefix="slm-standin-") as ctx:
-                shutil.copy(HERE / "fakes" / "standin.py", Path(ctx, "standin.py"))
-                if image_id == "python":
-                    shutil.copy(debian_pip_wheel(), ctx)
-                Path(ctx, "Dockerfile").write_text(text)
-                result = docker(
-                    "build", "--network", "none", "-q", "-t", ref, ctx, env={**env, "DOCKER_BUILDKIT": "0"}, check=False
-                )
-                if result.returncode != 0:
-                    raise RuntimeError(f"building the stand-in for {ref} failed:\n{result.stderr.decode()[-3000:]}")
+        files: dict[str, Path | str] = {"standin.py": HERE / "fakes" / "standin.py"}
+        install = None
+        if image_id == "gateway":
+            install, real_files = _real_parts(image_id, catalog)
+            files |= real_files
+        if image_id == "python":
+            files[debian_pip_wheel().name] = debian_pip_wheel()
+        text = _labelled(dockerfile(image_id, profile, base, _registry_facts(image_id, catalog), install))
+        _ensure(ref, text, env, files)
         built[image_id] = ref
     return built
+
+
+def build_real(catalog: Catalog, env: dict[str, str], image_id: str) -> str:
+    """The real program's image (vllm, llamacpp, open-webui, gateway) under slm-real/<id>:<tag>,
+    beside the stand-in that keeps the catalog's reference."""
+    profile = catalog.profiles[image_id]
+    ref = f"slm-real/{image_id}:{catalog.images[image_id].tag}"
+    install, files = _real_parts(image_id, catalog)
+    text = _labelled(dockerfile(image_id, profile, base_image(env), None, install), json.dumps(sorted(map(str, files.values()))))
+    _ensure(ref, text, env, files)
+    return ref

@@ -469,14 +469,32 @@ def ollama(args: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- Grafana
-def grafana(_: list[str]) -> None:
+def grafana(args: list[str]) -> None:
     data = Path(os.environ.get("GF_PATHS_DATA", "/var/lib/grafana"))
+    db = data / "grafana.db"
+    if args[:3] == ["cli", "admin", "reset-admin-password"] and len(args) > 3:
+        # `grafana cli admin reset-admin-password PW` (pkg/cmd/grafana-cli/commands/reset_password_command.go):
+        # sets the admin user's password in the database the server reads; the server keeps running.
+        db.write_text(json.dumps({"admin_password": args[3]}))
+        print("Admin password changed successfully ✔", flush=True)
+        return
     password_file = os.environ.get("GF_SECURITY_ADMIN_PASSWORD__FILE")
     if password_file and not os.access(password_file, os.R_OK):
         die(f"Failed to read {password_file}: permission denied")
-    db = data / "grafana.db"
+    # grafana/grafana pkg/services/rendering/rendering.go ProvideService, at every start: os.MkdirAll(cfg.ImagesDir,
+    # 0700) and os.MkdirAll(cfg.CSVsDir, 0700), failing start-up on an error; pkg/setting/setting.go puts them at
+    # <data>/png and <data>/csv. (Read in the index's copy of rendering.go; the same two calls in every 7.x-11.x copy
+    # per the 2026-12-06 edge review, E6.) MkdirAll leaves an existing folder's owner and mode as they are.
+    for name in ("png", "csv"):
+        try:
+            (data / name).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            die(f'Error: ✗ failed to create images directory "{data / name}": mkdir {data / name}: {exc.strerror.lower()}')
     if not db.exists():
-        db.write_text("standin grafana database\n")
+        # Grafana applies GF_SECURITY_ADMIN_PASSWORD only when it creates its database (conf/defaults.ini:
+        # "can be changed before first start of grafana, or in profile settings").
+        first = Path(password_file).read_text().strip() if password_file else "admin"
+        db.write_text(json.dumps({"admin_password": first}))
     if os.environ.get("GF_PLUGINS_PREINSTALL_DISABLED", "false").lower() != "true":
         # Grafana 11 installs its preinstall plugins from grafana.com in the background.
         log(
@@ -500,7 +518,6 @@ def grafana(_: list[str]) -> None:
             h.send(404, {"message": "Not found"})
 
     sources = _provisioned_datasources(Path(os.environ.get("GF_PATHS_PROVISIONING", "/etc/grafana/provisioning")))
-    password = Path(password_file).read_text().strip() if password_file else "admin"
 
     def health(h: Handler, path: str) -> None:
         """GET /api/datasources/uid/UID/health, as Grafana 11's Loki backend runs it: an instant
@@ -509,6 +526,7 @@ def grafana(_: list[str]) -> None:
         import urllib.request
         from urllib.parse import quote
 
+        password = json.loads(db.read_text())["admin_password"]
         expected = "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
         if h.headers.get("Authorization") != expected:
             h.send(401, {"message": "Unauthorized"})
@@ -559,21 +577,27 @@ def _provisioned_datasources(root: Path) -> dict[str, dict[str, str]]:
 
 # ---------------------------------------------------------------- Open WebUI
 def webui(_: list[str]) -> None:
+    """Open WebUI v0.7.0's first admin and sign-up (the real one runs in tests/test_engines_live.py):
+    env.py 416-424 reads WEBUI_ADMIN_EMAIL/PASSWORD/NAME; main.py 597 lifespan calls utils/auth.py 427
+    create_admin_user, which does nothing once there is a user (437); routers/auths.py 709-717 refuses
+    sign-up (403) when ENABLE_SIGNUP is off unless there are no users and ENABLE_INITIAL_ADMIN_SIGNUP
+    (env.py 409, default False) is on. Releases before 0.7.0 (0.6.34-0.6.43) have no WEBUI_ADMIN_*."""
     data = Path(os.environ.get("DATA_DIR", "/app/backend/data"))
     data.mkdir(parents=True, exist_ok=True)
     users = data / "users.json"
     people = json.loads(users.read_text()) if users.exists() else []
     email, password = os.environ.get("WEBUI_ADMIN_EMAIL", ""), os.environ.get("WEBUI_ADMIN_PASSWORD", "")
     if not people and email and password:
-        people.append({"email": email, "password": password, "role": "admin"})
+        people.append({"email": email.lower(), "password": password, "role": "admin"})
         users.write_text(json.dumps(people))
-        log(f"created admin {email}")
+        log(f"Creating admin account from environment variables: {email}")
     signup = os.environ.get("ENABLE_SIGNUP", "true").lower() == "true"
+    initial_admin = os.environ.get("ENABLE_INITIAL_ADMIN_SIGNUP", "False").lower() == "true"
 
     def do_signup(h: Handler, _: str) -> None:
         nonlocal people
         body = h.body()
-        if not signup and people:
+        if not signup and (people or not initial_admin):
             h.send(403, {"detail": "You do not have permission to access this resource."})
             return
         role = "admin" if not people else os.environ.get("DEFAULT_USER_ROLE", "pending")
@@ -795,6 +819,14 @@ def loki(args: list[str]) -> None:
         (prefix / "compactor").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         die(f'level=error msg="error initialising module: compactor" err="mkdir {prefix}/compactor: {exc.strerror}"')
+    # grafana/loki v3.5.8 pkg/loki/config_wrapper.go 435: the ingester WAL at <path_prefix>/wal when a path_prefix is
+    # set; pkg/ingester/ingester.go 341: os.MkdirAll(cfg.WAL.Dir, 0o750) at start (WAL enabled by default).
+    try:
+        (prefix / "wal").mkdir(mode=0o750, exist_ok=True)
+    except OSError as exc:
+        die(
+            f'level=error msg="error initialising module: ingester" err="creating WAL folder at \\"{prefix}/wal\\": {exc.strerror}"'
+        )
     store = prefix / "chunks" / "standin.jsonl"
     entries: list[dict] = []
     if store.exists():

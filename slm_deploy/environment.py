@@ -252,6 +252,12 @@ class MonitoringSpec(Camel):
     retention: str = Field(default="15d", pattern=r"^\d+[dhw]$")
     storage_gi: int = Field(default=50, ge=1)
     grafana_storage_gi: int = Field(default=10, ge=1)
+    alert_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^\s]+$",
+        description="Where Alertmanager sends alerts (a webhook: Teams, Slack, PagerDuty, ...); without it alerts go "
+        "nowhere. It lands in the Helm release's values: use a URL without embedded credentials, or a relay.",
+    )
     slo: SloThresholds = Field(default_factory=SloThresholds)
 
 

@@ -394,6 +394,10 @@ class ChartProfile(_Strict):
     # Values that must hold on AKS (path -> value), e.g. scrape targets AKS never exposes.
     aks_values: dict[str, Any] = Field(default_factory=dict)
     aks_values_source: str | None = None
+    # What a chart upgrade needs (values path or Release input -> value; unset counts as unset).
+    upgrade_values: dict[str, Any] = Field(default_factory=dict)
+    upgrade_release_inputs: dict[str, Any] = Field(default_factory=dict)
+    upgrade_source: str | None = None
     # Values naming a Secret, in the release's namespace, the release reads at install.
     secret_refs: tuple[str, ...] = ()
     # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.

@@ -28,7 +28,28 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         *_image_env(stack, facts),
         *_dates(stack, facts),
         *_placeholders(stack, facts),
+        *_alert_receivers(stack),
     ]
+
+
+def _alert_receivers(stack: Stack) -> list[Finding]:
+    """Alert rules fire into Alertmanager; the chart's default route ends at the "null" receiver."""
+    if not stack.manifests("PrometheusRule"):
+        return []
+    findings = []
+    for release in stack.releases():
+        if release.inputs.get("chart") != "kube-prometheus-stack":
+            continue
+        route = dig(release.inputs.get("values") or {}, "alertmanager.config.route.receiver")
+        if route in (None, "null"):
+            findings.append(
+                Finding(
+                    "SLM-SIM-022",
+                    label(release),
+                    'alerts are on but Alertmanager routes them to the chart\'s "null" receiver: set monitoring.alertWebhookUrl',
+                )
+            )
+    return findings
 
 
 def _dates(stack: Stack, facts: AksFacts) -> list[Finding]:
@@ -286,6 +307,16 @@ def _values(stack: Stack) -> list[Finding]:
                     findings.append(
                         Finding("SLM-SIM-012", label(release), f"{path} must be {wanted} on AKS ({profile.aks_values_source})")
                     )
+        for path, wanted in sorted(profile.upgrade_values.items()):
+            if dig(values, path) != wanted:
+                findings.append(
+                    Finding("SLM-SIM-012", label(release), f"{path} must be {wanted} for upgrades ({profile.upgrade_source})")
+                )
+        for key, wanted in sorted(profile.upgrade_release_inputs.items()):
+            if release.inputs.get(key) != wanted:
+                findings.append(
+                    Finding("SLM-SIM-012", label(release), f"{key} must be {wanted} for upgrades ({profile.upgrade_source})")
+                )
         for section, known in profile.known_keys.items():
             for key in sorted(set(values.get(section) or {}) - set(known)):
                 findings.append(

@@ -6,7 +6,7 @@ import base64
 import hashlib
 
 import pulumi
-from pulumi_azure_native import authorization, containerservice, managedidentity, monitor
+from pulumi_azure_native import authorization, containerservice, keyvault, managedidentity, monitor
 
 from slm_deploy.catalog.platform import AksFacts
 from slm_deploy.environment import ClusterSpec, CpuPoolSpec, GpuDriver, GpuPoolSpec, IngressSpec
@@ -469,3 +469,29 @@ def _maintenance_windows(
             maintenance_window=window,
             opts=pulumi.ResourceOptions(parent=owner),
         )
+
+
+def rbac_vault_scope(key_vault_id: str) -> pulumi.Output[str]:
+    """The certificate vault's id, once it is known to use Azure RBAC (see `access_policy_problem`)."""
+    parts = key_vault_id.split("/")
+    vault = keyvault.get_vault_output(resource_group_name=parts[4], vault_name=parts[-1])
+
+    def checked(properties: keyvault.outputs.VaultPropertiesResponse | None) -> str:
+        problem = access_policy_problem(parts[-1], properties.enable_rbac_authorization if properties else None)
+        if problem:
+            raise ValueError(problem)
+        return key_vault_id
+
+    return vault.properties.apply(checked)
+
+
+def access_policy_problem(vault_name: str, rbac: bool | None) -> str | None:
+    """On an access-policy vault a Key Vault Certificate User assignment grants nothing and the
+    certificate never syncs (app-routing-dns-ssl.md:35-38,94; review AKS-26): `up` stops with the reason."""
+    if rbac is False:
+        return (
+            f"ingress.certificate.keyVaultId: vault {vault_name} uses access policies: the app routing add-on's role "
+            "on it grants nothing; switch the vault to Azure RBAC (enableRbacAuthorization) or give the add-on's "
+            "identity an access policy for certificates and secrets yourself"
+        )
+    return None

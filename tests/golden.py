@@ -26,9 +26,8 @@ def golden_bundles() -> dict[str, bytes]:
 
 def golden_manifests(stack: str = "prod") -> dict[str, bytes]:
     """The Kubernetes manifests of the prod stack's offline preview."""
-    import tempfile
-
     import os
+    import tempfile
 
     from slm_deploy.preview import run_preview, write_manifests
 

@@ -650,3 +650,46 @@ def test_aks27_the_wait_providers_pickled_path_stays_put() -> None:
 
     assert propagation._Pause.__module__ == "slm_deploy.stacks.azure.propagation"
     assert propagation._Pause.__qualname__ == "_Pause"
+
+
+# AKS-18 and item 3: who does what from where, and the pull budget, in what preview prints
+def test_aks18_preview_names_every_identitys_role_and_the_docker_hub_budget() -> None:
+    result = run_cli("preview", "dev", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    runner = json.loads(result.stdout)["runner"]
+    actors = {line.split(":", 1)[0] for line in runner if line.startswith("identity ")}
+    assert actors == {f"identity {a}" for a in ("deployer", "cluster", "kubelet", "workload", "app-routing")}
+    (limit,) = [line for line in runner if line.startswith("pull limits:")]
+    assert "caddy:2.10.2-alpine" in limit and "10 anonymous pulls an hour" in limit
+
+
+def test_aks06_a_real_pulumi_up_refuses_example_values_whatever_the_variable_says(tmp_path: Path) -> None:
+    """SLM_EXAMPLE_STACKS=1 (set for the tests) renders examples; an update (not a dry run) with a lock
+    of its own still stops at the first example value, in one line."""
+    import pulumi
+    from pulumi.runtime import set_all_config, set_mocks
+
+    from slm_deploy.preview import PROJECT, load_stack_file
+    from slm_deploy.stacks.entry import main
+    from slm_deploy.supply.lock import LOCK_NAME
+
+    lock = (ROOT / "slm_deploy" / "catalog" / LOCK_NAME).read_text().splitlines(keepends=True)
+    (tmp_path / LOCK_NAME).write_text("".join(line for line in lock if not line.startswith("example:")))
+    config, secrets, _ = load_stack_file("dev", ROOT)
+
+    class NoMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return args.name, dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=False)
+    set_all_config(config, secrets)
+    with pytest.raises(pulumi.RunError) as info:
+        main(tmp_path)
+    assert str(info.value).startswith(
+        "Pulumi.dev.yaml: slm-deploy:cluster.apiServer.authorizedIpRanges[0]: 1.2.3.4/32 is an example value"
+    )

@@ -231,6 +231,13 @@ class IdentityAction(_Strict):
     reach: str
 
 
+class RegistryLimit(_Strict):
+    host: str
+    unauthenticated_pulls_per_hour: int
+    per: str
+    source: str
+
+
 def today() -> dt.date:
     """The date facts are judged against: SLM_TODAY (YYYY-MM-DD) when set, so tests stay deterministic."""
     pinned = os.environ.get("SLM_TODAY")
@@ -270,6 +277,7 @@ class AksFacts(_Strict):
     runners_source: str
     identities: tuple[IdentityAction, ...]
     identities_source: str
+    registry_limits: tuple[RegistryLimit, ...]
 
     def runner_kind(self, kind: str) -> RunnerKind | None:
         found: RunnerKind | None = next((r for r in self.runners if r.id == kind), None)

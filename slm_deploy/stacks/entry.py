@@ -54,9 +54,6 @@ def main(project_dir: Path | None = None, offline: bool = False) -> None:
     folder = project_dir or Path.cwd()
     try:
         values = project_config()
-        if not offline:
-            # A real update never runs example values, whatever SLM_EXAMPLE_STACKS says.
-            refuse_placeholders({k: v for k, v in values.items() if k not in SECRET_KEYS}, f"Pulumi.{stack}.yaml")
         env = read_config(stack, values, f"Pulumi.{stack}.yaml")
         catalog = pin_model_images(locked_catalog(folder), env, folder)
         notice = None if offline else example_notice(folder)
@@ -73,4 +70,10 @@ def main(project_dir: Path | None = None, offline: bool = False) -> None:
             f"{notice.removeprefix('note: ')}; refusing to deploy images that do not exist: "
             f"run `slm-deploy lock` in {folder} and commit images.lock.yaml"
         )
+    if not offline and not pulumi.runtime.is_dry_run():
+        # A real update never runs example values, whatever SLM_EXAMPLE_STACKS says.
+        try:
+            refuse_placeholders({k: v for k, v in values.items() if k not in SECRET_KEYS}, f"Pulumi.{stack}.yaml")
+        except InputError as exc:
+            raise pulumi.RunError(str(exc)) from None
     build(env, pulumi.Config(PROJECT).get_secret("hfToken"), catalog=catalog)

@@ -125,4 +125,41 @@ def runner_requirements(env: Environment) -> list[str]:
             vcpus[vm_size] += cores
     quota = "; ".join(f"{size}: {n} vCPUs" for size, n in sorted(vcpus.items()))
     lines.append(f"quotas (regional, at every pool's maximum): {quota}" + (f"; spot: {spot_vcpus} vCPUs" if spot_vcpus else ""))
-    return lines + dated_notes(env)
+    return lines + identity_lines(facts) + pull_limit_lines(env, facts) + dated_notes(env)
+
+
+def identity_lines(facts: AksFacts) -> list[str]:
+    """Who does what, with which role on which scope, reaching what (catalog/aks.yaml identities)."""
+    return [
+        f"identity {a.actor}: {a.action}: {a.role} on the {a.scope}, reaching {a.reach} ({'/'.join(a.phases)})"
+        for a in facts.identities
+    ]
+
+
+def pull_limit_lines(env: Environment, facts: AksFacts) -> list[str]:
+    """Images from registries with an anonymous pull limit, pulled by each new node (review AKS-18)."""
+    from slm_deploy.catalog import load_catalog
+
+    catalog = load_catalog()
+    runtimes = {m.plan.runtime for m in env.models}
+    used = {"gateway", "model-fetch", *runtimes}
+    if env.spec.monitoring.enabled:
+        used |= {i for i in catalog.images if i.startswith("kps-")}
+    if env.spec.logs.enabled:
+        used |= {"loki", "alloy"}
+    lines = []
+    for limit in facts.registry_limits:
+        refs = sorted(
+            ref
+            for image_id, image in catalog.images.items()
+            if image_id in used
+            and ((ref := image.ref).startswith(limit.host + "/") or "." not in ref.split("/", 1)[0] or ref.count("/") == 0)
+        )
+        if refs:
+            lines.append(
+                f"pull limits: {len(refs)} images from {limit.host} ({', '.join(refs)}); each new node pulls them through "
+                f"the cluster's egress IP, and {limit.host} allows {limit.unauthenticated_pulls_per_hour} anonymous pulls "
+                f"an hour per {limit.per} ({limit.source}): import them into your registry (cluster.acrIds) or set up an "
+                "ACR cache rule before scale-outs hit the limit"
+            )
+    return lines

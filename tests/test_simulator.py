@@ -410,12 +410,6 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
         "SLM-SIM-005",
         lambda s: mutate(s, is_type(CLUSTER), with_inputs("tags.slm-deploy-runner", "github-hosted")),
     ),
-    # alerts into the chart's "null" receiver (AKS-19)
-    "alerts with no receiver": (
-        "prod",
-        "SLM-SIM-022",
-        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.alertmanager.config", DELETE)),
-    ),
     # chart upgrades that leave their CRDs behind (AKS-10)
     "kube-prometheus-stack without its CRD upgrade job": (
         "dev",

@@ -28,28 +28,7 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         *_image_env(stack, facts),
         *_dates(stack, facts),
         *_placeholders(stack, facts),
-        *_alert_receivers(stack),
     ]
-
-
-def _alert_receivers(stack: Stack) -> list[Finding]:
-    """Alert rules fire into Alertmanager; the chart's default route ends at the "null" receiver."""
-    if not stack.manifests("PrometheusRule"):
-        return []
-    findings = []
-    for release in stack.releases():
-        if release.inputs.get("chart") != "kube-prometheus-stack":
-            continue
-        route = dig(release.inputs.get("values") or {}, "alertmanager.config.route.receiver")
-        if route in (None, "null"):
-            findings.append(
-                Finding(
-                    "SLM-SIM-022",
-                    label(release),
-                    'alerts are on but Alertmanager routes them to the chart\'s "null" receiver: set monitoring.alertWebhookUrl',
-                )
-            )
-    return findings
 
 
 def _dates(stack: Stack, facts: AksFacts) -> list[Finding]:

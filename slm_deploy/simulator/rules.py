@@ -198,13 +198,5 @@ SIM_RULES: tuple[SimRule, ...] = (
         "or hosts fail at creation or at the first pull.",
         "Put your own values where the stack file says REPLACE (run example stacks only with SLM_EXAMPLE_STACKS=1).",
     ),
-    SimRule(
-        "SLM-SIM-022",
-        "platform",
-        "Alerts reach a receiver",
-        Severity.MEDIUM,
-        'kube-prometheus-stack\'s default Alertmanager route ends at the "null" receiver: every alert fires into nothing.',
-        "Set monitoring.alertWebhookUrl (Alertmanager's webhook receiver), or turn alerts off.",
-    ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

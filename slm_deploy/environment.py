@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, StringConstraints, ValidationError, fiel
 from pydantic.alias_generators import to_camel
 
 from slm_deploy.catalog import Catalog, load_catalog
-from slm_deploy.catalog.platform import AksFacts, load_aks_facts
+from slm_deploy.catalog.platform import AksFacts, load_aks_facts, today
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.fleet import SloThresholds
 from slm_deploy.netranges import open_to_internet
@@ -90,7 +90,11 @@ class ApiServerAccess(Camel):
 
 class ClusterSpec(Camel):
     mode: ClusterMode = ClusterMode.AKS
-    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d{2}(\.\d+)?$")
+    # A minor AKS still creates clusters with, with the most time left (catalog/aks.yaml kubernetes_versions).
+    kubernetes_version: str = Field(default="1.36", pattern=r"^1\.\d{2}(\.\d+)?$")
+    long_term_support: bool = Field(
+        default=False, description="aks: the LTS plan (Premium tier): supported for a year past community end of life."
+    )
     kubeconfig: str | None = Field(default=None, description="existing: path of a kubeconfig file.")
     context: str | None = Field(default=None, description="existing: the kubeconfig context to use.")
     api_server: ApiServerAccess | None = Field(default=None, description="aks: how the API server is reached.")
@@ -106,6 +110,21 @@ class ClusterSpec(Camel):
         description="aks: object id of the principal that runs `pulumi up`, made cluster admin; unset: whoever runs the "
         "program (a workstation). Required in CI, where pull requests preview as another identity.",
     )
+    deployer_principal_type: Literal["User", "ServicePrincipal", "Group"] | None = Field(
+        default=None,
+        description="aks: the kind of principal deployerObjectId is; unset: ServicePrincipal when deployerObjectId is set "
+        "(a CI identity), else User (whoever runs the program). ARM refuses a role assignment whose type is wrong.",
+    )
+    runner: Literal["workstation", "github-hosted", "github-larger", "self-hosted-vnet"] = Field(
+        default="workstation",
+        description="aks: where `pulumi up`/`destroy` run (catalog/aks.yaml runners): its egress must be in authorizedIpRanges.",
+    )
+    protect: bool = Field(default=False, description="aks: protect the cluster and the Key Vault from deletion (pulumi protect).")
+    maintenance_day: Literal["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"] = Field(
+        default="Sunday", description="aks: the weekly window for AKS's cluster and node-image upgrades."
+    )
+    maintenance_start_hour_utc: int = Field(default=1, ge=0, le=23)
+    maintenance_hours: int = Field(default=4, ge=4, le=24, description="aks: window length (AKS needs at least 4 hours).")
     acr_ids: tuple[Annotated[str, StringConstraints(pattern=ACR_ID)], ...] = Field(
         default=(),
         description="aks: resource ids of Azure Container Registries the nodes pull from (AcrPull for the kubelet identity).",
@@ -127,7 +146,16 @@ class ClusterSpec(Camel):
     def _mode_fields(self) -> ClusterSpec:
         if self.mode is ClusterMode.AKS and self.api_server is None:
             raise ValueError("aks mode needs apiServer (private: true, or authorizedIpRanges)")
+        if self.deployer_principal_type is not None and self.deployer_object_id is None:
+            raise ValueError("deployerPrincipalType describes deployerObjectId, which is not set")
         return self
+
+    @property
+    def principal_type(self) -> str:
+        """What ARM must be told the deployer is (pulumi-azure-native defaults to User otherwise)."""
+        if self.deployer_principal_type:
+            return self.deployer_principal_type
+        return "ServicePrincipal" if self.deployer_object_id else "User"
 
 
 class GpuPoolSpec(Camel):
@@ -224,6 +252,12 @@ class MonitoringSpec(Camel):
     retention: str = Field(default="15d", pattern=r"^\d+[dhw]$")
     storage_gi: int = Field(default=50, ge=1)
     grafana_storage_gi: int = Field(default=10, ge=1)
+    alert_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^\s]+$",
+        description="Where Alertmanager sends alerts (a webhook: Teams, Slack, PagerDuty, ...); without it alerts go "
+        "nowhere. It lands in the Helm release's values: use a URL without embedded credentials, or a relay.",
+    )
     slo: SloThresholds = Field(default_factory=SloThresholds)
 
 
@@ -355,10 +389,14 @@ def plan_environment(
     facts = load_aks_facts()
     source = source or f"Pulumi.{stack}.yaml"
     name = derive_base_name(stack, source)
+    if not facts.placeholders.allowed():
+        refuse_placeholders(config, source)
     try:
         spec = EnvironmentSpec.model_validate(config)
     except ValidationError as exc:
         raise _config_error(source, exc) from None
+    if spec.cluster.mode is ClusterMode.AKS:
+        _version_checks(source, spec.cluster, facts)
     models = []
     pool_sizes: dict[str, str] = {}
     for i, model in enumerate(spec.models):
@@ -416,6 +454,85 @@ def plan_environment(
             where = f"{PROJECT}:cpuPools[{i}]"
             os_disks[cpu.name] = _os_disk(source, where, cpu.os_disk_type, cpu.os_disk_gb, cpu.vm_size, facts)
     return Environment(stack, spec, tuple(models), pool_sizes, name, os_disks)
+
+
+# What to put instead of an example value, by the key that holds it.
+PLACEHOLDER_HINTS = {
+    "authorizedIpRanges": "your runner's egress CIDRs (where `pulumi up` runs from)",
+    "acrIds": "the resource id of your Azure Container Registry",
+    "image": "your image (registry/path:tag) in your registry, locked in images.lock.yaml",
+    "host": "the DNS name your clients use",
+    "keyVaultId": "the resource id of the Key Vault that holds your certificate",
+    "deployerObjectId": "the object id of the identity that runs `pulumi up`",
+    "adminGroupObjectIds": "the object ids of your Entra ID admin groups",
+}
+
+
+def find_placeholder(value: Any, path: str = "") -> tuple[str, str, str] | None:
+    """(config path, example value, the key) of the first example value in a stack's config."""
+    facts = load_aks_facts()
+    if isinstance(value, dict):
+        for key in sorted(value):
+            found = find_placeholder(value[key], f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = find_placeholder(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, str):
+        hit = facts.placeholders.in_text(value)
+        if hit:
+            key = re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
+            return path, hit, key
+    return None
+
+
+def refuse_placeholders(config: dict[str, Any], source: str) -> None:
+    """An example value (documentation CIDR, all-zero id, example.* host) would fail the real `up`."""
+    found = find_placeholder(config)
+    if found is None:
+        return
+    path, hit, key = found
+    hint = PLACEHOLDER_HINTS.get(key, "your own value")
+    env = load_aks_facts().placeholders.env
+    raise InputError(
+        source,
+        f"{PROJECT}:{path}",
+        f"{hit} is an example value: put {hint} here (example stacks run only with {env}=1)",
+    )
+
+
+def _version_checks(source: str, cluster: ClusterSpec, facts: AksFacts) -> None:
+    """AKS creates clusters only with a GA minor before its end of life (or LTS end of life on the
+    LTS plan); the dates are in catalog/aks.yaml, judged against today (SLM_TODAY pins it)."""
+    field = f"{PROJECT}:cluster.kubernetesVersion"
+    calendar = facts.kubernetes_versions
+    known = ", ".join(m.minor for m in calendar.minors)
+    minor = calendar.minor(cluster.kubernetes_version)
+    if minor is None:
+        raise InputError(
+            source, field, f"{cluster.kubernetes_version} is not in AKS's release calendar ({known}; catalog/aks.yaml)"
+        )
+    now = today()
+    if now < minor.ga:
+        raise InputError(source, field, f"{minor.minor} is not generally available on AKS before {minor.ga}")
+    supported = [m.minor for m in calendar.minors if m.ga <= now <= m.end_of_life]
+    if now > minor.end_of_life:
+        if cluster.long_term_support and minor.lts_end_of_life and now <= minor.lts_end_of_life:
+            return
+        lts = (
+            f", or longTermSupport: true (Premium tier) until {minor.lts_end_of_life}"
+            if minor.lts_end_of_life and now <= minor.lts_end_of_life and not cluster.long_term_support
+            else ""
+        )
+        raise InputError(
+            source,
+            field,
+            f"{minor.minor} reached end of life on AKS on {minor.end_of_life}: AKS creates no cluster with it; "
+            f"use {' or '.join(supported) or 'a supported minor'}{lts}",
+        )
 
 
 def _pool_checks(source: str, i: int, pool: GpuPoolSpec, vm_size: str, driver: GpuDriver, facts: AksFacts) -> int | None:

@@ -75,6 +75,8 @@ class CapturedResource:
     dependencies: tuple[str, ...] = ()
     provider: str | None = None
     retain_on_delete: bool = False
+    deleted_with: str | None = None  # the URN whose deletion takes this one along (no delete call of its own)
+    protect: bool = False
 
 
 @dataclass
@@ -152,6 +154,12 @@ def _mocks() -> Any:
                 state["result"] = "x" * int(state.get("length", 8))
             elif typ == "azure-native:containerservice:ManagedCluster":
                 state["oidcIssuerProfile"] = {"issuerUrl": "https://oidc.example.invalid/issuer/"}
+                identity = state.get("identity") or {}
+                if isinstance(identity.get("userAssignedIdentities"), list):  # ids in, a map by id out (ARM)
+                    state["identity"] = {
+                        **identity,
+                        "userAssignedIdentities": {i: {} for i in identity["userAssignedIdentities"]},
+                    }
                 if state.get("ingressProfile"):
                     identity = {"objectId": "00000000-0000-0000-0000-00000000a0a0"}
                     routing = {**state["ingressProfile"]["webAppRouting"], "identity": identity}
@@ -208,6 +216,8 @@ def _monitor(mocks: Any, result: PreviewResult) -> Any:
                         _dependencies(request),
                         request.provider.rsplit("::", 1)[0] if request.provider else None,
                         bool(request.retainOnDelete),
+                        request.deletedWith or None,
+                        bool(request.protect),
                     )
                 )
             return response

@@ -284,12 +284,19 @@ def _profile(index: int, count: int) -> dict[str, Any]:
     return {"nodes": 2, "spot": False, "min": 0, "max": 2, "replicas": (1, 2), "retention": "15d", "channel": "patch"}
 
 
+def _default_kubernetes_version() -> str:
+    from slm_deploy.environment import ClusterSpec
+
+    return str(ClusterSpec.model_fields["kubernetes_version"].default)
+
+
 def stack_config(choices: InitChoices, index: int) -> dict[str, Any]:
     p = _profile(index, len(choices.stacks))
     name = re.sub(r"[^a-z0-9-]", "-", choices.model.lower().split("/")[-1]).strip("-")[:40]
     cluster: dict[str, Any] = {
         "mode": "aks",
-        "kubernetesVersion": "1.33",
+        # The calendar's default minor (environment.py, catalog/aks.yaml kubernetes_versions).
+        "kubernetesVersion": _default_kubernetes_version(),
         "apiServer": {"authorizedIpRanges": list(choices.api_ranges)},
         "systemNodeCount": p["nodes"],
         "upgradeChannel": p["channel"],

@@ -20,6 +20,9 @@ os.environ.setdefault("OLLAMA_REGISTRY", "http://127.0.0.1:9")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # The example fleet is pinned by the packaged example lock, which `bundle` refuses outside tests (E15).
 os.environ.setdefault("SLM_DEPLOY_ALLOW_EXAMPLE_LOCK", "1")
+# The shipped stacks are examples (placeholders allowed only so), judged on a fixed day.
+os.environ.setdefault("SLM_EXAMPLE_STACKS", "1")
+os.environ.setdefault("SLM_TODAY", "2026-12-06")
 
 
 def need(condition: bool, reason: str) -> None:

@@ -26,10 +26,14 @@ def golden_bundles() -> dict[str, bytes]:
 
 def golden_manifests(stack: str = "prod") -> dict[str, bytes]:
     """The Kubernetes manifests of the prod stack's offline preview."""
+    import os
     import tempfile
 
     from slm_deploy.preview import run_preview, write_manifests
 
+    # The shipped stacks are examples: rendered as such, on a fixed day (slm_deploy/catalog/aks.yaml dates).
+    os.environ.setdefault("SLM_EXAMPLE_STACKS", "1")
+    os.environ.setdefault("SLM_TODAY", "2026-12-06")
     result = run_preview(stack, ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

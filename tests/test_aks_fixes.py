@@ -370,3 +370,323 @@ def test_a_wide_range_holding_a_documentation_range_is_not_called_one() -> None:
     facts = load_aks_facts()
     assert facts.documentation_range("198.51.0.0/16") is None
     assert facts.documentation_range("198.51.100.0/25") == "198.51.100.0/24"
+
+
+# Review of 2026-12-06 ----------------------------------------------------------------------------
+CLUSTER = "azure-native:containerservice:ManagedCluster"
+ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+
+
+def cli_without_examples(*args: str, env: dict[str, str] | None = None) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "SLM_EXAMPLE_STACKS"}
+    return subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        env={**environ, **(env or {})},
+    )
+
+
+# AKS-02
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_aks02_shipped_stacks_run_a_minor_aks_still_creates(stack: str) -> None:
+    from slm_deploy.catalog.platform import load_aks_facts, today
+
+    (cluster,) = of_type(preview(stack), CLUSTER)
+    minor = load_aks_facts().kubernetes_versions.minor(cluster.inputs["kubernetesVersion"])
+    assert minor is not None and minor.ga <= today() < minor.end_of_life
+
+
+def test_aks02_a_minor_past_its_end_of_life_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = stack_config("dev")
+    config["cluster"]["kubernetesVersion"] = "1.33"
+    data = {"config": {"azure-native:location": "westeurope", **{f"slm-deploy:{k}": v for k, v in config.items()}}}
+    (tmp_path / "Pulumi.old.yaml").write_text(yaml.safe_dump(data))
+    result = run_cli("preview", "old", "--project", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: Pulumi.old.yaml: slm-deploy:cluster.kubernetesVersion: 1.33 reached end of life on AKS on 2026-07-31: "
+        "AKS creates no cluster with it; use 1.35 or 1.36 or 1.37, or longTermSupport: true (Premium tier) until "
+        "2027-07-31\n"
+    )
+
+
+def test_aks02_the_default_minor_is_the_calendars(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = stack_config("dev")
+    del config["cluster"]["kubernetesVersion"]
+    assert plan_environment("dev", config).spec.cluster.kubernetes_version == "1.36"
+    # the same stack, a year on: the calendar (not the code) says it is over
+    monkeypatch.setenv("SLM_TODAY", "2027-07-01")
+    with pytest.raises(InputError, match=r"1\.36 reached end of life on AKS on 2027-06-30"):
+        plan_environment("dev", config)
+
+
+def test_aks02_lts_puts_the_cluster_on_premium(tmp_path: Path) -> None:
+    config = stack_config("dev")
+    config["cluster"].update(kubernetesVersion="1.33", longTermSupport=True)
+    (cluster,) = of_type(preview_config(tmp_path, "lts", config), CLUSTER)
+    assert cluster.inputs["sku"]["tier"] == "Premium" and cluster.inputs["supportPlan"] == "AKSLongTermSupport"
+
+
+# AKS-03
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_aks03_the_control_plane_may_join_nodes_to_our_subnet_before_the_cluster_exists(stack: str) -> None:
+    result = preview(stack)
+    (cluster,) = of_type(result, CLUSTER)
+    assert cluster.inputs["identity"]["type"] == "UserAssigned"
+    subnets = {p.inputs["vnetSubnetID"] for p in of_type(result, "azure-native:containerservice:AgentPool")}
+    grants = [
+        r
+        for r in of_type(result, ASSIGNMENT)
+        if r.inputs["roleDefinitionId"].endswith("4d97b98b-1d4f-4787-a291-c67834d212e7")  # Network Contributor
+    ]
+    assert {g.inputs["scope"] for g in grants} == subnets
+    assert all(g.inputs["principalType"] == "ServicePrincipal" and g.urn in waits_for(result, cluster) for g in grants)
+
+
+# AKS-06 and item 5: example values
+@pytest.mark.parametrize(
+    ("stack", "field", "value"),
+    [
+        ("dev", "slm-deploy:cluster.apiServer.authorizedIpRanges[0]", "1.2.3.4/32"),
+        ("staging", "slm-deploy:cluster.acrIds[0]", "00000000-0000-0000-0000-000000000000"),
+        ("prod", "slm-deploy:cluster.apiServer.authorizedIpRanges[0]", "1.2.3.4/32"),
+    ],
+)
+def test_aks06_example_values_are_refused_with_what_to_put_there(stack: str, field: str, value: str) -> None:
+    for command in (["preview", stack], ["review", "--stack", stack, "--tool", "slm"]):
+        result = cli_without_examples(*command)
+        assert result.returncode == 2, result.stdout
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: Pulumi.{stack}.yaml: {field}: {value} is an example value: put ")
+        assert "SLM_EXAMPLE_STACKS=1" in lines[0]
+
+
+def test_aks06_each_kind_of_example_value_names_its_replacement(tmp_path: Path) -> None:
+    config = stack_config("staging")
+    config["cluster"]["apiServer"]["authorizedIpRanges"] = ["20.30.40.50/32"]
+    config["cluster"]["acrIds"] = [
+        config["cluster"]["acrIds"][0].replace("0" * 8 + "-0000-0000-0000-" + "0" * 12, "5" * 8 + "-1111-2222-3333-" + "4" * 12)
+    ]
+    import os
+
+    os.environ.pop("SLM_EXAMPLE_STACKS")
+    try:
+        with pytest.raises(InputError, match=r"models\[2\]\.image: example\.azurecr\.io is an example value: put your image"):
+            plan_environment("staging", config)
+    finally:
+        os.environ["SLM_EXAMPLE_STACKS"] = "1"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_aks06_the_shipped_stacks_say_they_are_examples(stack: str) -> None:
+    assert (ROOT / f"Pulumi.{stack}.yaml").read_text().startswith("# EXAMPLE STACK:")
+
+
+def test_aks06_a_real_update_refuses_example_values_even_when_asked_to_run_examples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from slm_deploy.environment import refuse_placeholders
+
+    with pytest.raises(InputError, match=r"1\.2\.3\.4/32 is an example value"):
+        refuse_placeholders(stack_config("dev"), "Pulumi.dev.yaml")  # what entry.main runs before a real up
+
+
+# AKS-08
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_aks08_destroy_never_deletes_a_secret_through_the_vaults_data_plane(stack: str) -> None:
+    result = preview(stack)
+    (vault,) = of_type(result, "azure-native:keyvault:Vault")
+    secrets = of_type(result, "azure-native:keyvault:Secret")
+    assert secrets and all(s.deleted_with == vault.urn and s.retain_on_delete for s in secrets)
+
+
+# AKS-09 and AKS-20
+def test_aks09_aks20_the_gateway_mounts_only_the_api_key_and_rolls_when_it_changes(tmp_path: Path) -> None:
+    def classes(result: PreviewResult) -> dict[str, str]:
+        out = {}
+        for m in result.manifests():
+            if m["kind"] in ("Deployment", "Job"):
+                for v in m["spec"]["template"]["spec"].get("volumes") or []:
+                    if "csi" in v:
+                        out[m["metadata"]["name"]] = v["csi"]["volumeAttributes"]["secretProviderClass"]
+        return out
+
+    config = stack_config("dev")
+    result = preview_config(tmp_path, "tok", {**config, "hfToken": "hf_example"})
+    spcs = {
+        m["metadata"]["name"]: m["spec"]["parameters"]["objects"]
+        for m in result.manifests()
+        if m["kind"] == "SecretProviderClass"
+    }
+    mounted = classes(result)
+    gateway = mounted["slm-tok-gateway"]
+    assert "objectName: api-key" in spcs[gateway] and "hf-token" not in spcs[gateway]
+    fetch = next(v for k, v in mounted.items() if k != "slm-tok-gateway" and k != "phi4mini")
+    assert "objectName: hf-token" in spcs[fetch] and "api-key" not in spcs[fetch]
+
+
+def test_aks09_a_new_api_key_is_a_new_class_so_the_gateway_rolls_out() -> None:
+    import hashlib
+
+    gateway = next(
+        m for m in preview("dev").manifests() if m["kind"] == "Deployment" and m["metadata"]["name"] == "slm-dev-gateway"
+    )
+    (volume,) = [v for v in gateway["spec"]["template"]["spec"]["volumes"] if "csi" in v]
+    # the offline preview's RandomPassword result: the class name carries its digest
+    key = "preview-slm-dev-api-key-" + "x" * 32
+    assert volume["csi"]["volumeAttributes"]["secretProviderClass"] == (
+        f"slm-secrets.api-key.{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    )
+
+
+# AKS-10
+def test_aks10_chart_upgrades_bring_their_crds() -> None:
+    result = preview("prod")
+    (kps,) = [r for r in of_type(result, "kubernetes:helm.sh/v3:Release") if r.inputs.get("name") == "kube-prometheus-stack"]
+    assert kps.inputs["values"]["crds"]["upgradeJob"]["enabled"] is True
+    assert kps.inputs["values"]["crds"]["upgradeJob"]["image"]["busybox"]["tag"] != "latest"
+    (gpu,) = [r for r in of_type(result, "kubernetes:helm.sh/v3:Release") if r.inputs.get("name") == "gpu-operator"]
+    assert gpu.inputs["disableOpenapiValidation"] is True
+
+
+# AKS-15
+def test_aks15_container_insights_uses_managed_identity_and_a_data_collection_rule() -> None:
+    result = preview("dev")
+    (cluster,) = of_type(result, CLUSTER)
+    assert cluster.inputs["addonProfiles"]["omsagent"]["config"]["useAADAuth"] == "true"
+    (rule,) = of_type(result, "azure-native:monitor:DataCollectionRule")
+    assert rule.inputs["dataSources"]["extensions"][0]["extensionName"] == "ContainerInsights"
+    (association,) = of_type(result, "azure-native:monitor:DataCollectionRuleAssociation")
+    assert association.inputs["associationName"] == "ContainerInsightsExtension"
+    assert cluster.urn in association.dependencies and rule.urn in association.dependencies
+
+
+# AKS-17
+def test_aks17_upgrades_happen_in_a_window_and_gpu_pools_do_not_surge() -> None:
+    result = preview("prod")
+    windows = of_type(result, "azure-native:containerservice:MaintenanceConfiguration")
+    assert sorted(w.inputs["configName"] for w in windows) == ["aksManagedAutoUpgradeSchedule", "aksManagedNodeOSUpgradeSchedule"]
+    assert all(w.inputs["maintenanceWindow"]["durationHours"] >= 4 for w in windows)
+    gpu = [p for p in of_type(result, "azure-native:containerservice:AgentPool") if p.inputs.get("gpuProfile")]
+    assert gpu and all(p.inputs["upgradeSettings"] == {"maxSurge": "0", "maxUnavailable": "1"} for p in gpu)
+
+
+# AKS-19
+def test_aks19_alerts_are_routed_to_the_configured_receiver() -> None:
+    (kps,) = [
+        r for r in of_type(preview("prod"), "kubernetes:helm.sh/v3:Release") if r.inputs.get("name") == "kube-prometheus-stack"
+    ]
+    config = kps.inputs["values"]["alertmanager"]["config"]
+    assert config["route"]["receiver"] == "slm-webhook"
+    (hook,) = [r for r in config["receivers"] if r["name"] == "slm-webhook"]
+    assert hook["webhook_configs"][0]["url"] == stack_config("prod")["monitoring"]["alertWebhookUrl"]
+
+
+# AKS-21, AKS-23
+def test_aks21_aks23_preview_states_the_rbac_condition_and_how_to_destroy_without_the_cluster() -> None:
+    result = run_cli("preview", "dev")
+    assert result.returncode == 0, result.stderr
+    assert "@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals" in result.stdout
+    assert "PULUMI_K8S_DELETE_UNREACHABLE=true pulumi destroy" in result.stdout
+
+
+# AKS-22
+def test_aks22_turning_monitoring_off_keeps_its_disks_and_prod_is_protected() -> None:
+    result = preview("prod")
+    (ns,) = [
+        r for r in result.resources if r.type == "kubernetes:core/v1:Namespace" and r.inputs["metadata"]["name"] == "monitoring"
+    ]
+    assert ns.retain_on_delete
+    assert all(r.protect for r in [*of_type(result, CLUSTER), *of_type(result, "azure-native:keyvault:Vault")])
+    assert not any(r.protect for r in of_type(preview("dev"), CLUSTER))
+
+
+# AKS-24
+def test_aks24_alloys_role_waits_for_the_serving_namespace() -> None:
+    """Its own dependencies: what the Logs component waits for is not passed to its children."""
+    result = preview("dev")
+    (ns,) = [r for r in result.resources if r.type == "kubernetes:core/v1:Namespace" and r.inputs["metadata"]["name"] == "slm"]
+    rbac = ("kubernetes:rbac.authorization.k8s.io/v1:Role", "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+    roles = [r for r in result.resources if r.type in rbac and r.inputs["metadata"]["namespace"] == "slm"]
+    assert roles and all(ns.urn in r.dependencies for r in roles), [r.dependencies for r in roles]
+
+
+# AKS-25, AKS-29
+def test_aks25_aks29_two_registries_of_one_name_get_two_grants_and_pulls_wait_for_them(tmp_path: Path) -> None:
+    config = stack_config("staging")
+    acr = "/subscriptions/55555555-1111-2222-3333-444444444444/resourceGroups/{}/providers/Microsoft.ContainerRegistry/registries/teamreg"
+    config["cluster"]["acrIds"] = [acr.format("a"), acr.format("b")]
+    result = preview_config(tmp_path, "two", config)
+    grants = [r for r in of_type(result, ASSIGNMENT) if "acrpull" in r.name]
+    assert len({g.name for g in grants}) == 2
+    waits = [r for r in result.resources if r.name == "slm-two-acrpull-propagation"]
+    deployment = one(result, "kubernetes:apps/v1:Deployment", "phi4cpu-deploy")
+    assert waits and waits[0].urn in waits_for(result, deployment)
+
+
+# AKS-26
+def test_aks26_an_access_policy_certificate_vault_is_refused_with_the_reason() -> None:
+    from slm_deploy.stacks.azure.cluster import access_policy_problem
+
+    assert access_policy_problem("certs", None) is None and access_policy_problem("certs", True) is None
+    problem = access_policy_problem("certs", False)
+    assert problem is not None and "uses access policies" in problem and "\n" not in problem
+
+
+# AKS-27
+def test_aks27_the_wait_providers_pickled_path_stays_put() -> None:
+    """Existing stacks' state names the dynamic provider by module and class: moving it breaks their refresh and destroy."""
+    from slm_deploy.stacks.azure import propagation
+
+    assert propagation._Pause.__module__ == "slm_deploy.stacks.azure.propagation"
+    assert propagation._Pause.__qualname__ == "_Pause"
+
+
+# AKS-18 and item 3: who does what from where, and the pull budget, in what preview prints
+def test_aks18_preview_names_every_identitys_role_and_the_docker_hub_budget() -> None:
+    result = run_cli("preview", "dev", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    runner = json.loads(result.stdout)["runner"]
+    actors = {line.split(":", 1)[0] for line in runner if line.startswith("identity ")}
+    assert actors == {f"identity {a}" for a in ("deployer", "cluster", "kubelet", "workload", "app-routing")}
+    (limit,) = [line for line in runner if line.startswith("pull limits:")]
+    assert "caddy:2.10.2-alpine" in limit and "10 anonymous pulls an hour" in limit
+
+
+def test_aks06_a_real_pulumi_up_refuses_example_values_whatever_the_variable_says(tmp_path: Path) -> None:
+    """SLM_EXAMPLE_STACKS=1 (set for the tests) renders examples; an update (not a dry run) with a lock
+    of its own still stops at the first example value, in one line."""
+    import pulumi
+    from pulumi.runtime import set_all_config, set_mocks
+
+    from slm_deploy.preview import PROJECT, load_stack_file
+    from slm_deploy.stacks.entry import main
+    from slm_deploy.supply.lock import LOCK_NAME
+
+    lock = (ROOT / "slm_deploy" / "catalog" / LOCK_NAME).read_text().splitlines(keepends=True)
+    (tmp_path / LOCK_NAME).write_text("".join(line for line in lock if not line.startswith("example:")))
+    config, secrets, _ = load_stack_file("dev", ROOT)
+
+    class NoMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return args.name, dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=False)
+    set_all_config(config, secrets)
+    with pytest.raises(pulumi.RunError) as info:
+        main(tmp_path)
+    assert str(info.value).startswith(
+        "Pulumi.dev.yaml: slm-deploy:cluster.apiServer.authorizedIpRanges[0]: 1.2.3.4/32 is an example value"
+    )

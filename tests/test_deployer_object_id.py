@@ -93,3 +93,39 @@ def test_a_bad_object_id_is_one_clear_error() -> None:
     config["cluster"] = {**config["cluster"], "deployerObjectId": "my-app"}
     with pytest.raises(InputError, match="deployerObjectId"):
         plan_environment("dev", config)
+
+
+# Review of 2026-12-06, AKS-04: pulumi-azure-native sends principalType User when it is unset, and
+# ARM refuses that for the service principal CI deploys as (UnmatchedPrincipalType).
+def admin_types(result: PreviewResult) -> list[str | None]:
+    return [
+        r.inputs.get("principalType")
+        for r in result.resources
+        if r.type == "azure-native:authorization:RoleAssignment" and r.inputs["roleDefinitionId"].endswith(ADMIN_ROLE)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [({}, "ServicePrincipal"), ({"deployerPrincipalType": "User"}, "User"), ({"deployerPrincipalType": "Group"}, "Group")],
+)
+def test_a_configured_deployer_is_assigned_as_its_principal_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: dict[str, str], expected: str
+) -> None:
+    config = dev_config()
+    config["cluster"] = {**config["cluster"], "deployerObjectId": DEPLOYER, **setting}
+    assert admin_types(preview_as(DEPLOYER, config, tmp_path / "ci", monkeypatch)) == [expected]
+
+
+def test_a_workstation_deployer_is_a_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    me = "cccccccc-0000-0000-0000-0000000000e3"
+    assert admin_types(preview_as(me, dev_config(), tmp_path / "ws", monkeypatch)) == ["User"]
+
+
+def test_a_principal_type_without_an_object_id_is_refused() -> None:
+    from slm_deploy.errors import InputError
+
+    config = dev_config()
+    config["cluster"] = {**config["cluster"], "deployerPrincipalType": "ServicePrincipal"}
+    with pytest.raises(InputError, match="deployerPrincipalType describes deployerObjectId"):
+        plan_environment("dev", config)

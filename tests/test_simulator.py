@@ -86,6 +86,8 @@ def with_inputs(path: str, value: Any) -> Callable[[SimResource], SimResource]:
 
 
 DELETE = object()
+CLUSTER = "azure-native:containerservice:ManagedCluster"
+ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 
 
 def is_type(type_: str, name: str | None = None) -> Callable[[SimResource], bool]:
@@ -374,13 +376,81 @@ SEEDS: dict[str, tuple[str, str, Callable[[Stack], Stack]]] = {
         "SLM-SIM-012",
         lambda s: mutate(s, release("gpu-operator"), with_inputs("values.operator.defaultRuntime", "containerd")),
     ),
+    # review of 2026-12-06: time (AKS-02, AKS-14, AKS-15)
+    "Kubernetes 1.33 after its end of life (July 2026)": (
+        "dev",
+        "SLM-SIM-019",
+        lambda s: mutate(s, is_type(CLUSTER), with_inputs("kubernetesVersion", "1.33")),
+    ),
+    "LTS plan on the Standard tier": (
+        "prod",
+        "SLM-SIM-019",
+        lambda s: mutate(s, is_type(CLUSTER), with_inputs("supportPlan", "AKSLongTermSupport")),
+    ),
+    "Container Insights on the retired legacy auth": (
+        "staging",
+        "SLM-SIM-019",
+        lambda s: mutate(s, is_type(CLUSTER), with_inputs("addonProfiles.omsagent.config.useAADAuth", DELETE)),
+    ),
+    # identity and reach (AKS-03, AKS-04, AKS-05, AKS-08)
+    "system-assigned control-plane identity on our own subnet": (
+        "dev",
+        "SLM-SIM-020",
+        lambda s: mutate(s, is_type(CLUSTER), with_inputs("identity", {"type": "SystemAssigned"})),
+    ),
+    "no Network Contributor on the node subnet": (
+        "staging",
+        "SLM-SIM-020",
+        lambda s: mutate(s, lambda r: r.type == ASSIGNMENT and r.name.endswith("control-plane-subnet"), drop),
+    ),
+    "service principal deployer without principalType": (
+        "prod",
+        "SLM-SIM-020",
+        lambda s: mutate(
+            mutate(s, is_type(CLUSTER), with_inputs("tags.slm-deploy-deployer-type", "ServicePrincipal")),
+            lambda r: r.type == ASSIGNMENT and r.name.endswith("deployer-admin"),
+            with_inputs("principalType", DELETE),
+        ),
+    ),
+    "destroy deletes secrets through the vault's firewall": (
+        "dev",
+        "SLM-SIM-020",
+        lambda s: mutate(
+            s, is_type("azure-native:keyvault:Secret"), lambda r: replace(r, deleted_with=None, retain_on_delete=False)
+        ),
+    ),
+    "GitHub-hosted runner behind authorized ranges": (
+        "dev",
+        "SLM-SIM-005",
+        lambda s: mutate(s, is_type(CLUSTER), with_inputs("tags.slm-deploy-runner", "github-hosted")),
+    ),
+    # chart upgrades that leave their CRDs behind (AKS-10)
+    "kube-prometheus-stack without its CRD upgrade job": (
+        "dev",
+        "SLM-SIM-012",
+        lambda s: mutate(s, release("kube-prometheus-stack"), with_inputs("values.crds", DELETE)),
+    ),
+    "gpu-operator upgrade with OpenAPI validation": (
+        "dev",
+        "SLM-SIM-012",
+        lambda s: mutate(s, release("gpu-operator"), with_inputs("disableOpenapiValidation", DELETE)),
+    ),
+    # placeholders (AKS-06), judged without SLM_EXAMPLE_STACKS
+    "example registry and all-zero subscription": (
+        "staging",
+        "SLM-SIM-021",
+        lambda s: s,
+    ),
 }
 
 
 @pytest.mark.parametrize("seed", sorted(SEEDS))
-def test_each_seeded_breakage_is_caught_with_its_rule(seed: str) -> None:
+def test_each_seeded_breakage_is_caught_with_its_rule(seed: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stack_name, rule, breakage = SEEDS[seed]
-    findings = simulate(breakage(model(stack_name)))
+    stack = model(stack_name)  # rendered as the example it is
+    if rule == "SLM-SIM-021":  # its example values, judged as a user's stack would be
+        monkeypatch.delenv("SLM_EXAMPLE_STACKS", raising=False)
+    findings = simulate(breakage(stack))
     assert findings, seed
     assert {f.rule for f in findings} == {rule}, findings
 
@@ -456,3 +526,28 @@ def test_scale_to_zero_among_several_models_is_refused() -> None:
     config["models"][0]["autoscaling"]["minReplicas"] = 0
     with pytest.raises(InputError, match="gateway's only one"):
         plan_environment("prod", config)
+
+
+def test_a_minor_within_90_days_of_its_end_of_life_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = model("dev")  # Kubernetes 1.36: end of life 2027-06-30 (catalog/aks.yaml)
+    monkeypatch.setenv("SLM_TODAY", "2027-03-31")
+    assert simulate(stack) == []
+    monkeypatch.setenv("SLM_TODAY", "2027-04-01")
+    assert simulate(stack) == [
+        Finding(
+            "SLM-SIM-019",
+            "azure-native:containerservice:ManagedCluster::slm-dev-aks",
+            "Kubernetes 1.36 reaches its end of life on 2027-06-30 (90 days): AKS then force-upgrades the cluster and "
+            "the pinned version becomes a downgrade; move to a newer minor",
+        )
+    ]
+
+
+def test_placeholders_name_the_resource_and_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = model("staging")
+    monkeypatch.delenv("SLM_EXAMPLE_STACKS", raising=False)
+    found = {f.resource: f.message for f in simulate(stack)}
+    assert found["azure-native:containerservice:ManagedCluster::slm-staging-aks"] == (
+        "apiServerAccessProfile.authorizedIPRanges[0]: 1.2.3.4/32 is an example value"
+    )
+    assert found["Deployment slm/phi4cpu"].endswith("example.azurecr.io is an example value")

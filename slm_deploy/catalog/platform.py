@@ -6,7 +6,9 @@ deployment simulator read them from here.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -154,6 +156,99 @@ class ImageEnvFacts(_Strict):
     source: str
 
 
+class KubernetesMinor(_Strict):
+    minor: str = Field(pattern=r"^1\.\d{2}$")
+    ga: dt.date
+    end_of_life: dt.date
+    platform_support_until: dt.date | None = None
+    lts_end_of_life: dt.date | None = None
+
+
+class LtsPlan(_Strict):
+    tier: str
+    support_plan: str
+
+
+class KubernetesVersions(_Strict):
+    minors: tuple[KubernetesMinor, ...]
+    lts: LtsPlan
+    source: str
+
+    def minor(self, version: str) -> KubernetesMinor | None:
+        wanted = ".".join(version.split(".")[:2])
+        return next((m for m in self.minors if m.minor == wanted), None)
+
+
+class Retirement(_Strict):
+    id: str
+    addon: str
+    date: dt.date
+    unless_config: dict[str, str] = Field(default_factory=dict)
+    what: str
+    instead: str
+    note_only: bool = False
+    source: str
+
+
+class Placeholders(_Strict):
+    cidrs: tuple[str, ...]
+    guids: tuple[str, ...]
+    host_suffixes: tuple[str, ...]
+    host_prefixes: tuple[str, ...]
+    env: str
+    source: str
+
+    def allowed(self) -> bool:
+        """Example stacks run as examples (`make demo`, the tests) when the variable says so."""
+        return os.environ.get(self.env) == "1"
+
+    def in_text(self, text: str) -> str | None:
+        """The placeholder a value carries, if any."""
+        lowered = text.lower()
+        for value in (*self.cidrs, *self.guids):
+            if re.search(r"(?<![0-9a-f.-])" + re.escape(value) + r"(?![0-9a-f])", lowered):
+                return value
+        hosts: list[str] = re.findall(r"[a-z0-9][a-z0-9.-]*\.[a-z]{2,}", lowered)
+        for host in hosts:
+            if any(host == s or host.endswith("." + s) for s in self.host_suffixes) or host.startswith(self.host_prefixes):
+                return host
+        return None
+
+
+class RunnerKind(_Strict):
+    id: str
+    fixed_egress: bool
+    in_vnet: bool
+    what: str
+
+
+class IdentityAction(_Strict):
+    actor: Literal["deployer", "cluster", "kubelet", "workload", "app-routing"]
+    action: str
+    role: str
+    scope: str
+    phases: tuple[Literal["up", "destroy"], ...]
+    reach: str
+
+
+class RegistryLimit(_Strict):
+    host: str
+    unauthenticated_pulls_per_hour: int
+    per: str
+    source: str
+
+
+def today() -> dt.date:
+    """The date facts are judged against: SLM_TODAY (YYYY-MM-DD) when set, so tests stay deterministic."""
+    pinned = os.environ.get("SLM_TODAY")
+    if pinned:
+        try:
+            return dt.date.fromisoformat(pinned)
+        except ValueError:
+            raise InputError("environment", "SLM_TODAY", f"{pinned!r} is not a date (YYYY-MM-DD)") from None
+    return dt.datetime.now(dt.UTC).date()
+
+
 class AksFacts(_Strict):
     pool_kinds: dict[Literal["system", "user", "spot"], PoolKind]
     reservations: Reservations
@@ -172,6 +267,21 @@ class AksFacts(_Strict):
     autoscaling: AutoscalingFacts
     minor_upgrade_channels: Values
     passwd_less_images: ImageEnvFacts
+    warn_days: int = Field(ge=0)
+    kubernetes_versions: KubernetesVersions
+    retirements: tuple[Retirement, ...]
+    placeholders: Placeholders
+    network_contributor: Role
+    key_vault_secrets_officer: Role
+    runners: tuple[RunnerKind, ...]
+    runners_source: str
+    identities: tuple[IdentityAction, ...]
+    identities_source: str
+    registry_limits: tuple[RegistryLimit, ...]
+
+    def runner_kind(self, kind: str) -> RunnerKind | None:
+        found: RunnerKind | None = next((r for r in self.runners if r.id == kind), None)
+        return found
 
     def pod_room(self, vcpus: int, memory_gib: float) -> tuple[int, int]:
         """(CPU millicores, memory MiB) of a node left to the stack's pods: allocatable less AKS's DaemonSets."""
@@ -273,16 +383,29 @@ class ChartImage(_Strict):
         return {"hex": "<hex> (no sha256:)", "algorithm": "sha256:<hex>", "tag@algorithm": "<tag>@sha256:<hex>"}[self.spelling]
 
 
+class ChartKubernetes(_Strict):
+    """The Kubernetes minors the chart version is validated with on AKS."""
+
+    validated: tuple[str, str]
+    source: str
+    newer: str  # what to do when the cluster's minor is outside
+
+
 class ChartProfile(_Strict):
     id: str
     version: str
     source: str
+    kubernetes: ChartKubernetes | None = None
     crds: tuple[str, ...]
     components: tuple[ChartComponent, ...]
     known_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Values that must hold on AKS (path -> value), e.g. scrape targets AKS never exposes.
     aks_values: dict[str, Any] = Field(default_factory=dict)
     aks_values_source: str | None = None
+    # What a chart upgrade needs (values path or Release input -> value; unset counts as unset).
+    upgrade_values: dict[str, Any] = Field(default_factory=dict)
+    upgrade_release_inputs: dict[str, Any] = Field(default_factory=dict)
+    upgrade_source: str | None = None
     # Values naming a Secret, in the release's namespace, the release reads at install.
     secret_refs: tuple[str, ...] = ()
     # Deployments on a ReadWriteOnce disk: RollingUpdate cannot start the new pod.

@@ -24,7 +24,123 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         + _authorized(stack, cluster, facts)
         + _workload_identity(stack)
         + _image_pull(stack, cluster, facts)
+        + _control_plane_subnet(stack, cluster, facts)
+        + _principal_types(stack, cluster)
+        + _destroy(stack, cluster, facts)
     )
+
+
+RUNNER_TAG = "slm-deploy-runner"
+DEPLOYER_TYPE_TAG = "slm-deploy-deployer-type"
+
+
+def _role(resource: SimResource) -> str:
+    return str(resource.inputs.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
+
+
+def _control_plane_subnet(stack: Stack, cluster: SimResource, facts: AksFacts) -> list[Finding]:
+    """The control-plane identity runs the cluster autoscaler: adding a node joins its NIC to the
+    pool's subnet, which needs subnets/join/action there (Network Contributor) when the subnet is
+    ours, not AKS's. A system-assigned identity cannot be granted it before the cluster exists."""
+    profiles = [p for p in cluster.inputs.get("agentPoolProfiles") or [] if isinstance(p, dict)]
+    pools = [*profiles, *(r.inputs for r in stack.of_type("azure-native:containerservice:AgentPool"))]
+    subnets = sorted({str(p["vnetSubnetID"]) for p in pools if p.get("vnetSubnetID")})
+    if not subnets:
+        return []
+    where = label(cluster)
+    identity = cluster.inputs.get("identity") or {}
+    if str(identity.get("type", "")) != "UserAssigned":
+        return [
+            Finding(
+                "SLM-SIM-020",
+                where,
+                f"a {identity.get('type') or 'system-assigned'} control-plane identity has no role on the node subnet before "
+                f"the cluster exists: the autoscaler cannot add nodes (LinkedAuthorizationFailed); use a user-assigned "
+                f"identity with {facts.network_contributor.name} on the subnet",
+            )
+        ]
+    waited = stack.waits_for(cluster)
+    identities = {i.urn for i in stack.of_type("azure-native:managedidentity:UserAssignedIdentity") if i.urn in waited}
+    grants = [
+        r
+        for r in stack.of_type("azure-native:authorization:RoleAssignment")
+        if _role(r) == facts.network_contributor.id and identities & stack.waits_for(r)
+    ]
+    findings = []
+    for subnet in subnets:
+        on_subnet = [g for g in grants if subnet.startswith(str(g.inputs.get("scope", "\0")))]
+        if not on_subnet:
+            findings.append(
+                Finding(
+                    "SLM-SIM-020",
+                    where,
+                    f"the control-plane identity has no {facts.network_contributor.name} on subnet {subnet}: "
+                    "the autoscaler cannot add nodes (LinkedAuthorizationFailed)",
+                )
+            )
+        elif not any(g.urn in waited for g in on_subnet):
+            findings.append(Finding("SLM-SIM-020", where, f"the cluster is created before its role on subnet {subnet}"))
+    return findings
+
+
+def _principal_types(stack: Stack, cluster: SimResource) -> list[Finding]:
+    """pulumi-azure-native sends principalType User when it is unset; ARM refuses the assignment
+    when the principal is a service principal (UnmatchedPrincipalType)."""
+    deployer = str((cluster.inputs.get("tags") or {}).get(DEPLOYER_TYPE_TAG, "User"))
+    findings = []
+    for assignment in stack.of_type("azure-native:authorization:RoleAssignment"):
+        if assignment.inputs.get("principalType"):
+            continue
+        principal = deployer if "deployer" in assignment.name else "managed identity"
+        if principal != "User":
+            findings.append(
+                Finding(
+                    "SLM-SIM-020",
+                    label(assignment),
+                    f"no principalType: the provider sends User, and ARM refuses it for a {principal} (UnmatchedPrincipalType)",
+                )
+            )
+    return findings
+
+
+def _destroy(stack: Stack, cluster: SimResource, facts: AksFacts) -> list[Finding]:
+    """`destroy` (and dropping a secret) deletes Key Vault secrets through the vault's data plane,
+    from the runner, as the deployer: unless the secret goes with its vault or is retained, the
+    runner must pass the vault's firewall and hold a data-plane role on it."""
+    if not stack.options_known:
+        return []
+    runner = facts.runner_kind(str((cluster.inputs.get("tags") or {}).get(RUNNER_TAG, "workstation")))
+    officer = facts.key_vault_secrets_officer.id
+    findings = []
+    for secret in stack.of_type("azure-native:keyvault:Secret"):
+        if secret.deleted_with or secret.retain_on_delete:
+            continue
+        vaults = [v for v in stack.of_type("azure-native:keyvault:Vault") if v.urn in stack.waits_for(secret)]
+        for vault in vaults:
+            acls = dig(vault.inputs, "properties.networkAcls", {}) or {}
+            closed = acls.get("defaultAction") == "Deny" and not acls.get("ipRules") and not (runner and runner.in_vnet)
+            role = any(
+                _role(r) == officer and vault.urn in stack.waits_for(r)
+                for r in stack.of_type("azure-native:authorization:RoleAssignment")
+            )
+            why = [
+                w
+                for w, bad in (
+                    ("the vault's firewall denies the runner", closed),
+                    ("the deployer has no data-plane role", not role),
+                )
+                if bad
+            ]
+            if why:
+                findings.append(
+                    Finding(
+                        "SLM-SIM-020",
+                        label(secret),
+                        f"destroy deletes it through the vault's data plane, but {' and '.join(why)}: give it deletedWith "
+                        "the vault (and retainOnDelete)",
+                    )
+                )
+    return findings
 
 
 def _reach(cluster: SimResource, facts: AksFacts) -> list[Finding]:
@@ -39,6 +155,16 @@ def _reach(cluster: SimResource, facts: AksFacts) -> list[Finding]:
             )
         ]
     ranges = access.get("authorizedIPRanges") or []
+    runner = facts.runner_kind(str((cluster.inputs.get("tags") or {}).get(RUNNER_TAG, "workstation")))
+    if ranges and runner is not None and not runner.fixed_egress:
+        return [
+            Finding(
+                "SLM-SIM-005",
+                where,
+                f"the runner is {runner.what}: it cannot be listed in authorizedIpRanges, so every Kubernetes call of "
+                "`pulumi up`/`destroy` times out; run from a runner with fixed egress (github-larger, self-hosted-vnet)",
+            )
+        ]
     if not ranges:
         return [
             Finding(
@@ -122,8 +248,10 @@ def _workload_identity(stack: Stack) -> list[Finding]:
         if not identities or not federation:
             findings.append(Finding("SLM-SIM-007", where, f"no federated credential for {subject}"))
             continue
-        identity_urns = {i.urn for i in identities}
-        roles = [a for a in assignments if identity_urns & stack.waits_for(a)]
+        # The identity the credential federates (not, say, the cluster's own identity that every
+        # later assignment also waits for), and the roles granted to it.
+        identity_urns = {i.urn for i in identities if any(i.urn in f.dependencies or f.parent == i.urn for f in federation)}
+        roles = [a for a in assignments if identity_urns & {*a.dependencies, a.parent}]
         mounts_vault = any(dig(v, "csi.driver") == "secrets-store.csi.k8s.io" for v in dig(template, "spec.volumes", []) or [])
         needed = [*federation]
         if mounts_vault:

@@ -28,6 +28,9 @@ class SimResource:
     dependencies: tuple[str, ...]
     provider: str | None
     ignore_changes: tuple[str, ...] = ()
+    retain_on_delete: bool = False
+    deleted_with: str | None = None
+    protect: bool = False
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -46,6 +49,8 @@ class Finding:
 @dataclass
 class Stack:
     resources: list[SimResource]
+    # Whether deletedWith/retainOnDelete were seen (the offline preview); CrossGuard does not pass them.
+    options_known: bool = True
     by_urn: dict[str, SimResource] = field(init=False)
     children: dict[str, list[str]] = field(init=False)
 
@@ -154,7 +159,18 @@ def from_preview(result: Any) -> Stack:
     return Stack(
         [
             SimResource(
-                r.urn, r.type, r.name, r.inputs, r.parent, r.custom, tuple(r.dependencies), r.provider, tuple(r.ignore_changes)
+                r.urn,
+                r.type,
+                r.name,
+                r.inputs,
+                r.parent,
+                r.custom,
+                tuple(r.dependencies),
+                r.provider,
+                tuple(r.ignore_changes),
+                bool(getattr(r, "retain_on_delete", False)),
+                getattr(r, "deleted_with", None),
+                bool(getattr(r, "protect", False)),
             )
             for r in result.resources
         ]
@@ -191,6 +207,9 @@ def from_policy(resources: Iterable[Any]) -> Stack:
                 tuple(sorted(deps)),
                 provider,
                 tuple(getattr(r.opts, "ignore_changes", None) or ()),
+                bool(getattr(r.opts, "retain_on_delete", False)),
+                getattr(getattr(r.opts, "deleted_with", None), "urn", None),
+                bool(getattr(r.opts, "protect", False)),
             )
         )
-    return Stack(out)
+    return Stack(out, options_known=False)

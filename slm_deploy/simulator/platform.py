@@ -4,9 +4,11 @@ Kubernetes' rules, and Helm values against the pinned chart version."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import Any
 
-from slm_deploy.catalog.platform import AksFacts
+from slm_deploy.catalog.platform import AksFacts, today
 from slm_deploy.simulator.model import Finding, Stack, chart_profile, dig, label
 
 AUTONAME_SUFFIX = 8  # Pulumi's auto-naming appends a random suffix of this length
@@ -24,7 +26,94 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
         *_root_containers(stack),
         *_upgrade(stack, facts),
         *_image_env(stack, facts),
+        *_dates(stack, facts),
+        *_placeholders(stack, facts),
     ]
+
+
+def _dates(stack: Stack, facts: AksFacts) -> list[Finding]:
+    """Kubernetes minor and add-on facts with dates (catalog/aks.yaml), against today (SLM_TODAY pins it)."""
+    cluster = stack.cluster
+    if cluster is None:
+        return []
+    now = today()
+    ahead = now + dt.timedelta(days=facts.warn_days)
+    findings = []
+    where = label(cluster)
+    version = str(cluster.inputs.get("kubernetesVersion") or "")
+    calendar = facts.kubernetes_versions
+    minor = calendar.minor(version) if version else None
+    lts = cluster.inputs.get("supportPlan") == calendar.lts.support_plan
+    if lts and dig(cluster.inputs, "sku.tier") != calendar.lts.tier:
+        findings.append(Finding("SLM-SIM-019", where, f"the LTS plan needs the {calendar.lts.tier} tier ({calendar.source})"))
+    if version and minor is None:
+        findings.append(Finding("SLM-SIM-019", where, f"Kubernetes {version} is not in AKS's release calendar"))
+    elif minor is not None:
+        end = minor.lts_end_of_life if lts and minor.lts_end_of_life else minor.end_of_life
+        kind = "LTS end of life" if lts else "end of life"
+        if now < minor.ga:
+            findings.append(Finding("SLM-SIM-019", where, f"Kubernetes {minor.minor} is not GA on AKS before {minor.ga}"))
+        elif end < now:
+            findings.append(
+                Finding(
+                    "SLM-SIM-019", where, f"Kubernetes {minor.minor} passed its {kind} on {end}: AKS creates no cluster with it"
+                )
+            )
+        elif end <= ahead:
+            findings.append(
+                Finding(
+                    "SLM-SIM-019",
+                    where,
+                    f"Kubernetes {minor.minor} reaches its {kind} on {end} ({(end - now).days} days): AKS then force-upgrades "
+                    "the cluster and the pinned version becomes a downgrade; move to a newer minor",
+                )
+            )
+    addons = cluster.inputs.get("addonProfiles") or {}
+    for retired in facts.retirements:
+        if retired.note_only or retired.date > ahead:
+            continue
+        addon = addons.get(retired.addon) or {}
+        if not addon.get("enabled"):
+            continue
+        config = addon.get("config") or {}
+        if retired.unless_config and all(config.get(k) == v for k, v in retired.unless_config.items()):
+            continue
+        when = "retired on" if retired.date < now else "retires on"
+        findings.append(Finding("SLM-SIM-019", where, f"{retired.what} {when} {retired.date}: {retired.instead}"))
+    return findings
+
+
+def _placeholders(stack: Stack, facts: AksFacts) -> list[Finding]:
+    """An example value in what a resource sends to Azure or Kubernetes (catalog/aks.yaml placeholders)."""
+    if facts.placeholders.allowed():
+        return []
+    findings = []
+    for resource in stack.resources:
+        if not resource.custom:
+            continue
+        hit = _first_placeholder(resource.inputs, facts)
+        if hit:
+            path, value = hit
+            findings.append(Finding("SLM-SIM-021", label(resource), f"{path}: {value} is an example value"))
+    return findings
+
+
+def _first_placeholder(value: Any, facts: AksFacts, path: str = "") -> tuple[str, str] | None:
+    if isinstance(value, dict):
+        for key in sorted(value):
+            found = _first_placeholder(value[key], facts, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_placeholder(item, facts, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, str):
+        hit = facts.placeholders.in_text(value)
+        if hit:
+            return path, hit
+    return None
 
 
 def _upgrade(stack: Stack, facts: AksFacts) -> list[Finding]:
@@ -197,6 +286,16 @@ def _values(stack: Stack) -> list[Finding]:
                     findings.append(
                         Finding("SLM-SIM-012", label(release), f"{path} must be {wanted} on AKS ({profile.aks_values_source})")
                     )
+        for path, wanted in sorted(profile.upgrade_values.items()):
+            if dig(values, path) != wanted:
+                findings.append(
+                    Finding("SLM-SIM-012", label(release), f"{path} must be {wanted} for upgrades ({profile.upgrade_source})")
+                )
+        for key, wanted in sorted(profile.upgrade_release_inputs.items()):
+            if release.inputs.get(key) != wanted:
+                findings.append(
+                    Finding("SLM-SIM-012", label(release), f"{key} must be {wanted} for upgrades ({profile.upgrade_source})")
+                )
         for section, known in profile.known_keys.items():
             for key in sorted(set(values.get(section) or {}) - set(known)):
                 findings.append(

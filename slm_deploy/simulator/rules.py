@@ -167,6 +167,37 @@ SIM_RULES: tuple[SimRule, ...] = (
         "node count cannot hold maxReplicas plus the surge, the new pod stays Pending and the rollout never ends.",
         "Use maxSurge 0 / maxUnavailable 1 (or Recreate) for pods that fill a node, or raise the pool's maxCount.",
     ),
+    SimRule(
+        "SLM-SIM-019",
+        "platform",
+        "Dated platform facts hold today and for the next 90 days",
+        Severity.HIGH,
+        "AKS creates no cluster with a minor past its end of life, force-upgrades clusters leaving platform support "
+        "(a pinned older minor is then a downgrade), and retires add-on behaviour on fixed dates: a stack that was "
+        "right when written stops working on a date nobody re-reads.",
+        "Move kubernetesVersion to a minor in support (catalog/aks.yaml kubernetes_versions), or enable LTS (Premium "
+        "tier); replace retired add-on settings as the finding says.",
+    ),
+    SimRule(
+        "SLM-SIM-020",
+        "access",
+        "Every identity can do its part of up and destroy",
+        Severity.HIGH,
+        "The cluster's identity joins new nodes to our subnet (autoscaler), ARM checks a role assignment's principal "
+        "type, and destroy deletes Key Vault secrets through the vault's data plane: a missing role or an unreachable "
+        "endpoint fails a scale-out, the first CI up or every destroy.",
+        "Network Contributor on the node subnet for a user-assigned control-plane identity before the cluster; "
+        "principalType from cluster.deployerPrincipalType; secrets deleted with their vault.",
+    ),
+    SimRule(
+        "SLM-SIM-021",
+        "platform",
+        "No example value reaches a deployment",
+        Severity.CRITICAL,
+        "Example CIDRs lock the runner out of the API server, all-zero subscription ids and example.* registries "
+        "or hosts fail at creation or at the first pull.",
+        "Put your own values where the stack file says REPLACE (run example stacks only with SLM_EXAMPLE_STACKS=1).",
+    ),
     # 030-039: refresh drift and transitions between two states (slm_deploy.simulator.transitions;
     # facts in catalog/transitions.yaml). "transitions" rules need the previous state too: they run
     # in `preview --from` and tests/test_transitions.py, not in simulate().

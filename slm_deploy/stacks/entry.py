@@ -11,10 +11,10 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from slm_deploy.environment import ClusterMode, EnvironmentSpec
+from slm_deploy.environment import ClusterMode, EnvironmentSpec, refuse_placeholders
 from slm_deploy.errors import InputError
 from slm_deploy.stacks.images import pin_model_images
-from slm_deploy.stacks.program import PROJECT, build, read_config
+from slm_deploy.stacks.program import PROJECT, SECRET_KEYS, build, read_config
 from slm_deploy.supply.lock import example_notice, locked_catalog
 
 
@@ -53,7 +53,8 @@ def main(project_dir: Path | None = None, offline: bool = False) -> None:
     stack = pulumi.get_stack()
     folder = project_dir or Path.cwd()
     try:
-        env = read_config(stack, project_config(), f"Pulumi.{stack}.yaml")
+        values = project_config()
+        env = read_config(stack, values, f"Pulumi.{stack}.yaml")
         catalog = pin_model_images(locked_catalog(folder), env, folder)
         notice = None if offline else example_notice(folder)
     except InputError as exc:
@@ -69,4 +70,10 @@ def main(project_dir: Path | None = None, offline: bool = False) -> None:
             f"{notice.removeprefix('note: ')}; refusing to deploy images that do not exist: "
             f"run `slm-deploy lock` in {folder} and commit images.lock.yaml"
         )
+    if not offline and not pulumi.runtime.is_dry_run():
+        # A real update never runs example values, whatever SLM_EXAMPLE_STACKS says.
+        try:
+            refuse_placeholders({k: v for k, v in values.items() if k not in SECRET_KEYS}, f"Pulumi.{stack}.yaml")
+        except InputError as exc:
+            raise pulumi.RunError(str(exc)) from None
     build(env, pulumi.Config(PROJECT).get_secret("hfToken"), catalog=catalog)

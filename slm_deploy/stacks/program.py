@@ -74,7 +74,14 @@ def build(
     if spec.cluster.mode is ClusterMode.AKS:
         from pulumi_azure_native import authorization
 
-        from slm_deploy.stacks.azure.cluster import CPU_MODELS_TAINT, AksCluster, CpuNodePool, GpuNodePool, PlatformNodePool
+        from slm_deploy.stacks.azure.cluster import (
+            CPU_MODELS_TAINT,
+            AksCluster,
+            CpuNodePool,
+            GpuNodePool,
+            PlatformNodePool,
+            rbac_vault_scope,
+        )
         from slm_deploy.stacks.azure.foundation import AzureFoundation
         from slm_deploy.stacks.azure.secrets import ServingSecrets
         from slm_deploy.stacks.k8s.namespace import SERVICE_ACCOUNT
@@ -137,6 +144,7 @@ def build(
             namespace=spec.namespace,
             service_account=SERVICE_ACCOUNT,
             secrets=secrets,
+            protect=spec.cluster.protect,
         )
         key_vault = KeyVaultSource(vault.vault_name, vault.client_id, vault.tenant_id)
         secrets_ready = vault.ready
@@ -152,7 +160,7 @@ def build(
                 role_definition_id=client.subscription_id.apply(
                     lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role.id}"
                 ),
-                scope=spec.ingress.certificate.key_vault_id,
+                scope=rbac_vault_scope(spec.ingress.certificate.key_vault_id),
                 opts=pulumi.ResourceOptions(parent=cluster),
             )
         # Kubernetes calls start once the pools exist and the deployer's cluster-admin role has

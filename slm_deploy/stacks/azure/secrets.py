@@ -29,6 +29,7 @@ class ServingSecrets(pulumi.ComponentResource):
         namespace: str,
         service_account: str,
         secrets: dict[str, pulumi.Input[str]],
+        protect: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:azure:ServingSecrets", name, None, opts)
@@ -57,7 +58,7 @@ class ServingSecrets(pulumi.ComponentResource):
                     virtual_network_rules=[keyvault.VirtualNetworkRuleArgs(id=subnet_id)],
                 ),
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
         )
         ready: list[pulumi.Resource] = []
         for secret_name, value in sorted(secrets.items()):
@@ -67,7 +68,10 @@ class ServingSecrets(pulumi.ComponentResource):
                 vault_name=vault.name,
                 secret_name=secret_name.replace("_", "-"),
                 properties=keyvault.SecretPropertiesArgs(value=pulumi.Output.secret(value)),
-                opts=pulumi.ResourceOptions(parent=vault),
+                # Deleting a secret is a data-plane call (custom_keyvault.go: azsecrets DeleteSecret) that
+                # the vault's firewall and the deployer's roles refuse: on `destroy` the secrets go with
+                # the vault (soft-deleted with it); dropping one (hfToken unset) leaves it in the vault.
+                opts=pulumi.ResourceOptions(parent=vault, deleted_with=vault, retain_on_delete=True),
             )
             ready.append(secret)
         identity = managedidentity.UserAssignedIdentity(f"{name}-id", resource_group_name=resource_group_name, opts=child)

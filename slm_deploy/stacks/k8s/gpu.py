@@ -60,6 +60,10 @@ class GpuSupport(pulumi.ComponentResource):
                 values=values,
                 atomic=True,
                 timeout=900,
+                # operator.upgradeCRD's pre-upgrade hook updates the CRDs, but only if Helm first accepts
+                # a ClusterPolicy with the new fields: the chart asks for --disable-openapi-validation
+                # (gpu-operator v25.3.4 deployments/gpu-operator/values.yaml, operator.upgradeCRD).
+                disable_openapi_validation=True,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -211,6 +211,10 @@ class Logs(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:k8s:Logs", name, None, opts)
+        outer = opts.depends_on if opts is not None else None
+        serving_ready: list[pulumi.Resource] = [
+            d for d in (outer if isinstance(outer, list) else []) if isinstance(d, pulumi.Resource)
+        ]
         ns = Namespace(
             f"{name}-ns",
             metadata=ObjectMetaArgs(
@@ -235,14 +239,16 @@ class Logs(pulumi.ComponentResource):
             f"{name}-alloy-reader",
             metadata=ObjectMetaArgs(name=ALLOY_ACCOUNT, namespace=serving_namespace),
             rules=[PolicyRuleArgs(api_groups=[""], resources=["pods", "pods/log"], verbs=["get", "list", "watch"])],
-            opts=pulumi.ResourceOptions(parent=self),
+            # In the serving namespace: wait for it explicitly (what the component waits for is not
+            # passed to its children; review AKS-24).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=serving_ready),
         )
         binding = RoleBinding(
             f"{name}-alloy-reader",
             metadata=ObjectMetaArgs(name=ALLOY_ACCOUNT, namespace=serving_namespace),
             role_ref=RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role", name=ALLOY_ACCOUNT),
             subjects=[SubjectArgs(kind="ServiceAccount", name=ALLOY_ACCOUNT, namespace=NAMESPACE)],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[reader]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[reader, *serving_ready]),
         )
         values = alloy_values(serving_namespace, cluster)
         pin_chart_images(values, alloy_chart, catalog)

@@ -18,6 +18,26 @@ NAMESPACE = "monitoring"
 GRAFANA_SECRET = "grafana-admin"
 
 
+def alert_routes(spec: MonitoringSpec) -> dict[str, Any]:
+    """Alertmanager's route to the stack's receiver: the chart's default sends everything to "null"
+    (kube-prometheus-stack-77.14.0 values.yaml alertmanager.config). Watchdog stays there."""
+    if not spec.alert_webhook_url:
+        return {}
+    return {
+        "config": {
+            "route": {
+                "receiver": "slm-webhook",
+                "group_by": ["alertname", "namespace"],
+                "routes": [{"receiver": "null", "matchers": ['alertname = "Watchdog"']}],
+            },
+            "receivers": [
+                {"name": "null"},
+                {"name": "slm-webhook", "webhook_configs": [{"url": spec.alert_webhook_url, "send_resolved": True}]},
+            ],
+        }
+    }
+
+
 class Monitoring(pulumi.ComponentResource):
     namespace: str
 
@@ -45,7 +65,8 @@ class Monitoring(pulumi.ComponentResource):
                     "and uses the host network; every other pod here runs as non-root"
                 },
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            # Turning monitoring off must not take the Prometheus and Grafana disks with the namespace.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
         admin = Secret(
@@ -63,6 +84,10 @@ class Monitoring(pulumi.ComponentResource):
             "seccompProfile": {"type": "RuntimeDefault"},
         }
         values: dict[str, Any] = {
+            # Helm never upgrades the CRDs of the crds subchart: the chart's pre-upgrade job applies
+            # them (kube-prometheus-stack-77.14.0 values.yaml crds.upgradeJob). Its busybox would run
+            # `latest`: a fixed tag instead (kubectl follows the cluster's version).
+            "crds": {"upgradeJob": {"enabled": True, "image": {"busybox": {"tag": "1.37.0"}}}},
             # AKS runs the control plane and Cilium replaces kube-proxy: these targets never answer,
             # and their default alerts would fire from day one (the chart drops their rules too).
             "kubeControllerManager": {"enabled": False},
@@ -101,7 +126,7 @@ class Monitoring(pulumi.ComponentResource):
                     },
                 }
             },
-            "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}},
+            "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}, **alert_routes(spec)},
         }
         pin_chart_images(values, chart, catalog)
         release = chart_release(

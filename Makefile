@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml constraints.txt
 # The demo runs the installed console script, exactly as a user does (`plan` exits 2 for a model
 # that cannot fit: that refusal is part of the demo).
 SLM := $(BIN)/slm-deploy
+# The demo runs the bundled examples, which say what they are: the example image lock (whose digests
+# no registry serves) and the example stacks (placeholder ranges, ids and registries). Both are
+# refused unless named as examples; the demo names them.
+demo: export SLM_EXAMPLE_STACKS = 1
 demo: $(STAMP)
 	$(SLM) plan --model phi-4-mini-instruct --gpu l4
 	$(SLM) plan --model qwen3-8b --runtime ollama --cpu --cpus 8 --memory-gib 16
@@ -42,7 +46,7 @@ demo: $(STAMP)
 	$(SLM) plan --model qwen3-32b --gpu l4 --context 32768 || test $$? -eq 2
 	@echo "==> the refusal above was expected; the demo goes on"
 	$(BIN)/python -m tests.example_lock --check
-	$(SLM) bundle examples/fleet.yaml --out $(OUT)/bundles --tar
+	$(SLM) bundle examples/fleet.yaml --out $(OUT)/bundles --tar --allow-example-lock
 	$(SLM) verify $(OUT)/bundles/store-0001
 	$(SLM) preview dev --out $(OUT)/manifests/dev
 	$(SLM) preview staging --out $(OUT)/manifests/staging

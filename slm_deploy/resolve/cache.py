@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from slm_deploy.errors import InputError
+
 TRUE = {"1", "on", "yes", "true"}
 
 
@@ -72,3 +74,14 @@ def load(kind: str, name: str, revision: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def unreachable(service: str, url: str, why: str, ref: str, source: str, field: str) -> InputError:
+    """No answer from SERVICE and nothing cached: the error names the service and its host, not
+    the arguments (which are fine)."""
+    from slm_deploy.netclient import NetError, host_of
+
+    cached = f"{ref} is not in the resolve cache ({cache_root()})"
+    if source == "arguments":
+        return NetError(service, host_of(url), f"cannot be reached ({why}); {cached}")
+    return InputError(source, field, f"{service} {host_of(url)} cannot be reached ({why}); {cached}")

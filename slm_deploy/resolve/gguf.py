@@ -17,8 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from slm_deploy.errors import InputError
-from slm_deploy.resolve import ResolvedModel, cache, unreachable
+from slm_deploy.resolve import cache
+from slm_deploy.resolve.cache import unreachable
 from slm_deploy.resolve.config import MAX_DIMENSION, MAX_PARAMS
+from slm_deploy.resolved import ResolvedModel
 from slm_deploy.spec import ModelArchitecture, Quantization, Runtime
 
 FIRST_RANGE = 4 * 1024 * 1024

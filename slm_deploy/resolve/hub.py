@@ -23,8 +23,10 @@ from typing import Any, TypeVar
 
 from slm_deploy.errors import InputError
 from slm_deploy.netclient import Client, NetError, Unreachable, command_deadline, host_of, request_timeout
-from slm_deploy.resolve import ResolvedModel, cache, unreachable
+from slm_deploy.resolve import cache
+from slm_deploy.resolve.cache import unreachable
 from slm_deploy.resolve.config import Checkpoint, ConfigProblem, Tensor, read_checkpoint
+from slm_deploy.resolved import ResolvedModel
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 KIND = "hf"

@@ -16,8 +16,10 @@ from dataclasses import replace
 
 from slm_deploy.errors import InputError
 from slm_deploy.netclient import Client, NetError, Unreachable, command_deadline, host_of, request_timeout
-from slm_deploy.resolve import ResolvedModel, cache, unreachable
+from slm_deploy.resolve import cache
+from slm_deploy.resolve.cache import unreachable
 from slm_deploy.resolve.gguf import GgufProblem, parse_header, resolved_from_header
+from slm_deploy.resolved import ResolvedModel
 
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
 KIND = "ollama"

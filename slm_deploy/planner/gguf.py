@@ -1,0 +1,92 @@
+"""Ollama and llama.cpp (GGUF): full offload or host RAM, a slot per sequence, their flags and environment."""
+
+from __future__ import annotations
+
+from slm_deploy.planner.memory import (
+    GGUF_RUNTIME_GIB,
+    GGUF_UBATCH,
+    device_budget,
+    gib,
+    kv_sequence_bytes,
+    model_weights_bytes,
+    sequences_that_fit,
+)
+from slm_deploy.planner.types import Fit, Request, Target
+from slm_deploy.spec import KvCacheDtype
+
+GGUF_KV_NAME = {KvCacheDtype.FP16: "f16", KvCacheDtype.Q8_0: "q8_0", KvCacheDtype.Q4_0: "q4_0"}
+
+
+def evaluate_gguf(req: Request, target: Target) -> Fit:
+    arch = req.model.arch
+    weights = float(model_weights_bytes(req.model, req.quant, req.runtime))
+    total_context = req.context * req.concurrency
+    compute = GGUF_UBATCH * 4.0 * (2 * arch.intermediate_size + arch.attention_heads * total_context)
+    seq_bytes = kv_sequence_bytes(arch, req.kv, req.context)
+    budget, overhead, where = device_budget(target, GGUF_RUNTIME_GIB)
+    if req.share < 1.0:
+        budget *= req.share
+        where = f"its {req.share:.0%} share of {where}"
+    free = budget - weights - compute - overhead
+    max_seqs = sequences_that_fit(free, seq_bytes)
+    kv_cache = seq_bytes * req.concurrency
+    reason = None
+    if free <= 0:
+        reason = f"weights ({gib(weights)} GiB) and buffers ({gib(compute + overhead)} GiB) exceed {where}"
+    elif max_seqs < req.concurrency:
+        reason = (
+            f"{req.concurrency} slots of {req.context} tokens need {gib(kv_cache)} GiB of KV cache; "
+            f"{gib(free)} GiB is left on {where} ({max_seqs} slots)"
+        )
+    return Fit(
+        fits=reason is None,
+        reason=reason,
+        budget=budget,
+        weights=weights,
+        overhead=overhead,
+        activation=compute,
+        kv_per_token=seq_bytes / req.context,
+        kv_cache=kv_cache,
+        kv_tokens=req.context * req.concurrency,
+        max_seqs=max_seqs,
+        used=weights + compute + overhead + kv_cache,
+        batched_tokens=GGUF_UBATCH,
+        notes=(),
+    )
+
+
+def gguf_kv_name(kv: KvCacheDtype) -> str:
+    return GGUF_KV_NAME.get(kv, "f16")
+
+
+def ollama_env(req: Request, loaded: int) -> dict[str, str]:
+    return {
+        "OLLAMA_CONTEXT_LENGTH": str(req.context),
+        "OLLAMA_NUM_PARALLEL": str(req.concurrency),
+        "OLLAMA_KV_CACHE_TYPE": gguf_kv_name(req.kv),
+        # Flash attention is required for a quantized KV cache and shrinks the compute buffer.
+        "OLLAMA_FLASH_ATTENTION": "1",
+        "OLLAMA_MAX_LOADED_MODELS": str(loaded),
+        "OLLAMA_KEEP_ALIVE": "-1",
+    }
+
+
+def llamacpp_args(req: Request, target: Target, threads: int) -> tuple[str, ...]:
+    ngl = req.model.arch.layers + 1 if target.gpu is not None else 0
+    kv = gguf_kv_name(req.kv)
+    return (
+        "-c",
+        str(req.context * req.concurrency),  # llama.cpp splits -c evenly across -np slots
+        "-np",
+        str(req.concurrency),
+        "-ngl",
+        str(ngl),
+        "-t",
+        str(threads),
+        "-fa",
+        "on",
+        "--cache-type-k",
+        kv,
+        "--cache-type-v",
+        kv,
+    )

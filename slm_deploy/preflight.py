@@ -78,7 +78,7 @@ def pool_needs(env: Environment) -> list[PoolNeed]:
 
 def load_target(stack: str, root: Path, subscription: str | None) -> Target:
     from slm_deploy.environment import plan_environment
-    from slm_deploy.preview import load_stack_file
+    from slm_deploy.stackfile import load_stack_file
 
     config, _, source = load_stack_file(stack, root)
     location = config.get("azure-native:location")

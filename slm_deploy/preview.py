@@ -10,7 +10,6 @@ stand on it.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import hashlib
 import json
@@ -23,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
-from slm_deploy.safeyaml import load, read_input
+from slm_deploy.safeyaml import read_input
+from slm_deploy.stackfile import PROJECT, load_stack_file, read_config
+from slm_deploy.stackfile import check_stack_name as check_stack_name  # callers name it from here too
 
 # gRPC (under the Pulumi SDK) prints a notice on every fork while its threads run; review forks
 # validators after a preview.
@@ -31,7 +32,6 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 REDACTED = "<redacted>"
 UNKNOWN = "<unknown>"
-PROJECT = "slm-deploy"
 # What AKS returns for an Entra ID cluster with local accounts off: kubelogin in device-code mode.
 MOCK_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -52,9 +52,6 @@ users:
              --client-id, 80faf920-1908-4b52-b5ef-a8e7bedfc67a, --tenant-id, 00000000-0000-0000-0000-0000000000aa,
              --login, devicecode]
 """
-# Pulumi's own rule for a stack name (pulumi/pulumi, pkg/backend/filestate/backend.go,
-# validateStackName: `^[A-Za-z0-9_.-]{1,100}$`, no slashes). The name becomes a file name here.
-STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 INDEX = ".slm-preview.json"  # what the last preview wrote into --out: only those files are ever replaced
 STATE_FILE = ".slm-state.json"  # every resource a preview declared, for `preview --from`
 PULUMI_CONFIG_ENV = "PULUMI_CONFIG"
@@ -235,54 +232,6 @@ def _monitor(mocks: Any, result: PreviewResult) -> Any:
     return CapturingMonitor(mocks)
 
 
-def check_stack_name(stack: str) -> None:
-    if not STACK_NAME.fullmatch(stack):
-        raise InputError(
-            "arguments",
-            "STACK",
-            f"{stack[:120]!r} is not a Pulumi stack name (letters, digits, '-', '_', '.'; 1 to 100 characters)",
-        )
-
-
-def _check_namespace(key: str, source: str) -> None:
-    """A key in a namespace that is a near miss of the project's would be ignored silently."""
-    namespace, colon, _ = key.partition(":")
-    if not colon or namespace == PROJECT:
-        return
-    if namespace.lower() == PROJECT or difflib.SequenceMatcher(None, namespace.lower(), PROJECT).ratio() >= 0.8:
-        raise InputError(source, f"config.{key}", f"namespace {namespace!r} is not {PROJECT!r}: a misspelling would be ignored")
-
-
-def load_stack_file(stack: str, root: Path) -> tuple[dict[str, Any], list[str], str]:
-    """Pulumi.<stack>.yaml -> (config for the program, secret keys, source name)."""
-    check_stack_name(stack)
-    source = f"Pulumi.{stack}.yaml"
-    path = root / source
-    if not os.path.lexists(path):
-        known = sorted(p.name.split(".")[1] for p in root.glob("Pulumi.*.yaml"))
-        raise InputError(source, "", f"no such stack file (stacks: {', '.join(known)})")
-    data = load(read_input(path, source), source) or {}
-    if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
-        raise InputError(source, "config", "expected a mapping of config keys")
-    unknown = sorted(str(k) for k in set(data) - {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"})
-    if unknown:
-        raise InputError(source, unknown[0], "unknown top-level key")
-    config: dict[str, Any] = {}
-    secrets = []
-    for key, value in (data.get("config") or {}).items():
-        if not isinstance(key, str):
-            raise InputError(source, f"config.{key}", "a config key must be a string")
-        _check_namespace(key, source)
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            secrets.append(key)
-            value = "<secret from the stack's secrets provider>"
-        try:
-            config[key] = value if isinstance(value, str) else json.dumps(value, allow_nan=False)
-        except (ValueError, TypeError, RecursionError):
-            raise InputError(source, f"config.{key}", "not a value Pulumi config can hold") from None
-    return config, secrets, source
-
-
 def _set_aside_config_environment() -> dict[str, str]:
     """PULUMI_CONFIG and PULUMI_CONFIG_<KEY> would feed the program values the stack file does not
     hold; the offline preview renders the stack file only (under `pulumi up` the Pulumi CLI hands
@@ -315,7 +264,6 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
 
     from slm_deploy.stacks.entry import main, project_config
     from slm_deploy.stacks.images import pin_model_images
-    from slm_deploy.stacks.program import read_config
     from slm_deploy.supply.lock import locked_catalog
 
     stack = result.stack

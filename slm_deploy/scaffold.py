@@ -476,7 +476,7 @@ def _check(choices: InitChoices, files: dict[str, str]) -> None:
     """Plan every stack and bundle the fleet: a choice that cannot work stops here, writing nothing."""
     from slm_deploy.bundle.writer import build_fleet
     from slm_deploy.fleet import parse_fleet
-    from slm_deploy.stacks.program import read_config
+    from slm_deploy.stackfile import read_config
 
     try:
         for stack in choices.stacks:

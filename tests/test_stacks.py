@@ -277,7 +277,7 @@ def test_pulumi_up_reports_a_bad_stack_file_as_one_line_not_a_traceback() -> Non
     import pulumi
     from pulumi.runtime import set_all_config, set_mocks
 
-    from slm_deploy.preview import PROJECT, load_stack_file
+    from slm_deploy.stackfile import PROJECT, load_stack_file
     from slm_deploy.stacks.entry import main
 
     config, secrets, _ = load_stack_file("dev", ROOT)
@@ -305,7 +305,7 @@ def test_pulumi_up_refuses_the_packaged_example_lock() -> None:
     import pulumi
     from pulumi.runtime import set_all_config, set_mocks
 
-    from slm_deploy.preview import PROJECT, load_stack_file
+    from slm_deploy.stackfile import PROJECT, load_stack_file
     from slm_deploy.stacks.entry import main
     from slm_deploy.supply.lock import LOCK_NAME
 

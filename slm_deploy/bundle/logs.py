@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from slm_deploy.bundle.compose import LOGGING, Limits, _hardened, _healthcheck
+from slm_deploy.bundle.services import LOGGING, Limits, hardened, healthcheck
 from slm_deploy.catalog import Catalog
 from slm_deploy.observability.logs import (
     ALLOY_CONFIG,
@@ -37,7 +37,7 @@ ALLOY_READY = (
 
 
 def loki_service(catalog: Catalog) -> dict[str, Any]:
-    service = _hardened(catalog.images["loki"].ref, limits=LIMITS["loki"], networks=[LOGS_NETWORK])
+    service = hardened(catalog.images["loki"].ref, limits=LIMITS["loki"], networks=[LOGS_NETWORK])
     service["command"] = [f"-config.file={LOKI_CONFIG}"]
     service["volumes"] = [
         {"type": "bind", "source": "./loki/loki.yaml", "target": LOKI_CONFIG, "read_only": True},
@@ -45,13 +45,13 @@ def loki_service(catalog: Catalog) -> dict[str, Any]:
         {"type": "volume", "source": "loki-data", "target": LOKI_DATA},
     ]
     service["expose"] = [str(LOKI_PORT)]
-    service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", f"http://127.0.0.1:{LOKI_PORT}/ready"], 60)
+    service["healthcheck"] = healthcheck(["CMD", "wget", "--quiet", "--spider", f"http://127.0.0.1:{LOKI_PORT}/ready"], 60)
     service["depends_on"] = {"volume-init": {"condition": "service_completed_successfully"}}
     return service
 
 
 def alloy_service(catalog: Catalog) -> dict[str, Any]:
-    service = _hardened(catalog.images["alloy"].ref, limits=LIMITS["alloy"], networks=[LOGS_NETWORK], user="0:0")
+    service = hardened(catalog.images["alloy"].ref, limits=LIMITS["alloy"], networks=[LOGS_NETWORK], user="0:0")
     service["command"] = [
         "run",
         ALLOY_CONFIG,
@@ -65,7 +65,7 @@ def alloy_service(catalog: Catalog) -> dict[str, Any]:
         {"type": "volume", "source": "alloy-data", "target": ALLOY_DATA},
     ]
     service["expose"] = [str(ALLOY_PORT)]
-    service["healthcheck"] = _healthcheck(["CMD", "bash", "-c", ALLOY_READY])
+    service["healthcheck"] = healthcheck(["CMD", "bash", "-c", ALLOY_READY])
     service["depends_on"] = {"loki": {"condition": "service_started"}}
     service["x-hardening-exceptions"] = {
         "user": f"uid 0 with no capabilities: Docker's json-file logs under {DOCKER_CONTAINERS} are root-owned (0640), "

@@ -13,8 +13,9 @@ from pulumi.runtime import config as runtime_config
 
 from slm_deploy.environment import ClusterMode, EnvironmentSpec, refuse_placeholders
 from slm_deploy.errors import InputError
+from slm_deploy.stackfile import PROJECT, SECRET_KEYS, read_config
 from slm_deploy.stacks.images import pin_model_images
-from slm_deploy.stacks.program import PROJECT, SECRET_KEYS, build, read_config
+from slm_deploy.stacks.program import build
 from slm_deploy.supply.lock import example_notice, locked_catalog
 
 

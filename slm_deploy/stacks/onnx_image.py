@@ -9,7 +9,6 @@ file format, for `slm-deploy lock --images DIR/images.yaml` once they are pushed
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -17,11 +16,10 @@ from pathlib import Path
 
 from slm_deploy import yamlout
 from slm_deploy.errors import InputError
-from slm_deploy.preview import load_stack_file
 from slm_deploy.runtimes import onnx_runtime
 from slm_deploy.spec import Runtime
+from slm_deploy.stackfile import PROJECT, load_stack_file, project_values, read_config
 from slm_deploy.stacks.k8s.servers import server_image_id
-from slm_deploy.stacks.program import PROJECT, read_config
 from slm_deploy.supply.lock import locked_catalog
 
 IMAGES_HEADER = (
@@ -33,16 +31,7 @@ IMAGES_HEADER = (
 
 def _values(stack: str, root: Path) -> tuple[dict[str, object], str]:
     config, _, source = load_stack_file(stack, root)
-    values: dict[str, object] = {}
-    for key, text in config.items():
-        namespace, _, name = key.partition(":")
-        if namespace != PROJECT:
-            continue
-        try:
-            values[name] = json.loads(text)
-        except ValueError:
-            values[name] = text
-    return values, source
+    return project_values(config), source
 
 
 def build_contexts(stack: str, root: Path) -> dict[str, str]:

@@ -7,7 +7,6 @@ resources only inside `build()`, never at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -15,7 +14,7 @@ import pulumi_random as random
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.catalog.platform import load_aks_facts
-from slm_deploy.environment import ClusterMode, Environment, EnvironmentSpec, plan_environment
+from slm_deploy.environment import ClusterMode, Environment
 from slm_deploy.gateway import upstream_keepalive
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.images import pin_model_images
@@ -24,26 +23,6 @@ from slm_deploy.stacks.k8s.monitoring import Monitoring
 from slm_deploy.stacks.k8s.namespace import KeyVaultSource, ServingNamespace
 from slm_deploy.stacks.k8s.servers import SERVERS, ServerSettings
 from slm_deploy.supply.lock import locked_catalog
-
-PROJECT = "slm-deploy"
-# The project's config keys are the environment model's fields, as camelCase aliases.
-STRUCTURED_KEYS = frozenset(str(field.alias) for field in EnvironmentSpec.model_fields.values())
-SECRET_KEYS = {"hfToken"}
-
-
-def read_config(stack: str, values: dict[str, Any], source: str) -> Environment:
-    """Project config (`slm-deploy:*`, already decoded) -> a planned Environment; unknown keys fail."""
-    from slm_deploy.errors import InputError
-
-    config: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in SECRET_KEYS:
-            continue
-        if key not in STRUCTURED_KEYS:
-            known = ", ".join(sorted([*STRUCTURED_KEYS, *SECRET_KEYS]))
-            raise InputError(source, f"{PROJECT}:{key}", f"unknown config key (known: {known})")
-        config[key] = value
-    return plan_environment(stack, config, source=source)
 
 
 def _secret_inputs(name: str, hf_token: pulumi.Output[str] | None) -> tuple[dict[str, pulumi.Input[str]], pulumi.Output[str]]:

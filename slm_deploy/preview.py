@@ -239,8 +239,16 @@ def _set_aside_config_environment() -> dict[str, str]:
     return {k: os.environ.pop(k) for k in sorted(os.environ) if k.startswith(PULUMI_CONFIG_ENV)}
 
 
+# Whether this process has run Pulumi's runtime under mocks: a child forked after that inherits
+# its global state and spins in wait_for_rpcs forever (seen when a test process previewed, then
+# reviewed several stacks side by side). review/sources.py forks only while this is False.
+PREVIEWED = False
+
+
 def run_preview(stack: str, root: Path) -> PreviewResult:
     """Run the program for one stack under mocks and capture everything it declares."""
+    global PREVIEWED
+    PREVIEWED = True
     config, secret_keys, source = load_stack_file(stack, root)
     result = PreviewResult(stack)
     aside = _set_aside_config_environment()

@@ -56,13 +56,16 @@ def preview_stacks(stacks: list[str], project: Path, workdir: Path, report_rule:
     """Every stack's manifest folder, its rule findings reported in the stacks' order. Several
     stacks are previewed side by side, each in a child of its own (the Pulumi mocks keep global
     state, so a process each): issue 24, the three example stacks were two thirds of a review."""
-    if len(stacks) < 2:
+    import slm_deploy.preview
+
+    if len(stacks) < 2 or slm_deploy.preview.PREVIEWED:
+        # One stack, or a process whose Pulumi runtime already ran (a fork would inherit its state
+        # and hang): one after the other, here.
         return [stack_artifacts(stack, project, workdir, report_rule) for stack in stacks]
     import pulumi.runtime.stack  # noqa: F401 - imported once here, shared by the children
 
-    import slm_deploy.preview
     import slm_deploy.simulator
-    import slm_deploy.stacks.entry  # noqa: F401
+    import slm_deploy.stacks.entry
 
     jobs = [Isolated(_stack_job, stack, project, workdir) for stack in stacks]
     try:

@@ -277,6 +277,8 @@ def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[P
     assert list(fleet["hosts"])[:2] == ["store-0001", "store-0002"]  # canary first, then 10%
     assert fleet["hosts"]["store-0001"]["ansible_host"] == "10.0.0.1"
     assert fleet["vars"]["slm_root"] == "/srv/slm-deploy"  # a group default: a box's own slm_root wins
+    assert fleet["vars"]["slm_work"] == str(out.resolve() / "work")  # absolute: fetch and command agree
+    assert "forks = 50" in (out / "ansible.cfg").read_text()
     play = yaml.safe_load((out / "playbook.yml").read_text())[0]
     assert play["serial"] == [1, 1, 6] and play["max_fail_percentage"] == 0
     assert (out / "files" / "slm-box.py").read_bytes() == Path(boxagent.__file__).read_bytes()
@@ -379,3 +381,36 @@ def test_the_pull_variant_script_passes_shellcheck(tmp_path: Path, keys: tuple[P
     assert checked.returncode == 0, checked.stdout
     # The release folder, never the `current` link, is what compose is started in.
     assert 'cd "$(readlink -f "$ROOT/current")"' in script.read_text()
+
+
+def test_a_box_pinned_to_its_fleet_refuses_another_fleets_release(tmp_path: Path) -> None:
+    """One allowed_signers file may trust the same key for two fleets; the box names its own
+    (outside review F5), and `fleet trust` for one fleet keeps the other fleet's line (F6)."""
+    key, _ = keypair(tmp_path, "shared")
+    signers = tmp_path / "allowed_signers"
+    other = tmp_path / "other.yaml"
+    other.write_text(FLEET.read_text().replace("fleet: retail-stores", "fleet: other-fleet"))
+    for fleet_file in (FLEET, other):
+        done = run_cli("fleet", "trust", str(fleet_file), str(tmp_path / "shared.pub"), "--out", str(signers))
+        assert done.returncode == 0, done.stderr
+    lines = signers.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["release@other-fleet", "release@retail-stores"]
+    layout = tmp_path / "layout"
+    done = run_cli("publish", str(other), "--release", RELEASE, "--key", str(key), "--layout", str(layout), "--box", "kiosk-0003")
+    assert done.returncode == 0, done.stderr
+    agent = [sys.executable, boxagent.__file__, "install", "--box", "kiosk-0003", "--allowed-signers", str(signers)]
+    root = ["--root", str(tmp_path / "box"), "--layout", str(layout / "kiosk-0003.oci.tar")]
+    refused = subprocess.run([*agent, "--fleet", "retail-stores", *root], capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "a release of fleet other-fleet" in refused.stderr
+    assert not (tmp_path / "box" / "current").exists()
+
+
+def test_rollout_refuses_a_release_name_that_is_not_one(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, signers = keys
+    layout = publish(tmp_path, key, boxes=())
+    done = run_cli(
+        "rollout", str(FLEET), "--release", "{{ lookup('pipe', 'id') }}", "--artifacts", str(layout),
+        "--allowed-signers", str(signers), "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.startswith("error: arguments: --release:")
+    assert not (tmp_path / "o").exists()

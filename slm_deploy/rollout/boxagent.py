@@ -168,11 +168,14 @@ class Artifact:
             raise Refused(f"blob {digest[:19]}: content does not match its digest (tampered)")
         return data
 
-    def verified(self, box: str, allowed_signers: str) -> tuple[dict[str, str], bytes]:
-        """The statement and the bundle archive, once everything checks out for BOX."""
+    def verified(self, box: str, allowed_signers: str, fleet: str | None = None) -> tuple[dict[str, str], bytes]:
+        """The statement and the bundle archive, once everything checks out for BOX (and, when the
+        box knows its FLEET, for that fleet: one allowed_signers file may trust several fleets)."""
         statement = self._layer(STATEMENT_TYPE, MAX_SMALL)
         signature = self._layer(SIGNATURE_TYPE, MAX_SMALL)
         values = parse_statement(statement)
+        if fleet is not None and values["fleet"] != fleet:
+            raise Refused(f"a release of fleet {values['fleet']}, not of this box's fleet ({fleet})")
         verify_signature(statement, signature, values["fleet"], allowed_signers)
         if values["box"] != box:
             raise Refused(f"addressed to box {values['box']}, not to this box ({box})")
@@ -365,10 +368,12 @@ def _target(root: str, name: str) -> str | None:
     return os.readlink(path) if os.path.islink(path) else None
 
 
-def install(artifact: Artifact, box: str, allowed_signers: str, root: str, operator_entries: list[str]) -> dict[str, str]:
+def install(
+    artifact: Artifact, box: str, allowed_signers: str, root: str, operator_entries: list[str], fleet: str | None = None
+) -> dict[str, str]:
     """Verify, unpack into releases/<release>, carry the operator's files over from the current
     release, then make it current (the old current becomes previous). Returns the statement."""
-    values, bundle = artifact.verified(box, allowed_signers)
+    values, bundle = artifact.verified(box, allowed_signers, fleet)
     release = values["release"]
     releases = os.path.join(root, "releases")
     os.makedirs(releases, mode=0o755, exist_ok=True)
@@ -425,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("verify", "install"):
         p = sub.add_parser(name)
         p.add_argument("--box", required=True)
+        p.add_argument("--fleet", help="this box's fleet: a release of another fleet is refused")
         p.add_argument("--allowed-signers", required=True)
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--layout", help="an OCI image layout archive (offline boxes)")
@@ -452,9 +458,9 @@ def main(argv: list[str] | None = None) -> int:
             registry, _, repository = where.partition("/")
             artifact = fetch(registry, repository, tag)
         if args.command == "verify":
-            values, _ = artifact.verified(args.box, args.allowed_signers)
+            values, _ = artifact.verified(args.box, args.allowed_signers, args.fleet)
         else:
-            values = install(artifact, args.box, args.allowed_signers, args.root, args.operator_entry)
+            values = install(artifact, args.box, args.allowed_signers, args.root, args.operator_entry, args.fleet)
         out = {"box": values["box"], "release": values["release"], "bundle": values["bundle"]}
         if args.command == "install":
             # Compose must be given the release folder itself, never the `current` link: with the

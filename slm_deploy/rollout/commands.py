@@ -112,6 +112,8 @@ def rollout(
     from slm_deploy.fleet import load_fleet
     from slm_deploy.rollout.playbook import write_rollout
 
+    if not boxagent.RELEASE.match(release):
+        raise InputError("arguments", "--release", f"{release!r} is not a release name (letters, digits, . _ -; at most 64)")
     fleet = load_fleet(fleet_file)
     written = write_rollout(out, fleet, release, artifacts, allowed_signers, load_hosts(hosts))
     if not apply:
@@ -211,7 +213,12 @@ def trust(fleet_file: Path, public_key: Path, out: Path, valid_after: str | None
     kept = []
     if out.exists():
         try:
-            kept = [old for old in out.read_text(encoding="utf-8").splitlines() if words[1] not in old.split()]
+            principal = boxagent.principal(fleet.name)
+            kept = [
+                old
+                for old in out.read_text(encoding="utf-8").splitlines()
+                if not (old.split()[:1] == [principal] and words[1] in old.split())
+            ]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(str(out), "", f"cannot read it ({exc.__class__.__name__})") from None
     write_atomic(out, ("\n".join([*kept, line]) + "\n").encode())

@@ -30,7 +30,7 @@ from slm_deploy.yamlout import dump
 AGENT = Path(boxagent.__file__)
 
 
-def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts") -> dict[str, Any]:
+def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts", out: str = ".") -> dict[str, Any]:
     """The fleet's boxes, ring by ring. Defaults are group variables, which a box's own variables
     (from --hosts) override; play variables would win over both (Ansible variable precedence)."""
     groups: dict[str, Any] = {}
@@ -51,8 +51,10 @@ def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "
         "slm_root": "/srv/slm-deploy",
         "slm_deploy": "slm-deploy",
         "slm_artifacts": artifacts,
-        "slm_reports": "reports",
-        "slm_work": "work",
+        # Absolute: `fetch` resolves a relative dest against the playbook, `command` against the
+        # working directory; run from anywhere, both must name the same folder.
+        "slm_reports": f"{out}/reports",
+        "slm_work": f"{out}/work",
     }
     return {"all": {"children": {"slm_fleet": {"vars": defaults, "hosts": ordered, "children": groups}}}}
 
@@ -72,7 +74,8 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
     sizes = [len(boxes) for _, boxes in waves(fleet)]
     agent = "{{ slm_root }}/bin/slm-box.py"
     install = (
-        f"python3 {agent} install --box {{{{ inventory_hostname }}}} --allowed-signers {{{{ slm_root }}}}/allowed_signers "
+        f"python3 {agent} install --box {{{{ inventory_hostname }}}} --fleet {fleet.name} "
+        f"--allowed-signers {{{{ slm_root }}}}/allowed_signers "
         f"--layout {{{{ slm_root }}}}/incoming/{release}.oci.tar --root {{{{ slm_root }}}}"
         + "".join(f" --operator-entry {entry}" for entry in OPERATOR_ENTRIES)
     )
@@ -234,12 +237,12 @@ PULL_SCRIPT = """\
 #!/bin/sh
 # The pull variant (boxes behind NAT, issue 25): fetch this box's release tag, verify the signature
 # and manifest, install it beside the previous one, bring it up, and roll back when it does not come
-# up healthy. Run by slm-deploy-pull.timer; SLM_BOX and SLM_REGISTRY come from /etc/slm-deploy/pull.env.
+# up healthy. Run by slm-deploy-pull.timer; SLM_BOX, SLM_FLEET and SLM_REGISTRY come from /etc/slm-deploy/pull.env.
 set -eu
 ROOT=/srv/slm-deploy
 AGENT="$ROOT/bin/slm-box.py"
 python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
-  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT"{operator}
+  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET"{operator}
 # The release folder itself, not the `current` link: through the link every release has the same
 # bind-mount paths and `up` would keep the old containers on the old files.
 up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
@@ -286,7 +289,9 @@ def write_rollout(
         raise InputError(str(artifacts), "", f"no {missing[0]}.oci.tar: run `slm-deploy publish --layout {artifacts}` first")
     plays = playbook(fleet, release)
     files = {
-        "inventory.yml": dump(inventory(fleet, hosts, str(artifacts.resolve()))),
+        "inventory.yml": dump(inventory(fleet, hosts, str(artifacts.resolve()), str(out.resolve()))),
+        # Ansible's default of 5 boxes at a time would make a 10,000-box wave take days.
+        "ansible.cfg": "[defaults]\nforks = 50\n",
         "playbook.yml": dump(plays),
         "pull/slm-deploy-pull.sh": PULL_SCRIPT.format(operator="".join(f" \\\n  --operator-entry {e}" for e in OPERATOR_ENTRIES)),
         "pull/slm-deploy-pull.service": PULL_SERVICE,
@@ -303,4 +308,5 @@ def write_rollout(
     shutil.copyfile(allowed_signers, out / "files" / "allowed_signers")
     (out / "reports").mkdir(exist_ok=True)
     (out / "work").mkdir(exist_ok=True)
+    (out / "work").chmod(0o700)  # the boxes' API keys, fetched for the gate
     return written

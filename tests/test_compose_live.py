@@ -124,10 +124,11 @@ class Box:
         self.compose = yaml.safe_load((self.dir / "compose.yaml").read_text())
         root = _run(["docker", "info", "--format", "{{.DockerRootDir}}"], self.dir, env).stdout.strip()
         self.containers_dir = f"{root}/containers"
-        (self.dir / "compose.test-override.yaml").write_text(override(self.compose, self.containers_dir))
+        # An operator file (compose.override.yml): regenerating the box over its used folder keeps it.
+        (self.dir / "compose.override.yml").write_text(override(self.compose, self.containers_dir))
         self.env = {
             **env,
-            "COMPOSE_FILE": "compose.yaml:compose.test-override.yaml",
+            "COMPOSE_FILE": "compose.yaml:compose.override.yml",
             "COMPOSE_PROJECT_NAME": self.project,
             "HF_TOKEN": HF_TEST_TOKEN,
         }
@@ -252,7 +253,7 @@ def _onnx_standin(box: Box) -> None:
         "onnx": {"build": {"dockerfile": "Dockerfile.test"}},
         "model-fetch": {"entrypoint": fetch, "volumes": [seed_mount]},
     }
-    (box.dir / "compose.test-override.yaml").write_text(override(box.compose, box.containers_dir, extra))
+    (box.dir / "compose.override.yml").write_text(override(box.compose, box.containers_dir, extra))
 
 
 def _readme_commands(box: Box) -> list[str]:

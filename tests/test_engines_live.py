@@ -133,7 +133,7 @@ class EngineBox:
             fetch = ["sh", "-c", f"cp /seed/model.gguf {model}"]
         subprocess.run(["chmod", "-R", "a+rX", str(self.seed)], check=True)
         extra["model-fetch"] = {"entrypoint": fetch, "volumes": [seed_mount]}
-        (self.box.dir / "compose.test-override.yaml").write_text(override(compose, self.box.containers_dir, extra))
+        (self.box.dir / "compose.override.yml").write_text(override(compose, self.box.containers_dir, extra))
 
     def _seed_hf(self, image: str) -> None:
         """The tiny checkpoint in huggingface_hub's cache layout, written by the vLLM image's own libraries."""

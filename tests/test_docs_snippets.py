@@ -132,7 +132,7 @@ def _inner(annotation: Any) -> type[BaseModel] | None:
 def check_key_path(key: str, where: str) -> None:
     """`slm-deploy:cluster.apiServer.authorizedIpRanges[0]` names fields of the stack schema."""
     from slm_deploy.environment import EnvironmentSpec
-    from slm_deploy.stacks.program import SECRET_KEYS
+    from slm_deploy.stackfile import SECRET_KEYS
 
     top, _, rest = key.removeprefix("slm-deploy:").partition(".")
     if top in SECRET_KEYS:
@@ -157,7 +157,7 @@ def merged(base: Any, patch: Any) -> Any:
 
 def check_stack_config(config: dict[str, Any], where: str) -> None:
     from slm_deploy.errors import InputError
-    from slm_deploy.stacks.program import read_config
+    from slm_deploy.stackfile import read_config
 
     base = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     full = merged(base, config)

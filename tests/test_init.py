@@ -502,7 +502,7 @@ def test_each_stack_set_up_as_the_readme_says_deploys_as_a_service_principal(tmp
     for it that says `User` is refused by ARM. The README has the user set each stack's
     cluster.deployerObjectId; the stack file that results reads through the program, whose principal
     type for a set deployerObjectId is ServicePrincipal (cluster.deployerPrincipalType's default)."""
-    from slm_deploy.stacks.program import read_config
+    from slm_deploy.stackfile import read_config
 
     repo = tmp_path / "r"
     assert cli("init", str(repo), "--stack", "dev", "--stack", "prod", cwd=tmp_path).returncode == 0
@@ -547,6 +547,6 @@ def test_each_deploy_job_opens_the_api_server_to_its_runner_and_closes_it_again(
     assert output.read_text() == f"ranges={RUNNER_RANGE}\n"
     prod = yaml.safe_load((repo / "Pulumi.prod.yaml").read_text())["config"]
     assert prod["slm-deploy:cluster"]["apiServer"]["authorizedIpRanges"] == [RUNNER_RANGE, "20.100.1.2/32"]
-    from slm_deploy.stacks.program import read_config
+    from slm_deploy.stackfile import read_config
 
     read_config("prod", {k.split(":", 1)[1]: v for k, v in prod.items() if k.startswith("slm-deploy:")}, "Pulumi.prod.yaml")

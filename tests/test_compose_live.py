@@ -548,6 +548,14 @@ def day2_regenerate(box: Box, bundles: Path, start: str) -> Box:
     """Regenerate the used box folder from the changed fleet entry ("regenerate instead of editing",
     README) and apply it with the README's start line, then wait for the box."""
     fleet = changed_fleet_entry(bundles, box.id)
+    # This test's own build inputs (not operator files) leave the folder first, as an operator's
+    # would once the offline image is built; _prepare makes them again for the new bundle.
+    for scratch in ("Dockerfile.test", "standin-model", "standin-wheels"):
+        path = bundles / box.id / scratch
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     result = run_cli("bundle", str(fleet), "--out", str(bundles), "--box", box.id, "--allow-unlocked")
     assert result.returncode == 0, f"regenerating the used box folder failed ({result.returncode}): {result.stderr.strip()}"
     renewed = Box(box.id, bundles, {k: v for k, v in box.env.items() if k not in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME")})

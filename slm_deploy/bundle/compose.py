@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from slm_deploy.bundle.services import USER, Limits
+from slm_deploy.bundle.services import hardened as _hardened
+from slm_deploy.bundle.services import healthcheck as _healthcheck
 from slm_deploy.catalog import Catalog
 from slm_deploy.fleet import Box
 from slm_deploy.gateway import ENTRYPOINT as GATEWAY_ENTRYPOINT
@@ -26,17 +28,7 @@ ALERTS_NETWORK = "alerts"
 EDGE_NETWORK = "edge"
 EGRESS_NETWORK = "egress"
 GATEWAY_CONTAINER_PORT = 8443
-USER = f"{APP_UID}:{APP_UID}"
-LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 COMPILE_CACHE_VOLUME = "compile-cache"
-HEALTH_TIMING = {"interval": "30s", "timeout": "5s", "retries": 3}
-
-
-@dataclass(frozen=True)
-class Limits:
-    cpus: float
-    memory_mib: int
-    pids: int
 
 
 # Limits of the services around the model server, sized for their work on one box.
@@ -55,45 +47,6 @@ RUNTIME_PIDS = 4096  # vLLM spawns an engine core, tokenizer workers and compile
 PROMETHEUS_RETENTION = "15d"
 PROMETHEUS_DISK_SHARE = 0.02  # of the box's disk, for metrics
 PROMETHEUS_SIZE_MIB = (256, 8192)  # at least, at most
-
-
-def _deploy(cpus: float, memory_mib: int, pids: int, gpus: int = 0) -> dict[str, Any]:
-    resources: dict[str, Any] = {
-        "limits": {"cpus": f"{cpus:g}", "memory": f"{memory_mib}M", "pids": pids},
-        "reservations": {"cpus": f"{min(cpus, 0.25 if cpus < 1 else cpus / 2):g}", "memory": f"{memory_mib // 2}M"},
-    }
-    if gpus:
-        resources["reservations"]["devices"] = [{"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]
-    return {"resources": resources}
-
-
-def _healthcheck(test: list[str], start_period_s: int = 30) -> dict[str, Any]:
-    return {"test": test, **HEALTH_TIMING, "start_period": f"{start_period_s}s"}
-
-
-def _hardened(
-    image: str,
-    *,
-    limits: Limits,
-    networks: list[str],
-    tmpfs: list[str] | None = None,
-    user: str = USER,
-    one_shot: bool = False,
-    gpus: int = 0,
-) -> dict[str, Any]:
-    service: dict[str, Any] = {
-        "image": image,
-        "user": user,
-        "read_only": True,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "tmpfs": tmpfs or ["/tmp:size=64m,mode=1777"],
-        "restart": "no" if one_shot else "unless-stopped",
-        "networks": networks,
-        "logging": LOGGING,
-        "deploy": _deploy(limits.cpus, limits.memory_mib, limits.pids, gpus),
-    }
-    return service
 
 
 def _runtime_service(spec: RuntimeSpec, plans: tuple[Plan, ...], box: Box, image: str, catalog: Catalog) -> dict[str, Any]:

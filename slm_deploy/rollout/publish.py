@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from slm_deploy.atomicfile import write_atomic
 from slm_deploy.bundle import BoxBundle
 from slm_deploy.bundle.swap import OPERATOR_ENTRIES
 from slm_deploy.bundle.writer import TAR_MTIME, tar_bytes
@@ -158,19 +158,11 @@ def layout_bytes(release: Release) -> bytes:
 
 
 def write_layout(out: Path, release: Release) -> Path:
+    """OUT/BOX.oci.tar, whole or not at all (slm_deploy.atomicfile)."""
     dest = out / f"{release.box}.oci.tar"
-    tmp = ""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{release.box}.", suffix=".oci.tar", dir=out)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(layout_bytes(release))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InputError(str(dest), "", f"cannot write the layout archive: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise InputError(str(out), "", f"cannot create the folder: {exc.strerror or exc}") from None
+    write_atomic(dest, layout_bytes(release))
     return dest

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,7 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
 
 def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], source: str, root: Path) -> None:
     import pulumi
-    from pulumi.runtime import set_all_config, set_mocks
+    from pulumi.runtime import set_all_config, set_mocks, settings
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
@@ -277,6 +278,10 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
     stack = result.stack
     mocks = _mocks()
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
+    # set_mocks (pulumi 3.x, runtime/mocks.py MockSettings) starts a new RPC manager but keeps the
+    # process's list of outputs to await: an earlier program's outputs would be awaited, and their
+    # failures raised, in this run. This run awaits its own.
+    settings.SETTINGS.outputs = deque()
     set_all_config(config, secret_keys)
     # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.
     result.environment = read_config(stack, project_config(), source)

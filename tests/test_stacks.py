@@ -327,3 +327,32 @@ def test_pulumi_up_refuses_the_packaged_example_lock() -> None:
     set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=True)
     set_all_config(config, secrets)
     main(ROOT)  # pulumi preview: a warning, not a failure
+
+
+def test_a_preview_after_a_program_left_unfinished_in_the_process_is_that_stack_alone() -> None:
+    """A `pulumi up` entry point run in this process without waiting for its registrations (as the
+    two tests above do, as a tool embedding slm-deploy might) left them on the event loop; the next
+    preview finished them into its own run: a dev pool's identity failed inside a prod preview
+    (CI, stop 26). The preview starts from a clean runtime."""
+    import pulumi
+    from pulumi.runtime import set_all_config, set_mocks
+
+    from slm_deploy.stackfile import PROJECT, load_stack_file
+    from slm_deploy.stacks.entry import main
+
+    config, secrets, _ = load_stack_file("dev", ROOT)
+
+    class EchoMocks(pulumi.runtime.Mocks):  # identities come back as sent (a list), not as ARM's map
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return args.name, dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    set_mocks(EchoMocks(), project=PROJECT, stack="dev", preview=True)
+    set_all_config(config, secrets)
+    main(ROOT)  # registrations left pending, never awaited
+    result = run_preview("prod", ROOT)
+    names = {r.name for r in result.resources}
+    assert names and not any(name.startswith("slm-dev") for name in names)
+    assert {r.name for r in result.resources} == {r.name for r in preview("prod").resources}

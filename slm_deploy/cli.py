@@ -930,10 +930,10 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        from slm_deploy.netclient import start_command
+        from slm_deploy import netclient
 
-        start_command()
-        main.main(prog_name="slm-deploy", standalone_mode=False)
+        with netclient.command():
+            main.main(prog_name="slm-deploy", standalone_mode=False)
     except InputError as exc:  # a bad SLM_DEPLOY_NET_* setting, before any command ran
         fail(str(exc))
     except click.UsageError as exc:

@@ -98,11 +98,18 @@ def request_timeout() -> float:
 _COMMAND: Deadline | None = None
 
 
-def start_command() -> None:
-    """Called once by the command line: every request of this process ends by the command's deadline."""
+@contextmanager
+def command() -> Iterator[None]:
+    """Around one command of the command line: every request it makes ends by the command's
+    deadline. The deadline ends with the command, so code that runs the command line in-process
+    (a test, a tool embedding it) is not bound by an earlier command's clock afterwards."""
     global _COMMAND
     request_timeout()  # a bad setting is refused before the command starts
     _COMMAND = Deadline(_seconds(DEADLINE_ENV, DEFAULT_DEADLINE))
+    try:
+        yield
+    finally:
+        _COMMAND = None
 
 
 def command_deadline() -> Deadline | None:

@@ -138,3 +138,14 @@ def test_plan_arguments_that_were_accepted_but_wrong(
 ) -> None:
     code, _, err = invoke(capsys, "plan", *args)
     _one_error(code, err, expected)
+
+
+def test_the_network_deadline_of_a_command_ends_with_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """The console script run in-process (as here, or by a tool embedding it) set a 600 s deadline
+    for every later request of the process: in CI, smoke and resolve tests run more than 600 s after
+    this file's commands answered "no complete answer within the command's 600 s" (stop 26)."""
+    from slm_deploy import netclient
+
+    code, _, err = invoke(capsys, "--version")
+    assert code == 0, err
+    assert netclient.command_deadline() is None

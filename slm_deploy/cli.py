@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from slm_deploy import __version__
 from slm_deploy.errors import InputError, from_validation_error
-from slm_deploy.spec import CpuArch, GpuAttachment, Hardware, KvCacheDtype, Quantization, Runtime, Serving
+from slm_deploy.spec import CpuArch, KvCacheDtype, Quantization, Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,15 +127,9 @@ def plan(
 
     Exit 0 when it fits, 2 (with the reason and suggestions) when it cannot.
     """
-    from slm_deploy.catalog import load_catalog
-    from slm_deploy.planner import plan as make_plan
-    from slm_deploy.planner import resolve_gpu
+    from slm_deploy.planner.options import MachineOptions, plan_from_options
     from slm_deploy.report import plan_table
 
-    if gpu and cpu_only:
-        raise InputError("arguments", "--cpu", "give --gpu or --cpu, not both")
-    if gpu_count is not None and not gpu:
-        raise InputError("arguments", "--gpu-count", "needs --gpu (the GPU model or VM size it counts)")
     options: dict[str, Any] = {
         "model": model,
         "runtime": runtime,
@@ -147,40 +141,8 @@ def plan(
         "tensor_parallel": tensor_parallel,
         "max_num_batched_tokens": max_num_batched_tokens,
     }
-    serving = Serving.model_validate({k: v for k, v in options.items() if v is not None})
-    catalog = load_catalog()
-    hardware: Hardware | None = None
-    if gpu_memory_gib is not None and not gpu:
-        raise InputError("arguments", "--gpu-memory-gib", "also give --gpu: the catalog GPU closest to yours")
-    if gpu:
-        device, vm_gpus, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
-        host = catalog.vm_sizes[vm] if vm else None
-        if host is not None and gpu_count is not None:
-            if gpu_count != vm_gpus:
-                hint = f"{vm} has {vm_gpus} GPU(s); leave --gpu-count out or give {vm_gpus}"
-                raise InputError("arguments", "--gpu-count", hint)
-            gpu_count = None  # the VM size already counts its GPUs
-        model_name = gpu
-        if gpu_memory_gib is not None:
-            custom = device.model_copy(
-                update={
-                    "id": f"{device.id}-custom",
-                    "name": f"{device.name} with {gpu_memory_gib:g} GiB",
-                    "memory_gib": gpu_memory_gib,
-                    "source": "--gpu-memory-gib",
-                }
-            )
-            catalog = catalog.model_copy(update={"gpus": {**catalog.gpus, custom.id: custom}})
-            model_name = custom.id
-        hardware = Hardware(
-            cpu_arch=CpuArch(cpu_arch) if cpu_arch else device.host_arch,
-            cpus=host.vcpus if host else cpus,
-            memory_gib=host.memory_gib if host else memory_gib,
-            gpu=GpuAttachment(model=model_name, count=gpu_count or (vm_gpus if gpu_memory_gib is not None else 1)),
-        )
-    elif cpu_only:
-        hardware = Hardware(cpu_arch=CpuArch(cpu_arch or CpuArch.AMD64.value), cpus=cpus, memory_gib=memory_gib)
-    result = make_plan(serving, hardware, catalog=catalog, source="arguments", hardware_path="--gpu")
+    machine = MachineOptions(gpu, gpu_count, gpu_memory_gib, cpu_only, cpus, memory_gib, cpu_arch)
+    result = plan_from_options(options, machine)
     if as_json:
         print_json(result.to_json())
     else:
@@ -225,8 +187,7 @@ def bundle(
     (secrets/, .env, compose.override.yaml, certs/, images.tar, gateway/tls_cert.pem) are kept.
     """
     from slm_deploy.bundle.swap import older_leftovers
-    from slm_deploy.bundle.verify import manifest_digest
-    from slm_deploy.bundle.writer import build_fleet, refuse_example_lock, select_boxes, write_boxes
+    from slm_deploy.bundle.writer import build_fleet, refuse_example_lock, select_boxes, summary_rows, write_boxes
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
@@ -239,22 +200,7 @@ def bundle(
     write_boxes(out_dir, bundles, force=force, tars=as_tar)
     for leftover in older_leftovers(out_dir, [b.box.id for b in bundles]):
         click.echo(f"note: {leftover} was left by an interrupted older run and may hold secrets; not removed", err=True)
-    rows = [
-        {
-            "box": b.box.id,
-            "runtime": p.runtime,
-            "model": p.model,
-            "quantization": p.quantization,
-            "context": p.context,
-            "concurrency": p.concurrency,
-            "device": p.device,
-            "memory_used_gib": p.memory_used_gib,
-            "device_memory_gib": p.device_memory_gib,
-            "manifest_sha256": manifest_digest(b.files["MANIFEST.json"]),
-        }
-        for b in bundles
-        for p in b.plans
-    ]
+    rows = summary_rows(bundles)
     if as_json:
         print_json({"out": str(out_dir), "boxes": rows})
     else:

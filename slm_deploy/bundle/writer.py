@@ -16,10 +16,11 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from slm_deploy.bundle import BoxBundle, build_box
 from slm_deploy.bundle.swap import check_replaceable, out_lock, put_in_place, recover_staging, staging_path
-from slm_deploy.bundle.verify import VerifyReport, verify_bundle  # noqa: F401 - re-exported
+from slm_deploy.bundle.verify import VerifyReport, manifest_digest, verify_bundle  # noqa: F401 - re-exported
 from slm_deploy.catalog import Catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
@@ -214,3 +215,23 @@ def write_tar(out: Path, bundle: BoxBundle) -> Path:
             raise InputError(str(dest), "", f"cannot write the archive: {exc.strerror or exc}") from None
         raise
     return dest
+
+
+def summary_rows(bundles: list[BoxBundle]) -> list[dict[str, Any]]:
+    """One row per model of each bundle: what `slm-deploy bundle` prints (table or --json)."""
+    return [
+        {
+            "box": b.box.id,
+            "runtime": p.runtime,
+            "model": p.model,
+            "quantization": p.quantization,
+            "context": p.context,
+            "concurrency": p.concurrency,
+            "device": p.device,
+            "memory_used_gib": p.memory_used_gib,
+            "device_memory_gib": p.device_memory_gib,
+            "manifest_sha256": manifest_digest(b.files["MANIFEST.json"]),
+        }
+        for b in bundles
+        for p in b.plans
+    ]

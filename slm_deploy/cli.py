@@ -141,7 +141,7 @@ def bundle(
     (secrets/, .env, compose.override.yaml, certs/, images.tar, gateway/tls_cert.pem) are kept.
     """
     from slm_deploy.bundle.swap import older_leftovers
-    from slm_deploy.bundle.writer import build_fleet, refuse_example_lock, select_boxes, summary_rows, write_boxes
+    from slm_deploy.bundle.writer import refuse_example_lock, select_boxes, write_fleet
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
@@ -150,11 +150,9 @@ def bundle(
         refuse_example_lock(fleet, allow_example_lock)
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
-        bundles = build_fleet(fleet, boxes, progress=advance, allow_unlocked=allow_unlocked)
-    write_boxes(out_dir, bundles, force=force, tars=as_tar)
-    for leftover in older_leftovers(out_dir, [b.box.id for b in bundles]):
+        rows = write_fleet(out_dir, fleet, boxes, force=force, tars=as_tar, progress=advance, allow_unlocked=allow_unlocked)
+    for leftover in older_leftovers(out_dir, [box.id for box in boxes]):
         click.echo(f"note: {leftover} was left by an interrupted older run and may hold secrets; not removed", err=True)
-    rows = summary_rows(bundles)
     if as_json:
         print_json({"out": str(out_dir), "boxes": rows})
     else:

@@ -2,59 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from slm_deploy import __version__
-from slm_deploy.errors import InputError, from_validation_error
-from slm_deploy.spec import CpuArch, GpuAttachment, Hardware, KvCacheDtype, Quantization, Runtime, Serving
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
-
-
-def clear_errors(func: F) -> F:
-    """Every bad input becomes one `error:` line and exit 2; never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except InputError as exc:
-            fail(str(exc))
-        except ValidationError as exc:
-            fail(str(from_validation_error("arguments", exc)))
-        except OSError as exc:  # a disk or path problem not caught nearer: still one line (issue 10)
-            where = exc.filename if exc.filename is not None else "output"
-            fail(f"{where}: {exc.strerror or exc.__class__.__name__}")
-        except RecursionError:
-            fail("input: nested too deeply")
-
-    return wrapper  # type: ignore[return-value]
-
-
-class NonEmptyPath(click.Path):
-    """A path that may not be empty: click would turn `--out ''` into Path('.'), the current folder."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
-            self.fail("an empty path; name a folder or file", param, ctx)
-        return super().convert(value, param, ctx)
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+from slm_deploy.cli_common import NonEmptyPath, choice, clear_errors, fail, print_json
+from slm_deploy.cli_ops import catalog_command, init, lock, smoke
+from slm_deploy.cli_rollout import fleet, publish, rollout
+from slm_deploy.errors import InputError
+from slm_deploy.spec import CpuArch, KvCacheDtype, Quantization, Runtime
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -64,10 +23,6 @@ def main(ctx: click.Context) -> None:
     """Plan, generate, preview and review deployments of small language models."""
     if ctx.invoked_subcommand is None:  # a bare `slm-deploy` is a request for help, not an error
         click.echo(ctx.get_help())
-
-
-def _choice(enum: type[Any]) -> click.Choice[str]:
-    return click.Choice([e.value for e in enum], case_sensitive=False)
 
 
 @main.command()
@@ -88,12 +43,12 @@ def _choice(enum: type[Any]) -> click.Choice[str]:
 @click.option("--cpu", "cpu_only", is_flag=True, help="Plan for a CPU-only machine.")
 @click.option("--cpus", type=click.IntRange(min=1), default=8, show_default=True, help="CPU cores of the machine.")
 @click.option("--memory-gib", type=click.FloatRange(min=0.5), default=32.0, show_default=True, help="Host RAM, GiB.")
-@click.option("--cpu-arch", type=_choice(CpuArch), default=None, help="amd64 or arm64 (default: the GPU's host).")
-@click.option("--runtime", type=_choice(Runtime), default=Runtime.VLLM.value, show_default=True)
-@click.option("--quantization", type=_choice(Quantization), default=None, help="Default: bf16 (vllm), q4_k_m (GGUF).")
+@click.option("--cpu-arch", type=choice(CpuArch), default=None, help="amd64 or arm64 (default: the GPU's host).")
+@click.option("--runtime", type=choice(Runtime), default=Runtime.VLLM.value, show_default=True)
+@click.option("--quantization", type=choice(Quantization), default=None, help="Default: bf16 (vllm), q4_k_m (GGUF).")
 @click.option("--context", type=click.IntRange(min=1), default=None, help="Max context per request, tokens.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Concurrent requests to hold.")
-@click.option("--kv-cache-dtype", type=_choice(KvCacheDtype), default=None)
+@click.option("--kv-cache-dtype", type=choice(KvCacheDtype), default=None)
 @click.option("--gpu-memory-utilization", type=float, default=None, help="vLLM: fraction of each GPU to reserve.")
 @click.option("--tensor-parallel", type=click.IntRange(min=1), default=None, help="vLLM: GPUs per replica.")
 @click.option(
@@ -127,15 +82,9 @@ def plan(
 
     Exit 0 when it fits, 2 (with the reason and suggestions) when it cannot.
     """
-    from slm_deploy.catalog import load_catalog
-    from slm_deploy.planner import plan as make_plan
-    from slm_deploy.planner import resolve_gpu
+    from slm_deploy.planner.options import MachineOptions, plan_from_options
     from slm_deploy.report import plan_table
 
-    if gpu and cpu_only:
-        raise InputError("arguments", "--cpu", "give --gpu or --cpu, not both")
-    if gpu_count is not None and not gpu:
-        raise InputError("arguments", "--gpu-count", "needs --gpu (the GPU model or VM size it counts)")
     options: dict[str, Any] = {
         "model": model,
         "runtime": runtime,
@@ -147,40 +96,8 @@ def plan(
         "tensor_parallel": tensor_parallel,
         "max_num_batched_tokens": max_num_batched_tokens,
     }
-    serving = Serving.model_validate({k: v for k, v in options.items() if v is not None})
-    catalog = load_catalog()
-    hardware: Hardware | None = None
-    if gpu_memory_gib is not None and not gpu:
-        raise InputError("arguments", "--gpu-memory-gib", "also give --gpu: the catalog GPU closest to yours")
-    if gpu:
-        device, vm_gpus, vm = resolve_gpu(gpu, catalog, "arguments", "--gpu")
-        host = catalog.vm_sizes[vm] if vm else None
-        if host is not None and gpu_count is not None:
-            if gpu_count != vm_gpus:
-                hint = f"{vm} has {vm_gpus} GPU(s); leave --gpu-count out or give {vm_gpus}"
-                raise InputError("arguments", "--gpu-count", hint)
-            gpu_count = None  # the VM size already counts its GPUs
-        model_name = gpu
-        if gpu_memory_gib is not None:
-            custom = device.model_copy(
-                update={
-                    "id": f"{device.id}-custom",
-                    "name": f"{device.name} with {gpu_memory_gib:g} GiB",
-                    "memory_gib": gpu_memory_gib,
-                    "source": "--gpu-memory-gib",
-                }
-            )
-            catalog = catalog.model_copy(update={"gpus": {**catalog.gpus, custom.id: custom}})
-            model_name = custom.id
-        hardware = Hardware(
-            cpu_arch=CpuArch(cpu_arch) if cpu_arch else device.host_arch,
-            cpus=host.vcpus if host else cpus,
-            memory_gib=host.memory_gib if host else memory_gib,
-            gpu=GpuAttachment(model=model_name, count=gpu_count or (vm_gpus if gpu_memory_gib is not None else 1)),
-        )
-    elif cpu_only:
-        hardware = Hardware(cpu_arch=CpuArch(cpu_arch or CpuArch.AMD64.value), cpus=cpus, memory_gib=memory_gib)
-    result = make_plan(serving, hardware, catalog=catalog, source="arguments", hardware_path="--gpu")
+    machine = MachineOptions(gpu, gpu_count, gpu_memory_gib, cpu_only, cpus, memory_gib, cpu_arch)
+    result = plan_from_options(options, machine)
     if as_json:
         print_json(result.to_json())
     else:
@@ -225,8 +142,7 @@ def bundle(
     (secrets/, .env, compose.override.yaml, certs/, images.tar, gateway/tls_cert.pem) are kept.
     """
     from slm_deploy.bundle.swap import older_leftovers
-    from slm_deploy.bundle.verify import manifest_digest
-    from slm_deploy.bundle.writer import build_fleet, refuse_example_lock, select_boxes, write_boxes
+    from slm_deploy.bundle.writer import refuse_example_lock, select_boxes, write_fleet
     from slm_deploy.fleet import load_fleet
     from slm_deploy.report import bundle_summary, progress_bar
 
@@ -235,26 +151,9 @@ def bundle(
         refuse_example_lock(fleet, allow_example_lock)
     boxes = select_boxes(fleet, box_ids)
     with progress_bar(len(boxes), enabled=not as_json) as advance:
-        bundles = build_fleet(fleet, boxes, progress=advance, allow_unlocked=allow_unlocked)
-    write_boxes(out_dir, bundles, force=force, tars=as_tar)
-    for leftover in older_leftovers(out_dir, [b.box.id for b in bundles]):
+        rows = write_fleet(out_dir, fleet, boxes, force=force, tars=as_tar, progress=advance, allow_unlocked=allow_unlocked)
+    for leftover in older_leftovers(out_dir, [box.id for box in boxes]):
         click.echo(f"note: {leftover} was left by an interrupted older run and may hold secrets; not removed", err=True)
-    rows = [
-        {
-            "box": b.box.id,
-            "runtime": p.runtime,
-            "model": p.model,
-            "quantization": p.quantization,
-            "context": p.context,
-            "concurrency": p.concurrency,
-            "device": p.device,
-            "memory_used_gib": p.memory_used_gib,
-            "device_memory_gib": p.device_memory_gib,
-            "manifest_sha256": manifest_digest(b.files["MANIFEST.json"]),
-        }
-        for b in bundles
-        for p in b.plans
-    ]
     if as_json:
         print_json({"out": str(out_dir), "boxes": rows})
     else:
@@ -539,385 +438,13 @@ def image_onnx(stack: str, out_dir: Path, project_dir: Path | None) -> None:
     click.echo(f"wrote {out_dir}: {len(files)} files")
 
 
-# Images of the user's own (a stack's models[].image) are asked for only through --images.
-STALE_HINT = (
-    "note: your own images (a stack's models[].image, e.g. runtime onnx's server) stay locked only when their "
-    "images file is passed again: slm-deploy lock --images examples/stack-images.yaml (or yours)"
-)
-
-
-@main.command()
-@click.option(
-    "--lock", "lock_file", type=click.Path(path_type=Path, dir_okay=False), default="images.lock.yaml", show_default=True
-)
-@click.option(
-    "--images", "images_files", multiple=True, type=click.Path(path_type=Path), help="Also lock these (images.yaml format)."
-)
-@click.option("--no-catalog", is_flag=True, help="Lock only the --images files, not the catalog's images.")
-@click.option("--check", is_flag=True, help="Change nothing; exit 1 when a tag moved, an image is missing or an entry is stale.")
-@click.option("--mirror", help="Resolve through this registry mirror (HOST[:PORT], images under HOST/<registry>/<path>).")
-@click.option("--insecure-registry", "insecure", multiple=True, help="Allow plain HTTP to this host (loopback may).")
-@clear_errors
-def lock(
-    lock_file: Path, images_files: tuple[Path, ...], no_catalog: bool, check: bool, mirror: str | None, insecure: tuple[str, ...]
-) -> None:
-    """Resolve every image to its digests on the registry and write them to the lock file.
-
-    Exit 0 when written (or, with --check, when the lock matches the registry); 1 when --check finds
-    a moved tag, a missing image or a stale entry (an image no longer asked for, which `lock` drops);
-    2 when a registry cannot answer (nothing is written then).
-    """
-    from slm_deploy.catalog import load_catalog
-    from slm_deploy.supply import lock as locking
-    from slm_deploy.supply.registry import RegistryClient, RegistryError
-
-    extra = [image for path in images_files for image in locking.load_images_file(path)]
-    refs = locking.wanted_images(None if no_catalog else load_catalog(), extra)
-    if not refs:
-        raise InputError("arguments", "--images", "no images to lock")
-    previous = locking.load(lock_file) if lock_file.exists() else None
-    client = RegistryClient(insecure_hosts=frozenset(insecure))
-    try:
-        current = (locking.check if check else locking.resolve)(refs, client, previous, mirror=mirror)
-    except RegistryError as exc:
-        fail(f"lock: {exc}; {lock_file} {'left unchanged' if previous is not None else 'not written'}")
-    moved = locking.compare(previous, current)
-    stale = locking.stale(previous, refs)
-    if check:
-        for change in moved:
-            old = change.old or "missing from the lock"
-            click.echo(f"{'moved' if change.old else 'missing'}: {change.key}: {old} -> {change.new}")
-        for key in stale:
-            click.echo(f"stale: {key}: in the lock, but no longer in the catalog or the --images files")
-        if stale:
-            click.echo(STALE_HINT, err=True)
-        if moved or stale:
-            sys.exit(1)
-        click.echo(f"ok: {lock_file}: {len(current)} images match the registry")
-        return
-    locking.write(lock_file, locking.LockFile(version=1, images=current))
-    for key in stale:
-        click.echo(f"removed: {key}: no longer in the catalog or the --images files")
-    if stale:
-        click.echo(STALE_HINT, err=True)
-    click.echo(f"wrote {lock_file}: {len(current)} images, {len(moved)} changed, {len(stale)} removed")
-
-
-@main.command()
-@click.argument("url")
-@click.option("--api-key-file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="File holding the API key.")
-@click.option("--cacert", type=click.Path(path_type=Path, dir_okay=False), help="CA or self-signed certificate to trust (PEM).")
-@click.option("--model", help="Model to call (default: the first one listed).")
-@click.option("--requests", "requests_", type=click.IntRange(1, 64), default=8, show_default=True, help="Requests in the burst.")
-@click.option("--max-tokens", type=click.IntRange(1, 1024), default=32, show_default=True, help="Tokens per completion.")
-@click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True, help="Seconds per request.")
-@click.option("--min-cert-days", type=click.IntRange(0), default=14, show_default=True, help="Fail on an expiry sooner.")
-@click.option("--metrics-url", help="Internal metrics address to check too (e.g. http://127.0.0.1:9180/metrics on the box).")
-@click.option(
-    "--connect-to",
-    metavar="ADDRESS",
-    help="Connect to this address instead of resolving URL's host; TLS is still checked against URL's host (curl --connect-to).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@clear_errors
-def smoke(
-    url: str,
-    api_key_file: Path,
-    cacert: Path | None,
-    model: str | None,
-    requests_: int,
-    max_tokens: int,
-    timeout: float,
-    min_cert_days: int,
-    metrics_url: str | None,
-    connect_to: str | None,
-    as_json: bool,
-) -> None:
-    """Test a deployed endpoint: TLS, auth, models, chat (plain and streamed), a latency burst, metrics.
-
-    URL is the gateway's base address (https://box:8443, or .../<model name> on a shared gateway).
-    Exit 0 when every check passes, 1 when one fails.
-    """
-    from slm_deploy.report import smoke_table
-    from slm_deploy.smoke import read_api_key, run_smoke
-
-    key = read_api_key(api_key_file)
-    result = run_smoke(
-        url,
-        key,
-        cacert=cacert,
-        model=model,
-        requests=requests_,
-        max_tokens=max_tokens,
-        timeout=timeout,
-        metrics_url=metrics_url,
-        min_cert_days=min_cert_days,
-        connect_to=connect_to,
-    )
-    if as_json:
-        print_json(result.to_json())
-    else:
-        smoke_table(result)
-    if not result.passed:
-        sys.exit(1)
-
-
-@main.command("catalog")
-@click.argument("kinds", nargs=-1, type=click.Choice(["models", "gpus", "vm-sizes", "images"]))
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-@clear_errors
-def catalog_command(kinds: tuple[str, ...], as_json: bool) -> None:
-    """List the models, GPUs, Azure VM sizes and images the catalog knows, each with its source
-    (all four when none is named)."""
-    from slm_deploy.catalog_listing import KINDS, catalog_rows, print_catalog
-
-    listing = catalog_rows(tuple(dict.fromkeys(kinds)) or tuple(KINDS))
-    if as_json:
-        print_json(listing)
-    else:
-        print_catalog(listing)
-
-
-def _interactive() -> bool:
-    return sys.stdin.isatty()
-
-
-def _ask_init_choices(values: dict[str, Any]) -> None:
-    """Ask for every choice not given, in an order where each default can follow the answers before."""
-    from slm_deploy.scaffold import DEFAULT_VM_SIZES, InitChoices, installed_requirement
-
-    def ask(name: str, text: str, default: Any = None) -> None:
-        if name not in values:
-            values[name] = click.prompt(text, default=default)
-
-    fields = InitChoices.model_fields
-    ask("model", "model", str(fields["model"].default))
-    ask("runtime", "runtime (vllm, ollama, llamacpp, onnx)", str(fields["runtime"].default))
-    onnx = str(values["runtime"]).lower() == Runtime.ONNX.value
-    ask("vm_size", "vm size", DEFAULT_VM_SIZES["cpu" if onnx else "gpu"])
-    if onnx:
-        ask("image", "image your onnx server build is pushed to (REGISTRY/REPOSITORY:TAG)")
-    ask("location", "location", str(fields["location"].default))
-    if "api_ranges" not in values:
-        answer = click.prompt("CIDR ranges allowed to reach the AKS API server (comma-separated)")
-        values["api_ranges"] = tuple(r.strip() for r in answer.split(",") if r.strip())
-    if "package" not in values:
-        try:
-            installed_requirement()
-        except InputError as exc:  # a local install: no runner can install it, so ask where CI gets it
-            click.echo(exc.message.split("; pass", 1)[0], err=True)
-            values["package"] = click.prompt(
-                "requirements.txt line CI installs slm-deploy with (slm-deploy @ git+https://...@<full commit>)"
-            )
-
-
-@main.command()
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--stack", "stacks", multiple=True, help="Stack names, cheapest first (default: dev, staging, prod).")
-@click.option("--location", help="Azure region (default: westeurope).")
-@click.option("--model", help="Catalog model id or Hugging Face repo id (default: phi-4-mini-instruct).")
-@click.option("--runtime", type=_choice(Runtime), help="vllm, ollama, llamacpp or onnx (default: vllm).")
-@click.option(
-    "--vm-size",
-    help="Azure VM size of the pool: a GPU size (default: Standard_NC8as_T4_v3), or for runtime onnx a CPU size "
-    "(default: Standard_D8ds_v5). `slm-deploy catalog vm-sizes` lists them.",
-)
-@click.option(
-    "--gpu-driver",
-    type=click.Choice(["operator", "aks"]),
-    help="Who installs GPU drivers (default: aks on a GRID size such as Standard_NV36ads_A10_v5, else operator).",
-)
-@click.option("--image", help="Runtime onnx (required): REGISTRY/REPOSITORY:TAG your build of its server is pushed to.")
-@click.option("--context", type=click.IntRange(min=512), help="Max context per request, tokens (default: 8192).")
-@click.option("--api-range", "api_ranges", multiple=True, help="CIDR allowed to reach the AKS API server (repeatable).")
-@click.option("--edge-gpu", help="Catalog GPU of the example edge box (default: l4).")
-@click.option("--fleet", "fleet_name", help="Fleet name (default: edge).")
-@click.option(
-    "--package",
-    help="requirements.txt line that installs slm-deploy in CI, e.g. 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@COMMIT' "
-    "(default: how this slm-deploy was installed; required when that was a local folder or file).",
-)
-@click.option("--force", is_flag=True, help="Overwrite files that exist.")
-@clear_errors
-def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str | None, **options: Any) -> None:
-    """Scaffold a deployment repository in DIRECTORY: fleet, Pulumi project and stacks, policy pack,
-    README of day-2 commands and GitHub Actions workflows.
-
-    Options not given are asked for when stdin is a terminal (--api-range, --package when this
-    slm-deploy was installed from a local path, --image for runtime onnx) and take their defaults
-    otherwise; --api-range has no default and is required.
-    """
-    from slm_deploy.scaffold import build_files, existing, installed_requirement, parse_choices, write_files
-
-    values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
-    if stacks:
-        values["stacks"] = stacks
-    if fleet_name:
-        values["fleet"] = fleet_name
-    if _interactive():
-        _ask_init_choices(values)
-    if "api_ranges" not in values:
-        raise InputError(
-            "arguments",
-            "--api-range",
-            "required: the CIDR ranges `pulumi up` reaches the AKS API server from (your CI runners' and operators' egress)",
-        )
-    choices = parse_choices(values)
-    # Before anything is built: a local install needs --package (one line, exit 2, no file).
-    requirement = choices.package or installed_requirement()
-    files = build_files(choices, requirement)
-    clashes = [] if force else existing(directory, files)
-    if clashes:
-        raise InputError(str(directory / clashes[0]), "", f"exists; {len(clashes)} file(s) would be overwritten (use --force)")
-    write_files(directory, files)
-    click.echo(f"wrote {len(files)} files to {directory}; next: read {directory / 'README.md'}")
-
-
-@main.command()
-@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
-@click.option("--release", required=True, help="Release name (letters, digits, . _ -), e.g. 2026.12.06-1.")
-@click.option("--key", required=True, type=click.Path(path_type=Path), help="The release signing key (OpenSSH private key).")
-@click.option("--to", "repository", metavar="REGISTRY/REPOSITORY", help="Push each box's artifact there as BOX-RELEASE.")
-@click.option("--layout", type=NonEmptyPath(path_type=Path), help="Write BOX.oci.tar (OCI image layout) here, for offline boxes.")
-@click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
-@click.option("--insecure-registry", multiple=True, metavar="HOST[:PORT]", help="Plain HTTP to this registry host.")
-@click.option("--promote", is_flag=True, help="Also move each box's own tag (BOX) to this release: the pull variant fetches it.")
-@click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON.")
-@clear_errors
-def publish(
-    fleet_file: Path,
-    release: str,
-    key: Path,
-    repository: str | None,
-    layout: Path | None,
-    box_ids: tuple[str, ...],
-    insecure_registry: tuple[str, ...],
-    promote: bool,
-    allow_unlocked: bool,
-    as_json: bool,
-) -> None:
-    """Sign each box's bundle and publish it as an OCI artifact (registry and/or layout archive).
-
-    The signature (ssh-keygen -Y sign) covers the box it is for, the release and every digest; a box
-    verifies it offline with ssh-keygen and the release public keys (allowed_signers)."""
-    from slm_deploy.rollout.commands import publish as run_publish
-
-    done = run_publish(fleet_file, release, key, box_ids, layout, repository, insecure_registry, allow_unlocked, promote)
-    if as_json:
-        print_json([item.__dict__ for item in done])
-        return
-    for item in done:
-        where = ", ".join(w for w in (item.pushed, item.layout) if w)
-        click.echo(f"{item.box}  {item.digest}  {where}")
-    click.echo(f"published {len(done)} {'release' if len(done) == 1 else 'releases'} ({release})")
-
-
-@main.command()
-@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
-@click.option("--release", required=True, help="The release `publish --layout` wrote.")
-@click.option("--artifacts", required=True, type=click.Path(path_type=Path, file_okay=False), help="publish's --layout folder.")
-@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Release public keys.")
-@click.option(
-    "--out", "out_dir", required=True, type=NonEmptyPath(path_type=Path), help="Folder for inventory, playbook, reports."
-)
-@click.option("--hosts", type=click.Path(path_type=Path, dir_okay=False), help="YAML: box id -> ansible_host, ansible_user, ...")
-@click.option("--apply", is_flag=True, help="Run ansible-playbook now (waves, gates, rollback).")
-@clear_errors
-def rollout(
-    fleet_file: Path, release: str, artifacts: Path, allowed_signers: Path, out_dir: Path, hosts: Path | None, apply: bool
-) -> None:
-    """Write (and with --apply run) the Ansible inventory and playbook that roll RELEASE out in the
-    fleet's rings: a failed wave stops the rollout and its boxes roll back to their previous release."""
-    from slm_deploy.rollout.commands import fleet_status
-    from slm_deploy.rollout.commands import rollout as run_rollout
-    from slm_deploy.rollout.tables import fleet_status_table
-
-    written, code = run_rollout(fleet_file, release, artifacts, allowed_signers, out_dir, hosts, apply)
-    if code is None:
-        click.echo(
-            f"wrote {len(written)} files to {out_dir}; run: cd {out_dir} && ansible-playbook -i inventory.yml playbook.yml"
-        )
-        return
-    fleet_status_table(fleet_status(out_dir / "reports"))
-    if code:
-        sys.exit(1)
-
-
-@main.group()
-def fleet() -> None:
-    """Fleet-wide views: what each box runs, and rollouts at scale."""
-
-
-@fleet.command("status")
-@click.argument("reports", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-@clear_errors
-def fleet_status_command(reports: Path, as_json: bool) -> None:
-    """Which box runs which release, which wave failed and why, from a rollout's reports folder."""
-    from slm_deploy.rollout.commands import fleet_status
-    from slm_deploy.rollout.tables import fleet_status_table
-
-    rows = fleet_status(reports)
-    if as_json:
-        print_json([row.__dict__ for row in rows])
-    else:
-        fleet_status_table(rows)
-    if any(not row.installed or row.gate != "passed" for row in rows):
-        sys.exit(1)
-
-
-@fleet.command("trust")
-@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
-@click.argument("public_key", metavar="KEY.pub", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--out", "out_file", required=True, type=NonEmptyPath(path_type=Path), help="The allowed_signers file (other keys kept)."
-)
-@click.option("--valid-after", metavar="YYYYMMDD", help="The key signs releases from this day on.")
-@click.option("--valid-before", metavar="YYYYMMDD", help="The key no longer verifies from this day on (retiring it).")
-@clear_errors
-def fleet_trust(fleet_file: Path, public_key: Path, out_file: Path, valid_after: str | None, valid_before: str | None) -> None:
-    """Add a release key to the allowed_signers file the fleet's boxes verify releases with."""
-    from slm_deploy.rollout.commands import trust
-
-    click.echo(trust(fleet_file, public_key, out_file, valid_after, valid_before))
-
-
-@fleet.command("simulate")
-@click.option("--boxes", type=click.IntRange(1, 1_000_000), default=10000, show_default=True)
-@click.option(
-    "--ring", "rings", multiple=True, default=("1", "1%", "10%", "rest"), show_default=True, help="A count, N%, or rest."
-)
-@click.option("--forks", type=click.IntRange(1, 10000), default=50, show_default=True, help="Ansible forks.")
-@click.option(
-    "--flaky", type=click.FloatRange(0, 1), default=0.005, show_default=True, help="Share of boxes failing any release."
-)
-@click.option("--max-fail-percentage", type=click.FloatRange(0, 100), default=2.0, show_default=True)
-@click.option("--bad-share", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share a bad release breaks.")
-@click.option("--median-box-seconds", type=click.FloatRange(1, 86400), default=120.0, show_default=True)
-@clear_errors
-def fleet_simulate(
-    boxes: int,
-    rings: tuple[str, ...],
-    forks: int,
-    flaky: float,
-    max_fail_percentage: float,
-    bad_share: float,
-    median_box_seconds: float,
-) -> None:
-    """Simulate a good and a bad release through the rings (waves, forks, flaky boxes, registry load)."""
-    import re
-
-    from slm_deploy.rollout.simulate import Scenario, false_stop_probability, ring_sizes, run
-    from slm_deploy.rollout.tables import simulation_table
-
-    for ring in rings:
-        if not re.fullmatch(r"rest|[1-9][0-9]*|[0-9]+(\.[0-9]+)?%", ring):
-            raise InputError("arguments", "--ring", f"{ring!r}: expected a count, N% or rest")
-    base = Scenario(boxes, rings, forks, median_box_seconds, flaky, max_fail_percentage, False, bad_share)
-    good, bad = run(base), run(Scenario(**{**base.__dict__, "bad_release": True}))
-    stops = [false_stop_probability(size, flaky, max_fail_percentage) for size in ring_sizes(base)]
-    simulation_table(base, good, bad, stops)
+main.add_command(lock)
+main.add_command(smoke)
+main.add_command(init)
+main.add_command(catalog_command)
+main.add_command(publish)
+main.add_command(rollout)
+main.add_command(fleet)
 
 
 def _terminated(signum: int, frame: Any) -> None:

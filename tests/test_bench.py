@@ -19,5 +19,6 @@ def test_bench_runs_every_measurement_and_prints_its_figures() -> None:
     out = done.stdout
     for figure in ("planner:", "preview prod:", "bundle:", "review: 3 stacks", "review: "):
         assert figure in out, out
-    assert out.count("bundle: ") == 3 and "boxes took" in out, out
+    assert out.count("boxes, streamed:") == 3 and "boxes took" in out and "time per box" in out, out
+    assert "paired ratio" in out, out
     assert "fleet" in out.splitlines()[-1], out

@@ -266,11 +266,11 @@ def test_bad_choices_are_one_error_line_and_write_nothing(args: list[str], messa
 
 
 def test_prompts_for_choices_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from slm_deploy import cli as cli_module
+    from slm_deploy import cli, cli_ops
 
-    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    monkeypatch.setattr(cli_ops, "_interactive", lambda: True)
     result = CliRunner().invoke(
-        cli_module.main,
+        cli.main,
         ["init", str(tmp_path / "r"), "--package", PACKAGE],
         input="qwen3-4b\nollama\n\nnortheurope\n20.61.0.0/16, 20.62.0.0/16\n",
     )

@@ -1,8 +1,8 @@
 """Putting bundles on disk: all or nothing, byte-identical for the same input.
 
-Every bundle of a run is built in memory first, so a bad box stops the run before anything is
-written. Each box is then written to a temporary directory beside its destination and swapped
-into place with renames; a failure leaves the previous bundle untouched.
+Each box is built and written to a staging folder beside its destination, one at a time (one
+bundle in memory at once); only when every box is staged are they swapped into place with
+renames. A bad box or a failure leaves the previous bundles untouched and nothing staged.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from slm_deploy.bundle import BoxBundle, build_box
 from slm_deploy.bundle.swap import check_replaceable, out_lock, put_in_place, recover_staging, staging_path
-from slm_deploy.bundle.verify import VerifyReport, verify_bundle  # noqa: F401 - re-exported
+from slm_deploy.bundle.verify import VerifyReport, manifest_digest, verify_bundle  # noqa: F401 - re-exported
 from slm_deploy.catalog import Catalog
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Box, Fleet
@@ -138,12 +139,53 @@ def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False, tars: 
     OUT. First every bundle and archive is written in full to its staging folder (a full disk
     stops the run with nothing replaced), then each is put in place atomically, keeping the
     operator's files (slm_deploy.bundle.swap)."""
+    _write_staged(out, [b.box.id for b in bundles], iter(bundles), force, tars)
+
+
+def write_fleet(
+    out: Path,
+    fleet: Fleet,
+    boxes: tuple[Box, ...],
+    *,
+    force: bool = False,
+    tars: bool = False,
+    progress: Callable[[str], None] | None = None,
+    allow_unlocked: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Build and stage one box at a time, then put every bundle in place: what `slm-deploy bundle`
+    does. Only one bundle is in memory at once (a 100,000-box fleet stays flat), and the run is
+    still all or nothing: a box that cannot be built, like a full disk, removes what was staged
+    and replaces nothing; an OUT folder this run created is removed again. Returns summary_rows."""
+    catalog = locked_catalog(fleet.directory, allow_unlocked)
+    rows: list[dict[str, Any]] = []
+
+    def built() -> Iterator[BoxBundle]:
+        for box in boxes:
+            bundle = build_box(box, fleet, catalog)
+            yield bundle
+            rows.extend(summary_rows([bundle]))
+            del bundle  # gone before the next box is built
+            if progress:
+                progress(box.id)
+
+    created = not os.path.lexists(out)
+    try:
+        _write_staged(out, [b.id for b in boxes], built(), force, tars)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # only when empty: nothing of anyone's is removed
+        raise
+    return rows
+
+
+def _write_staged(out: Path, box_ids: list[str], bundles: Iterator[BoxBundle], force: bool, tars: bool) -> None:
     with out_lock(out):
-        for built in bundles:
-            recover_staging(staging_path(out, built.box.id), out / built.box.id)
-        for built in bundles:
-            check_replaceable(out / built.box.id, built.box.id, force)
-            archive = out / f"{built.box.id}.tar.gz"
+        for box_id in box_ids:
+            recover_staging(staging_path(out, box_id), out / box_id)
+        for box_id in box_ids:
+            check_replaceable(out / box_id, box_id, force)
+            archive = out / f"{box_id}.tar.gz"
             if tars and (archive.exists() or archive.is_symlink()) and not stat.S_ISREG(os.lstat(archive).st_mode):
                 kind = file_kind(os.lstat(archive).st_mode)
                 raise InputError(str(archive), "", f"{kind} is in the way of the archive; move it away")
@@ -156,15 +198,16 @@ def write_boxes(out: Path, bundles: list[BoxBundle], force: bool = False, tars: 
                 os.chmod(staging / "new", 0o755)
                 if tars:
                     _write_file(staging / ARCHIVE, tar_bytes(built), 0o644)
-            for built in bundles:
-                staging = staging_path(out, built.box.id)
+                del built  # a streamed run holds one bundle at a time
+            for box_id in box_ids:
+                staging = staging_path(out, box_id)
                 if tars:
-                    os.replace(staging / ARCHIVE, out / f"{built.box.id}.tar.gz")
-                put_in_place(staging / "new", out / built.box.id, staging)
+                    os.replace(staging / ARCHIVE, out / f"{box_id}.tar.gz")
+                put_in_place(staging / "new", out / box_id, staging)
         except BaseException as exc:
-            for built in bundles:
+            for box_id in box_ids:
                 with contextlib.suppress(BaseException):  # the next run recovers; report the first error
-                    recover_staging(staging_path(out, built.box.id), out / built.box.id)
+                    recover_staging(staging_path(out, box_id), out / box_id)
             if isinstance(exc, OSError):
                 where = exc.filename or str(out)
                 raise InputError(str(where), "", f"cannot write the bundle: {exc.strerror or exc}") from None
@@ -214,3 +257,23 @@ def write_tar(out: Path, bundle: BoxBundle) -> Path:
             raise InputError(str(dest), "", f"cannot write the archive: {exc.strerror or exc}") from None
         raise
     return dest
+
+
+def summary_rows(bundles: list[BoxBundle]) -> list[dict[str, Any]]:
+    """One row per model of each bundle: what `slm-deploy bundle` prints (table or --json)."""
+    return [
+        {
+            "box": b.box.id,
+            "runtime": p.runtime,
+            "model": p.model,
+            "quantization": p.quantization,
+            "context": p.context,
+            "concurrency": p.concurrency,
+            "device": p.device,
+            "memory_used_gib": p.memory_used_gib,
+            "device_memory_gib": p.device_memory_gib,
+            "manifest_sha256": manifest_digest(b.files["MANIFEST.json"]),
+        }
+        for b in bundles
+        for p in b.plans
+    ]

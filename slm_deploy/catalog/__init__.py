@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from slm_deploy.errors import InputError, from_validation_error
+from slm_deploy.safeyaml import load_data
 from slm_deploy.spec import CpuArch, Frozen, ModelArchitecture, PositiveFloat, PositiveInt, Quantization
 from slm_deploy.supply.model import LockEntry
 
@@ -165,7 +166,7 @@ class _ImagesFile(Frozen):
 
 def _load(path: Path, model: type[T]) -> T:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_data(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(str(path), "", f"cannot read catalog: {exc}".replace("\n", " ")) from None
     try:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slm_deploy.errors import InputError, from_validation_error
+from slm_deploy.safeyaml import load_data
 
 CATALOG_DIR = Path(__file__).parent
 
@@ -422,7 +423,7 @@ class _Profiles(_Strict):
 
 def _load(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_data(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(str(path), "", f"cannot read catalog: {exc}".replace("\n", " ")) from None
 

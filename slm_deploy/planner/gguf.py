@@ -5,11 +5,11 @@ from __future__ import annotations
 from slm_deploy.planner.memory import (
     GGUF_RUNTIME_GIB,
     GGUF_UBATCH,
+    Resident,
     device_budget,
     gib,
     kv_sequence_bytes,
     model_weights_bytes,
-    sequences_that_fit,
 )
 from slm_deploy.planner.types import Fit, Request, Target
 from slm_deploy.spec import KvCacheDtype
@@ -27,32 +27,15 @@ def evaluate_gguf(req: Request, target: Target) -> Fit:
     if req.share < 1.0:
         budget *= req.share
         where = f"its {req.share:.0%} share of {where}"
-    free = budget - weights - compute - overhead
-    max_seqs = sequences_that_fit(free, seq_bytes)
-    kv_cache = seq_bytes * req.concurrency
-    reason = None
-    if free <= 0:
-        reason = f"weights ({gib(weights)} GiB) and buffers ({gib(compute + overhead)} GiB) exceed {where}"
-    elif max_seqs < req.concurrency:
+    room = Resident(budget, weights, compute, overhead, seq_bytes, seq_bytes / req.context)
+    free, max_seqs, kv_cache = room.free, room.max_seqs, room.kv_cache(req)
+    reason = room.overflow(where)
+    if reason is None and max_seqs < req.concurrency:
         reason = (
             f"{req.concurrency} slots of {req.context} tokens need {gib(kv_cache)} GiB of KV cache; "
             f"{gib(free)} GiB is left on {where} ({max_seqs} slots)"
         )
-    return Fit(
-        fits=reason is None,
-        reason=reason,
-        budget=budget,
-        weights=weights,
-        overhead=overhead,
-        activation=compute,
-        kv_per_token=seq_bytes / req.context,
-        kv_cache=kv_cache,
-        kv_tokens=req.context * req.concurrency,
-        max_seqs=max_seqs,
-        used=weights + compute + overhead + kv_cache,
-        batched_tokens=GGUF_UBATCH,
-        notes=(),
-    )
+    return room.fit(req, reason, GGUF_UBATCH)
 
 
 def gguf_kv_name(kv: KvCacheDtype) -> str:

@@ -7,8 +7,9 @@ docstring (slm_deploy/planner/__init__.py).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from slm_deploy.planner.types import ModelInfo, Target
+from slm_deploy.planner.types import Fit, ModelInfo, Request, Target
 from slm_deploy.spec import KvCacheDtype, ModelArchitecture, Quantization, Runtime
 
 GIB = 1024**3
@@ -154,6 +155,50 @@ def device_budget(target: Target, runtime_gib: float, *, unified_on_host: bool =
     return budget, overhead, f"{gib(budget)} GiB of RAM left after the host's reserve"
 
 
-def sequences_that_fit(free: float, seq_bytes: float) -> int:
-    """How many sequences of `seq_bytes` KV cache fit in `free` bytes."""
-    return max(int(free // seq_bytes), 0) if free > 0 else 0
+@dataclass(frozen=True)
+class Resident:
+    """A runtime that loads weights and buffers and allocates each sequence's whole KV cache up
+    front (Ollama, llama.cpp, ONNX Runtime GenAI): what is left for sequences, and the Fit."""
+
+    budget: float
+    weights: float
+    activation: float
+    overhead: float
+    seq_bytes: float  # one sequence's KV cache at the full context
+    per_token: float
+
+    @property
+    def free(self) -> float:
+        return self.budget - self.weights - self.activation - self.overhead
+
+    @property
+    def max_seqs(self) -> int:
+        return max(int(self.free // self.seq_bytes), 0) if self.free > 0 else 0
+
+    def overflow(self, where: str) -> str | None:
+        """Why nothing is left for a sequence, or None."""
+        if self.free > 0:
+            return None
+        return f"weights ({gib(self.weights)} GiB) and buffers ({gib(self.activation + self.overhead)} GiB) exceed {where}"
+
+    def kv_cache(self, req: Request) -> float:
+        return self.seq_bytes * req.concurrency
+
+    def fit(self, req: Request, reason: str | None, batched_tokens: int, notes: tuple[str, ...] = ()) -> Fit:
+        kv_cache = self.kv_cache(req)
+        used = self.weights + self.activation + self.overhead + kv_cache
+        return Fit(
+            reason is None,
+            reason,
+            self.budget,
+            self.weights,
+            self.overhead,
+            self.activation,
+            self.per_token,
+            kv_cache,
+            req.context * req.concurrency,
+            self.max_seqs,
+            used,
+            batched_tokens,
+            notes,
+        )

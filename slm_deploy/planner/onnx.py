@@ -10,7 +10,7 @@ from slm_deploy.onnx_builds import (
     onnx_kv_bytes_per_token,
     onnx_weights_bytes,
 )
-from slm_deploy.planner.memory import device_budget, gib, sequences_that_fit
+from slm_deploy.planner.memory import Resident, device_budget, gib
 from slm_deploy.planner.types import Fit, Request, Target
 from slm_deploy.spec import CpuArch
 
@@ -70,9 +70,8 @@ def evaluate_onnx(req: Request, target: Target) -> Fit:
     activation = req.context * (arch.vocab_size + 3 * arch.intermediate_size + 4 * arch.hidden_size) * float(variant.io_bytes)
     budget, overhead, where = device_budget(target, ONNX_RUNTIME_GIB, unified_on_host=False)
     seq_bytes = per_token * req.context
-    free = budget - weights - activation - overhead
-    max_seqs = sequences_that_fit(free, seq_bytes)
-    kv_cache = seq_bytes * req.concurrency
+    room = Resident(budget, weights, activation, overhead, seq_bytes, per_token)
+    free, max_seqs, kv_cache = room.free, room.max_seqs, room.kv_cache(req)
     reason = None
     if missing:
         reason = f"{req.model.id} has no {onnx_device(target)} variant in its ONNX build"
@@ -86,7 +85,7 @@ def evaluate_onnx(req: Request, target: Target) -> Fit:
             f"{ONNX_PROMPT_TOKENS}-token prompt), not {req.context}"
         )
     elif free <= 0:
-        reason = f"weights ({gib(weights)} GiB) and buffers ({gib(activation + overhead)} GiB) exceed {where}"
+        reason = room.overflow(where)
     elif max_seqs < req.concurrency:
         reason = (
             f"{req.concurrency} sequences of {req.context} tokens need {gib(kv_cache)} GiB of KV cache "
@@ -104,18 +103,4 @@ def evaluate_onnx(req: Request, target: Target) -> Fit:
             "Foundry Local downloads its CUDA execution provider (download_and_register_eps) at first start; "
             "not verified by slm-deploy"
         )
-    return Fit(
-        fits=reason is None,
-        reason=reason,
-        budget=budget,
-        weights=weights,
-        overhead=overhead,
-        activation=activation,
-        kv_per_token=per_token,
-        kv_cache=kv_cache,
-        kv_tokens=req.context * req.concurrency,
-        max_seqs=max_seqs,
-        used=weights + activation + overhead + kv_cache,
-        batched_tokens=req.context,
-        notes=tuple(notes),
-    )
+    return room.fit(req, reason, req.context, tuple(notes))

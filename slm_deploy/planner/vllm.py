@@ -85,20 +85,21 @@ def evaluate_vllm(req: Request, target: Target) -> Fit:
             f"fewer than the {req.concurrency} requested"
         )
     kv_cache = max(kv_memory, 0.0)
+    used = budget + CUDA_CONTEXT_GIB * GIB
     return Fit(
-        fits=reason is None,
-        reason=reason,
-        budget=budget,
-        weights=weights,
-        overhead=overhead,
-        activation=activation,
-        kv_per_token=per_token,
-        kv_cache=kv_cache,
-        kv_tokens=kv_tokens,
-        max_seqs=max_seqs,
-        used=budget + CUDA_CONTEXT_GIB * GIB,
-        batched_tokens=batched,
-        notes=tuple(notes),
+        reason is None,
+        reason,
+        budget,
+        weights,
+        overhead,
+        activation,
+        per_token,
+        kv_cache,
+        kv_tokens,
+        max_seqs,
+        used,
+        batched,
+        tuple(notes),
     )
 
 

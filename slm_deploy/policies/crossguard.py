@@ -8,6 +8,7 @@ from the resources the offline preview captured (importing __main__ would start 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pulumi_policy import (
@@ -42,6 +43,12 @@ def is_manifest(props: Any) -> bool:
     return isinstance(props, dict) and "apiVersion" in props and "kind" in props
 
 
+def _report(rule: Rule | SimRule, messages: Iterable[str], report_violation: ReportViolation) -> None:
+    """Every adapter reports the same way: the rule's title, what is wrong, how to fix it."""
+    for message in messages:
+        report_violation(f"{rule.title}: {message}. Fix: {rule.fix}", None)
+
+
 def resource_validator(rule: Rule) -> Any:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         props = dict(args.props)
@@ -53,8 +60,7 @@ def resource_validator(rule: Rule) -> Any:
             if not args.resource_type.startswith("azure-native:"):
                 return
             messages = rule({"type": args.resource_type, "props": props})
-        for message in messages:
-            report_violation(f"{rule.title}: {message}. Fix: {rule.fix}", None)
+        _report(rule, messages, report_violation)
 
     return validate
 
@@ -62,8 +68,7 @@ def resource_validator(rule: Rule) -> Any:
 def stack_validator(rule: Rule) -> Any:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         manifests = [dict(r.props) for r in args.resources if r.resource_type.startswith("kubernetes:") and is_manifest(r.props)]
-        for message in rule(manifests):
-            report_violation(f"{rule.title}: {message}. Fix: {rule.fix}", None)
+        _report(rule, rule(manifests), report_violation)
 
     return validate
 
@@ -77,9 +82,8 @@ def simulator_validator(rule: SimRule) -> Any:
         key = tuple(r.urn for r in args.resources)
         if _LAST_RUN.get("key") != key:
             _LAST_RUN.update(key=key, findings=simulate(from_policy(args.resources)))
-        for finding in _LAST_RUN["findings"]:
-            if finding.rule == rule.id:
-                report_violation(f"{rule.title}: {finding.resource}: {finding.message}. Fix: {rule.fix}", None)
+        found = _LAST_RUN["findings"]
+        _report(rule, [f"{f.resource}: {f.message}" for f in found if f.rule == rule.id], report_violation)
 
     return validate
 

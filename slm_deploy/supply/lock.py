@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError
 from slm_deploy import yamlout
 from slm_deploy.catalog import CATALOG_DIR, Catalog, Image
 from slm_deploy.errors import InputError, from_validation_error
-from slm_deploy.safeyaml import read_input
+from slm_deploy.safeyaml import load_data, read_input
 from slm_deploy.spec import CpuArch, Frozen
 from slm_deploy.supply.model import LockEntry, PlatformDigests
 from slm_deploy.supply.registry import RegistryClient, mirror_path
@@ -80,7 +80,7 @@ def load(path: Path) -> LockFile:
     # A regular file of bounded size only: a FIFO named as the lock is refused, never waited on.
     text = read_input(path, str(path))
     try:
-        data = yaml.safe_load(text)
+        data = load_data(text)
     except yaml.YAMLError as exc:
         raise InputError(str(path), "", f"cannot read lock file: {exc}".replace("\n", " ")) from None
     try:
@@ -171,7 +171,7 @@ def load_images_file(path: Path) -> tuple[Image, ...]:
     """Images a user adds (same entries as the catalog's images.yaml), to lock with the catalog's."""
     text = read_input(path, str(path))
     try:
-        data = yaml.safe_load(text)
+        data = load_data(text)
     except yaml.YAMLError as exc:
         raise InputError(str(path), "", f"cannot read images file: {exc}".replace("\n", " ")) from None
     try:

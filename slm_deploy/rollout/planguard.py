@@ -128,7 +128,8 @@ def judge_server(server: dict[str, Any], log: str) -> dict[str, Any]:
         if actual is None:
             row.update(off=None, ok=False)
         else:
-            row.update(off=abs(check["planned"] - actual) / actual if actual else float("inf"))
+            planned = check["planned"]
+            row.update(off=abs(actual - planned) / planned if planned else float("inf"))
             row["ok"] = row["off"] <= check["tolerance"]
         rows.append(row)
     result["checks"] = rows

@@ -238,3 +238,69 @@ def test_fleet_status_shows_smoke_and_plan_apart(tmp_path: Path) -> None:
     done = run_cli("fleet", "status", str(reports))
     header = next(line for line in done.stdout.splitlines() if "smoke" in line)
     assert header.index("gate") < header.index("smoke") < header.index("plan")
+
+
+def run_gate_tasks(tmp_path: Path, bundles: Path, log: str) -> dict:  # type: ignore[type-arg]
+    """The playbook's own plan-gate tasks and its rescue's record of the failure, run by the real
+    ansible-playbook on this machine; `docker compose logs` is a stand-in printing `log`."""
+    import os
+    import shutil
+
+    from slm_deploy.fleet import load_fleet
+    from slm_deploy.rollout.playbook import playbook
+    from tests.conftest import need
+
+    binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    need(Path(binary).is_file(), "ansible is not installed (pip install ansible)")
+    (play,) = playbook(load_fleet(FLEET), "r2")
+    block = play["tasks"][0]
+    names = [t["name"] for t in block["block"]]
+    gate_tasks = block["block"][names.index("Smoke passed") : names.index("Gate passed") + 1]
+    root, bin_dir = tmp_path / "root", tmp_path / "fakebin"
+    (root / "bin").mkdir(parents=True)
+    bin_dir.mkdir()
+    shutil.copyfile(CHECKER, root / "bin" / "slm-plan-gate.py")
+    (tmp_path / "model.log").write_text(log)
+    docker = bin_dir / "docker"
+    docker.write_text(f"#!/bin/sh\ncat {tmp_path / 'model.log'}\n")
+    docker.chmod(0o755)
+    mini = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": {
+                "slm_root": str(root),
+                "slm_project": str(bundles / "clinic-0007"),
+                "slm_installed": True,
+                "slm_ring": "canary",
+                "slm_release": "r2",
+                "slm_reports": str(tmp_path),
+                "ansible_python_interpreter": sys.executable,
+            },
+            "tasks": [
+                {"name": "Gate", "block": gate_tasks, "rescue": [block["rescue"][0]]},
+                {k: v for k, v in play["tasks"][1].items() if k not in ("delegate_to", "become")},
+            ],
+        }
+    ]
+    (tmp_path / "mini.yml").write_text(yaml.safe_dump(mini))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}
+    env["ANSIBLE_HOME"] = str(tmp_path / "ansible-home")
+    done = subprocess.run(
+        [binary, "-i", "localhost,", "mini.yml"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return json.loads((tmp_path / "localhost.json").read_text())
+
+
+def test_ansible_records_a_passed_plan_gate(bundles: Path, tmp_path: Path) -> None:
+    weights_mib = planned(bundles / "clinic-0007" / "plan.json", "weights_bytes") / 2**20
+    report = run_gate_tasks(tmp_path, bundles, llamacpp_log(2304.0, weights_mib))
+    assert (report["gate"], report["smoke"], report["plan"]) == ("passed", "passed", "passed"), report
+
+
+def test_ansible_fails_the_box_on_a_plan_gate_failure_with_the_reason(bundles: Path, tmp_path: Path) -> None:
+    report = run_gate_tasks(tmp_path, bundles, llamacpp_log(576.0, cells=2048))
+    assert (report["gate"], report["smoke"], report["plan"]) == ("failed", "passed", "failed"), report
+    assert "kv_cache_bytes 576.00 MiB reported, 2304.00 MiB planned" in report["error"]

@@ -2,7 +2,7 @@
 """The rollout's plan-versus-actual gate (issue 25), run on the box: the model server's own start-up
 report of its KV cache and weights against the bundle's plan.json, within the tolerance it states.
 
-Standard library only: the playbook copies this file to every box as slm-plan-gate.py, beside the box
+Standard library only (Python 3.7 or later): the playbook copies this file to every box as slm-plan-gate.py, beside the box
 agent, and runs it with the box's python3 after the smoke gate. It reads `docker compose logs` of the
 model service in the release folder (or a saved log with --logs), prints a table and, last, one JSON
 line, and exits 0 (passed, or visibly not checked), 1 (beyond the tolerance, or no start-up line
@@ -188,7 +188,7 @@ def table(verdict: dict[str, Any]) -> str:
         if not server["checks"]:
             rows.append((server["service"], server["engine"], "-", "-", "-", "-", "-", server["result"]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]  # noqa: B905 (3.10+)
     lines += [f"{s['service']}: {s['result']}: {s['reason']}" for s in verdict["servers"] if s.get("reason")]
     return "\n".join(lines)
 

@@ -304,3 +304,55 @@ def test_ansible_fails_the_box_on_a_plan_gate_failure_with_the_reason(bundles: P
     report = run_gate_tasks(tmp_path, bundles, llamacpp_log(576.0, cells=2048))
     assert (report["gate"], report["smoke"], report["plan"]) == ("failed", "passed", "failed"), report
     assert "kv_cache_bytes 576.00 MiB reported, 2304.00 MiB planned" in report["error"]
+
+
+def test_the_ollama_stand_in_prints_the_summary_the_rollout_lab_is_gated_on(tmp_path: Path) -> None:
+    """tests/test_rollout_live.py runs its boxes on the Ollama stand-in: after the smoke gate's chat
+    it must print Ollama's memory summary, which then passes the gate for that fleet's plan."""
+    import socket
+    import time
+    import urllib.request
+
+    from tests.conftest import stop
+    from tests.test_rollout_live import FLEET as LAB_FLEET
+
+    (tmp_path / "fleet.yaml").write_text(LAB_FLEET)
+    (tmp_path / "images.lock.yaml").write_text("version: 1\nimages: {}\n")
+    done = run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "b"), "--allow-unlocked", "--box", "box-a")
+    assert done.returncode == 0, done.stderr
+    env = yaml.safe_load((tmp_path / "b" / "box-a" / "compose.yaml").read_text())["services"]["ollama"]["environment"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **env,
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OLLAMA_HOST": f"127.0.0.1:{port}",
+        "OLLAMA_MODELS": str(tmp_path / "models"),
+        "STANDIN_OLLAMA_TAGS": "qwen3:0.6b",
+        "STANDIN_OLLAMA_KV_BYTES_PER_TOKEN": "114688",  # as the lab's override sets it
+    }
+    log = tmp_path / "ollama.log"
+    standin = ROOT / "tests" / "standins" / "fakes" / "standin.py"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(standin), "ollama", "serve"], env=env, stdout=out, stderr=out)
+    try:
+
+        def post(path: str, body: dict) -> bytes:  # type: ignore[type-arg]
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), method="POST")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.read()
+
+        for _ in range(100):
+            try:
+                post("/api/pull", {"model": "qwen3:0.6b"})
+                break
+            except OSError:
+                time.sleep(0.1)
+        post("/v1/chat/completions", {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        stop(proc)
+    done = gate(tmp_path / "b" / "box-a" / "plan.json", log.read_text(), tmp_path)
+    assert done.returncode == 0, done.stdout + log.read_text()
+    assert "ollama   ollama  kv_cache_bytes  224.00 MiB  224.00 MiB" in done.stdout

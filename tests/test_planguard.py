@@ -213,7 +213,7 @@ def test_the_playbook_runs_the_plan_gate_after_smoke_inside_the_rolled_back_bloc
     # A failure anywhere in the block runs the rescue, which rolls back and brings the previous release up.
     assert any("rollback" in str(t.get("ansible.builtin.command", "")) for t in block["rescue"])
     report = play["tasks"][1]["ansible.builtin.copy"]["content"]
-    assert "'smoke': slm_smoke" in report and "'plan': slm_plan" in report
+    assert "'smoke': slm_smoke_gate" in report and "'plan': slm_plan_gate" in report
 
 
 def test_fleet_status_shows_smoke_and_plan_apart(tmp_path: Path) -> None:
@@ -240,7 +240,7 @@ def test_fleet_status_shows_smoke_and_plan_apart(tmp_path: Path) -> None:
     assert header.index("gate") < header.index("smoke") < header.index("plan")
 
 
-def run_gate_tasks(tmp_path: Path, bundles: Path, log: str) -> dict:  # type: ignore[type-arg]
+def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/true") -> dict:  # type: ignore[type-arg]
     """The playbook's own plan-gate tasks and its rescue's record of the failure, run by the real
     ansible-playbook on this machine; `docker compose logs` is a stand-in printing `log`."""
     import os
@@ -255,7 +255,7 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str) -> dict:  # type: ig
     (play,) = playbook(load_fleet(FLEET), "r2")
     block = play["tasks"][0]
     names = [t["name"] for t in block["block"]]
-    gate_tasks = block["block"][names.index("Smoke passed") : names.index("Gate passed") + 1]
+    gate_tasks = block["block"][names.index("Gates reached") : names.index("Gate passed") + 1]
     root, bin_dir = tmp_path / "root", tmp_path / "fakebin"
     (root / "bin").mkdir(parents=True)
     bin_dir.mkdir()
@@ -264,6 +264,8 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str) -> dict:  # type: ig
     docker = bin_dir / "docker"
     docker.write_text(f"#!/bin/sh\ncat {tmp_path / 'model.log'}\n")
     docker.chmod(0o755)
+    for task in gate_tasks:
+        task.pop("become", None)
     mini = [
         {
             "hosts": "localhost",
@@ -276,6 +278,9 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str) -> dict:  # type: ig
                 "slm_ring": "canary",
                 "slm_release": "r2",
                 "slm_reports": str(tmp_path),
+                "slm_work": str(tmp_path),
+                "slm_gateway_port": 8443,
+                "slm_deploy": smoke,  # the smoke gate's program: passes or fails
                 "ansible_python_interpreter": sys.executable,
             },
             "tasks": [
@@ -304,6 +309,11 @@ def test_ansible_fails_the_box_on_a_plan_gate_failure_with_the_reason(bundles: P
     report = run_gate_tasks(tmp_path, bundles, llamacpp_log(576.0, cells=2048))
     assert (report["gate"], report["smoke"], report["plan"]) == ("failed", "passed", "failed"), report
     assert "kv_cache_bytes 576.00 MiB reported, 2304.00 MiB planned" in report["error"]
+
+
+def test_ansible_records_a_failed_smoke_and_no_plan_gate(bundles: Path, tmp_path: Path) -> None:
+    report = run_gate_tasks(tmp_path, bundles, llamacpp_log(2304.0), smoke="/bin/false")
+    assert (report["gate"], report["smoke"], report["plan"]) == ("failed", "failed", "not run"), report
 
 
 def test_the_ollama_stand_in_prints_the_summary_the_rollout_lab_is_gated_on(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
             "content": (
                 "{{ {'box': inventory_hostname, 'ring': slm_ring, 'release': slm_release, "
                 "'installed': slm_installed | default(false), 'gate': slm_gate | default('not run'), "
-                "'smoke': slm_smoke | default('not run'), 'plan': slm_plan | default('not run'), "
+                "'smoke': slm_smoke_gate | default('not run'), 'plan': slm_plan_gate | default('not run'), "
                 "'plan_detail': slm_plan_detail | default(''), "
                 "'rolled_back': slm_rolled_back | default(false), 'error': slm_error | default('')} "
                 "| to_nice_json(sort_keys=true) }}\n"
@@ -181,7 +181,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     ],
                     "no_log": True,
                 },
-                {"name": "Gates reached", "ansible.builtin.set_fact": {"slm_smoke": "failed"}},
+                {"name": "Gates reached", "ansible.builtin.set_fact": {"slm_smoke_gate": "failed"}},
                 {
                     "name": "Health gate: smoke against the gateway",
                     "ansible.builtin.command": _gate_command(),
@@ -190,7 +190,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "register": "slm_smoke",
                     "changed_when": False,
                 },
-                {"name": "Smoke passed", "ansible.builtin.set_fact": {"slm_smoke": "passed", "slm_plan": "failed"}},
+                {"name": "Smoke passed", "ansible.builtin.set_fact": {"slm_smoke_gate": "passed", "slm_plan_gate": "failed"}},
                 {
                     "name": "Health gate: the model server's start-up report against the plan",
                     "ansible.builtin.command": _plan_gate_command(plan_gate),
@@ -201,7 +201,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                 {
                     "name": "Plan gate result",
                     "ansible.builtin.set_fact": {
-                        "slm_plan": (
+                        "slm_plan_gate": (
                             "{{ (slm_plan_run.stdout_lines | last | default('{}') | from_json).result | default('failed') }}"
                         ),
                         "slm_plan_detail": (

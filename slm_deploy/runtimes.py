@@ -257,6 +257,10 @@ def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, b
         "--port",
         str(port),
         "--metrics",
+        # llama.cpp's own INFO lines (its KV-cache and model-buffer sizes, which the rollout's plan
+        # gate reads) show from verbosity 4 at b11434: common/log.cpp:534, default 3 in common/common.h:539.
+        "--log-verbosity",
+        "4",
         *plan.runtime_args,
     ]
     fetch = None

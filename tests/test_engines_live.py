@@ -17,7 +17,8 @@ vllm:* / llamacpp:* name the box's alert rules and dashboards use is on the engi
 Prometheus scrapes it; Open WebUI's admin from the secret signs in, sign-up answers 403 and a chat
 from Open WebUI reaches the model server; a second `up` and a `down` + `up` keep all of it. And plan
 against actual: the planner's KV-cache (and for llama.cpp weights) prediction for the tiny model's
-architecture against the engine's own start-up lines, within TOLERANCE, with the figures printed.
+architecture against the engine's own start-up lines, judged by the rollout's plan gate
+(slm_deploy/rollout/planguard.py) and within TOLERANCE, with its table printed.
 
 Slow (image builds of a few GB, engines starting on two cores): runs when SLM_LIVE_ENGINES=1 (.ci/run
 sets it), with SLM_TEST_DOCKER_HOST as for tests/test_compose_live.py.
@@ -36,9 +37,11 @@ from typing import Any
 
 import pytest
 
+from slm_deploy.bundle.startplan import server_entry
 from slm_deploy.catalog import load_catalog
 from slm_deploy.observability.metrics import KNOWN_METRICS
 from slm_deploy.planner import kv_layer_token_bytes, kv_sequence_bytes, weights_bytes
+from slm_deploy.rollout import planguard
 from slm_deploy.spec import KvCacheDtype, Quantization, Runtime
 from tests.conftest import run_cli
 from tests.test_compose_live import Box, _operator_shell, _prom, _readme_commands, _wait_for, engine, override
@@ -94,18 +97,6 @@ def real_images(engine: dict[str, str]) -> Callable[[str], str]:
     return image
 
 
-def _figures(title: str, rows: list[tuple[str, float, float]]) -> list[str]:
-    """Print planner vs engine; return the rows beyond TOLERANCE."""
-    print(f"\nplan vs actual, {title} (tolerance {TOLERANCE:.0%}):")
-    beyond = []
-    for name, planned, actual in rows:
-        off = abs(planned - actual) / actual
-        print(f"  {name:<28} planner {planned / 2**20:10.2f} MiB   engine {actual / 2**20:10.2f} MiB   {off:6.1%}")
-        if off > TOLERANCE:
-            beyond.append(f"{name}: planner {planned / 2**20:.2f} MiB, engine {actual / 2**20:.2f} MiB ({off:.1%})")
-    return beyond
-
-
 class EngineBox:
     """One bundle of the engines fleet on the test engine, with the real images."""
 
@@ -125,9 +116,6 @@ class EngineBox:
             extra["vllm"]["environment"] = {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB)}
             fetch = ["sh", "-c", "mkdir -p /models/hf && cp -R /seed/. /models/hf/"]
         else:
-            # llama-server prints its model-buffer and KV-cache lines at verbosity 4 (common/arg.cpp -lv, env
-            # LLAMA_ARG_LOG_VERBOSITY; the default shows only the server's own lines): the plan-vs-actual check reads them.
-            extra["llamacpp"]["environment"] = {"LLAMA_ARG_LOG_VERBOSITY": "4"}
             model = self.server["command"][self.server["command"].index("-m") + 1]
             write_gguf(self.seed / "model.gguf")
             fetch = ["sh", "-c", f"cp /seed/model.gguf {model}"]
@@ -227,32 +215,33 @@ def check_metrics(eb: EngineBox) -> None:
 
 
 def check_plan_vs_actual(eb: EngineBox) -> None:
+    """The product's plan gate (slm_deploy/rollout/planguard.py, as the rollout runs it on a box) on the
+    engine's real log, held to the planner's figures for the tiny model's architecture."""
     arch = architecture()
-    logs = eb.logs()
     command = eb.server["command"]
     if eb.runtime == "llamacpp":
-        # llama.cpp src/llama-kv-cache.cpp 301: "llama_kv_cache: size = %7.2f MiB (%6u cells, %3d layers, %2u/%u seqs)",
-        # cells per sequence stream (-c / -np, kv_unified off);
-        # src/llama-model.cpp 1932: "%12s model buffer size = %8.2f MiB" (the first: the mapped file).
-        kv = re.search(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells", logs)
-        model = re.search(r"model buffer size = +([\d.]+) MiB", logs)
-        assert kv and model, f"llama-server printed no KV-cache or model-buffer line:\n{logs[-3000:]}"
+        # The bundle's own -lv 4 (slm_deploy/runtimes.py) makes llama-server print the lines the gate reads.
         context, slots = int(command[command.index("-c") + 1]), int(command[command.index("-np") + 1])
-        rows = [
-            ("KV cache (f16)", slots * kv_sequence_bytes(arch, KvCacheDtype.FP16, context // slots), float(kv[1]) * 2**20),
-            ("weights (q8_0)", float(weights_bytes(arch, Quantization.Q8_0, Runtime.LLAMACPP)), float(model[1]) * 2**20),
-        ]
-        assert int(kv[2]) == context // slots, f"llama.cpp allocated {kv[2]} cells per slot for -c {context} -np {slots}"
+        planned = {
+            "kv_cache_bytes": slots * kv_sequence_bytes(arch, KvCacheDtype.FP16, context // slots),
+            "weights_bytes": weights_bytes(arch, Quantization.Q8_0, Runtime.LLAMACPP),
+        }
     else:
-        # vllm v0.11 v1/core/kv_cache_utils.py: "GPU KV cache size: %s tokens" (the CPU build too), from
-        # the VLLM_CPU_KVCACHE_SPACE bytes; the CPU model runner prints no weights-memory line.
-        tokens = re.search(r"KV cache size: ([\d,]+) tokens", logs)
-        assert tokens, f"vLLM printed no KV cache size line:\n{logs[-3000:]}"
+        # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE bytes, not from the GPU budget the
+        # planner models: the planned tokens are those bytes over the planner's bytes per token (bf16).
+        context, slots = int(command[command.index("--max-model-len") + 1]), 1
         per_token = arch.layers * kv_layer_token_bytes(arch, KvCacheDtype.AUTO)
-        actual = VLLM_KV_GIB * 2**30 / int(tokens[1].replace(",", ""))
-        rows = [("KV cache per token (bf16)", per_token, actual)]
-    beyond = _figures(f"{eb.box.id} ({eb.runtime}, tiny model {arch.params_b * 1000:.1f}M parameters)", rows)
+        planned = {"kv_cache_tokens": VLLM_KV_GIB * 2**30 // per_token}
+    server = server_entry(eb.runtime, eb.runtime, "tiny", context, slots, {k: int(v) for k, v in planned.items()})
+    verdict = planguard.judge({"box": eb.box.id, "servers": [server]}, {eb.runtime: eb.logs()})
+    print(f"\n{planguard.table(verdict)}")
+    assert verdict["result"] == "passed", f"the planner's prediction is beyond tolerance of what {eb.runtime} reports: {verdict}"
+    # On the tiny models the figures agree closer than the catalog's tolerance for real boxes.
+    beyond = [c for c in verdict["servers"][0]["checks"] if c["off"] > TOLERANCE]
     assert not beyond, f"the planner's prediction is beyond {TOLERANCE:.0%} of what {eb.runtime} reports: {beyond}"
+    if eb.runtime == "llamacpp":
+        cells = verdict["servers"][0]["reported"]["kv_cells_per_slot"]
+        assert cells == context // slots, f"llama.cpp allocated {cells} cells per slot for -c {context} -np {slots}"
 
 
 def webui_admin(eb: EngineBox) -> str:

@@ -129,6 +129,9 @@ class Lab:
             net, address = subnet(i)
             doc["networks"]["edge"] = {"internal": True, "ipam": {"config": [{"subnet": net}]}}
             doc["services"].setdefault("gateway", {})["networks"] = {"edge": {"ipv4_address": address}, "internal": {}}
+            # What real Ollama reads from qwen3-0.6b's GGUF for its memory summary, which the plan gate
+            # compares: 2 (K, V) x 28 layers x 8 KV heads x 128 head dim x 2 bytes (REFERENCE, Qwen3-0.6B).
+            doc["services"].setdefault("ollama", {})["environment"] = {"STANDIN_OLLAMA_KV_BYTES_PER_TOKEN": "114688"}
             dumped = yaml.safe_dump(doc, sort_keys=True).replace("RESET", "!reset null")
             (self.root / box / "operator" / "compose.override.yaml").write_text(dumped)
 

@@ -135,6 +135,8 @@ class BoxStatus:
     gate: str
     rolled_back: bool
     error: str
+    smoke: str = "-"  # the gate's two parts (reports before the plan gate have neither)
+    plan: str = "-"
 
 
 def fleet_status(reports: Path) -> list[BoxStatus]:
@@ -153,6 +155,8 @@ def fleet_status(reports: Path) -> list[BoxStatus]:
                     str(data["gate"]),
                     str(data["rolled_back"]).lower() == "true",
                     str(data.get("error", "")),
+                    str(data.get("smoke", "-")),
+                    str(data.get("plan", "-")),
                 )
             )
         except (ValueError, KeyError, TypeError):

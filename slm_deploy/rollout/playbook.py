@@ -10,7 +10,9 @@ On each box: copy the box agent (slm_deploy/rollout/boxagent.py) and the release
 box's OCI layout archive, let the agent verify and install it beside the previous release, create
 missing secrets (init-secrets.sh only creates what is missing), `docker compose up --wait` through
 community.docker.docker_compose_v2, then the health gate: `slm-deploy smoke` from the controller
-against the box's gateway. Any failure rolls the box back to the previous release (and brings that
+against the box's gateway, then the plan gate on the box (slm_deploy/rollout/planguard.py, copied as
+slm-plan-gate.py): the model server's own start-up figures against the bundle's plan.json, within
+its stated tolerance. Any failure rolls the box back to the previous release (and brings that
 up), records it, and fails the host so that the wave's threshold counts it. A JSON report per box is
 written on the controller either way; `slm-deploy fleet status` reads them.
 """
@@ -24,10 +26,14 @@ from typing import Any
 from slm_deploy.bundle.swap import OPERATOR_ENTRIES
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Fleet, waves
-from slm_deploy.rollout import boxagent
+from slm_deploy.rollout import boxagent, planguard
 from slm_deploy.yamlout import dump
 
 AGENT = Path(boxagent.__file__)
+PLAN_GATE = Path(planguard.__file__)
+# How long the plan gate waits for the model server's start-up lines after the smoke gate passed
+# (the smoke requests have loaded the model: Ollama loads on the first request).
+PLAN_GATE_WAIT_SECONDS = 120
 
 
 def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts", out: str = ".") -> dict[str, Any]:
@@ -70,9 +76,17 @@ def _gate_command() -> str:
     )
 
 
+def _plan_gate_command(plan_gate: str) -> str:
+    return (
+        f"python3 {plan_gate} --project {{{{ slm_project }}}} --wait {PLAN_GATE_WAIT_SECONDS} "
+        "{{ ('--docker-host ' + slm_docker_host) if slm_docker_host is defined else '' }}"
+    )
+
+
 def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
     sizes = [len(boxes) for _, boxes in waves(fleet)]
     agent = "{{ slm_root }}/bin/slm-box.py"
+    plan_gate = "{{ slm_root }}/bin/slm-plan-gate.py"
     install = (
         f"python3 {agent} install --box {{{{ inventory_hostname }}}} --fleet {fleet.name} "
         f"--allowed-signers {{{{ slm_root }}}}/allowed_signers "
@@ -96,6 +110,8 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
             "content": (
                 "{{ {'box': inventory_hostname, 'ring': slm_ring, 'release': slm_release, "
                 "'installed': slm_installed | default(false), 'gate': slm_gate | default('not run'), "
+                "'smoke': slm_smoke_gate | default('not run'), 'plan': slm_plan_gate | default('not run'), "
+                "'plan_detail': slm_plan_detail | default(''), "
                 "'rolled_back': slm_rolled_back | default(false), 'error': slm_error | default('')} "
                 "| to_nice_json(sort_keys=true) }}\n"
             ),
@@ -113,6 +129,10 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "loop": ["{{ slm_root }}/bin", "{{ slm_root }}/incoming"],
                 },
                 {"name": "Box agent", "ansible.builtin.copy": {"src": "files/slm-box.py", "dest": agent, "mode": "0755"}},
+                {
+                    "name": "Plan gate",
+                    "ansible.builtin.copy": {"src": "files/slm-plan-gate.py", "dest": plan_gate, "mode": "0755"},
+                },
                 {
                     "name": "Release keys",
                     "ansible.builtin.copy": {
@@ -161,6 +181,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     ],
                     "no_log": True,
                 },
+                {"name": "Gates reached", "ansible.builtin.set_fact": {"slm_smoke_gate": "failed"}},
                 {
                     "name": "Health gate: smoke against the gateway",
                     "ansible.builtin.command": _gate_command(),
@@ -168,6 +189,34 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "become": False,
                     "register": "slm_smoke",
                     "changed_when": False,
+                },
+                {"name": "Smoke passed", "ansible.builtin.set_fact": {"slm_smoke_gate": "passed", "slm_plan_gate": "failed"}},
+                {
+                    "name": "Health gate: the model server's start-up report against the plan",
+                    "ansible.builtin.command": _plan_gate_command(plan_gate),
+                    "register": "slm_plan_run",
+                    "changed_when": False,
+                    "failed_when": False,
+                },
+                {
+                    "name": "Plan gate result",
+                    "ansible.builtin.set_fact": {
+                        "slm_plan_gate": (
+                            "{{ (slm_plan_run.stdout_lines | last | default('{}') | from_json).result | default('failed') }}"
+                        ),
+                        "slm_plan_detail": (
+                            "{{ slm_plan_run.stdout_lines | select('search', ': (failed|not checked): ') | join('; ') }}"
+                        ),
+                    },
+                },
+                {
+                    "name": "Plan gate passed",
+                    "ansible.builtin.fail": {
+                        "msg": (
+                            "plan gate: {{ slm_plan_detail or (slm_plan_run.stderr | default('') | truncate(300)) or 'failed' }}"
+                        )
+                    },
+                    "when": "slm_plan_run.rc != 0",
                 },
                 {"name": "Gate passed", "ansible.builtin.set_fact": {"slm_gate": "passed"}},
             ],
@@ -305,6 +354,7 @@ def write_rollout(
         written.append(path)
     (out / "files").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(AGENT, out / "files" / "slm-box.py")
+    shutil.copyfile(PLAN_GATE, out / "files" / "slm-plan-gate.py")
     shutil.copyfile(allowed_signers, out / "files" / "allowed_signers")
     (out / "reports").mkdir(exist_ok=True)
     (out / "work").mkdir(exist_ok=True)

@@ -17,7 +17,7 @@ if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
 
 def fleet_status_table(rows: Sequence[BoxStatus]) -> None:
     table = Table(title="fleet status")
-    for column in ("box", "ring", "release", "installed", "gate", "rolled back", "why"):
+    for column in ("box", "ring", "release", "installed", "gate", "smoke", "plan", "rolled back", "why"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -26,6 +26,8 @@ def fleet_status_table(rows: Sequence[BoxStatus]) -> None:
             row.release,
             "yes" if row.installed else "no",
             row.gate,
+            row.smoke,
+            row.plan,
             "yes" if row.rolled_back else "no",
             row.error,
         )

@@ -409,16 +409,40 @@ def ollama(args: list[str]) -> None:
             else:
                 h.send(200, {"modelfile": "", "details": {}})
 
+        loaded: set[str] = set()
+
+        def load(name: str) -> None:
+            """Ollama loads a model on its first request and logs its memory summary (ml/device.go:201-239,
+            llm/server.go:588 at v0.12.6): the KV cache is context x parallel x the model's bytes per token,
+            which real Ollama reads from the GGUF and the stand-in from STANDIN_OLLAMA_KV_BYTES_PER_TOKEN (f16)."""
+            per_token = os.environ.get("STANDIN_OLLAMA_KV_BYTES_PER_TOKEN")
+            if name in loaded or not per_token:
+                return
+            loaded.add(name)
+            # ggml type sizes per element relative to f16: q8_0 34 bytes per 32, q4_0 18 per 32.
+            factor = {"q8_0": 34 / 64, "q4_0": 18 / 64}.get(os.environ.get("OLLAMA_KV_CACHE_TYPE", "f16"), 1.0)
+            ctx = int(os.environ.get("OLLAMA_CONTEXT_LENGTH", "4096")) * int(os.environ.get("OLLAMA_NUM_PARALLEL", "1"))
+            size = ctx * int(per_token) * factor / 2**20
+            for msg in ("kv cache", "total memory"):
+                extra = " device=CPU" if msg != "total memory" else ""
+                print(
+                    f'time=2026-01-01T00:00:00.000Z level=INFO source=device.go:222 msg="{msg}"{extra} size="{size:.1f} MiB"',
+                    file=sys.stderr,
+                    flush=True,
+                )
+
         def chat(h: Handler, _: str) -> None:
             body = h.body()
             name = body.get("model", "")
             if name not in installed() and f"{name}:latest" not in installed():
                 h.send(404, {"error": {"message": f'model "{name}" not found, try pulling it first'}})
                 return
+            load(name)
             h.reply(name, body)
 
         def native_chat(h: Handler, _: str) -> None:
             body = h.body()
+            load(body.get("model", ""))
             h.send(200, {"model": body.get("model"), "message": {"role": "assistant", "content": "stand-in reply"}, "done": True})
 
         serve(

@@ -4,6 +4,7 @@ reading them, the central Prometheus files `fleet monitoring` writes, and the wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -122,6 +123,8 @@ def monitoring(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.tools
 def test_fleet_monitoring_writes_what_promtool_accepts_and_a_rolled_back_box_fires(tmp_path: Path) -> None:
     promtool = need_binary("promtool")
+    from slm_deploy.fleet import load_fleet
+
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(f"{BOX}: {{ansible_host: 10.1.2.3}}\n")
     out = tmp_path / "central"
@@ -130,12 +133,18 @@ def test_fleet_monitoring_writes_what_promtool_accepts_and_a_rolled_back_box_fir
     again = monitoring(tmp_path / "again", "--hosts", str(hosts))
     assert again.returncode == 0, again.stderr
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
-    assert [p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()] == [
-        (tmp_path / "again" / p).read_bytes() for p in files
-    ]
-    targets = {t["labels"]["box"]: t for t in json.loads((out / "targets" / "retail-stores.json").read_text())}
-    assert targets[BOX] == {"labels": {"box": BOX, "fleet": "retail-stores", "ring": "rest"}, "targets": ["10.1.2.3:9090"]}
-    assert targets["store-0001"]["labels"]["ring"] == "canary"
+    assert [(out / p).read_bytes() for p in files] == [(tmp_path / "again" / p).read_bytes() for p in files]
+    port = next(b.options.gateway_port for b in load_fleet(FLEET).boxes if b.id == BOX)
+    (target,) = json.loads((out / "targets" / f"{BOX}.json").read_text())
+    assert target == {"labels": {"box": BOX, "fleet": "retail-stores", "ring": "rest"}, "targets": [f"10.1.2.3:{port}"]}
+    assert json.loads((out / "targets" / "store-0001.json").read_text())[0]["labels"]["ring"] == "canary"
+    config = yaml.safe_load((out / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:  # the files `rollout` fetches for its gate, per box
+        box = job["job_name"].split("/")[1]
+        assert job["scheme"] == "https" and job["tls_config"]["server_name"] == box
+        for name in (job["authorization"]["credentials_file"], job["tls_config"]["ca_file"]):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("x")
     for args in (["check", "config", "prometheus.yml"], ["check", "rules", "rules/retail-stores.rules.yml"]):
         checked = subprocess.run([promtool, *args], cwd=out, capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -234,85 +243,114 @@ def serve(binary: str, args: list[str], ready: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+def box_cert(directory: Path) -> None:
+    """The gateway's certificate as init-secrets.sh makes it (CN and DNS name the box id)."""
+    subprocess.run(
+        [
+            *(need_binary("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-days", "2", "-subj", f"/CN={BOX}", "-addext", f"subjectAltName=DNS:{BOX},IP:127.0.0.1"),
+            *("-keyout", str(directory / "tls_key"), "-out", str(directory / "tls_cert")),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 @pytest.fixture
-def chain(tmp_path: Path, releases: tuple[Path, Path, Path]) -> Iterator[tuple[str, Path]]:
-    """The box ROOT, its node-exporter and Prometheus (the bundle's own config), and the central
-    Prometheus with the files `fleet monitoring` wrote; every address on loopback."""
+def chain(tmp_path: Path, releases: tuple[Path, Path, Path]) -> Iterator[tuple[str, Path, Any]]:
+    """The box ROOT, its node-exporter, Prometheus and gateway (the bundle's own configs), and the
+    central Prometheus with the files `fleet monitoring` wrote; every address on loopback."""
     from slm_deploy.bundle.writer import build_fleet
     from slm_deploy.fleet import load_fleet
+    from tests.test_gateway_live import API_KEY, _caddy
 
     exporter_bin = need_binary("prometheus-node-exporter")
     prometheus_bin = need_binary("prometheus")
+    caddy = need_binary("caddy")
     root = tmp_path / "box"
     (root / "metrics").mkdir(parents=True)
+    fleet = load_fleet(FLEET)
+    (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == BOX))
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        node = free_port()
-        procs.append(
-            serve(
-                exporter_bin,
-                [
-                    f"--web.listen-address=127.0.0.1:{node}",
-                    "--collector.disable-defaults",
-                    "--collector.textfile",
-                    f"--collector.textfile.directory={root / 'metrics'}",
-                ],
-                f"http://127.0.0.1:{node}/metrics",
+    with contextlib.ExitStack() as stack:
+        try:
+            node = free_port()
+            procs.append(
+                serve(
+                    exporter_bin,
+                    [
+                        f"--web.listen-address=127.0.0.1:{node}",
+                        "--collector.disable-defaults",
+                        "--collector.textfile",
+                        f"--collector.textfile.directory={root / 'metrics'}",
+                    ],
+                    f"http://127.0.0.1:{node}/metrics",
+                )
             )
-        )
-        fleet = load_fleet(FLEET)
-        (bundle,) = build_fleet(fleet, tuple(b for b in fleet.boxes if b.id == BOX))
-        config = yaml.safe_load(bundle.files["prometheus/prometheus.yml"])
-        config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
-        config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"] == "node"]
-        config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{node}"]
-        config.pop("alerting", None)
-        config.pop("rule_files", None)
-        (tmp_path / "box.yml").write_text(yaml.safe_dump(config))
-        box_port = free_port()
-        procs.append(
-            serve(
-                prometheus_bin,
-                [
-                    f"--config.file={tmp_path / 'box.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'box-data'}",
-                    f"--web.listen-address=127.0.0.1:{box_port}",
-                ],
-                f"http://127.0.0.1:{box_port}/-/ready",
+            config = yaml.safe_load(bundle.files["prometheus/prometheus.yml"])
+            config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
+            config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"] == "node"]
+            config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{node}"]
+            config.pop("alerting", None)
+            config.pop("rule_files", None)
+            (tmp_path / "box.yml").write_text(yaml.safe_dump(config))
+            box_port = free_port()
+            procs.append(
+                serve(
+                    prometheus_bin,
+                    [
+                        f"--config.file={tmp_path / 'box.yml'}",
+                        f"--storage.tsdb.path={tmp_path / 'box-data'}",
+                        f"--web.listen-address=127.0.0.1:{box_port}",
+                    ],
+                    f"http://127.0.0.1:{box_port}/-/ready",
+                )
             )
-        )
-        central = tmp_path / "central"
-        hosts = tmp_path / "hosts.yaml"
-        hosts.write_text(f"{BOX}: {{ansible_host: 127.0.0.1}}\n")
-        done = monitoring(central, "--hosts", str(hosts), "--port", str(box_port))
-        assert done.returncode == 0, done.stderr
-        # Only the intervals change (seconds instead of a minute), and only this box's target stays.
-        config = yaml.safe_load((central / "prometheus.yml").read_text())
-        config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
-        (central / "prometheus.yml").write_text(yaml.safe_dump(config))
-        targets = json.loads((central / "targets" / "retail-stores.json").read_text())
-        (central / "targets" / "retail-stores.json").write_text(json.dumps([t for t in targets if t["labels"]["box"] == BOX]))
-        central_port = free_port()
-        procs.append(
-            serve(
-                prometheus_bin,
-                [
-                    f"--config.file={central / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'central-data'}",
-                    f"--web.listen-address=127.0.0.1:{central_port}",
-                ],
-                f"http://127.0.0.1:{central_port}/-/ready",
+            gateway_dir = tmp_path / "gateway"
+            gateway_dir.mkdir()
+            (gateway_dir / "Caddyfile").write_bytes(bundle.files["gateway/Caddyfile"])
+            box_cert(gateway_dir)
+            gateway = stack.enter_context(
+                _caddy(caddy, gateway_dir / "Caddyfile", gateway_dir, f"127.0.0.1:{box_port}", ("SLM_PROMETHEUS_UPSTREAM",))
             )
-        )
-        yield f"http://127.0.0.1:{central_port}", root
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
+            central = tmp_path / "central"
+            hosts = tmp_path / "hosts.yaml"
+            gateway_port = gateway.base.rsplit(":", 1)[1]
+            hosts.write_text(f"{BOX}: {{ansible_host: 127.0.0.1, slm_gateway_port: {gateway_port}}}\n")
+            done = monitoring(central, "--hosts", str(hosts))
+            assert done.returncode == 0, done.stderr
+            # What `rollout` fetched for its gate, where the central config looks for it.
+            (central / "keys" / BOX).mkdir(parents=True)
+            (central / "keys" / BOX / "api_key").write_text(API_KEY)
+            (central / "keys" / BOX / "tls_cert.pem").write_bytes((gateway_dir / "tls_cert").read_bytes())
+            # Only the intervals change (seconds instead of a minute), and only this box's job stays.
+            config = yaml.safe_load((central / "prometheus.yml").read_text())
+            config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
+            config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"].endswith("/" + BOX)]
+            (central / "prometheus.yml").write_text(yaml.safe_dump(config))
+            central_port = free_port()
+            procs.append(
+                serve(
+                    prometheus_bin,
+                    [
+                        f"--config.file={central / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={tmp_path / 'central-data'}",
+                        f"--web.listen-address=127.0.0.1:{central_port}",
+                    ],
+                    f"http://127.0.0.1:{central_port}/-/ready",
+                )
+            )
+            yield f"http://127.0.0.1:{central_port}", root, gateway
+        finally:
+            for proc in reversed(procs):
+                stop(proc)
 
 
 @pytest.mark.tools
-def test_live_a_rolled_back_box_shows_centrally(chain: tuple[str, Path], releases: tuple[Path, Path, Path]) -> None:
-    central, root = chain
+def test_live_a_rolled_back_box_shows_centrally(chain: tuple[str, Path, Any], releases: tuple[Path, Path, Path]) -> None:
+    from tests.test_gateway_live import API_KEY
+
+    central, root, gateway = chain
     old, new, signers = releases
     install(root, old, signers)
     install(root, new, signers)
@@ -336,3 +374,11 @@ def test_live_a_rolled_back_box_shows_centrally(chain: tuple[str, Path], release
     assert ring["metric"]["ring"] == "rest" and ring["value"][1] == "0"
     (target,) = api(central, "/api/v1/query", query=fleetview.TARGET_RECORD)["result"]
     assert target["metric"]["release"] == NEW
+    # The gateway serves only the agent's series, only with the key, whatever the client asks for.
+    assert gateway.request("/slm/release-metrics")[0] == 401
+    assert gateway.request("/slm/release-metrics", key="wrong" * 8)[0] == 401
+    status, body = gateway.request("/slm/release-metrics?match[]=%7B__name__%3D~%22.%2B%22%7D", key=API_KEY)
+    names = {line.split("{")[0] for line in body.decode().splitlines() if line and not line.startswith("#")}
+    # (after the rollback no gate has run for the release the box is back on)
+    gates = {"slm_release_gate_passed", "slm_release_gate_timestamp_seconds"}
+    assert status == 200 and names == AGENT_SERIES - {"up"} - gates  # no node_* nor up: the query is the gateway's

@@ -2,17 +2,22 @@
 which box runs which release, in which ring, rolled back or not, with its last gate.
 
 Each box's agent writes its release state as node-exporter textfile metrics (boxagent.record_state),
-and the box's own Prometheus scrapes them with the rest of the box. A central Prometheus federates
-only those series from every box's Prometheus (`/federate`, honor_labels: the box's own fleet and
-box labels stay), the file_sd targets adding each box's ring. The rules compare what boxes run with
-the fleet's target release; the dashboard shows the same per box and per ring.
+and the box's own Prometheus scrapes them with the rest of the box. Nothing on a box but its gateway
+is published (SLM policy: only the gateway publishes a port; its :9180 metrics server is internal),
+so a central Prometheus reads those series through the gateway: `/slm/release-metrics` (TLS, the
+box's API key) is the box Prometheus's `/federate` with a query the gateway fixes (gateway.py). One
+job per box (each has its own key and certificate), file_sd targets adding each box's ring.
+The rules compare what boxes run with the fleet's target release; the dashboard shows the same per
+box and per ring.
 
-`slm-deploy fleet monitoring FLEET --release R --out DIR` writes:
-  prometheus.yml                   the central scrape job and rule files (merge into your own config)
-  targets/<fleet>.json             one file_sd target per box with monitoring (box, fleet, ring labels)
+`slm-deploy fleet monitoring FLEET --release R --out DIR [--hosts hosts.yaml] [--keys KEYS]` writes:
+  prometheus.yml                   the central scrape jobs and rule files (merge into your own config)
+  targets/<box>.json               one file_sd target per box with monitoring (box, fleet, ring labels)
   rules/<fleet>.rules.yml          recording rules (target release, boxes on it per ring) and alerts
   rules/<fleet>.rules.test.yml     a promtool unit test of those alerts
   grafana/slm-fleet.json           the fleet dashboard
+KEYS/<box>/api_key and KEYS/<box>/tls_cert.pem are the files `rollout` fetches for its gate (its
+work/ folder); relative paths are read from prometheus.yml's folder.
 """
 
 from __future__ import annotations
@@ -30,13 +35,11 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Fleet, waves
+from slm_deploy.gateway import RELEASE_METRICS_PATH
 from slm_deploy.rollout import boxagent
 from slm_deploy.yamlout import dump
 
-JOB = "slm-fleet"
-BOX_PROMETHEUS_PORT = 9090  # the box Prometheus's --web.listen-address (bundle/compose.py)
-# What the central server takes from each box: the agent's series only (boxagent.record_state).
-FEDERATE_MATCH = '{__name__=~"slm_release_.+|slm_rollbacks_total"}'
+JOB = "slm-fleet"  # one job per box, "slm-fleet/<box>": Prometheus sets credentials per job, not per target
 TARGET_RECORD = "slm:fleet_target_release:info"
 RING_TOTAL = "slm:fleet_ring_boxes:count"
 RING_ON_TARGET = "slm:fleet_ring_boxes_on_target:count"
@@ -55,41 +58,49 @@ class FleetTarget:
     address: str
 
 
-def fleet_targets(fleet: Fleet, hosts: dict[str, dict[str, Any]], port: int) -> tuple[list[FleetTarget], list[str]]:
-    """Boxes with monitoring, ring by ring, at their host (hosts.yaml ansible_host, else the box id as a
-    name the central server resolves); and the boxes left out because they run no Prometheus."""
+def fleet_targets(fleet: Fleet, hosts: dict[str, dict[str, Any]]) -> tuple[list[FleetTarget], list[str]]:
+    """Boxes with monitoring, ring by ring, at their gateway as the rollout's gate reaches it (hosts.yaml
+    slm_gate_host, ansible_host, else the box id; slm_gateway_port, else the fleet's); and the boxes
+    left out because they run no Prometheus."""
     targets, unmonitored = [], []
     for ring, boxes in waves(fleet):
         for box in boxes:
             if not box.options.monitoring:
                 unmonitored.append(box.id)
                 continue
-            host = str((hosts.get(box.id) or {}).get("ansible_host") or box.id)
+            variables = hosts.get(box.id) or {}
+            host = str(variables.get("slm_gate_host") or variables.get("ansible_host") or box.id)
+            port = int(variables.get("slm_gateway_port") or box.options.gateway_port)
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             targets.append(FleetTarget(box.id, ring, address))
     return targets, unmonitored
 
 
-def scrape_config(fleet: Fleet) -> dict[str, Any]:
+def scrape_config(targets: list[FleetTarget], keys: str) -> dict[str, Any]:
+    """One job per box: each box's gateway has its own API key and self-signed certificate
+    (init-secrets.sh: CN and DNS name the box id), the files `rollout` fetches for its gate."""
     return {
         "global": {"scrape_interval": "60s", "evaluation_interval": "60s"},
         "rule_files": ["rules/*.rules.yml"],
         "scrape_configs": [
             {
-                "job_name": JOB,
-                # The series carry the box's own fleet and box labels (written by its agent, and the
-                # box Prometheus's external_labels); the target adds the ring.
+                "job_name": f"{JOB}/{t.box}",
+                # The series carry the box's own fleet and box labels (written by its agent); the
+                # target adds the ring.
                 "honor_labels": True,
-                "metrics_path": "/federate",
-                "params": {"match[]": [FEDERATE_MATCH]},
-                "file_sd_configs": [{"files": ["targets/*.json"], "refresh_interval": "5m"}],
+                "scheme": "https",
+                "metrics_path": RELEASE_METRICS_PATH,
+                "authorization": {"credentials_file": f"{keys}/{t.box}/api_key"},
+                "tls_config": {"ca_file": f"{keys}/{t.box}/tls_cert.pem", "server_name": t.box},
+                "file_sd_configs": [{"files": [f"targets/{t.box}.json"], "refresh_interval": "5m"}],
             }
+            for t in targets
         ],
     }
 
 
-def file_sd(fleet: Fleet, targets: list[FleetTarget]) -> list[dict[str, Any]]:
-    return [{"labels": {"box": t.box, "fleet": fleet.name, "ring": t.ring}, "targets": [t.address]} for t in targets]
+def file_sd(fleet: Fleet, target: FleetTarget) -> list[dict[str, Any]]:
+    return [{"labels": {"box": target.box, "fleet": fleet.name, "ring": target.ring}, "targets": [target.address]}]
 
 
 def rule_groups(fleet: str, release: str) -> list[dict[str, Any]]:
@@ -140,7 +151,7 @@ def rule_groups(fleet: str, release: str) -> list[dict[str, Any]]:
                 },
                 {
                     "alert": "SlmBoxUnreachable",
-                    "expr": f'up{{job="{JOB}", {f}}} == 0',
+                    "expr": f'up{{job=~"{JOB}/.+", {f}}} == 0',
                     "for": UNREACHABLE_FOR,
                     "labels": {"severity": "warning"},
                     "annotations": {
@@ -151,7 +162,7 @@ def rule_groups(fleet: str, release: str) -> list[dict[str, Any]]:
                 },
                 {
                     "alert": "SlmBoxReleaseUnknown",
-                    "expr": f'up{{job="{JOB}", {f}}} == 1 unless on (fleet, box) {info}',
+                    "expr": f'up{{job=~"{JOB}/.+", {f}}} == 1 unless on (fleet, box) {info}',
                     "for": UNREACHABLE_FOR,
                     "labels": {"severity": "warning"},
                     "annotations": {
@@ -301,7 +312,7 @@ def dashboard() -> dict[str, Any]:
         )
         .with_target(
             prometheus.Dataquery()
-            .expr(f'count by (ring) (up{{job="{JOB}", {f}}} == 0)')
+            .expr(f'count by (ring) (up{{job=~"{JOB}/.+", {f}}} == 0)')
             .legend_format("{{ring}} unreachable")
             .ref_id("C")
         )
@@ -332,31 +343,30 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
-def monitoring_files(fleet: Fleet, release: str, hosts: dict[str, dict[str, Any]], port: int) -> tuple[dict[str, str], list[str]]:
+def monitoring_files(fleet: Fleet, release: str, hosts: dict[str, dict[str, Any]], keys: str) -> tuple[dict[str, str], list[str]]:
     """Relative path -> text for the central fleet view, and the boxes left out (no monitoring)."""
     if not boxagent.RELEASE.match(release):
         raise InputError("arguments", "--release", f"{release!r} is not a release name (letters, digits, . _ -; at most 64)")
-    targets, unmonitored = fleet_targets(fleet, hosts, port)
+    targets, unmonitored = fleet_targets(fleet, hosts)
     if not targets:
         raise InputError(fleet.source, "boxes", "no box has monitoring: true, so no box has metrics to federate")
     header = HEADER.format(fleet=fleet.name)
     first = targets[0]
     files = {
-        "prometheus.yml": dump(scrape_config(fleet), header),
-        f"targets/{fleet.name}.json": json.dumps(file_sd(fleet, targets), indent=2, sort_keys=True) + "\n",
+        "prometheus.yml": dump(scrape_config(targets, keys), header),
         f"rules/{fleet.name}.rules.yml": dump({"groups": rule_groups(fleet.name, release)}, header),
         f"rules/{fleet.name}.rules.test.yml": dump(rule_test(fleet.name, release, first.box, first.ring, "previous"), header),
         "grafana/slm-fleet.json": json.dumps(dashboard(), indent=2, sort_keys=True) + "\n",
     }
+    for target in targets:
+        files[f"targets/{target.box}.json"] = json.dumps(file_sd(fleet, target), indent=2, sort_keys=True) + "\n"
     return files, unmonitored
 
 
-def write_monitoring(
-    fleet_file: Path, release: str, out: Path, hosts: Path | None, port: int = BOX_PROMETHEUS_PORT
-) -> tuple[list[Path], list[str]]:
+def write_monitoring(fleet_file: Path, release: str, out: Path, hosts: Path | None, keys: str) -> tuple[list[Path], list[str]]:
     from slm_deploy.atomicfile import write_all
     from slm_deploy.fleet import load_fleet
     from slm_deploy.rollout.commands import load_hosts
 
-    files, unmonitored = monitoring_files(load_fleet(fleet_file), release, load_hosts(hosts), port)
+    files, unmonitored = monitoring_files(load_fleet(fleet_file), release, load_hosts(hosts), keys)
     return write_all(out, files), unmonitored

@@ -395,7 +395,7 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
         "volumes": "read-only host proc files for the collectors the dashboards use: /proc/1/mounts and "
         "/proc/1/mountinfo (filesystem: the host's mount table), /proc/1/net (netdev: the host's interfaces, not "
         "the container's), /proc/stat, /proc/meminfo, /proc/loadavg (cpu, meminfo, loadavg, beside them under "
-        "--path.procfs); the box agent's release metrics folder (textfile collector, the fleet view); "
+        f"--path.procfs); {RELEASE_METRICS_SOURCE}, the box agent's release metrics (textfile collector, the fleet view); "
         "the disk is read through a named volume, not the host's /; no write access, no host namespaces",
     }
     return service

@@ -356,7 +356,9 @@ NODE_DISK_VOLUME = "prometheus-data"
 # ROOT/metrics, read by node-exporter's textfile collector (node_exporter collector/textfile.go:
 # *.prom files of --collector.textfile.directory) for the fleet view (docs/rollout.md). ROOT is the
 # agent's --root; a box with another root sets SLM_ROOT in the bundle's .env (an operator file).
-# create_host_path: a box without the agent gets an empty folder, and no release metrics.
+# create_host_path: a box without the agent gets an empty folder, and no release metrics. Compose
+# passes such a bind through the legacy Binds API, which creates a missing source on any engine
+# (docker/compose pkg/compose/create.go buildContainerVolumes/requireMountAPI, moby#43483).
 RELEASE_METRICS_SOURCE = "${SLM_ROOT:-/srv/slm-deploy}/metrics"
 RELEASE_METRICS_TARGET = "/host/slm-release"
 

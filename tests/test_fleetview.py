@@ -201,7 +201,12 @@ def test_the_fleet_dashboard_has_stable_ids_and_reads_only_series_that_exist() -
     assert variables["datasource"]["type"] == "datasource" and "fleet" in variables
     for panel in DASHBOARD["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
-    titles = {p["title"] for p in DASHBOARD["panels"]}
+    panels = {p["title"]: p for p in DASHBOARD["panels"]}
+    assert panels["Target release"]["options"]["textMode"] == "name"  # shows the release, not "1"
+    table = panels["Boxes"]
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    assert [t["id"] for t in table["transformations"]] == ["merge", "organize"]  # one row per box
+    titles = set(panels)
     assert {"Boxes", "Target release", "Boxes on the target release, per ring"} <= titles
     groups = fleetview.rule_groups("retail-stores", NEW)
     recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}

@@ -30,6 +30,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import BigValueTextMode
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, DataTransformerConfig, GridPos
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -280,6 +281,7 @@ def dashboard() -> dict[str, Any]:
         .datasource(DATASOURCE)
         .grid_pos(GridPos(h=8, w=6, x=0, y=0))
         .with_target(prometheus.Dataquery().expr(f"{TARGET_RECORD}{{{f}}}").instant().legend_format("{{release}}").ref_id("A"))
+        .text_mode(BigValueTextMode.NAME)  # the release's name, not the series' value 1
     )
     rings = (
         timeseries.Panel()

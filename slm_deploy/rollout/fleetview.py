@@ -177,9 +177,11 @@ def rule_groups(fleet: str, release: str) -> list[dict[str, Any]]:
     ]
 
 
-def rule_test(fleet: str, release: str, box: str, ring: str, old: str) -> dict[str, Any]:
+def rule_test(fleet: str, release: str, target: FleetTarget, old: str) -> dict[str, Any]:
     """A promtool unit test: a box rolled back from RELEASE to OLD fires SlmBoxRolledBack at once and
-    SlmBoxNotOnTargetRelease after its `for`, and its ring counts no box on the target release."""
+    SlmBoxNotOnTargetRelease after its `for`, and its ring counts no box on the target release; a
+    box whose gate failed fires SlmBoxGateFailed; a box not answering fires SlmBoxUnreachable."""
+    box, ring = target.box, target.ring
     who = f'fleet="{fleet}", box="{box}", ring="{ring}", job="node", instance="node-exporter:9100"'
     hours = int(NOT_ON_TARGET_FOR.rstrip("h"))
     span = f"x{hours * 60 + 10}"
@@ -236,7 +238,57 @@ def rule_test(fleet: str, release: str, box: str, ring: str, old: str) -> dict[s
                         "exp_samples": [{"labels": f'{RING_ON_TARGET}{{fleet="{fleet}", ring="{ring}"}}', "value": 0}],
                     }
                 ],
-            }
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'slm_release_gate_passed{{{who}, release="{release}"}}', "values": "0x30"},
+                    {
+                        "series": f'up{{job="{JOB}/{box}", fleet="{fleet}", box="{box}", ring="{ring}", '
+                        f'instance="{target.address}"}}',
+                        "values": "0x30",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "1m",
+                        "alertname": "SlmBoxGateFailed",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {**alert_labels, "release": release, "severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": f"Box {box} failed the health gate of release {release}",
+                                    "description": f"The last health gate (smoke and plan-versus-actual) of the release {box} "
+                                    "runs failed.",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "10m", "alertname": "SlmBoxUnreachable", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "SlmBoxUnreachable",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "job": f"{JOB}/{box}",
+                                    "fleet": fleet,
+                                    "box": box,
+                                    "ring": ring,
+                                    "instance": target.address,
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "summary": f"The fleet view cannot reach box {box}",
+                                    "description": f"The central Prometheus has not federated from {target.address} for "
+                                    f"{UNREACHABLE_FOR}: the box, its Prometheus or the path to it is down; its release state "
+                                    "is stale.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
         ],
     }
 
@@ -357,7 +409,7 @@ def monitoring_files(fleet: Fleet, release: str, hosts: dict[str, dict[str, Any]
     files = {
         "prometheus.yml": dump(scrape_config(targets, keys), header),
         f"rules/{fleet.name}.rules.yml": dump({"groups": rule_groups(fleet.name, release)}, header),
-        f"rules/{fleet.name}.rules.test.yml": dump(rule_test(fleet.name, release, first.box, first.ring, "previous"), header),
+        f"rules/{fleet.name}.rules.test.yml": dump(rule_test(fleet.name, release, first, "previous"), header),
         "grafana/slm-fleet.json": json.dumps(dashboard(), indent=2, sort_keys=True) + "\n",
     }
     for target in targets:

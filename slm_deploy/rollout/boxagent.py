@@ -468,10 +468,12 @@ def _record_state(root: str, event: str, values: dict[str, str] | None, gate: st
     elif not state.get("box") and current.count("/") == 2:
         state["box"] = current.split("/")[2]
     if event in STATES:
-        state.update(state=event, release=release, installed_at=now, gate=None, gate_at=None)
+        state.update(state=event, release=release, installed_at=now)
         state["rollbacks"] = int(state.get("rollbacks", 0)) + (event == "rolled_back")
+        if event == "installed":  # a new release's gate has not run; after a rollback, the failed one stays
+            state.update(gate=None, gate_at=None, gate_release=None)
     elif gate in GATE_RESULTS and state.get("release") == release:
-        state.update(gate=gate, gate_at=now)
+        state.update(gate=gate, gate_at=now, gate_release=release)
     state["bundles"] = {k: v for k, v in bundles.items() if os.path.isdir(os.path.join(root, "releases", k))}
     who = {"fleet": state.get("fleet", ""), "box": state.get("box", "")}
     release = state.get("release", "")
@@ -485,9 +487,12 @@ def _record_state(root: str, event: str, values: dict[str, str] | None, gate: st
     lines += _family("slm_rollbacks_total", "counter", "Rollbacks on this box since the agent first ran.")
     lines.append(_series("slm_rollbacks_total", who, int(state.get("rollbacks", 0))))
     if state.get("gate"):
-        lines += _family("slm_release_gate_passed", "gauge", "The current release's last health gate: 1 passed, 0 failed.")
-        lines.append(_series("slm_release_gate_passed", {**who, "release": release}, int(state["gate"] == "passed")))
-        lines += _family("slm_release_gate_timestamp_seconds", "gauge", "When the current release's last health gate ran.")
+        lines += _family(
+            "slm_release_gate_passed", "gauge", "The last health gate: 1 passed, 0 failed, for the release it tested."
+        )
+        tested = {**who, "release": str(state.get("gate_release") or release)}
+        lines.append(_series("slm_release_gate_passed", tested, int(state["gate"] == "passed")))
+        lines += _family("slm_release_gate_timestamp_seconds", "gauge", "When the last health gate ran.")
         lines.append(_series("slm_release_gate_timestamp_seconds", who, state["gate_at"]))
     for name, data in (("state.json", json.dumps(state, sort_keys=True)), (METRICS_FILE, "\n".join(lines))):
         tmp = os.path.join(folder, f".{name}.tmp")
@@ -521,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--operator-entry", action="append", default=[])
     p = sub.add_parser("rollback")
     p.add_argument("--root", default=DEFAULT_ROOT)
-    p = sub.add_parser("gate", help="record the current release's health gate result (the fleet view's metrics)")
+    p = sub.add_parser("gate", help="record the health gate result of the current release (the fleet view's metrics)")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--result", required=True, choices=GATE_RESULTS)
     args = parser.parse_args(argv)

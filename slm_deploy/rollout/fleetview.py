@@ -135,8 +135,8 @@ def rule_groups(fleet: str, release: str) -> list[dict[str, Any]]:
                     "labels": {"severity": "critical"},
                     "annotations": {
                         "summary": "Box {{ $labels.box }} failed the health gate of release {{ $labels.release }}",
-                        "description": "The last health gate (smoke and plan-versus-actual) of the release {{ $labels.box }} "
-                        "runs failed.",
+                        "description": "The last health gate (smoke and plan-versus-actual) on {{ $labels.box }} failed for "
+                        "release {{ $labels.release }}; if the box rolled back, SlmBoxRolledBack fires too.",
                     },
                 },
                 {
@@ -258,8 +258,8 @@ def rule_test(fleet: str, release: str, target: FleetTarget, old: str) -> dict[s
                                 "exp_labels": {**alert_labels, "release": release, "severity": "critical"},
                                 "exp_annotations": {
                                     "summary": f"Box {box} failed the health gate of release {release}",
-                                    "description": f"The last health gate (smoke and plan-versus-actual) of the release {box} "
-                                    "runs failed.",
+                                    "description": f"The last health gate (smoke and plan-versus-actual) on {box} failed for "
+                                    f"release {release}; if the box rolled back, SlmBoxRolledBack fires too.",
                                 },
                             }
                         ],

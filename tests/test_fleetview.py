@@ -129,7 +129,9 @@ def test_fleet_monitoring_writes_what_promtool_accepts_and_a_rolled_back_box_fir
     from slm_deploy.fleet import load_fleet
 
     hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(f"{BOX}: {{ansible_host: 10.1.2.3}}\n")
+    hosts.write_text(
+        f"{BOX}: {{ansible_host: 10.1.2.3}}\nstore-0001: {{ansible_host: a, slm_gate_host: s1.example, slm_gate_connect_to: 10.9.9.9}}\n"
+    )
     out = tmp_path / "central"
     done = monitoring(out, "--hosts", str(hosts))
     assert done.returncode == 0, done.stderr
@@ -137,14 +139,18 @@ def test_fleet_monitoring_writes_what_promtool_accepts_and_a_rolled_back_box_fir
     assert again.returncode == 0, again.stderr
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert [(out / p).read_bytes() for p in files] == [(tmp_path / "again" / p).read_bytes() for p in files]
-    port = next(b.options.gateway_port for b in load_fleet(FLEET).boxes if b.id == BOX)
+    ports = {b.id: b.options.gateway_port for b in load_fleet(FLEET).boxes}
+    port = ports[BOX]
     (target,) = json.loads((out / "targets" / f"{BOX}.json").read_text())
     assert target == {"labels": {"box": BOX, "fleet": "retail-stores", "ring": "rest"}, "targets": [f"10.1.2.3:{port}"]}
     assert json.loads((out / "targets" / "store-0001.json").read_text())[0]["labels"]["ring"] == "canary"
+    assert json.loads((out / "targets" / "store-0001.json").read_text())[0]["targets"] == [
+        f"10.9.9.9:{ports['store-0001']}"
+    ]  # as the gate
     config = yaml.safe_load((out / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:  # the files `rollout` fetches for its gate, per box
         box = job["job_name"].split("/")[1]
-        assert job["scheme"] == "https" and job["tls_config"]["server_name"] == box
+        assert job["scheme"] == "https" and job["tls_config"]["server_name"] == ("s1.example" if box == "store-0001" else box)
         for name in (job["authorization"]["credentials_file"], job["tls_config"]["ca_file"]):
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_text("x")

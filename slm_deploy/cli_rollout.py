@@ -109,6 +109,29 @@ def fleet_status_command(reports: Path, as_json: bool) -> None:
         sys.exit(1)
 
 
+@fleet.command("monitoring")
+@click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
+@click.option("--release", required=True, help="The fleet's target release: boxes on another one are flagged.")
+@click.option("--out", "out_dir", required=True, type=NonEmptyPath(path_type=Path), help="Folder for the central files.")
+@click.option("--hosts", type=click.Path(path_type=Path, dir_okay=False), help="rollout's hosts.yaml (ansible_host per box).")
+@click.option(
+    "--keys",
+    default="keys",
+    show_default=True,
+    help="Folder with <box>/api_key and <box>/tls_cert.pem (rollout's work/), as the central Prometheus sees it.",
+)
+@clear_errors
+def fleet_monitoring(fleet_file: Path, release: str, out_dir: Path, hosts: Path | None, keys: str) -> None:
+    """Write the central fleet view: Prometheus jobs reading every box's release metrics through its
+    gateway, alert rules (rolled back, failed gate, not on the target release, unreachable) and a Grafana dashboard."""
+    from slm_deploy.rollout.fleetview import write_monitoring
+
+    written, unmonitored = write_monitoring(fleet_file, release, out_dir, hosts, keys)
+    for box in unmonitored:
+        click.echo(f"note: {box} has monitoring: false: no Prometheus on the box, so not in the fleet view", err=True)
+    click.echo(f"wrote {len(written)} files to {out_dir}")
+
+
 @fleet.command("trust")
 @click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
 @click.argument("public_key", metavar="KEY.pub", type=click.Path(path_type=Path, dir_okay=False))

@@ -22,6 +22,14 @@ ENTRYPOINT = (
 )
 
 
+# The central fleet view (docs/rollout.md, "Fleet view") reads a box's release state through the
+# gateway, the box's one published port: only the box agent's series (rollout/boxagent.py
+# record_state), from the box Prometheus's federation endpoint, with the API key. The query is fixed
+# by the gateway, so a client cannot ask the box's Prometheus for anything else.
+RELEASE_METRICS_PATH = "/slm/release-metrics"
+RELEASE_METRICS_MATCH = '{__name__=~"slm_release_.+|slm_rollbacks_total"}'
+
+
 def route(server: str, address: str, prefix: str = "", keepalive: bool = True) -> dict[str, str]:
     """One upstream; `prefix` (e.g. /phi4mini) when several models share the gateway; `keepalive`
     False: a new upstream connection per request, for a server that loses replies on reused ones."""
@@ -46,8 +54,14 @@ def caddyfile(
     routes: list[dict[str, str]],
     grafana_upstream: str | None = None,
     webui_upstream: str | None = None,
+    prometheus_upstream: str | None = None,
 ) -> str:
+    from urllib.parse import urlencode
+
     values: dict[str, Any] = {
+        "prometheus_upstream": prometheus_upstream,
+        "release_metrics_path": RELEASE_METRICS_PATH,
+        "release_metrics_query": urlencode({"match[]": RELEASE_METRICS_MATCH}),
         "box_id": label,
         "tls": tls,
         "port": port,

@@ -233,7 +233,8 @@ def test_15_node_exporter_reads_the_host_network_and_mounts_only_what_its_collec
     assert "--no-collector.netdev.netlink" in service["command"]  # netlink would read the container's own netns
     flags = [a.removeprefix("--collector.") for a in service["command"] if a.startswith("--collector.")]
     enabled = sorted(f for f in flags if "." not in f and "-" not in f)
-    assert enabled == ["cpu", "filesystem", "loadavg", "meminfo", "netdev"]
+    # textfile: the box agent's release metrics, for the fleet view (docs/rollout.md)
+    assert enabled == ["cpu", "filesystem", "loadavg", "meminfo", "netdev", "textfile"]
     reason = service["x-hardening-exceptions"]["volumes"]
     for source in binds:
         assert source in reason, source

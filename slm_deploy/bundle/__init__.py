@@ -300,6 +300,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
             _health_checked(route(spec.service, f"{spec.service}:{spec.port}", keepalive=upstream_keepalive(spec.runtime)), spec)
         ],
         grafana_upstream="grafana:3000" if box.options.monitoring else None,
+        prometheus_upstream="prometheus:9090" if box.options.monitoring else None,
         webui_upstream="open-webui:8080" if box.options.webui else None,
     )
     files.update(spec.files)

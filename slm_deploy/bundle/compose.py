@@ -352,6 +352,15 @@ NODE_PROC_LINKS = ("stat", "meminfo", "loadavg")  # cpu, meminfo, loadavg
 # volume's filesystem is that disk. It is mounted as the exporter's root filesystem (statfs of the
 # host's "/" mount point), instead of the host's whole "/" (which holds the engine's sockets).
 NODE_DISK_VOLUME = "prometheus-data"
+# The release this box runs, as the box agent writes it (rollout/boxagent.py record_state) into
+# ROOT/metrics, read by node-exporter's textfile collector (node_exporter collector/textfile.go:
+# *.prom files of --collector.textfile.directory) for the fleet view (docs/rollout.md). ROOT is the
+# agent's --root; a box with another root sets SLM_ROOT in the bundle's .env (an operator file).
+# create_host_path: a box without the agent gets an empty folder, and no release metrics. Compose
+# passes such a bind through the legacy Binds API, which creates a missing source on any engine
+# (docker/compose pkg/compose/create.go buildContainerVolumes/requireMountAPI, moby#43483).
+RELEASE_METRICS_SOURCE = "${SLM_ROOT:-/srv/slm-deploy}/metrics"
+RELEASE_METRICS_TARGET = "/host/slm-release"
 
 
 def _node_exporter(catalog: Catalog) -> dict[str, Any]:
@@ -363,6 +372,8 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
         "--collector.disable-defaults",
         *(f"--collector.{c}" for c in NODE_COLLECTORS),
         "--no-collector.netdev.netlink",
+        "--collector.textfile",
+        f"--collector.textfile.directory={RELEASE_METRICS_TARGET}",
         # One series: the data root's disk, reported at mountpoint "/".
         "--collector.filesystem.mount-points-exclude=^/.+",
     ]
@@ -371,13 +382,23 @@ def _node_exporter(catalog: Catalog) -> dict[str, Any]:
         {"type": "bind", "source": f"/proc/{name}", "target": f"/host/proc/{name}", "read_only": True} for name in NODE_PROC_LINKS
     ]
     service["volumes"].append({"type": "volume", "source": NODE_DISK_VOLUME, "target": "/host/root", "read_only": True})
+    service["volumes"].append(
+        {
+            "type": "bind",
+            "source": RELEASE_METRICS_SOURCE,
+            "target": RELEASE_METRICS_TARGET,
+            "read_only": True,
+            "bind": {"create_host_path": True},
+        }
+    )
     service["expose"] = ["9100"]
     service["healthcheck"] = _healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9100/metrics"])
     service["x-hardening-exceptions"] = {
         "volumes": "read-only host proc files for the collectors the dashboards use: /proc/1/mounts and "
         "/proc/1/mountinfo (filesystem: the host's mount table), /proc/1/net (netdev: the host's interfaces, not "
         "the container's), /proc/stat, /proc/meminfo, /proc/loadavg (cpu, meminfo, loadavg, beside them under "
-        "--path.procfs); the disk is read through a named volume, not the host's /; no write access, no host namespaces",
+        f"--path.procfs); {RELEASE_METRICS_SOURCE}, the box agent's release metrics (textfile collector, the fleet view); "
+        "the disk is read through a named volume, not the host's /; no write access, no host namespaces",
     }
     return service
 

@@ -255,11 +255,18 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
     (play,) = playbook(load_fleet(FLEET), "r2")
     block = play["tasks"][0]
     names = [t["name"] for t in block["block"]]
-    gate_tasks = block["block"][names.index("Gates reached") : names.index("Gate passed") + 1]
+    gate_tasks = block["block"][names.index("Gates reached") : names.index("Gate passed") + 2]  # + its metric
     root, bin_dir = tmp_path / "root", tmp_path / "fakebin"
     (root / "bin").mkdir(parents=True)
     bin_dir.mkdir()
     shutil.copyfile(CHECKER, root / "bin" / "slm-plan-gate.py")
+    # release r2 installed by the agent (its metrics record the gate of the release it runs)
+    from slm_deploy.rollout import boxagent
+
+    shutil.copyfile(boxagent.__file__, root / "bin" / "slm-box.py")
+    (root / "releases" / "r2" / "clinic-0007").mkdir(parents=True)
+    (root / "current").symlink_to("releases/r2/clinic-0007")
+    boxagent.record_state(str(root), "installed", {"fleet": "f", "box": "clinic-0007", "release": "r2", "bundle": "sha256:ab"})
     (tmp_path / "model.log").write_text(log)
     docker = bin_dir / "docker"
     docker.write_text(f"#!/bin/sh\ncat {tmp_path / 'model.log'}\n")
@@ -284,7 +291,7 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
                 "ansible_python_interpreter": sys.executable,
             },
             "tasks": [
-                {"name": "Gate", "block": gate_tasks, "rescue": [block["rescue"][0]]},
+                {"name": "Gate", "block": gate_tasks, "rescue": block["rescue"][:2]},  # the failure, its metric
                 {k: v for k, v in play["tasks"][1].items() if k not in ("delegate_to", "become")},
             ],
         }
@@ -296,18 +303,23 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
         [binary, "-i", "localhost,", "mini.yml"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    return json.loads((tmp_path / "localhost.json").read_text())
+    report = json.loads((tmp_path / "localhost.json").read_text())
+    metrics = (root / "metrics" / "slm-release.prom").read_text()
+    report["metric"] = next((line for line in metrics.splitlines() if line.startswith("slm_release_gate_passed{")), None)
+    return report
 
 
 def test_ansible_records_a_passed_plan_gate(bundles: Path, tmp_path: Path) -> None:
     weights_mib = planned(bundles / "clinic-0007" / "plan.json", "weights_bytes") / 2**20
     report = run_gate_tasks(tmp_path, bundles, llamacpp_log(2304.0, weights_mib))
     assert (report["gate"], report["smoke"], report["plan"]) == ("passed", "passed", "passed"), report
+    assert report["metric"] is not None and 'release="r2"' in report["metric"] and report["metric"].endswith(" 1")
 
 
 def test_ansible_fails_the_box_on_a_plan_gate_failure_with_the_reason(bundles: Path, tmp_path: Path) -> None:
     report = run_gate_tasks(tmp_path, bundles, llamacpp_log(576.0, cells=2048))
     assert (report["gate"], report["smoke"], report["plan"]) == ("failed", "passed", "failed"), report
+    assert report["metric"] is not None and 'release="r2"' in report["metric"] and report["metric"].endswith(" 0")
     assert "kv_cache_bytes 576.00 MiB reported, 2304.00 MiB planned" in report["error"]
 
 

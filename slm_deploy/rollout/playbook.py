@@ -219,6 +219,11 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "when": "slm_plan_run.rc != 0",
                 },
                 {"name": "Gate passed", "ansible.builtin.set_fact": {"slm_gate": "passed"}},
+                {
+                    "name": "Gate result in the box's release metrics (fleet view)",
+                    "ansible.builtin.command": f"python3 {agent} gate --root {{{{ slm_root }}}} --result passed",
+                    "changed_when": False,
+                },
             ],
             "rescue": [
                 {
@@ -230,6 +235,15 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                             "| string | truncate(400) }}"
                         ),
                     },
+                },
+                {
+                    # before the rollback: the failed release's result stays visible beside the
+                    # rolled-back state (slm_release_gate_passed{release=...} 0)
+                    "name": "Gate result in the box's release metrics (fleet view)",
+                    "ansible.builtin.command": f"python3 {agent} gate --root {{{{ slm_root }}}} --result failed",
+                    "when": "slm_installed | default(false)",
+                    "failed_when": False,
+                    "changed_when": False,
                 },
                 {
                     "name": "Roll back to the previous release",

@@ -690,3 +690,41 @@ def test_aks06_a_real_pulumi_up_refuses_example_values_whatever_the_variable_say
     assert str(info.value).startswith(
         "Pulumi.dev.yaml: slm-deploy:cluster.apiServer.authorizedIpRanges[0]: 1.2.3.4/32 is an example value"
     )
+
+
+# R7 (issue 23 follow-up): the subnet role of the cluster's identity propagates before the cluster
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_r7_the_cluster_waits_for_its_identitys_subnet_role_to_propagate(stack: str) -> None:
+    """AKS acts on our subnet as the cluster's control-plane identity while it creates the cluster
+    (aks-service-permissions.md, cluster identity); ARM caches role assignments for up to 10 minutes,
+    and a create that runs first fails and leaves a Failed cluster. The cluster depended on the
+    assignment alone; it now also waits for a pause that follows that assignment."""
+    from slm_deploy.catalog.platform import load_aks_facts
+
+    result = preview(stack)
+    (cluster,) = of_type(result, CLUSTER)
+    (grant,) = [r for r in of_type(result, ASSIGNMENT) if r.name.endswith("control-plane-subnet")]
+    pauses = [r for r in result.resources if r.type == "pulumi-python:dynamic:Resource" and grant.urn in r.dependencies]
+    assert [p.name for p in pauses] == [f"{grant.name}-propagation"]
+    assert pauses[0].urn in waits_for(result, cluster)
+    assert pauses[0].inputs["seconds"] == load_aks_facts().cluster_identity_propagation_seconds.value >= 600
+
+
+def test_r7_the_simulator_reports_a_cluster_created_right_after_its_subnet_role() -> None:
+    from dataclasses import replace
+
+    from slm_deploy.simulator import Stack, from_preview, simulate
+
+    stack = from_preview(preview("dev"))
+    assert simulate(stack) == []
+    (grant,) = [r for r in stack.of_type(ASSIGNMENT) if r.name.endswith("control-plane-subnet")]
+    pause = {r.urn for r in stack.resources if r.type == "pulumi-python:dynamic:Resource" and grant.urn in r.dependencies}
+    broken = Stack(
+        [
+            replace(r, dependencies=tuple(d for d in r.dependencies if d not in pause))
+            for r in stack.resources
+            if r.urn not in pause
+        ]
+    )
+    (finding,) = simulate(broken)
+    assert finding.rule == "SLM-SIM-020" and "no wait for the role to propagate (up to 600 s)" in finding.message

@@ -728,3 +728,34 @@ def test_r7_the_simulator_reports_a_cluster_created_right_after_its_subnet_role(
     )
     (finding,) = simulate(broken)
     assert finding.rule == "SLM-SIM-020" and "no wait for the role to propagate (up to 600 s)" in finding.message
+
+
+# R4 (issue 23 follow-up): checked, not a defect on Kubernetes; this keeps it so.
+def _bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return float(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else float(quantity)
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_r4_vllm_caches_live_on_a_disk_emptydir_inside_the_ephemeral_storage_limit(stack: str) -> None:
+    """The follow-up item said VLLM_CACHE_ROOT=/tmp/vllm may sit on a memory-backed /tmp counted
+    against the pod's memory limit. On the rendered Deployments every cache directory a container is
+    given (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) is on an emptyDir without
+    `medium: Memory` (node disk, charged to ephemeral-storage, not memory: Kubernetes volumes docs,
+    emptyDir), sized, and its sizeLimit fits the container's ephemeral-storage limit."""
+    checked = 0
+    for deployment in of_type(preview(stack), "kubernetes:apps/v1:Deployment"):
+        spec = deployment.inputs["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for container in spec["containers"]:
+            caches = [e["value"] for e in container.get("env") or [] if e["name"].endswith(("_CACHE_ROOT", "_CACHE_DIR"))]
+            for path in caches:
+                mounts = [m for m in container.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+                assert mounts, (deployment.name, path)
+                mount = max(mounts, key=lambda m: len(m["mountPath"]))
+                empty_dir = volumes[mount["name"]].get("emptyDir")
+                assert empty_dir is not None and empty_dir.get("medium") != "Memory", (deployment.name, path, empty_dir)
+                limit = container["resources"]["limits"]["ephemeral-storage"]
+                assert _bytes(empty_dir["sizeLimit"]) <= _bytes(limit), (deployment.name, path)
+                checked += 1
+    assert checked, f"{stack}: no container names a cache directory"

@@ -797,3 +797,23 @@ def test_r2_requests_the_gateway_refuses_do_not_wake_or_hold_the_model() -> None
     messages = [f.message for f in simulate(_with_activation(stack, every_request)) if f.rule == "SLM-SIM-008"]
     assert any("after 30 idle minutes still 1 replicas" in m for m in messages), messages
     assert any("requests the gateway refuses (401)" in m for m in messages), messages
+
+
+# R12 (issue 23 follow-up): a chart run beyond the Kubernetes minors it is validated with is said
+def test_r12_preview_warns_that_the_gpu_operator_is_not_validated_for_the_stacks_minor() -> None:
+    """gpu-operator v25.3.4 is validated on AKS for 1.29-1.33 (NVIDIA/cloud-native-docs
+    platform-support.rst at the 25.3.4 release commit); the shipped stacks run 1.36, so preview
+    names the range, the source and the chart version that covers the minor."""
+    import json
+
+    from slm_deploy.catalog.platform import load_chart_profiles
+
+    (profile,) = [p for (chart, _), p in load_chart_profiles().items() if chart == "gpu-operator"]
+    assert profile.kubernetes is not None
+    low, high = profile.kubernetes.validated
+    result = run_cli("preview", "dev", "--json")
+    assert result.returncode == 0, result.stderr
+    minor = stack_config("dev")["cluster"]["kubernetesVersion"]
+    (line,) = [x for x in json.loads(result.stdout)["runner"] if x.startswith("dates: gpu-operator")]
+    assert f"{profile.version} is validated on AKS for Kubernetes {low}-{high}, not {minor}" in line
+    assert "platform-support.rst" in line and profile.kubernetes.newer in line

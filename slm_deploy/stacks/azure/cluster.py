@@ -251,8 +251,8 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=control_plane),
         )
         # AKS acts on the subnet as this identity from the cluster's create on (aks-service-permissions.md,
-        # "cluster identity"): a create that runs before the new role takes effect fails and leaves a
-        # Failed cluster behind. Wait out ARM's role cache once, when the assignment is made (R7).
+        # "cluster identity"): a create that runs before the new role takes effect can fail, and Pulumi
+        # does not retry it. Wait out ARM's role cache once, when the assignment is made (R7).
         subnet_wait = RbacPropagationWait(
             f"{name}-control-plane-subnet-propagation",
             follows=subnet_role.id,

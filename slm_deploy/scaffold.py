@@ -408,9 +408,12 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "preview_variable": _identity("preview")["variable"],
         "deploy_variable": _identity("deploy")["variable"],
         "deploy_identity_name": _identity("deploy")["id"],
+        "preflight_requirements": PREFLIGHT_REQUIREMENTS,
+        "preflight_requirement": with_extra(requirement, "azure"),
     }
     files["__main__.py"] = render("init/main.py", **values)
     files["requirements.txt"] = render("init/requirements.txt", **values)
+    files[PREFLIGHT_REQUIREMENTS] = render("init/requirements-preflight.txt", **values)
     files["constraints.txt"] = (
         f"# The versions slm-deploy {__version__} was tested with (its CI installs it with these pins on\n"
         "# Python 3.11-3.13); requirements.txt installs with them, so the `pulumi up` on main runs the\n"
@@ -429,6 +432,17 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
 
 
 ONNX_CONTEXT = "out/onnx-image"
+# What the deploy jobs add for `slm-deploy preflight` (the Azure SDK extra), beside requirements.txt.
+PREFLIGHT_REQUIREMENTS = "requirements-preflight.txt"
+
+
+def with_extra(requirement: str, extra: str) -> str:
+    """The same requirement line with an extra: `slm-deploy[azure] @ URL`, `slm-deploy[azure]==V`.
+    Never a bare name: that would install whatever an index serves under it (see --package)."""
+    name = re.match(r"slm[-_]deploy", requirement)
+    if name is None:
+        raise InputError("arguments", "--package", f"{requirement!r} does not name slm-deploy")
+    return f"{name.group(0)}[{extra}]{requirement[name.end() :]}"
 
 
 def offline_commands(choices: InitChoices) -> list[str]:

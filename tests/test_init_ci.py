@@ -11,6 +11,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -290,3 +291,112 @@ def test_the_readme_sets_each_stacks_deployer_object_id(repo: Path) -> None:
         command = f"pulumi config set --stack {stack} --path 'slm-deploy:cluster.deployerObjectId' OBJECT_ID_OF_deploy-{stack}"
         assert command in readme
         assert f"| deploy-{stack} |" in readme  # the identity the command names is a row of the table
+
+
+# Issue 23 item 6: preflight before `pulumi up` --------------------------------------------------
+def _index(steps: list[dict[str, Any]], found: Any) -> int:
+    (index,) = [i for i, step in enumerate(steps) if found(step)]
+    return index
+
+
+def test_each_deploy_job_runs_preflight_before_anything_changes(repo: Path) -> None:
+    """The deploy jobs went straight to `pulumi up`: a VM size not offered in the region or a short
+    vCPU quota of a VM family failed at AgentPool creation, after the cluster existed. Each up-STACK
+    job now installs slm-deploy's Azure extra (the same pinned package) and runs `slm-deploy
+    preflight STACK` as its deploying identity, before it opens the API server or runs `pulumi up`;
+    nothing lets the step's failure pass."""
+    from packaging.requirements import Requirement
+
+    from slm_deploy.scaffold import PREFLIGHT_REQUIREMENTS, TOKEN_FILE
+
+    def requirements(name: str) -> list[str]:
+        return [ln for ln in (repo / name).read_text().splitlines() if ln and not ln.startswith("#")]
+
+    base, extra = requirements("requirements.txt"), requirements(PREFLIGHT_REQUIREMENTS)
+    assert extra[0] == base[0] == "-c constraints.txt"
+    package, with_azure = Requirement(base[1]), Requirement(extra[1])
+    assert (with_azure.name, with_azure.url, with_azure.extras) == (package.name, package.url, {"azure"})
+    deploy = workflow(repo, "deploy.yml")
+    for stack in STACKS:
+        job = deploy["jobs"][f"up-{stack}"]
+        steps = job["steps"]
+        venv = _index(steps, lambda s: "pip install -r requirements.txt" in s.get("run", ""))
+        token = _index(steps, lambda s: "federated token" in s.get("name", ""))
+        install = _index(steps, lambda s: f"pip install -r {PREFLIGHT_REQUIREMENTS}" in s.get("run", ""))
+        check = _index(steps, lambda s: "slm-deploy preflight" in s.get("run", ""))
+        reach = _index(steps, lambda s: s.get("id") == "reach")
+        up = steps.index(pulumi_step(job))
+        assert venv < install < check and token < check < reach < up, [s.get("name") for s in steps]
+        step = steps[check]
+        assert step["run"] == f".venv/bin/slm-deploy preflight {stack}"
+        assert not {"if", "continue-on-error"} & set(step)
+        up_env = pulumi_step(job)["env"]
+        assert step["env"] == {
+            "AZURE_CLIENT_ID": up_env["AZURE_CLIENT_ID"],  # the deploying identity, whose roles it checks
+            "AZURE_TENANT_ID": up_env["AZURE_TENANT_ID"],
+            "AZURE_FEDERATED_TOKEN_FILE": TOKEN_FILE,  # DefaultAzureCredential's workload identity reads it
+            "AZURE_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}",
+        }
+    readme = (repo / "README.md").read_text()
+    for stack in STACKS:
+        (row,) = [line for line in readme.splitlines() if line.startswith(f"| push to main | `up-{stack}`")]
+        assert row.index(f"slm-deploy preflight {stack}") < row.index("pulumi up")
+
+
+@pytest.mark.parametrize("fits", [True, False], ids=["fits", "short-spot-quota"])
+def test_the_preflight_step_fails_the_deploy_job_when_the_stack_does_not_fit(repo: Path, tmp_path: Path, fits: bool) -> None:
+    """The step's own script, run as the runner runs it (bash -e) in the scaffold, against the fake
+    Azure Resource Manager (tests/fake_arm.py): it passes where the stack fits, and fails the job on
+    a short quota with the line that says which one. The Azure login is stood in for (FakeCredential):
+    on the runner it is the workload identity credential reading the token file."""
+    pytest.importorskip("azure.mgmt.compute", reason="the [azure] extra is not installed")
+    from tests.conftest import ROOT, need_binary
+    from tests.fake_arm import SUBSCRIPTION, serve, usage
+    from tests.test_preflight import healthy
+
+    need_binary("openssl")
+    work = tmp_path / "checkout"
+    shutil.copytree(repo, work)
+    shim = work / ".venv" / "bin" / "slm-deploy"  # the console script, signed in by a stand-in
+    shim.parent.mkdir(parents=True)
+    shim.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from slm_deploy import preflight\n"
+        "from tests.fake_arm import FakeCredential\n"
+        "preflight.default_credential = FakeCredential\n"
+        "from slm_deploy.cli import main\n"
+        "main([*sys.argv[1:], '--arm-endpoint', os.environ['FAKE_ARM_URL']], prog_name='slm-deploy')\n"
+    )
+    shim.chmod(0o755)
+    job = workflow(work, "deploy.yml")["jobs"]["up-dev"]
+    (step,) = [s for s in job["steps"] if "slm-deploy preflight" in s.get("run", "")]
+    arm = healthy("dev", root=work)
+    if not fits:  # dev's spot T4 pool, at its maximum plus the surge node, needs more than this
+        arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 0, 8) for u in arm.usages]
+    token = tmp_path / "azure-federated-token"
+    token.write_text("id-token")
+    values = {
+        "${{ vars.AZURE_DEPLOY_CLIENT_ID }}": "11111111-2222-3333-4444-555555555555",
+        "${{ vars.AZURE_TENANT_ID }}": "66666666-7777-8888-9999-000000000000",
+        "${{ vars.AZURE_SUBSCRIPTION_ID }}": SUBSCRIPTION,
+        "${{ runner.temp }}/azure-federated-token": str(token),
+    }
+    with serve(arm, tmp_path) as arm:
+        env = {
+            "PATH": os.environ["PATH"],
+            "REQUESTS_CA_BUNDLE": arm.ca,
+            "FAKE_ARM_URL": arm.url,
+            **{name: values[value] for name, value in step["env"].items()},
+        }
+        done = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=work, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    assert (done.returncode == 0) == fits, done.stdout + done.stderr
+    assert {method for method, _ in arm.requests} == {"GET"}
+    last = done.stdout.splitlines()[-1]
+    if fits:
+        assert last.endswith(": fits"), done.stdout
+    else:
+        assert last.endswith("1 problem(s)") and "PROBLEM  quota lowPriorityCores: needs 16 vCPUs" in done.stdout

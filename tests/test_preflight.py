@@ -22,8 +22,8 @@ OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 
 
-def _region(stack: str) -> tuple[str, dict[str, int]]:
-    target = preflight.load_target(stack, ROOT, SUBSCRIPTION)
+def _region(stack: str, root: Path = ROOT) -> tuple[str, dict[str, int]]:
+    target = preflight.load_target(stack, root, SUBSCRIPTION)
     sizes = {n.vm_size for n in preflight.pool_needs(target.env)}
     return target.location, {s: _VCPUS[s] for s in sizes}
 
@@ -46,10 +46,11 @@ _FAMILY = {
 }
 
 
-def healthy(stack: str, free: int = 10_000) -> Arm:
-    location, sizes = _region(stack)
+def healthy(stack: str, free: int = 10_000, root: Path = ROOT) -> Arm:
+    """A subscription where the stack (of the project in `root`) fits."""
+    location, sizes = _region(stack, root)
     families = {_FAMILY.get(s, "standardDDSv5Family") for s in sizes}
-    version = str(preflight.load_target(stack, ROOT, SUBSCRIPTION).env.spec.cluster.kubernetes_version)
+    version = str(preflight.load_target(stack, root, SUBSCRIPTION).env.spec.cluster.kubernetes_version)
     return Arm(
         skus=[sku(s, _FAMILY.get(s, "standardDDSv5Family"), v, location) for s, v in sorted(sizes.items())]
         + [sku("Standard_A1", "standardA0_A7Family", 1, location)],

@@ -260,6 +260,7 @@ class AksFacts(_Strict):
     names: dict[str, NameRule]
     roles: dict[str, Role]
     rbac_propagation_seconds: Seconds
+    cluster_identity_propagation_seconds: Seconds
     kubelet_identity: KubeletIdentity
     runner: Runner
     addons: tuple[Addon, ...]

@@ -80,7 +80,22 @@ def _control_plane_subnet(stack: Stack, cluster: SimResource, facts: AksFacts) -
             )
         elif not any(g.urn in waited for g in on_subnet):
             findings.append(Finding("SLM-SIM-020", where, f"the cluster is created before its role on subnet {subnet}"))
+        elif not any(_pause_after(stack, g) & waited for g in on_subnet):
+            seconds = facts.cluster_identity_propagation_seconds.value
+            findings.append(
+                Finding(
+                    "SLM-SIM-020",
+                    where,
+                    f"the cluster is created right after its identity's role on subnet {subnet}, with no wait for the role "
+                    f"to propagate (up to {seconds} s): AKS acts on the subnet as that identity while it creates the cluster",
+                )
+            )
     return findings
+
+
+def _pause_after(stack: Stack, assignment: SimResource) -> set[str]:
+    """The propagation waits (dynamic resources) that follow a role assignment."""
+    return {r.urn for r in stack.resources if r.type == "pulumi-python:dynamic:Resource" and assignment.urn in r.dependencies}
 
 
 def _principal_types(stack: Stack, cluster: SimResource) -> list[Finding]:

@@ -1,6 +1,7 @@
 """Autoscaling: each KEDA ScaledObject and HPA, run over a load trace (idle, burst, sustained,
 idle) in 15-second steps, with the metric each trigger reads computed from the load and the
-replicas (so scaling feeds back into the metric, as on the cluster).
+replicas (so scaling feeds back into the metric, as on the cluster). Requests the gateway refuses
+(no valid API key) arrive whatever the load (slm_deploy.simulator.series).
 
 Load is in concurrent requests. A replica serves up to C at once (vLLM --max-num-seqs, Ollama
 OLLAMA_NUM_PARALLEL); the rest wait. `vllm:num_requests_running` = min(load, replicas x C),
@@ -63,14 +64,15 @@ class Scaler:
         return min(self.triggers, key=lambda t: t.target)
 
 
-KNOWN_SERIES = {"caddy_http_requests_total", "vllm:num_requests_running", "vllm:num_requests_waiting"}
+GATEWAY_SERIES = {"caddy_http_requests_total", "caddy_http_request_duration_seconds_count"}
+KNOWN_SERIES = {*GATEWAY_SERIES, "vllm:num_requests_running", "vllm:num_requests_waiting"}
 
 
 def _metric(query: str) -> str:
     parsed = promql.parse(query)
     if parsed is None or any(term.metric not in KNOWN_SERIES for term in parsed.terms):
         return "other"
-    if "caddy_http_requests_total" in query:
+    if any(term.metric in GATEWAY_SERIES for term in parsed.terms):
         return "gateway"
     names = set(re.findall(r"vllm:num_requests_(waiting|running)", query))
     return "inflight" if names == {"waiting", "running"} else "waiting" if names == {"waiting"} else "other"
@@ -248,7 +250,8 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
                 Finding(
                     "SLM-SIM-008",
                     where,
-                    f"wakes from zero with no user request after {woken[0]} s: its activation query counts probes or scrapes",
+                    f"wakes from zero with no user request after {woken[0]} s: its activation query counts probes, scrapes "
+                    "or requests the gateway refuses (401)",
                 )
             )
         burst = [r for phase, _, _, r, _ in trace if phase == "burst"]

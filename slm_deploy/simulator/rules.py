@@ -186,7 +186,8 @@ SIM_RULES: tuple[SimRule, ...] = (
         "The cluster's identity joins new nodes to our subnet (autoscaler), ARM checks a role assignment's principal "
         "type, and destroy deletes Key Vault secrets through the vault's data plane: a missing role or an unreachable "
         "endpoint fails a scale-out, the first CI up or every destroy.",
-        "Network Contributor on the node subnet for a user-assigned control-plane identity before the cluster; "
+        "Network Contributor on the node subnet for a user-assigned control-plane identity, and a wait for it to propagate, "
+        "before the cluster; "
         "principalType from cluster.deployerPrincipalType; secrets deleted with their vault.",
     ),
     SimRule(

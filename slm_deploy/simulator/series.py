@@ -8,12 +8,16 @@ Derived from the rendered stack only:
   option, else `srvN` in the order of the sites (caddyconfig/httpcaddyfile/httptype.go names them
   srv0, srv1, ...); every request a server handles is counted once in `caddy_http_requests_total`
   with labels server and handler (caddy v2.10.2 modules/caddyhttp/metrics.go, basicLabels; a request
-  inside a `handle` block counts once under handler="subroute", routes.go wrapMiddleware);
+  inside a `handle` block counts once under handler="subroute", routes.go wrapMiddleware); the same
+  request is observed in `caddy_http_request_duration_seconds` with labels code and method as well
+  (metrics.go, httpLabels; its `_count` series counts requests by status), which
+  `caddy_http_requests_total` has not: a 401 for a missing key counts there like a served request;
 - probes: the kubelet runs readiness and liveness probes every periodSeconds for the pod's whole
   life (startup probes stop at the first success, so they are left out);
 - scrapes: each ServiceMonitor or PodMonitor endpoint every `interval`; the Prometheus Operator
   adds the namespace, service, pod, container, endpoint and job labels to every target;
-- user requests: they enter through the Service ports that no monitor scrapes.
+- user requests: they enter through the Service ports that no monitor scrapes (502 while no model
+  replica runs), beside requests the gateway refuses with 401 (REFUSED_RATE).
 
 Not modelled: the request *rate* a given concurrency produces (one request per second per request
 in flight; only zero and non-zero matter for activation), several Prometheus replicas, HPA-scaled
@@ -34,6 +38,9 @@ from slm_deploy.simulator.promql import Sample
 # Documentation/api.md, PrometheusSpec.scrapeInterval: "Default: 30s").
 PROBE_PERIOD_DEFAULT = 10
 SCRAPE_INTERVAL_DEFAULT = 30
+# Requests per second that reach the gateway's user port without a valid key, at every moment: only
+# zero or not matters (activation thresholds are 0), and on a reachable endpoint it is never zero.
+REFUSED_RATE = 1 / 60
 _PLACEHOLDER = re.compile(r"\{\$([A-Za-z0-9_]+)(?::([^}]*))?\}")
 _NAMED = re.compile(r"^\s*servers\s+(\S+)\s*\{\s*\n\s*name\s+(\S+)\s*\n\s*\}", re.M)
 _SITE = re.compile(r"^(?:https?://)?(\S*:\S+)\s*\{\s*$", re.M)
@@ -73,13 +80,14 @@ class Exports:
             for i in range(gw.replicas):
                 pod = f"{gw.deployment.inputs['metadata']['name']}-{i}"
                 for server in gw.servers:
-                    rate = gw.probes.get(server.port, 0.0)
-                    if server.port in gw.user_ports:
-                        rate += load / gw.replicas
-                    rate += sum(1 / interval for port, interval, _ in gw.scrapes if port == server.port)
+                    by_status = _by_status(gw, server, load, replicas)
+                    rate = sum(by_status.values())
                     for _, interval, target in gw.scrapes:
                         labels = {**target, "pod": pod, "server": server.name, "handler": server.handler}
                         out.append(_sample("caddy_http_requests_total", labels, rate, interval))
+                        for (code, method), part in sorted(by_status.items()):
+                            status = {**labels, "code": code, "method": method}
+                            out.append(_sample("caddy_http_request_duration_seconds_count", status, part, interval))
         if replicas > 0:
             for i in range(replicas):
                 for _, interval, target in self.model_monitors:
@@ -87,6 +95,27 @@ class Exports:
                     out.append(_sample("vllm:num_requests_running", labels, running / replicas, interval))
                     out.append(_sample("vllm:num_requests_waiting", labels, waiting / replicas, interval))
         return out
+
+
+def _by_status(gw: Gateway, server: CaddyServer, load: float, replicas: int) -> dict[tuple[str, str], float]:
+    """Requests per second one gateway pod's `server` answers, by (code, method): probes and scrapes
+    (GET, 200); users' requests (POST: 200, or 502 while no model replica runs: the proxy has no
+    upstream); and requests the gateway itself refuses with 401 (no or a wrong API key), which
+    reach a user port whenever it is reachable at all (scanners behind the ingress, a client
+    with a stale key), whatever the users do."""
+    rates: dict[tuple[str, str], float] = {}
+
+    def add(code: str, method: str, rate: float) -> None:
+        rates[(code, method)] = rates.get((code, method), 0.0) + rate
+
+    probes = gw.probes.get(server.port, 0.0) + sum(1 / interval for port, interval, _ in gw.scrapes if port == server.port)
+    if probes:
+        add("200", "GET", probes)
+    if server.port in gw.user_ports:
+        add("200", "POST", load / gw.replicas if replicas else 0.0)
+        add("502", "POST", 0.0 if replicas else load / gw.replicas)
+        add("401", "POST", REFUSED_RATE / gw.replicas)
+    return rates
 
 
 def _sample(metric: str, labels: dict[str, str], value: float, interval: int) -> Sample:

@@ -196,10 +196,16 @@ def build(
             gpu_pool=cpu is None,
             node_selector=cpu.node_selector if cpu and spec.cluster.mode is ClusterMode.EXISTING else None,
             node_vcpus=node.vcpus if (node := facts.node_size(planned.vm_size)) else None,
-            # With one model behind the gateway, every request its `api` server counts is for that
-            # model; probes and Prometheus's scrapes reach the `metrics` server (AKS-07).
+            # With one model behind the gateway, every request its `api` server lets through is for
+            # that model; probes and Prometheus's scrapes reach the `metrics` server (AKS-07). Requests
+            # it refuses itself (401 without the key, 403 and 404 for other paths: Caddyfile.jinja)
+            # must not wake a GPU: caddy_http_requests_total has no status label, the duration
+            # histogram's count has (caddy v2.10.2 modules/caddyhttp/metrics.go:43-101). A request
+            # while no replica runs is answered 502 and counts.
             activation_query=(
-                f'sum(rate(caddy_http_requests_total{{namespace="{spec.namespace}",service="{name}-gateway",server="api"}}[2m]))'
+                "sum(rate(caddy_http_request_duration_seconds_count{"
+                f'namespace="{spec.namespace}",service="{name}-gateway",server="api",code!~"401|403|404"'
+                "}[2m]))"
                 if len(env.models) == 1
                 else None
             ),

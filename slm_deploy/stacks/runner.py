@@ -100,7 +100,9 @@ def runner_requirements(env: Environment) -> list[str]:
         f"granted by the program: {facts.roles['aks_rbac_cluster_admin'].name} on the cluster, to the deploying principal "
         f"as principalType {cluster.principal_type} (first up waits {facts.rbac_propagation_seconds.value} s for it to "
         f"propagate); {facts.network_contributor.name} on the node subnet, to the cluster's control-plane identity "
-        "(the autoscaler joins new nodes to it)"
+        f"(AKS and its autoscaler join nodes to it; first up waits {facts.cluster_identity_propagation_seconds.value} s "
+        "for it to propagate before creating the cluster: a create before then can fail with "
+        "LinkedAuthorizationFailed; if it still does, the role needed longer: AKS allows up to 60 minutes)"
     )
     lines.append(
         "destroy: the Key Vault's secrets go with the vault (no data-plane call through its firewall); if the cluster "

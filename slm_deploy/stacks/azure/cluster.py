@@ -250,7 +250,16 @@ class AksCluster(pulumi.ComponentResource):
             scope=subnet_id,
             opts=pulumi.ResourceOptions(parent=control_plane),
         )
-        self.control_plane_ready: list[pulumi.Resource] = [control_plane, subnet_role]
+        # AKS acts on the subnet as this identity from the cluster's create on (aks-service-permissions.md,
+        # "cluster identity"): a create that runs before the new role takes effect can fail, and Pulumi
+        # does not retry it. Wait out ARM's role cache once, when the assignment is made (R7).
+        subnet_wait = RbacPropagationWait(
+            f"{name}-control-plane-subnet-propagation",
+            follows=subnet_role.id,
+            seconds=facts.cluster_identity_propagation_seconds.value,
+            opts=pulumi.ResourceOptions(parent=control_plane, depends_on=[subnet_role]),
+        )
+        self.control_plane_ready: list[pulumi.Resource] = [control_plane, subnet_role, subnet_wait]
         lts = facts.kubernetes_versions.lts
         protect = cluster.protect
         managed = containerservice.ManagedCluster(

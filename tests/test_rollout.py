@@ -39,9 +39,17 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return key, signers
 
 
-def publish(tmp_path: Path, key: Path, *extra: str, boxes: tuple[str, ...] = ("store-0001", "kiosk-0003")) -> Path:
+def publish(
+    tmp_path: Path,
+    key: Path,
+    *extra: str,
+    boxes: tuple[str, ...] = ("store-0001", "kiosk-0003"),
+    release: str = RELEASE,
+    sequence: int = 1,
+) -> Path:
     layout = tmp_path / "layout"
-    args = ["publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--layout", str(layout), *extra]
+    args = ["publish", str(FLEET), "--release", release, "--sequence", str(sequence), "--key", str(key), "--layout", str(layout)]
+    args += extra
     for box in boxes:
         args += ["--box", box]
     done = run_cli(*args)
@@ -196,6 +204,8 @@ def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple
         str(FLEET),
         "--release",
         "2026.12.07-1",
+        "--sequence",
+        "2",
         "--key",
         str(key),
         "--layout",
@@ -239,7 +249,7 @@ def test_publish_to_a_real_registry_and_the_box_pulls_and_verifies(tmp_path: Pat
     try:
         repository = f"{registry.host}/slm/releases"
         done = run_cli(
-            "publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
+            "publish", str(FLEET), "--release", RELEASE, "--sequence", "1", "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
         )
         assert done.returncode == 0, done.stderr
         [item] = json.loads(done.stdout)
@@ -252,7 +262,7 @@ def test_publish_to_a_real_registry_and_the_box_pulls_and_verifies(tmp_path: Pat
             artifact.verified("kiosk-0003", str(signers))
         # Publishing again sends the same bytes: the registry keeps the same digest.
         again = run_cli(
-            "publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
+            "publish", str(FLEET), "--release", RELEASE, "--sequence", "1", "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
         )
         assert json.loads(again.stdout)[0]["digest"] == item["digest"]
     finally:
@@ -396,7 +406,7 @@ def test_a_box_pinned_to_its_fleet_refuses_another_fleets_release(tmp_path: Path
     lines = signers.read_text().splitlines()
     assert sorted(line.split()[0] for line in lines) == ["release@other-fleet", "release@retail-stores"]
     layout = tmp_path / "layout"
-    done = run_cli("publish", str(other), "--release", RELEASE, "--key", str(key), "--layout", str(layout), "--box", "kiosk-0003")
+    done = run_cli("publish", str(other), "--release", RELEASE, "--sequence", "1", "--key", str(key), "--layout", str(layout), "--box", "kiosk-0003")
     assert done.returncode == 0, done.stderr
     agent = [sys.executable, boxagent.__file__, "install", "--box", "kiosk-0003", "--allowed-signers", str(signers)]
     root = ["--root", str(tmp_path / "box"), "--layout", str(layout / "kiosk-0003.oci.tar")]

@@ -424,3 +424,76 @@ def test_rollout_refuses_a_release_name_that_is_not_one(tmp_path: Path, keys: tu
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.startswith("error: arguments: --release:")
     assert not (tmp_path / "o").exists()
+
+
+LAB_FLEET = """\
+fleet: wave-lab
+defaults: {runtime: ollama, model: qwen3-0.6b, context: 2048, concurrency: 1, webui: false, monitoring: false}
+rollout:
+  rings: [{name: canary, count: 2}, {name: rest}]
+boxes:
+""" + "".join(f"  - {{id: {b}, hardware: {{cpu_arch: amd64, cpus: 2, memory_gib: 8, disk_gib: 64}}}}\n" for b in ("box-a", "box-b", "box-c", "box-d"))
+
+
+def test_a_box_that_becomes_unreachable_stops_the_wave_and_shows_as_unreachable(tmp_path: Path) -> None:
+    """Outside review F1. The generated play runs under the real ansible-playbook; only the box work
+    inside the block is replaced by one command (no Docker here). box-b's SSH port is closed, so
+    Ansible finds it unreachable in the canary wave: with max_fail_percentage 0 the rollout must stop
+    there (box-c and box-d untouched), and `fleet status` must name box-b unreachable."""
+    import yaml
+
+    from tests.registry import free_port
+
+    playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
+    need_binary("ssh")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(LAB_FLEET)
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for box in ("box-a", "box-b", "box-c", "box-d"):
+        (artifacts / f"{box}.oci.tar").write_bytes(b"")
+    (tmp_path / "allowed_signers").write_text("")
+    out = tmp_path / "rollout"
+    done = run_cli(
+        "rollout", str(fleet), "--release", RELEASE, "--artifacts", str(artifacts),
+        "--allowed-signers", str(tmp_path / "allowed_signers"), "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    inventory = yaml.safe_load((out / "inventory.yml").read_text())
+    hosts = inventory["all"]["children"]["slm_fleet"]["hosts"]
+    for box, variables in hosts.items():
+        variables.update(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
+    hosts["box-b"].update(
+        ansible_connection="ssh",
+        ansible_host="127.0.0.1",
+        ansible_port=free_port(),  # nothing listens: connection refused, Ansible's `unreachable`
+        ansible_ssh_common_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5",
+    )
+    (out / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    plays = yaml.safe_load((out / "playbook.yml").read_text())
+    [rollout_block] = [t for t in plays[0]["tasks"] if t.get("name") == "Rollout"]
+    rollout_block["block"] = [
+        {"name": "Touch the box", "ansible.builtin.command": "true", "changed_when": False},
+        {"name": "Gate passed", "ansible.builtin.set_fact": {"slm_installed": True, "slm_gate": "passed"}},
+    ]
+    (out / "playbook.yml").write_text(yaml.safe_dump(plays))
+    ran = subprocess.run(
+        [playbook_binary, "-i", "inventory.yml", "playbook.yml"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"},
+    )
+    assert ran.returncode != 0, ran.stdout
+    reports = out / "reports"
+    assert sorted(p.name for p in reports.glob("*.json")) == ["box-a.json", "box-b.json"], ran.stdout  # wave 2 untouched
+    status = run_cli("fleet", "status", str(reports), "--json")
+    assert status.returncode == 1, status.stderr
+    rows = {row["box"]: row for row in json.loads(status.stdout)}
+    assert rows["box-a"]["gate"] == "passed"
+    assert rows["box-b"]["gate"] == "unreachable"
+    assert {rows["box-c"]["gate"], rows["box-d"]["gate"]} == {"not reached"}
+    table = run_cli("fleet", "status", str(reports))
+    assert "1 unreachable: box-b" in table.stdout

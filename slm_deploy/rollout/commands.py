@@ -183,7 +183,7 @@ def fleet_status(reports: Path) -> list[BoxStatus]:
                         False,
                         "not reached",
                         False,
-                        "no report: unreachable, or the rollout stopped before its wave",
+                        "no report: the rollout stopped before its wave",
                     )
                 )
     return rows

@@ -28,6 +28,7 @@ from slm_deploy.rollout import boxagent
 from slm_deploy.yamlout import dump
 
 AGENT = Path(boxagent.__file__)
+UNREACHABLE = "the box stopped answering during the rollout (Ansible: unreachable), or the run was cut off: its state is unknown"
 
 
 def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts", out: str = ".") -> dict[str, Any]:
@@ -103,7 +104,25 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
         "delegate_to": "localhost",
         "become": False,
     }
+    # Written before the box is touched and overwritten by the final report: a box that stops
+    # answering is removed from the play by Ansible (no rescue, no report; strategy/__init__.py
+    # `is_unreachable`), so this is what `fleet status` then shows for it (outside review F1).
+    started = {
+        "name": "Report: started (kept if the box stops answering)",
+        "ansible.builtin.copy": {
+            "dest": "{{ slm_reports }}/{{ inventory_hostname }}.json",
+            "mode": "0644",
+            "content": (
+                "{{ {'box': inventory_hostname, 'ring': slm_ring, 'release': slm_release, 'installed': false, "
+                "'gate': 'unreachable', 'rolled_back': false, 'error': '" + UNREACHABLE + "'} "
+                "| to_nice_json(sort_keys=true) }}\n"
+            ),
+        },
+        "delegate_to": "localhost",
+        "become": False,
+    }
     tasks: list[dict[str, Any]] = [
+        started,
         {
             "name": "Rollout",
             "block": [
@@ -210,13 +229,44 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
             ],
         },
         {"name": "Report", **report},
+        # Unreachable boxes count against the wave like failed ones. Ansible does not count them:
+        # the linear strategy compares only its failed hosts with max_fail_percentage
+        # (plugins/strategy/linear.py, ansible-core 2.19, `len(self._tqm._failed_hosts) /
+        # iterator.batch_size`), and the playbook executor stops only when every host of the batch
+        # is failed or unreachable (executor/playbook_executor.py, `len(batch) == failed_hosts_count`).
+        # Here every box of the wave that is still in play knows which of the wave's boxes left it.
+        {
+            "name": "The wave's verdict (failed and unreachable boxes)",
+            "ansible.builtin.set_fact": {
+                "slm_wave_lost": (
+                    "{{ groups['ring_' + slm_ring | replace('-', '_')] | intersect(ansible_play_hosts_all) "
+                    "| difference(ansible_play_batch) }}"
+                ),
+                "slm_wave_size": "{{ groups['ring_' + slm_ring | replace('-', '_')] | intersect(ansible_play_hosts_all) | length }}",
+                "slm_wave_failed": (
+                    "{{ ansible_play_batch | map('extract', hostvars) | selectattr('slm_failed', 'defined') "
+                    "| selectattr('slm_failed') | list | length }}"
+                ),
+            },
+        },
         # The box is failed only now, after every box of the wave has finished and reported: the
         # linear strategy checks max_fail_percentage after each task (ansible/ansible#32255), so a
         # failure raised inside the block would cut the wave's other boxes off between two steps.
+        # When unreachable boxes tip the wave over the threshold, every box still in play fails, so
+        # that Ansible stops before the next wave.
         {
             "name": "Fail this box (counts against the wave)",
-            "ansible.builtin.fail": {"msg": "{{ slm_error }}"},
-            "when": "slm_failed | default(false)",
+            "ansible.builtin.fail": {
+                "msg": (
+                    "{{ slm_error if slm_failed | default(false) else 'the wave stops: ' + slm_wave_lost | join(', ') "
+                    "+ ' unreachable, ' + slm_wave_failed | string + ' failed, of ' + slm_wave_size | string + ' boxes' }}"
+                )
+            },
+            "when": (
+                "slm_failed | default(false) or (slm_wave_lost | length > 0 and "
+                "(slm_wave_lost | length + slm_wave_failed | int) * 100 > "
+                f"{fleet.rollout.max_fail_percentage} * slm_wave_size | int)"
+            ),
         },
     ]
     return [

@@ -302,7 +302,8 @@ def verify(directory: Path, expect: str | None, box: str | None, allowed_signers
 
         values = verify_release(directory, box, allowed_signers)
         click.echo(
-            f"ok: {directory} is release {values['release']} (sequence {values['sequence']}) of {values['fleet']} for {values['box']}, "
+            f"ok: {directory} is release {values['release']} (sequence {values['sequence']}) of {values['fleet']} "
+            f"for {values['box']}, "
             f"signed ({values['bundle']})"
         )
         return
@@ -810,7 +811,9 @@ def publish(
     verifies it offline with ssh-keygen and the release public keys (allowed_signers)."""
     from slm_deploy.rollout.commands import publish as run_publish
 
-    done = run_publish(fleet_file, release, key, box_ids, layout, repository, insecure_registry, allow_unlocked, promote, sequence)
+    done = run_publish(
+        fleet_file, release, key, box_ids, layout, repository, insecure_registry, allow_unlocked, promote, sequence
+    )
     if as_json:
         print_json([item.__dict__ for item in done])
         return

@@ -31,6 +31,8 @@ ROOT/operator/ when the operator prepared one.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -42,6 +44,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 
 ARTIFACT_TYPE = "application/vnd.slm-deploy.release.v1"
@@ -332,9 +335,6 @@ def read_credentials(path: str, host: str) -> tuple[str, str] | None:
             if not isinstance(entry, dict):
                 continue
             if entry.get("auth"):
-                import base64
-                import binascii
-
                 try:
                     user, sep, password = base64.b64decode(str(entry["auth"]), validate=True).decode().partition(":")
                 except (binascii.Error, UnicodeDecodeError):
@@ -345,7 +345,9 @@ def read_credentials(path: str, host: str) -> tuple[str, str] | None:
             if entry.get("username") and entry.get("password"):
                 return str(entry["username"]), str(entry["password"])
             if entry.get("identitytoken"):
-                raise Refused(f"{path}: auths.{key} holds an identity token; give the box a user:password (a robot or token user)")
+                raise Refused(
+                    f"{path}: auths.{key} holds an identity token; give the box a user:password (a robot or token user)"
+                )
         return None
     user, sep, password = text.partition(":")
     if not sep or not user or "\n" in text:
@@ -367,9 +369,6 @@ def fetch(registry: str, repository: str, tag: str, timeout: float = 60.0, crede
     token handshake (GET realm?service=&scope=repository:REPO:pull, with the CREDENTIALS file's
     user and password as Basic, or anonymous without one), Basic sends them directly. Credentials
     go only over https (or to a loopback registry), and never along a redirect (blob storage)."""
-    import base64
-    import urllib.parse
-
     host = registry.split("/")[0]
     scheme = "http" if _loopback(host) else "https"
     base = f"{scheme}://{registry}/v2/{repository}"
@@ -406,13 +405,18 @@ def fetch(registry: str, repository: str, tag: str, timeout: float = 60.0, crede
         if params.get("service"):
             query["service"] = params["service"]
         url = params["realm"] + ("&" if realm.query else "?") + urllib.parse.urlencode(sorted(query.items()))
+        login_with = basic()
         try:
-            answer = json.loads(open_url(url, "application/json", MAX_SMALL, basic()))
+            answer = json.loads(open_url(url, "application/json", MAX_SMALL, login_with))
         except urllib.error.HTTPError as exc:
-            what = "the credentials were refused" if exc.code in (401, 403) else f"HTTP {exc.code}"
+            what = f"HTTP {exc.code}"
+            if exc.code in (401, 403):
+                what = "the credentials were refused" if login_with else "no anonymous access: give --registry-auth FILE"
             raise Refused(f"registry {host}: token endpoint {realm.netloc}: {what}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise Refused(f"registry {host}: token endpoint {realm.netloc}: cannot reach it ({getattr(exc, 'reason', exc)})") from None
+            raise Refused(
+                f"registry {host}: token endpoint {realm.netloc}: cannot reach it ({getattr(exc, 'reason', exc)})"
+            ) from None
         except ValueError:
             raise Refused(f"registry {host}: token endpoint {realm.netloc}: answer is not JSON") from None
         token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
@@ -595,7 +599,7 @@ def load_images(images: str, project: str) -> list[str]:
         return []
     checked = []
     for ref, want in sorted(pinned.items()):
-        accepted = {want.get(k) for k in ("config", "manifest", "index")} - {None} if isinstance(want, dict) else set()
+        accepted = {str(want[k]) for k in ("config", "manifest", "index") if want.get(k)} if isinstance(want, dict) else set()
         if not accepted:
             continue  # a bundle built --allow-unlocked: tag references, nothing to compare
         name = ref.split("@", 1)[0]
@@ -634,12 +638,11 @@ def install(
     if current == os.path.join("releases", release, box) and os.path.isdir(final):
         return values  # already installed and current: a re-run changes nothing
     mark = _failed_mark(root, release)
-    if mark is not None and mark.get("bundle") in ("", values["bundle"]):
-        if not retry_failed:
-            raise FailedBefore(
-                f"release {release} failed on this box ({mark.get('reason') or 'rolled back'}) and was rolled back; "
-                "not installed again: publish a newer release, or install it with --retry-failed"
-            )
+    if mark is not None and mark.get("bundle") in ("", values["bundle"]) and not retry_failed:
+        raise FailedBefore(
+            f"release {release} failed on this box ({mark.get('reason') or 'rolled back'}) and was rolled back; "
+            "not installed again: publish a newer release, or install it with --retry-failed"
+        )
     running = _statement_of(root, "current")
     if running is not None and int(values["sequence"]) < int(running["sequence"]) and not allow_downgrade:
         raise Refused(
@@ -713,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--layout", help="an OCI image layout archive (offline boxes)")
         src.add_argument("--registry", help="HOST[:PORT]/REPOSITORY:TAG (the pull variant)")
-        p.add_argument("--registry-auth", help="credentials for a private registry: docker config.json or user:password, mode 0600")
+        p.add_argument(
+            "--registry-auth", help="credentials for a private registry: docker config.json or user:password, mode 0600"
+        )
         p.add_argument("--root", default=DEFAULT_ROOT)
         p.add_argument("--operator-entry", action="append", default=[])
         if name == "install":

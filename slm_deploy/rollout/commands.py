@@ -45,7 +45,9 @@ def publish(
         raise InputError("arguments", "--promote", "moves registry tags: give --to too")
     fleet = load_fleet(fleet_file)
     boxes = select_boxes(fleet, box_ids)
-    releases = [build_release(b, fleet.name, release, key, sequence) for b in build_fleet(fleet, boxes, allow_unlocked=allow_unlocked)]
+    releases = [
+        build_release(b, fleet.name, release, key, sequence) for b in build_fleet(fleet, boxes, allow_unlocked=allow_unlocked)
+    ]
     pusher = None
     if repository is not None:
         from slm_deploy.rollout.push import Pusher

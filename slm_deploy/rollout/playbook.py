@@ -121,6 +121,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
         "delegate_to": "localhost",
         "become": False,
     }
+    wave = "groups['ring_' + slm_ring | replace('-', '_')] | intersect(ansible_play_hosts_all)"  # this box's ring
     tasks: list[dict[str, Any]] = [
         started,
         {
@@ -238,11 +239,8 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
         {
             "name": "The wave's verdict (failed and unreachable boxes)",
             "ansible.builtin.set_fact": {
-                "slm_wave_lost": (
-                    "{{ groups['ring_' + slm_ring | replace('-', '_')] | intersect(ansible_play_hosts_all) "
-                    "| difference(ansible_play_batch) }}"
-                ),
-                "slm_wave_size": "{{ groups['ring_' + slm_ring | replace('-', '_')] | intersect(ansible_play_hosts_all) | length }}",
+                "slm_wave_lost": f"{{{{ {wave} | difference(ansible_play_batch) }}}}",
+                "slm_wave_size": f"{{{{ {wave} | length }}}}",
                 "slm_wave_failed": (
                     "{{ ansible_play_batch | map('extract', hostvars) | selectattr('slm_failed', 'defined') "
                     "| selectattr('slm_failed') | list | length }}"
@@ -288,16 +286,24 @@ PULL_SCRIPT = """\
 # The pull variant (boxes behind NAT, issue 25): fetch this box's release tag, verify the signature
 # and manifest, install it beside the previous one, bring it up, and roll back when it does not come
 # up healthy. Run by slm-deploy-pull.timer; SLM_BOX, SLM_FLEET and SLM_REGISTRY come from /etc/slm-deploy/pull.env.
+# SLM_REGISTRY_AUTH_FILE (optional): a docker config.json or user:password, mode 0600, for a
+# private registry.
 set -eu
 ROOT=/srv/slm-deploy
 AGENT="$ROOT/bin/slm-box.py"
+rc=0
 python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
-  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET"{operator}
+  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET" \\
+  ${{SLM_REGISTRY_AUTH_FILE:+--registry-auth "$SLM_REGISTRY_AUTH_FILE"}}{operator} || rc=$?
+# 3: this release failed here before and was rolled back; it stays off until a newer release is
+# promoted or the operator runs the install with --retry-failed (not every tick, forever).
+if [ "$rc" -eq 3 ]; then exit 0; fi
+if [ "$rc" -ne 0 ]; then exit "$rc"; fi
 # The release folder itself, not the `current` link: through the link every release has the same
 # bind-mount paths and `up` would keep the old containers on the old files.
 up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
 if ! up; then
-  python3 "$AGENT" rollback --root "$ROOT"
+  python3 "$AGENT" rollback --root "$ROOT" --failed "did not come up healthy (docker compose up --wait)"
   up
   exit 1
 fi

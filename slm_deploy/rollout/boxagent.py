@@ -11,11 +11,12 @@ Why ssh-keygen: an SSH signature (`ssh-keygen -Y sign/verify`, OpenSSH 8.1+, the
 verifies offline with the openssh-client every Linux box already has; an allowed_signers file names
 the release keys with `namespaces=` and `valid-after=`/`valid-before=` options, which is the key
 rotation: add the new key's line, sign with the new key, remove the old line
-(ssh-keygen(1) "ALLOWED SIGNERS"). Ed25519 signatures are deterministic, so the same bundle signed
+(ssh-keygen(1) "ALLOWED SIGNERS"; the windows need OpenSSH 8.7+, see check_openssh). Ed25519 signatures are deterministic, so the same bundle signed
 with the same key is byte-identical.
 
-What is signed: a short statement naming the fleet, the box, the release and the sha256 of the
-bundle archive and of the artifact's config. A bundle signed for another box, a changed archive,
+What is signed: a short statement naming the fleet, the box, the release, its sequence (the
+order: a lower one than the current release's is a downgrade, refused unless --allow-downgrade) and
+the sha256 of the bundle archive and of the artifact's config. A bundle signed for another box, a changed archive,
 an unsigned artifact, or one signed by a key not in allowed_signers is refused before anything on
 the box changes.
 

@@ -722,10 +722,22 @@ def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path
         assert retry.returncode == 0, retry.stderr
         assert os.readlink(root / "current") == "releases/bad-2/kiosk-0003"
         assert box_agent("rollback", "--root", str(root), "--failed", "still bad").returncode == 0
+        # A box whose first release fails has nothing to go back to: the failed release stops being
+        # current, and the next ticks do not bring it up again either.
+        first = tmp_path / "first"
+        (first / "bin").mkdir(parents=True)
+        shutil.copy(boxagent.__file__, first / "bin" / "slm-box.py")
+        shutil.copy(signers, first / "allowed_signers")
+        script.write_text(script.read_text().replace(f"ROOT={root}", f"ROOT={first}"))
+        publish_to(repository, key, "bad-4", 4, "kiosk-0003")
+        assert tick().returncode == 1
+        assert not (first / "current").exists()
+        assert tick().returncode == 0 and "release bad-4 failed on this box" in tick().stderr
+        script.write_text(script.read_text().replace(f"ROOT={first}", f"ROOT={root}"))
         # A newer release is installed at the next tick.
-        publish_to(repository, key, "fixed-3", 3, "kiosk-0003")
+        publish_to(repository, key, "fixed-5", 5, "kiosk-0003")
         assert tick().returncode == 0
-        assert os.readlink(root / "current") == "releases/fixed-3/kiosk-0003"
+        assert os.readlink(root / "current") == "releases/fixed-5/kiosk-0003"
     finally:
         registry.stop()
 

@@ -687,12 +687,17 @@ def rollback(root: str, failed: str | None = None) -> str:
     install it again at its next tick."""
     previous = _target(root, "previous")
     current = _target(root, "current")
-    if not previous or not os.path.isdir(os.path.join(root, previous)):
-        raise Refused("no previous release to roll back to")
     if failed is not None and current:
         values = _statement_of(root, "current") or {"release": current.split("/")[1], "bundle": ""}
         mark = {"release": values["release"], "bundle": values["bundle"], "reason": failed[:200]}
         _write_json(os.path.join(root, FAILED, values["release"] + ".json"), mark)
+    if not previous or not os.path.isdir(os.path.join(root, previous)):
+        if failed is not None and current:
+            # The box's first release failed: nothing to go back to. Unlinking `current` keeps the
+            # next timer tick from bringing the failed release up again.
+            _link(root, "current", None)
+            raise Refused(f"no previous release to roll back to; {current} is marked failed and no longer current")
+        raise Refused("no previous release to roll back to")
     _link(root, "current", previous)
     _link(root, "previous", current)
     return previous

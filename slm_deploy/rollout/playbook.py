@@ -303,8 +303,12 @@ if [ "$rc" -ne 0 ]; then exit "$rc"; fi
 # bind-mount paths and `up` would keep the old containers on the old files.
 up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
 if ! up; then
-  python3 "$AGENT" rollback --root "$ROOT" --failed "did not come up healthy (docker compose up --wait)"
-  up
+  failed="$(readlink -f "$ROOT/current")"
+  if python3 "$AGENT" rollback --root "$ROOT" --failed "did not come up healthy (docker compose up --wait)"; then
+    up
+  else
+    (cd "$failed" && docker compose down)  # the box's first release: nothing to go back to
+  fi
   exit 1
 fi
 """

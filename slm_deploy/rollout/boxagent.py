@@ -11,8 +11,8 @@ Why ssh-keygen: an SSH signature (`ssh-keygen -Y sign/verify`, OpenSSH 8.1+, the
 verifies offline with the openssh-client every Linux box already has; an allowed_signers file names
 the release keys with `namespaces=` and `valid-after=`/`valid-before=` options, which is the key
 rotation: add the new key's line, sign with the new key, remove the old line
-(ssh-keygen(1) "ALLOWED SIGNERS"; the windows need OpenSSH 8.7+, see check_openssh). Ed25519 signatures are deterministic, so the same bundle signed
-with the same key is byte-identical.
+(ssh-keygen(1) "ALLOWED SIGNERS"; the windows need OpenSSH 8.7+, see check_openssh). Ed25519
+signatures are deterministic, so the same bundle signed with the same key is byte-identical.
 
 What is signed: a short statement naming the fleet, the box, the release, its sequence (the
 order: a lower one than the current release's is a downgrade, refused unless --allow-downgrade) and

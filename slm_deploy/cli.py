@@ -201,7 +201,8 @@ def verify(directory: Path, expect: str | None, box: str | None, allowed_signers
 
         values = verify_release(directory, box, allowed_signers)
         click.echo(
-            f"ok: {directory} is release {values['release']} of {values['fleet']} for {values['box']}, "
+            f"ok: {directory} is release {values['release']} (sequence {values['sequence']}) of {values['fleet']} "
+            f"for {values['box']}, "
             f"signed ({values['bundle']})"
         )
         return

@@ -19,6 +19,12 @@ from slm_deploy.errors import InputError
 @click.argument("fleet_file", metavar="FLEET", type=click.Path(path_type=Path))
 @click.option("--release", required=True, help="Release name (letters, digits, . _ -), e.g. 2026.12.06-1.")
 @click.option("--key", required=True, type=click.Path(path_type=Path), help="The release signing key (OpenSSH private key).")
+@click.option(
+    "--sequence",
+    required=True,
+    type=click.IntRange(0, 10**18 - 1),
+    help="The release's place in order, signed: a box refuses a release older than the one it runs (e.g. 20261206001).",
+)
 @click.option("--to", "repository", metavar="REGISTRY/REPOSITORY", help="Push each box's artifact there as BOX-RELEASE.")
 @click.option("--layout", type=NonEmptyPath(path_type=Path), help="Write BOX.oci.tar (OCI image layout) here, for offline boxes.")
 @click.option("--box", "box_ids", multiple=True, help="Only this box (repeatable).")
@@ -31,6 +37,7 @@ def publish(
     fleet_file: Path,
     release: str,
     key: Path,
+    sequence: int,
     repository: str | None,
     layout: Path | None,
     box_ids: tuple[str, ...],
@@ -45,7 +52,9 @@ def publish(
     verifies it offline with ssh-keygen and the release public keys (allowed_signers)."""
     from slm_deploy.rollout.commands import publish as run_publish
 
-    done = run_publish(fleet_file, release, key, box_ids, layout, repository, insecure_registry, allow_unlocked, promote)
+    done = run_publish(
+        fleet_file, release, key, box_ids, layout, repository, insecure_registry, allow_unlocked, promote, sequence
+    )
     if as_json:
         print_json([item.__dict__ for item in done])
         return

@@ -39,9 +39,17 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return key, signers
 
 
-def publish(tmp_path: Path, key: Path, *extra: str, boxes: tuple[str, ...] = ("store-0001", "kiosk-0003")) -> Path:
+def publish(
+    tmp_path: Path,
+    key: Path,
+    *extra: str,
+    boxes: tuple[str, ...] = ("store-0001", "kiosk-0003"),
+    release: str = RELEASE,
+    sequence: int = 1,
+) -> Path:
     layout = tmp_path / "layout"
-    args = ["publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--layout", str(layout), *extra]
+    args = ["publish", str(FLEET), "--release", release, "--sequence", str(sequence), "--key", str(key), "--layout", str(layout)]
+    args += extra
     for box in boxes:
         args += ["--box", box]
     done = run_cli(*args)
@@ -196,6 +204,8 @@ def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple
         str(FLEET),
         "--release",
         "2026.12.07-1",
+        "--sequence",
+        "2",
         "--key",
         str(key),
         "--layout",
@@ -239,7 +249,19 @@ def test_publish_to_a_real_registry_and_the_box_pulls_and_verifies(tmp_path: Pat
     try:
         repository = f"{registry.host}/slm/releases"
         done = run_cli(
-            "publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
+            "publish",
+            str(FLEET),
+            "--release",
+            RELEASE,
+            "--sequence",
+            "1",
+            "--key",
+            str(key),
+            "--to",
+            repository,
+            "--box",
+            "store-0001",
+            "--json",
         )
         assert done.returncode == 0, done.stderr
         [item] = json.loads(done.stdout)
@@ -252,7 +274,19 @@ def test_publish_to_a_real_registry_and_the_box_pulls_and_verifies(tmp_path: Pat
             artifact.verified("kiosk-0003", str(signers))
         # Publishing again sends the same bytes: the registry keeps the same digest.
         again = run_cli(
-            "publish", str(FLEET), "--release", RELEASE, "--key", str(key), "--to", repository, "--box", "store-0001", "--json"
+            "publish",
+            str(FLEET),
+            "--release",
+            RELEASE,
+            "--sequence",
+            "1",
+            "--key",
+            str(key),
+            "--to",
+            repository,
+            "--box",
+            "store-0001",
+            "--json",
         )
         assert json.loads(again.stdout)[0]["digest"] == item["digest"]
     finally:
@@ -396,7 +430,20 @@ def test_a_box_pinned_to_its_fleet_refuses_another_fleets_release(tmp_path: Path
     lines = signers.read_text().splitlines()
     assert sorted(line.split()[0] for line in lines) == ["release@other-fleet", "release@retail-stores"]
     layout = tmp_path / "layout"
-    done = run_cli("publish", str(other), "--release", RELEASE, "--key", str(key), "--layout", str(layout), "--box", "kiosk-0003")
+    done = run_cli(
+        "publish",
+        str(other),
+        "--release",
+        RELEASE,
+        "--sequence",
+        "1",
+        "--key",
+        str(key),
+        "--layout",
+        str(layout),
+        "--box",
+        "kiosk-0003",
+    )
     assert done.returncode == 0, done.stderr
     agent = [sys.executable, boxagent.__file__, "install", "--box", "kiosk-0003", "--allowed-signers", str(signers)]
     root = ["--root", str(tmp_path / "box"), "--layout", str(layout / "kiosk-0003.oci.tar")]
@@ -414,3 +461,323 @@ def test_rollout_refuses_a_release_name_that_is_not_one(tmp_path: Path, keys: tu
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.startswith("error: arguments: --release:")
     assert not (tmp_path / "o").exists()
+
+
+LAB_FLEET = """\
+fleet: wave-lab
+defaults: {runtime: ollama, model: qwen3-0.6b, context: 2048, concurrency: 1, webui: false, monitoring: false}
+rollout:
+  rings: [{name: canary, count: 2}, {name: rest}]
+boxes:
+""" + "".join(
+    f"  - {{id: {b}, hardware: {{cpu_arch: amd64, cpus: 2, memory_gib: 8, disk_gib: 64}}}}\n"
+    for b in ("box-a", "box-b", "box-c", "box-d")
+)
+
+
+def test_a_box_that_becomes_unreachable_stops_the_wave_and_shows_as_unreachable(tmp_path: Path) -> None:
+    """Outside review F1. The generated play runs under the real ansible-playbook; only the box work
+    inside the block is replaced by one command (no Docker here). box-b's SSH port is closed, so
+    Ansible finds it unreachable in the canary wave: with max_fail_percentage 0 the rollout must stop
+    there (box-c and box-d untouched), and `fleet status` must name box-b unreachable."""
+    import yaml
+
+    from tests.registry import free_port
+
+    playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
+    need_binary("ssh")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(LAB_FLEET)
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for box in ("box-a", "box-b", "box-c", "box-d"):
+        (artifacts / f"{box}.oci.tar").write_bytes(b"")
+    (tmp_path / "allowed_signers").write_text("")
+    out = tmp_path / "rollout"
+    done = run_cli(
+        "rollout", str(fleet), "--release", RELEASE, "--artifacts", str(artifacts),
+        "--allowed-signers", str(tmp_path / "allowed_signers"), "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    inventory = yaml.safe_load((out / "inventory.yml").read_text())
+    hosts = inventory["all"]["children"]["slm_fleet"]["hosts"]
+    for variables in hosts.values():
+        variables.update(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
+    hosts["box-b"].update(
+        ansible_connection="ssh",
+        ansible_host="127.0.0.1",
+        ansible_port=free_port(),  # nothing listens: connection refused, Ansible's `unreachable`
+        ansible_ssh_common_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5",
+    )
+    (out / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    plays = yaml.safe_load((out / "playbook.yml").read_text())
+    [rollout_block] = [t for t in plays[0]["tasks"] if t.get("name") == "Rollout"]
+    rollout_block["block"] = [
+        {"name": "Touch the box", "ansible.builtin.command": "true", "changed_when": False},
+        {"name": "Gate passed", "ansible.builtin.set_fact": {"slm_installed": True, "slm_gate": "passed"}},
+    ]
+    (out / "playbook.yml").write_text(yaml.safe_dump(plays))
+    ran = subprocess.run(
+        [playbook_binary, "-i", "inventory.yml", "playbook.yml"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"},
+    )
+    assert ran.returncode != 0, ran.stdout
+    reports = out / "reports"
+    assert sorted(p.name for p in reports.glob("*.json")) == ["box-a.json", "box-b.json"], ran.stdout  # wave 2 untouched
+    status = run_cli("fleet", "status", str(reports), "--json")
+    assert status.returncode == 1, status.stderr
+    rows = {row["box"]: row for row in json.loads(status.stdout)}
+    assert rows["box-a"]["gate"] == "passed"
+    assert rows["box-b"]["gate"] == "unreachable"
+    assert {rows["box-c"]["gate"], rows["box-d"]["gate"]} == {"not reached"}
+    table = run_cli("fleet", "status", str(reports))
+    assert "1 unreachable: box-b" in table.stdout
+
+
+def box_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, boxagent.__file__, *args], capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
+
+
+def test_a_replayed_older_release_is_refused_unless_the_operator_allows_the_downgrade(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """Outside review F4: the order is the signed sequence; rollback stays allowed."""
+    key, signers = keys
+    old = publish(tmp_path / "old", key, boxes=("kiosk-0003",), release="2026.12.01-1", sequence=1) / "kiosk-0003.oci.tar"
+    new = publish(tmp_path / "new", key, boxes=("kiosk-0003",), release="2026.12.06-1", sequence=2) / "kiosk-0003.oci.tar"
+    root = tmp_path / "box"
+    common = ["--box", "kiosk-0003", "--allowed-signers", str(signers), "--root", str(root)]
+    for archive in (old, new):
+        done = box_agent("install", "--layout", str(archive), *common)
+        assert done.returncode == 0, done.stderr
+    replayed = box_agent("install", "--layout", str(old), *common)
+    assert replayed.returncode == 2
+    assert "release 2026.12.01-1 (sequence 1) is older than the current 2026.12.06-1 (sequence 2)" in replayed.stderr
+    assert os.readlink(root / "current") == "releases/2026.12.06-1/kiosk-0003"
+    assert box_agent("rollback", "--root", str(root)).returncode == 0  # going back on purpose is a rollback
+    assert os.readlink(root / "current") == "releases/2026.12.01-1/kiosk-0003"
+    assert box_agent("install", "--layout", str(new), *common).returncode == 0
+    allowed = box_agent("install", "--layout", str(old), *common, "--allow-downgrade")
+    assert allowed.returncode == 0, allowed.stderr
+    assert os.readlink(root / "current") == "releases/2026.12.01-1/kiosk-0003"
+
+
+def fake_ssh(folder: Path, version: str) -> dict[str, str]:
+    """`ssh -V` of an older box (Debian 11 ships OpenSSH 8.4p1); ssh-keygen stays the real one."""
+    folder.mkdir(exist_ok=True)
+    ssh = folder / "ssh"
+    ssh.write_text(f"#!/bin/sh\necho 'OpenSSH_{version} Debian-5+deb11u3, OpenSSL 1.1.1w  11 Sep 2023' >&2\n")
+    ssh.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_a_box_whose_openssh_ignores_key_windows_refuses_with_its_version(tmp_path: Path) -> None:
+    """Outside review F7: valid-after/valid-before exist from OpenSSH 8.7; 8.4 rejects such a line
+    and with it every signature, with no word of why. The agent names the version instead."""
+    key, line = keypair(tmp_path, "windowed", 'valid-after="20250101"')
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(line)
+    archive = publish(tmp_path, key, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    verify_args = ["verify", "--box", "kiosk-0003", "--allowed-signers", str(signers), "--layout", str(archive)]
+    assert box_agent(*verify_args).returncode == 0  # this machine's OpenSSH honours the window
+    old_box = fake_ssh(tmp_path / "bin", "8.4p1")
+    refused = box_agent(*verify_args, env=old_box)
+    assert refused.returncode == 2
+    assert "this box has OpenSSH 8.4" in refused.stderr and "from 8.7" in refused.stderr
+    # Without windows, 8.4 verifies (rotation by adding and removing lines).
+    plain, plain_line = keypair(tmp_path, "plain_key")
+    signers.write_text(plain_line)
+    plain_archive = publish(tmp_path / "p", plain, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    ok = box_agent(
+        "verify", "--box", "kiosk-0003", "--allowed-signers", str(signers), "--layout", str(plain_archive), env=old_box
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def fake_docker(folder: Path, ids: dict[str, str]) -> dict[str, str]:
+    """A docker command for a box without an engine here: records `load`, answers `image inspect`
+    with the image Ids a real `docker load` of the archive would give."""
+    folder.mkdir(exist_ok=True)
+    log = folder / "docker.log"
+    cases = "".join(f'  "{name}") echo "{image_id}" ;;\n' for name, image_id in ids.items())
+    docker = folder / "docker"
+    docker.write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n'
+        'if [ "$1" = load ]; then [ -f "$3" ] || exit 1; exit 0; fi\n'
+        f'case "$5" in\n{cases}  *) echo "Error: No such image: $5" >&2; exit 1 ;;\nesac\n'
+    )
+    docker.chmod(0o755)
+    return {boxagent.DOCKER_ENV: str(docker)}
+
+
+def test_an_offline_box_loads_its_images_archive_and_checks_the_locked_digests(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Outside review F11: the bundle README's air-gapped step (`docker load -i images.tar`) is part
+    of the agent's offline install, and a loaded image other than the locked one is refused."""
+    key, signers = keys
+    archive = publish(tmp_path, key, boxes=("clinic-0007",)) / "clinic-0007.oci.tar"
+    _, manifest, blobs = layout_parts(archive)
+    bundle = blobs["blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1]]
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        pinned = json.loads(tar.extractfile("clinic-0007/images.lock.json").read())["images"]  # type: ignore[union-attr]
+    locked = {ref.split("@")[0]: want["config"] for ref, want in pinned.items() if want["config"]}
+    assert locked, "the example lock pins the offline box's images"
+    images = tmp_path / "carried" / "images.tar"  # on another mount in real life: read in place
+    images.parent.mkdir()
+    images.write_bytes(b"docker save output")
+    root = tmp_path / "box"
+    common = ["--box", "clinic-0007", "--allowed-signers", str(signers), "--root", str(root), "--layout", str(archive)]
+    wrong = fake_docker(tmp_path / "wrong", {**locked, sorted(locked)[0]: "sha256:" + "0" * 64})
+    refused = box_agent("install", *common, "--images", str(images), env=wrong)
+    assert refused.returncode == 2 and f"{sorted(locked)[0]} is sha256:000" in refused.stderr
+    assert not (root / "current").exists()
+    right = fake_docker(tmp_path / "right", locked)
+    done = box_agent("install", *common, "--images", str(images), env=right)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "right" / "docker.log").read_text().splitlines()[0] == f"load -i {images}"
+    assert images.is_file()  # neither moved nor linked away
+
+
+def publish_to(repository: str, key: Path, release: str, sequence: int, box: str, env: dict[str, str] | None = None) -> None:
+    """Push BOX's release and move BOX's own tag to it (what the pull timer fetches)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "publish", str(FLEET), "--release", release, "--sequence", str(sequence),
+         "--key", str(key), "--to", repository, "--box", box, "--promote"],
+        capture_output=True, text=True, cwd=ROOT, check=False, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.tools
+def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Outside review F2. The generated pull script runs as the timer would, against a real registry;
+    `docker compose up --wait` fails for the bad release (a docker stand-in: no engine here). After
+    the rollback the next ticks leave the box on the good release; an explicit retry, or a newer
+    release, installs again."""
+    from tests.registry import LiveRegistry
+
+    key, signers = keys
+    layout = publish(tmp_path, key, boxes=())
+    out = tmp_path / "rollout"
+    done = run_cli(
+        "rollout",
+        str(FLEET),
+        "--release",
+        RELEASE,
+        "--artifacts",
+        str(layout),
+        "--allowed-signers",
+        str(signers),
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "box"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(boxagent.__file__, root / "bin" / "slm-box.py")
+    shutil.copy(signers, root / "allowed_signers")
+    script = tmp_path / "pull.sh"
+    script.write_text((out / "pull" / "slm-deploy-pull.sh").read_text().replace("ROOT=/srv/slm-deploy", f"ROOT={root}"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$PWD $*" >> {tmp_path / "up.log"}\ncase "$PWD" in *bad*) exit 1 ;; esac\n')
+    (bin_dir / "docker").chmod(0o755)
+    registry = LiveRegistry(tmp_path)
+    try:
+        repository = f"{registry.host}/slm/releases"
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLM_BOX": "kiosk-0003",
+            "SLM_FLEET": "retail-stores",
+            "SLM_REGISTRY": repository,
+        }
+
+        def tick() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, check=False)
+
+        publish_to(repository, key, "good-1", 1, "kiosk-0003")
+        assert tick().returncode == 0
+        publish_to(repository, key, "bad-2", 2, "kiosk-0003")
+        assert tick().returncode == 1  # up failed: rolled back
+        assert os.readlink(root / "current") == "releases/good-1/kiosk-0003"
+        ups = (tmp_path / "up.log").read_text().count("\n")
+        for _ in range(2):
+            later = tick()
+            assert later.returncode == 0, later.stderr
+            assert "release bad-2 failed on this box" in later.stderr
+        assert os.readlink(root / "current") == "releases/good-1/kiosk-0003"
+        assert (tmp_path / "up.log").read_text().count("\n") == ups  # nothing was brought up again
+        # The operator's explicit retry installs it again.
+        retry = box_agent(
+            "install", "--box", "kiosk-0003", "--fleet", "retail-stores", "--allowed-signers", str(signers),
+            "--root", str(root), "--registry", f"{repository}:kiosk-0003", "--retry-failed",
+        )  # fmt: skip
+        assert retry.returncode == 0, retry.stderr
+        assert os.readlink(root / "current") == "releases/bad-2/kiosk-0003"
+        assert box_agent("rollback", "--root", str(root), "--failed", "still bad").returncode == 0
+        # A box whose first release fails has nothing to go back to: the failed release stops being
+        # current, and the next ticks do not bring it up again either.
+        first = tmp_path / "first"
+        (first / "bin").mkdir(parents=True)
+        shutil.copy(boxagent.__file__, first / "bin" / "slm-box.py")
+        shutil.copy(signers, first / "allowed_signers")
+        script.write_text(script.read_text().replace(f"ROOT={root}", f"ROOT={first}"))
+        publish_to(repository, key, "bad-4", 4, "kiosk-0003")
+        assert tick().returncode == 1
+        assert not (first / "current").exists()
+        assert tick().returncode == 0 and "release bad-4 failed on this box" in tick().stderr
+        script.write_text(script.read_text().replace(f"ROOT={first}", f"ROOT={root}"))
+        # A newer release is installed at the next tick.
+        publish_to(repository, key, "fixed-5", 5, "kiosk-0003")
+        assert tick().returncode == 0
+        assert os.readlink(root / "current") == "releases/fixed-5/kiosk-0003"
+    finally:
+        registry.stop()
+
+
+@pytest.mark.tools
+def test_the_box_fetches_from_a_token_protected_registry_with_a_credentials_file(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Outside review F3: the registry (Debian's docker-registry with token auth) answers 401 with a
+    Bearer challenge; the box gets a token from the realm with the user and password of a 0600 file."""
+    import base64
+
+    from tests.registry import PASSWORD, USER, LiveRegistry, TokenIssuer
+
+    key, signers = keys
+    issuer = TokenIssuer(tmp_path)
+    with issuer.serve() as realm:
+        registry = LiveRegistry(tmp_path, token_realm=realm, issuer=issuer)
+        try:
+            repository = f"{registry.host}/private/releases"
+            docker_dir = tmp_path / "docker"
+            docker_dir.mkdir()
+            config = {"auths": {registry.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}
+            (docker_dir / "config.json").write_text(json.dumps(config))
+            publish_to(repository, key, RELEASE, 1, "store-0001", env={"DOCKER_CONFIG": str(docker_dir)})
+            fetch = ["verify", "--box", "store-0001", "--allowed-signers", str(signers), "--registry", f"{repository}:store-0001"]
+            anonymous = box_agent(*fetch)
+            assert anonymous.returncode == 2 and "--registry-auth" in anonymous.stderr
+            secret = tmp_path / "registry-auth"
+            secret.write_text(f"{USER}:{PASSWORD}\n")
+            secret.chmod(0o644)
+            loose = box_agent(*fetch, "--registry-auth", str(secret))
+            assert loose.returncode == 2 and "readable by others (mode 644): chmod 600 it" in loose.stderr
+            secret.chmod(0o600)
+            done = box_agent(*fetch, "--registry-auth", str(secret))
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["release"] == RELEASE
+            assert "repository:private/releases:pull" in issuer.issued
+            (docker_dir / "config.json").chmod(0o600)
+            assert box_agent(*fetch, "--registry-auth", str(docker_dir / "config.json")).returncode == 0
+            secret.write_text(f"{USER}:wrong\n")
+            refused = box_agent(*fetch, "--registry-auth", str(secret))
+            assert refused.returncode == 2 and "the credentials were refused" in refused.stderr
+        finally:
+            registry.stop()

@@ -137,12 +137,15 @@ class Lab:
 
     def publish(self, release: str, broken_gateway: bool = False) -> Path:
         layout = self.root / "releases" / release
+        sequence = int(release.lstrip("r"))  # r1, r2, ...: the signed order a box checks
         if not broken_gateway:
             done = run_cli(
                 "publish",
                 str(self.fleet),
                 "--release",
                 release,
+                "--sequence",
+                str(sequence),
                 "--key",
                 str(self.key),
                 "--layout",
@@ -165,7 +168,7 @@ for bundle in build_fleet(fleet, fleet.boxes, allow_unlocked=True):
     manifest = json.loads(bundle.files["MANIFEST.json"])
     manifest["files"]["gateway/Caddyfile"]["sha256"] = hashlib.sha256(broken).hexdigest()
     bundle.files["MANIFEST.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    write_layout(Path({str(layout)!r}), build_release(bundle, fleet.name, {release!r}, Path({str(self.key)!r})))
+    write_layout(Path({str(layout)!r}), build_release(bundle, fleet.name, {release!r}, Path({str(self.key)!r}), {sequence}))
 """
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr

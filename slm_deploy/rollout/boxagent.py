@@ -11,11 +11,12 @@ Why ssh-keygen: an SSH signature (`ssh-keygen -Y sign/verify`, OpenSSH 8.1+, the
 verifies offline with the openssh-client every Linux box already has; an allowed_signers file names
 the release keys with `namespaces=` and `valid-after=`/`valid-before=` options, which is the key
 rotation: add the new key's line, sign with the new key, remove the old line
-(ssh-keygen(1) "ALLOWED SIGNERS"). Ed25519 signatures are deterministic, so the same bundle signed
-with the same key is byte-identical.
+(ssh-keygen(1) "ALLOWED SIGNERS"; the windows need OpenSSH 8.7+, see check_openssh). Ed25519
+signatures are deterministic, so the same bundle signed with the same key is byte-identical.
 
-What is signed: a short statement naming the fleet, the box, the release and the sha256 of the
-bundle archive and of the artifact's config. A bundle signed for another box, a changed archive,
+What is signed: a short statement naming the fleet, the box, the release, its sequence (the
+order: a lower one than the current release's is a downgrade, refused unless --allow-downgrade) and
+the sha256 of the bundle archive and of the artifact's config. A bundle signed for another box, a changed archive,
 an unsigned artifact, or one signed by a key not in allowed_signers is refused before anything on
 the box changes.
 
@@ -31,6 +32,8 @@ ROOT/operator/ when the operator prepared one.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -42,6 +45,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 
 ARTIFACT_TYPE = "application/vnd.slm-deploy.release.v1"
@@ -52,8 +56,11 @@ SIGNATURE_TYPE = "application/vnd.slm-deploy.signature.v1"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 NAMESPACE = "slm-deploy-release"
-STATEMENT_HEADER = "slm-deploy release statement v1"
-STATEMENT_KEYS = ("fleet", "box", "release", "bundle", "config")
+STATEMENT_HEADER = "slm-deploy release statement v2"
+# v1 statements carried no release order: a box refuses them (a replayed old artifact could not be
+# told from a new one; outside review F4).
+STATEMENT_KEYS = ("fleet", "box", "release", "sequence", "bundle", "config")
+SEQUENCE = re.compile(r"^(0|[1-9][0-9]{0,17})$")  # decimal, canonical (no leading zeros), < 10**18
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # slm_deploy.fleet.BOX_ID_PATTERN
 RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -62,10 +69,23 @@ MAX_SMALL = 1024 * 1024  # manifests, config, statement, signature
 MAX_ARCHIVE_MEMBERS = 10000
 DEFAULT_ROOT = "/srv/slm-deploy"
 KEEP_RELEASES = 2
+OPENSSH_VERSION = re.compile(r"OpenSSH_(\d+)\.(\d+)")
+WINDOW_OPTION = re.compile(r"(^|[\s,])valid-(after|before)=", re.IGNORECASE)
+MIN_OPENSSH = (8, 1)
+WINDOWS_OPENSSH = (8, 7)
+STATEMENT_FILE = "statement"  # releases/<release>/statement: the verified statement, for the order
+FAILED = "failed"  # ROOT/failed/<release>.json: a release that failed its gate here (F2)
+DOCKER_ENV = "SLM_DEPLOY_DOCKER"  # as slm_deploy.supply.loaded: the docker command to use
+LOAD_TIMEOUT = 3600  # docker load of a model server image of several GB from a slow disk
 
 
 class Refused(Exception):
     """The artifact is not one this box may install; nothing on the box changed."""
+
+
+class FailedBefore(Refused):
+    """The release failed on this box and was rolled back: not installed again until a newer
+    release or an explicit --retry-failed (outside review F2: the pull timer retried it forever)."""
 
 
 def sha256(data: bytes) -> str:
@@ -76,13 +96,15 @@ def principal(fleet: str) -> str:
     return f"release@{fleet}"
 
 
-def statement_text(fleet: str, box: str, release: str, bundle: str, config: str) -> bytes:
-    values = {"fleet": fleet, "box": box, "release": release, "bundle": bundle, "config": config}
+def statement_text(fleet: str, box: str, release: str, sequence: str, bundle: str, config: str) -> bytes:
+    values = {"fleet": fleet, "box": box, "release": release, "sequence": sequence, "bundle": bundle, "config": config}
     for key in ("fleet", "box"):
         if not NAME.match(values[key]):
             raise Refused(f"statement: {key}: {values[key]!r} is not a fleet or box name")
     if not RELEASE.match(release):
         raise Refused(f"statement: release: {release!r} is not a release name (letters, digits, . _ -; at most 64)")
+    if not SEQUENCE.match(sequence):
+        raise Refused(f"statement: sequence: {sequence!r} is not a whole number from 0 to 10**18 - 1")
     for key in ("bundle", "config"):
         if not DIGEST.match(values[key]):
             raise Refused(f"statement: {key}: not a sha256 digest")
@@ -95,6 +117,8 @@ def parse_statement(data: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         raise Refused("statement: not ASCII") from None
     lines = text.split("\n")
+    if lines[0] == "slm-deploy release statement v1":
+        raise Refused("statement: v1, which carries no release order (a replay could downgrade the box); republish the release")
     if lines[0] != STATEMENT_HEADER or lines[-1] != "" or len(lines) != len(STATEMENT_KEYS) + 2:
         raise Refused("statement: not a release statement slm-deploy writes")
     values: dict[str, str] = {}
@@ -109,11 +133,52 @@ def parse_statement(data: bytes) -> dict[str, str]:
     return values
 
 
+def openssh_version() -> tuple[int, int] | None:
+    """The box's OpenSSH version from `ssh -V` (openssh-client ships ssh and ssh-keygen together;
+    ssh-keygen has no version flag), or None when it cannot be told."""
+    try:
+        done = subprocess.run(["ssh", "-V"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = OPENSSH_VERSION.search((done.stderr + done.stdout).decode(errors="replace"))
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def check_openssh(allowed_signers: str) -> None:
+    """Refuse, with the version found, an OpenSSH too old for what allowed_signers asks of it.
+
+    `valid-after`/`valid-before` (the key rotation windows) exist from OpenSSH 8.7 (sshsig.c at
+    V_8_7_P1, sshsigopt_parse). Before that, sshsigopt_parse answers "unknown key option" for
+    them, and sshsig_check_allowed_keys stops at that line with an error (sshsig.c at V_8_4_P1,
+    lines 659 and 758): every signature of the fleet is then refused with a message that names
+    neither the cause nor the version. `-Y verify` itself exists from 8.1 (ssh-keygen.c at V_8_1_P1)."""
+    with open(allowed_signers, encoding="utf-8", errors="replace") as handle:
+        windows = any(WINDOW_OPTION.search(line) for line in handle if not line.lstrip().startswith("#"))
+    version = openssh_version()
+    need = WINDOWS_OPENSSH if windows else MIN_OPENSSH
+    if version is None:
+        if windows:
+            raise Refused(
+                f"{allowed_signers}: uses valid-after/valid-before, which need OpenSSH {need[0]}.{need[1]}+, "
+                "and this box's OpenSSH version cannot be told (`ssh -V` did not answer; apt-get install openssh-client)"
+            )
+        return
+    if version < need:
+        found = f"OpenSSH {version[0]}.{version[1]}"
+        if windows:
+            raise Refused(
+                f"{allowed_signers}: uses valid-after/valid-before, which OpenSSH honours from 8.7; this box has "
+                f"{found}, which rejects the whole file: upgrade openssh-client, or rotate by adding and removing lines"
+            )
+        raise Refused(f"ssh-keygen: {found} found; `ssh-keygen -Y verify` needs OpenSSH 8.1 or later")
+
+
 def verify_signature(statement: bytes, signature: bytes, fleet: str, allowed_signers: str) -> None:
     """ssh-keygen -Y verify: the signature is by a key that allowed_signers lists for this fleet's
     release principal, in the release namespace, valid now."""
     if not os.path.isfile(allowed_signers):
         raise Refused(f"{allowed_signers}: no allowed_signers file (the release public keys)")
+    check_openssh(allowed_signers)
     with tempfile.TemporaryDirectory(prefix="slm-verify-") as tmp:
         sig = os.path.join(tmp, "statement.sig")
         with open(sig, "wb") as handle:
@@ -240,30 +305,139 @@ def read_layout(path: str, ref: str | None = None) -> Artifact:
         return Artifact(manifest, lambda d, size: cache.get(d, b""))
 
 
-def fetch(registry: str, repository: str, tag: str, timeout: float = 60.0) -> Artifact:
-    """The pull variant: the artifact from an OCI registry (anonymous or `SLM_REGISTRY_AUTH=user:password`
-    Basic; a box behind NAT pulls, it is never pushed to). Plain HTTP only for loopback registries."""
-    host = registry.split("/")[0]
-    scheme = "http" if host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]") else "https"
-    base = f"{scheme}://{registry}/v2/{repository}"
-    auth = os.environ.get("SLM_REGISTRY_AUTH")
+def _loopback(host: str) -> bool:
+    """HOST[:PORT] names this machine (plain http is allowed there only)."""
+    name = host[1:].split("]")[0] if host.startswith("[") else (host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+    return name in ("127.0.0.1", "localhost", "::1")
 
-    def get(url: str, accept: str, limit: int) -> bytes:
-        request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "slm-deploy-box"})
-        if auth:
-            import base64
 
-            request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+def read_credentials(path: str, host: str) -> tuple[str, str] | None:
+    """(user, password) for HOST from a file only root may read: a docker config.json (`auths` with
+    `auth` or `username`/`password`, as `docker login` writes it without a credential store) or
+    one line `user:password`. None when a config.json has no entry for HOST."""
+    try:
+        info = os.stat(path)
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SMALL + 1)
+    except OSError as exc:
+        raise Refused(f"{path}: cannot read the registry credentials ({exc.strerror or exc})") from None
+    if info.st_mode & 0o077:
+        raise Refused(f"{path}: readable by others (mode {oct(info.st_mode & 0o777)[2:]}): chmod 600 it")
+    if len(raw) > MAX_SMALL:
+        raise Refused(f"{path}: larger than a credentials file")
+    text = raw.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                data: bytes = response.read(limit + 1)
-        except urllib.error.HTTPError as exc:
-            raise Refused(f"registry {host}: HTTP {exc.code} for {url.rsplit('/v2/', 1)[1]}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise Refused(f"registry {host}: cannot reach it ({getattr(exc, 'reason', exc)})") from None
+            auths = json.loads(text).get("auths") or {}
+        except (ValueError, AttributeError):
+            raise Refused(f"{path}: not a docker config.json") from None
+        for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"):
+            entry = auths.get(key) if isinstance(auths, dict) else None
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("auth"):
+                try:
+                    user, sep, password = base64.b64decode(str(entry["auth"]), validate=True).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    sep = ""
+                if not sep:
+                    raise Refused(f"{path}: auths.{key}.auth is not base64 of user:password") from None
+                return user, password
+            if entry.get("username") and entry.get("password"):
+                return str(entry["username"]), str(entry["password"])
+            if entry.get("identitytoken"):
+                raise Refused(
+                    f"{path}: auths.{key} holds an identity token; give the box a user:password (a robot or token user)"
+                )
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or "\n" in text:
+        raise Refused(f"{path}: expected one line user:password, or a docker config.json")
+    return user, password
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="https://…",service="…",scope="…"` -> ("bearer", {realm, service, scope})
+    (distribution docs/spec/auth/token.md; RFC 6750 section 3)."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'([A-Za-z]+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+def fetch(registry: str, repository: str, tag: str, timeout: float = 60.0, credentials: str | None = None) -> Artifact:
+    """The pull variant: the artifact from an OCI registry; a box behind NAT pulls, it is never
+    pushed to. A private registry (ACR, Harbor, GHCR) answers 401 with a challenge: Bearer is the
+    token handshake (GET realm?service=&scope=repository:REPO:pull, with the CREDENTIALS file's
+    user and password as Basic, or anonymous without one), Basic sends them directly. Credentials
+    go only over https (or to a loopback registry), and never along a redirect (blob storage)."""
+    host = registry.split("/")[0]
+    scheme = "http" if _loopback(host) else "https"
+    base = f"{scheme}://{registry}/v2/{repository}"
+    state: dict[str, str] = {}
+
+    def basic() -> str | None:
+        found = read_credentials(credentials, host) if credentials else None
+        return "Basic " + base64.b64encode(f"{found[0]}:{found[1]}".encode()).decode() if found else None
+
+    def open_url(url: str, accept: str, limit: int, authorization: str | None) -> bytes:
+        request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "slm-deploy-box"})
+        if authorization:
+            request.add_unredirected_header("Authorization", authorization)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data: bytes = response.read(limit + 1)
         if len(data) > limit:
             raise Refused(f"registry {host}: answer larger than {limit} bytes")
         return data
+
+    def login(header: str) -> None:
+        kind, params = _challenge(header)
+        if kind == "basic":
+            found = basic()
+            if found is None:
+                raise Refused(f"registry {host}: wants a login (Basic); give --registry-auth FILE")
+            state["auth"] = found
+            return
+        if kind != "bearer" or not params.get("realm"):
+            raise Refused(f"registry {host}: HTTP 401 without a usable WWW-Authenticate challenge")
+        realm = urllib.parse.urlsplit(params["realm"])
+        if realm.scheme != "https" and not (realm.scheme == "http" and _loopback(realm.netloc)):
+            raise Refused(f"registry {host}: token realm {params['realm']} is not https; refused")
+        query = {"scope": params.get("scope") or f"repository:{repository}:pull"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        url = params["realm"] + ("&" if realm.query else "?") + urllib.parse.urlencode(sorted(query.items()))
+        login_with = basic()
+        try:
+            answer = json.loads(open_url(url, "application/json", MAX_SMALL, login_with))
+        except urllib.error.HTTPError as exc:
+            what = f"HTTP {exc.code}"
+            if exc.code in (401, 403):
+                what = "the credentials were refused" if login_with else "no anonymous access: give --registry-auth FILE"
+            raise Refused(f"registry {host}: token endpoint {realm.netloc}: {what}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise Refused(
+                f"registry {host}: token endpoint {realm.netloc}: cannot reach it ({getattr(exc, 'reason', exc)})"
+            ) from None
+        except ValueError:
+            raise Refused(f"registry {host}: token endpoint {realm.netloc}: answer is not JSON") from None
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise Refused(f"registry {host}: token endpoint {realm.netloc}: no token in its answer")
+        state["auth"] = "Bearer " + token
+
+    def get(url: str, accept: str, limit: int) -> bytes:
+        for attempt in (0, 1):
+            try:
+                return open_url(url, accept, limit, state.get("auth"))
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and not attempt:
+                    login(exc.headers.get("WWW-Authenticate", ""))
+                    continue
+                hint = " (the credentials were refused, or give --registry-auth FILE)" if exc.code in (401, 403) else ""
+                raise Refused(f"registry {host}: HTTP {exc.code} for {url.rsplit('/v2/', 1)[1]}{hint}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                raise Refused(f"registry {host}: cannot reach it ({getattr(exc, 'reason', exc)})") from None
+        raise AssertionError("unreachable")
 
     manifest = get(f"{base}/manifests/{tag}", MANIFEST_TYPE, MAX_SMALL)
     return Artifact(manifest, lambda d, size: get(f"{base}/blobs/{d}", "*/*", size))
@@ -368,22 +542,122 @@ def _target(root: str, name: str) -> str | None:
     return os.readlink(path) if os.path.islink(path) else None
 
 
+def _statement_of(root: str, link: str) -> dict[str, str] | None:
+    """The verified statement of the release a link (current, previous) points at; None when there
+    is none (no release yet, or one installed before releases carried an order)."""
+    target = _target(root, link)
+    if not target:
+        return None
+    try:
+        with open(os.path.join(root, os.path.dirname(target), STATEMENT_FILE), "rb") as handle:
+            return parse_statement(handle.read(MAX_SMALL))
+    except (OSError, Refused):
+        return None
+
+
+def _failed_mark(root: str, release: str) -> dict[str, str] | None:
+    try:
+        with open(os.path.join(root, FAILED, release + ".json"), "rb") as handle:
+            mark = json.loads(handle.read(MAX_SMALL))
+    except (OSError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in mark.items()} if isinstance(mark, dict) else None
+
+
+def _write_json(path: str, data: dict[str, str]) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".new"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # same folder: never a rename across filesystems
+
+
+def load_images(images: str, project: str) -> list[str]:
+    """`docker load -i IMAGES` (the bundle README's air-gapped step, read where the file lies: no
+    copy, link or rename), then every image the bundle's images.lock.json pins must be loaded with
+    the locked digest: `docker save` keeps tags, no digests, so the image Id (the config digest)
+    is what is compared, as `slm-deploy verify` does (slm_deploy/supply/loaded.py)."""
+    docker = os.environ.get(DOCKER_ENV) or "docker"
+    if not os.path.isfile(images):
+        raise Refused(f"{images}: no such images archive (docker save -o images.tar ..., README: air-gapped box)")
+
+    def run(args: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run([docker, *args], capture_output=True, timeout=timeout, check=False)
+        except FileNotFoundError:
+            raise Refused(f"{docker}: not installed (an offline box needs Docker to load its images)") from None
+        except subprocess.TimeoutExpired:
+            raise Refused(f"{docker} {args[0]}: no answer within {int(timeout)} s") from None
+
+    done = run(["load", "-i", images], LOAD_TIMEOUT)
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        raise Refused(f"{images}: docker load failed: {why[-1] if why else done.returncode}")
+    try:
+        with open(os.path.join(project, "images.lock.json"), "rb") as handle:
+            pinned = json.loads(handle.read(MAX_SMALL)).get("images") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    checked = []
+    for ref, want in sorted(pinned.items()):
+        accepted = {str(want[k]) for k in ("config", "manifest", "index") if want.get(k)} if isinstance(want, dict) else set()
+        if not accepted:
+            continue  # a bundle built --allow-unlocked: tag references, nothing to compare
+        name = ref.split("@", 1)[0]
+        seen = run(["image", "inspect", "--format", "{{.Id}}", name], 60)
+        found = seen.stdout.decode(errors="replace").strip()
+        if seen.returncode != 0:
+            raise Refused(f"{images}: does not hold {name} (images.lock.json pins it)")
+        if found not in accepted:
+            raise Refused(f"{images}: {name} is {found}, images.lock.json pins {sorted(accepted)[0]}")
+        checked.append(name)
+    return checked
+
+
 def install(
-    artifact: Artifact, box: str, allowed_signers: str, root: str, operator_entries: list[str], fleet: str | None = None
+    artifact: Artifact,
+    box: str,
+    allowed_signers: str,
+    root: str,
+    operator_entries: list[str],
+    fleet: str | None = None,
+    allow_downgrade: bool = False,
+    retry_failed: bool = False,
+    images: str | None = None,
 ) -> dict[str, str]:
     """Verify, unpack into releases/<release>, carry the operator's files over from the current
-    release, then make it current (the old current becomes previous). Returns the statement."""
+    release, then make it current (the old current becomes previous). Returns the statement.
+
+    Refused before anything changes: a release older (by its signed sequence) than the current one
+    unless ALLOW_DOWNGRADE (a replayed old artifact; rollback stays allowed), and a release that
+    failed here and was rolled back (`rollback --failed`) unless RETRY_FAILED."""
     values, bundle = artifact.verified(box, allowed_signers, fleet)
     release = values["release"]
     releases = os.path.join(root, "releases")
-    os.makedirs(releases, mode=0o755, exist_ok=True)
     final = os.path.join(releases, release)
     current = _target(root, "current")
     if current == os.path.join("releases", release, box) and os.path.isdir(final):
         return values  # already installed and current: a re-run changes nothing
+    mark = _failed_mark(root, release)
+    if mark is not None and mark.get("bundle") in ("", values["bundle"]) and not retry_failed:
+        raise FailedBefore(
+            f"release {release} failed on this box ({mark.get('reason') or 'rolled back'}) and was rolled back; "
+            "not installed again: publish a newer release, or install it with --retry-failed"
+        )
+    running = _statement_of(root, "current")
+    if running is not None and int(values["sequence"]) < int(running["sequence"]) and not allow_downgrade:
+        raise Refused(
+            f"release {release} (sequence {values['sequence']}) is older than the current {running['release']} "
+            f"(sequence {running['sequence']}): a downgrade; use rollback, or --allow-downgrade"
+        )
+    os.makedirs(releases, mode=0o755, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{release}.", dir=releases)
     try:
         unpack(bundle, box, staging)
+        with open(os.path.join(staging, STATEMENT_FILE), "wb") as handle:
+            handle.write(statement_text(**values))
+        if images:
+            load_images(images, os.path.join(staging, box))
         # The operator's files come from the current release; before the first one, from
         # ROOT/operator/ (a compose override or certificates prepared before the first rollout).
         seed = current or ("operator" if os.path.isdir(os.path.join(root, "operator")) else None)
@@ -398,6 +672,8 @@ def install(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if mark is not None:
+        os.unlink(os.path.join(root, FAILED, release + ".json"))
     if current and current != os.path.join("releases", release, box):
         _link(root, "previous", current)
     _link(root, "current", os.path.join("releases", release, box))
@@ -406,11 +682,22 @@ def install(
     return values
 
 
-def rollback(root: str) -> str:
-    """Make the previous release current again; returns its folder."""
+def rollback(root: str, failed: str | None = None) -> str:
+    """Make the previous release current again; returns its folder. With FAILED (a reason), the
+    release rolled away from is remembered as failed on this box, so that the pull timer does not
+    install it again at its next tick."""
     previous = _target(root, "previous")
     current = _target(root, "current")
+    if failed is not None and current:
+        values = _statement_of(root, "current") or {"release": current.split("/")[1], "bundle": ""}
+        mark = {"release": values["release"], "bundle": values["bundle"], "reason": failed[:200]}
+        _write_json(os.path.join(root, FAILED, values["release"] + ".json"), mark)
     if not previous or not os.path.isdir(os.path.join(root, previous)):
+        if failed is not None and current:
+            # The box's first release failed: nothing to go back to. Unlinking `current` keeps the
+            # next timer tick from bringing the failed release up again.
+            _link(root, "current", None)
+            raise Refused(f"no previous release to roll back to; {current} is marked failed and no longer current")
         raise Refused("no previous release to roll back to")
     _link(root, "current", previous)
     _link(root, "previous", current)
@@ -522,10 +809,18 @@ def main(argv: list[str] | None = None) -> int:
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--layout", help="an OCI image layout archive (offline boxes)")
         src.add_argument("--registry", help="HOST[:PORT]/REPOSITORY:TAG (the pull variant)")
+        p.add_argument(
+            "--registry-auth", help="credentials for a private registry: docker config.json or user:password, mode 0600"
+        )
         p.add_argument("--root", default=DEFAULT_ROOT)
         p.add_argument("--operator-entry", action="append", default=[])
+        if name == "install":
+            p.add_argument("--images", help="an images.tar (docker save) to `docker load` and check against images.lock.json")
+            p.add_argument("--allow-downgrade", action="store_true", help="install a release older than the current one")
+            p.add_argument("--retry-failed", action="store_true", help="install a release that failed here before")
     p = sub.add_parser("rollback")
     p.add_argument("--root", default=DEFAULT_ROOT)
+    p.add_argument("--failed", metavar="REASON", help="remember the release rolled away from as failed on this box")
     p = sub.add_parser("gate", help="record the health gate result of the current release (the fleet view's metrics)")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--result", required=True, choices=GATE_RESULTS)
@@ -535,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             record_state(args.root, "gate", gate=args.result)
             return 0
         if args.command == "rollback":
-            target = rollback(args.root)
+            target = rollback(args.root, args.failed)
             print(
                 json.dumps(
                     {"project": os.path.join(os.path.abspath(args.root), target), "rolled_back_to": target}, sort_keys=True
@@ -549,12 +844,22 @@ def main(argv: list[str] | None = None) -> int:
             if not where or "/" in tag:
                 raise Refused("--registry: expected HOST[:PORT]/REPOSITORY:TAG")
             registry, _, repository = where.partition("/")
-            artifact = fetch(registry, repository, tag)
+            artifact = fetch(registry, repository, tag, credentials=args.registry_auth)
         if args.command == "verify":
             values, _ = artifact.verified(args.box, args.allowed_signers, args.fleet)
         else:
-            values = install(artifact, args.box, args.allowed_signers, args.root, args.operator_entry, args.fleet)
-        out = {"box": values["box"], "release": values["release"], "bundle": values["bundle"]}
+            values = install(
+                artifact,
+                args.box,
+                args.allowed_signers,
+                args.root,
+                args.operator_entry,
+                args.fleet,
+                allow_downgrade=args.allow_downgrade,
+                retry_failed=args.retry_failed,
+                images=args.images,
+            )
+        out = {"box": values["box"], "release": values["release"], "sequence": values["sequence"], "bundle": values["bundle"]}
         if args.command == "install":
             # Compose must be given the release folder itself, never the `current` link: with the
             # link, every release has the same bind-mount paths, the configuration hash does not
@@ -562,6 +867,9 @@ def main(argv: list[str] | None = None) -> int:
             out["project"] = os.path.realpath(os.path.join(args.root, "current"))
         print(json.dumps(out, sort_keys=True))
         return 0
+    except FailedBefore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3  # the pull script tells this from a refusal: nothing to do until a newer release
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

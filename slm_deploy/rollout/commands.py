@@ -33,6 +33,7 @@ def publish(
     insecure_hosts: tuple[str, ...] = (),
     allow_unlocked: bool = False,
     promote: bool = False,
+    sequence: int = 0,
 ) -> list[Published]:
     from slm_deploy.bundle.writer import build_fleet, select_boxes
     from slm_deploy.fleet import load_fleet
@@ -44,7 +45,9 @@ def publish(
         raise InputError("arguments", "--promote", "moves registry tags: give --to too")
     fleet = load_fleet(fleet_file)
     boxes = select_boxes(fleet, box_ids)
-    releases = [build_release(b, fleet.name, release, key) for b in build_fleet(fleet, boxes, allow_unlocked=allow_unlocked)]
+    releases = [
+        build_release(b, fleet.name, release, key, sequence) for b in build_fleet(fleet, boxes, allow_unlocked=allow_unlocked)
+    ]
     pusher = None
     if repository is not None:
         from slm_deploy.rollout.push import Pusher
@@ -186,7 +189,7 @@ def fleet_status(reports: Path) -> list[BoxStatus]:
                         False,
                         "not reached",
                         False,
-                        "no report: unreachable, or the rollout stopped before its wave",
+                        "no report: the rollout stopped before its wave",
                     )
                 )
     return rows

@@ -34,6 +34,7 @@ PLAN_GATE = Path(planguard.__file__)
 # How long the plan gate waits for the model server's start-up lines after the smoke gate passed
 # (the smoke requests have loaded the model: Ollama loads on the first request).
 PLAN_GATE_WAIT_SECONDS = 120
+UNREACHABLE = "the box stopped answering during the rollout (Ansible: unreachable), or the run was cut off: its state is unknown"
 
 
 def inventory(fleet: Fleet, hosts: dict[str, dict[str, Any]], artifacts: str = "artifacts", out: str = ".") -> dict[str, Any]:
@@ -119,7 +120,26 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
         "delegate_to": "localhost",
         "become": False,
     }
+    # Written before the box is touched and overwritten by the final report: a box that stops
+    # answering is removed from the play by Ansible (no rescue, no report; strategy/__init__.py
+    # `is_unreachable`), so this is what `fleet status` then shows for it (outside review F1).
+    started = {
+        "name": "Report: started (kept if the box stops answering)",
+        "ansible.builtin.copy": {
+            "dest": "{{ slm_reports }}/{{ inventory_hostname }}.json",
+            "mode": "0644",
+            "content": (
+                "{{ {'box': inventory_hostname, 'ring': slm_ring, 'release': slm_release, 'installed': false, "
+                "'gate': 'unreachable', 'rolled_back': false, 'error': '" + UNREACHABLE + "'} "
+                "| to_nice_json(sort_keys=true) }}\n"
+            ),
+        },
+        "delegate_to": "localhost",
+        "become": False,
+    }
+    wave = "groups['ring_' + slm_ring | replace('-', '_')] | intersect(ansible_play_hosts_all)"  # this box's ring
     tasks: list[dict[str, Any]] = [
+        started,
         {
             "name": "Rollout",
             "block": [
@@ -273,13 +293,41 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
             ],
         },
         {"name": "Report", **report},
+        # Unreachable boxes count against the wave like failed ones. Ansible does not count them:
+        # the linear strategy compares only its failed hosts with max_fail_percentage
+        # (plugins/strategy/linear.py, ansible-core 2.19, `len(self._tqm._failed_hosts) /
+        # iterator.batch_size`), and the playbook executor stops only when every host of the batch
+        # is failed or unreachable (executor/playbook_executor.py, `len(batch) == failed_hosts_count`).
+        # Here every box of the wave that is still in play knows which of the wave's boxes left it.
+        {
+            "name": "The wave's verdict (failed and unreachable boxes)",
+            "ansible.builtin.set_fact": {
+                "slm_wave_lost": f"{{{{ {wave} | difference(ansible_play_batch) }}}}",
+                "slm_wave_size": f"{{{{ {wave} | length }}}}",
+                "slm_wave_failed": (
+                    "{{ ansible_play_batch | map('extract', hostvars) | selectattr('slm_failed', 'defined') "
+                    "| selectattr('slm_failed') | list | length }}"
+                ),
+            },
+        },
         # The box is failed only now, after every box of the wave has finished and reported: the
         # linear strategy checks max_fail_percentage after each task (ansible/ansible#32255), so a
         # failure raised inside the block would cut the wave's other boxes off between two steps.
+        # When unreachable boxes tip the wave over the threshold, every box still in play fails, so
+        # that Ansible stops before the next wave.
         {
             "name": "Fail this box (counts against the wave)",
-            "ansible.builtin.fail": {"msg": "{{ slm_error }}"},
-            "when": "slm_failed | default(false)",
+            "ansible.builtin.fail": {
+                "msg": (
+                    "{{ slm_error if slm_failed | default(false) else 'the wave stops: ' + slm_wave_lost | join(', ') "
+                    "+ ' unreachable, ' + slm_wave_failed | string + ' failed, of ' + slm_wave_size | string + ' boxes' }}"
+                )
+            },
+            "when": (
+                "slm_failed | default(false) or (slm_wave_lost | length > 0 and "
+                "(slm_wave_lost | length + slm_wave_failed | int) * 100 > "
+                f"{fleet.rollout.max_fail_percentage} * slm_wave_size | int)"
+            ),
         },
     ]
     return [
@@ -301,17 +349,29 @@ PULL_SCRIPT = """\
 # The pull variant (boxes behind NAT, issue 25): fetch this box's release tag, verify the signature
 # and manifest, install it beside the previous one, bring it up, and roll back when it does not come
 # up healthy. Run by slm-deploy-pull.timer; SLM_BOX, SLM_FLEET and SLM_REGISTRY come from /etc/slm-deploy/pull.env.
+# SLM_REGISTRY_AUTH_FILE (optional): a docker config.json or user:password, mode 0600, for a
+# private registry.
 set -eu
 ROOT=/srv/slm-deploy
 AGENT="$ROOT/bin/slm-box.py"
+rc=0
 python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
-  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET"{operator}
+  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET" \\
+  ${{SLM_REGISTRY_AUTH_FILE:+--registry-auth "$SLM_REGISTRY_AUTH_FILE"}}{operator} || rc=$?
+# 3: this release failed here before and was rolled back; it stays off until a newer release is
+# promoted or the operator runs the install with --retry-failed (not every tick, forever).
+if [ "$rc" -eq 3 ]; then exit 0; fi
+if [ "$rc" -ne 0 ]; then exit "$rc"; fi
 # The release folder itself, not the `current` link: through the link every release has the same
 # bind-mount paths and `up` would keep the old containers on the old files.
 up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
 if ! up; then
-  python3 "$AGENT" rollback --root "$ROOT"
-  up
+  failed="$(readlink -f "$ROOT/current")"
+  if python3 "$AGENT" rollback --root "$ROOT" --failed "did not come up healthy (docker compose up --wait)"; then
+    up
+  else
+    (cd "$failed" && docker compose down)  # the box's first release: nothing to go back to
+  fi
   exit 1
 fi
 """

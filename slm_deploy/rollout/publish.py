@@ -90,7 +90,7 @@ def sign(statement: bytes, key: Path) -> bytes:
         return Path(tmp, "statement.sig").read_bytes()
 
 
-def build_release(bundle: BoxBundle, fleet: str, release: str, key: Path) -> Release:
+def build_release(bundle: BoxBundle, fleet: str, release: str, key: Path, sequence: int = 0) -> Release:
     archive = Blob(agent.BUNDLE_TYPE, tar_bytes(bundle), f"{bundle.box.id}.tar.gz")
     config = Blob(
         agent.CONFIG_TYPE,
@@ -101,11 +101,12 @@ def build_release(bundle: BoxBundle, fleet: str, release: str, key: Path) -> Rel
                 "fleet": fleet,
                 "operator_entries": list(OPERATOR_ENTRIES),
                 "release": release,
+                "sequence": sequence,
             }
         ),
     )
     try:
-        statement_bytes = agent.statement_text(fleet, bundle.box.id, release, archive.digest, config.digest)
+        statement_bytes = agent.statement_text(fleet, bundle.box.id, release, str(sequence), archive.digest, config.digest)
     except agent.Refused as exc:
         raise InputError("--release", "", str(exc).removeprefix("statement: release: ")) from None
     statement = Blob(agent.STATEMENT_TYPE, statement_bytes, "statement")

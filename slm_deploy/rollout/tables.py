@@ -35,9 +35,11 @@ def fleet_status_table(rows: Sequence[BoxStatus]) -> None:
     failed = [row for row in rows if row.gate not in ("passed", "not reached")]
     waiting = [row for row in rows if row.gate == "not reached"]
     rings = sorted({row.ring for row in failed})
+    lost = [row.box for row in failed if row.gate == "unreachable"]
     if failed:
         console.print(
             f"{len(failed)} of {len(rows)} boxes failed, in ring {', '.join(rings)}"
+            + (f" ({len(lost)} unreachable: {', '.join(lost)})" if lost else "")
             + (f"; {len(waiting)} not reached (the rollout stopped)" if waiting else "")
         )
     else:

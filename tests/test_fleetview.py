@@ -35,9 +35,10 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     signers = folder / "allowed_signers"
     signers.write_text(line)
     archives = []
-    for release in (OLD, NEW):
+    for sequence, release in enumerate((OLD, NEW), 1):
         layout = folder / release
-        done = run_cli("publish", str(FLEET), "--release", release, "--key", str(key), "--layout", str(layout), "--box", BOX)
+        args = ("--release", release, "--sequence", str(sequence), "--key", str(key), "--layout", str(layout), "--box", BOX)
+        done = run_cli("publish", str(FLEET), *args)
         assert done.returncode == 0, done.stderr
         archives.append(layout / f"{BOX}.oci.tar")
     return archives[0], archives[1], signers

@@ -200,7 +200,7 @@ def test_the_playbook_runs_the_plan_gate_after_smoke_inside_the_rolled_back_bloc
     from slm_deploy.rollout.playbook import playbook
 
     (play,) = playbook(load_fleet(FLEET), "2026.12.06-1")
-    block = play["tasks"][0]
+    block = next(task for task in play["tasks"] if "block" in task)
     names = [t["name"] for t in block["block"]]
     smoke = names.index("Health gate: smoke against the gateway")
     gate_task = block["block"][names.index("Health gate: the model server's start-up report against the plan")]
@@ -212,7 +212,7 @@ def test_the_playbook_runs_the_plan_gate_after_smoke_inside_the_rolled_back_bloc
     assert failing["when"] == "slm_plan_run.rc != 0" and "ansible.builtin.fail" in failing
     # A failure anywhere in the block runs the rescue, which rolls back and brings the previous release up.
     assert any("rollback" in str(t.get("ansible.builtin.command", "")) for t in block["rescue"])
-    report = play["tasks"][1]["ansible.builtin.copy"]["content"]
+    report = next(task for task in play["tasks"] if task["name"] == "Report")["ansible.builtin.copy"]["content"]
     assert "'smoke': slm_smoke_gate" in report and "'plan': slm_plan_gate" in report
 
 
@@ -253,7 +253,7 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
     binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
     need(Path(binary).is_file(), "ansible is not installed (pip install ansible)")
     (play,) = playbook(load_fleet(FLEET), "r2")
-    block = play["tasks"][0]
+    block = next(task for task in play["tasks"] if "block" in task)
     names = [t["name"] for t in block["block"]]
     gate_tasks = block["block"][names.index("Gates reached") : names.index("Gate passed") + 2]  # + its metric
     root, bin_dir = tmp_path / "root", tmp_path / "fakebin"
@@ -292,7 +292,11 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
             },
             "tasks": [
                 {"name": "Gate", "block": gate_tasks, "rescue": block["rescue"][:2]},  # the failure, its metric
-                {k: v for k, v in play["tasks"][1].items() if k not in ("delegate_to", "become")},
+                {
+                    k: v
+                    for k, v in next(t for t in play["tasks"] if t["name"] == "Report").items()
+                    if k not in ("delegate_to", "become")
+                },
             ],
         }
     ]

@@ -25,6 +25,17 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
+# The stack commands (preflight, preview, image onnx) find Pulumi.STACK.yaml the same way.
+project_option = click.option(
+    "--project",
+    "--project-dir",
+    "project_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
+)
+
+
 @main.command()
 @click.option(
     "--model",
@@ -243,14 +254,7 @@ def verify(directory: Path, expect: str | None, box: str | None, allowed_signers
 
 @main.command()
 @click.argument("stack")
-@click.option(
-    "--project",
-    "--project-dir",
-    "project_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Pulumi project folder holding Pulumi.STACK.yaml (default: the current folder).",
-)
+@project_option
 @click.option("--subscription", default=None, help="Subscription id (default: AZURE_SUBSCRIPTION_ID).")
 @click.option(
     "--object-id", default=None, help="The deployer's object id (default: cluster.deployerObjectId, else the signed-in one)."
@@ -280,14 +284,7 @@ def preflight(
 @click.argument("stack")
 @click.option("--out", "out_text", type=str, help="Write each Kubernetes resource as a manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print resources and outputs as JSON.")
-@click.option(
-    "--project",
-    "--project-dir",
-    "project_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
-)
+@project_option
 @click.option("--allow-unlocked", is_flag=True, help="Use tag-only references for images missing from the lock.")
 @click.option(
     "--from",

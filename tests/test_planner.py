@@ -213,3 +213,19 @@ def test_kv_tokens_agree_with_real_vllm_measurements(context: int, measured_kv_t
     assert result.weights_gib == pytest.approx(14.99, abs=0.05)  # "Loading model weights took 14.9888 GB"
     assert result.kv_tokens == pytest.approx(measured_kv_tokens, rel=0.05)
     assert result.fits is (context <= measured_kv_tokens)  # vLLM refused to start at 29,000
+
+
+def test_gemma3_on_llamacpp_plans_the_sliding_window_cache_llama_cpp_allocates() -> None:
+    """llama.cpp b11434 gives each slot's sliding-window cache the window plus one micro-batch
+    (n_ubatch 512, common/common.h 457), padded to 256 cells (src/llama-kv-cache-iswa.cpp 71-73),
+    not the window alone: the plan (and the rollout's plan gate, which compares llama-server's
+    `llama_kv_cache: size` lines with it) was 27% short for Gemma 3, so healthy boxes would roll back."""
+    context, slots = 8192, 4
+    result = plan(Serving(model="gemma-3-4b-it", runtime="llamacpp", context=context, concurrency=slots), gpu_box("l4"))
+    assert result.fits
+    layers, pattern, kv_heads, head_dim, window = 34, 6, 4, 256, 1024  # google/gemma-3-4b-it config.json
+    swa_cells = -(-min(context, window + 512) // 256) * 256
+    full = layers // pattern
+    per_layer_token = 2 * kv_heads * head_dim * 2  # K and V, f16
+    expected = slots * per_layer_token * (full * context + (layers - full) * swa_cells)
+    assert result.kv_bytes_per_token * result.kv_tokens == pytest.approx(expected, rel=0.001)

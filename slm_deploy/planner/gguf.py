@@ -9,10 +9,11 @@ from slm_deploy.planner.memory import (
     device_budget,
     gib,
     kv_sequence_bytes,
+    llamacpp_swa_cells,
     model_weights_bytes,
 )
 from slm_deploy.planner.types import Fit, Request, Target
-from slm_deploy.spec import KvCacheDtype
+from slm_deploy.spec import KvCacheDtype, Runtime
 
 GGUF_KV_NAME = {KvCacheDtype.FP16: "f16", KvCacheDtype.Q8_0: "q8_0", KvCacheDtype.Q4_0: "q4_0"}
 
@@ -22,7 +23,8 @@ def evaluate_gguf(req: Request, target: Target) -> Fit:
     weights = float(model_weights_bytes(req.model, req.quant, req.runtime))
     total_context = req.context * req.concurrency
     compute = GGUF_UBATCH * 4.0 * (2 * arch.intermediate_size + arch.attention_heads * total_context)
-    seq_bytes = kv_sequence_bytes(arch, req.kv, req.context)
+    swa = llamacpp_swa_cells(arch, req.context) if req.runtime is Runtime.LLAMACPP else None
+    seq_bytes = kv_sequence_bytes(arch, req.kv, req.context, swa_cells=swa)
     budget, overhead, where = device_budget(target, GGUF_RUNTIME_GIB)
     if req.share < 1.0:
         budget *= req.share

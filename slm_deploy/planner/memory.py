@@ -115,12 +115,29 @@ def kv_layer_token_bytes(arch: ModelArchitecture, kv: KvCacheDtype, tp: int = 1)
     return 2 * math.ceil(arch.kv_heads / tp) * arch.head_dim * kv_dtype_bytes(kv)
 
 
-def kv_sequence_bytes(arch: ModelArchitecture, kv: KvCacheDtype, context: int, tp: int = 1) -> float:
-    """KV bytes one sequence of `context` tokens holds on one GPU."""
+# llama.cpp (b11434) sizes each sequence's sliding-window cache as the window plus one micro-batch,
+# padded to 256 cells: src/llama-kv-cache-iswa.cpp 71-73, `GGML_PAD(std::min(size_base,
+# hparams.n_swa*(unified ? n_seq_max : 1) + n_ubatch), 256)` (llama-server: one stream per slot).
+LLAMACPP_SWA_PAD = 256
+
+
+def llamacpp_swa_cells(arch: ModelArchitecture, context: int) -> int | None:
+    """Cells of one slot's sliding-window cache in llama.cpp; None for a model without one."""
+    if arch.sliding_window is None or global_layers(arch) == arch.layers:
+        return None
+    cells = min(context, arch.sliding_window + GGUF_UBATCH)
+    return -(-cells // LLAMACPP_SWA_PAD) * LLAMACPP_SWA_PAD
+
+
+def kv_sequence_bytes(
+    arch: ModelArchitecture, kv: KvCacheDtype, context: int, tp: int = 1, swa_cells: int | None = None
+) -> float:
+    """KV bytes one sequence of `context` tokens holds on one GPU. A sliding-window layer holds the
+    window (vLLM), or `swa_cells` where the runtime allocates more (llama.cpp: llamacpp_swa_cells)."""
     per_layer = kv_layer_token_bytes(arch, kv, tp)
     full = global_layers(arch)
     local = arch.layers - full
-    window = min(context, arch.sliding_window or context)
+    window = swa_cells if swa_cells is not None else min(context, arch.sliding_window or context)
     return per_layer * (full * context + local * window)
 
 

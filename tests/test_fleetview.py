@@ -95,6 +95,22 @@ def test_the_agent_writes_its_release_state_for_node_exporter(tmp_path: Path, re
     assert sorted(p.name for p in (root / "metrics").iterdir()) == ["slm-release.prom", "state.json"]  # no temporary left
 
 
+
+@pytest.mark.parametrize("state", ['{"bundles": []}', '{"bundles": {"r": 1}, "rollbacks": "x"}', "[1]", "not json"])
+def test_a_state_file_edited_by_hand_never_fails_the_agent(
+    tmp_path: Path, releases: tuple[Path, Path, Path], state: str
+) -> None:
+    """The playbook records the gate with the agent after a release passed; an agent that failed on
+    a state.json it could not use rolled that good release back (outside review, H3)."""
+    old, _, signers = releases
+    root = tmp_path / "box"
+    install(root, old, signers)
+    (root / "metrics" / "state.json").write_text(state)
+    agent("gate", "--root", str(root), "--result", "passed")  # exit 0 (agent() asserts it)
+    who = f'fleet="retail-stores",box="{BOX}"'
+    if state != '{"bundles": {"r": 1}, "rollbacks": "x"}':  # started again from the release links
+        assert samples(root)[f'slm_release_gate_passed{{{who},release="{OLD}"}}'] == 1
+
 @pytest.mark.tools
 def test_the_release_metrics_pass_promtool_check_metrics(tmp_path: Path, releases: tuple[Path, Path, Path]) -> None:
     promtool = need_binary("promtool")

@@ -559,7 +559,7 @@ def test_a_replayed_older_release_is_refused_unless_the_operator_allows_the_down
         assert done.returncode == 0, done.stderr
     replayed = box_agent("install", "--layout", str(old), *common)
     assert replayed.returncode == 2
-    assert "release 2026.12.01-1 (sequence 1) is older than the current 2026.12.06-1 (sequence 2)" in replayed.stderr
+    assert "release 2026.12.01-1 (sequence 1) is older than 2026.12.06-1 (sequence 2), installed here before" in replayed.stderr
     assert os.readlink(root / "current") == "releases/2026.12.06-1/kiosk-0003"
     assert box_agent("rollback", "--root", str(root)).returncode == 0  # going back on purpose is a rollback
     assert os.readlink(root / "current") == "releases/2026.12.01-1/kiosk-0003"
@@ -567,6 +567,30 @@ def test_a_replayed_older_release_is_refused_unless_the_operator_allows_the_down
     allowed = box_agent("install", "--layout", str(old), *common, "--allow-downgrade")
     assert allowed.returncode == 0, allowed.stderr
     assert os.readlink(root / "current") == "releases/2026.12.01-1/kiosk-0003"
+
+
+def test_after_a_rollback_a_release_older_than_the_newest_ever_installed_is_refused(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """Outside review H4: the order was checked against the current release only; after a rollback
+    (or a failed first release, unlinked) a replayed release between the two went in."""
+    key, signers = keys
+    archives = {
+        seq: publish(tmp_path / f"r{seq}", key, boxes=("kiosk-0003",), release=f"2026.12.0{seq}-1", sequence=seq)
+        / "kiosk-0003.oci.tar"
+        for seq in (1, 2, 3)
+    }
+    root = tmp_path / "box"
+    common = ["--box", "kiosk-0003", "--allowed-signers", str(signers), "--root", str(root)]
+    for seq in (1, 3):
+        assert box_agent("install", "--layout", str(archives[seq]), *common).returncode == 0
+    assert box_agent("rollback", "--root", str(root)).returncode == 0
+    assert os.readlink(root / "current") == "releases/2026.12.01-1/kiosk-0003"
+    replayed = box_agent("install", "--layout", str(archives[2]), *common)
+    assert replayed.returncode == 2, replayed.stderr
+    assert "is older than 2026.12.03-1 (sequence 3), installed here before" in replayed.stderr
+    assert os.readlink(root / "current") == "releases/2026.12.01-1/kiosk-0003"
+    assert box_agent("install", "--layout", str(archives[3]), *common).returncode == 0  # the newest again: fine
 
 
 def fake_ssh(folder: Path, version: str) -> dict[str, str]:

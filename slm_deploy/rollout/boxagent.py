@@ -75,6 +75,9 @@ MIN_OPENSSH = (8, 1)
 WINDOWS_OPENSSH = (8, 7)
 STATEMENT_FILE = "statement"  # releases/<release>/statement: the verified statement, for the order
 FAILED = "failed"  # ROOT/failed/<release>.json: a release that failed its gate here (F2)
+# ROOT/sequence.json: the highest sequence ever installed here. Compared besides the current
+# release's, which may be gone (a failed first release is unlinked) or older (after a rollback).
+HIGH_WATER = "sequence.json"
 DOCKER_ENV = "SLM_DEPLOY_DOCKER"  # as slm_deploy.supply.loaded: the docker command to use
 LOAD_TIMEOUT = 3600  # docker load of a model server image of several GB from a slow disk
 
@@ -644,11 +647,11 @@ def install(
             f"release {release} failed on this box ({mark.get('reason') or 'rolled back'}) and was rolled back; "
             "not installed again: publish a newer release, or install it with --retry-failed"
         )
-    running = _statement_of(root, "current")
-    if running is not None and int(values["sequence"]) < int(running["sequence"]) and not allow_downgrade:
+    newest = _newest_installed(root)
+    if newest is not None and int(values["sequence"]) < int(newest["sequence"]) and not allow_downgrade:
         raise Refused(
-            f"release {release} (sequence {values['sequence']}) is older than the current {running['release']} "
-            f"(sequence {running['sequence']}): a downgrade; use rollback, or --allow-downgrade"
+            f"release {release} (sequence {values['sequence']}) is older than {newest['release']} "
+            f"(sequence {newest['sequence']}), installed here before: a downgrade; use rollback, or --allow-downgrade"
         )
     os.makedirs(releases, mode=0o755, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{release}.", dir=releases)
@@ -677,9 +680,29 @@ def install(
     if current and current != os.path.join("releases", release, box):
         _link(root, "previous", current)
     _link(root, "current", os.path.join("releases", release, box))
+    newest = _newest_installed(root)
+    if newest is None or int(values["sequence"]) >= int(newest["sequence"]):
+        _write_json(os.path.join(root, HIGH_WATER), {"release": release, "sequence": values["sequence"]})
     _prune(root)
     record_state(root, "installed", values)
     return values
+
+
+def _newest_installed(root: str) -> dict[str, str] | None:
+    """The newest release (by signed sequence) ever installed here: the high-water file, or the
+    current release's statement where that is newer (a box from before the file existed)."""
+    found: list[dict[str, str]] = []
+    try:
+        with open(os.path.join(root, HIGH_WATER), encoding="utf-8") as handle:
+            data = json.loads(handle.read(MAX_SMALL))
+        if isinstance(data, dict) and SEQUENCE.match(str(data.get("sequence", ""))):
+            found.append({"release": str(data.get("release", "")), "sequence": str(data["sequence"])})
+    except (OSError, ValueError):
+        pass  # none yet; a damaged file is replaced at the next install
+    running = _statement_of(root, "current")
+    if running is not None:
+        found.append(running)
+    return max(found, key=lambda d: int(d["sequence"]), default=None)
 
 
 def rollback(root: str, failed: str | None = None) -> str:
@@ -730,6 +753,8 @@ def record_state(root: str, event: str, values: dict[str, str] | None = None, ga
         _record_state(root, event, values, gate)
     except OSError as exc:
         print(f"warning: {root}/{METRICS_DIR}: release metrics not written ({exc.strerror or exc})", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a state.json edited by hand
+        print(f"warning: {root}/{METRICS_DIR}/state.json: release metrics not written ({exc})", file=sys.stderr)
 
 
 def _record_state(root: str, event: str, values: dict[str, str] | None, gate: str | None) -> None:
@@ -742,13 +767,17 @@ def _record_state(root: str, event: str, values: dict[str, str] | None, gate: st
     try:
         with open(path, encoding="utf-8") as handle:
             state = json.load(handle)
-        assert isinstance(state, dict)
+        assert isinstance(state, dict) and isinstance(state.get("bundles", {}), dict)
     except (OSError, ValueError, AssertionError):
-        state = {}
+        state = {}  # unreadable or not ours: start again (the release links are the truth)
     bundles = state.setdefault("bundles", {})
     now = round(time.time(), 3)
     current = _target(root, "current") or ""
     release = current.split("/")[1] if current.count("/") == 2 else ""
+    if values is None and not state.get("fleet"):  # a state file lost: the current release's statement says
+        values = _statement_of(root, "current")
+        if values is not None and not state.get("release"):
+            state.update(state="installed", release=release)
     if values is not None:
         state.update(fleet=values["fleet"], box=values["box"])
         bundles[values["release"]] = values["bundle"]

@@ -625,6 +625,31 @@ def test_a_box_whose_openssh_ignores_key_windows_refuses_with_its_version(tmp_pa
     assert ok.returncode == 0, ok.stderr
 
 
+def test_a_box_without_the_ssh_client_verifies_with_ssh_keygen_alone(tmp_path: Path) -> None:
+    """Outside review H5: on RHEL ssh-keygen comes in `openssh` and ssh in `openssh-clients`; a box
+    without `ssh` could not tell its version and refused every release of a fleet with key windows."""
+    key, line = keypair(tmp_path, "windowed", 'valid-after="20250101"')
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(line)
+    archive = publish(tmp_path, key, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    keygen_only = tmp_path / "keygen-only"
+    keygen_only.mkdir()
+    keygen = shutil.which("ssh-keygen")
+    assert keygen is not None
+    (keygen_only / "ssh-keygen").symlink_to(keygen)
+    done = box_agent(
+        "verify",
+        "--box",
+        "kiosk-0003",
+        "--allowed-signers",
+        str(signers),
+        "--layout",
+        str(archive),
+        env={"PATH": str(keygen_only)},
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def fake_docker(folder: Path, ids: dict[str, str]) -> dict[str, str]:
     """A docker command for a box without an engine here: records `load`, answers `image inspect`
     with the image Ids a real `docker load` of the archive would give."""

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from slm_deploy.gateway import RELEASE_METRICS_PATH
 from slm_deploy.rollout import boxagent, fleetview
 from tests.conftest import need_binary, run_cli, stop
+from tests.test_gateway_live import API_KEY, FakeOpenAI, running_gateway
 from tests.test_observability import metric_names
 from tests.test_prometheus_live import api, wait_for
 from tests.test_rollout import FLEET, keypair
@@ -95,11 +97,8 @@ def test_the_agent_writes_its_release_state_for_node_exporter(tmp_path: Path, re
     assert sorted(p.name for p in (root / "metrics").iterdir()) == ["slm-release.prom", "state.json"]  # no temporary left
 
 
-
 @pytest.mark.parametrize("state", ['{"bundles": []}', '{"bundles": {"r": 1}, "rollbacks": "x"}', "[1]", "not json"])
-def test_a_state_file_edited_by_hand_never_fails_the_agent(
-    tmp_path: Path, releases: tuple[Path, Path, Path], state: str
-) -> None:
+def test_a_state_file_edited_by_hand_never_fails_the_agent(tmp_path: Path, releases: tuple[Path, Path, Path], state: str) -> None:
     """The playbook records the gate with the agent after a release passed; an agent that failed on
     a state.json it could not use rolled that good release back (outside review, H3)."""
     old, _, signers = releases
@@ -110,6 +109,7 @@ def test_a_state_file_edited_by_hand_never_fails_the_agent(
     who = f'fleet="retail-stores",box="{BOX}"'
     if state != '{"bundles": {"r": 1}, "rollbacks": "x"}':  # started again from the release links
         assert samples(root)[f'slm_release_gate_passed{{{who},release="{OLD}"}}'] == 1
+
 
 @pytest.mark.tools
 def test_the_release_metrics_pass_promtool_check_metrics(tmp_path: Path, releases: tuple[Path, Path, Path]) -> None:
@@ -413,3 +413,21 @@ def test_live_a_rolled_back_box_shows_centrally(chain: tuple[str, Path, Any], re
     status, body = gateway.request("/slm/release-metrics?match[]=%7B__name__%3D~%22.%2B%22%7D", key=API_KEY)
     names = {line.split("{")[0] for line in body.decode().splitlines() if line and not line.startswith("#")}
     assert status == 200 and names == AGENT_SERIES - {"up"}  # no node_* nor up: the query is the gateway's
+
+
+class _HeaderEcho(FakeOpenAI):
+    """An upstream that answers with the request's path and whether it carried an Authorization header."""
+
+    def do_GET(self) -> None:
+        self._reply(200, {"path": self.path, "authorization": self.headers.get("Authorization")})
+
+
+@pytest.mark.tools
+def test_the_release_metrics_route_keeps_the_api_key_from_prometheus(tmp_path: Path) -> None:
+    """Outside review H7: the gateway checked the box's API key on /slm/release-metrics and then
+    forwarded it to the box's Prometheus, which needs none and may log it."""
+    with running_gateway("store-0001", tmp_path, _HeaderEcho, upstream_vars=("SLM_PROMETHEUS_UPSTREAM",)) as gw:
+        status, body = gw.request(RELEASE_METRICS_PATH, key=API_KEY)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["path"].startswith("/federate?") and answer["authorization"] is None

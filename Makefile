@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: demo test lint bench golden constraints clean
+.PHONY: demo test test-live lint bench golden constraints clean
 
 # uv installs the same pinned set (-c constraints.txt) in about a minute where pip takes several:
 # the uv on the PATH, else uv from PyPI bootstrapped into .venv (UV_VERSION), else pip with its
@@ -56,10 +56,17 @@ demo: $(STAMP)
 	$(SLM) review $(OUT)/bundles/*/ $(OUT)/onnx-image --stack dev --stack staging --stack prod --sarif $(OUT)/review.sarif
 
 # PYTEST_ARGS selects tests, e.g. `make test PYTEST_ARGS='-m tools'` (what .ci/run's variant without
-# the Debian validators runs).
+# the Debian validators runs; a -m there replaces test's own).
+# `make test` leaves out the slow live tests that bring bundles up on a Docker engine (markers
+# live_compose and live_engines: about 25 minutes on 2 cores); `make test-live` runs them, and
+# .ci/run runs both.
 PYTEST_ARGS ?=
+LIVE := live_compose or live_engines
 test: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not ($(LIVE))" $(PYTEST_ARGS)
+
+test-live: $(STAMP)
+	$(BIN)/pytest -q -m "$(LIVE)" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check slm_deploy policies __main__.py tests

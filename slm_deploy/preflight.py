@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping
@@ -249,6 +250,11 @@ def run_preflight(
     """Every check, in a stable order; Azure errors become one InputError line."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+    # Without credentials azure-identity logs a warning listing every credential it tried (13 lines on
+    # stderr, azure/identity/_credentials/chained.py get_token) before raising the error we print as one line.
+    identity_log = logging.getLogger("azure.identity")
+    level = identity_log.level
+    identity_log.setLevel(max(level, logging.ERROR))
     try:
         compute, containers, authorization = _clients(target, credential, base_url, verify)
         sku_checks, sizes = check_skus(target, compute)
@@ -261,6 +267,8 @@ def run_preflight(
         raise InputError(ARM, f"subscription {target.subscription}", _first_line(exc)) from None
     except AzureError as exc:
         raise InputError(ARM, "", _first_line(exc)) from None
+    finally:
+        identity_log.setLevel(level)
     return checks
 
 

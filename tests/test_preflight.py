@@ -3,6 +3,9 @@ through the real Azure SDK clients (issue 23 item 6, AKS-16)."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +168,33 @@ def test_errors_are_one_line(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: Azure Resource Manager: subscription {other}: ") and result.output.count("\n") == 1
+
+
+def test_without_credentials_stderr_is_one_error_line(tmp_path: Path) -> None:
+    """azure-identity logs a 13-line warning listing every credential it tried before it raises;
+    the command's answer is its one `error:` line. No Azure variables, no az CLI session (an empty
+    HOME), and managed identity pointed at a closed port on 127.0.0.1 instead of the IMDS address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "SLM_EXAMPLE_STACKS": "1",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://127.0.0.1:{closed}",
+    }
+    args = [
+        "preflight",
+        "dev",
+        "--project",
+        str(ROOT),
+        "--subscription",
+        SUBSCRIPTION,
+        "--arm-endpoint",
+        f"https://127.0.0.1:{closed}",
+    ]
+    result = subprocess.run([sys.executable, "-m", "slm_deploy.cli", *args], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: Azure Resource Manager: credentials: ")

@@ -304,3 +304,28 @@ def test_two_clusters_with_the_stacks_dns_prefix_are_not_guessed_between(fake: A
         c.line().startswith(f"warning  existing cluster: 2 clusters in {owner['location']} have the DNS prefix {base}")
         for c in checks
     )
+
+
+def test_the_stacks_own_spot_node_is_added_back_to_the_spot_total(fake: Any) -> None:
+    """dev's spot t4 pool needs 16 spot vCPUs (NC8as_T4_v3 x (1 + surge 1)); with a spot limit of
+    exactly 16 and its own spot node (8 vCPUs) running, it fits; the same 8 vCPUs held by another
+    cluster do not."""
+    target = preflight.load_target("dev", ROOT, SUBSCRIPTION)
+    spec = target.env.spec.cluster
+    (spot,) = [n for n in preflight.pool_needs(target.env) if n.spot]
+
+    def subscription(dns_prefix: str) -> Arm:
+        arm = healthy("dev")
+        arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 8, 16) for u in arm.usages]
+        found = cluster(
+            f"{dns_prefix}-aks1b2c3d4e", f"{dns_prefix}-rg5f6a7b8c", target.location, dns_prefix, f"{spec.kubernetes_version}.3"
+        )
+        arm.clusters = [found]
+        arm.pools = {found["name"]: [agent_pool(found, spot.pool, spot.vm_size, 1, spot=True)]}
+        return arm
+
+    with fake(subscription(target.env.base_name)) as arm:
+        assert problems(run("dev", arm)) == []
+    with fake(subscription("other-team")) as arm:
+        (line,) = problems(run("dev", arm))
+    assert line.startswith("PROBLEM  quota lowPriorityCores: needs 16 vCPUs") and "8 free (8 used of 16)" in line

@@ -55,7 +55,11 @@ def caddyfile(
     grafana_upstream: str | None = None,
     webui_upstream: str | None = None,
     prometheus_upstream: str | None = None,
+    api_healthz: bool = True,
 ) -> str:
+    """`api_healthz` False: no /healthz on the API server. Every request that server answers but 401, 403, 404
+    counts as a user's in the scale-to-zero activation query, so a health check there would keep a
+    GPU node awake; Kubernetes probes the metrics server instead (stacks/k8s/gateway.py)."""
     from urllib.parse import urlencode
 
     values: dict[str, Any] = {
@@ -69,5 +73,6 @@ def caddyfile(
         "routes": routes,
         "grafana_upstream": grafana_upstream,
         "webui_upstream": webui_upstream,
+        "api_healthz": api_healthz,
     }
     return render("Caddyfile", **values)

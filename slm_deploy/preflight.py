@@ -2,8 +2,10 @@
 before anything is created, whether the stack can be created there: each VM size offered and not
 restricted in the region (resourceSkus), the vCPU quota of each VM *family* with every pool at its
 autoscaler maximum plus the upgrade surge, the regional total and the spot total (usages), the
-Kubernetes version offered in the region, and the roles the deployer holds. Read-only: it only
-lists. Facts (usage names, surge, role ids) are in catalog/preflight.yaml.
+Kubernetes version offered in the region, and the roles the deployer holds. From the second `up`
+on, the stack's own cluster exists: its running nodes are in the usages already and count as the
+stack's, and a version it was auto-upgraded past is a warning. Read-only: it only lists. Facts
+(usage names, surge, role ids) are in catalog/preflight.yaml.
 
 Needs the optional extra: `pip install 'slm-deploy[azure]'` (azure-identity and the azure-mgmt
 clients)."""
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping
@@ -50,9 +53,28 @@ class Check:
     ok: bool
     subject: str
     detail: str
+    warning: bool = False  # ok, but worth a look: printed as `warning`, never fails the command
 
     def line(self) -> str:
-        return f"{'ok' if self.ok else 'PROBLEM':8} {self.subject}: {self.detail}"
+        return f"{'PROBLEM' if not self.ok else 'warning' if self.warning else 'ok':8} {self.subject}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class RunningPool:
+    name: str
+    vm_size: str
+    nodes: int  # allocated now: 0 while the pool is stopped (deallocated nodes use no quota)
+    spot: bool
+
+
+@dataclass(frozen=True)
+class ExistingCluster:
+    """The stack's cluster when an earlier `up` created it: its nodes are in the usages already."""
+
+    name: str
+    resource_group: str
+    kubernetes_version: str
+    pools: tuple[RunningPool, ...]
 
 
 @dataclass(frozen=True)
@@ -138,14 +160,19 @@ def _capability(sku: Any, name: str) -> str | None:
 
 
 def check_skus(target: Target, compute: Any) -> tuple[list[Check], dict[str, tuple[str, int]]]:
-    """Each size offered and unrestricted in the region; -> checks, size -> (family, vCPUs)."""
+    """Each size offered and unrestricted in the region; -> checks, size -> (family, vCPUs) for every
+    VM size the region lists (an existing pool's size may be one the stack no longer wants)."""
     wanted = sorted({n.vm_size for n in pool_needs(target.env)})
     spot_sizes = {n.vm_size for n in pool_needs(target.env) if n.spot}
     found: dict[str, Any] = {}
+    sizes: dict[str, tuple[str, int]] = {}
     for sku in compute.resource_skus.list(filter=f"location eq '{target.location}'"):
-        if sku.resource_type == "virtualMachines" and sku.name in wanted:
+        if sku.resource_type != "virtualMachines":
+            continue
+        sizes.setdefault(str(sku.name), (str(sku.family), int(_capability(sku, "vCPUs") or 0)))
+        if sku.name in wanted:
             found[sku.name] = sku
-    checks, sizes = [], {}
+    checks = []
     for size in wanted:
         sku = found.get(size)
         if sku is None:
@@ -157,7 +184,6 @@ def check_skus(target: Target, compute: Any) -> tuple[list[Check], dict[str, tup
             if r.type == "Location" and target.location.lower() in [v.lower() for v in _values(r)]
         ]
         vcpus = int(_capability(sku, "vCPUs") or 0)
-        sizes[size] = (str(sku.family), vcpus)
         if restricted:
             checks.append(Check(False, f"VM size {size}", f"restricted in {target.location} ({', '.join(restricted)})"))
         elif size in spot_sizes and _capability(sku, "LowPriorityCapable") == "False":
@@ -167,9 +193,75 @@ def check_skus(target: Target, compute: Any) -> tuple[list[Check], dict[str, tup
     return checks, sizes
 
 
-def check_quotas(target: Target, compute: Any, sizes: dict[str, tuple[str, int]]) -> list[Check]:
+def _region(location: str) -> str:
+    return location.replace(" ", "").lower()
+
+
+def find_cluster(target: Target, containers: Any) -> tuple[ExistingCluster | None, list[Check]]:
+    """The stack's cluster if an earlier `up` created it (none: the first `up`). Pulumi names the
+    resource group and the cluster itself (foundation.py and cluster.py set neither name: the logical
+    name plus a random suffix, pulumi.com/docs/iac/concepts/resources/names "Autonaming"), so the
+    cluster is found by what the program does set: the DNS prefix, which is the stack's base name
+    (cluster.py dns_prefix), in the stack's region. Needs only the deployer's read on the subscription."""
+    base = target.env.base_name
+    found = [
+        c
+        for c in containers.managed_clusters.list()
+        if c.dns_prefix == base and _region(str(c.location)) == _region(target.location)
+    ]
+    if not found:
+        return None, []
+    if len(found) > 1:
+        names = ", ".join(sorted(str(c.name) for c in found))
+        detail = (
+            f"{len(found)} clusters in {target.location} have the DNS prefix {base} ({names}): "
+            "cannot tell which is this stack's, so all their nodes count as used"
+        )
+        return None, [Check(True, "existing cluster", detail, warning=True)]
+    (managed,) = found
+    group = str(managed.id).split("/")[4]
+    pools = []
+    for pool in containers.agent_pools.list(group, managed.name):
+        running = pool.power_state is None or pool.power_state.code != "Stopped"
+        pools.append(
+            RunningPool(
+                str(pool.name), str(pool.vm_size), int(pool.count or 0) if running else 0, pool.scale_set_priority == "Spot"
+            )
+        )
+    version = str(managed.current_kubernetes_version or managed.kubernetes_version)
+    existing = ExistingCluster(str(managed.name), group, version, tuple(sorted(pools, key=lambda p: p.name)))
+    detail = (
+        f"{existing.name} (resource group {group}) runs Kubernetes {version} on "
+        f"{sum(p.nodes for p in existing.pools)} nodes: their vCPUs are this stack's, not taken"
+    )
+    return existing, [Check(True, "existing cluster", detail)]
+
+
+def _in_use_by(existing: ExistingCluster | None, sizes: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """vCPUs the stack's own running nodes hold now, per usage name: each non-spot node in its VM
+    family and the regional total, each spot node in the spot total (as Azure counts them)."""
+    held: dict[str, int] = defaultdict(int)
+    for pool in existing.pools if existing else ():
+        if pool.vm_size not in sizes:
+            continue
+        family, vcpus = sizes[pool.vm_size]
+        if pool.spot:
+            held[facts()["usage_spot_total"]] += vcpus * pool.nodes
+        else:
+            held[family] += vcpus * pool.nodes
+            held[facts()["usage_regional_total"]] += vcpus * pool.nodes
+    return held
+
+
+def check_quotas(
+    target: Target, compute: Any, sizes: dict[str, tuple[str, int]], existing: ExistingCluster | None = None
+) -> list[Check]:
+    """Each usage's free vCPUs against the stack at its maximum. The usages are subscription-wide and
+    hold the stack's own running nodes from the second `up` on: those are added back to what is free,
+    or a quota sized exactly to the stack would fail every later deploy."""
     surge = int(facts()["upgrade_surge_nodes"])
     usage = {u.name.value: (int(u.current_value), int(u.limit)) for u in compute.usage.list(target.location)}
+    held = _in_use_by(existing, sizes)
     per_family: dict[str, list[str]] = defaultdict(list)
     family_need: dict[str, int] = defaultdict(int)
     total = spot = 0
@@ -196,13 +288,33 @@ def check_quotas(target: Target, compute: Any, sizes: dict[str, tuple[str, int]]
             )
             continue
         current, limit = usage[name]
-        free = limit - current
-        detail = f"needs {cores_needed} vCPUs ({how}); {free} free ({current} used of {limit})"
+        ours = min(held.get(name, 0), current)
+        free = limit - current + ours
+        detail = f"needs {cores_needed} vCPUs ({how}); {free} free ({current} used of {limit}"
+        detail += f", {ours} of them by this stack's cluster {existing.name})" if existing and ours else ")"
         checks.append(Check(cores_needed <= free, f"quota {name}", detail))
     return checks
 
 
-def check_version(target: Target, containers: Any) -> Check:
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+def check_version(target: Target, containers: Any, existing: ExistingCluster | None = None) -> Check:
+    """The pinned version offered in the region. A cluster that auto-upgraded past the pinned minor
+    keeps running after AKS stops offering that minor: for it the check is a warning naming what runs."""
+    check = _offered(target, containers)
+    if check.ok or existing is None or _minor(existing.kubernetes_version) < _minor(target.env.spec.cluster.kubernetes_version):
+        return check
+    running = ".".join(existing.kubernetes_version.split(".")[:2])
+    detail = (
+        f"{check.detail}; the existing cluster {existing.name} runs {existing.kubernetes_version} "
+        f"(upgraded past the pin): set kubernetesVersion to {running}"
+    )
+    return Check(True, check.subject, detail, warning=True)
+
+
+def _offered(target: Target, containers: Any) -> Check:
     wanted = target.env.spec.cluster.kubernetes_version
     minor = ".".join(wanted.split(".")[:2])
     listing = containers.managed_clusters.list_kubernetes_versions(target.location)
@@ -249,10 +361,21 @@ def run_preflight(
     """Every check, in a stable order; Azure errors become one InputError line."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+    # Without credentials azure-identity logs a warning listing every credential it tried (13 lines on
+    # stderr, azure/identity/_credentials/chained.py get_token) before raising the error we print as one line.
+    identity_log = logging.getLogger("azure.identity")
+    level = identity_log.level
+    identity_log.setLevel(max(level, logging.ERROR))
     try:
         compute, containers, authorization = _clients(target, credential, base_url, verify)
         sku_checks, sizes = check_skus(target, compute)
-        checks = [*sku_checks, *check_quotas(target, compute, sizes), check_version(target, containers)]
+        existing, cluster_checks = find_cluster(target, containers)
+        checks = [
+            *sku_checks,
+            *cluster_checks,
+            *check_quotas(target, compute, sizes, existing),
+            check_version(target, containers, existing),
+        ]
         deployer = object_id or target.env.spec.cluster.deployer_object_id or _object_id(credential)
         checks += check_roles(target, authorization, deployer)
     except ClientAuthenticationError as exc:
@@ -261,6 +384,8 @@ def run_preflight(
         raise InputError(ARM, f"subscription {target.subscription}", _first_line(exc)) from None
     except AzureError as exc:
         raise InputError(ARM, "", _first_line(exc)) from None
+    finally:
+        identity_log.setLevel(level)
     return checks
 
 

@@ -14,7 +14,13 @@ makes with the response shapes the REST API documents:
   values[] of {version, isPreview, capabilities{supportPlan}, patchVersions{patch: {upgrades}}});
 - GET /subscriptions/{s}/providers/Microsoft.Authorization/roleAssignments?$filter=assignedTo('{oid}')
   (https://learn.microsoft.com/rest/api/authorization/role-assignments/list-for-subscription:
-  value[] of {id, name, type, properties{roleDefinitionId, principalId, principalType, scope}}).
+  value[] of {id, name, type, properties{roleDefinitionId, principalId, principalType, scope}});
+- GET /subscriptions/{s}/providers/Microsoft.ContainerService/managedClusters
+  (Microsoft.ContainerService/aks/stable/2025-09-01/examples/ManagedClustersList.json: value[] of
+  {id, location, name, type, tags, properties{kubernetesVersion, currentKubernetesVersion, dnsPrefix,
+  fqdn, powerState{code}, agentPoolProfiles[]}});
+- GET .../managedClusters/{name}/agentPools (AgentPoolsList.json: value[] of {id, name, type,
+  properties{count, vmSize, mode, scaleSetPriority, powerState{code}, orchestratorVersion}}).
 
 Every request is recorded, so a test can show preflight only reads.
 """
@@ -87,12 +93,54 @@ def role(role_id: str) -> dict[str, Any]:
     }
 
 
+def cluster(name: str, group: str, location: str, dns_prefix: str, version: str) -> dict[str, Any]:
+    return {
+        "id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.ContainerService/managedClusters/{name}",
+        "location": location,
+        "name": name,
+        "type": "Microsoft.ContainerService/ManagedClusters",
+        "tags": {},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "kubernetesVersion": version,
+            "currentKubernetesVersion": version,
+            "dnsPrefix": dns_prefix,
+            "fqdn": f"{dns_prefix}-4f2a9c1e.hcp.{location}.azmk8s.io",
+            "powerState": {"code": "Running"},
+            "agentPoolProfiles": [],
+        },
+    }
+
+
+def agent_pool(
+    owner: dict[str, Any], name: str, vm_size: str, count: int, spot: bool = False, running: bool = True
+) -> dict[str, Any]:
+    return {
+        "id": f"{owner['id']}/agentPools/{name}",
+        "name": name,
+        "type": "Microsoft.ContainerService/managedClusters/agentPools",
+        "properties": {
+            "count": count,
+            "vmSize": vm_size,
+            "osType": "Linux",
+            "mode": "System" if name == "system" else "User",
+            "scaleSetPriority": "Spot" if spot else "Regular",
+            "enableAutoScaling": name != "system",
+            "provisioningState": "Succeeded",
+            "orchestratorVersion": owner["properties"]["kubernetesVersion"],
+            "powerState": {"code": "Running" if running else "Stopped"},
+        },
+    }
+
+
 @dataclass
 class Arm:
     skus: list[dict[str, Any]] = field(default_factory=list)
     usages: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
     roles: list[dict[str, Any]] = field(default_factory=list)
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+    pools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # cluster name -> its agent pools
     requests: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
     ca: str = ""
@@ -111,6 +159,14 @@ class Arm:
         if re.match(base + r"Microsoft\.Authorization/roleAssignments$", path):
             wanted = query.get("$filter", [""])[0]
             return 200, {"value": [r for r in self.roles if r["properties"]["principalId"] in wanted]}
+        if re.match(base + r"Microsoft\.ContainerService/managedClusters$", path):
+            return 200, {"value": self.clusters}
+        group = rf"^/subscriptions/{SUBSCRIPTION}/resourceGroups/[^/]+/providers/Microsoft\.ContainerService/managedClusters/"
+        for found in self.clusters:
+            if path.lower() == (found["id"] + "/agentPools").lower():
+                return 200, {"value": self.pools.get(found["name"], [])}
+        if re.match(group, path):
+            return 404, {"error": {"code": "ResourceNotFound", "message": f"The Resource '{path}' was not found."}}
         if path.startswith("/subscriptions/"):
             return 404, {"error": {"code": "SubscriptionNotFound", "message": "The subscription could not be found."}}
         return 404, {"error": {"code": "NotFound", "message": path}}

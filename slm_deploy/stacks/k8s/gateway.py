@@ -85,7 +85,9 @@ class Gateway(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ns = namespace.name
         routes = [route(server, address, f"/{server}", keepalive) for server, address, keepalive in upstreams]
-        config = caddyfile(f"namespace {ns}", tls=False, port=HTTP_PORT, routes=routes)
+        # /healthz only on the metrics server: a 200 on the API server is activity to the scaler and
+        # wakes the GPU pool from zero (Caddy records every handler's status, handler="subroute").
+        config = caddyfile(f"namespace {ns}", tls=False, port=HTTP_PORT, routes=routes, api_healthz=False)
         ConfigMap(
             f"{name}-config",
             metadata=ObjectMetaArgs(name=f"{name}-config", namespace=ns),

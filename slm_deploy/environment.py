@@ -16,71 +16,73 @@ from pydantic.alias_generators import to_camel
 
 from slm_deploy.catalog import Catalog, load_catalog
 from slm_deploy.catalog.platform import AksFacts, load_aks_facts, today
-from slm_deploy.environment_spec import (  # the stack-file model; importers may name it from here
-    ACR_ID as ACR_ID,
-)
 from slm_deploy.environment_spec import (
-    DNS_LABEL as DNS_LABEL,
-)
-from slm_deploy.environment_spec import (
-    GUID as GUID,
-)
-from slm_deploy.environment_spec import (
-    IMAGE_REF as IMAGE_REF,
-)
-from slm_deploy.environment_spec import (
-    POOL_NAME as POOL_NAME,
-)
-from slm_deploy.environment_spec import (
-    TAINT as TAINT,
-)
-from slm_deploy.environment_spec import (
-    ApiServerAccess as ApiServerAccess,
-)
-from slm_deploy.environment_spec import (
-    AutoscalingSpec as AutoscalingSpec,
-)
-from slm_deploy.environment_spec import (
-    Camel as Camel,
-)
-from slm_deploy.environment_spec import (
-    ClusterMode as ClusterMode,
-)
-from slm_deploy.environment_spec import (
-    ClusterSpec as ClusterSpec,
-)
-from slm_deploy.environment_spec import (
-    CpuPoolSpec as CpuPoolSpec,
-)
-from slm_deploy.environment_spec import (
-    EnvironmentSpec as EnvironmentSpec,
-)
-from slm_deploy.environment_spec import (
-    GpuDriver as GpuDriver,
-)
-from slm_deploy.environment_spec import (
-    GpuPoolSpec as GpuPoolSpec,
-)
-from slm_deploy.environment_spec import (
-    IngressCertificate as IngressCertificate,
-)
-from slm_deploy.environment_spec import (
-    IngressSpec as IngressSpec,
-)
-from slm_deploy.environment_spec import (
-    LogsSpec as LogsSpec,
-)
-from slm_deploy.environment_spec import (
-    ModelDeploymentSpec as ModelDeploymentSpec,
-)
-from slm_deploy.environment_spec import (
-    MonitoringSpec as MonitoringSpec,
+    ACR_ID,
+    DNS_LABEL,
+    GUID,
+    IMAGE_REF,
+    POOL_NAME,
+    TAINT,
+    ApiServerAccess,
+    AutoscalingSpec,
+    Camel,
+    ClusterMode,
+    ClusterSpec,
+    CpuPoolSpec,
+    EnvironmentSpec,
+    GpuDriver,
+    GpuPoolSpec,
+    IngressCertificate,
+    IngressSpec,
+    LogsSpec,
+    ModelDeploymentSpec,
+    MonitoringSpec,
 )
 from slm_deploy.errors import InputError, from_validation_error
 from slm_deploy.onnx_builds import onnx_box_problem
 from slm_deploy.planner import Plan, hardware_for_vm, plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS
 from slm_deploy.spec import Hardware, Runtime, Serving
+
+# The stack-file model (environment_spec) is named from here too.
+__all__ = [
+    "ACR_ID",
+    "BASE_NAME_MAX",
+    "DNS_LABEL",
+    "GPU_POOL_MAX_SURGE",
+    "GUID",
+    "IMAGE_REF",
+    "PLACEHOLDER_HINTS",
+    "POOL_NAME",
+    "PROJECT",
+    "TAINT",
+    "ApiServerAccess",
+    "AutoscalingSpec",
+    "Camel",
+    "ClusterMode",
+    "ClusterSpec",
+    "CpuPoolSpec",
+    "Environment",
+    "EnvironmentSpec",
+    "GpuDriver",
+    "GpuPoolSpec",
+    "IngressCertificate",
+    "IngressSpec",
+    "LogsSpec",
+    "ModelDeploymentSpec",
+    "MonitoringSpec",
+    "PlannedModel",
+    "derive_base_name",
+    "find_placeholder",
+    "plan_environment",
+    "refuse_placeholders",
+]
+
+
+# A GPU pool's node-image or version upgrade takes one node down at a time instead of adding one
+# (maxSurge 0): one more scarce GPU node may not exist in quota or capacity. The program sets it
+# (stacks/azure/cluster.py) and preflight counts no surge node for these pools.
+GPU_POOL_MAX_SURGE = 0
 
 
 @dataclass(frozen=True)

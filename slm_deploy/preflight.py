@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from slm_deploy.environment import ClusterMode, Environment
+from slm_deploy.environment import GPU_POOL_MAX_SURGE, ClusterMode, Environment
 from slm_deploy.errors import InputError
 
 ARM = "Azure Resource Manager"
@@ -46,6 +46,7 @@ class PoolNeed:
     vm_size: str
     nodes: int  # at the autoscaler's maximum (or the fixed count)
     spot: bool
+    surge: int | None = None  # extra nodes while upgrading; None: AKS's default (catalog/preflight.yaml)
 
 
 @dataclass(frozen=True, order=True)
@@ -93,7 +94,7 @@ def pool_needs(env: Environment) -> list[PoolNeed]:
         PoolNeed("system", cluster.system_vm_size, cluster.system_node_count, False),
         PoolNeed("platform", cluster.platform_vm_size, cluster.platform_max_count, False),
     ]
-    needs += [PoolNeed(p.name, env.pool_vm_sizes[p.name], p.max_count, p.spot) for p in env.spec.gpu_pools]
+    needs += [PoolNeed(p.name, env.pool_vm_sizes[p.name], p.max_count, p.spot, GPU_POOL_MAX_SURGE) for p in env.spec.gpu_pools]
     needs += [PoolNeed(p.name, p.vm_size, p.max_count, p.spot) for p in env.spec.cpu_pools]
     return needs
 
@@ -269,12 +270,13 @@ def check_quotas(
         if need.vm_size not in sizes:
             continue
         family, vcpus = sizes[need.vm_size]
-        cores = vcpus * (need.nodes + surge)
+        extra = surge if need.surge is None else need.surge
+        cores = vcpus * (need.nodes + extra)
         if need.spot:
             spot += cores
             continue
         family_need[family] += cores
-        per_family[family].append(f"{need.pool} {vcpus} x ({need.nodes}+{surge})")
+        per_family[family].append(f"{need.pool} {vcpus} x ({need.nodes}+{extra})")
         total += cores
     checks = []
     wanted = [(f, n, " + ".join(per_family[f])) for f, n in sorted(family_need.items())]

@@ -103,8 +103,7 @@ def test_two_a100_sizes_share_one_family_quota(fake: Any) -> None:
     """AKS-16: prod's a100 (NC24ads) and a100x2 (NC48ads) pools both draw on the NCADS_A100_v4 family;
     a limit that holds either pool alone, surge included, fails for the two together."""
     target = preflight.load_target("prod", ROOT, SUBSCRIPTION)
-    surge = int(preflight.facts()["upgrade_surge_nodes"])
-    per_pool = [_VCPUS[n.vm_size] * (n.nodes + surge) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100]
+    per_pool = [_VCPUS[n.vm_size] * (n.nodes + _surge(n)) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100]
     assert len(per_pool) == 2
     arm = healthy("prod")
     arm.usages = [u if u["name"]["value"] != A100 else usage(A100, 0, max(per_pool)) for u in arm.usages]
@@ -139,7 +138,7 @@ def test_spot_pools_count_against_the_spot_quota(fake: Any) -> None:
     arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 0, 3) for u in arm.usages]
     with fake(arm) as arm:
         (line,) = problems(run("dev", arm))
-    assert line.startswith("PROBLEM  quota lowPriorityCores: needs 16 vCPUs")  # NC8as_T4_v3 x (maxCount 1 + surge 1)
+    assert line.startswith("PROBLEM  quota lowPriorityCores: needs 8 vCPUs")  # NC8as_T4_v3 x (maxCount 1, GPU pools no surge)
 
 
 def test_the_command_prints_each_check_and_exits_1_on_a_problem(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,10 +199,14 @@ def test_without_credentials_stderr_is_one_error_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: Azure Resource Manager: credentials: ")
 
 
+def _surge(need: Any) -> int:
+    """Nodes a pool adds while upgrading: GPU pools none (maxSurge 0), others AKS's default."""
+    return int(preflight.facts()["upgrade_surge_nodes"]) if need.surge is None else int(need.surge)
+
+
 def _a100_need(stack: str) -> int:
     target = preflight.load_target(stack, ROOT, SUBSCRIPTION)
-    surge = int(preflight.facts()["upgrade_surge_nodes"])
-    return sum(_VCPUS[n.vm_size] * (n.nodes + surge) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100)
+    return sum(_VCPUS[n.vm_size] * (n.nodes + _surge(n)) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100)
 
 
 def _with_cluster(arm: Arm, stack: str, dns_prefix: str, version: str = "") -> Arm:
@@ -307,16 +310,16 @@ def test_two_clusters_with_the_stacks_dns_prefix_are_not_guessed_between(fake: A
 
 
 def test_the_stacks_own_spot_node_is_added_back_to_the_spot_total(fake: Any) -> None:
-    """dev's spot t4 pool needs 16 spot vCPUs (NC8as_T4_v3 x (1 + surge 1)); with a spot limit of
-    exactly 16 and its own spot node (8 vCPUs) running, it fits; the same 8 vCPUs held by another
-    cluster do not."""
+    """dev's spot t4 pool needs 8 spot vCPUs (NC8as_T4_v3 x maxCount 1; a GPU pool upgrades without
+    surge); with a spot limit of exactly 8 and its own spot node (8 vCPUs) running, it fits; the same
+    8 vCPUs held by another cluster do not."""
     target = preflight.load_target("dev", ROOT, SUBSCRIPTION)
     spec = target.env.spec.cluster
     (spot,) = [n for n in preflight.pool_needs(target.env) if n.spot]
 
     def subscription(dns_prefix: str) -> Arm:
         arm = healthy("dev")
-        arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 8, 16) for u in arm.usages]
+        arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 8, 8) for u in arm.usages]
         found = cluster(
             f"{dns_prefix}-aks1b2c3d4e", f"{dns_prefix}-rg5f6a7b8c", target.location, dns_prefix, f"{spec.kubernetes_version}.3"
         )
@@ -328,4 +331,4 @@ def test_the_stacks_own_spot_node_is_added_back_to_the_spot_total(fake: Any) -> 
         assert problems(run("dev", arm)) == []
     with fake(subscription("other-team")) as arm:
         (line,) = problems(run("dev", arm))
-    assert line.startswith("PROBLEM  quota lowPriorityCores: needs 16 vCPUs") and "8 free (8 used of 16)" in line
+    assert line.startswith("PROBLEM  quota lowPriorityCores: needs 8 vCPUs") and "0 free (8 used of 8)" in line

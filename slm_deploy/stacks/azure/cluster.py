@@ -9,7 +9,7 @@ import pulumi
 from pulumi_azure_native import authorization, containerservice, keyvault, managedidentity, monitor
 
 from slm_deploy.catalog.platform import AksFacts
-from slm_deploy.environment import ClusterSpec, CpuPoolSpec, GpuDriver, GpuPoolSpec, IngressSpec
+from slm_deploy.environment import GPU_POOL_MAX_SURGE, ClusterSpec, CpuPoolSpec, GpuDriver, GpuPoolSpec, IngressSpec
 from slm_deploy.stacks.azure.kubeconfig import non_interactive_kubeconfig
 from slm_deploy.stacks.azure.propagation import RbacPropagationWait
 
@@ -120,7 +120,9 @@ class GpuNodePool(pulumi.ComponentResource):
             gpu_instance_profile=pool.mig_profile,
             # A node-image or version upgrade must not need one more scarce GPU node (quota, capacity):
             # take one node down at a time instead (upgrade-aks-node-pools-rolling.md:103-120).
-            upgrade_settings=containerservice.AgentPoolUpgradeSettingsArgs(max_surge="0", max_unavailable="1"),
+            upgrade_settings=containerservice.AgentPoolUpgradeSettingsArgs(
+                max_surge=str(GPU_POOL_MAX_SURGE), max_unavailable="1"
+            ),
         )
         self.name = agent_pool.name
         self.register_outputs({"name": agent_pool.name, "vmSize": vm_size})

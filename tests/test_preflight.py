@@ -103,7 +103,9 @@ def test_two_a100_sizes_share_one_family_quota(fake: Any) -> None:
     """AKS-16: prod's a100 (NC24ads) and a100x2 (NC48ads) pools both draw on the NCADS_A100_v4 family;
     a limit that holds either pool alone, surge included, fails for the two together."""
     target = preflight.load_target("prod", ROOT, SUBSCRIPTION)
-    per_pool = [_VCPUS[n.vm_size] * (n.nodes + _surge(n)) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100]
+    per_pool = [
+        _VCPUS[n.vm_size] * (n.nodes + _surge(n)) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100
+    ]
     assert len(per_pool) == 2
     arm = healthy("prod")
     arm.usages = [u if u["name"]["value"] != A100 else usage(A100, 0, max(per_pool)) for u in arm.usages]
@@ -206,7 +208,9 @@ def _surge(need: Any) -> int:
 
 def _a100_need(stack: str) -> int:
     target = preflight.load_target(stack, ROOT, SUBSCRIPTION)
-    return sum(_VCPUS[n.vm_size] * (n.nodes + _surge(n)) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100)
+    return sum(
+        _VCPUS[n.vm_size] * (n.nodes + _surge(n)) for n in preflight.pool_needs(target.env) if _FAMILY.get(n.vm_size) == A100
+    )
 
 
 def _with_cluster(arm: Arm, stack: str, dns_prefix: str, version: str = "") -> Arm:

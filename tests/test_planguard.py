@@ -274,10 +274,11 @@ def test_fleet_status_shows_smoke_and_plan_apart(tmp_path: Path) -> None:
     assert header.index("gate") < header.index("smoke") < header.index("plan")
 
 
-def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/true") -> dict:  # type: ignore[type-arg]
+def run_gate_tasks(
+    tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/true", started: str = "2099-01-01T00:00:00Z"
+) -> dict:  # type: ignore[type-arg]
     """The playbook's own plan-gate tasks and its rescue's record of the failure, run by the real
     ansible-playbook on this machine; `docker compose logs` is a stand-in printing `log`."""
-    import os
     import shutil
 
     from slm_deploy.fleet import load_fleet
@@ -290,9 +291,8 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
     block = next(task for task in play["tasks"] if "block" in task)
     names = [t["name"] for t in block["block"]]
     gate_tasks = block["block"][names.index("Gates reached") : names.index("Gate passed") + 2]  # + its metric
-    root, bin_dir = tmp_path / "root", tmp_path / "fakebin"
+    root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)
-    bin_dir.mkdir()
     shutil.copyfile(CHECKER, root / "bin" / "slm-plan-gate.py")
     # release r2 installed by the agent (its metrics record the gate of the release it runs)
     from slm_deploy.rollout import boxagent
@@ -301,10 +301,7 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
     (root / "releases" / "r2" / "clinic-0007").mkdir(parents=True)
     (root / "current").symlink_to("releases/r2/clinic-0007")
     boxagent.record_state(str(root), "installed", {"fleet": "f", "box": "clinic-0007", "release": "r2", "bundle": "sha256:ab"})
-    (tmp_path / "model.log").write_text(log)
-    docker = bin_dir / "docker"
-    docker.write_text(f"#!/bin/sh\ncat {tmp_path / 'model.log'}\n")
-    docker.chmod(0o755)
+    env = fake_docker(tmp_path, log, started)
     for task in gate_tasks:
         task.pop("become", None)
     mini = [
@@ -335,7 +332,7 @@ def run_gate_tasks(tmp_path: Path, bundles: Path, log: str, smoke: str = "/bin/t
         }
     ]
     (tmp_path / "mini.yml").write_text(yaml.safe_dump(mini))
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}
+    env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
     env["ANSIBLE_HOME"] = str(tmp_path / "ansible-home")
     done = subprocess.run(
         [binary, "-i", "localhost,", "mini.yml"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
@@ -359,6 +356,13 @@ def test_ansible_fails_the_box_on_a_plan_gate_failure_with_the_reason(bundles: P
     assert (report["gate"], report["smoke"], report["plan"]) == ("failed", "passed", "failed"), report
     assert report["metric"] is not None and 'release="r2"' in report["metric"] and report["metric"].endswith(" 0")
     assert "kv_cache_bytes 576.00 MiB reported, 2304.00 MiB planned" in report["error"]
+
+
+def test_ansible_passes_a_box_whose_model_server_this_release_did_not_restart(bundles: Path, tmp_path: Path) -> None:
+    # Outside review B4, through the playbook's own command: its --since is the `current` link.
+    report = run_gate_tasks(tmp_path, bundles, LLAMACPP_QUIET, started="2026-01-02T03:04:05Z")
+    assert (report["gate"], report["smoke"], report["plan"]) == ("passed", "passed", "not checked"), report
+    assert "the model server was not restarted by this release" in report["plan_detail"]
 
 
 def test_ansible_records_a_failed_smoke_and_no_plan_gate(bundles: Path, tmp_path: Path) -> None:

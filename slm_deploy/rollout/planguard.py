@@ -6,7 +6,10 @@ Standard library only (Python 3.7 or later): the playbook copies this file to ev
 agent, and runs it with the box's python3 after the smoke gate. It reads `docker compose logs` of the
 model service in the release folder (or a saved log with --logs), prints a table and, last, one JSON
 line, and exits 0 (passed, or visibly not checked), 1 (beyond the tolerance, or no start-up line
-within --wait) or 2 (no plan or bad arguments).
+within --wait) or 2 (no plan or bad arguments). With --since (the release's install time), a server
+whose start-up lines are missing and whose container started before then (`docker inspect`
+.State.StartedAt) was not restarted by this release: its lines may have rotated out of the log,
+and it is not checked rather than failed.
 
 The lines read, at the versions the catalog pins (slm_deploy/catalog/images.yaml):
   llama.cpp b11434  src/llama-kv-cache.cpp:301
@@ -17,9 +20,11 @@ The lines read, at the versions the catalog pins (slm_deploy/catalog/images.yaml
                     (common/log.cpp:534; default 3, common/common.h:539): the bundle passes -lv 4.
   vLLM v0.11.0      vllm/v1/core/kv_cache_utils.py:1087  "GPU KV cache size: %s tokens" ({:,} formatted)
                     vllm/v1/worker/gpu_model_runner.py:2653  "Model loading took %.4f GiB and %.6f seconds"
-  Ollama v0.12.6    ml/device.go:201-239 (logged at INFO by llm/server.go:588 and :672 for models on
+  Ollama v0.12.6    ml/device.go:201-239 (logged at INFO by llm/server.go:588 for models on
                     Ollama's own engine): msg="model weights" device=D size="1.2 GiB", msg="kv cache" ...,
                     msg="total memory" ..., sizes by format/bytes.go:52 HumanBytes2 (one decimal).
+                    Printed only on Ollama's own engine (llm/server.go:586-589): plan.json then has
+                    no check for a model on the older runner (slm_deploy/bundle/startplan.py).
 """
 
 from __future__ import annotations

@@ -259,6 +259,8 @@ def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, b
         "--metrics",
         # llama.cpp's own INFO lines (its KV-cache and model-buffer sizes, which the rollout's plan
         # gate reads) show from verbosity 4 at b11434: common/log.cpp:534, default 3 in common/common.h:539.
+        # It costs ~2.5x the log per request (TRACE lines, tools/server/server-http.cpp:67 and
+        # server-context.cpp:1937-1938); /props has no byte sizes. Trade-off: docs/rollout.md.
         "--log-verbosity",
         "4",
         *plan.runtime_args,

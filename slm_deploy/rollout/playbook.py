@@ -78,8 +78,13 @@ def _gate_command() -> str:
 
 
 def _plan_gate_command(plan_gate: str) -> str:
+    # --since: the `current` link, which the box agent's install re-creates (boxagent.py _link), so
+    # its mtime is when this release was installed. A model server whose container is older was not
+    # restarted by this release (its service did not change), and its start-up lines may have
+    # rotated out of the log: the gate then says "not checked" rather than roll a healthy box back.
     return (
         f"python3 {plan_gate} --project {{{{ slm_project }}}} --wait {PLAN_GATE_WAIT_SECONDS} "
+        "--since {{ slm_root }}/current "
         "{{ ('--docker-host ' + slm_docker_host) if slm_docker_host is defined else '' }}"
     )
 

@@ -430,9 +430,9 @@ def test_prompts_ask_for_the_package_a_local_install_cannot_give(tmp_path: Path,
     """This checkout is a local install: init on a terminal asks where CI installs slm-deploy from,
     instead of ending its questions with a `--package` error."""
     from slm_deploy import cli as cli_module
-    from slm_deploy import scaffold
+    from slm_deploy import cli_ops, scaffold
 
-    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    monkeypatch.setattr(cli_ops, "_interactive", lambda: True)  # init lives in cli_ops
     monkeypatch.setattr(scaffold, "installed_requirement", lambda: scaffold.requirement_from_direct_url(LOCAL_INSTALLS[0]))
     result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r")], input=f"\n\n\n\n{RUNNER_RANGE}\n{PACKAGE}\n")
     assert result.exit_code == 0, result.output
@@ -442,8 +442,9 @@ def test_prompts_ask_for_the_package_a_local_install_cannot_give(tmp_path: Path,
 
 def test_prompts_for_runtime_onnx_ask_for_its_image_and_a_cpu_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from slm_deploy import cli as cli_module
+    from slm_deploy import cli_ops
 
-    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    monkeypatch.setattr(cli_ops, "_interactive", lambda: True)  # init lives in cli_ops
     result = CliRunner().invoke(
         cli_module.main,
         ["init", str(tmp_path / "r"), "--package", PACKAGE],

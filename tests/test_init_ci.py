@@ -373,8 +373,8 @@ def test_the_preflight_step_fails_the_deploy_job_when_the_stack_does_not_fit(rep
     job = workflow(work, "deploy.yml")["jobs"]["up-dev"]
     (step,) = [s for s in job["steps"] if "slm-deploy preflight" in s.get("run", "")]
     arm = healthy("dev", root=work)
-    if not fits:  # dev's spot T4 pool, at its maximum plus the surge node, needs more than this
-        arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 0, 8) for u in arm.usages]
+    if not fits:  # dev's spot T4 pool at its maximum (8 vCPUs; a GPU pool upgrades without surge) needs more than this
+        arm.usages = [u if u["name"]["value"] != "lowPriorityCores" else usage("lowPriorityCores", 0, 4) for u in arm.usages]
     token = tmp_path / "azure-federated-token"
     token.write_text("id-token")
     values = {
@@ -399,4 +399,4 @@ def test_the_preflight_step_fails_the_deploy_job_when_the_stack_does_not_fit(rep
     if fits:
         assert last.endswith(": fits"), done.stdout
     else:
-        assert last.endswith("1 problem(s)") and "PROBLEM  quota lowPriorityCores: needs 16 vCPUs" in done.stdout
+        assert last.endswith("1 problem(s)") and "PROBLEM  quota lowPriorityCores: needs 8 vCPUs" in done.stdout

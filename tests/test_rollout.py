@@ -293,17 +293,23 @@ def test_publish_to_a_real_registry_and_the_box_pulls_and_verifies(tmp_path: Pat
         registry.stop()
 
 
-def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+def write_rollout(tmp_path: Path, keys: tuple[Path, Path], *extra: str) -> Path:
+    """`slm-deploy rollout` of the example fleet into TMP/rollout (no --apply): its folder."""
     key, signers = keys
     layout = publish(tmp_path, key, boxes=())
     out = tmp_path / "rollout"
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text("store-0001: {ansible_host: 10.0.0.1, ansible_user: ops}\n")
     done = run_cli(
         "rollout", str(FLEET), "--release", RELEASE, "--artifacts", str(layout), "--allowed-signers", str(signers),
-        "--out", str(out), "--hosts", str(hosts),
+        "--out", str(out), *extra,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("store-0001: {ansible_host: 10.0.0.1, ansible_user: ops}\n")
+    out = write_rollout(tmp_path, keys, "--hosts", str(hosts))
     import yaml
 
     inventory = yaml.safe_load((out / "inventory.yml").read_text())
@@ -394,22 +400,7 @@ def test_fleet_simulation_stops_a_bad_release_at_the_canary() -> None:
 
 @pytest.mark.tools
 def test_the_pull_variant_script_passes_shellcheck(tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    key, signers = keys
-    layout = publish(tmp_path, key, boxes=())
-    out = tmp_path / "rollout"
-    done = run_cli(
-        "rollout",
-        str(FLEET),
-        "--release",
-        RELEASE,
-        "--artifacts",
-        str(layout),
-        "--allowed-signers",
-        str(signers),
-        "--out",
-        str(out),
-    )
-    assert done.returncode == 0, done.stderr
+    out = write_rollout(tmp_path, keys)
     script = out / "pull" / "slm-deploy-pull.sh"
     checked = subprocess.run([need_binary("shellcheck"), "-s", "sh", str(script)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout
@@ -712,21 +703,7 @@ def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path
     from tests.registry import LiveRegistry
 
     key, signers = keys
-    layout = publish(tmp_path, key, boxes=())
-    out = tmp_path / "rollout"
-    done = run_cli(
-        "rollout",
-        str(FLEET),
-        "--release",
-        RELEASE,
-        "--artifacts",
-        str(layout),
-        "--allowed-signers",
-        str(signers),
-        "--out",
-        str(out),
-    )
-    assert done.returncode == 0, done.stderr
+    out = write_rollout(tmp_path, keys)
     root = tmp_path / "box"
     (root / "bin").mkdir(parents=True)
     shutil.copy(boxagent.__file__, root / "bin" / "slm-box.py")

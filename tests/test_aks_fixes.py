@@ -762,24 +762,6 @@ def test_r4_vllm_caches_live_on_a_disk_emptydir_inside_the_ephemeral_storage_lim
 
 
 # R2 (issue 23 follow-up): requests the gateway refuses do not keep a model awake
-def _with_activation(stack: Any, query: str) -> Any:
-    import copy
-    from dataclasses import replace
-
-    from slm_deploy.simulator import Stack
-
-    out = []
-    for r in stack.resources:
-        if r.inputs.get("kind") == "ScaledObject":
-            inputs = copy.deepcopy(r.inputs)
-            for trigger in inputs["spec"]["triggers"]:
-                if trigger["metadata"].get("activationThreshold") is not None:
-                    trigger["metadata"]["query"] = query
-            r = replace(r, inputs=inputs)
-        out.append(r)
-    return Stack(out)
-
-
 def test_r2_requests_the_gateway_refuses_do_not_wake_or_hold_the_model() -> None:
     """caddy_http_requests_total has no status label (caddy v2.10.2 metrics.go: server, handler), so
     the activation query counted every 401 for a missing key, every 403 and 404: a scanner behind
@@ -787,6 +769,7 @@ def test_r2_requests_the_gateway_refuses_do_not_wake_or_hold_the_model() -> None
     histogram's requests by status without the gateway's own refusals, and the simulator feeds the
     refused requests a reachable endpoint always gets into both."""
     from slm_deploy.simulator import from_preview, simulate
+    from tests.test_scale_to_zero import with_activation
 
     stack = from_preview(preview("dev"))
     (so,) = stack.manifests("ScaledObject")
@@ -794,7 +777,7 @@ def test_r2_requests_the_gateway_refuses_do_not_wake_or_hold_the_model() -> None
     assert query.startswith("sum(rate(caddy_http_request_duration_seconds_count{") and 'code!~"401|403|404"' in query
     assert simulate(stack) == []  # reaches zero, and still wakes for users (a 502 while no replica runs counts)
     every_request = 'sum(rate(caddy_http_requests_total{namespace="slm",service="slm-dev-gateway",server="api"}[2m]))'
-    messages = [f.message for f in simulate(_with_activation(stack, every_request)) if f.rule == "SLM-SIM-008"]
+    messages = [f.message for f in simulate(with_activation(stack, every_request)) if f.rule == "SLM-SIM-008"]
     assert any("after 30 idle minutes still 1 replicas" in m for m in messages), messages
     assert any("requests the gateway refuses (401)" in m for m in messages), messages
 

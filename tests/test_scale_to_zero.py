@@ -36,6 +36,20 @@ def _activation(stack: Stack) -> str:
     return str(query)
 
 
+def with_activation(stack: Stack, query: str) -> Stack:
+    """STACK with QUERY as its ScaledObjects' activation query."""
+    out = []
+    for r in stack.resources:
+        if r.inputs.get("kind") == "ScaledObject":
+            inputs = copy.deepcopy(r.inputs)
+            for trigger in inputs["spec"]["triggers"]:
+                if trigger["metadata"].get("activationThreshold") is not None:
+                    trigger["metadata"]["query"] = query
+            r = replace(r, inputs=inputs)
+        out.append(r)
+    return Stack(out)
+
+
 def test_the_activation_query_counts_only_the_api_server() -> None:
     stack = model("dev")
     assert 'server="api"' in _activation(stack)
@@ -66,16 +80,7 @@ def test_probes_on_the_api_server_keep_the_model_awake() -> None:
 def test_an_unfiltered_query_counts_scrapes() -> None:
     stack = model("dev")
     unfiltered = _activation(stack).replace(',server="api"', "")
-    out = []
-    for r in stack.resources:
-        if r.inputs.get("kind") == "ScaledObject":
-            inputs = copy.deepcopy(r.inputs)
-            for trigger in inputs["spec"]["triggers"]:
-                if trigger["metadata"].get("activationThreshold") is not None:
-                    trigger["metadata"]["query"] = unfiltered
-            r = replace(r, inputs=inputs)
-        out.append(r)
-    findings = [f.message for f in simulate(Stack(out)) if f.rule == "SLM-SIM-008"]
+    findings = [f.message for f in simulate(with_activation(stack, unfiltered)) if f.rule == "SLM-SIM-008"]
     assert any("wakes from zero with no user request" in m for m in findings), findings
 
 

@@ -297,6 +297,14 @@ def chain(tmp_path: Path, releases: tuple[Path, Path, Path]) -> Iterator[tuple[s
 
     exporter_bin = need_binary("prometheus-node-exporter")
     prometheus_bin = need_binary("prometheus")
+
+    def prometheus(config: Path, data: Path) -> int:
+        """A Prometheus on a free loopback port with CONFIG, stopped with the chain: its port."""
+        port = free_port()
+        args = [f"--config.file={config}", f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}"]
+        procs.append(serve(prometheus_bin, args, f"http://127.0.0.1:{port}/-/ready"))
+        return port
+
     caddy = need_binary("caddy")
     root = tmp_path / "box"
     (root / "metrics").mkdir(parents=True)
@@ -325,18 +333,7 @@ def chain(tmp_path: Path, releases: tuple[Path, Path, Path]) -> Iterator[tuple[s
             config.pop("alerting", None)
             config.pop("rule_files", None)
             (tmp_path / "box.yml").write_text(yaml.safe_dump(config))
-            box_port = free_port()
-            procs.append(
-                serve(
-                    prometheus_bin,
-                    [
-                        f"--config.file={tmp_path / 'box.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'box-data'}",
-                        f"--web.listen-address=127.0.0.1:{box_port}",
-                    ],
-                    f"http://127.0.0.1:{box_port}/-/ready",
-                )
-            )
+            box_port = prometheus(tmp_path / "box.yml", tmp_path / "box-data")
             gateway_dir = tmp_path / "gateway"
             gateway_dir.mkdir()
             (gateway_dir / "Caddyfile").write_bytes(bundle.files["gateway/Caddyfile"])
@@ -359,18 +356,7 @@ def chain(tmp_path: Path, releases: tuple[Path, Path, Path]) -> Iterator[tuple[s
             config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
             config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"].endswith("/" + BOX)]
             (central / "prometheus.yml").write_text(yaml.safe_dump(config))
-            central_port = free_port()
-            procs.append(
-                serve(
-                    prometheus_bin,
-                    [
-                        f"--config.file={central / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'central-data'}",
-                        f"--web.listen-address=127.0.0.1:{central_port}",
-                    ],
-                    f"http://127.0.0.1:{central_port}/-/ready",
-                )
-            )
+            central_port = prometheus(central / "prometheus.yml", tmp_path / "central-data")
             yield f"http://127.0.0.1:{central_port}", root, gateway
         finally:
             for proc in reversed(procs):

@@ -373,11 +373,11 @@ def test_ansible_records_a_failed_smoke_and_no_plan_gate(bundles: Path, tmp_path
 def test_the_ollama_stand_in_prints_the_summary_the_rollout_lab_is_gated_on(tmp_path: Path) -> None:
     """tests/test_rollout_live.py runs its boxes on the Ollama stand-in: after the smoke gate's chat
     it must print Ollama's memory summary, which then passes the gate for that fleet's plan."""
-    import socket
     import time
     import urllib.request
 
     from tests.conftest import stop
+    from tests.test_gateway_live import free_port
     from tests.test_rollout_live import FLEET as LAB_FLEET
 
     (tmp_path / "fleet.yaml").write_text(LAB_FLEET)
@@ -385,9 +385,7 @@ def test_the_ollama_stand_in_prints_the_summary_the_rollout_lab_is_gated_on(tmp_
     done = run_cli("bundle", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "b"), "--allow-unlocked", "--box", "box-a")
     assert done.returncode == 0, done.stderr
     env = yaml.safe_load((tmp_path / "b" / "box-a" / "compose.yaml").read_text())["services"]["ollama"]["environment"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {
         **env,
         "PATH": "/usr/bin:/bin",

@@ -3,7 +3,6 @@ through the real Azure SDK clients (issue 23 item 6, AKS-16)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from slm_deploy import preflight
 from slm_deploy.cli import main
 from tests.conftest import ROOT, need_binary
 from tests.fake_arm import SUBSCRIPTION, Arm, FakeCredential, agent_pool, cluster, role, serve, sku, usage
+from tests.test_gateway_live import free_port
 
 A100 = "standardNCADSA100v4Family"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
@@ -175,9 +175,7 @@ def test_without_credentials_stderr_is_one_error_line(tmp_path: Path) -> None:
     """azure-identity logs a 13-line warning listing every credential it tried before it raises;
     the command's answer is its one `error:` line. No Azure variables, no az CLI session (an empty
     HOME), and managed identity pointed at a closed port on 127.0.0.1 instead of the IMDS address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),

@@ -671,19 +671,13 @@ def test_aks06_a_real_pulumi_up_refuses_example_values_whatever_the_variable_say
     from slm_deploy.preview import PROJECT, load_stack_file
     from slm_deploy.stacks.entry import main
     from slm_deploy.supply.lock import LOCK_NAME
+    from tests.test_stacks import echo_mocks
 
     lock = (ROOT / "slm_deploy" / "catalog" / LOCK_NAME).read_text().splitlines(keepends=True)
     (tmp_path / LOCK_NAME).write_text("".join(line for line in lock if not line.startswith("example:")))
     config, secrets, _ = load_stack_file("dev", ROOT)
 
-    class NoMocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-            return args.name, dict(args.inputs)
-
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-            return {}, []
-
-    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=False)
+    set_mocks(echo_mocks(), project=PROJECT, stack="dev", preview=False)
     set_all_config(config, secrets)
     with pytest.raises(pulumi.RunError) as info:
         main(tmp_path)

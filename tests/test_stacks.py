@@ -19,6 +19,20 @@ STACKS = ("dev", "staging", "prod")
 _CACHE: dict[str, PreviewResult] = {}
 
 
+def echo_mocks() -> Any:
+    """Pulumi mocks that give every resource its inputs back as its state, and every call nothing."""
+    import pulumi
+
+    class EchoMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return args.name, dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    return EchoMocks()
+
+
 def preview(stack: str) -> PreviewResult:
     if stack not in _CACHE:
         _CACHE[stack] = run_preview(stack, ROOT)
@@ -283,14 +297,7 @@ def test_pulumi_up_reports_a_bad_stack_file_as_one_line_not_a_traceback() -> Non
     config, secrets, _ = load_stack_file("dev", ROOT)
     config["slm-deploy:monitoring"] = json.dumps({"enabled": True, "retention": "forever"})
 
-    class NoMocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-            return args.name, dict(args.inputs)
-
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-            return {}, []
-
-    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=True)
+    set_mocks(echo_mocks(), project=PROJECT, stack="dev", preview=True)
     set_all_config(config, secrets)
     with pytest.raises(pulumi.RunError) as info:
         main()
@@ -312,19 +319,12 @@ def test_pulumi_up_refuses_the_packaged_example_lock() -> None:
     assert not (ROOT / LOCK_NAME).exists()  # the repository root is pinned by the packaged example lock
     config, secrets, _ = load_stack_file("dev", ROOT)
 
-    class NoMocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-            return args.name, dict(args.inputs)
-
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-            return {}, []
-
-    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=False)
+    set_mocks(echo_mocks(), project=PROJECT, stack="dev", preview=False)
     set_all_config(config, secrets)
     with pytest.raises(pulumi.RunError) as info:
         main(ROOT)
     assert "example data" in str(info.value) and "slm-deploy lock" in str(info.value) and "\n" not in str(info.value)
-    set_mocks(NoMocks(), project=PROJECT, stack="dev", preview=True)
+    set_mocks(echo_mocks(), project=PROJECT, stack="dev", preview=True)
     set_all_config(config, secrets)
     main(ROOT)  # pulumi preview: a warning, not a failure
 
@@ -334,7 +334,6 @@ def test_a_preview_after_a_program_left_unfinished_in_the_process_is_that_stack_
     two tests above do, as a tool embedding slm-deploy might) left them on the event loop; the next
     preview finished them into its own run: a dev pool's identity failed inside a prod preview
     (CI, stop 26). The preview starts from a clean runtime."""
-    import pulumi
     from pulumi.runtime import set_all_config, set_mocks
 
     from slm_deploy.stackfile import PROJECT, load_stack_file
@@ -342,14 +341,12 @@ def test_a_preview_after_a_program_left_unfinished_in_the_process_is_that_stack_
 
     config, secrets, _ = load_stack_file("dev", ROOT)
 
-    class EchoMocks(pulumi.runtime.Mocks):  # identities come back as sent (a list), not as ARM's map
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-            return args.name, dict(args.inputs)
-
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-            return {}, []
-
-    set_mocks(EchoMocks(), project=PROJECT, stack="dev", preview=True)
+    set_mocks(
+        echo_mocks(),  # identities come back as sent (a list), not as ARM's map
+        project=PROJECT,
+        stack="dev",
+        preview=True,
+    )
     set_all_config(config, secrets)
     main(ROOT)  # registrations left pending, never awaited
     result = run_preview("prod", ROOT)

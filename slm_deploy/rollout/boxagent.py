@@ -684,7 +684,7 @@ def install(
     if current and current != os.path.join("releases", release, box):
         _link(root, "previous", current)
     _link(root, "current", os.path.join("releases", release, box))
-    newest = _newest_installed(root)
+    # `newest` as read before the install: a downgrade (--allow-downgrade) never lowers the mark
     if newest is None or int(values["sequence"]) >= int(newest["sequence"]):
         _write_json(os.path.join(root, HIGH_WATER), {"release": release, "sequence": values["sequence"]})
     _prune(root)

@@ -25,7 +25,7 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-# The stack commands (preflight, preview, image onnx) find Pulumi.STACK.yaml the same way.
+# preflight and preview find Pulumi.STACK.yaml the same way (review and image onnx say what else they read).
 project_option = click.option(
     "--project",
     "--project-dir",

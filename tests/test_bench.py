@@ -4,6 +4,7 @@ enough for the suite (`--quick`)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,8 +12,11 @@ from tests.conftest import ROOT
 
 
 def test_bench_runs_every_measurement_and_prints_its_figures() -> None:
+    # As `make bench` runs it: without the suite's permission to use the example stacks and lock
+    # (tests/conftest.py sets both for in-process tests).
+    env = {k: v for k, v in os.environ.items() if k not in ("SLM_EXAMPLE_STACKS", "SLM_DEPLOY_ALLOW_EXAMPLE_LOCK")}
     done = subprocess.run(
-        [sys.executable, "-m", "slm_deploy.bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "slm_deploy.bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr

@@ -453,6 +453,32 @@ def test_bundle_pins_every_image_from_the_lock_beside_the_fleet(mirror_lock: Pat
     assert ollama["config"] == lock["ollama/ollama:0.12.6"]["platforms"]["linux/amd64"]["config"]
 
 
+def test_a_lock_rewritten_in_place_is_read_anew_by_the_next_bundle_in_the_same_process(
+    mirror_lock: Path, tmp_path: Path
+) -> None:
+    """The parsed lock is reused across the boxes of a fleet; a lock edited between two bundles of one
+    process (same size, same inode, within one clock tick) must still give the new digest."""
+    from slm_deploy.bundle.writer import write_fleet
+    from slm_deploy.fleet import load_fleet
+
+    fleet_path = _fleet_with_lock(tmp_path, mirror_lock)
+    lock_path = tmp_path / "images.lock.yaml"
+
+    def ollama_image(out: Path) -> str:
+        fleet = load_fleet(fleet_path)
+        write_fleet(out, fleet, fleet.boxes)
+        compose = yaml.safe_load((out / "edge-1" / "compose.yaml").read_text())
+        return next(s["image"] for s in compose["services"].values() if s["image"].startswith("ollama/ollama:"))
+
+    first = ollama_image(tmp_path / "a")
+    text = lock_path.read_text()
+    old = yaml.safe_load(text)["images"]["ollama/ollama:0.12.6"]["digest"]
+    new = old[:-1] + ("1" if old[-1] == "0" else "0")
+    lock_path.write_text(text.replace(old, new))
+    second = ollama_image(tmp_path / "b")
+    assert first.endswith(f"@{old}") and second.endswith(f"@{new}"), (first, second)
+
+
 def test_an_arm64_box_is_refused_an_image_the_registry_has_only_for_amd64(mirror_lock: Path, tmp_path: Path) -> None:
     fleet = _fleet_with_lock(tmp_path, mirror_lock, arch="arm64")
     result = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))

@@ -74,19 +74,32 @@ def write(path: Path, lock: LockFile) -> None:
         raise
 
 
+# Parsed locks by their text: `bundle` of N boxes reads the lock for each box (its example notice)
+# and parsed and validated it N times, 40% of the time of a 1,000-box fleet. Keyed by content, never
+# by path or time, so a lock rewritten in the same process is read anew. LockFile is immutable.
+_PARSED: dict[str, LockFile] = {}
+_PARSED_MAX = 8
+
+
 def load(path: Path) -> LockFile:
     if not path.exists() and not path.is_symlink():
         raise InputError(str(path), "", "no lock file; run `slm-deploy lock` to resolve the images to digests")
     # A regular file of bounded size only: a FIFO named as the lock is refused, never waited on.
     text = read_input(path, str(path))
+    if (parsed := _PARSED.get(text)) is not None:
+        return parsed
     try:
         data = load_data(text)
     except yaml.YAMLError as exc:
         raise InputError(str(path), "", f"cannot read lock file: {exc}".replace("\n", " ")) from None
     try:
-        return LockFile.model_validate(data)
+        parsed = LockFile.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(str(path), exc) from None
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[text] = parsed
+    return parsed
 
 
 def find(directory: Path | None) -> Path:

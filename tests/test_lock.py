@@ -453,9 +453,7 @@ def test_bundle_pins_every_image_from_the_lock_beside_the_fleet(mirror_lock: Pat
     assert ollama["config"] == lock["ollama/ollama:0.12.6"]["platforms"]["linux/amd64"]["config"]
 
 
-def test_a_lock_rewritten_in_place_is_read_anew_by_the_next_bundle_in_the_same_process(
-    mirror_lock: Path, tmp_path: Path
-) -> None:
+def test_a_lock_rewritten_in_place_is_read_anew_by_the_next_bundle_in_the_same_process(mirror_lock: Path, tmp_path: Path) -> None:
     """The parsed lock is reused across the boxes of a fleet; a lock edited between two bundles of one
     process (same size, same inode, within one clock tick) must still give the new digest."""
     from slm_deploy.bundle.writer import write_fleet

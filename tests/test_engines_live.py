@@ -68,7 +68,10 @@ boxes:
 # cache is exact arithmetic on both sides (cells x layers x kv heads x head dim x bytes); llama.cpp's
 # model buffer also holds the f32 norms the planner's bits-per-weight average leaves out.
 TOLERANCE = 0.05
-VLLM_KV_GIB = 1  # VLLM_CPU_KVCACHE_SPACE: the CPU build's KV-cache size (vllm/platforms/cpu.py, 4 GiB if unset)
+# VLLM_CPU_KVCACHE_SPACE: the CPU build's KV-cache size in GiB (vLLM v0.11.0 vllm/platforms/cpu.py:114-123,
+# 4 GiB if unset), which its worker reports as the memory available for the cache
+# (vllm/v1/worker/cpu_worker.py:91-92) instead of what --gpu-memory-utilization leaves on a GPU.
+VLLM_KV_GIB = 1
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +232,10 @@ def check_plan_vs_actual(eb: EngineBox) -> None:
     else:
         # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE bytes, not from the GPU budget the
         # planner models: the planned tokens are those bytes over the planner's bytes per token (bf16).
+        # vLLM then logs whole blocks (vllm/v1/core/kv_cache_utils.py:1080-1087; block size 16 without
+        # IPEX, vllm/platforms/cpu.py:147-148). Weights are not compared here: the CPU model runner
+        # (vllm/v1/worker/cpu_model_runner.py:106-108) prints no "Model loading took ... GiB" line, which
+        # only the GPU runner does (vllm/v1/worker/gpu_model_runner.py:2653).
         context, slots = int(command[command.index("--max-model-len") + 1]), 1
         per_token = arch.layers * kv_layer_token_bytes(arch, KvCacheDtype.AUTO)
         planned = {"kv_cache_tokens": VLLM_KV_GIB * 2**30 // per_token}

@@ -20,7 +20,7 @@ INSTALLER ?= uv
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1)); another interpreter: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11"
 	$(PYTHON) -m venv $(VENV)
-	@echo "==> installing slm-deploy and its pinned dependencies (constraints.txt, about 1.2 GB): about 1-2 minutes with uv, 5-10 with pip"
+	@echo "==> installing slm-deploy and its pinned dependencies (constraints.txt, about 1.2 GB): about 1-2 minutes with uv, most of it writing bytecode; 5-10 with pip"
 	@set -e; uv=$$(command -v uv || true); \
 	if [ "$(INSTALLER)" = uv ] && [ -z "$$uv" ]; then \
 	  $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) && uv=$(BIN)/uv || uv=; \

@@ -505,11 +505,12 @@ def grafana(args: list[str]) -> None:
     password_file = os.environ.get("GF_SECURITY_ADMIN_PASSWORD__FILE")
     if password_file and not os.access(password_file, os.R_OK):
         die(f"Failed to read {password_file}: permission denied")
-    # grafana/grafana pkg/services/rendering/rendering.go ProvideService, at every start: os.MkdirAll(cfg.ImagesDir,
-    # 0700) and os.MkdirAll(cfg.CSVsDir, 0700), failing start-up on an error; pkg/setting/setting.go puts them at
-    # <data>/png and <data>/csv. (Read in the index's copy of rendering.go; the same two calls in every 7.x-11.x copy
-    # per the 2026-12-06 edge review, E6.) MkdirAll leaves an existing folder's owner and mode as they are.
-    for name in ("png", "csv"):
+    # grafana/grafana pkg/services/rendering/rendering.go ProvideService, at every start: os.MkdirAll(f, 0700) for
+    # cfg.ImagesDir, cfg.CSVsDir and cfg.PDFsDir, failing start-up on an error; pkg/setting/setting.go puts them at
+    # <data>/png, <data>/csv and <data>/pdf. Read in the code index's 10.x/11.x-era copy of rendering.go (the one with
+    # FlagNewPDFRendering), not at the v11.6.6 tag: that repository is too large to fetch here (outside review,
+    # 2026-12-06; older 7.x-9.x copies make png/ and csv/ only). MkdirAll leaves an existing folder as it is.
+    for name in ("png", "csv", "pdf"):
         try:
             (data / name).mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:

@@ -21,7 +21,8 @@ from slm_deploy.stacks.images import pin_model_images
 from slm_deploy.stacks.k8s.gateway import Gateway
 from slm_deploy.stacks.k8s.monitoring import Monitoring
 from slm_deploy.stacks.k8s.namespace import KeyVaultSource, ServingNamespace
-from slm_deploy.stacks.k8s.servers import SERVERS, ServerSettings
+from slm_deploy.stacks.k8s.server_settings import ServerSettings
+from slm_deploy.stacks.k8s.servers import SERVERS
 from slm_deploy.supply.lock import locked_catalog
 
 
@@ -53,15 +54,9 @@ def build(
     if spec.cluster.mode is ClusterMode.AKS:
         from pulumi_azure_native import authorization
 
-        from slm_deploy.stacks.azure.cluster import (
-            CPU_MODELS_TAINT,
-            AksCluster,
-            CpuNodePool,
-            GpuNodePool,
-            PlatformNodePool,
-            rbac_vault_scope,
-        )
+        from slm_deploy.stacks.azure.cluster import AksCluster, rbac_vault_scope
         from slm_deploy.stacks.azure.foundation import AzureFoundation
+        from slm_deploy.stacks.azure.pools import CPU_MODELS_TAINT, CpuNodePool, GpuNodePool, PlatformNodePool
         from slm_deploy.stacks.azure.secrets import ServingSecrets
         from slm_deploy.stacks.k8s.namespace import SERVICE_ACCOUNT
 

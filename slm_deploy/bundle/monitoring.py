@@ -42,10 +42,7 @@ def _prometheus(catalog: Catalog, box: Box) -> dict[str, Any]:
         f"--storage.tsdb.retention.size={prometheus_retention_mib(box.hardware.disk_gib)}MB",
         "--web.listen-address=0.0.0.0:9090",
     ]
-    service["volumes"] = [
-        {"type": "bind", "source": "./prometheus", "target": "/etc/prometheus", "read_only": True},
-        {"type": "volume", "source": "prometheus-data", "target": "/prometheus"},
-    ]
+    service["volumes"] = _config_and_data("./prometheus", "/etc/prometheus", "prometheus-data", "/prometheus")
     service["expose"] = ["9090"]
     service["healthcheck"] = healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9090/-/ready"])
     return service
@@ -67,10 +64,8 @@ def _grafana(catalog: Catalog, box: Box) -> dict[str, Any]:
         "GF_PATHS_PROVISIONING": "/etc/grafana/provisioning",
     }
     service["secrets"] = ["grafana_admin_password"]
-    service["volumes"] = [
-        {"type": "bind", "source": "./grafana/provisioning", "target": "/etc/grafana/provisioning", "read_only": True},
-        {"type": "volume", "source": "grafana-data", "target": "/var/lib/grafana"},
-    ]
+    provisioning = "/etc/grafana/provisioning"
+    service["volumes"] = _config_and_data("./grafana/provisioning", provisioning, "grafana-data", "/var/lib/grafana")
     service["expose"] = ["3000"]
     service["healthcheck"] = healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:3000/api/health"], 60)
     service["depends_on"] = {"prometheus": {"condition": "service_started"}}
@@ -88,10 +83,7 @@ def _alertmanager(catalog: Catalog, box: Box) -> dict[str, Any]:
         "--web.listen-address=0.0.0.0:9093",
         "--cluster.listen-address=",
     ]
-    service["volumes"] = [
-        {"type": "bind", "source": "./alertmanager", "target": "/etc/alertmanager", "read_only": True},
-        {"type": "volume", "source": "alertmanager-data", "target": "/alertmanager"},
-    ]
+    service["volumes"] = _config_and_data("./alertmanager", "/etc/alertmanager", "alertmanager-data", "/alertmanager")
     service["expose"] = ["9093"]
     service["healthcheck"] = healthcheck(["CMD", "wget", "--quiet", "--spider", "http://127.0.0.1:9093/-/ready"])
     service["depends_on"] = _after_volume_init()
@@ -195,6 +187,14 @@ def monitoring_services(catalog: Catalog, box: Box, dcgm_gpus: int | None) -> di
     if dcgm_gpus is not None:
         services["dcgm-exporter"] = _dcgm_exporter(catalog, dcgm_gpus)
     return services
+
+
+def _config_and_data(config: str, config_target: str, data: str, data_target: str) -> list[dict[str, Any]]:
+    """The bundle's configuration folder, read-only, and the named volume the service keeps its data in."""
+    return [
+        {"type": "bind", "source": config, "target": config_target, "read_only": True},
+        {"type": "volume", "source": data, "target": data_target},
+    ]
 
 
 def _after_volume_init() -> dict[str, Any]:

@@ -3,6 +3,8 @@ pool for everything else (separate AgentPool resources, never inline in the clus
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 from pulumi_azure_native import containerservice
 
@@ -16,6 +18,15 @@ POOL_LABEL = "slm.dev/pool"
 PLATFORM_POOL = "platform"
 
 
+@dataclass(frozen=True)
+class PoolPlace:
+    """Where a pool joins the cluster: the cluster's resource group and name, and the nodes' subnet."""
+
+    resource_group_name: pulumi.Input[str]
+    cluster_name: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+
+
 def _model_pool(
     owner: pulumi.Resource,
     name: str,
@@ -25,9 +36,7 @@ def _model_pool(
     os_disk_gb: int | None,
     taint: str,
     accelerator: str,
-    resource_group_name: pulumi.Input[str],
-    cluster_name: pulumi.Input[str],
-    subnet_id: pulumi.Input[str],
+    place: PoolPlace,
     gpu_profile: containerservice.GPUProfileArgs | None = None,
     gpu_instance_profile: str | None = None,
     upgrade_settings: containerservice.AgentPoolUpgradeSettingsArgs | None = None,
@@ -39,8 +48,8 @@ def _model_pool(
     return containerservice.AgentPool(
         f"{name}-pool",
         agent_pool_name=pool.name,
-        resource_group_name=resource_group_name,
-        resource_name_=cluster_name,
+        resource_group_name=place.resource_group_name,
+        resource_name_=place.cluster_name,
         mode=containerservice.AgentPoolMode.USER,
         vm_size=vm_size,
         os_type=containerservice.OSType.LINUX,
@@ -50,7 +59,7 @@ def _model_pool(
         if pool.os_disk_type == "Ephemeral"
         else containerservice.OSDiskType.MANAGED,
         os_disk_size_gb=os_disk_gb,
-        vnet_subnet_id=subnet_id,
+        vnet_subnet_id=place.subnet_id,
         enable_auto_scaling=True,
         min_count=pool.min_count,
         max_count=pool.max_count,
@@ -81,9 +90,7 @@ class GpuNodePool(pulumi.ComponentResource):
         vm_size: str,
         os_disk_gb: int | None,
         driver: GpuDriver,
-        resource_group_name: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        subnet_id: pulumi.Input[str],
+        place: PoolPlace,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:azure:GpuNodePool", name, None, opts)
@@ -95,9 +102,7 @@ class GpuNodePool(pulumi.ComponentResource):
             os_disk_gb=os_disk_gb,
             taint=GPU_TAINT,
             accelerator="nvidia",
-            resource_group_name=resource_group_name,
-            cluster_name=cluster_name,
-            subnet_id=subnet_id,
+            place=place,
             # With the GPU Operator, AKS must not install drivers too ("None"); otherwise AKS installs
             # them and the device plugin DaemonSet advertises nvidia.com/gpu.
             gpu_profile=containerservice.GPUProfileArgs(
@@ -126,9 +131,7 @@ class CpuNodePool(pulumi.ComponentResource):
         *,
         pool: CpuPoolSpec,
         os_disk_gb: int | None,
-        resource_group_name: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        subnet_id: pulumi.Input[str],
+        place: PoolPlace,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:azure:CpuNodePool", name, None, opts)
@@ -140,9 +143,7 @@ class CpuNodePool(pulumi.ComponentResource):
             os_disk_gb=os_disk_gb,
             taint=CPU_MODELS_TAINT,
             accelerator="none",
-            resource_group_name=resource_group_name,
-            cluster_name=cluster_name,
-            subnet_id=subnet_id,
+            place=place,
         )
         self.name = agent_pool.name
         self.register_outputs({"name": agent_pool.name, "vmSize": pool.vm_size})
@@ -158,24 +159,22 @@ class PlatformNodePool(pulumi.ComponentResource):
         *,
         cluster: ClusterSpec,
         os_disk_gb: int,
-        resource_group_name: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        subnet_id: pulumi.Input[str],
+        place: PoolPlace,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:azure:PlatformNodePool", name, None, opts)
         agent_pool = containerservice.AgentPool(
             f"{name}-pool",
             agent_pool_name=PLATFORM_POOL,
-            resource_group_name=resource_group_name,
-            resource_name_=cluster_name,
+            resource_group_name=place.resource_group_name,
+            resource_name_=place.cluster_name,
             mode=containerservice.AgentPoolMode.USER,
             vm_size=cluster.platform_vm_size,
             os_type=containerservice.OSType.LINUX,
             os_sku=containerservice.OSSKU.UBUNTU,
             os_disk_type=containerservice.OSDiskType.EPHEMERAL,
             os_disk_size_gb=os_disk_gb,
-            vnet_subnet_id=subnet_id,
+            vnet_subnet_id=place.subnet_id,
             enable_auto_scaling=True,
             min_count=cluster.platform_min_count,
             max_count=cluster.platform_max_count,

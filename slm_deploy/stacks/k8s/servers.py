@@ -10,7 +10,7 @@ runtime exports metrics, a PodMonitor.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pulumi
 from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
@@ -54,7 +54,7 @@ from slm_deploy.stacks.k8s.common import (
     spread,
 )
 from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT
-from slm_deploy.stacks.k8s.server_network import server_network_policies
+from slm_deploy.stacks.k8s.netpol import server_network_policies
 from slm_deploy.stacks.k8s.server_scaling import server_autoscaler
 from slm_deploy.stacks.k8s.server_settings import ServerSettings, identity_label, node_selector, tolerations
 
@@ -78,8 +78,18 @@ LIVENESS_TOLERANCE = {Runtime.ONNX: (6, 10)}
 VLLM_IDENTITY_ENV = {"USER": "slm", "LOGNAME": "slm", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor"}
 
 
-def _models_volume(pvc: PersistentVolumeClaim) -> VolumeArgs:
-    return VolumeArgs(name="models", persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name))
+@dataclass(frozen=True)
+class _Parts:
+    """What a server's fetch Job and Deployment are built from."""
+
+    name: str
+    ns: str
+    plan: Plan
+    spec: RuntimeSpec
+    settings: ServerSettings
+    models: VolumeArgs  # the model cache (the server's PVC)
+    config: list[VolumeArgs]  # the runtime's files, when it has any
+    child: pulumi.ResourceOptions
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -120,9 +130,12 @@ class ModelServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        config_volumes = self._config_volumes(name, ns, spec, child)
-        job = self._fetch_job(name, ns, plan, spec, settings, pvc, config_volumes, child)
-        deployment = self._deployment(name, ns, plan, spec, settings, pvc, config_volumes, child, job)
+        models = VolumeArgs(
+            name="models", persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name)
+        )
+        parts = _Parts(name, ns, plan, spec, settings, models, self._config_volumes(name, ns, spec, child), child)
+        job = self._fetch_job(parts)
+        deployment = self._deployment(parts, job)
         service = Service(
             f"{name}-svc",
             metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "model-server")),
@@ -165,27 +178,18 @@ class ModelServer(pulumi.ComponentResource):
         )
         return [VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config"))]
 
-    def _fetch_job(
-        self,
-        name: str,
-        ns: str,
-        plan: Plan,
-        spec: RuntimeSpec,
-        settings: ServerSettings,
-        pvc: PersistentVolumeClaim,
-        config_volumes: list[VolumeArgs],
-        child: pulumi.ResourceOptions,
-    ) -> Job:
+    def _fetch_job(self, parts: _Parts) -> Job:
+        name, ns, plan, spec, settings = parts.name, parts.ns, parts.plan, parts.spec, parts.settings
         assert spec.fetch is not None
         fetch = spec.fetch
         digest = hashlib.sha256(plan.weights_source.encode()).hexdigest()[:8]
         mounts = [mount("models", MODEL_DIR), mount("tmp", "/tmp")]
         volumes = [
-            _models_volume(pvc),
+            parts.models,
             scratch_volume("tmp", "2Gi"),
         ]
-        if config_volumes:
-            volumes += config_volumes
+        if parts.config:
+            volumes += parts.config
             mounts.append(mount("config", "/config", read_only=True))
         if spec.uses_hf_token and settings.has_hf_token:
             volumes.append(settings.namespace.secrets_volume(["hf_token"]))
@@ -228,7 +232,7 @@ class ModelServer(pulumi.ComponentResource):
                     ),
                 ),
             ),
-            opts=child,
+            opts=parts.child,
         )
 
     @staticmethod
@@ -256,18 +260,8 @@ class ModelServer(pulumi.ComponentResource):
             type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1)
         )
 
-    def _deployment(
-        self,
-        name: str,
-        ns: str,
-        plan: Plan,
-        spec: RuntimeSpec,
-        settings: ServerSettings,
-        pvc: PersistentVolumeClaim,
-        config_volumes: list[VolumeArgs],
-        child: pulumi.ResourceOptions,
-        job: Job,
-    ) -> Deployment:
+    def _deployment(self, parts: _Parts, job: Job) -> Deployment:
+        name, ns, plan, spec, settings = parts.name, parts.ns, parts.plan, parts.spec, parts.settings
         res = plan.resources
         read_only_models = spec.runtime is not Runtime.OLLAMA  # Ollama writes manifests next to its models
         mounts = [
@@ -276,10 +270,10 @@ class ModelServer(pulumi.ComponentResource):
             mount("shm", "/dev/shm"),
         ]
         volumes = [
-            _models_volume(pvc),
+            parts.models,
             scratch_volume("tmp", "4Gi"),
             scratch_volume("shm", gib(res.shm_gib), memory=True),
-            *config_volumes,
+            *parts.config,
         ]
         gpu = {GPU_RESOURCE: str(res.gpu_count)} if res.gpu_count else {}
         # Room to burst above the request, but never more than the node has (a limit above it means nothing).

@@ -1,5 +1,6 @@
-"""A model server's network policies: only the gateway and monitoring reach the server; its fetch
-Job reaches the internet on 443 and nothing private."""
+"""The serving namespace's network policies: only the gateway and monitoring reach a model server,
+whose fetch Job reaches the internet on 443 and nothing private; clients reach the gateway, which
+reaches the model servers only."""
 
 from __future__ import annotations
 
@@ -49,6 +50,37 @@ def server_network_policies(name: str, ns: str, port: int, child: pulumi.Resourc
                 NetworkPolicyEgressRuleArgs(
                     to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
                     ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")],
+                )
+            ],
+        ),
+        opts=child,
+    )
+
+
+def gateway_network_policy(
+    name: str, ns: str, http_port: int, metrics_port: int, server_ports: list[int], child: pulumi.ResourceOptions
+) -> None:
+    NetworkPolicy(
+        f"{name}-netpol",
+        metadata=ObjectMetaArgs(name=name, namespace=ns),
+        spec=NetworkPolicySpecArgs(
+            pod_selector=LabelSelectorArgs(match_labels=selector(name)),
+            policy_types=["Ingress", "Egress"],
+            ingress=[
+                # Clients arrive through the ingress controller (any namespace in the cluster).
+                NetworkPolicyIngressRuleArgs(
+                    from_=[NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs())],
+                    ports=[NetworkPolicyPortArgs(port=http_port, protocol="TCP")],
+                ),
+                NetworkPolicyIngressRuleArgs(
+                    from_=[from_monitoring()],
+                    ports=[NetworkPolicyPortArgs(port=metrics_port, protocol="TCP")],
+                ),
+            ],
+            egress=[
+                NetworkPolicyEgressRuleArgs(
+                    to=[NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "model-server"}))],
+                    ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in server_ports],
                 )
             ],
         ),

@@ -20,6 +20,15 @@ SYSTEM_TAINT = "CriticalAddonsOnly=true:NoSchedule"
 MINOR_UPGRADE_CHANNELS = {"stable", "rapid"}
 
 
+def _propagated(
+    name: str, assignment: authorization.RoleAssignment, seconds: int, parent: pulumi.Resource
+) -> RbacPropagationWait:
+    """Waits out ARM's role cache once `assignment` is made: what depends on the wait may use the role."""
+    return RbacPropagationWait(
+        name, follows=assignment.id, seconds=seconds, opts=pulumi.ResourceOptions(parent=parent, depends_on=[assignment])
+    )
+
+
 def _role_id(subscription: str, role: str) -> str:
     return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
 
@@ -78,11 +87,11 @@ class AksCluster(pulumi.ComponentResource):
         # AKS acts on the subnet as this identity from the cluster's create on (aks-service-permissions.md,
         # "cluster identity"): a create that runs before the new role takes effect can fail, and Pulumi
         # does not retry it. Wait out ARM's role cache once, when the assignment is made (R7).
-        subnet_wait = RbacPropagationWait(
+        subnet_wait = _propagated(
             f"{name}-control-plane-subnet-propagation",
-            follows=subnet_role.id,
-            seconds=facts.cluster_identity_propagation_seconds.value,
-            opts=pulumi.ResourceOptions(parent=control_plane, depends_on=[subnet_role]),
+            subnet_role,
+            facts.cluster_identity_propagation_seconds.value,
+            control_plane,
         )
         self.control_plane_ready: list[pulumi.Resource] = [control_plane, subnet_role, subnet_wait]
         lts = facts.kubernetes_versions.lts
@@ -185,12 +194,7 @@ class AksCluster(pulumi.ComponentResource):
             scope=managed.id,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        wait = RbacPropagationWait(
-            f"{name}-rbac-propagation",
-            follows=assignment.id,
-            seconds=facts.rbac_propagation_seconds.value,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[assignment]),
-        )
+        wait = _propagated(f"{name}-rbac-propagation", assignment, facts.rbac_propagation_seconds.value, self)
         self.admin_ready = [assignment, wait]
         # Nodes pull the user's images (runtime onnx) as the kubelet identity: AcrPull on each registry.
         acr_pull = facts.roles["acr_pull"]

@@ -18,15 +18,6 @@ POOL_LABEL = "slm.dev/pool"
 PLATFORM_POOL = "platform"
 
 
-@dataclass(frozen=True)
-class PoolPlace:
-    """Where a pool joins the cluster: the cluster's resource group and name, and the nodes' subnet."""
-
-    resource_group_name: pulumi.Input[str]
-    cluster_name: pulumi.Input[str]
-    subnet_id: pulumi.Input[str]
-
-
 def _model_pool(
     owner: pulumi.Resource,
     name: str,
@@ -75,6 +66,15 @@ def _model_pool(
         # The cluster autoscaler owns the node count; Pulumi must not fight it.
         opts=pulumi.ResourceOptions(parent=owner, ignore_changes=["count"]),
     )
+
+
+@dataclass(frozen=True)
+class PoolPlace:
+    """Where a pool joins the cluster: the cluster's resource group and name, and the nodes' subnet."""
+
+    resource_group_name: pulumi.Input[str]
+    cluster_name: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
 
 
 class GpuNodePool(pulumi.ComponentResource):

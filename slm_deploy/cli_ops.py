@@ -161,7 +161,8 @@ def _interactive() -> bool:
 
 def _ask_init_choices(values: dict[str, Any]) -> None:
     """Ask for every choice not given, in an order where each default can follow the answers before."""
-    from slm_deploy.scaffold import DEFAULT_VM_SIZES, InitChoices, installed_requirement
+    from slm_deploy.scaffold_choices import DEFAULT_VM_SIZES, InitChoices
+    from slm_deploy.scaffold_ci import installed_requirement
 
     def ask(name: str, text: str, default: Any = None) -> None:
         if name not in values:
@@ -224,7 +225,9 @@ def init(directory: Path, stacks: tuple[str, ...], force: bool, fleet_name: str 
     slm-deploy was installed from a local path, --image for runtime onnx) and take their defaults
     otherwise; --api-range has no default and is required.
     """
-    from slm_deploy.scaffold import build_files, existing, installed_requirement, parse_choices, write_files
+    from slm_deploy.scaffold import build_files, existing, write_files
+    from slm_deploy.scaffold_choices import parse_choices
+    from slm_deploy.scaffold_ci import installed_requirement
 
     values: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
     if stacks:

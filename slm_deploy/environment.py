@@ -81,7 +81,7 @@ __all__ = [
 
 # A GPU pool's node-image or version upgrade takes one node down at a time instead of adding one
 # (maxSurge 0): one more scarce GPU node may not exist in quota or capacity. The program sets it
-# (stacks/azure/cluster.py) and preflight counts no surge node for these pools.
+# (stacks/azure/pools.py) and preflight counts no surge node for these pools.
 GPU_POOL_MAX_SURGE = 0
 
 

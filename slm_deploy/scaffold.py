@@ -10,23 +10,28 @@ that exists is overwritten unless asked.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
 
 from slm_deploy import __version__
-from slm_deploy.errors import InputError, from_validation_error
-from slm_deploy.spec import Frozen, Runtime
+from slm_deploy.errors import InputError
+from slm_deploy.scaffold_choices import InitChoices
+from slm_deploy.scaffold_ci import (
+    PREFLIGHT_REQUIREMENTS,
+    TOKEN_FILE,
+    azure_env,
+    ci_facts,
+    ci_identity,
+    identity_rows,
+    installed_requirement,
+    pinned_actions,
+    with_extra,
+)
 from slm_deploy.templating import render
 from slm_deploy.yamlout import dump
 
-ACTIONS_FILE = Path(__file__).resolve().parent / "catalog" / "actions.yaml"
-# How the workflows reach Azure and with which identities (facts with their sources).
-CI_FILE = Path(__file__).resolve().parent / "catalog" / "ci.yaml"
 # The pins slm-deploy's CI installs the package with (a link to the repository's constraints.txt,
 # shipped in the wheel): a scaffold installs with them, so every run gets the same versions.
 CONSTRAINTS_FILE = Path(__file__).resolve().parent / "catalog" / "constraints.txt"
@@ -34,245 +39,8 @@ PROJECT = "slm-deploy"  # the program reads its config under this project name
 POOL = "gpu"
 CPU_POOL = "cpu"
 EDGE_BOX = "edge-0001"
-# What a requirement line may not hold: the placeholders of the examples in `--help`, the README and
-# the error for a local install. A line holding one fails the scaffold's first command (`pip install
-# -r requirements.txt`), so it is refused before anything is written.
-PLACEHOLDERS = re.compile(r"\b(OWNER|REPO|HOST|FULL_COMMIT_SHA|COMMIT|HASH|VERSION)\b")
-# A pool's VM size when none is given: the GPU runtimes' and runtime onnx's (a CPU pool).
-DEFAULT_VM_SIZES = {"gpu": "Standard_NC8as_T4_v3", "cpu": "Standard_D8ds_v5"}
 
 
-class InitChoices(Frozen):
-    """What `slm-deploy init` asks; each default is stated here once."""
-
-    stacks: tuple[str, ...] = Field(default=("dev", "staging", "prod"), min_length=1)
-    location: str = Field(default="westeurope", pattern=r"^[a-z0-9]+$")
-    model: str = Field(default="phi-4-mini-instruct", min_length=1)
-    runtime: Runtime = Runtime.VLLM
-    # None: DEFAULT_VM_SIZES for the runtime (a GPU size, or a CPU size for runtime onnx).
-    vm_size: str | None = Field(default=None, pattern=r"^Standard_[A-Za-z0-9_]+$")
-    # None: AKS's drivers on a GRID (vGPU) size, which the GPU Operator's driver cannot bring up;
-    # the program's default (the GPU Operator) otherwise.
-    gpu_driver: Literal["operator", "aks"] | None = None
-    # Runtime onnx serves your own build of its server (`slm-deploy image onnx`): no registry publishes it.
-    image: str | None = Field(
-        default=None, pattern=r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-    )
-    context: int = Field(default=8192, ge=512)
-    # No default (issue 11): a guessed range locks the deployer out of the API server.
-    api_ranges: tuple[str, ...] = Field(min_length=1)
-    edge_gpu: str = Field(default="l4", min_length=1)
-    fleet: str = Field(default="edge", pattern=r"^[a-z0-9][a-z0-9-]*$")
-    package: str | None = Field(
-        default=None,
-        pattern=r"^slm[-_]deploy *(== *[0-9][A-Za-z0-9.+!_-]*|@ *[a-z+]+://[^\s]+)$",
-        description="The requirement line for slm-deploy (default: how the running slm-deploy was installed).",
-    )
-
-    @field_validator("package")
-    @classmethod
-    def _no_placeholder(cls, value: str | None) -> str | None:
-        found = PLACEHOLDERS.search(value or "")
-        if found:
-            raise ValueError(
-                f"{found.group(1)} is a placeholder: name the repository (or wheel URL) and full commit your CI installs "
-                "slm-deploy from; requirements.txt gets this line and `pip install -r requirements.txt` must resolve"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _runtime_needs(self) -> InitChoices:
-        if self.runtime is Runtime.ONNX and self.image is None:
-            raise ValueError(
-                "runtime onnx serves your own build of its server image, which no registry publishes: pass --image "
-                "REGISTRY/REPOSITORY:TAG (where you will push it); after init, `slm-deploy image onnx STACK --out DIR` "
-                "writes its build context and `slm-deploy lock --images` pins it"
-            )
-        if self.runtime is not Runtime.ONNX and self.image is not None:
-            raise ValueError("--image is for runtime onnx only: the other runtimes run the catalog's pinned images")
-        return self
-
-    @property
-    def cpu_only(self) -> bool:
-        """Runtime onnx runs on a CPU pool (and a CPU edge box)."""
-        return self.runtime is Runtime.ONNX
-
-    @property
-    def pool_vm_size(self) -> str:
-        return self.vm_size or DEFAULT_VM_SIZES["cpu" if self.cpu_only else "gpu"]
-
-    @property
-    def driver(self) -> str | None:
-        """The stack's gpuDriver when it is not the program's default."""
-        if self.cpu_only:
-            return None
-        if self.gpu_driver is not None:
-            return None if self.gpu_driver == "operator" else self.gpu_driver
-        from slm_deploy.catalog.platform import load_aks_facts
-
-        size = load_aks_facts().node_size(self.pool_vm_size)
-        return "aks" if size is not None and size.driver == "grid" else None
-
-    @field_validator("stacks")
-    @classmethod
-    def _stack_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
-                raise ValueError(f"stack name {name!r}: lower-case letters, digits and '-' only")
-        if len(set(value)) != len(value):
-            raise ValueError("stack names must be unique")
-        return value
-
-    @field_validator("api_ranges")
-    @classmethod
-    def _ranges(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
-
-        for cidr in value:
-            try:
-                network = ipaddress.ip_network(cidr, strict=True)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a CIDR range") from None
-            if network.prefixlen == 0:
-                raise ValueError(f"{cidr!r} lets every address reach the API server")
-        return value
-
-
-@dataclass(frozen=True)
-class Action:
-    uses: str
-    tag: str
-    sha: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.uses}@{self.sha}"
-
-
-@cache
-def pinned_actions() -> tuple[dict[str, Action], str]:
-    data = yaml.safe_load(ACTIONS_FILE.read_text(encoding="utf-8"))
-    actions = {}
-    for entry in data["actions"]:
-        if not re.fullmatch(r"[0-9a-f]{40}", entry["sha"]) or not entry.get("source"):
-            raise InputError(str(ACTIONS_FILE), entry["id"], "every action needs a full commit sha and a source")
-        actions[entry["id"]] = Action(entry["uses"], entry["tag"], entry["sha"])
-    return actions, str(data["pulumi_cli"]["version"])
-
-
-@cache
-def ci_facts() -> dict[str, Any]:
-    """catalog/ci.yaml: every fact that shapes the workflows' Azure access carries its source."""
-    data: dict[str, Any] = yaml.safe_load(CI_FILE.read_text(encoding="utf-8"))
-    sourced = [*data["tokens"].values(), *data["consumers"], *data["identities"], *data["limits"], data["kubelogin"]]
-    sourced.append(data["code_scanning"])
-    sourced.extend(data["runner_reach"]["facts"])
-    for entry in sourced:
-        if not entry.get("source"):
-            raise InputError(str(CI_FILE), str(entry.get("id", entry.get("fact", "?")))[:60], "every fact needs a source")
-    return data
-
-
-TOKEN_FILE = "${{ runner.temp }}/azure-federated-token"
-
-
-def _identity(purpose: str) -> dict[str, Any]:
-    return next(i for i in ci_facts()["identities"] if i["id"] == purpose)
-
-
-def azure_env(client_variable: str) -> dict[str, str]:
-    """The environment of a step running `pulumi`: what each Azure consumer of catalog/ci.yaml reads,
-    for the identity whose client id is in the GitHub variable `client_variable`."""
-    values = {
-        "client": "${{ vars." + client_variable + " }}",
-        "tenant": "${{ vars.AZURE_TENANT_ID }}",
-        "subscription": "${{ vars.AZURE_SUBSCRIPTION_ID }}",
-        "token_file": TOKEN_FILE,
-    }
-    env: dict[str, str] = {}
-    for consumer in ci_facts()["consumers"]:
-        for name, value in consumer["env"].items():
-            env[name] = values[value] if value in values else '"' + str(value) + '"'
-    return env
-
-
-def identity_rows(stacks: tuple[str, ...]) -> list[dict[str, str]]:
-    """One row per federated identity for the scaffold README: the preview's, and one deploying
-    identity per stack (its environment's variable), each with its subject and roles."""
-    rows = []
-    for identity in ci_facts()["identities"]:
-        per_stack = any("{stack}" in subject for subject in identity["subjects"])
-        roles = "; ".join(f"{r['role']} ({r['scope']})" for r in identity["roles"])
-        for stack in stacks if per_stack else (None,):
-            subjects = [x.replace("{repo}", "OWNER/REPO").replace("{stack}", stack or "") for x in identity["subjects"]]
-            where = f"in environment `{stack}`" if stack else identity["where"]
-            rows.append(
-                {
-                    "name": f"{identity['id']}-{stack}" if stack else identity["id"],
-                    "subjects": ", ".join(f"`{x}`" for x in subjects),
-                    "variable": f"`{identity['variable']}` ({where})",
-                    "roles": roles,
-                    "used_by": identity["used_by"].replace("STACK", stack or "STACK"),
-                }
-            )
-    return rows
-
-
-def requirement_from_direct_url(direct_url: dict[str, Any] | None) -> str:
-    """The requirements.txt line that installs this very slm-deploy on a CI runner, from the
-    install's PEP 610 record (direct_url.json).
-
-    No record: installed from an index, which carries this version. A VCS install: its URL at the
-    installed commit. A remote archive: its URL with the recorded hash. A local folder or file: no
-    runner can install it, and a bare version pin would install whatever an index serves under that
-    name (in jobs holding id-token: write), so this refuses and `--package` is required.
-    """
-    if not direct_url or not isinstance(direct_url.get("url"), str):
-        return f"slm-deploy=={__version__}"
-    url = direct_url["url"]
-    fragment = f"#subdirectory={direct_url['subdirectory']}" if direct_url.get("subdirectory") else ""
-    vcs = direct_url.get("vcs_info")
-    if isinstance(vcs, dict) and vcs.get("commit_id") and not url.startswith("file:"):
-        return f"slm-deploy @ {vcs.get('vcs', 'git')}+{url}@{vcs['commit_id']}{fragment}"
-    archive = direct_url.get("archive_info")
-    if isinstance(archive, dict) and url.startswith("https://"):
-        sha = (archive.get("hashes") or {}).get("sha256")
-        return f"slm-deploy @ {url}" + (f"#sha256={sha}" if sha else "") + fragment
-    raise InputError(
-        "arguments",
-        "--package",
-        f"required: this slm-deploy was installed from a local path ({url}), which no CI runner can install, "
-        f"and a bare slm-deploy=={__version__} would install whatever a package index serves under that name; pass "
-        "--package 'slm-deploy @ git+https://HOST/OWNER/slm-deploy@FULL_COMMIT_SHA' "
-        "or --package 'slm-deploy @ https://HOST/slm_deploy-VERSION-py3-none-any.whl#sha256=HASH'",
-    )
-
-
-def installed_requirement() -> str:
-    """`requirement_from_direct_url` of the slm-deploy distribution that is running."""
-    import json
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("slm-deploy")
-        text = dist.read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        text = None
-    try:
-        record = json.loads(text) if text else None
-    except ValueError:
-        record = None
-    return requirement_from_direct_url(record if isinstance(record, dict) else None)
-
-
-def parse_choices(values: dict[str, Any]) -> InitChoices:
-    try:
-        return InitChoices.model_validate(values)
-    except ValidationError as exc:
-        raise from_validation_error("arguments", exc) from None
-
-
-# ---------------------------------------------------------------------------------------------
 # Per environment: the first stack is the cheap one, the last the production one.
 
 
@@ -402,12 +170,12 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
         "e": lambda expression: "${{ " + expression + " }}",
         "ci": ci_facts(),
         "token_file": TOKEN_FILE,
-        "env_preview": azure_env(_identity("preview")["variable"]),
-        "env_deploy": azure_env(_identity("deploy")["variable"]),
+        "env_preview": azure_env(ci_identity("preview")["variable"]),
+        "env_deploy": azure_env(ci_identity("deploy")["variable"]),
         "identities": identity_rows(stacks),
-        "preview_variable": _identity("preview")["variable"],
-        "deploy_variable": _identity("deploy")["variable"],
-        "deploy_identity_name": _identity("deploy")["id"],
+        "preview_variable": ci_identity("preview")["variable"],
+        "deploy_variable": ci_identity("deploy")["variable"],
+        "deploy_identity_name": ci_identity("deploy")["id"],
         "preflight_requirements": PREFLIGHT_REQUIREMENTS,
         "preflight_requirement": with_extra(requirement, "azure"),
     }
@@ -432,17 +200,6 @@ def build_files(choices: InitChoices, requirement: str | None = None) -> dict[st
 
 
 ONNX_CONTEXT = "out/onnx-image"
-# What the deploy jobs add for `slm-deploy preflight` (the Azure SDK extra), beside requirements.txt.
-PREFLIGHT_REQUIREMENTS = "requirements-preflight.txt"
-
-
-def with_extra(requirement: str, extra: str) -> str:
-    """The same requirement line with an extra: `slm-deploy[azure] @ URL`, `slm-deploy[azure]==V`.
-    Never a bare name: that would install whatever an index serves under it (see --package)."""
-    name = re.match(r"slm[-_]deploy", requirement)
-    if name is None:
-        raise InputError("arguments", "--package", f"{requirement!r} does not name slm-deploy")
-    return f"{name.group(0)}[{extra}]{requirement[name.end() :]}"
 
 
 def offline_commands(choices: InitChoices) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from slm_deploy.scaffold import pinned_actions
+from slm_deploy.scaffold_ci import pinned_actions
 from tests.conftest import ROOT, need, need_binary
 
 CHOICES = {
@@ -330,7 +330,7 @@ LOCAL_INSTALLS = [
 )
 def test_requirement_installs_the_slm_deploy_that_wrote_the_scaffold(direct_url: dict | None, expected: str) -> None:
     from slm_deploy import __version__
-    from slm_deploy.scaffold import requirement_from_direct_url
+    from slm_deploy.scaffold_ci import requirement_from_direct_url
 
     assert requirement_from_direct_url(direct_url) == expected.format(v=__version__)
 
@@ -343,9 +343,9 @@ def test_init_from_a_local_install_needs_package_and_writes_nothing(
     `slm-deploy==VERSION` would install whatever an index serves under that name, in jobs that hold
     id-token: write. init wrote that pin with a note; now it refuses: one line, exit 2, no file."""
     from slm_deploy import cli as cli_module
-    from slm_deploy import scaffold
+    from slm_deploy import scaffold_ci
 
-    monkeypatch.setattr(scaffold, "installed_requirement", lambda: scaffold.requirement_from_direct_url(direct_url))
+    monkeypatch.setattr(scaffold_ci, "installed_requirement", lambda: scaffold_ci.requirement_from_direct_url(direct_url))
     result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r"), "--api-range", RUNNER_RANGE])
     assert result.exit_code == 2 and not (tmp_path / "r").exists()
     assert result.stderr.startswith("error: arguments: --package: required") and result.stderr.count("\n") == 1
@@ -430,10 +430,10 @@ def test_prompts_ask_for_the_package_a_local_install_cannot_give(tmp_path: Path,
     """This checkout is a local install: init on a terminal asks where CI installs slm-deploy from,
     instead of ending its questions with a `--package` error."""
     from slm_deploy import cli as cli_module
-    from slm_deploy import cli_ops, scaffold
+    from slm_deploy import cli_ops, scaffold_ci
 
     monkeypatch.setattr(cli_ops, "_interactive", lambda: True)  # init lives in cli_ops
-    monkeypatch.setattr(scaffold, "installed_requirement", lambda: scaffold.requirement_from_direct_url(LOCAL_INSTALLS[0]))
+    monkeypatch.setattr(scaffold_ci, "installed_requirement", lambda: scaffold_ci.requirement_from_direct_url(LOCAL_INSTALLS[0]))
     result = CliRunner().invoke(cli_module.main, ["init", str(tmp_path / "r")], input=f"\n\n\n\n{RUNNER_RANGE}\n{PACKAGE}\n")
     assert result.exit_code == 0, result.output
     assert "requirements.txt line CI installs slm-deploy with" in result.output

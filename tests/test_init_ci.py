@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from slm_deploy.scaffold import ci_facts
+from slm_deploy.scaffold_ci import ci_facts
 from tests.test_init import cli
 
 STACKS = ("dev", "staging", "prod")
@@ -206,7 +206,7 @@ def test_the_review_delivers_its_sarif_where_code_scanning_is_off(repo: Path) ->
 # Outside review B ------------------------------------------------------------------------------
 def upload_rule(action_id: str) -> dict[str, Any]:
     """What catalog/actions.yaml records (with its source) about the files an upload action leaves out."""
-    from slm_deploy.scaffold import ACTIONS_FILE
+    from slm_deploy.scaffold_ci import ACTIONS_FILE
 
     entry = next(a for a in yaml.safe_load(ACTIONS_FILE.read_text())["actions"] if a["id"] == action_id)
     assert entry["hidden_files"]["source"]
@@ -307,7 +307,7 @@ def test_each_deploy_job_runs_preflight_before_anything_changes(repo: Path) -> N
     nothing lets the step's failure pass."""
     from packaging.requirements import Requirement
 
-    from slm_deploy.scaffold import PREFLIGHT_REQUIREMENTS, TOKEN_FILE
+    from slm_deploy.scaffold_ci import PREFLIGHT_REQUIREMENTS, TOKEN_FILE
 
     def requirements(name: str) -> list[str]:
         return [ln for ln in (repo / name).read_text().splitlines() if ln and not ln.startswith("#")]

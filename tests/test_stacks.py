@@ -273,7 +273,7 @@ def test_preview_cli_writes_manifests_and_reports_errors(tmp_path: Path) -> None
 
 
 def test_a_misspelled_component_argument_fails_loudly() -> None:
-    from slm_deploy.stacks.azure.cluster import GpuNodePool
+    from slm_deploy.stacks.azure.pools import GpuNodePool
     from slm_deploy.stacks.k8s.servers import VllmServer
 
     with pytest.raises(TypeError):

@@ -1,8 +1,9 @@
 """The hardening every compose service of a bundle shares: user, read-only root, no capabilities,
-log rotation, limits and a health check's timing.
+log rotation, limits, a health check's timing, and the names of the box's networks.
 
-Below both compose.py (the model server and its sidecars) and logs.py (Loki and Alloy), which
-build their services from it and do not import each other.
+Below compose.py (the model server, the gateway, Open WebUI), monitoring.py (Prometheus and its
+exporters) and logs.py (Loki and Alloy), which build their services from it; compose.py puts the
+other two's services into the file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from slm_deploy.runtimes import APP_UID
 USER = f"{APP_UID}:{APP_UID}"
 LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 HEALTH_TIMING = {"interval": "30s", "timeout": "5s", "retries": 3}
+# The box's networks: the gateway's published side, the services' internal one (no route out), the
+# model fetch's way out, and the alert receiver's (outside the box).
+EDGE_NETWORK = "edge"
+INTERNAL_NETWORK = "internal"
+EGRESS_NETWORK = "egress"
+ALERTS_NETWORK = "alerts"
 
 
 @dataclass(frozen=True)

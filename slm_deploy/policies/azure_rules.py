@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from slm_deploy.netranges import open_to_internet
-from slm_deploy.policies.model import Kind, Rule, Severity
+from slm_deploy.policies.model import Kind, RuleMaker, Severity
 
 CLUSTER = "azure-native:containerservice:ManagedCluster"
 POOL = "azure-native:containerservice:AgentPool"
@@ -124,8 +124,7 @@ def no_plain_secret_outputs(stack: dict[str, Any]) -> list[str]:
     ]
 
 
-def _az(id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any, kind: Kind = Kind.AZURE) -> Rule:
-    return Rule(id_, title, severity, kind, rationale, fix, check)
+_az = RuleMaker(Kind.AZURE)
 
 
 RULES = [

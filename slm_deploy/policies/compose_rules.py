@@ -10,7 +10,7 @@ from typing import Any
 
 from slm_deploy.image_profiles import ContainerView, profile_for, profile_problems
 from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unlocked, unpinned
-from slm_deploy.policies.model import Kind, Rule, Severity
+from slm_deploy.policies.model import Kind, RuleMaker, Severity
 
 SENSITIVE_HOST_PATHS = ("/", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var/run", "/run")
 
@@ -245,8 +245,7 @@ def profile_rules(document: dict[str, Any], catalog: Any = None) -> list[str]:
     return problems
 
 
-def _c(id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any, kind: Kind = Kind.COMPOSE) -> Rule:
-    return Rule(id_, title, severity, kind, rationale, fix, check)
+_c = RuleMaker(Kind.COMPOSE)
 
 
 RULES = [

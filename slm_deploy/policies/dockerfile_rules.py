@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from slm_deploy.policies.common import REFERENCE_SUFFIXES, SECRET_NAME, unlocked, unpinned
-from slm_deploy.policies.model import Kind, Rule, Severity
+from slm_deploy.policies.model import Kind, RuleMaker, Severity
 
 
 def parse_dockerfile(text: str) -> list[tuple[str, str]]:
@@ -119,8 +118,7 @@ def no_secret_env(instructions: list[tuple[str, str]]) -> list[str]:
     return problems
 
 
-def _d(id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any) -> Rule:
-    return Rule(id_, title, severity, Kind.DOCKERFILE, rationale, fix, check)
+_d = RuleMaker(Kind.DOCKERFILE)
 
 
 RULES = [

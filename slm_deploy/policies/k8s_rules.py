@@ -7,7 +7,7 @@ from typing import Any
 
 from slm_deploy.image_profiles import ContainerView, profile_problems
 from slm_deploy.policies.common import SECRET_NAME, unpinned
-from slm_deploy.policies.model import Kind, Rule, Severity
+from slm_deploy.policies.model import Kind, RuleMaker, Severity
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod"}
 ALLOWED_VOLUMES = {
@@ -284,8 +284,7 @@ def image_profile_needs(manifest: dict[str, Any]) -> list[str]:
     return [p for c in containers(spec) for p in profile_problems(k8s_view(spec, c))]
 
 
-def _k8s(id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any, kind: Kind = Kind.K8S) -> Rule:
-    return Rule(id_, title, severity, kind, rationale, fix, check)
+_k8s = RuleMaker(Kind.K8S)
 
 
 RULES = [

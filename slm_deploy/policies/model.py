@@ -39,3 +39,15 @@ class Rule:
 
     def __call__(self, resource: Any) -> list[str]:
         return self.check(resource)
+
+
+@dataclass(frozen=True)
+class RuleMaker:
+    """The rules of one module, of its kind unless a rule names another (`kind=`)."""
+
+    kind: Kind
+
+    def __call__(
+        self, id_: str, title: str, severity: Severity, rationale: str, fix: str, check: Any, kind: Kind | None = None
+    ) -> Rule:
+        return Rule(id_, title, severity, kind or self.kind, rationale, fix, check)

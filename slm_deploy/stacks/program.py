@@ -21,7 +21,8 @@ from slm_deploy.stacks.images import pin_model_images
 from slm_deploy.stacks.k8s.gateway import Gateway
 from slm_deploy.stacks.k8s.monitoring import Monitoring
 from slm_deploy.stacks.k8s.namespace import KeyVaultSource, ServingNamespace
-from slm_deploy.stacks.k8s.servers import SERVERS, ServerSettings
+from slm_deploy.stacks.k8s.server_settings import ServerSettings
+from slm_deploy.stacks.k8s.servers import SERVERS
 from slm_deploy.supply.lock import locked_catalog
 
 
@@ -53,15 +54,9 @@ def build(
     if spec.cluster.mode is ClusterMode.AKS:
         from pulumi_azure_native import authorization
 
-        from slm_deploy.stacks.azure.cluster import (
-            CPU_MODELS_TAINT,
-            AksCluster,
-            CpuNodePool,
-            GpuNodePool,
-            PlatformNodePool,
-            rbac_vault_scope,
-        )
+        from slm_deploy.stacks.azure.cluster import AksCluster, rbac_vault_scope
         from slm_deploy.stacks.azure.foundation import AzureFoundation
+        from slm_deploy.stacks.azure.pools import CPU_MODELS_TAINT, CpuNodePool, GpuNodePool, PlatformNodePool, PoolPlace
         from slm_deploy.stacks.azure.secrets import ServingSecrets
         from slm_deploy.stacks.k8s.namespace import SERVICE_ACCOUNT
 
@@ -75,14 +70,13 @@ def build(
             subnet_id=foundation.subnet_id,
             workspace_id=foundation.workspace_id,
         )
+        place = PoolPlace(foundation.resource_group_name, cluster.name, foundation.subnet_id)
         platform_size = facts.node_size(spec.cluster.platform_vm_size)
         platform = PlatformNodePool(
             f"{name}-platform",
             cluster=spec.cluster,
             os_disk_gb=min(128, platform_size.temp_disk_gib) if platform_size else 128,
-            resource_group_name=foundation.resource_group_name,
-            cluster_name=cluster.name,
-            subnet_id=foundation.subnet_id,
+            place=place,
             opts=pulumi.ResourceOptions(parent=cluster),
         )
         pools: list[pulumi.Resource] = [platform]
@@ -94,9 +88,7 @@ def build(
                     vm_size=env.pool_vm_sizes[pool.name],
                     os_disk_gb=env.pool_os_disks[pool.name],
                     driver=spec.gpu_driver,
-                    resource_group_name=foundation.resource_group_name,
-                    cluster_name=cluster.name,
-                    subnet_id=foundation.subnet_id,
+                    place=place,
                     opts=pulumi.ResourceOptions(parent=cluster),
                 )
             )
@@ -108,9 +100,7 @@ def build(
                     f"{name}-{cpu_pool.name}",
                     pool=cpu_pool,
                     os_disk_gb=env.pool_os_disks[cpu_pool.name],
-                    resource_group_name=foundation.resource_group_name,
-                    cluster_name=cluster.name,
-                    subnet_id=foundation.subnet_id,
+                    place=place,
                     opts=pulumi.ResourceOptions(parent=cluster),
                 )
             )

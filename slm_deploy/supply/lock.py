@@ -17,9 +17,10 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from slm_deploy import yamlout
 from slm_deploy.catalog import CATALOG_DIR, Catalog, Image
@@ -32,6 +33,7 @@ from slm_deploy.supply.registry import RegistryClient, mirror_path
 LOCK_NAME = "images.lock.yaml"
 PACKAGED_LOCK = CATALOG_DIR / LOCK_NAME
 ALLOW_UNLOCKED_ENV = "SLM_DEPLOY_ALLOW_UNLOCKED"
+M = TypeVar("M", bound=BaseModel)
 # The platforms a box or a node can be: the only manifests of an index the lock reads and records.
 LOCKED_PLATFORMS = frozenset(f"linux/{arch.value}" for arch in CpuArch)
 HEADER = (
@@ -88,18 +90,27 @@ def load(path: Path) -> LockFile:
     text = read_input(path, str(path))
     if (parsed := _PARSED.get(text)) is not None:
         return parsed
-    try:
-        data = load_data(text)
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), "", f"cannot read lock file: {exc}".replace("\n", " ")) from None
-    try:
-        parsed = LockFile.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(str(path), exc) from None
+    parsed = _parse_model(text, path, LockFile, "lock file")
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()
     _PARSED[text] = parsed
     return parsed
+
+
+def _read_model(path: Path, model: type[M], what: str) -> M:
+    # A regular file of bounded size only: a FIFO named as the file is refused, never waited on.
+    return _parse_model(read_input(path, str(path)), path, model, what)
+
+
+def _parse_model(text: str, path: Path, model: type[M], what: str) -> M:
+    try:
+        data = load_data(text)
+    except yaml.YAMLError as exc:
+        raise InputError(str(path), "", f"cannot read {what}: {exc}".replace("\n", " ")) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(str(path), exc) from None
 
 
 def find(directory: Path | None) -> Path:
@@ -182,15 +193,7 @@ class _ImagesOnly(Frozen):
 
 def load_images_file(path: Path) -> tuple[Image, ...]:
     """Images a user adds (same entries as the catalog's images.yaml), to lock with the catalog's."""
-    text = read_input(path, str(path))
-    try:
-        data = load_data(text)
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), "", f"cannot read images file: {exc}".replace("\n", " ")) from None
-    try:
-        return _ImagesOnly.model_validate(data).images
-    except ValidationError as exc:
-        raise from_validation_error(str(path), exc) from None
+    return _read_model(path, _ImagesOnly, "images file").images
 
 
 def wanted_images(catalog: Catalog | None, extra: Iterable[Image]) -> list[tuple[str, str]]:

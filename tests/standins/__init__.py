@@ -179,7 +179,7 @@ def _setup(image_id: str, profile: ImageProfile, real: bool = False) -> list[str
         )
     if image_id == "dcgm-exporter":
         lines.append(
-            "mkdir -p /usr/local/dcgm && printf '#!/bin/bash\\nset -euo pipefail\\nldconfig\\nset -- /usr/bin/dcgm-exporter \"$@\"\\nexec \"$@\"\\n'"
+            'mkdir -p /usr/local/dcgm && printf \'#!/bin/bash\\nset -euo pipefail\\nldconfig\\nset -- /usr/bin/dcgm-exporter "$@"\\nexec "$@"\\n\''
             " > /usr/local/dcgm/dcgm-exporter-entrypoint.sh && chmod 755 /usr/local/dcgm/dcgm-exporter-entrypoint.sh"
         )
     if image_id == "model-fetch":

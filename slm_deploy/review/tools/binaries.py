@@ -6,10 +6,20 @@ import shutil
 import sys
 from pathlib import Path
 
+from slm_deploy.review.model import ToolMissing
+
 
 def tool_binary(name: str) -> str | None:
     local = Path(sys.executable).parent / name
     return str(local) if local.is_file() else shutil.which(name)
+
+
+def required_binary(name: str, install: str) -> str:
+    """`tool_binary`, or ToolMissing saying how to install it."""
+    binary = tool_binary(name)
+    if binary is None:
+        raise ToolMissing(name, install)
+    return binary
 
 
 def compose_binary() -> str | None:

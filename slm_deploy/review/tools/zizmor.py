@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from slm_deploy.review.model import Artifact, Sink, ToolMissing
+from slm_deploy.review.model import Artifact, Sink
 from slm_deploy.review.process import run_tool
 from slm_deploy.review.reconcile import tool_path
-from slm_deploy.review.tools.binaries import tail, tool_binary
+from slm_deploy.review.tools.binaries import required_binary, tail
 
 NAME = "zizmor"
 ROLES: set[str] | None = {"workflow"}
@@ -24,9 +24,7 @@ def _line(item: dict[str, Any]) -> str:
 
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:
-    binary = tool_binary("zizmor")
-    if binary is None:
-        raise ToolMissing("zizmor", "pip install zizmor")
+    binary = required_binary("zizmor", "pip install zizmor")
     for art in artifacts:
         if not art.parsed:
             continue

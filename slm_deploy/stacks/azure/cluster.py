@@ -1,4 +1,5 @@
-"""The hardened AKS cluster and its GPU and CPU node pools (separate AgentPool resources, never inline)."""
+"""The hardened AKS cluster: its identities, add-ons, system pool, maintenance windows and the
+roles its deployer and nodes need. Its other pools are separate AgentPools (stacks/azure/pools.py)."""
 
 from __future__ import annotations
 
@@ -9,196 +10,27 @@ import pulumi
 from pulumi_azure_native import authorization, containerservice, keyvault, managedidentity, monitor
 
 from slm_deploy.catalog.platform import AksFacts
-from slm_deploy.environment import GPU_POOL_MAX_SURGE, ClusterSpec, CpuPoolSpec, GpuDriver, GpuPoolSpec, IngressSpec
+from slm_deploy.environment import ClusterSpec, IngressSpec
 from slm_deploy.stacks.azure.kubeconfig import non_interactive_kubeconfig
 from slm_deploy.stacks.azure.propagation import RbacPropagationWait
 
-GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
-# CPU model servers only: the gateway, monitoring and platform pods stay off these nodes.
-CPU_MODELS_TAINT = "slm.dev/cpu-models=true:NoSchedule"
 SYSTEM_TAINT = "CriticalAddonsOnly=true:NoSchedule"
-POOL_LABEL = "slm.dev/pool"
-PLATFORM_POOL = "platform"
 # Channels that move the minor version: the spec's version then drifts from what AKS runs, and the
 # next update would try a downgrade (pulumi-azure-native#2059).
 MINOR_UPGRADE_CHANNELS = {"stable", "rapid"}
 
 
-def _role_id(subscription: str, role: str) -> str:
-    return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
-
-
-def _model_pool(
-    owner: pulumi.Resource,
-    name: str,
-    *,
-    pool: GpuPoolSpec | CpuPoolSpec,
-    vm_size: str,
-    os_disk_gb: int | None,
-    taint: str,
-    accelerator: str,
-    resource_group_name: pulumi.Input[str],
-    cluster_name: pulumi.Input[str],
-    subnet_id: pulumi.Input[str],
-    gpu_profile: containerservice.GPUProfileArgs | None = None,
-    gpu_instance_profile: str | None = None,
-    upgrade_settings: containerservice.AgentPoolUpgradeSettingsArgs | None = None,
-) -> containerservice.AgentPool:
-    """A User pool for model servers only: tainted for them, labelled with its name, autoscaled, optionally spot."""
-    from slm_deploy.catalog.platform import load_aks_facts
-
-    # AKS writes its spot taint and label into a spot pool's own nodeTaints/nodeLabels; declaring
-    # them keeps a refresh from showing a diff on every `up` (AKS-11).
-    spot = load_aks_facts().pool_kinds["spot"] if pool.spot else None
-    return containerservice.AgentPool(
-        f"{name}-pool",
-        agent_pool_name=pool.name,
-        resource_group_name=resource_group_name,
-        resource_name_=cluster_name,
-        mode=containerservice.AgentPoolMode.USER,
-        vm_size=vm_size,
-        os_type=containerservice.OSType.LINUX,
-        os_sku=containerservice.OSSKU.UBUNTU,
-        # Ephemeral OS disks live on the size's temp disk and must fit it (environment checks).
-        os_disk_type=containerservice.OSDiskType.EPHEMERAL
-        if pool.os_disk_type == "Ephemeral"
-        else containerservice.OSDiskType.MANAGED,
-        os_disk_size_gb=os_disk_gb,
-        vnet_subnet_id=subnet_id,
-        enable_auto_scaling=True,
-        min_count=pool.min_count,
-        max_count=pool.max_count,
-        count=pool.min_count,
-        node_taints=[taint, *(spot.taints if spot else ())],
-        node_labels={POOL_LABEL: pool.name, "slm.dev/accelerator": accelerator, **(spot.labels if spot else {})},
-        gpu_profile=gpu_profile,
-        gpu_instance_profile=gpu_instance_profile,
-        upgrade_settings=upgrade_settings,
-        scale_set_priority=containerservice.ScaleSetPriority.SPOT if pool.spot else None,
-        scale_set_eviction_policy=containerservice.ScaleSetEvictionPolicy.DELETE if pool.spot else None,
-        spot_max_price=-1 if pool.spot else None,
-        # The cluster autoscaler owns the node count; Pulumi must not fight it.
-        opts=pulumi.ResourceOptions(parent=owner, ignore_changes=["count"]),
+def _propagated(
+    name: str, assignment: authorization.RoleAssignment, seconds: int, parent: pulumi.Resource
+) -> RbacPropagationWait:
+    """Waits out ARM's role cache once `assignment` is made: what depends on the wait may use the role."""
+    return RbacPropagationWait(
+        name, follows=assignment.id, seconds=seconds, opts=pulumi.ResourceOptions(parent=parent, depends_on=[assignment])
     )
 
 
-class GpuNodePool(pulumi.ComponentResource):
-    """One GPU pool: tainted for GPU workloads only, autoscaled, optionally spot or MIG-partitioned."""
-
-    name: pulumi.Output[str]
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        pool: GpuPoolSpec,
-        vm_size: str,
-        os_disk_gb: int | None,
-        driver: GpuDriver,
-        resource_group_name: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        subnet_id: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("slm:azure:GpuNodePool", name, None, opts)
-        agent_pool = _model_pool(
-            self,
-            name,
-            pool=pool,
-            vm_size=vm_size,
-            os_disk_gb=os_disk_gb,
-            taint=GPU_TAINT,
-            accelerator="nvidia",
-            resource_group_name=resource_group_name,
-            cluster_name=cluster_name,
-            subnet_id=subnet_id,
-            # With the GPU Operator, AKS must not install drivers too ("None"); otherwise AKS installs
-            # them and the device plugin DaemonSet advertises nvidia.com/gpu.
-            gpu_profile=containerservice.GPUProfileArgs(
-                driver=containerservice.GPUDriver.NONE if driver is GpuDriver.OPERATOR else containerservice.GPUDriver.INSTALL
-            ),
-            gpu_instance_profile=pool.mig_profile,
-            # A node-image or version upgrade must not need one more scarce GPU node (quota, capacity):
-            # take one node down at a time instead (upgrade-aks-node-pools-rolling.md:103-120).
-            upgrade_settings=containerservice.AgentPoolUpgradeSettingsArgs(
-                max_surge=str(GPU_POOL_MAX_SURGE), max_unavailable="1"
-            ),
-        )
-        self.name = agent_pool.name
-        self.register_outputs({"name": agent_pool.name, "vmSize": vm_size})
-
-
-class CpuNodePool(pulumi.ComponentResource):
-    """One CPU pool for CPU model servers (runtime onnx): tainted and labelled so that only the
-    servers placed on it land there, autoscaled, optionally spot. No GPU profile."""
-
-    name: pulumi.Output[str]
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        pool: CpuPoolSpec,
-        os_disk_gb: int | None,
-        resource_group_name: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        subnet_id: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("slm:azure:CpuNodePool", name, None, opts)
-        agent_pool = _model_pool(
-            self,
-            name,
-            pool=pool,
-            vm_size=pool.vm_size,
-            os_disk_gb=os_disk_gb,
-            taint=CPU_MODELS_TAINT,
-            accelerator="none",
-            resource_group_name=resource_group_name,
-            cluster_name=cluster_name,
-            subnet_id=subnet_id,
-        )
-        self.name = agent_pool.name
-        self.register_outputs({"name": agent_pool.name, "vmSize": pool.vm_size})
-
-
-class PlatformNodePool(pulumi.ComponentResource):
-    """The untainted, autoscaled User pool where everything that is not a model server runs: the
-    gateway, kube-prometheus-stack, the GPU Operator's controllers, the app routing controller."""
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        cluster: ClusterSpec,
-        os_disk_gb: int,
-        resource_group_name: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        subnet_id: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("slm:azure:PlatformNodePool", name, None, opts)
-        agent_pool = containerservice.AgentPool(
-            f"{name}-pool",
-            agent_pool_name=PLATFORM_POOL,
-            resource_group_name=resource_group_name,
-            resource_name_=cluster_name,
-            mode=containerservice.AgentPoolMode.USER,
-            vm_size=cluster.platform_vm_size,
-            os_type=containerservice.OSType.LINUX,
-            os_sku=containerservice.OSSKU.UBUNTU,
-            os_disk_type=containerservice.OSDiskType.EPHEMERAL,
-            os_disk_size_gb=os_disk_gb,
-            vnet_subnet_id=subnet_id,
-            enable_auto_scaling=True,
-            min_count=cluster.platform_min_count,
-            max_count=cluster.platform_max_count,
-            count=cluster.platform_min_count,
-            node_labels={POOL_LABEL: PLATFORM_POOL},
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
-        )
-        self.pool = agent_pool
-        self.register_outputs({"name": agent_pool.name})
+def _role_id(subscription: str, role: str) -> str:
+    return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
 
 
 class AksCluster(pulumi.ComponentResource):
@@ -255,11 +87,11 @@ class AksCluster(pulumi.ComponentResource):
         # AKS acts on the subnet as this identity from the cluster's create on (aks-service-permissions.md,
         # "cluster identity"): a create that runs before the new role takes effect can fail, and Pulumi
         # does not retry it. Wait out ARM's role cache once, when the assignment is made (R7).
-        subnet_wait = RbacPropagationWait(
+        subnet_wait = _propagated(
             f"{name}-control-plane-subnet-propagation",
-            follows=subnet_role.id,
-            seconds=facts.cluster_identity_propagation_seconds.value,
-            opts=pulumi.ResourceOptions(parent=control_plane, depends_on=[subnet_role]),
+            subnet_role,
+            facts.cluster_identity_propagation_seconds.value,
+            control_plane,
         )
         self.control_plane_ready: list[pulumi.Resource] = [control_plane, subnet_role, subnet_wait]
         lts = facts.kubernetes_versions.lts
@@ -362,12 +194,7 @@ class AksCluster(pulumi.ComponentResource):
             scope=managed.id,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        wait = RbacPropagationWait(
-            f"{name}-rbac-propagation",
-            follows=assignment.id,
-            seconds=facts.rbac_propagation_seconds.value,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[assignment]),
-        )
+        wait = _propagated(f"{name}-rbac-propagation", assignment, facts.rbac_propagation_seconds.value, self)
         self.admin_ready = [assignment, wait]
         # Nodes pull the user's images (runtime onnx) as the kubelet identity: AcrPull on each registry.
         acr_pull = facts.roles["acr_pull"]

@@ -27,12 +27,6 @@ from pulumi_kubernetes.networking.v1 import (
     IngressServiceBackendArgs,
     IngressSpecArgs,
     IngressTLSArgs,
-    NetworkPolicy,
-    NetworkPolicyEgressRuleArgs,
-    NetworkPolicyIngressRuleArgs,
-    NetworkPolicyPeerArgs,
-    NetworkPolicyPortArgs,
-    NetworkPolicySpecArgs,
     ServiceBackendPortArgs,
 )
 
@@ -44,7 +38,6 @@ from slm_deploy.stacks.k8s.common import (
     Sizes,
     capability_skips,
     disruption_budget,
-    from_monitoring,
     http_probe,
     labels,
     metrics_monitor,
@@ -57,6 +50,7 @@ from slm_deploy.stacks.k8s.common import (
     spread,
 )
 from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
+from slm_deploy.stacks.k8s.netpol import gateway_network_policy
 
 HTTP_PORT = 8080
 
@@ -166,32 +160,7 @@ class Gateway(pulumi.ComponentResource):
         )
         disruption_budget(name, ns, child)
         server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address, _ in upstreams})
-        NetworkPolicy(
-            f"{name}-netpol",
-            metadata=ObjectMetaArgs(name=name, namespace=ns),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels=selector(name)),
-                policy_types=["Ingress", "Egress"],
-                ingress=[
-                    # Clients arrive through the ingress controller (any namespace in the cluster).
-                    NetworkPolicyIngressRuleArgs(
-                        from_=[NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs())],
-                        ports=[NetworkPolicyPortArgs(port=HTTP_PORT, protocol="TCP")],
-                    ),
-                    NetworkPolicyIngressRuleArgs(
-                        from_=[from_monitoring()],
-                        ports=[NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP")],
-                    ),
-                ],
-                egress=[
-                    NetworkPolicyEgressRuleArgs(
-                        to=[NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "model-server"}))],
-                        ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in server_ports],
-                    )
-                ],
-            ),
-            opts=child,
-        )
+        gateway_network_policy(name, ns, HTTP_PORT, METRICS_PORT, server_ports, child)
         if monitoring_release is not None:
             # The ServiceMonitor CRD comes with the monitoring release.
             metrics_monitor(

@@ -13,18 +13,7 @@ import hashlib
 from dataclasses import dataclass, replace
 
 import pulumi
-from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
-from pulumi_kubernetes.autoscaling.v2 import (
-    CrossVersionObjectReferenceArgs,
-    HorizontalPodAutoscaler,
-    HorizontalPodAutoscalerBehaviorArgs,
-    HorizontalPodAutoscalerSpecArgs,
-    HPAScalingRulesArgs,
-    MetricSpecArgs,
-    MetricTargetArgs,
-    ResourceMetricSourceArgs,
-)
 from pulumi_kubernetes.batch.v1 import Job, JobSpecArgs
 from pulumi_kubernetes.core.v1 import (
     ConfigMap,
@@ -37,35 +26,21 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
-    TolerationArgs,
     VolumeArgs,
     VolumeResourceRequirementsArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import (
-    IPBlockArgs,
-    NetworkPolicy,
-    NetworkPolicyEgressRuleArgs,
-    NetworkPolicyIngressRuleArgs,
-    NetworkPolicyPeerArgs,
-    NetworkPolicyPortArgs,
-    NetworkPolicySpecArgs,
-)
 
 from slm_deploy.catalog import Catalog
-from slm_deploy.catalog.platform import load_aks_facts
-from slm_deploy.environment import AutoscalingSpec
 from slm_deploy.observability.scrape import HEALTH_PATH
 from slm_deploy.planner import Plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.common import (
     GPU_RESOURCE,
-    GPU_TOLERATION,
     Probes,
     Sizes,
     disruption_budget,
-    from_monitoring,
     gib,
     http_probe,
     labels,
@@ -77,9 +52,11 @@ from slm_deploy.stacks.k8s.common import (
     scratch_volume,
     selector,
     spread,
-    tolerations_for,
 )
-from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
+from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT
+from slm_deploy.stacks.k8s.netpol import server_network_policies
+from slm_deploy.stacks.k8s.server_scaling import server_autoscaler
+from slm_deploy.stacks.k8s.server_settings import ServerSettings, identity_label, node_selector, tolerations
 
 READY_MARKER = f"{MODEL_DIR}/.slm-ready"
 READINESS_PATH = {
@@ -93,41 +70,26 @@ LIVENESS_PATH = {runtime: HEALTH_PATH[runtime.value] for runtime in Runtime}
 # (failureThreshold, timeoutSeconds) of liveness where the default 3 x 5 s is too tight: Foundry Local
 # answers /status late while a request keeps every core of the node busy (2 minutes before a restart).
 LIVENESS_TOLERANCE = {Runtime.ONNX: (6, 10)}
-PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
-PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What a server needs from the stack besides its Plan."""
-
-    namespace: ServingNamespace
-    pool: str | None  # node selector value for slm.dev/pool; None on existing clusters
-    storage_class: str
-    autoscaling: AutoscalingSpec
-    keda: bool
-    monitoring: bool
-    has_hf_token: bool
-    workload_identity: bool  # Key Vault secrets through Azure workload identity (aks mode)
-    # The monitoring release (installs the PodMonitor CRD); None when monitoring is off.
-    monitoring_release: pulumi.Resource | None = None
-    # Taints the pool carries besides the GPU taint (AKS's spot taint on spot pools; a CPU pool's own taint).
-    pool_taints: tuple[str, ...] = ()
-    # A CPU pool: pods tolerate only pool_taints, not the GPU taint.
-    gpu_pool: bool = True
-    # Existing clusters: the nodeSelector of the pool's nodes (from cpuPools), instead of slm.dev/pool.
-    node_selector: dict[str, str] | None = None
-    # PromQL for the demand the gateway sees for this model: what wakes it from zero replicas,
-    # when no vllm:* series exists. Set only where the gateway serves this model alone.
-    activation_query: str | None = None
-    # vCPUs of one node of the pool (the VM size the model is planned on): the CPU limit's ceiling.
-    node_vcpus: int | None = None
 
 
 # torch calls getpass.getuser(), which raises KeyError for a uid without a passwd entry (uid 10001
 # in these images); USER/LOGNAME answer it first. TorchInductor's cache goes to the writable /tmp.
 # vllm-project/vllm#44548, kserve/kserve#5666.
 VLLM_IDENTITY_ENV = {"USER": "slm", "LOGNAME": "slm", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor"}
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a server's fetch Job and Deployment are built from."""
+
+    name: str
+    ns: str
+    plan: Plan
+    spec: RuntimeSpec
+    settings: ServerSettings
+    models: VolumeArgs  # the model cache (the server's PVC)
+    config: list[VolumeArgs]  # the runtime's files, when it has any
+    child: pulumi.ResourceOptions
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -168,9 +130,12 @@ class ModelServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        config_volumes = self._config_volumes(name, ns, spec, child)
-        job = self._fetch_job(name, ns, plan, spec, settings, pvc, config_volumes, child)
-        deployment = self._deployment(name, ns, plan, spec, settings, pvc, config_volumes, child, job)
+        models = VolumeArgs(
+            name="models", persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name)
+        )
+        parts = _Parts(name, ns, plan, spec, settings, models, self._config_volumes(name, ns, spec, child), child)
+        job = self._fetch_job(parts)
+        deployment = self._deployment(parts, job)
         service = Service(
             f"{name}-svc",
             metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "model-server")),
@@ -182,8 +147,8 @@ class ModelServer(pulumi.ComponentResource):
             opts=child,
         )
         disruption_budget(name, ns, child)
-        self._autoscaler(name, ns, plan, settings, deployment, child)
-        self._network_policies(name, ns, spec, child)
+        server_autoscaler(self, name, ns, plan, settings, deployment)
+        server_network_policies(name, ns, spec.port, child)
         if settings.monitoring_release is not None and runtime in METRICS_PATH:
             # Every replica is scraped directly (PodMonitor), not through the Service. Its CRD comes
             # with the monitoring release: wait for it (pulumi-kubernetes retries a missing CRD ~1 min).
@@ -213,30 +178,18 @@ class ModelServer(pulumi.ComponentResource):
         )
         return [VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config"))]
 
-    def _fetch_job(
-        self,
-        name: str,
-        ns: str,
-        plan: Plan,
-        spec: RuntimeSpec,
-        settings: ServerSettings,
-        pvc: PersistentVolumeClaim,
-        config_volumes: list[VolumeArgs],
-        child: pulumi.ResourceOptions,
-    ) -> Job:
+    def _fetch_job(self, parts: _Parts) -> Job:
+        name, ns, plan, spec, settings = parts.name, parts.ns, parts.plan, parts.spec, parts.settings
         assert spec.fetch is not None
         fetch = spec.fetch
         digest = hashlib.sha256(plan.weights_source.encode()).hexdigest()[:8]
         mounts = [mount("models", MODEL_DIR), mount("tmp", "/tmp")]
         volumes = [
-            VolumeArgs(
-                name="models",
-                persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name),
-            ),
+            parts.models,
             scratch_volume("tmp", "2Gi"),
         ]
-        if config_volumes:
-            volumes += config_volumes
+        if parts.config:
+            volumes += parts.config
             mounts.append(mount("config", "/config", read_only=True))
         if spec.uses_hf_token and settings.has_hf_token:
             volumes.append(settings.namespace.secrets_volume(["hf_token"]))
@@ -254,14 +207,14 @@ class ModelServer(pulumi.ComponentResource):
             spec=JobSpecArgs(
                 backoff_limit=6,
                 template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels={**labels(name, "model-fetch"), **self._identity_label(settings)}),
+                    metadata=ObjectMetaArgs(labels={**labels(name, "model-fetch"), **identity_label(settings)}),
                     spec=PodSpecArgs(
                         restart_policy="OnFailure",
                         service_account_name=SERVICE_ACCOUNT,
                         automount_service_account_token=False,
                         security_context=pod_security(),
-                        tolerations=self._tolerations(settings, settings.gpu_pool),
-                        node_selector=self._node_selector(settings),
+                        tolerations=tolerations(settings, settings.gpu_pool),
+                        node_selector=node_selector(settings),
                         containers=[
                             profiled_container(
                                 "fetch",
@@ -279,7 +232,7 @@ class ModelServer(pulumi.ComponentResource):
                     ),
                 ),
             ),
-            opts=child,
+            opts=parts.child,
         )
 
     @staticmethod
@@ -296,24 +249,6 @@ class ModelServer(pulumi.ComponentResource):
         return {**extra, **spec.fetch["environment"]}
 
     @staticmethod
-    def _identity_label(settings: ServerSettings) -> dict[str, str]:
-        # Workload identity projects a token only into pods that ask for it (Key Vault mode).
-        return {"azure.workload.identity/use": "true"} if settings.workload_identity else {}
-
-    @staticmethod
-    def _node_selector(settings: ServerSettings) -> dict[str, str] | None:
-        if settings.node_selector is not None:
-            return settings.node_selector or None
-        return {"slm.dev/pool": settings.pool} if settings.pool else None
-
-    @staticmethod
-    def _tolerations(settings: ServerSettings, gpu: bool) -> list[TolerationArgs] | None:
-        # GPU pods tolerate the GPU taint and the pool's; pods on a CPU pool only that pool's own taints.
-        if gpu:
-            return [GPU_TOLERATION, *tolerations_for(settings.pool_taints)]
-        return None if settings.gpu_pool else (tolerations_for(settings.pool_taints) or None)
-
-    @staticmethod
     def _strategy(gpu_count: int) -> DeploymentStrategyArgs:
         # A GPU server cannot surge: there is rarely a spare GPU for a second copy. A CPU server is
         # planned on a whole node (host vCPUs less an allowance), so a surge pod would need a node
@@ -325,18 +260,8 @@ class ModelServer(pulumi.ComponentResource):
             type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1)
         )
 
-    def _deployment(
-        self,
-        name: str,
-        ns: str,
-        plan: Plan,
-        spec: RuntimeSpec,
-        settings: ServerSettings,
-        pvc: PersistentVolumeClaim,
-        config_volumes: list[VolumeArgs],
-        child: pulumi.ResourceOptions,
-        job: Job,
-    ) -> Deployment:
+    def _deployment(self, parts: _Parts, job: Job) -> Deployment:
+        name, ns, plan, spec, settings = parts.name, parts.ns, parts.plan, parts.spec, parts.settings
         res = plan.resources
         read_only_models = spec.runtime is not Runtime.OLLAMA  # Ollama writes manifests next to its models
         mounts = [
@@ -345,13 +270,10 @@ class ModelServer(pulumi.ComponentResource):
             mount("shm", "/dev/shm"),
         ]
         volumes = [
-            VolumeArgs(
-                name="models",
-                persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=pvc.metadata.name),
-            ),
+            parts.models,
             scratch_volume("tmp", "4Gi"),
             scratch_volume("shm", gib(res.shm_gib), memory=True),
-            *config_volumes,
+            *parts.config,
         ]
         gpu = {GPU_RESOURCE: str(res.gpu_count)} if res.gpu_count else {}
         # Room to burst above the request, but never more than the node has (a limit above it means nothing).
@@ -411,14 +333,14 @@ class ModelServer(pulumi.ComponentResource):
                 selector=LabelSelectorArgs(match_labels=selector(name)),
                 strategy=self._strategy(res.gpu_count),
                 template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels={**labels(name, "model-server"), **self._identity_label(settings)}),
+                    metadata=ObjectMetaArgs(labels={**labels(name, "model-server"), **identity_label(settings)}),
                     spec=PodSpecArgs(
                         service_account_name=SERVICE_ACCOUNT,
                         automount_service_account_token=False,
                         security_context=pod_security(),
                         termination_grace_period_seconds=60,
-                        tolerations=self._tolerations(settings, res.gpu_count > 0),
-                        node_selector=self._node_selector(settings),
+                        tolerations=tolerations(settings, res.gpu_count > 0),
+                        node_selector=node_selector(settings),
                         topology_spread_constraints=spread(name),
                         init_containers=[wait],
                         containers=[container],
@@ -427,122 +349,6 @@ class ModelServer(pulumi.ComponentResource):
                 ),
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
-        )
-
-    def _autoscaler(
-        self,
-        name: str,
-        ns: str,
-        plan: Plan,
-        settings: ServerSettings,
-        deployment: Deployment,
-        child: pulumi.ResourceOptions,
-    ) -> None:
-        scaling = settings.autoscaling
-        queue_metric = plan.runtime == Runtime.VLLM.value and settings.keda and settings.monitoring
-        if queue_metric:
-            # In-flight requests (running + waiting), not the queue alone: a replica serving at full
-            # slots has an empty queue, so a queue-only query reads 0 under steady load, scales the
-            # deployment down (or to zero) and oscillates (the simulator's autoscaling check,
-            # SLM-SIM-008). The target per replica is its slots plus queueThreshold waiting.
-            selector = f'{{namespace="{ns}",model_name="{plan.model}"}}'
-            query = f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
-            target = plan.concurrency + scaling.queue_threshold
-            triggers = [
-                {
-                    "type": "prometheus",
-                    "metadata": {"serverAddress": PROMETHEUS_URL, "query": query, "threshold": str(target)},
-                }
-            ]
-            if scaling.min_replicas == 0 and settings.activation_query:
-                # Activation only: a threshold no request rate reaches never sizes the deployment.
-                triggers.append(
-                    {
-                        "type": "prometheus",
-                        "metadata": {
-                            "serverAddress": PROMETHEUS_URL,
-                            "query": settings.activation_query,
-                            "threshold": "1000000",
-                            "activationThreshold": "0",
-                        },
-                    }
-                )
-            CustomResource(
-                f"{name}-scaler",
-                api_version="keda.sh/v1alpha1",
-                kind="ScaledObject",
-                metadata=ObjectMetaArgs(name=name, namespace=ns),
-                spec={
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                    "minReplicaCount": scaling.min_replicas,
-                    "maxReplicaCount": scaling.max_replicas,
-                    "pollingInterval": scaling.polling_interval_seconds,
-                    "cooldownPeriod": scaling.cooldown_seconds,
-                    "triggers": triggers,
-                },
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
-            )
-            return
-        if scaling.max_replicas > max(scaling.min_replicas, 1):
-            behavior = load_aks_facts().autoscaling.hpa_server_behavior
-            HorizontalPodAutoscaler(
-                f"{name}-hpa",
-                metadata=ObjectMetaArgs(name=name, namespace=ns),
-                spec=HorizontalPodAutoscalerSpecArgs(
-                    scale_target_ref=CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=name),
-                    min_replicas=max(scaling.min_replicas, 1),
-                    max_replicas=scaling.max_replicas,
-                    # A replica costs a node and a model load: scale up on sustained load, keep it a while (aks.yaml).
-                    behavior=HorizontalPodAutoscalerBehaviorArgs(
-                        scale_up=HPAScalingRulesArgs(stabilization_window_seconds=behavior.scale_up_stabilization_seconds),
-                        scale_down=HPAScalingRulesArgs(stabilization_window_seconds=behavior.scale_down_stabilization_seconds),
-                    ),
-                    metrics=[
-                        MetricSpecArgs(
-                            type="Resource",
-                            resource=ResourceMetricSourceArgs(
-                                name="cpu",
-                                target=MetricTargetArgs(type="Utilization", average_utilization=scaling.cpu_utilization_percent),
-                            ),
-                        )
-                    ],
-                ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
-            )
-
-    def _network_policies(self, name: str, ns: str, spec: RuntimeSpec, child: pulumi.ResourceOptions) -> None:
-        NetworkPolicy(
-            f"{name}-ingress",
-            metadata=ObjectMetaArgs(name=f"{name}-ingress", namespace=ns),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels=selector(name)),
-                policy_types=["Ingress"],
-                ingress=[
-                    NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels={"slm.dev/role": "gateway"})),
-                            from_monitoring(),
-                        ],
-                        ports=[NetworkPolicyPortArgs(port=spec.port, protocol="TCP")],
-                    )
-                ],
-            ),
-            opts=child,
-        )
-        NetworkPolicy(
-            f"{name}-fetch-egress",
-            metadata=ObjectMetaArgs(name=f"{name}-fetch-egress", namespace=ns),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels={"app.kubernetes.io/name": name, "slm.dev/role": "model-fetch"}),
-                policy_types=["Egress"],
-                egress=[
-                    NetworkPolicyEgressRuleArgs(
-                        to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
-                        ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")],
-                    )
-                ],
-            ),
-            opts=child,
         )
 
 

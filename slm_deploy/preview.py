@@ -17,12 +17,12 @@ import os
 import re
 import shutil
 import tempfile
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
+from slm_deploy.preview_outputs import OutputQueue
 from slm_deploy.safeyaml import read_input
 from slm_deploy.stackfile import PROJECT, load_stack_file, read_config
 from slm_deploy.stackfile import check_stack_name as check_stack_name  # callers name it from here too
@@ -280,8 +280,8 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
     # set_mocks (pulumi 3.x, runtime/mocks.py MockSettings) starts a new RPC manager but keeps the
     # process's list of outputs to await: an earlier program's outputs would be awaited, and their
-    # failures raised, in this run. This run awaits its own.
-    settings.SETTINGS.outputs = deque()
+    # failures raised, in this run. This run awaits its own, in a queue whose remove is O(1).
+    settings.SETTINGS.outputs = OutputQueue()
     set_all_config(config, secret_keys)
     # Validate first, so a bad stack file is a clear InputError (exit 2) rather than a failed run.
     result.environment = read_config(stack, project_config(), source)

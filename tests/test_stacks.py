@@ -353,3 +353,36 @@ def test_a_preview_after_a_program_left_unfinished_in_the_process_is_that_stack_
     names = {r.name for r in result.resources}
     assert names and not any(name.startswith("slm-dev") for name in names)
     assert {r.name for r in result.resources} == {r.name for r in preview("prod").resources}
+
+
+def test_the_previews_output_queue_answers_pulumis_calls_as_its_deque_does() -> None:
+    """The preview swaps Pulumi's deque of outputs to await for a queue with a constant-time remove
+    (slm_deploy/preview_outputs.py); every call Pulumi makes must answer as the deque's does."""
+    from collections import deque
+
+    from slm_deploy.preview_outputs import OutputQueue
+
+    def drive(queue: Any) -> list[Any]:
+        seen: list[Any] = []
+        for item in ("a", "b", "c", "d"):
+            queue.append(item)  # Output.__init__
+        queue.remove("b")  # an output's done-callback
+        try:
+            queue.remove("b")  # one already taken by wait_for_rpcs: output.py catches ValueError
+        except ValueError:
+            seen.append("ValueError")
+        first = queue.popleft()  # wait_for_rpcs: not done yet, so appended back
+        queue.append(first)
+        seen += [len(queue), bool(queue), list(queue)]
+        while len(queue) != 0:
+            seen.append(queue.popleft())
+        try:
+            queue.popleft()
+        except IndexError:
+            seen.append("IndexError")
+        queue.append("e")
+        queue.clear()  # mocks.py
+        seen.append(len(queue))
+        return seen
+
+    assert drive(OutputQueue()) == drive(deque())

@@ -10,35 +10,52 @@ answers the same calls in constant time, in the same order.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Any
 
 
 class OutputQueue:
-    """An insertion-ordered set with the deque methods Pulumi calls. Not a dict itself: Pulumi's
-    ContextProperty (`_utils.py`) hands back the property, not the value, when the value is a dict."""
+    """A deque's order and answers, with the removal of an item in constant time. An item may be in
+    it twice, as in the deque (Output.secret wraps an existing future, and ensure_future returns it
+    as it is). Not a dict itself: Pulumi's ContextProperty (`_utils.py`) hands back the property,
+    not the value, when the value is a dict."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[Any, None] = OrderedDict()
+        self._order: OrderedDict[int, Any] = OrderedDict()  # position -> item, oldest first
+        self._positions: dict[Any, deque[int]] = {}  # item -> its positions, oldest first
+        self._next = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._order)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._items)
+        return iter(self._order.values())
 
     def append(self, item: Any) -> None:
-        self._items[item] = None
+        self._order[self._next] = item
+        self._positions.setdefault(item, deque()).append(self._next)
+        self._next += 1
 
     def remove(self, item: Any) -> None:
-        if self._items.pop(item, self) is self:
-            raise ValueError(item)  # as deque.remove: output.py catches it for an output already taken
+        """The oldest occurrence, as deque.remove; ValueError when absent (output.py catches it)."""
+        positions = self._positions.get(item)
+        if not positions:
+            raise ValueError(item)
+        del self._order[positions.popleft()]
+        if not positions:
+            del self._positions[item]
 
     def popleft(self) -> Any:
-        if not self._items:
+        if not self._order:
             raise IndexError("pop from an empty queue")
-        return self._items.popitem(last=False)[0]
+        _, item = self._order.popitem(last=False)
+        positions = self._positions[item]
+        positions.popleft()  # the oldest position of all is this item's oldest
+        if not positions:
+            del self._positions[item]
+        return item
 
     def clear(self) -> None:
-        self._items.clear()
+        self._order.clear()
+        self._positions.clear()

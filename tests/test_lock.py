@@ -731,3 +731,14 @@ def test_an_arm64_llamacpp_box_is_refused_from_the_lock_and_only_the_lock(tmp_pa
     (tmp_path / "images.lock.yaml").write_text(yaml.safe_dump(lock))
     accepted = run_cli("bundle", str(fleet), "--out", str(tmp_path / "out"))
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_caller_that_changes_a_loaded_lock_changes_only_its_own_copy(mirror_lock: Path) -> None:
+    """Locks are parsed once per content; what one caller does to the lock it was handed (its dicts
+    are not frozen) must not reach the next caller in the process."""
+    from slm_deploy.supply.lock import load
+
+    first = load(mirror_lock)
+    count = len(first.images)
+    first.images.clear()
+    assert len(load(mirror_lock).images) == count

@@ -364,8 +364,8 @@ def test_the_previews_output_queue_answers_pulumis_calls_as_its_deque_does() -> 
 
     def drive(queue: Any) -> list[Any]:
         seen: list[Any] = []
-        for item in ("a", "b", "c", "d"):
-            queue.append(item)  # Output.__init__
+        for item in ("a", "b", "a", "c", "d", "a"):
+            queue.append(item)  # Output.__init__; "a" three times, as Output.secret re-wraps a future
         queue.remove("b")  # an output's done-callback
         try:
             queue.remove("b")  # one already taken by wait_for_rpcs: output.py catches ValueError
@@ -373,6 +373,8 @@ def test_the_previews_output_queue_answers_pulumis_calls_as_its_deque_does() -> 
             seen.append("ValueError")
         first = queue.popleft()  # wait_for_rpcs: not done yet, so appended back
         queue.append(first)
+        queue.remove("a")  # the oldest "a" left
+        seen.append(list(queue))
         seen += [len(queue), bool(queue), list(queue)]
         while len(queue) != 0:
             seen.append(queue.popleft())

@@ -78,7 +78,7 @@ def write(path: Path, lock: LockFile) -> None:
 
 # Parsed locks by their text: `bundle` of N boxes reads the lock for each box (its example notice)
 # and parsed and validated it N times, 40% of the time of a 1,000-box fleet. Keyed by content, never
-# by path or time, so a lock rewritten in the same process is read anew. LockFile is immutable.
+# by path or time, so a lock rewritten in the same process is read anew.
 _PARSED: dict[str, LockFile] = {}
 _PARSED_MAX = 8
 
@@ -88,13 +88,13 @@ def load(path: Path) -> LockFile:
         raise InputError(str(path), "", "no lock file; run `slm-deploy lock` to resolve the images to digests")
     # A regular file of bounded size only: a FIFO named as the lock is refused, never waited on.
     text = read_input(path, str(path))
-    if (parsed := _PARSED.get(text)) is not None:
-        return parsed
-    parsed = _parse_model(text, path, LockFile, "lock file")
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    _PARSED[text] = parsed
-    return parsed
+    if (parsed := _PARSED.get(text)) is None:
+        parsed = _parse_model(text, path, LockFile, "lock file")
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = parsed
+    # Each caller its own copy: the model is frozen, its dicts are not.
+    return parsed.model_copy(deep=True)
 
 
 def _read_model(path: Path, model: type[M], what: str) -> M:

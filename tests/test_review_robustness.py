@@ -129,3 +129,44 @@ def test_malformed_compose_files_and_manifests_print_no_traceback(tmp_path: Path
     assert result.stderr == "", result.stderr[-2000:]
     files = {f["file"].removeprefix(str(tmp_path) + "/") for f in json.loads(result.stdout)["findings"]}
     assert set(MALFORMED) <= files
+
+
+FORK_PROBE = """
+import os, sys
+from pathlib import Path
+
+threads_at_fork = []
+real_fork = os.fork
+
+
+def fork():
+    threads_at_fork.append(len(os.listdir("/proc/self/task")))
+    return real_fork()
+
+
+os.fork = fork
+from slm_deploy.review.sources import preview_stacks
+
+found = []
+preview_stacks(["dev", "staging"], Path("."), Path(sys.argv[1]), lambda *finding: found.append(finding))
+print(threads_at_fork)
+"""
+
+
+def test_the_stacks_are_previewed_in_forks_only_from_a_process_with_one_thread(tmp_path: Path) -> None:
+    """gRPC starts its own threads when Pulumi's runtime is imported (pulumi.runtime.proto); a fork
+    copies none of them, and a child that then needs a lock one of them held waits forever. A review
+    hung that way, its preview child idle in epoll_wait beside gRPC's timer thread in the parent.
+    The side-by-side previews fork only while the review is a single thread."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_PROBE, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SLM_EXAMPLE_STACKS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts and all(n == 1 for n in counts), f"threads in the review at each fork: {counts}"
+    assert (tmp_path / "stack-dev").is_dir() and (tmp_path / "stack-staging").is_dir()

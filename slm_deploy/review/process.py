@@ -12,16 +12,28 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
-# The review forks after Pulumi has loaded gRPC (a child per stack preview, one for checkov).
-# gRPC's fork handlers then log "Other threads are currently calling into gRPC, skipping fork()
-# handlers" on stderr for every fork; no child here talks gRPC (the preview's monitor is a mock),
-# so the handlers are off. Read when gRPC starts, hence set on import, before any preview.
+# A review of one stack previews it here, loading Pulumi and so gRPC, and then forks checkov's
+# child. gRPC's fork handlers would log "Other threads are currently calling into gRPC, skipping
+# fork() handlers" on stderr for that fork; checkov never talks gRPC, so the handlers are off.
+# Read when gRPC starts, hence set on import, before any preview.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+def single_threaded() -> bool:
+    """Whether this process runs one thread, native ones included (gRPC starts its own when Pulumi's
+    runtime is imported, pulumi.runtime.proto). A fork copies only the calling thread: a child that
+    then needs a lock another thread held waits forever (a review's preview child hung so)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # no /proc: what Python can see
+        return "grpc" not in sys.modules and threading.active_count() == 1
 
 
 class ChildFailed(Exception):

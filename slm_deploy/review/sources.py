@@ -3,13 +3,12 @@ rules run on its resources (they see what no file shows)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
-from slm_deploy.review.process import ChildFailed, Isolated
+from slm_deploy.review.process import ChildFailed, Isolated, single_threaded
 
 
 def stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Callable[[str, str, str, str, str], None]) -> Path:
@@ -59,12 +58,10 @@ def preview_stacks(stacks: list[str], project: Path, workdir: Path, report_rule:
     state, so a process each): issue 24, the three example stacks were two thirds of a review."""
     import slm_deploy.preview
 
-    if len(stacks) < 2 or slm_deploy.preview.PREVIEWED or "grpc" in sys.modules:
+    if len(stacks) < 2 or slm_deploy.preview.PREVIEWED or not single_threaded():
         # One stack, or a process whose Pulumi runtime already ran (a fork would inherit its state
-        # and hang), or one that has imported Pulumi: gRPC starts its own threads then
-        # (pulumi.runtime.proto), a fork copies none of them, and a child that needs a lock one of
-        # them held waits forever (a review hung so, its child idle in epoll_wait). One after the
-        # other, here.
+        # and hang), or one running other threads (gRPC's, once Pulumi is imported), which a child
+        # could wait on forever: one after the other, here.
         return [stack_artifacts(stack, project, workdir, report_rule) for stack in stacks]
     # Shared by the children: what imports no gRPC. Each child imports Pulumi itself, after the fork.
     import slm_deploy.simulator

@@ -257,15 +257,13 @@ def image_list(box: Box, images: list[Image]) -> bytes:
     return (json.dumps({"platform": platform, "images": entries}, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _example_lock(fleet: Fleet, catalog: Catalog) -> str:
-    """The example lock's notice when it pinned this bundle's images (README stamp, E15), or ''."""
-    from slm_deploy.supply.lock import find, load
-
+def _example_lock(catalog: Catalog) -> str:
+    """The example lock's notice when it pinned this bundle's images (README stamp, E15), or ''.
+    What the lock says of itself, never its path: the same fleet gives the same bundle wherever
+    slm-deploy is installed (a path here made the goldens differ between checkouts)."""
     if not any(i.locked for i in catalog.images.values()):
         return ""
-    # What the lock says of itself, never its path: the same fleet gives the same bundle wherever
-    # slm-deploy is installed (a path here made the goldens differ between checkouts).
-    return load(find(fleet.directory)).example or ""
+    return catalog.lock_example or ""
 
 
 def _health_checked(upstream: dict[str, str], spec: RuntimeSpec) -> dict[str, str]:
@@ -364,7 +362,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         startup_minutes=max(p.resources.startup_budget_seconds for p in plans) // 60,
         served_as=_served_as(spec),
         onnx_output_tokens=load_onnx_server().default_output_tokens,
-        example_lock=_example_lock(fleet, catalog),
+        example_lock=_example_lock(catalog),
         gpu=bool(plans[0].resources.gpu_count),
         volumes=sorted(compose["volumes"]),
     )

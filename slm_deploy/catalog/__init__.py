@@ -194,6 +194,8 @@ class Catalog(BaseModel):
     images: dict[str, Image]
     charts: dict[str, Chart]
     profiles: dict[str, ImageProfile] = Field(default_factory=dict)
+    # Set by supply.lock.apply when the lock that pinned the images is example data: what it says of itself.
+    lock_example: str | None = None
 
     def model_by_repo(self, repo: str) -> CatalogModel | None:
         lowered = repo.lower()

@@ -76,33 +76,15 @@ def write(path: Path, lock: LockFile) -> None:
         raise
 
 
-# Parsed locks by their text: `bundle` of N boxes reads the lock for each box (its example notice)
-# and parsed and validated it N times, 40% of the time of a 1,000-box fleet. Keyed by content, never
-# by path or time, so a lock rewritten in the same process is read anew.
-_PARSED: dict[str, LockFile] = {}
-_PARSED_MAX = 8
-
-
 def load(path: Path) -> LockFile:
     if not path.exists() and not path.is_symlink():
         raise InputError(str(path), "", "no lock file; run `slm-deploy lock` to resolve the images to digests")
-    # A regular file of bounded size only: a FIFO named as the lock is refused, never waited on.
-    text = read_input(path, str(path))
-    if (parsed := _PARSED.get(text)) is None:
-        parsed = _parse_model(text, path, LockFile, "lock file")
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[text] = parsed
-    # Each caller its own copy: the model is frozen, its dicts are not.
-    return parsed.model_copy(deep=True)
+    return _read_model(path, LockFile, "lock file")
 
 
 def _read_model(path: Path, model: type[M], what: str) -> M:
     # A regular file of bounded size only: a FIFO named as the file is refused, never waited on.
-    return _parse_model(read_input(path, str(path)), path, model, what)
-
-
-def _parse_model(text: str, path: Path, model: type[M], what: str) -> M:
+    text = read_input(path, str(path))
     try:
         data = load_data(text)
     except yaml.YAMLError as exc:
@@ -147,7 +129,7 @@ def apply(catalog: Catalog, lock: LockFile, source: str, allow_unlocked: bool = 
             images[image_id] = image
             continue
         images[image_id] = image.model_copy(update={"digest": entry.digest, "locked": entry})
-    return catalog.model_copy(update={"images": images})
+    return catalog.model_copy(update={"images": images, "lock_example": lock.example})
 
 
 def locked_catalog(directory: Path | None, allow_unlocked: bool | None = None) -> Catalog:

@@ -863,8 +863,10 @@ def test_r2_the_rendered_activation_query_over_real_caddy_metrics(tmp_path: Path
             request = urllib.request.Request(base + path, data=b"{}", headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=10) as resp:
+                    resp.read()  # to its end, as a client does (see test_scale_to_zero's `recorded`)
                     return int(resp.status)
             except urllib.error.HTTPError as err:
+                err.read()
                 return int(err.code)
 
         def activation() -> float:

@@ -287,8 +287,15 @@ def test_14_aks_driver_mode_follows_nvidias_aks_guidance(tmp_path: Path) -> None
     assert "defaultRuntime" not in values.get("operator", {})
     assert values["operator"]["runtimeClass"] == "nvidia-container-runtime"
     assert values["driver"]["enabled"] is False and values["toolkit"]["enabled"] is False
+    # Chart 26.x hands devices over as CDI names by default; AKS's own toolkit writes no CDI specs
+    # for them, so with AKS's driver the devices stay with its runtime handler.
+    assert values["cdi"] == {"enabled": False}
     (pool,) = [p for p in of_type(result, "azure-native:containerservice:AgentPool") if p.inputs.get("nodeTaints")]
     assert pool.inputs["gpuProfile"] == {"driver": "Install"}
+    (operator_release,) = [
+        r for r in of_type(preview("dev"), "kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "gpu-operator"
+    ]
+    assert "cdi" not in operator_release.inputs["values"]  # with the operator's toolkit: the chart's default, CDI on
 
 
 # 15 ------------------------------------------------------------------------------------------
@@ -777,23 +784,35 @@ def test_r2_requests_the_gateway_refuses_do_not_wake_or_hold_the_model() -> None
 
 
 # R12 (issue 23 follow-up): a chart run beyond the Kubernetes minors it is validated with is said
-def test_r12_preview_warns_that_the_gpu_operator_is_not_validated_for_the_stacks_minor() -> None:
-    """gpu-operator v25.3.4 is validated on AKS for 1.29-1.33 (NVIDIA/cloud-native-docs
-    platform-support.rst at the 25.3.4 release commit); the shipped stacks run 1.36, so preview
-    names the range, the source and the chart version that covers the minor."""
+def test_r12_the_gpu_operator_is_validated_for_the_stacks_minor_and_review_says_when_not() -> None:
+    """gpu-operator v25.3.4 was validated for 1.29-1.33 and the shipped stacks run 1.36; the chart is now
+    v26.7.0, validated for 1.33-1.36 (NVIDIA/cloud-native-docs platform-support.rst at 70fde02f). The
+    shipped stacks are inside the window, so preview notes nothing and the simulator finds nothing; a
+    cluster minor beyond the window is a review finding (SLM-SIM-019) naming the range and the source."""
     import json
 
     from slm_deploy.catalog.platform import load_chart_profiles
+    from slm_deploy.simulator import simulate
+    from tests.test_simulator import model, mutate, with_inputs
 
     (profile,) = [p for (chart, _), p in load_chart_profiles().items() if chart == "gpu-operator"]
     assert profile.kubernetes is not None
     low, high = profile.kubernetes.validated
     result = run_cli("preview", "dev", "--json")
     assert result.returncode == 0, result.stderr
-    minor = stack_config("dev")["cluster"]["kubernetesVersion"]
-    (line,) = [x for x in json.loads(result.stdout)["runner"] if x.startswith("dates: gpu-operator")]
-    assert f"{profile.version} is validated on AKS for Kubernetes {low}-{high}, not {minor}" in line
-    assert "platform-support.rst" in line and profile.kubernetes.newer in line
+    minor = ".".join(stack_config("dev")["cluster"]["kubernetesVersion"].split(".")[:2])
+    assert [x for x in json.loads(result.stdout)["runner"] if x.startswith("dates: gpu-operator")] == []
+    stack = model("dev")
+    assert [f for f in simulate(stack) if f.rule == "SLM-SIM-019"] == []
+
+    beyond = f"{high.split('.')[0]}.{int(high.split('.')[1]) + 1}"
+    assert minor != beyond
+    cluster = stack.cluster
+    assert cluster is not None
+    variant = mutate(stack, lambda r: r.urn == cluster.urn, with_inputs("kubernetesVersion", f"{beyond}.0"))
+    messages = [f.message for f in simulate(variant) if f.rule == "SLM-SIM-019"]
+    expected = f"gpu-operator {profile.version} is validated for Kubernetes {low}-{high}, not {beyond}"
+    assert any(m.startswith(expected) and "platform-support.rst" in m for m in messages), messages
 
 
 # R8 (issue 23 follow-up): checked, nothing is shared with an AKS add-on; no forced apply

@@ -577,13 +577,14 @@ def test_verify_compares_loaded_images_with_the_bundle_digests(mirror_lock: Path
     assert no_docker.returncode == 0 and "images: not checked: no docker command here" in no_docker.stdout
 
 
-# What the GPU Operator v25.3.4 makes of each block (read at the tag): its own Deployment and the
-# driver manager print `repository/image:version`; ClusterPolicy's imagePath turns a `sha256:` version
-# into repository/image@version and anything else into repository/image:version; NFD prints repository:tag.
+# What the GPU Operator v26.7.0 makes of each block (read at the tag): its own Deployment, the
+# driver manager and the validator (operator.yaml DRIVER_MANAGER_IMAGE, VALIDATOR_IMAGE) print
+# `repository/image:version`; ClusterPolicy's imagePath turns a `sha256:` version into
+# repository/image@version and anything else into repository/image:version; NFD prints repository:tag.
 GPU_OPERATOR_IMAGE_BLOCKS = {
     "operator": "helm",
     "driver.manager": "helm",
-    "validator": "clusterpolicy",
+    "validator": "helm",
     "devicePlugin": "clusterpolicy",
     "gfd": "clusterpolicy",
     "dcgmExporter": "clusterpolicy",
@@ -619,10 +620,12 @@ def test_the_gpu_operator_runs_every_image_by_the_locked_digest() -> None:
         key, locked = by_repository[repository]
         assert digest == locked, f"{path}: {reference} is not {key}@{locked}"
         rendered[path] = reference
-    operator = lock["nvcr.io/nvidia/gpu-operator:v25.3.4"]["digest"]
-    assert rendered["operator"] == f"nvcr.io/nvidia/gpu-operator:v25.3.4@{operator}"  # not `:sha256:...`
+    images = load_catalog().images
+    operator = images["nvidia-gpu-operator"].ref
+    assert rendered["operator"] == f"{operator}@{lock[operator]['digest']}"  # not `:sha256:...`
+    assert rendered["validator"] == rendered["operator"]  # since 26.x the validator is the operator's image
     assert rendered["gfd"] == rendered["devicePlugin"]  # feature discovery runs the device plugin's image
-    assert dig(values, "dcgmExporter.version") == lock["nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"]["digest"]
+    assert dig(values, "dcgmExporter.version") == lock[images["dcgm-exporter"].ref]["digest"]
     assert values["dcgmExporter"]["serviceMonitor"] == {"enabled": True} and values["devicePlugin"]["enabled"] is True
 
 

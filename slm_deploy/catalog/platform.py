@@ -386,7 +386,7 @@ class ChartImage(_Strict):
 
 
 class ChartKubernetes(_Strict):
-    """The Kubernetes minors the chart version is validated with on AKS."""
+    """The Kubernetes minors the chart's vendor validates this version with (on AKS where it says so)."""
 
     validated: tuple[str, str]
     source: str

@@ -68,6 +68,8 @@ def _dates(stack: Stack, facts: AksFacts) -> list[Finding]:
                     "the cluster and the pinned version becomes a downgrade; move to a newer minor",
                 )
             )
+    if minor is not None:
+        findings.extend(_chart_windows(stack, minor.minor))
     addons = cluster.inputs.get("addonProfiles") or {}
     for retired in facts.retirements:
         if retired.note_only or retired.date > ahead:
@@ -81,6 +83,31 @@ def _dates(stack: Stack, facts: AksFacts) -> list[Finding]:
         when = "retired on" if retired.date < now else "retires on"
         findings.append(Finding("SLM-SIM-019", where, f"{retired.what} {when} {retired.date}: {retired.instead}"))
     return findings
+
+
+def _chart_windows(stack: Stack, minor: str) -> list[Finding]:
+    """A release whose pinned chart version is not validated for the cluster's Kubernetes minor
+    (chart_profiles.yaml `kubernetes`: the range its vendor validates, with the source)."""
+    findings = []
+    for release in stack.releases():
+        profile = chart_profile(release)
+        if profile is None or profile.kubernetes is None:
+            continue
+        low, high = profile.kubernetes.validated
+        if not _minor_key(low) <= _minor_key(minor) <= _minor_key(high):
+            findings.append(
+                Finding(
+                    "SLM-SIM-019",
+                    label(release),
+                    f"{profile.id} {profile.version} is validated for Kubernetes {low}-{high}, not {minor} "
+                    f"({profile.kubernetes.source}); {profile.kubernetes.newer}",
+                )
+            )
+    return findings
+
+
+def _minor_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2])
 
 
 def _placeholders(stack: Stack, facts: AksFacts) -> list[Finding]:

@@ -174,9 +174,11 @@ SIM_RULES: tuple[SimRule, ...] = (
         Severity.HIGH,
         "AKS creates no cluster with a minor past its end of life, force-upgrades clusters leaving platform support "
         "(a pinned older minor is then a downgrade), and retires add-on behaviour on fixed dates: a stack that was "
-        "right when written stops working on a date nobody re-reads.",
+        "right when written stops working on a date nobody re-reads. A chart run on a Kubernetes minor its vendor "
+        "has not validated (the GPU Operator's platform support) is the same drift seen from the other side.",
         "Move kubernetesVersion to a minor in support (catalog/aks.yaml kubernetes_versions), or enable LTS (Premium "
-        "tier); replace retired add-on settings as the finding says.",
+        "tier); replace retired add-on settings as the finding says; keep each chart within its validated minors "
+        "(catalog/chart_profiles.yaml `kubernetes`).",
     ),
     SimRule(
         "SLM-SIM-020",

@@ -55,7 +55,7 @@ def dated_notes(env: Environment) -> list[str]:
             low, high = profile.kubernetes.validated
             if not _minor_in(minor.minor, low, high):
                 lines.append(
-                    f"dates: {profile.id} {profile.version} is validated on AKS for Kubernetes {low}-{high}, not "
+                    f"dates: {profile.id} {profile.version} is validated for Kubernetes {low}-{high}, not "
                     f"{minor.minor} ({profile.kubernetes.source}); {profile.kubernetes.newer}"
                 )
     for retired in facts.retirements:

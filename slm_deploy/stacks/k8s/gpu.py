@@ -43,8 +43,15 @@ class GpuSupport(pulumi.ComponentResource):
         if not installs_driver:
             # AKS node images ship the driver and the container toolkit, whose containerd handler is
             # nvidia-container-runtime (NVIDIA, "GPU Operator with Azure Kubernetes Service",
-            # preinstalled driver and toolkit). v25.3.4 has no operator.defaultRuntime value.
+            # preinstalled driver and toolkit). v26.7.0 has no operator.defaultRuntime value.
             values["operator"] = {"runtimeClass": "nvidia-container-runtime"}
+            # Since 25.10 the chart turns CDI on (values.yaml cdi.enabled; release notes 25.10.0: "CDI
+            # support in container runtimes ... for injecting GPU support"): the device plugin then
+            # hands devices over as CDI names (controllers/object_controls.go
+            # transformDevicePluginCtrForCDI: DEVICE_LIST_STRATEGY cdi-annotations,cdi-cri), whose specs
+            # the toolkit the operator installs writes. With AKS's own toolkit (toolkit off), devices
+            # stay injected by its runtime handler above, as NVIDIA's AKS guide has it (written for 25.x).
+            values["cdi"] = {"enabled": False}
         # Every image it runs by the locked digest (chart_profiles.yaml `images`; feature discovery
         # runs the device plugin's image).
         pin_chart_images(values, chart, catalog)
@@ -62,7 +69,7 @@ class GpuSupport(pulumi.ComponentResource):
                 timeout=900,
                 # operator.upgradeCRD's pre-upgrade hook updates the CRDs, but only if Helm first accepts
                 # a ClusterPolicy with the new fields: the chart asks for --disable-openapi-validation
-                # (gpu-operator v25.3.4 deployments/gpu-operator/values.yaml, operator.upgradeCRD).
+                # (gpu-operator v26.7.0 deployments/gpu-operator/values.yaml, operator.upgradeCRD).
                 disable_openapi_validation=True,
             ),
             opts=pulumi.ResourceOptions(parent=self),

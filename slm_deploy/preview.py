@@ -485,7 +485,7 @@ def transition_report(result: PreviewResult, previous: Path, root: Path) -> tupl
     head = f"from {previous}: " + (
         ", ".join(
             f"{n} {a}"
-            for a in ("refused", "crds", "replace", "delete", "create")
+            for a in ("refused", "unsupported", "crds", "replace", "delete", "create")
             if (n := sum(1 for c in changes if c.action == a))
         )
         or "no replacement, deletion or refusal"

@@ -287,8 +287,8 @@ def test_14_aks_driver_mode_follows_nvidias_aks_guidance(tmp_path: Path) -> None
     assert "defaultRuntime" not in values.get("operator", {})
     assert values["operator"]["runtimeClass"] == "nvidia-container-runtime"
     assert values["driver"]["enabled"] is False and values["toolkit"]["enabled"] is False
-    # Chart 26.x hands devices over as CDI names by default; AKS's own toolkit writes no CDI specs
-    # for them, so with AKS's driver the devices stay with its runtime handler.
+    # Chart 26.x hands devices over as CDI names by default; NVIDIA's AKS guide for a preinstalled
+    # driver and toolkit describes the runtime-handler mode, so with AKS's driver CDI stays off.
     assert values["cdi"] == {"enabled": False}
     (pool,) = [p for p in of_type(result, "azure-native:containerservice:AgentPool") if p.inputs.get("nodeTaints")]
     assert pool.inputs["gpuProfile"] == {"driver": "Install"}

@@ -154,6 +154,29 @@ def test_a_gpu_operator_upgrade_needs_openapi_validation_off() -> None:
     assert not _actions(compare(old, off), "crds")
 
 
+def _at_version(stack: Stack, chart: str, version: str) -> Stack:
+    return Stack(
+        [replace(r, inputs={**r.inputs, "version": version}) if r.inputs.get("chart") == chart else r for r in stack.resources]
+    )
+
+
+def test_a_gpu_operator_upgrade_that_skips_a_major_is_unsupported() -> None:
+    """Review of the 26.7.0 move: NVIDIA supports upgrades only within a major or to the next one
+    (life-cycle-policy.rst), so a cluster running 25.3.4 (what the last release shipped) must step
+    through 25.10 and 26.3; the next train is fine."""
+    shipped = model("dev")
+    (release,) = [r for r in shipped.releases() if r.inputs.get("chart") == "gpu-operator"]
+    assert release.inputs["version"] == "v26.7.0"
+    going = compare(_at_version(shipped, "gpu-operator", "v25.3.4"), shipped)
+    (unsupported,) = _actions(going, "unsupported")
+    assert "v25.3.4 -> v26.7.0" in unsupported.detail and "upgrade through v25.10.1, v26.3.3 first" in unsupported.detail
+    assert "life-cycle-policy.rst" in unsupported.detail
+    old = _at_version(shipped, "gpu-operator", "v25.3.4")
+    assert any(f.message.startswith("unsupported: chart gpu-operator") for f in transition_findings(old, shipped))
+    assert not _actions(compare(_at_version(shipped, "gpu-operator", "v26.3.3"), shipped), "unsupported")
+    assert not _actions(compare(_at_version(shipped, "gpu-operator", "v26.7.0"), shipped), "unsupported")
+
+
 def _minor(version: str, step: int) -> str:
     major, minor = version.split(".")[:2]
     return f"{major}.{int(minor) + step}"

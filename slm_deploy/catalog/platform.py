@@ -310,7 +310,7 @@ class ChartComponent(_Strict):
     enabled: str | None = None
     needs: Literal["gpu"] | None = None
     tolerations: str
-    node_selector: str
+    node_selector: str | None  # None: the chart takes no node selector for it from the values
     resources: str
     defaults: dict[str, Any]
     # For a release named after the chart (stacks/k8s/common.py chart_release): the labels the chart

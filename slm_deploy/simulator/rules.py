@@ -221,9 +221,10 @@ SIM_RULES: tuple[SimRule, ...] = (
         Severity.HIGH,
         "Immutable fields make Pulumi replace a resource (a node pool, the cluster, a volume) and some updates the API "
         "refuses outright (a Kubernetes downgrade, a skipped minor, purge protection off); Helm never upgrades a "
-        "chart's CRDs.",
+        "chart's CRDs; some vendors support a chart upgrade only one release train at a time (the GPU Operator).",
         "Keep the immutable field, add a new resource beside the old one, retain what holds data, or upgrade the CRDs "
-        "with the chart's own mechanism (`slm-deploy preview STACK --from PREVIOUS` lists each case).",
+        "with the chart's own mechanism, step a chart through the releases its vendor names (`slm-deploy preview "
+        "STACK --from PREVIOUS` lists each case).",
     ),
 )
 BY_ID = {rule.id: rule for rule in SIM_RULES}

@@ -199,7 +199,9 @@ def chart_pods(stack: Stack, findings: list[Finding], rule: str = "SLM-SIM-001")
             if component.enabled and dig(values, component.enabled, True) is False:
                 continue
             tolerations = dig(values, component.tolerations, component.defaults.get("tolerations", []))
-            selector = dig(values, component.node_selector, component.defaults.get("node_selector", {}))
+            selector = component.defaults.get("node_selector", {})
+            if component.node_selector:
+                selector = dig(values, component.node_selector, selector)
             resources = dig(values, component.resources, component.defaults.get("resources", {})) or {}
             requests = resources.get("requests") or {}
             out.append(

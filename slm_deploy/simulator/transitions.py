@@ -36,8 +36,8 @@ def catalog() -> dict[str, Any]:
 class Change:
     """One consequence of an `up` from the old state to the new one."""
 
-    severity: int  # 0 refused, 1 loses data, 2 replaces, 3 deletes, 4 creates, 5 updates (the report's order)
-    action: str  # refused | replace | delete | crds | create | update
+    severity: int  # 0 refused or unsupported, 1 loses data, 2 replaces, 3 deletes, 4 creates, 5 updates (the report's order)
+    action: str  # refused | unsupported | replace | delete | crds | create | update
     resource: str
     detail: str
 
@@ -152,6 +152,36 @@ def _crd_upgrade(old: SimResource, new: SimResource) -> str | None:
     return None
 
 
+def _upgrade_path(old: SimResource, new: SimResource) -> str | None:
+    """A chart upgrade that skips a release train its vendor supports stepping through
+    (transitions.yaml chart_upgrade_paths), with the versions to go through."""
+    if new.type not in ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart"):
+        return None
+    chart, before, after = new.inputs.get("chart"), str(old.inputs.get("version")), str(new.inputs.get("version"))
+    for entry in catalog()["chart_upgrade_paths"]:
+        if entry["chart"] != chart:
+            continue
+        trains = [str(train) for train, _ in entry["trains"]]
+        lasts = [str(last) for _, last in entry["trains"]]
+        start, end = _train(trains, before), _train(trains, after)
+        if start is None or end is None or end - start <= 1:
+            return None
+        steps = ", ".join(lasts[start + 1 : end])
+        return (
+            f"chart {chart} {before} -> {after}: {entry['rule']} ({entry['source']}); "
+            f"upgrade through {steps} first (one `up` each), or uninstall the release and install {after}"
+        )
+    return None
+
+
+def _train(trains: list[str], version: str) -> int | None:
+    """The index of the release train `version` belongs to (v26.7 holds v26.7.0, not v26.70.0)."""
+    for i, name in enumerate(trains):
+        if version == name or version.startswith(name + "."):
+            return i
+    return None
+
+
 def compare(old: Stack, new: Stack, retained: set[str] | None = None) -> list[Change]:
     """Every replacement, deletion, refusal and skipped CRD upgrade of an `up` from `old` to `new`;
     `retained`: URNs whose deletion keeps the object (retainOnDelete)."""
@@ -182,6 +212,9 @@ def compare(old: Stack, new: Stack, retained: set[str] | None = None) -> list[Ch
         crds = _crd_upgrade(before, after)
         if crds:
             changes.add(Change(0, "crds", where, crds))
+        path = _upgrade_path(before, after)
+        if path:
+            changes.add(Change(0, "unsupported", where, path))
         if not replacing and after.custom and before.inputs != after.inputs:
             changes.add(Change(5, "update", where, ""))
     for urn, after in new.by_urn.items():
@@ -239,7 +272,7 @@ def check(stack: Stack, facts: AksFacts) -> list[Finding]:
 
 
 def transition_findings(old: Stack, new: Stack, retained: set[str] | None = None) -> list[Finding]:
-    """SLM-SIM-031: what would be refused, lose data or skip CRDs on the way from `old` to `new`."""
+    """SLM-SIM-031: what would be refused, unsupported, lose data or skip CRDs on the way from `old` to `new`."""
     return [
         Finding(TRANSITION_RULE, change.resource, f"{change.action}: {change.detail}")
         for change in compare(old, new, retained)

@@ -23,7 +23,7 @@ ENTRYPOINT = (
 
 
 # The central fleet view (docs/rollout.md, "Fleet view") reads a box's release state through the
-# gateway, the box's one published port: only the box agent's series (rollout/boxagent.py
+# gateway, the box's one published port: only the box agent's series (rollout/boxagent/metrics.py
 # record_state), from the box Prometheus's federation endpoint, with the API key. The query is fixed
 # by the gateway, so a client cannot ask the box's Prometheus for anything else.
 RELEASE_METRICS_PATH = "/slm/release-metrics"

@@ -19,6 +19,7 @@ import yaml
 
 from slm_deploy.gateway import RELEASE_METRICS_PATH
 from slm_deploy.rollout import boxagent, fleetview
+from slm_deploy.rollout.boxagent import metrics as agent_metrics
 from tests.conftest import need_binary, run_cli, stop
 from tests.test_gateway_live import API_KEY, FakeOpenAI, running_gateway
 from tests.test_observability import metric_names
@@ -47,7 +48,9 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
 
 
 def agent(*args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, boxagent.__file__, *args], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.rollout.boxagent", *args], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -240,7 +243,7 @@ def test_the_fleet_dashboard_has_stable_ids_and_reads_only_series_that_exist() -
     used |= set().union(*(metric_names(r["expr"]) for g in groups for r in g["rules"]))
     assert used - recorded <= AGENT_SERIES, used - recorded - AGENT_SERIES
     # ... and every series the agent writes is one of those (tests above read them from its file).
-    assert set(re.findall(r'_family\(\s*"(\w+)"', Path(boxagent.__file__).read_text())) == AGENT_SERIES - {"up"}
+    assert set(re.findall(r'_family\(\s*"(\w+)"', Path(agent_metrics.__file__).read_text())) == AGENT_SERIES - {"up"}
 
 
 @pytest.mark.tools

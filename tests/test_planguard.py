@@ -296,8 +296,9 @@ def run_gate_tasks(
     shutil.copyfile(CHECKER, root / "bin" / "slm-plan-gate.py")
     # release r2 installed by the agent (its metrics record the gate of the release it runs)
     from slm_deploy.rollout import boxagent
+    from slm_deploy.rollout.playbook import copy_agent
 
-    shutil.copyfile(boxagent.__file__, root / "bin" / "slm-box.py")
+    copy_agent(root / "bin" / "slm-box")
     (root / "releases" / "r2" / "clinic-0007").mkdir(parents=True)
     (root / "current").symlink_to("releases/r2/clinic-0007")
     boxagent.record_state(str(root), "installed", {"fleet": "f", "box": "clinic-0007", "release": "r2", "bundle": "sha256:ab"})

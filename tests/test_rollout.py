@@ -12,11 +12,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from slm_deploy.rollout import boxagent
+from slm_deploy.rollout.playbook import copy_agent
 from tests.conftest import ROOT, need, need_binary, run_cli
 
 FLEET = ROOT / "examples" / "fleet.yaml"
@@ -85,12 +87,57 @@ def layout_parts(archive: Path) -> tuple[dict, dict, dict[str, bytes]]:
     return index, manifest, blobs
 
 
-def test_the_box_agent_runs_on_the_standard_library_alone() -> None:
-    """It is copied to boxes on its own: no slm_deploy import, no third-party module."""
-    tree = ast.parse(Path(boxagent.__file__).read_text())
+AgentRun = Callable[..., "subprocess.CompletedProcess[str]"]
+AGENT_PACKAGE = Path(boxagent.__file__).parent
+
+
+@pytest.fixture(scope="session")
+def shipped_agent(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The box agent as `rollout` ships it (the slm-box folder), run as a box runs it, by a python
+    without site-packages (-S) or environment (-I): nothing but the standard library and the folder
+    itself can be imported, not even slm_deploy."""
+    folder = tmp_path_factory.mktemp("box-agent") / "slm-box"
+    copy_agent(folder)
+    return [sys.executable, "-I", "-S", str(folder)]
+
+
+@pytest.fixture
+def box_agent(shipped_agent: list[str]) -> AgentRun:
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*shipped_agent, *args], capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+        )
+
+    return run
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in AGENT_PACKAGE.glob("*.py")))
+def test_the_box_agent_runs_on_the_standard_library_alone(module: str) -> None:
+    """Each module is copied to boxes: no slm_deploy import, no third-party module, only relative
+    imports of the package's own modules (they work as slm_deploy.rollout.boxagent here and as the
+    top-level boxagent on a box), and Python 3.9 syntax (Debian 11's python3)."""
+    source = (AGENT_PACKAGE / module).read_text()
+    tree = ast.parse(source, feature_version=(3, 9))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    if module == "__main__.py":  # run as the folder's __main__ on a box: the package by its top-level name
+        imported -= {AGENT_PACKAGE.name}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+    relative = {(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+    assert {(level, (name or "").split(".")[0] + ".py") for level, name in relative} <= {
+        (1, p.name) for p in AGENT_PACKAGE.glob("*.py")
+    }
+
+
+def test_the_shipped_agent_runs_without_slm_deploy(tmp_path: Path, keys: tuple[Path, Path], box_agent: AgentRun) -> None:
+    """`python3 slm-box` as the playbook and the pull script run it; -S leaves slm_deploy out of reach."""
+    key, signers = keys
+    archive = publish(tmp_path, key, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
+    done = box_agent("verify", "--box", "kiosk-0003", "--allowed-signers", str(signers), "--layout", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["release"] == RELEASE
+    probe = subprocess.run([sys.executable, "-I", "-S", "-c", "import slm_deploy"], capture_output=True, check=False)
+    assert probe.returncode != 0  # the isolation is real: the agent did not lean on the installed package
 
 
 def test_publish_is_byte_identical_and_a_box_accepts_only_its_own_signed_release(tmp_path: Path, keys: tuple[Path, Path]) -> None:
@@ -183,11 +230,11 @@ def test_key_rotation_through_allowed_signers(tmp_path: Path) -> None:
     assert expired.returncode == 2 and "signature" in expired.stderr
 
 
-def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+def test_install_keeps_operator_files_and_rolls_back(tmp_path: Path, keys: tuple[Path, Path], shipped_agent: list[str]) -> None:
     key, signers = keys
     root = tmp_path / "box"
     first = publish(tmp_path / "r1", key, boxes=("kiosk-0003",)) / "kiosk-0003.oci.tar"
-    agent = [sys.executable, boxagent.__file__]
+    agent = shipped_agent
     common = ["--box", "kiosk-0003", "--allowed-signers", str(signers), "--root", str(root), "--operator-entry", "secrets"]
     done = subprocess.run([*agent, "install", "--layout", str(first), *common], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -306,6 +353,25 @@ def write_rollout(tmp_path: Path, keys: tuple[Path, Path], *extra: str) -> Path:
     return out
 
 
+def test_the_agent_is_shipped_without_compiled_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A box compiles for its own python3: the __pycache__ an import leaves beside the sources
+    (this machine's python, its timestamps) is not copied, so the rollout folder stays the same."""
+    import compileall
+
+    from slm_deploy.rollout import playbook
+
+    package = tmp_path / "src" / "boxagent"
+    shutil.copytree(AGENT_PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert compileall.compile_dir(package, quiet=1) and (package / "__pycache__").is_dir()
+    monkeypatch.setattr(playbook, "AGENT", package)
+    written = copy_agent(tmp_path / "slm-box")
+    assert [str(p.relative_to(tmp_path / "slm-box")) for p in written] == [
+        "__main__.py",
+        *(f"boxagent/{p.name}" for p in sorted(AGENT_PACKAGE.glob("*.py"))),
+    ]
+    assert not list((tmp_path / "slm-box").rglob("__pycache__"))
+
+
 def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text("store-0001: {ansible_host: 10.0.0.1, ansible_user: ops}\n")
@@ -321,7 +387,13 @@ def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[P
     assert "forks = 50" in (out / "ansible.cfg").read_text()
     play = yaml.safe_load((out / "playbook.yml").read_text())[0]
     assert play["serial"] == [1, 1, 6] and play["max_fail_percentage"] == 0
-    assert (out / "files" / "slm-box.py").read_bytes() == Path(boxagent.__file__).read_bytes()
+    # The agent's folder holds the package's modules, byte for byte, and its __main__.py on top:
+    # nothing else (no __pycache__ of this machine's python), nothing left out.
+    shipped = out / "files" / "slm-box"
+    expected = {"__main__.py": AGENT_PACKAGE / "__main__.py"}
+    expected |= {f"boxagent/{p.name}": p for p in AGENT_PACKAGE.glob("*.py")}
+    assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == sorted(expected)
+    assert [rel for rel, source in expected.items() if (shipped / rel).read_bytes() != source.read_bytes()] == []
     playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
     need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
     check = subprocess.run(
@@ -408,7 +480,7 @@ def test_the_pull_variant_script_passes_shellcheck(tmp_path: Path, keys: tuple[P
     assert 'cd "$(readlink -f "$ROOT/current")"' in script.read_text()
 
 
-def test_a_box_pinned_to_its_fleet_refuses_another_fleets_release(tmp_path: Path) -> None:
+def test_a_box_pinned_to_its_fleet_refuses_another_fleets_release(tmp_path: Path, shipped_agent: list[str]) -> None:
     """One allowed_signers file may trust the same key for two fleets; the box names its own
     (outside review F5), and `fleet trust` for one fleet keeps the other fleet's line (F6)."""
     key, _ = keypair(tmp_path, "shared")
@@ -436,7 +508,7 @@ def test_a_box_pinned_to_its_fleet_refuses_another_fleets_release(tmp_path: Path
         "kiosk-0003",
     )
     assert done.returncode == 0, done.stderr
-    agent = [sys.executable, boxagent.__file__, "install", "--box", "kiosk-0003", "--allowed-signers", str(signers)]
+    agent = [*shipped_agent, "install", "--box", "kiosk-0003", "--allowed-signers", str(signers)]
     root = ["--root", str(tmp_path / "box"), "--layout", str(layout / "kiosk-0003.oci.tar")]
     refused = subprocess.run([*agent, "--fleet", "retail-stores", *root], capture_output=True, text=True, check=False)
     assert refused.returncode == 2 and "a release of fleet other-fleet" in refused.stderr
@@ -530,14 +602,8 @@ def test_a_box_that_becomes_unreachable_stops_the_wave_and_shows_as_unreachable(
     assert "1 unreachable: box-b" in table.stdout
 
 
-def box_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, boxagent.__file__, *args], capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
-    )
-
-
 def test_a_replayed_older_release_is_refused_unless_the_operator_allows_the_downgrade(
-    tmp_path: Path, keys: tuple[Path, Path]
+    tmp_path: Path, keys: tuple[Path, Path], box_agent: AgentRun
 ) -> None:
     """Outside review F4: the order is the signed sequence; rollback stays allowed."""
     key, signers = keys
@@ -561,7 +627,7 @@ def test_a_replayed_older_release_is_refused_unless_the_operator_allows_the_down
 
 
 def test_after_a_rollback_a_release_older_than_the_newest_ever_installed_is_refused(
-    tmp_path: Path, keys: tuple[Path, Path]
+    tmp_path: Path, keys: tuple[Path, Path], box_agent: AgentRun
 ) -> None:
     """Outside review H4: the order was checked against the current release only; after a rollback
     (or a failed first release, unlinked) a replayed release between the two went in."""
@@ -593,7 +659,7 @@ def fake_ssh(folder: Path, version: str) -> dict[str, str]:
     return {"PATH": f"{folder}:{os.environ['PATH']}"}
 
 
-def test_a_box_whose_openssh_ignores_key_windows_refuses_with_its_version(tmp_path: Path) -> None:
+def test_a_box_whose_openssh_ignores_key_windows_refuses_with_its_version(tmp_path: Path, box_agent: AgentRun) -> None:
     """Outside review F7: valid-after/valid-before exist from OpenSSH 8.7; 8.4 rejects such a line
     and with it every signature, with no word of why. The agent names the version instead."""
     key, line = keypair(tmp_path, "windowed", 'valid-after="20250101"')
@@ -616,7 +682,7 @@ def test_a_box_whose_openssh_ignores_key_windows_refuses_with_its_version(tmp_pa
     assert ok.returncode == 0, ok.stderr
 
 
-def test_a_box_without_the_ssh_client_verifies_with_ssh_keygen_alone(tmp_path: Path) -> None:
+def test_a_box_without_the_ssh_client_verifies_with_ssh_keygen_alone(tmp_path: Path, box_agent: AgentRun) -> None:
     """Outside review H5: on RHEL ssh-keygen comes in `openssh` and ssh in `openssh-clients`; a box
     without `ssh` could not tell its version and refused every release of a fleet with key windows."""
     key, line = keypair(tmp_path, "windowed", 'valid-after="20250101"')
@@ -657,7 +723,9 @@ def fake_docker(folder: Path, ids: dict[str, str]) -> dict[str, str]:
     return {boxagent.DOCKER_ENV: str(docker)}
 
 
-def test_an_offline_box_loads_its_images_archive_and_checks_the_locked_digests(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+def test_an_offline_box_loads_its_images_archive_and_checks_the_locked_digests(
+    tmp_path: Path, keys: tuple[Path, Path], box_agent: AgentRun
+) -> None:
     """Outside review F11: the bundle README's air-gapped step (`docker load -i images.tar`) is part
     of the agent's offline install, and a loaded image other than the locked one is refused."""
     key, signers = keys
@@ -695,7 +763,9 @@ def publish_to(repository: str, key: Path, release: str, sequence: int, box: str
 
 
 @pytest.mark.tools
-def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(
+    tmp_path: Path, keys: tuple[Path, Path], box_agent: AgentRun
+) -> None:
     """Outside review F2. The generated pull script runs as the timer would, against a real registry;
     `docker compose up --wait` fails for the bad release (a docker stand-in: no engine here). After
     the rollback the next ticks leave the box on the good release; an explicit retry, or a newer
@@ -706,7 +776,7 @@ def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path
     out = write_rollout(tmp_path, keys)
     root = tmp_path / "box"
     (root / "bin").mkdir(parents=True)
-    shutil.copy(boxagent.__file__, root / "bin" / "slm-box.py")
+    copy_agent(root / "bin" / "slm-box")
     shutil.copy(signers, root / "allowed_signers")
     script = tmp_path / "pull.sh"
     script.write_text((out / "pull" / "slm-deploy-pull.sh").read_text().replace("ROOT=/srv/slm-deploy", f"ROOT={root}"))
@@ -752,7 +822,7 @@ def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path
         # current, and the next ticks do not bring it up again either.
         first = tmp_path / "first"
         (first / "bin").mkdir(parents=True)
-        shutil.copy(boxagent.__file__, first / "bin" / "slm-box.py")
+        copy_agent(first / "bin" / "slm-box")
         shutil.copy(signers, first / "allowed_signers")
         script.write_text(script.read_text().replace(f"ROOT={root}", f"ROOT={first}"))
         publish_to(repository, key, "bad-4", 4, "kiosk-0003")
@@ -769,7 +839,9 @@ def test_the_pull_timer_does_not_retry_a_release_that_failed_on_the_box(tmp_path
 
 
 @pytest.mark.tools
-def test_the_box_fetches_from_a_token_protected_registry_with_a_credentials_file(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+def test_the_box_fetches_from_a_token_protected_registry_with_a_credentials_file(
+    tmp_path: Path, keys: tuple[Path, Path], box_agent: AgentRun
+) -> None:
     """Outside review F3: the registry (Debian's docker-registry with token auth) answers 401 with a
     Bearer challenge; the box gets a token from the realm with the user and password of a 0600 file."""
     import base64

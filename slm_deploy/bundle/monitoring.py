@@ -107,7 +107,7 @@ NODE_PROC_LINKS = ("stat", "meminfo", "loadavg")  # cpu, meminfo, loadavg
 # volume's filesystem is that disk. It is mounted as the exporter's root filesystem (statfs of the
 # host's "/" mount point), instead of the host's whole "/" (which holds the engine's sockets).
 NODE_DISK_VOLUME = "prometheus-data"
-# The release this box runs, as the box agent writes it (rollout/boxagent.py record_state) into
+# The release this box runs, as the box agent writes it (rollout/boxagent/metrics.py record_state) into
 # ROOT/metrics, read by node-exporter's textfile collector (node_exporter collector/textfile.go:
 # *.prom files of --collector.textfile.directory) for the fleet view (docs/rollout.md). ROOT is the
 # agent's --root; a box with another root sets SLM_ROOT in the bundle's .env (an operator file).

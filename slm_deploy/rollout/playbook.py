@@ -6,7 +6,8 @@ of ring sizes, hosts listed ring by ring, so Ansible's batches are exactly the r
 which more than `max_fail_percentage` of its boxes fail ends the play, and no later ring is touched
 (Ansible "Controlling playbook execution: strategies and more", serial and max_fail_percentage).
 
-On each box: copy the box agent (slm_deploy/rollout/boxagent.py) and the release keys, copy the
+On each box: copy the box agent (the slm_deploy/rollout/boxagent package, as the folder slm-box: see
+copy_agent) and the release keys, copy the
 box's OCI layout archive, let the agent verify and install it beside the previous release, create
 missing secrets (init-secrets.sh only creates what is missing), `docker compose up --wait` through
 community.docker.docker_compose_v2, then the health gate: `slm-deploy smoke` from the controller
@@ -29,7 +30,8 @@ from slm_deploy.fleet import Fleet, waves
 from slm_deploy.rollout import boxagent, planguard
 from slm_deploy.yamlout import dump
 
-AGENT = Path(boxagent.__file__)
+AGENT = Path(boxagent.__file__).parent  # the package's folder; on a box, slm-box/boxagent/
+AGENT_DIR = "slm-box"  # `python3 slm-box ...` runs slm-box/__main__.py
 PLAN_GATE = Path(planguard.__file__)
 # How long the plan gate waits for the model server's start-up lines after the smoke gate passed
 # (the smoke requests have loaded the model: Ollama loads on the first request).
@@ -78,7 +80,7 @@ def _gate_command() -> str:
 
 
 def _plan_gate_command(plan_gate: str) -> str:
-    # --since: the `current` link, which the box agent's install re-creates (boxagent.py _link), so
+    # --since: the `current` link, which the box agent's install re-creates (boxagent.boxroot.set_link), so
     # its mtime is when this release was installed. A model server whose container is older was not
     # restarted by this release (its service did not change), and its start-up lines may have
     # rotated out of the log: the gate then says "not checked" rather than roll a healthy box back.
@@ -91,7 +93,7 @@ def _plan_gate_command(plan_gate: str) -> str:
 
 def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
     sizes = [len(boxes) for _, boxes in waves(fleet)]
-    agent = "{{ slm_root }}/bin/slm-box.py"
+    agent = f"{{{{ slm_root }}}}/bin/{AGENT_DIR}"
     plan_gate = "{{ slm_root }}/bin/slm-plan-gate.py"
     install = (
         f"python3 {agent} install --box {{{{ inventory_hostname }}}} --fleet {fleet.name} "
@@ -153,7 +155,17 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "ansible.builtin.file": {"path": "{{ item }}", "state": "directory", "mode": "0755"},
                     "loop": ["{{ slm_root }}/bin", "{{ slm_root }}/incoming"],
                 },
-                {"name": "Box agent", "ansible.builtin.copy": {"src": "files/slm-box.py", "dest": agent, "mode": "0755"}},
+                {
+                    "name": "Box agent",
+                    # `src` ends in a slash: the folder's contents into `dest` (ansible.builtin.copy);
+                    # `directory_mode` is what the folders it creates get, `mode` each file.
+                    "ansible.builtin.copy": {
+                        "src": f"files/{AGENT_DIR}/",
+                        "dest": agent,
+                        "mode": "0644",
+                        "directory_mode": "0755",
+                    },
+                },
                 {
                     "name": "Plan gate",
                     "ansible.builtin.copy": {"src": "files/slm-plan-gate.py", "dest": plan_gate, "mode": "0755"},
@@ -359,7 +371,7 @@ PULL_SCRIPT = """\
 # private registry.
 set -eu
 ROOT=/srv/slm-deploy
-AGENT="$ROOT/bin/slm-box.py"
+AGENT="$ROOT/bin/{agent}"
 rc=0
 python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
   --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET" \\
@@ -422,7 +434,9 @@ def write_rollout(
         # Ansible's default of 5 boxes at a time would make a 10,000-box wave take days.
         "ansible.cfg": "[defaults]\nforks = 50\n",
         "playbook.yml": dump(plays),
-        "pull/slm-deploy-pull.sh": PULL_SCRIPT.format(operator="".join(f" \\\n  --operator-entry {e}" for e in OPERATOR_ENTRIES)),
+        "pull/slm-deploy-pull.sh": PULL_SCRIPT.format(
+            agent=AGENT_DIR, operator="".join(f" \\\n  --operator-entry {e}" for e in OPERATOR_ENTRIES)
+        ),
         "pull/slm-deploy-pull.service": PULL_SERVICE,
         "pull/slm-deploy-pull.timer": PULL_TIMER,
     }
@@ -433,10 +447,31 @@ def write_rollout(
         path.write_text(text)
         written.append(path)
     (out / "files").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(AGENT, out / "files" / "slm-box.py")
+    copy_agent(out / "files" / AGENT_DIR)
     shutil.copyfile(PLAN_GATE, out / "files" / "slm-plan-gate.py")
     shutil.copyfile(allowed_signers, out / "files" / "allowed_signers")
     (out / "reports").mkdir(exist_ok=True)
     (out / "work").mkdir(exist_ok=True)
     (out / "work").chmod(0o700)  # the boxes' API keys, fetched for the gate
+    return written
+
+
+def agent_files() -> list[tuple[str, Path]]:
+    """The box agent as a box gets it: (path inside the slm-box folder, source file), sorted. The
+    package's modules go to boxagent/ and its __main__.py also to the top, where `python3 slm-box`
+    looks for it; compiled files (__pycache__) stay behind: a box compiles for its own python3."""
+    modules = sorted(AGENT.glob("*.py"))
+    return [("__main__.py", AGENT / "__main__.py"), *((f"{AGENT.name}/{path.name}", path) for path in modules)]
+
+
+def copy_agent(folder: Path) -> list[Path]:
+    """Write the slm-box folder afresh (a module dropped from the package does not linger)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    written = []
+    for rel, source in agent_files():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, path)
+        written.append(path)
     return written

@@ -4,7 +4,7 @@ written as an OCI image layout archive for a box with no network (issue 25).
 The artifact (OCI image manifest 1.1 with `artifactType`, which registries that predate 1.1 store
 as an ordinary manifest): a config blob naming the box, fleet and release; the bundle archive
 (`slm-deploy bundle --tar`'s reproducible .tar.gz); the release statement; and its SSH signature.
-The verifier is slm_deploy/rollout/boxagent.py, the same code the box runs.
+The verifier is slm_deploy/rollout/boxagent/, the same code the box runs.
 """
 
 from __future__ import annotations

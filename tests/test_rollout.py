@@ -394,6 +394,12 @@ def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[P
     expected |= {f"boxagent/{p.name}": p for p in AGENT_PACKAGE.glob("*.py")}
     assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == sorted(expected)
     assert [rel for rel, source in expected.items() if (shipped / rel).read_bytes() != source.read_bytes()] == []
+    # A box set up by a release before the package keeps no stale one-file agent beside the folder.
+    (block,) = [t["block"] for t in play["tasks"] if t.get("name") == "Rollout"]
+    names = [t.get("name") for t in block]
+    (removal,) = [t["ansible.builtin.file"] for t in block if t.get("name") == "Earlier box agent"]
+    assert removal == {"path": "{{ slm_root }}/bin/slm-box.py", "state": "absent"}
+    assert names.index("Earlier box agent") < names.index("Box agent")
     playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
     need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
     check = subprocess.run(

@@ -156,6 +156,12 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "loop": ["{{ slm_root }}/bin", "{{ slm_root }}/incoming"],
                 },
                 {
+                    # The one-file agent that releases before the package shipped (bin/slm-box.py);
+                    # nothing runs it any more.
+                    "name": "Earlier box agent",
+                    "ansible.builtin.file": {"path": "{{ slm_root }}/bin/slm-box.py", "state": "absent"},
+                },
+                {
                     "name": "Box agent",
                     # `src` ends in a slash: the folder's contents into `dest` (ansible.builtin.copy);
                     # `directory_mode` is what the folders it creates get, `mode` each file.

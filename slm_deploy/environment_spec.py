@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -151,47 +151,42 @@ class ClusterSpec(Camel):
         return "ServicePrincipal" if self.deployer_object_id else "User"
 
 
-class GpuPoolSpec(Camel):
+class PoolSpec(Camel):
+    """What every node pool states first: its name, VM size and node counts."""
+
     name: str = Field(pattern=POOL_NAME)
     vm_size: str | None = Field(default=None, description="Azure VM size; None: the planner's recommendation.")
     min_count: int = Field(default=0, ge=0, le=100)
     max_count: int = Field(default=1, ge=1, le=100)
     spot: bool = False
-    mig_profile: str | None = Field(default=None, description="AKS gpuInstanceProfile (aks.yaml mig_profiles).")
-    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
-    os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
 
     @model_validator(mode="after")
-    def _counts(self) -> GpuPoolSpec:
+    def _counts(self) -> Self:
         if self.min_count > self.max_count:
             raise ValueError("minCount cannot exceed maxCount")
         return self
 
 
-class CpuPoolSpec(Camel):
+class GpuPoolSpec(PoolSpec):
+    mig_profile: str | None = Field(default=None, description="AKS gpuInstanceProfile (aks.yaml mig_profiles).")
+    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
+    os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
+
+
+class CpuPoolSpec(PoolSpec):
     """A pool of CPU nodes for CPU model servers (runtime onnx; ollama or llamacpp planned on the CPU).
 
     aks: a User pool of `vmSize`, tainted and labelled so that only the servers placed on it land there.
     existing: where your CPU nodes are: the servers get `nodeSelector` and tolerate `tolerations`;
     `vmSize` (a size with facts in catalog/aks.yaml) is what they are planned on."""
 
-    name: str = Field(pattern=POOL_NAME)
     vm_size: str = Field(description="A CPU size in catalog/aks.yaml node_sizes (driver: none).")
-    min_count: int = Field(default=0, ge=0, le=100)
-    max_count: int = Field(default=1, ge=1, le=100)
-    spot: bool = False
     os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
     os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="existing: labels of your CPU nodes.")
     tolerations: tuple[Annotated[str, StringConstraints(pattern=TAINT)], ...] = Field(
         default=(), description="existing: the taints of your CPU nodes (key=value:Effect), tolerated exactly."
     )
-
-    @model_validator(mode="after")
-    def _counts(self) -> CpuPoolSpec:
-        if self.min_count > self.max_count:
-            raise ValueError("minCount cannot exceed maxCount")
-        return self
 
 
 class AutoscalingSpec(Camel):

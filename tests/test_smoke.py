@@ -299,3 +299,38 @@ def test_the_burst_reports_the_slow_tail_of_tokens_per_second() -> None:
     latency = burst_latency([*fast, slow], requests=20)
     assert latency["ttft_seconds"] == {"p50": 0.1, "p95": 0.1}
     assert latency["tokens_per_second"] == {"p50": 100.0, "p5": 1.0}
+
+
+class GarbledOpenAI(StreamingOpenAI):
+    """Streams one event that is not what an OpenAI-compatible server sends: `event` as it is."""
+
+    event = b"{not json"
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not body.get("stream"):
+            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "".join(self.words)}}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b"data: " + self.event + b"\n\ndata: [DONE]\n\n")
+        self.close_connection = True
+
+
+class ListEventOpenAI(GarbledOpenAI):
+    event = b"[1, 2]"
+
+
+@pytest.mark.parametrize(
+    ("handler", "detail"),
+    [
+        (GarbledOpenAI, "an SSE event is not JSON: {not json"),
+        (ListEventOpenAI, "an SSE event is not a JSON object: [1, 2]"),
+    ],
+)
+def test_an_event_that_is_not_a_json_object_fails_the_stream_check(handler: type[GarbledOpenAI], detail: str) -> None:
+    with serving(handler) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=1, timeout=10)
+    found = {c.name: c for c in result.checks}
+    assert found["stream"].status == "fail" and detail in found["stream"].detail, found["stream"]

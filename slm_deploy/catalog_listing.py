@@ -4,7 +4,7 @@ and stack files accept)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from slm_deploy.catalog import load_catalog
@@ -15,33 +15,26 @@ from slm_deploy.catalog.platform import load_aks_facts
 VM_SIZES_SOURCE = "catalog/gpus.yaml: Microsoft Learn size pages"
 
 
-def _models() -> list[dict[str, Any]]:
+def _rows(items: Iterable[Any], attributes: tuple[str, ...], **computed: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """A row per catalog entry: its `attributes` as they are, then the `computed` columns, in that order."""
     return [
-        {
-            "id": m.id,
-            "hf_repo": m.hf_repo,
-            "params_b": m.params_b,
-            "max_context": m.max_context,
-            "license": m.license,
-            "gated": m.gated,
-            "source": m.source,
-        }
-        for m in load_catalog().models.values()
+        {**{name: getattr(item, name) for name in attributes}, **{name: value(item) for name, value in computed.items()}}
+        for item in items
     ]
+
+
+def _models() -> list[dict[str, Any]]:
+    columns = ("id", "hf_repo", "params_b", "max_context", "license", "gated", "source")
+    return _rows(load_catalog().models.values(), columns)
 
 
 def _gpus() -> list[dict[str, Any]]:
-    return [
-        {
-            "id": g.id,
-            "name": g.name,
-            "memory_gib": g.memory_gib,
-            "vendor": g.vendor,
-            "host_arch": g.host_arch.value,
-            "source": g.source or "catalog/gpus.yaml",
-        }
-        for g in load_catalog().gpus.values()
-    ]
+    return _rows(
+        load_catalog().gpus.values(),
+        ("id", "name", "memory_gib", "vendor"),
+        host_arch=lambda g: g.host_arch.value,
+        source=lambda g: g.source or "catalog/gpus.yaml",
+    )
 
 
 def _vm_sizes() -> list[dict[str, Any]]:
@@ -64,14 +57,12 @@ def _vm_sizes() -> list[dict[str, Any]]:
 
 
 def _images() -> list[dict[str, Any]]:
-    return [
-        {
-            "id": i.id,
-            "image": f"{i.repository}:{i.tag}",
-            "source": i.source or "catalog/images.yaml",
-        }
-        for i in load_catalog().images.values()
-    ]
+    return _rows(
+        load_catalog().images.values(),
+        ("id",),
+        image=lambda i: f"{i.repository}:{i.tag}",
+        source=lambda i: i.source or "catalog/images.yaml",
+    )
 
 
 KINDS: dict[str, Callable[[], list[dict[str, Any]]]] = {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +15,8 @@ from slm_deploy.cli_ops import catalog_command, init, lock, smoke
 from slm_deploy.cli_rollout import fleet, publish, rollout
 from slm_deploy.errors import InputError
 from slm_deploy.spec import CpuArch, KvCacheDtype, Quantization, Runtime
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -25,14 +28,16 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
+def _project_option(help_text: str, *aliases: str) -> Callable[[Command], Command]:
+    """--project: the Pulumi project folder a command reads (default: the current folder)."""
+    return click.option(
+        "--project", *aliases, "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None, help=help_text
+    )
+
+
 # preflight and preview find Pulumi.STACK.yaml the same way (review and image onnx say what else they read).
-project_option = click.option(
-    "--project",
-    "--project-dir",
-    "project_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).",
+project_option = _project_option(
+    "Pulumi project folder holding Pulumi.yaml and Pulumi.STACK.yaml (default: the current folder).", "--project-dir"
 )
 
 
@@ -357,13 +362,7 @@ def preview(
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--stack", "stacks", multiple=True, help="Review a stack through its offline preview (repeatable).")
 @click.option("--fleet", "fleets", multiple=True, type=click.Path(path_type=Path), help="Review a fleet's bundles.")
-@click.option(
-    "--project",
-    "project_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Pulumi project folder for --stack (default: the current folder).",
-)
+@_project_option("Pulumi project folder for --stack (default: the current folder).")
 @click.option("--sarif", "sarif_file", type=NonEmptyPath(path_type=Path), help="Write merged SARIF 2.1.0 here.")
 @click.option("--json", "as_json", is_flag=True, help="Print findings and skips as JSON.")
 @click.option(
@@ -414,13 +413,7 @@ def image() -> None:
 @image.command("onnx")
 @click.argument("stack")
 @click.option("--out", "out_dir", type=NonEmptyPath(path_type=Path, file_okay=False), required=True, help="A new folder.")
-@click.option(
-    "--project",
-    "project_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Pulumi project folder holding Pulumi.STACK.yaml and images.lock.yaml (default: the current folder).",
-)
+@_project_option("Pulumi project folder holding Pulumi.STACK.yaml and images.lock.yaml (default: the current folder).")
 @clear_errors
 def image_onnx(stack: str, out_dir: Path, project_dir: Path | None) -> None:
     """Write the build context of each onnx model's server image of Pulumi.STACK.yaml into OUT.

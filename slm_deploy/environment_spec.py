@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from slm_deploy.catalog.platform import load_aks_facts
+from slm_deploy.catalog.platform import AksFacts, load_aks_facts
 from slm_deploy.fleet import SloThresholds
 from slm_deploy.netranges import open_to_internet
 from slm_deploy.spec import Frozen, Runtime, Serving
@@ -32,6 +32,17 @@ class Camel(Frozen):
     numbers_from_text = True
 
 
+def _low_at_most_high(low: str, high: str) -> Any:
+    """A model validator: field `low` (a minimum) cannot exceed field `high`; the message names their keys."""
+
+    def check(model: Camel) -> Camel:
+        if getattr(model, low) > getattr(model, high):
+            raise ValueError(f"{to_camel(low)} cannot exceed {to_camel(high)}")
+        return model
+
+    return model_validator(mode="after")(check)
+
+
 class ClusterMode(StrEnum):
     AKS = "aks"
     EXISTING = "existing"
@@ -40,6 +51,19 @@ class ClusterMode(StrEnum):
 class GpuDriver(StrEnum):
     OPERATOR = "operator"  # NVIDIA GPU Operator installs drivers; AKS installs none (gpuProfile.driver None)
     AKS = "aks"  # AKS installs drivers (gpuProfile.driver Install); we run only the device plugin
+
+
+def api_range_refusal(cidr: str, facts: AksFacts) -> str | None:
+    """Why `cidr` cannot be one of the API server's authorized ranges, or None when it can."""
+    if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+        return f"{cidr} opens the API server to the whole internet"
+    reserved = facts.documentation_range(cidr)
+    if reserved:
+        return (
+            f"{cidr} is in the documentation range {reserved} ({facts.documentation_ranges.source}): "
+            "no deployer's traffic comes from there; list your runner's egress CIDRs"
+        )
+    return None
 
 
 class ApiServerAccess(Camel):
@@ -58,15 +82,9 @@ class ApiServerAccess(Camel):
         if reason:
             raise ValueError(f"{', '.join(value)}: {reason}; the API server would be open to the internet")
         for cidr in value:
-            network = ipaddress.ip_network(cidr, strict=False)
-            if network.prefixlen == 0:
-                raise ValueError(f"{cidr} opens the API server to the whole internet")
-            reserved = facts.documentation_range(cidr)
-            if reserved:
-                raise ValueError(
-                    f"{cidr} is in the documentation range {reserved} ({facts.documentation_ranges.source}): "
-                    "no deployer's traffic comes from there; list your runner's egress CIDRs"
-                )
+            refusal = api_range_refusal(cidr, facts)
+            if refusal:
+                raise ValueError(refusal)
         return value
 
     @model_validator(mode="after")
@@ -151,47 +169,38 @@ class ClusterSpec(Camel):
         return "ServicePrincipal" if self.deployer_object_id else "User"
 
 
-class GpuPoolSpec(Camel):
+class PoolSpec(Camel):
+    """What every node pool states first: its name, VM size and node counts."""
+
     name: str = Field(pattern=POOL_NAME)
     vm_size: str | None = Field(default=None, description="Azure VM size; None: the planner's recommendation.")
     min_count: int = Field(default=0, ge=0, le=100)
     max_count: int = Field(default=1, ge=1, le=100)
     spot: bool = False
+
+    _counts = _low_at_most_high("min_count", "max_count")
+
+
+class GpuPoolSpec(PoolSpec):
     mig_profile: str | None = Field(default=None, description="AKS gpuInstanceProfile (aks.yaml mig_profiles).")
     os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
     os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
 
-    @model_validator(mode="after")
-    def _counts(self) -> GpuPoolSpec:
-        if self.min_count > self.max_count:
-            raise ValueError("minCount cannot exceed maxCount")
-        return self
 
-
-class CpuPoolSpec(Camel):
+class CpuPoolSpec(PoolSpec):
     """A pool of CPU nodes for CPU model servers (runtime onnx; ollama or llamacpp planned on the CPU).
 
     aks: a User pool of `vmSize`, tainted and labelled so that only the servers placed on it land there.
     existing: where your CPU nodes are: the servers get `nodeSelector` and tolerate `tolerations`;
     `vmSize` (a size with facts in catalog/aks.yaml) is what they are planned on."""
 
-    name: str = Field(pattern=POOL_NAME)
     vm_size: str = Field(description="A CPU size in catalog/aks.yaml node_sizes (driver: none).")
-    min_count: int = Field(default=0, ge=0, le=100)
-    max_count: int = Field(default=1, ge=1, le=100)
-    spot: bool = False
     os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
     os_disk_gb: int | None = Field(default=None, ge=30, le=2048, description="None: 128, or the temp disk if smaller.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="existing: labels of your CPU nodes.")
     tolerations: tuple[Annotated[str, StringConstraints(pattern=TAINT)], ...] = Field(
         default=(), description="existing: the taints of your CPU nodes (key=value:Effect), tolerated exactly."
     )
-
-    @model_validator(mode="after")
-    def _counts(self) -> CpuPoolSpec:
-        if self.min_count > self.max_count:
-            raise ValueError("minCount cannot exceed maxCount")
-        return self
 
 
 class AutoscalingSpec(Camel):
@@ -204,11 +213,7 @@ class AutoscalingSpec(Camel):
     cooldown_seconds: int = Field(default=360, ge=30)
     cpu_utilization_percent: int = Field(default=70, ge=10, le=100, description="HPA target for Ollama/llama.cpp.")
 
-    @model_validator(mode="after")
-    def _bounds(self) -> AutoscalingSpec:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("minReplicas cannot exceed maxReplicas")
-        return self
+    _bounds = _low_at_most_high("min_replicas", "max_replicas")
 
 
 class ModelDeploymentSpec(Camel):

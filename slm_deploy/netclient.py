@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 from slm_deploy.errors import InputError
 
@@ -129,6 +130,14 @@ def is_loopback(host: str) -> bool:
 def host_of(url: str) -> str:
     """`host[:port]` of a URL, as a user would name it in a message."""
     return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+
+
+class Hops(TypedDict, total=False):
+    """Where a request may go after its first answer, and with which credentials (see Client.open)."""
+
+    auth: str | None
+    redirects: int
+    drop_auth_on_redirect: bool
 
 
 @dataclass(frozen=True)
@@ -424,16 +433,12 @@ class Client:
         *,
         limit: int,
         what: str = "answer",
-        auth: str | None = None,
-        redirects: int = 0,
-        drop_auth_on_redirect: bool = False,
         error_limit: int = ERROR_BODY_BYTES,
+        **hops: Unpack[Hops],
     ) -> Response:
         """A whole answer: a 2xx body of at most LIMIT bytes (else TooLarge), other bodies cut at
         ERROR_LIMIT (an error page is read for its message, never whole)."""
-        with self.open(
-            method, url, headers, body, auth=auth, redirects=redirects, drop_auth_on_redirect=drop_auth_on_redirect
-        ) as stream:
+        with self.open(method, url, headers, body, **hops) as stream:
             if method == "HEAD":
                 data = b""
             elif 200 <= stream.status < 300:
@@ -448,10 +453,7 @@ class Client:
         start: int,
         end: int,
         headers: dict[str, str] | None = None,
-        *,
-        auth: str | None = None,
-        redirects: int = 0,
-        drop_auth_on_redirect: bool = False,
+        **hops: Unpack[Hops],
     ) -> tuple[int, bytes]:
         """Bytes START..END (inclusive) of a file, at most END-START+1 of them whatever the server
         does: a server that ignores Range (200) is read up to END and no further; one that sends
@@ -459,14 +461,7 @@ class Client:
         if start < 0 or end < start:
             raise ValueError(f"bad range {start}-{end}")
         wanted = end - start + 1
-        with self.open(
-            "GET",
-            url,
-            {**(headers or {}), "Range": f"bytes={start}-{end}"},
-            auth=auth,
-            redirects=redirects,
-            drop_auth_on_redirect=drop_auth_on_redirect,
-        ) as stream:
+        with self.open("GET", url, {**(headers or {}), "Range": f"bytes={start}-{end}"}, **hops) as stream:
             if stream.status == 206:
                 return 206, stream.read(wanted, "ranged answer", truncate=True)
             if stream.status == 200:

@@ -38,9 +38,7 @@ class RuntimeSpec:
     """The server side of one box: one service, serving every model planned for it."""
 
     runtime: Runtime
-    service: str
     image: str
-    port: int
     command: list[str]
     entrypoint: list[str] | None
     environment: dict[str, str]
@@ -50,6 +48,15 @@ class RuntimeSpec:
     dockerfile: str | None  # offline: the Dockerfile that bakes the model in
     files: dict[str, str]  # extra files the runtime needs (Modelfiles), path -> text
     built: bool = False  # the server image is built from `dockerfile` on every box, not pulled (onnx)
+
+    @property
+    def service(self) -> str:
+        """The compose service (and Kubernetes container) that runs the server: named after its runtime."""
+        return self.runtime.value
+
+    @property
+    def port(self) -> int:
+        return SERVER_PORT[self.runtime]
 
 
 def runtime_image_id(plan: Plan) -> str:
@@ -172,9 +179,7 @@ def vllm_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         }
     return RuntimeSpec(
         runtime=Runtime.VLLM,
-        service="vllm",
         image=image,
-        port=port,
         command=args,
         entrypoint=["vllm", "serve"],
         environment=env,
@@ -227,9 +232,7 @@ def ollama_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box
         }
     return RuntimeSpec(
         runtime=Runtime.OLLAMA,
-        service="ollama",
         image=image,
-        port=port,
         command=["serve"],
         entrypoint=["/bin/ollama"],
         environment=env,
@@ -301,9 +304,7 @@ def llamacpp_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, b
         }
     return RuntimeSpec(
         runtime=Runtime.LLAMACPP,
-        service="llamacpp",
         image=image,
-        port=port,
         command=args,
         entrypoint=["/app/llama-server"],
         environment={"HOME": "/tmp"},
@@ -379,9 +380,7 @@ def onnx_runtime(plans: tuple[Plan, ...], catalog: Catalog, offline: bool, box_i
         }
     return RuntimeSpec(
         runtime=Runtime.ONNX,
-        service="onnx",
         image=image,
-        port=port,
         command=["--model-dir", model_dir, *plan.runtime_args, "--listen", f"http://0.0.0.0:{port}", "--scratch", ONNX_SCRATCH],
         entrypoint=["python3", ONNX_LAUNCHER],
         # CI=true: undocumented, observed in foundry-local-sdk 2.2.1's log ("CI environment detected;

@@ -48,6 +48,23 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def check_regular(
+    fd: int,
+    source: str,
+    limit: int,
+    not_regular: str = "not a regular file",
+    too_large: str = "too large ({size} bytes; the limit is {limit})",
+) -> None:
+    """Refuse what `fd` opens unless it is a regular file of at most `limit` bytes, asked of the open
+    descriptor before anything is read (a name checked first could be swapped for a FIFO after).
+    `not_regular` and `too_large` are what the caller calls such a file in its error."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(source, "", f"{not_regular} ({file_kind(info.st_mode)})")
+    if info.st_size > limit:
+        raise InputError(source, "", too_large.format(size=info.st_size, limit=limit))
+
+
 def read_bytes(path: Path, source: str, limit: int = MAX_INPUT_BYTES, follow: bool = True) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; checked on the open descriptor, so a
     FIFO is never waited on and a device never read."""
@@ -57,11 +74,7 @@ def read_bytes(path: Path, source: str, limit: int = MAX_INPUT_BYTES, follow: bo
     except OSError as exc:
         raise InputError(source, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(source, "", f"not a regular file ({file_kind(info.st_mode)})")
-        if info.st_size > limit:
-            raise InputError(source, "", f"too large ({info.st_size} bytes; the limit is {limit})")
+        check_regular(fd, source, limit)
         chunks = []
         size = 0
         while size <= limit:

@@ -26,6 +26,7 @@ from typing import Any
 from slm_deploy.errors import InputError
 from slm_deploy.netclient import Client, NetError, Stream, Watchdog, command_deadline
 from slm_deploy.netclient import Unreachable as NoAnswer
+from slm_deploy.safejson import NotAJsonObject, json_object
 from slm_deploy.safeyaml import read_bytes
 
 PROMPT = "Reply with one short sentence: what is a smoke test?"
@@ -216,11 +217,9 @@ def _read_sse(answer: Stream, start: float, timeout: float) -> StreamResult:
                 done = True
                 break
             try:
-                event = json.loads(data)
-            except (ValueError, RecursionError):
-                raise StreamError(f"an SSE event is not JSON: {_snippet(data)}") from None
-            if not isinstance(event, dict):
-                raise StreamError(f"an SSE event is not a JSON object: {_snippet(data)}")
+                event = json_object(data)
+            except NotAJsonObject as exc:
+                raise StreamError(f"an SSE event is {exc}: {_snippet(data)}") from None
             if event.get("error"):
                 # A failure after the 200 status line (vLLM, llama.cpp): an error event, then [DONE].
                 error = event["error"]

@@ -188,3 +188,10 @@ def test_a_malformed_answer_is_one_error_line(client: str, index: int, tmp_path:
             result = cli(tmp_path, *args, OLLAMA_REGISTRY=peer.url)
     line = one_error_line(result)
     assert "nested too deeply" not in line  # the recursion limit is the answer's fault, named as such
+
+
+@pytest.mark.parametrize(("body", "what"), [(b"{not json", "not JSON"), (b"[]", "not a JSON object")])
+def test_lock_names_a_manifest_that_is_not_a_json_object(body: bytes, what: str, tmp_path: Path) -> None:
+    with serve(Hostile("malformed-json", body=body)) as peer:
+        line = one_error_line(cli(tmp_path, *lock_args(tmp_path, peer.host)))
+    assert f"{peer.host}/team/app:1.0: the manifest is {what}" in line, line

@@ -35,13 +35,16 @@ class StreamingOpenAI(FakeOpenAI):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
+        self.stream()
+        self.close_connection = True
+
+    def stream(self) -> None:
         for word in self.words:
             self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {"content": word}}]}).encode() + b"\n\n")
             self.wfile.flush()
             time.sleep(0.005)
         usage = {"choices": [], "usage": {"completion_tokens": len(self.words)}}
         self.wfile.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
-        self.close_connection = True
 
 
 class SlowOpenAI(StreamingOpenAI):
@@ -264,22 +267,23 @@ def test_a_reasoning_model_that_only_thought_within_max_tokens_passes(handler: t
     assert found["burst"].status == "pass", found["burst"]
 
 
-class ErroringOpenAI(StreamingOpenAI):
+class ScriptedOpenAI(StreamingOpenAI):
+    """Streams `events` (each an SSE data field as sent), then [DONE]."""
+
+    events: tuple[bytes, ...] = ()
+
+    def stream(self) -> None:
+        self.wfile.write(b"".join(b"data: " + event + b"\n\n" for event in self.events) + b"data: [DONE]\n\n")
+
+
+class ErroringOpenAI(ScriptedOpenAI):
     """Streams a little, then an error event, then [DONE]: what vLLM and llama.cpp send when
     generation fails mid-stream (the HTTP status is already 200)."""
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-        if not body.get("stream"):
-            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "".join(self.words)}}]})
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        self.wfile.write(b"data: " + json.dumps({"choices": [{"delta": {"content": "A "}}]}).encode() + b"\n\n")
-        error = {"error": {"message": "CUDA out of memory", "type": "InternalServerError", "code": 500}}
-        self.wfile.write(b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n")
-        self.close_connection = True
+    events = (
+        json.dumps({"choices": [{"delta": {"content": "A "}}]}).encode(),
+        json.dumps({"error": {"message": "CUDA out of memory", "type": "InternalServerError", "code": 500}}).encode(),
+    )
 
 
 def test_an_error_event_in_the_stream_fails_the_stream_check() -> None:
@@ -299,3 +303,25 @@ def test_the_burst_reports_the_slow_tail_of_tokens_per_second() -> None:
     latency = burst_latency([*fast, slow], requests=20)
     assert latency["ttft_seconds"] == {"p50": 0.1, "p95": 0.1}
     assert latency["tokens_per_second"] == {"p50": 100.0, "p5": 1.0}
+
+
+class GarbledOpenAI(ScriptedOpenAI):
+    events = (b"{not json",)
+
+
+class ListEventOpenAI(ScriptedOpenAI):
+    events = (b"[1, 2]",)
+
+
+@pytest.mark.parametrize(
+    ("handler", "detail"),
+    [
+        (GarbledOpenAI, "an SSE event is not JSON: {not json"),
+        (ListEventOpenAI, "an SSE event is not a JSON object: [1, 2]"),
+    ],
+)
+def test_an_event_that_is_not_a_json_object_fails_the_stream_check(handler: type[ScriptedOpenAI], detail: str) -> None:
+    with serving(handler) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=1, timeout=10)
+    found = {c.name: c for c in result.checks}
+    assert found["stream"].status == "fail" and detail in found["stream"].detail, found["stream"]

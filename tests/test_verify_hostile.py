@@ -78,3 +78,16 @@ def test_a_fewer_bits_copy_is_reported_unreadable_not_tampered(box: Path) -> Non
     report = verify_bundle(box)
     assert not report.ok and not report.missing and not report.extra
     assert all("cannot read" in line for line in report.modes), report.modes
+
+
+def test_a_manifest_that_is_a_fifo_or_too_large_is_refused_before_it_is_read(box: Path) -> None:
+    manifest = box / "MANIFEST.json"
+    manifest.unlink()
+    os.mkfifo(manifest)
+    result = run_cli("verify", str(box))
+    assert (result.returncode, result.stderr) == (2, f"error: {manifest}: not a manifest (a FIFO)\n")
+    manifest.unlink()
+    manifest.write_bytes(b" " * (16 * 1024 * 1024 + 1))
+    result = run_cli("verify", str(box))
+    expected = f"error: {manifest}: too large for a manifest (16777217 bytes; at most 16777216)\n"
+    assert (result.returncode, result.stderr) == (2, expected)

@@ -22,7 +22,7 @@ from typing import Any
 
 from slm_deploy.bundle import MANIFEST_IGNORES
 from slm_deploy.errors import InputError
-from slm_deploy.safeyaml import file_kind
+from slm_deploy.safeyaml import check_regular, file_kind
 
 MANIFEST_KEYS = {"box", "files", "fleet", "generator", "ignored", "spec_sha256"}
 MANIFEST_LIMIT = 16 * 1024 * 1024
@@ -56,11 +56,7 @@ def _read_manifest(directory: Path, source: str) -> bytes:
     except OSError as exc:
         raise InputError(source, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(source, "", f"not a manifest ({file_kind(info.st_mode)})")
-        if info.st_size > MANIFEST_LIMIT:
-            raise InputError(source, "", f"too large for a manifest ({info.st_size} bytes; at most {MANIFEST_LIMIT})")
+        check_regular(fd, source, MANIFEST_LIMIT, "not a manifest", "too large for a manifest ({size} bytes; at most {limit})")
         with os.fdopen(os.dup(fd), "rb") as handle:
             return handle.read(MANIFEST_LIMIT + 1)
     finally:

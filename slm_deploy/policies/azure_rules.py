@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from slm_deploy.netranges import open_to_internet
@@ -18,38 +20,40 @@ SECRET_OUTPUT = re.compile(
 )
 
 
-def _cluster(resource: dict[str, Any]) -> dict[str, Any] | None:
-    return resource.get("props") or {} if resource.get("type") == CLUSTER else None
+def _cluster_rule(check: Callable[[dict[str, Any]], list[str]]) -> Callable[[dict[str, Any]], list[str]]:
+    """A rule over the properties of a ManagedCluster; every other resource passes it."""
+
+    @functools.wraps(check)
+    def rule(resource: dict[str, Any]) -> list[str]:
+        return check(resource.get("props") or {}) if resource.get("type") == CLUSTER else []
+
+    return rule
 
 
-def local_accounts_disabled(resource: dict[str, Any]) -> list[str]:
-    props = _cluster(resource)
-    if props is not None and props.get("disableLocalAccounts") is not True:
+@_cluster_rule
+def local_accounts_disabled(props: dict[str, Any]) -> list[str]:
+    if props.get("disableLocalAccounts") is not True:
         return ["AKS local accounts are enabled (disableLocalAccounts is not true)"]
     return []
 
 
-def entra_rbac(resource: dict[str, Any]) -> list[str]:
-    props = _cluster(resource)
-    if props is None:
-        return []
+@_cluster_rule
+def entra_rbac(props: dict[str, Any]) -> list[str]:
     aad = props.get("aadProfile") or {}
     if aad.get("managed") is not True or aad.get("enableAzureRBAC") is not True:
         return ["AKS without Entra ID integration and Azure RBAC (aadProfile.managed, enableAzureRBAC)"]
     return []
 
 
-def network_policy(resource: dict[str, Any]) -> list[str]:
-    props = _cluster(resource)
-    if props is not None and not (props.get("networkProfile") or {}).get("networkPolicy"):
+@_cluster_rule
+def network_policy(props: dict[str, Any]) -> list[str]:
+    if not (props.get("networkProfile") or {}).get("networkPolicy"):
         return ["AKS without a network policy engine (networkProfile.networkPolicy)"]
     return []
 
 
-def api_server_restricted(resource: dict[str, Any]) -> list[str]:
-    props = _cluster(resource)
-    if props is None:
-        return []
+@_cluster_rule
+def api_server_restricted(props: dict[str, Any]) -> list[str]:
     access = props.get("apiServerAccessProfile") or {}
     ranges = access.get("authorizedIPRanges") or []
     if access.get("enablePrivateCluster") is True:
@@ -65,19 +69,15 @@ def api_server_restricted(resource: dict[str, Any]) -> list[str]:
     return [f"AKS API server: {reason}"] if reason else []
 
 
-def workload_identity(resource: dict[str, Any]) -> list[str]:
-    props = _cluster(resource)
-    if props is None:
-        return []
+@_cluster_rule
+def workload_identity(props: dict[str, Any]) -> list[str]:
     oidc = (props.get("oidcIssuerProfile") or {}).get("enabled") is True
     wi = ((props.get("securityProfile") or {}).get("workloadIdentity") or {}).get("enabled") is True
     return [] if oidc and wi else ["AKS without OIDC issuer and workload identity"]
 
 
-def auto_upgrade(resource: dict[str, Any]) -> list[str]:
-    props = _cluster(resource)
-    if props is None:
-        return []
+@_cluster_rule
+def auto_upgrade(props: dict[str, Any]) -> list[str]:
     channel = (props.get("autoUpgradeProfile") or {}).get("upgradeChannel")
     return [] if channel and channel != "none" else ["AKS without an automatic upgrade channel"]
 

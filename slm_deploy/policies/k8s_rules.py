@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from slm_deploy.image_profiles import ContainerView, profile_problems
@@ -76,14 +76,16 @@ def run_as_non_root(manifest: dict[str, Any]) -> list[str]:
     return _each_container(manifest, bad)
 
 
-def no_privilege_escalation(manifest: dict[str, Any]) -> list[str]:
-    def bad(_: dict[str, Any], c: dict[str, Any]) -> str | None:
-        sc = c.get("securityContext") or {}
-        if sc.get("allowPrivilegeEscalation") is not False:
-            return f"container {c.get('name')} does not set allowPrivilegeEscalation: false"
-        return None
+def _container_setting(key: str, required: bool, problem: str) -> Callable[[dict[str, Any]], list[str]]:
+    """A rule: every container's securityContext sets `key` to `required`; else "container NAME {problem}"."""
 
-    return _each_container(manifest, bad)
+    def bad(_: dict[str, Any], c: dict[str, Any]) -> str | None:
+        return f"container {c.get('name')} {problem}" if (c.get("securityContext") or {}).get(key) is not required else None
+
+    return lambda manifest: _each_container(manifest, bad)
+
+
+no_privilege_escalation = _container_setting("allowPrivilegeEscalation", False, "does not set allowPrivilegeEscalation: false")
 
 
 def drop_all_capabilities(manifest: dict[str, Any]) -> list[str]:
@@ -135,13 +137,7 @@ def restricted_volumes(manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-def read_only_root(manifest: dict[str, Any]) -> list[str]:
-    def bad(_: dict[str, Any], c: dict[str, Any]) -> str | None:
-        if (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
-            return f"container {c.get('name')} has a writable root filesystem"
-        return None
-
-    return _each_container(manifest, bad)
+read_only_root = _container_setting("readOnlyRootFilesystem", True, "has a writable root filesystem")
 
 
 def resources_set(manifest: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 from slm_deploy.catalog.platform import AksFacts
 from slm_deploy.simulator import promql
@@ -102,53 +103,65 @@ def _target(stack: Stack, scaler: SimResource, ref: dict[str, str]) -> SimResour
     return None
 
 
+# Where a KEDA ScaledObject and an HPA state their replica bounds, and what an unset bound is read as.
+REPLICA_BOUNDS = {"keda": ("minReplicaCount", 0, "maxReplicaCount", 100), "hpa": ("minReplicas", 1, "maxReplicas", 1)}
+
+
+def _replicas(kind: str, spec: dict[str, Any]) -> tuple[int, int]:
+    low, low_default, high, high_default = REPLICA_BOUNDS[kind]
+    return int(spec.get(low, low_default)), int(spec.get(high, high_default))
+
+
+def _keda(stack: Stack, so: SimResource, facts: AksFacts) -> Scaler:
+    spec = so.inputs.get("spec", {})
+    target = _target(stack, so, spec.get("scaleTargetRef", {}))
+    triggers = tuple(
+        Trigger(
+            _metric(str(dig(t, "metadata.query", ""))),
+            float(dig(t, "metadata.threshold", 1)),
+            float(dig(t, "metadata.activationThreshold", 0)),
+            str(dig(t, "metadata.query", "")),
+        )
+        for t in spec.get("triggers") or []
+    )
+    polling, cooldown = int(spec.get("pollingInterval", 30)), int(spec.get("cooldownPeriod", 300))
+    return Scaler(
+        so,
+        "keda",
+        *_replicas("keda", spec),
+        triggers,
+        polling,
+        cooldown,
+        _capacity(target, facts),
+        exports=exports(stack, target),
+    )
+
+
+def _hpa(stack: Stack, hpa: SimResource, metric: dict[str, Any], facts: AksFacts) -> Scaler:
+    """The HPA scaling on its CPU `metric`."""
+    spec = hpa.inputs.get("spec", {})
+    return Scaler(
+        hpa,
+        "hpa",
+        *_replicas("hpa", spec),
+        (Trigger("cpu", float(dig(metric, "resource.target.averageUtilization", 80))),),
+        facts.autoscaling.hpa_sync_seconds,
+        0,
+        _capacity(_target(stack, hpa, spec.get("scaleTargetRef", {})), facts),
+        dig(spec, "behavior.scaleDown.stabilizationWindowSeconds"),
+        int(dig(spec, "behavior.scaleUp.stabilizationWindowSeconds", 0) or 0),
+    )
+
+
 def scalers(stack: Stack, facts: AksFacts) -> list[Scaler]:
-    out = []
-    for so in stack.manifests("ScaledObject"):
-        spec = so.inputs.get("spec", {})
-        target = _target(stack, so, spec.get("scaleTargetRef", {}))
-        triggers = tuple(
-            Trigger(
-                _metric(str(dig(t, "metadata.query", ""))),
-                float(dig(t, "metadata.threshold", 1)),
-                float(dig(t, "metadata.activationThreshold", 0)),
-                str(dig(t, "metadata.query", "")),
-            )
-            for t in spec.get("triggers") or []
-        )
-        out.append(
-            Scaler(
-                so,
-                "keda",
-                int(spec.get("minReplicaCount", 0)),
-                int(spec.get("maxReplicaCount", 100)),
-                triggers,
-                int(spec.get("pollingInterval", 30)),
-                int(spec.get("cooldownPeriod", 300)),
-                _capacity(target, facts),
-                exports=exports(stack, target),
-            )
-        )
-    for hpa in stack.manifests("HorizontalPodAutoscaler"):
-        spec = hpa.inputs.get("spec", {})
-        for metric in spec.get("metrics") or []:
-            if dig(metric, "resource.name") != "cpu":
-                continue
-            out.append(
-                Scaler(
-                    hpa,
-                    "hpa",
-                    int(spec.get("minReplicas", 1)),
-                    int(spec.get("maxReplicas", 1)),
-                    (Trigger("cpu", float(dig(metric, "resource.target.averageUtilization", 80))),),
-                    facts.autoscaling.hpa_sync_seconds,
-                    0,
-                    _capacity(_target(stack, hpa, spec.get("scaleTargetRef", {})), facts),
-                    dig(spec, "behavior.scaleDown.stabilizationWindowSeconds"),
-                    int(dig(spec, "behavior.scaleUp.stabilizationWindowSeconds", 0) or 0),
-                )
-            )
-    return out
+    keda = [_keda(stack, so, facts) for so in stack.manifests("ScaledObject")]
+    hpas = [
+        _hpa(stack, hpa, metric, facts)
+        for hpa in stack.manifests("HorizontalPodAutoscaler")
+        for metric in hpa.inputs.get("spec", {}).get("metrics") or []
+        if dig(metric, "resource.name") == "cpu"
+    ]
+    return keda + hpas
 
 
 def simulate(s: Scaler, facts: AksFacts) -> list[tuple[str, int, float, int, float]]:

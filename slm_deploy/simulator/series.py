@@ -45,6 +45,7 @@ _PLACEHOLDER = re.compile(r"\{\$([A-Za-z0-9_]+)(?::([^}]*))?\}")
 _NAMED = re.compile(r"^\s*servers\s+(\S+)\s*\{\s*\n\s*name\s+(\S+)\s*\n\s*\}", re.M)
 _SITE = re.compile(r"^(?:https?://)?(\S*:\S+)\s*\{\s*$", re.M)
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
+ScrapedPort = tuple[int, int, dict[str, str]]  # (container port, interval, target labels)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Gateway:
     servers: list[CaddyServer]
     user_ports: set[int]
     probes: dict[int, float] = field(default_factory=dict)  # container port -> probes per second per pod
-    scrapes: list[tuple[int, int, dict[str, str]]] = field(default_factory=list)  # (port, interval, target labels)
+    scrapes: list[ScrapedPort] = field(default_factory=list)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Exports:
 
     namespace: str
     gateways: list[Gateway]
-    model_monitors: list[tuple[int, int, dict[str, str]]]  # (port, interval, target labels) scraping the model pods
+    model_monitors: list[ScrapedPort]  # the model pods' scrape targets
     model_name: str
     target: str
 
@@ -198,10 +199,23 @@ def _caddyfile(stack: Stack, deployment: SimResource) -> str | None:
     return None
 
 
-def _service_monitor_targets(stack: Stack, deployment: SimResource) -> list[tuple[int, int, dict[str, str]]]:
-    """(container port, interval, target labels) of every ServiceMonitor endpoint reaching the pods."""
+def _pod_labels(deployment: SimResource) -> dict[str, str]:
+    return dig(deployment.inputs, "spec.template.metadata.labels", {}) or {}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _scrape(deployment: SimResource, endpoint: dict[str, Any], port: Any, labels: dict[str, str]) -> list[ScrapedPort]:
+    """The target of one monitor endpoint, when `port` names or numbers a port of the deployment's pods."""
+    number = _container_port(deployment, port)
+    return [] if number is None else [(number, _seconds(endpoint.get("interval"), SCRAPE_INTERVAL_DEFAULT), labels)]
+
+
+def _service_monitor_targets(stack: Stack, deployment: SimResource) -> list[ScrapedPort]:
+    """Every ServiceMonitor endpoint reaching the pods, through a Service that selects them."""
     ns = deployment.inputs["metadata"].get("namespace", "")
-    pod_labels = dig(deployment.inputs, "spec.template.metadata.labels", {}) or {}
     out = []
     for monitor in stack.manifests("ServiceMonitor"):
         wanted = dig(monitor.inputs, "spec.selector.matchLabels", {}) or {}
@@ -211,34 +225,30 @@ def _service_monitor_targets(stack: Stack, deployment: SimResource) -> list[tupl
             selector = dig(svc.inputs, "spec.selector", {}) or {}
             if meta.get("namespace") != ns or ns not in namespaces:
                 continue
-            if not all((meta.get("labels") or {}).get(k) == v for k, v in wanted.items()):
+            if not _selects(wanted, meta.get("labels") or {}):
                 continue
-            if not selector or not all(pod_labels.get(k) == v for k, v in selector.items()):
+            if not selector or not _selects(selector, _pod_labels(deployment)):
                 continue
             for endpoint in dig(monitor.inputs, "spec.endpoints", []) or []:
                 for sp in dig(svc.inputs, "spec.ports", []) or []:
                     if sp.get("name") == endpoint.get("port"):
-                        port = _container_port(deployment, sp.get("targetPort", sp.get("port")))
-                        if port is not None:
-                            labels = {"namespace": ns, "service": meta["name"], "endpoint": str(endpoint.get("port"))}
-                            out.append((port, _seconds(endpoint.get("interval"), SCRAPE_INTERVAL_DEFAULT), labels))
+                        labels = {"namespace": ns, "service": meta["name"], "endpoint": str(endpoint.get("port"))}
+                        out += _scrape(deployment, endpoint, sp.get("targetPort", sp.get("port")), labels)
     return out
 
 
-def _pod_monitor_targets(stack: Stack, deployment: SimResource) -> list[tuple[int, int, dict[str, str]]]:
+def _pod_monitor_targets(stack: Stack, deployment: SimResource) -> list[ScrapedPort]:
     ns = deployment.inputs["metadata"].get("namespace", "")
-    pod_labels = dig(deployment.inputs, "spec.template.metadata.labels", {}) or {}
-    out = []
-    for monitor in stack.manifests("PodMonitor"):
-        wanted = dig(monitor.inputs, "spec.selector.matchLabels", {}) or {}
-        if monitor.inputs["metadata"].get("namespace") != ns or not all(pod_labels.get(k) == v for k, v in wanted.items()):
-            continue
-        for endpoint in dig(monitor.inputs, "spec.podMetricsEndpoints", []) or []:
-            port = _container_port(deployment, endpoint.get("port"))
-            if port is not None:
-                labels = {"namespace": ns, "endpoint": str(endpoint.get("port"))}
-                out.append((port, _seconds(endpoint.get("interval"), SCRAPE_INTERVAL_DEFAULT), labels))
-    return out
+    return [
+        target
+        for monitor in stack.manifests("PodMonitor")
+        if monitor.inputs["metadata"].get("namespace") == ns
+        and _selects(dig(monitor.inputs, "spec.selector.matchLabels", {}) or {}, _pod_labels(deployment))
+        for endpoint in dig(monitor.inputs, "spec.podMetricsEndpoints", []) or []
+        for target in _scrape(
+            deployment, endpoint, endpoint.get("port"), {"namespace": ns, "endpoint": str(endpoint.get("port"))}
+        )
+    ]
 
 
 def _gateway(stack: Stack, deployment: SimResource) -> Gateway | None:
@@ -260,12 +270,7 @@ def _gateway(stack: Stack, deployment: SimResource) -> Gateway | None:
     user_ports = set()
     for svc in stack.manifests("Service"):
         selector = dig(svc.inputs, "spec.selector", {}) or {}
-        pod_labels = dig(deployment.inputs, "spec.template.metadata.labels", {}) or {}
-        if (
-            svc.inputs["metadata"].get("namespace") == ns
-            and selector
-            and all(pod_labels.get(k) == v for k, v in selector.items())
-        ):
+        if svc.inputs["metadata"].get("namespace") == ns and selector and _selects(selector, _pod_labels(deployment)):
             for sp in dig(svc.inputs, "spec.ports", []) or []:
                 port = _container_port(deployment, sp.get("targetPort", sp.get("port")))
                 if port is not None and port not in scraped:

@@ -28,6 +28,7 @@ from typing import Any
 
 from slm_deploy import netclient
 from slm_deploy.netclient import Client, Deadline, NetError, Unreachable, command_deadline, request_timeout
+from slm_deploy.safejson import NotAJsonObject, json_object
 from slm_deploy.supply.credentials import CredentialError, Credentials, lookup
 
 DOCKER_HUB = "registry-1.docker.io"
@@ -305,11 +306,9 @@ class RegistryClient:
         if target.startswith("sha256:") and target != digest:
             raise RegistryError(f"{ref.display}: manifest {target} hashes to {digest}")
         try:
-            manifest = json.loads(body)
-        except (ValueError, RecursionError):
-            raise RegistryError(f"{ref.display}:{target}: the manifest is not JSON") from None
-        if not isinstance(manifest, dict):
-            raise RegistryError(f"{ref.display}:{target}: the manifest is not a JSON object")
+            manifest = json_object(body)
+        except NotAJsonObject as exc:
+            raise RegistryError(f"{ref.display}:{target}: the manifest is {exc}") from None
         media_type = str(manifest.get("mediaType") or headers.get("content-type", "").split(";")[0])[:200]
         return digest, media_type, manifest
 

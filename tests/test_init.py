@@ -249,6 +249,8 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     [
         (["--stack", "Prod!"], "error: arguments: stacks: Value error, stack name 'Prod!'"),
         (["--api-range", "0.0.0.0/0"], "lets every address reach the API server"),
+        # A documentation range: refused by the check of the stack file init would write, before any is written.
+        (["--api-range", "203.0.113.0/24"], "203.0.113.0/24 is in the documentation range 203.0.113.0/24"),
         (["--model", "qwen3-32b", "--context", "40960"], "does not fit"),
         (["--vm-size", "Standard_NC999_nope"], "Standard_NC999_nope"),
         (

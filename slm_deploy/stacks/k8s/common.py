@@ -31,7 +31,7 @@ from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
 from slm_deploy.catalog import Catalog, Chart, ImageProfile
-from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs
+from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs, scratch_dirs
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
@@ -85,6 +85,19 @@ class Probes:
     readiness: ProbeArgs | None = None
     liveness: ProbeArgs | None = None
 
+    @classmethod
+    def over_http(
+        cls, port: int, *, ready: str, live: str, startup: tuple[int, int], live_tolerance: tuple[int, int] | None = None
+    ) -> Probes:
+        """Readiness on READY every 10 s, liveness on LIVE every 20 s; until LIVE first answers, the
+        startup probe on it (STARTUP: period, failures) holds liveness off. LIVE_TOLERANCE: liveness's
+        (failures, timeout seconds) where the default 3 x 5 s is too tight."""
+        return cls(
+            startup=http_probe(live, port, *startup),
+            readiness=http_probe(ready, port, 10, 3),
+            liveness=http_probe(live, port, 20, *(live_tolerance or (3, 5))),
+        )
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -109,7 +122,8 @@ def profiled_container(
 ) -> ContainerArgs:
     """One hardened container, driven by its image's profile (catalog/images.yaml `profiles`): the
     capabilities its programs need under drop ALL (their file capabilities), the environment the
-    image sets or needs; the same facts the compose bundle is built from (slm_deploy.image_profiles)."""
+    image sets or needs, a scratch mount where it writes at start (its pod's volume: scratch_volumes);
+    the same facts the compose bundle is built from (slm_deploy.image_profiles)."""
     profile = profile_for(image, catalog)
     add: list[str] = []
     environment = dict(env or {})
@@ -119,6 +133,8 @@ def profiled_container(
         missing = [k for k in profile.needs_environment if not environment.get(k) and runs_main(profile, command, args)]
         if missing:
             raise ValueError(f"container {name}: {image} needs {', '.join(missing)} set (image profile)")
+        if scratch := scratch_dirs(profile):
+            mounts = [*(mounts or []), *(mount(_scratch_name(d), d) for d in scratch)]
     return ContainerArgs(
         name=name,
         image=image,
@@ -134,6 +150,18 @@ def profiled_container(
         liveness_probe=probes.liveness,
         volume_mounts=mounts,
     )
+
+
+def _scratch_name(path: str) -> str:
+    return "scratch-" + path.strip("/").replace("/", "-")
+
+
+def scratch_volumes(image: str, catalog: Catalog | None = None) -> list[VolumeArgs]:
+    """The volumes behind profiled_container's scratch mounts: the folders IMAGE's environment
+    points its start-up writes to (Caddy's XDG_CONFIG_HOME and XDG_DATA_HOME), writable under a
+    read-only root."""
+    profile = profile_for(image, catalog)
+    return [scratch_volume(_scratch_name(d), "16Mi") for d in (scratch_dirs(profile) if profile is not None else [])]
 
 
 def capability_skips(image: str, command: list[str] | None, args: list[str] | None = None) -> dict[str, str]:

@@ -30,8 +30,9 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
-from slm_deploy.catalog import Catalog, Chart, ImageProfile
+from slm_deploy.catalog import Catalog, ImageProfile
 from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs, scratch_dirs
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
@@ -278,9 +279,21 @@ def metrics_monitor(
 
 
 def chart_release(
-    resource_name: str, chart: Chart, *, namespace: str, values: dict[str, Any], opts: pulumi.ResourceOptions, timeout: int = 900
+    resource_name: str,
+    catalog: Catalog,
+    chart_id: str,
+    *,
+    namespace: str,
+    values: dict[str, Any],
+    opts: pulumi.ResourceOptions,
+    timeout: int = 900,
+    create_namespace: bool | None = None,
+    disable_openapi_validation: bool | None = None,
 ) -> Release:
-    """A pinned catalog chart as an atomic Helm release named after the chart."""
+    """The catalog's chart CHART_ID as an atomic Helm release named after the chart, every image it
+    runs pinned to the locked digest (merged into VALUES: pin_chart_images)."""
+    chart = catalog.charts[chart_id]
+    pin_chart_images(values, chart, catalog)
     return Release(
         resource_name,
         ReleaseArgs(
@@ -288,10 +301,12 @@ def chart_release(
             chart=chart.chart,
             version=chart.version,
             namespace=namespace,
+            create_namespace=create_namespace,
             repository_opts=RepositoryOptsArgs(repo=chart.repository),
             values=values,
             atomic=True,
             timeout=timeout,
+            disable_openapi_validation=disable_openapi_validation,
         ),
         opts=opts,
     )

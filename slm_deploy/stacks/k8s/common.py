@@ -33,10 +33,10 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudget
 from slm_deploy.catalog import Catalog, ImageProfile
 from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs, scratch_dirs
 from slm_deploy.stacks.k8s.chart_images import pin_chart_images
+from slm_deploy.stacks.placement import GPU_RESOURCE
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
-GPU_RESOURCE = "nvidia.com/gpu"
 ROLE_LABEL = "slm.dev/role"
 
 
@@ -119,13 +119,12 @@ def profiled_container(
     probes: Probes = Probes(),
     mounts: list[VolumeMountArgs] | None = None,
     ports: list[ContainerPortArgs] | None = None,
-    catalog: Catalog | None = None,
 ) -> ContainerArgs:
     """One hardened container, driven by its image's profile (catalog/images.yaml `profiles`): the
     capabilities its programs need under drop ALL (their file capabilities), the environment the
     image sets or needs, a scratch mount where it writes at start (its pod's volume: scratch_volumes);
     the same facts the compose bundle is built from (slm_deploy.image_profiles)."""
-    profile = profile_for(image, catalog)
+    profile = profile_for(image)
     add: list[str] = []
     environment = dict(env or {})
     if profile is not None:
@@ -157,11 +156,11 @@ def _scratch_name(path: str) -> str:
     return "scratch-" + path.strip("/").replace("/", "-")
 
 
-def scratch_volumes(image: str, catalog: Catalog | None = None) -> list[VolumeArgs]:
+def scratch_volumes(image: str) -> list[VolumeArgs]:
     """The volumes behind profiled_container's scratch mounts: the folders IMAGE's environment
     points its start-up writes to (Caddy's XDG_CONFIG_HOME and XDG_DATA_HOME), writable under a
     read-only root."""
-    profile = profile_for(image, catalog)
+    profile = profile_for(image)
     return [scratch_volume(_scratch_name(d), "16Mi") for d in (scratch_dirs(profile) if profile is not None else [])]
 
 

@@ -31,7 +31,6 @@ from slm_deploy.planner import Plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.common import (
-    GPU_RESOURCE,
     Probes,
     Sizes,
     disruption_budget,
@@ -48,6 +47,7 @@ from slm_deploy.stacks.k8s.netpol import server_network_policies
 from slm_deploy.stacks.k8s.server_scaling import server_autoscaler
 from slm_deploy.stacks.k8s.server_settings import ServerSettings, identity_label, node_selector, tolerations
 from slm_deploy.stacks.k8s.workload import cluster_service, config_files, serving_deployment, serving_pod
+from slm_deploy.stacks.placement import GPU_RESOURCE
 
 READY_MARKER = f"{MODEL_DIR}/.slm-ready"
 READINESS_PATH = {

@@ -101,7 +101,7 @@ class ModelNodePool(pulumi.ComponentResource):
         vm_size: str,
         os_disk_gb: int | None,
         place: PoolPlace,
-        gpu: GpuNodes | None = None,
+        gpu: GpuNodes = GpuNodes(),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
@@ -119,7 +119,7 @@ class ModelNodePool(pulumi.ComponentResource):
             counts=(pool.min_count, pool.max_count),
             node_labels={POOL_LABEL: pool.name, ACCELERATOR_LABEL: self.ACCELERATOR, **(spot.labels if spot else {})},
             node_taints=list(taints),
-            gpu=gpu or GpuNodes(),
+            gpu=gpu,
             spot=pool.spot,
             owner=self,
         )

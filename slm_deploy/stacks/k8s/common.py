@@ -286,8 +286,6 @@ def chart_release(
     values: dict[str, Any],
     opts: pulumi.ResourceOptions,
     timeout: int = 900,
-    create_namespace: bool | None = None,
-    disable_openapi_validation: bool | None = None,
 ) -> Release:
     """The catalog's chart CHART_ID as an atomic Helm release named after the chart, every image it
     runs pinned to the locked digest (merged into VALUES: pin_chart_images)."""
@@ -300,12 +298,10 @@ def chart_release(
             chart=chart.chart,
             version=chart.version,
             namespace=namespace,
-            create_namespace=create_namespace,
             repository_opts=RepositoryOptsArgs(repo=chart.repository),
             values=values,
             atomic=True,
             timeout=timeout,
-            disable_openapi_validation=disable_openapi_validation,
         ),
         opts=opts,
     )

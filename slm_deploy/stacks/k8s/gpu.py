@@ -4,10 +4,12 @@ device plugin DaemonSet. `nvidia.com/gpu` is only advertised once one of them ru
 from __future__ import annotations
 
 import pulumi
+from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.environment import GpuDriver
-from slm_deploy.stacks.k8s.common import GPU_TOLERATION_VALUES, chart_release, toleration_values
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
+from slm_deploy.stacks.k8s.common import GPU_TOLERATION_VALUES, toleration_values
 
 
 class GpuSupport(pulumi.ComponentResource):
@@ -22,6 +24,7 @@ class GpuSupport(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("slm:k8s:GpuSupport", name, None, opts)
+        chart = catalog.charts["gpu-operator"]
         # With AKS-installed drivers (gpuProfile.driver Install) the chart runs only the device
         # plugin, MIG manager and DCGM exporter; otherwise it installs the driver and toolkit too.
         installs_driver = driver is GpuDriver.OPERATOR
@@ -44,17 +47,24 @@ class GpuSupport(pulumi.ComponentResource):
             values["operator"] = {"runtimeClass": "nvidia-container-runtime"}
         # Every image it runs by the locked digest (chart_profiles.yaml `images`; feature discovery
         # runs the device plugin's image).
-        release = chart_release(
+        pin_chart_images(values, chart, catalog)
+        release = Release(
             f"{name}-gpu-operator",
-            catalog,
-            "gpu-operator",
-            namespace="gpu-operator",
-            values=values,
-            create_namespace=True,
-            # operator.upgradeCRD's pre-upgrade hook updates the CRDs, but only if Helm first accepts
-            # a ClusterPolicy with the new fields: the chart asks for --disable-openapi-validation
-            # (gpu-operator v25.3.4 deployments/gpu-operator/values.yaml, operator.upgradeCRD).
-            disable_openapi_validation=True,
+            ReleaseArgs(
+                name="gpu-operator",
+                chart=chart.chart,
+                version=chart.version,
+                namespace="gpu-operator",
+                create_namespace=True,
+                repository_opts=RepositoryOptsArgs(repo=chart.repository),
+                values=values,
+                atomic=True,
+                timeout=900,
+                # operator.upgradeCRD's pre-upgrade hook updates the CRDs, but only if Helm first accepts
+                # a ClusterPolicy with the new fields: the chart asks for --disable-openapi-validation
+                # (gpu-operator v25.3.4 deployments/gpu-operator/values.yaml, operator.upgradeCRD).
+                disable_openapi_validation=True,
+            ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"release": release.name})

@@ -48,15 +48,16 @@ def build(
     key_vault: KeyVaultSource | None = None
     secrets_ready: list[pulumi.Resource] = []
     pull_ready: list[pulumi.Resource] = []
-    spot_taints: dict[str, tuple[str, ...]] = {}
-    # CPU pools: what their pods tolerate (aks: the pool's taint, and spot's; existing: from cpuPools).
+    # What the pods on a pool tolerate besides the GPU taint (aks: the pool's own taint on a CPU pool,
+    # AKS's spot taint on a spot pool; existing clusters: cpuPools' tolerations).
+    gpu_taints: dict[str, tuple[str, ...]] = {}
     cpu_taints = {cpu.name: cpu.tolerations for cpu in spec.cpu_pools}
     if spec.cluster.mode is ClusterMode.AKS:
         from pulumi_azure_native import authorization
 
         from slm_deploy.stacks.azure.cluster import AksCluster, rbac_vault_scope
         from slm_deploy.stacks.azure.foundation import AzureFoundation
-        from slm_deploy.stacks.azure.pools import CPU_MODELS_TAINT, CpuNodePool, GpuNodePool, PlatformNodePool, PoolPlace
+        from slm_deploy.stacks.azure.pools import CpuNodePool, PlatformNodePool, PoolPlace, model_node_pools
         from slm_deploy.stacks.azure.secrets import ServingSecrets
         from slm_deploy.stacks.k8s.namespace import SERVICE_ACCOUNT
 
@@ -79,32 +80,9 @@ def build(
             place=place,
             opts=pulumi.ResourceOptions(parent=cluster),
         )
-        pools: list[pulumi.Resource] = [platform]
-        for pool in spec.gpu_pools:
-            pools.append(
-                GpuNodePool(
-                    f"{name}-{pool.name}",
-                    pool=pool,
-                    vm_size=env.pool_vm_sizes[pool.name],
-                    os_disk_gb=env.pool_os_disks[pool.name],
-                    driver=spec.gpu_driver,
-                    place=place,
-                    opts=pulumi.ResourceOptions(parent=cluster),
-                )
-            )
-            # AKS taints every spot node; pods for that pool must tolerate it.
-            spot_taints[pool.name] = facts.pool_kinds["spot"].taints if pool.spot else ()
-        for cpu_pool in spec.cpu_pools:
-            pools.append(
-                CpuNodePool(
-                    f"{name}-{cpu_pool.name}",
-                    pool=cpu_pool,
-                    os_disk_gb=env.pool_os_disks[cpu_pool.name],
-                    place=place,
-                    opts=pulumi.ResourceOptions(parent=cluster),
-                )
-            )
-            cpu_taints[cpu_pool.name] = (CPU_MODELS_TAINT, *(facts.pool_kinds["spot"].taints if cpu_pool.spot else ()))
+        model_pools = model_node_pools(name, env, place, opts=pulumi.ResourceOptions(parent=cluster))
+        for pool in model_pools:
+            (cpu_taints if isinstance(pool, CpuNodePool) else gpu_taints)[pool.pool_name] = pool.pool_taints
         vault = ServingSecrets(
             name,
             resource_group_name=foundation.resource_group_name,
@@ -135,7 +113,9 @@ def build(
         # Kubernetes calls start once the pools exist and the deployer's cluster-admin role has
         # propagated (a 403 otherwise).
         provider = k8s.Provider(
-            f"{name}-k8s", kubeconfig=cluster.kubeconfig, opts=pulumi.ResourceOptions(depends_on=[*pools, *cluster.admin_ready])
+            f"{name}-k8s",
+            kubeconfig=cluster.kubeconfig,
+            opts=pulumi.ResourceOptions(depends_on=[platform, *model_pools, *cluster.admin_ready]),
         )
         pulumi.export("clusterName", cluster.name)
         pulumi.export("keyVaultName", vault.vault_name)
@@ -145,7 +125,7 @@ def build(
     with_provider = pulumi.ResourceOptions(provider=provider)
     from slm_deploy.stacks.k8s.gpu import GpuSupport
 
-    extra_gpu_taints = tuple(sorted({t for taints in spot_taints.values() for t in taints}))
+    extra_gpu_taints = tuple(sorted({t for taints in gpu_taints.values() for t in taints}))
     GpuSupport(
         f"{name}-gpu",
         driver=spec.gpu_driver,
@@ -182,7 +162,7 @@ def build(
             has_hf_token="hf_token" in secrets,
             workload_identity=key_vault is not None,
             monitoring_release=release,
-            pool_taints=cpu_taints[cpu.name] if cpu else spot_taints.get(planned.spec.pool, ()),
+            pool_taints=cpu_taints[cpu.name] if cpu else gpu_taints.get(planned.spec.pool, ()),
             gpu_pool=cpu is None,
             node_selector=cpu.node_selector if cpu and spec.cluster.mode is ClusterMode.EXISTING else None,
             node_vcpus=node.vcpus if (node := facts.node_size(planned.vm_size)) else None,

@@ -30,12 +30,13 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
-from slm_deploy.catalog import Catalog, Chart, ImageProfile
-from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs
+from slm_deploy.catalog import Catalog, ImageProfile
+from slm_deploy.image_profiles import capability_reason, exec_capabilities, profile_for, runs, scratch_dirs
+from slm_deploy.stacks.k8s.chart_images import pin_chart_images
+from slm_deploy.stacks.placement import GPU_RESOURCE
 
 APP_UID = 10001
 PART_OF = "slm-deploy"
-GPU_RESOURCE = "nvidia.com/gpu"
 ROLE_LABEL = "slm.dev/role"
 
 
@@ -85,6 +86,19 @@ class Probes:
     readiness: ProbeArgs | None = None
     liveness: ProbeArgs | None = None
 
+    @classmethod
+    def over_http(
+        cls, port: int, *, ready: str, live: str, startup: tuple[int, int], live_tolerance: tuple[int, int] | None = None
+    ) -> Probes:
+        """Readiness on READY every 10 s, liveness on LIVE every 20 s; until LIVE first answers, the
+        startup probe on it (STARTUP: period, failures) holds liveness off. LIVE_TOLERANCE: liveness's
+        (failures, timeout seconds) where the default 3 x 5 s is too tight."""
+        return cls(
+            startup=http_probe(live, port, *startup),
+            readiness=http_probe(ready, port, 10, 3),
+            liveness=http_probe(live, port, 20, *(live_tolerance or (3, 5))),
+        )
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -105,12 +119,12 @@ def profiled_container(
     probes: Probes = Probes(),
     mounts: list[VolumeMountArgs] | None = None,
     ports: list[ContainerPortArgs] | None = None,
-    catalog: Catalog | None = None,
 ) -> ContainerArgs:
     """One hardened container, driven by its image's profile (catalog/images.yaml `profiles`): the
     capabilities its programs need under drop ALL (their file capabilities), the environment the
-    image sets or needs; the same facts the compose bundle is built from (slm_deploy.image_profiles)."""
-    profile = profile_for(image, catalog)
+    image sets or needs, a scratch mount where it writes at start (its pod's volume: scratch_volumes);
+    the same facts the compose bundle is built from (slm_deploy.image_profiles)."""
+    profile = profile_for(image)
     add: list[str] = []
     environment = dict(env or {})
     if profile is not None:
@@ -119,6 +133,8 @@ def profiled_container(
         missing = [k for k in profile.needs_environment if not environment.get(k) and runs_main(profile, command, args)]
         if missing:
             raise ValueError(f"container {name}: {image} needs {', '.join(missing)} set (image profile)")
+        if scratch := scratch_dirs(profile):
+            mounts = [*(mounts or []), *(mount(_scratch_name(d), d) for d in scratch)]
     return ContainerArgs(
         name=name,
         image=image,
@@ -134,6 +150,18 @@ def profiled_container(
         liveness_probe=probes.liveness,
         volume_mounts=mounts,
     )
+
+
+def _scratch_name(path: str) -> str:
+    return "scratch-" + path.strip("/").replace("/", "-")
+
+
+def scratch_volumes(image: str) -> list[VolumeArgs]:
+    """The volumes behind profiled_container's scratch mounts: the folders IMAGE's environment
+    points its start-up writes to (Caddy's XDG_CONFIG_HOME and XDG_DATA_HOME), writable under a
+    read-only root."""
+    profile = profile_for(image)
+    return [scratch_volume(_scratch_name(d), "16Mi") for d in (scratch_dirs(profile) if profile is not None else [])]
 
 
 def capability_skips(image: str, command: list[str] | None, args: list[str] | None = None) -> dict[str, str]:
@@ -250,9 +278,19 @@ def metrics_monitor(
 
 
 def chart_release(
-    resource_name: str, chart: Chart, *, namespace: str, values: dict[str, Any], opts: pulumi.ResourceOptions, timeout: int = 900
+    resource_name: str,
+    catalog: Catalog,
+    chart_id: str,
+    *,
+    namespace: str,
+    values: dict[str, Any],
+    opts: pulumi.ResourceOptions,
+    timeout: int = 900,
 ) -> Release:
-    """A pinned catalog chart as an atomic Helm release named after the chart."""
+    """The catalog's chart CHART_ID as an atomic Helm release named after the chart, every image it
+    runs pinned to the locked digest (merged into VALUES: pin_chart_images)."""
+    chart = catalog.charts[chart_id]
+    pin_chart_images(values, chart, catalog)
     return Release(
         resource_name,
         ReleaseArgs(

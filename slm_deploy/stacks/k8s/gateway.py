@@ -6,18 +6,7 @@ Ingress terminates TLS in front of it."""
 from __future__ import annotations
 
 import pulumi
-from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs
-from pulumi_kubernetes.core.v1 import (
-    ConfigMap,
-    ConfigMapVolumeSourceArgs,
-    PodSpecArgs,
-    PodTemplateSpecArgs,
-    Service,
-    ServicePortArgs,
-    ServiceSpecArgs,
-    VolumeArgs,
-)
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import (
     HTTPIngressPathArgs,
     HTTPIngressRuleValueArgs,
@@ -32,31 +21,22 @@ from pulumi_kubernetes.networking.v1 import (
 
 from slm_deploy.environment import IngressSpec
 from slm_deploy.gateway import ENTRYPOINT, METRICS_PORT, caddyfile, route
-from slm_deploy.image_profiles import profile_for, scratch_dirs
 from slm_deploy.stacks.k8s.common import (
     Probes,
     Sizes,
     capability_skips,
     disruption_budget,
-    http_probe,
-    labels,
     metrics_monitor,
     mount,
-    pod_security,
     port,
     profiled_container,
     scratch_volume,
-    selector,
-    spread,
 )
-from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT, ServingNamespace
+from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, ServingNamespace
 from slm_deploy.stacks.k8s.netpol import gateway_network_policy
+from slm_deploy.stacks.k8s.workload import cluster_service, config_files, serving_deployment, serving_pod
 
 HTTP_PORT = 8080
-
-
-def _scratch_name(path: str) -> str:
-    return "scratch-" + path.strip("/").replace("/", "-")
 
 
 class Gateway(pulumi.ComponentResource):
@@ -82,82 +62,40 @@ class Gateway(pulumi.ComponentResource):
         # /healthz only on the metrics server: a 200 on the API server is activity to the scaler and
         # wakes the GPU pool from zero (Caddy records every handler's status, handler="subroute").
         config = caddyfile(f"namespace {ns}", tls=False, port=HTTP_PORT, routes=routes, api_healthz=False)
-        ConfigMap(
-            f"{name}-config",
-            metadata=ObjectMetaArgs(name=f"{name}-config", namespace=ns),
-            data={"Caddyfile": config},
+        config_volume = config_files(name, ns, {"Caddyfile": config}, child)
+        command = ["/bin/sh", "-c", ENTRYPOINT]
+        caddy = profiled_container(
+            "caddy",
+            image,
+            command=command,
+            ports=[port(HTTP_PORT, "http"), port(METRICS_PORT, "metrics")],
+            sizes=Sizes(
+                requests={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+                limits={"cpu": "1", "memory": "256Mi", "ephemeral-storage": "512Mi"},
+            ),
+            # On the metrics server: probes on the API server would count as requests (AKS-07).
+            probes=Probes.over_http(METRICS_PORT, ready="/healthz", live="/healthz", startup=(2, 30)),
+            mounts=[
+                mount("config", "/etc/caddy", read_only=True),
+                mount(SECRETS_VOLUME, SECRETS_PATH, read_only=True),
+                mount("tmp", "/tmp"),
+            ],
+        )
+        deployment = serving_deployment(
+            name,
+            ns,
+            "gateway",
+            pod=serving_pod(
+                containers=[caddy],
+                volumes=[config_volume, namespace.secrets_volume(["api_key"]), scratch_volume("tmp", "64Mi")],
+                spread_over=name,
+            ),
+            replicas=replicas,
+            identity=identity_label,
+            annotations=capability_skips(image, command) or None,
             opts=child,
         )
-        pod_labels = {**labels(name, "gateway"), **identity_label}
-        profile = profile_for(image)
-        scratch = scratch_dirs(profile) if profile is not None else []
-        deployment = Deployment(
-            f"{name}-deploy",
-            metadata=ObjectMetaArgs(
-                name=name,
-                namespace=ns,
-                labels=labels(name, "gateway"),
-                annotations=capability_skips(image, ["/bin/sh", "-c", ENTRYPOINT]) or None,
-            ),
-            spec=DeploymentSpecArgs(
-                replicas=replicas,
-                selector=LabelSelectorArgs(match_labels=selector(name)),
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels=pod_labels),
-                    spec=PodSpecArgs(
-                        service_account_name=SERVICE_ACCOUNT,
-                        automount_service_account_token=False,
-                        security_context=pod_security(),
-                        topology_spread_constraints=spread(name),
-                        containers=[
-                            profiled_container(
-                                "caddy",
-                                image,
-                                command=["/bin/sh", "-c", ENTRYPOINT],
-                                ports=[port(HTTP_PORT, "http"), port(METRICS_PORT, "metrics")],
-                                sizes=Sizes(
-                                    requests={"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
-                                    limits={"cpu": "1", "memory": "256Mi", "ephemeral-storage": "512Mi"},
-                                ),
-                                probes=Probes(
-                                    startup=http_probe("/healthz", METRICS_PORT, 2, 30),
-                                    # On the metrics server: probes on the API server would count as requests (AKS-07).
-                                    readiness=http_probe("/healthz", METRICS_PORT, 10, 3),
-                                    liveness=http_probe("/healthz", METRICS_PORT, 20, 3),
-                                ),
-                                mounts=[
-                                    mount("config", "/etc/caddy", read_only=True),
-                                    mount(SECRETS_VOLUME, SECRETS_PATH, read_only=True),
-                                    mount("tmp", "/tmp"),
-                                    # Where the image's profile says Caddy writes at start (XDG_CONFIG_HOME, XDG_DATA_HOME).
-                                    *(mount(_scratch_name(d), d) for d in scratch),
-                                ],
-                            )
-                        ],
-                        volumes=[
-                            VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config")),
-                            namespace.secrets_volume(["api_key"]),
-                            scratch_volume("tmp", "64Mi"),
-                            *(scratch_volume(_scratch_name(d), "16Mi") for d in scratch),
-                        ],
-                    ),
-                ),
-            ),
-            opts=child,
-        )
-        service = Service(
-            f"{name}-svc",
-            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "gateway")),
-            spec=ServiceSpecArgs(
-                type="ClusterIP",
-                selector=selector(name),
-                ports=[
-                    ServicePortArgs(name="http", port=80, target_port="http", protocol="TCP"),
-                    ServicePortArgs(name="metrics", port=METRICS_PORT, target_port="metrics", protocol="TCP"),
-                ],
-            ),
-            opts=child,
-        )
+        service = cluster_service(name, ns, "gateway", {"http": 80, "metrics": METRICS_PORT}, child)
         disruption_budget(name, ns, child)
         server_ports = sorted({int(address.rsplit(":", 1)[1]) for _, address, _ in upstreams})
         gateway_network_policy(name, ns, HTTP_PORT, METRICS_PORT, server_ports, child)

@@ -45,7 +45,6 @@ from slm_deploy.observability.logs import (
     pipeline_rule_groups,
     volume_rule_groups,
 )
-from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 from slm_deploy.stacks.k8s.common import chart_release, from_monitoring
 from slm_deploy.stacks.k8s.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from slm_deploy.yamlout import dump
@@ -82,7 +81,7 @@ def logs_alert_groups(spec: LogsSpec, catalog: Catalog) -> list[dict[str, Any]]:
 
 
 def loki_values(spec: LogsSpec) -> dict[str, Any]:
-    """Single-binary Loki sized from the spec (its image: pin_chart_images)."""
+    """Single-binary Loki sized from the spec (its image: pinned by chart_release)."""
     config = loki_config(budget_for(spec.storage_gi, spec.gib_per_day, spec.max_retention_days))
     ruler = {k: v for k, v in config["ruler"].items() if k in ("evaluation_interval", "enable_alertmanager_v2", "storage")}
     compactor = {k: v for k, v in config["compactor"].items() if k != "working_directory"}
@@ -125,7 +124,7 @@ def loki_values(spec: LogsSpec) -> dict[str, Any]:
 
 
 def alloy_values(serving_namespace: str, cluster: str) -> dict[str, Any]:
-    """One Alloy for the serving namespace (its image: pin_chart_images)."""
+    """One Alloy for the serving namespace (its image: pinned by chart_release)."""
     return {
         "crds": {"create": False},
         "serviceMonitor": {"enabled": True},  # chart default false: Alloy unscraped, its silence unseen
@@ -231,10 +230,9 @@ class Logs(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]),
         )
         after = pulumi.ResourceOptions(parent=self, depends_on=[ns, rules, monitoring_release])
-        loki_chart, alloy_chart = catalog.charts["loki"], catalog.charts["alloy"]
-        values = loki_values(spec)
-        pin_chart_images(values, loki_chart, catalog)
-        loki = chart_release(f"{name}-loki", loki_chart, namespace=NAMESPACE, values=values, opts=after, timeout=600)
+        loki = chart_release(
+            f"{name}-loki", catalog, "loki", namespace=NAMESPACE, values=loki_values(spec), opts=after, timeout=600
+        )
         reader = Role(
             f"{name}-alloy-reader",
             metadata=ObjectMetaArgs(name=ALLOY_ACCOUNT, namespace=serving_namespace),
@@ -250,13 +248,12 @@ class Logs(pulumi.ComponentResource):
             subjects=[SubjectArgs(kind="ServiceAccount", name=ALLOY_ACCOUNT, namespace=NAMESPACE)],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[reader, *serving_ready]),
         )
-        values = alloy_values(serving_namespace, cluster)
-        pin_chart_images(values, alloy_chart, catalog)
         alloy = chart_release(
             f"{name}-alloy",
-            alloy_chart,
+            catalog,
+            "alloy",
             namespace=NAMESPACE,
-            values=values,
+            values=alloy_values(serving_namespace, cluster),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki, binding]),
             timeout=600,
         )

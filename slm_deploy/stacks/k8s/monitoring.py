@@ -11,7 +11,6 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.environment import MonitoringSpec
-from slm_deploy.stacks.k8s.chart_images import pin_chart_images
 from slm_deploy.stacks.k8s.common import chart_release
 
 NAMESPACE = "monitoring"
@@ -76,7 +75,6 @@ class Monitoring(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(grafana_password)},
             opts=in_ns,
         )
-        chart = catalog.charts["kube-prometheus-stack"]
         non_root = {
             "runAsNonRoot": True,
             "runAsUser": 65534,
@@ -128,10 +126,10 @@ class Monitoring(pulumi.ComponentResource):
             },
             "alertmanager": {"alertmanagerSpec": {"securityContext": non_root}, **alert_routes(spec)},
         }
-        pin_chart_images(values, chart, catalog)
         release = chart_release(
             f"{name}-kube-prometheus-stack",
-            chart,
+            catalog,
+            "kube-prometheus-stack",
             namespace=NAMESPACE,
             values=values,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin]),

@@ -11,6 +11,7 @@ from pulumi_kubernetes.core.v1 import TolerationArgs
 from slm_deploy.environment import AutoscalingSpec
 from slm_deploy.stacks.k8s.common import GPU_TOLERATION, tolerations_for
 from slm_deploy.stacks.k8s.namespace import ServingNamespace
+from slm_deploy.stacks.placement import POOL_LABEL
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def identity_label(settings: ServerSettings) -> dict[str, str]:
 def node_selector(settings: ServerSettings) -> dict[str, str] | None:
     if settings.node_selector is not None:
         return settings.node_selector or None
-    return {"slm.dev/pool": settings.pool} if settings.pool else None
+    return {POOL_LABEL: settings.pool} if settings.pool else None
 
 
 def tolerations(settings: ServerSettings, gpu: bool) -> list[TolerationArgs] | None:

@@ -13,23 +13,17 @@ import hashlib
 from dataclasses import dataclass, replace
 
 import pulumi
-from pulumi_kubernetes.apps.v1 import Deployment, DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
+from pulumi_kubernetes.apps.v1 import Deployment, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
 from pulumi_kubernetes.batch.v1 import Job, JobSpecArgs
 from pulumi_kubernetes.core.v1 import (
-    ConfigMap,
-    ConfigMapVolumeSourceArgs,
     PersistentVolumeClaim,
     PersistentVolumeClaimSpecArgs,
     PersistentVolumeClaimVolumeSourceArgs,
-    PodSpecArgs,
     PodTemplateSpecArgs,
-    Service,
-    ServicePortArgs,
-    ServiceSpecArgs,
     VolumeArgs,
     VolumeResourceRequirementsArgs,
 )
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from slm_deploy.catalog import Catalog
 from slm_deploy.observability.scrape import HEALTH_PATH
@@ -37,26 +31,23 @@ from slm_deploy.planner import Plan
 from slm_deploy.runtimes import FETCH_JOB_CPU_MILLIS, METRICS_PATH, MODEL_DIR, RuntimeSpec, runtime_spec
 from slm_deploy.spec import Runtime
 from slm_deploy.stacks.k8s.common import (
-    GPU_RESOURCE,
     Probes,
     Sizes,
     disruption_budget,
     gib,
-    http_probe,
     labels,
     metrics_monitor,
     mount,
-    pod_security,
     port,
     profiled_container,
     scratch_volume,
-    selector,
-    spread,
 )
-from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME, SERVICE_ACCOUNT
+from slm_deploy.stacks.k8s.namespace import SECRETS_PATH, SECRETS_VOLUME
 from slm_deploy.stacks.k8s.netpol import server_network_policies
 from slm_deploy.stacks.k8s.server_scaling import server_autoscaler
 from slm_deploy.stacks.k8s.server_settings import ServerSettings, identity_label, node_selector, tolerations
+from slm_deploy.stacks.k8s.workload import cluster_service, config_files, serving_deployment, serving_pod
+from slm_deploy.stacks.placement import GPU_RESOURCE
 
 READY_MARKER = f"{MODEL_DIR}/.slm-ready"
 READINESS_PATH = {
@@ -136,16 +127,7 @@ class ModelServer(pulumi.ComponentResource):
         parts = _Parts(name, ns, plan, spec, settings, models, self._config_volumes(name, ns, spec, child), child)
         job = self._fetch_job(parts)
         deployment = self._deployment(parts, job)
-        service = Service(
-            f"{name}-svc",
-            metadata=ObjectMetaArgs(name=name, namespace=ns, labels=labels(name, "model-server")),
-            spec=ServiceSpecArgs(
-                type="ClusterIP",
-                selector=selector(name),
-                ports=[ServicePortArgs(name="http", port=spec.port, target_port="http", protocol="TCP")],
-            ),
-            opts=child,
-        )
+        service = cluster_service(name, ns, "model-server", {"http": spec.port}, child)
         disruption_budget(name, ns, child)
         server_autoscaler(self, name, ns, plan, settings, deployment)
         server_network_policies(name, ns, spec.port, child)
@@ -170,13 +152,7 @@ class ModelServer(pulumi.ComponentResource):
     def _config_volumes(self, name: str, ns: str, spec: RuntimeSpec, child: pulumi.ResourceOptions) -> list[VolumeArgs]:
         if not spec.files:
             return []
-        ConfigMap(
-            f"{name}-config",
-            metadata=ObjectMetaArgs(name=f"{name}-config", namespace=ns),
-            data={path.rsplit("/", 1)[1]: text for path, text in sorted(spec.files.items())},
-            opts=child,
-        )
-        return [VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=f"{name}-config"))]
+        return [config_files(name, ns, {path.rsplit("/", 1)[1]: text for path, text in sorted(spec.files.items())}, child)]
 
     def _fetch_job(self, parts: _Parts) -> Job:
         name, ns, plan, spec, settings = parts.name, parts.ns, parts.plan, parts.spec, parts.settings
@@ -208,11 +184,8 @@ class ModelServer(pulumi.ComponentResource):
                 backoff_limit=6,
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(labels={**labels(name, "model-fetch"), **identity_label(settings)}),
-                    spec=PodSpecArgs(
+                    spec=serving_pod(
                         restart_policy="OnFailure",
-                        service_account_name=SERVICE_ACCOUNT,
-                        automount_service_account_token=False,
-                        security_context=pod_security(),
                         tolerations=tolerations(settings, settings.gpu_pool),
                         node_selector=node_selector(settings),
                         containers=[
@@ -297,12 +270,12 @@ class ModelServer(pulumi.ComponentResource):
             ),
             # Downloading and loading weights takes a time that grows with their size; the
             # startup probe allows it, so liveness never kills a server that is still loading.
-            probes=Probes(
-                startup=http_probe(
-                    LIVENESS_PATH[spec.runtime], spec.port, res.probe_period_seconds, res.startup_failure_threshold
-                ),
-                readiness=http_probe(READINESS_PATH[spec.runtime], spec.port, 10, 3),
-                liveness=http_probe(LIVENESS_PATH[spec.runtime], spec.port, 20, *LIVENESS_TOLERANCE.get(spec.runtime, (3, 5))),
+            probes=Probes.over_http(
+                spec.port,
+                ready=READINESS_PATH[spec.runtime],
+                live=LIVENESS_PATH[spec.runtime],
+                startup=(res.probe_period_seconds, res.startup_failure_threshold),
+                live_tolerance=LIVENESS_TOLERANCE.get(spec.runtime),
             ),
             mounts=mounts,
         )
@@ -320,34 +293,23 @@ class ModelServer(pulumi.ComponentResource):
             settings.autoscaling.min_replicas == 0
         )
         timeout = res.startup_budget_seconds + 600
-        return Deployment(
-            f"{name}-deploy",
-            metadata=ObjectMetaArgs(
-                name=name,
-                namespace=ns,
-                labels=labels(name, "model-server"),
-                annotations={"pulumi.com/timeoutSeconds": str(timeout)},
+        return serving_deployment(
+            name,
+            ns,
+            "model-server",
+            pod=serving_pod(
+                grace_seconds=60,
+                tolerations=tolerations(settings, res.gpu_count > 0),
+                node_selector=node_selector(settings),
+                spread_over=name,
+                init_containers=[wait],
+                containers=[container],
+                volumes=volumes,
             ),
-            spec=DeploymentSpecArgs(
-                replicas=None if autoscaled else settings.autoscaling.min_replicas,
-                selector=LabelSelectorArgs(match_labels=selector(name)),
-                strategy=self._strategy(res.gpu_count),
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels={**labels(name, "model-server"), **identity_label(settings)}),
-                    spec=PodSpecArgs(
-                        service_account_name=SERVICE_ACCOUNT,
-                        automount_service_account_token=False,
-                        security_context=pod_security(),
-                        termination_grace_period_seconds=60,
-                        tolerations=tolerations(settings, res.gpu_count > 0),
-                        node_selector=node_selector(settings),
-                        topology_spread_constraints=spread(name),
-                        init_containers=[wait],
-                        containers=[container],
-                        volumes=volumes,
-                    ),
-                ),
-            ),
+            replicas=None if autoscaled else settings.autoscaling.min_replicas,
+            identity=identity_label(settings),
+            annotations={"pulumi.com/timeoutSeconds": str(timeout)},
+            strategy=self._strategy(res.gpu_count),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
 

@@ -625,7 +625,9 @@ def test_the_gpu_operator_runs_every_image_by_the_locked_digest() -> None:
     assert rendered["operator"] == f"{operator}@{lock[operator]['digest']}"  # not `:sha256:...`
     assert rendered["validator"] == rendered["operator"]  # since 26.x the validator is the operator's image
     assert rendered["gfd"] == rendered["devicePlugin"]  # feature discovery runs the device plugin's image
-    assert dig(values, "dcgmExporter.version") == lock[images["dcgm-exporter"].ref]["digest"]
+    # the exporter the operator release is validated with, not the edge boxes' one
+    assert dig(values, "dcgmExporter.version") == lock[images["gpu-operator-dcgm-exporter"].ref]["digest"]
+    assert images["gpu-operator-dcgm-exporter"].tag != images["dcgm-exporter"].tag
     assert values["dcgmExporter"]["serviceMonitor"] == {"enabled": True} and values["devicePlugin"]["enabled"] is True
 
 

@@ -352,7 +352,7 @@ def _check_models(endpoint: Endpoint, key: str, wanted: str | None, report: Smok
         hint = " (is the API key right?)" if resp.status == 401 else ""
         return FAIL, f"GET /v1/models: HTTP {resp.status}{hint}: {_snippet(resp.body)}"
     try:
-        ids = [str(m["id"]) for m in json.loads(resp.body)["data"]]
+        ids = [str(m["id"]) for m in json_object(resp.body)["data"]]
     except (ValueError, KeyError, TypeError):
         return FAIL, f"GET /v1/models: not an OpenAI model list: {_snippet(resp.body)}"
     if not ids:
@@ -372,7 +372,7 @@ def _check_chat(endpoint: Endpoint, key: str, report: SmokeReport) -> tuple[str,
     if resp.status != 200:
         return FAIL, f"HTTP {resp.status}: {_snippet(resp.body)}"
     try:
-        message = json.loads(resp.body)["choices"][0]["message"]
+        message = json_object(resp.body)["choices"][0]["message"]
         content, reasoning = _generated(message)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return FAIL, f"not a chat completion: {_snippet(resp.body)}"

@@ -44,6 +44,10 @@ OTHER_PROGRAMS = {
     "ssh-keygen": "makes the release key: tests/test_readme.py runs the README's line, tests/test_rollout.py the same",
     "ansible-playbook": "tests/test_rollout.py checks the playbook with ansible-playbook; tests/test_rollout_live.py runs it",
     "python3": "on a box: the box agent, run by tests/test_rollout.py and tests/test_rollout_live.py",
+    **dict.fromkeys(
+        ("systemctl", "rm", "cp", "chmod", "mv", "install"),
+        "on a box: docs/rollout.md's agent upgrade, run by tests/test_rollout.py (systemctl aside)",
+    ),
 }
 
 

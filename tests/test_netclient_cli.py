@@ -195,3 +195,42 @@ def test_lock_names_a_manifest_that_is_not_a_json_object(body: bytes, what: str,
     with serve(Hostile("malformed-json", body=body)) as peer:
         line = one_error_line(cli(tmp_path, *lock_args(tmp_path, peer.host)))
     assert f"{peer.host}/team/app:1.0: the manifest is {what}" in line, line
+
+
+@pytest.mark.parametrize("token_answer", [b"[]", b'"x"', b"[" * 100_000], ids=["list", "string", "nested"])
+def test_a_token_endpoint_answer_that_is_not_a_json_object_is_one_error_line(token_answer: bytes, tmp_path: Path) -> None:
+    """A registry that asks for a bearer token (distribution docs/spec/auth/token.md) whose token
+    endpoint answers 200 with something that is not the spec's JSON object: `lock` says the endpoint
+    returned no token, in one line (before: a traceback for a list or a nesting beyond the limit)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/token"):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(token_answer)))
+                self.end_headers()
+                self.wfile.write(token_answer)
+                return
+            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="test",scope="repository:team/app:pull"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        line = one_error_line(cli(tmp_path, *lock_args(tmp_path, host)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"registry {host}: token endpoint returned no token" in line, line

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -358,16 +359,16 @@ def test_the_agent_is_shipped_without_compiled_files(tmp_path: Path, monkeypatch
     (this machine's python, its timestamps) is not copied, so the rollout folder stays the same."""
     import compileall
 
-    from slm_deploy.rollout import playbook
+    from slm_deploy.rollout import shipping
 
     package = tmp_path / "src" / "boxagent"
     shutil.copytree(AGENT_PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
     assert compileall.compile_dir(package, quiet=1) and (package / "__pycache__").is_dir()
-    monkeypatch.setattr(playbook, "AGENT", package)
+    monkeypatch.setattr(shipping, "AGENT", package)
     written = copy_agent(tmp_path / "slm-box")
     assert [str(p.relative_to(tmp_path / "slm-box")) for p in written] == [
         "__main__.py",
-        *(f"boxagent/{p.name}" for p in sorted(AGENT_PACKAGE.glob("*.py"))),
+        *(f"boxagent/{p.name}" for p in sorted(AGENT_PACKAGE.glob("*.py")) if p.name != "__main__.py"),
     ]
     assert not list((tmp_path / "slm-box").rglob("__pycache__"))
 
@@ -387,19 +388,13 @@ def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[P
     assert "forks = 50" in (out / "ansible.cfg").read_text()
     play = yaml.safe_load((out / "playbook.yml").read_text())[0]
     assert play["serial"] == [1, 1, 6] and play["max_fail_percentage"] == 0
-    # The agent's folder holds the package's modules, byte for byte, and its __main__.py on top:
-    # nothing else (no __pycache__ of this machine's python), nothing left out.
+    # The agent's folder holds the package's modules, byte for byte, and its __main__.py on top (only
+    # there): nothing else (no __pycache__ of this machine's python), nothing left out.
     shipped = out / "files" / "slm-box"
     expected = {"__main__.py": AGENT_PACKAGE / "__main__.py"}
-    expected |= {f"boxagent/{p.name}": p for p in AGENT_PACKAGE.glob("*.py")}
+    expected |= {f"boxagent/{p.name}": p for p in AGENT_PACKAGE.glob("*.py") if p.name != "__main__.py"}
     assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == sorted(expected)
     assert [rel for rel, source in expected.items() if (shipped / rel).read_bytes() != source.read_bytes()] == []
-    # A box set up by a release before the package keeps no stale one-file agent beside the folder.
-    (block,) = [t["block"] for t in play["tasks"] if t.get("name") == "Rollout"]
-    names = [t.get("name") for t in block]
-    (removal,) = [t["ansible.builtin.file"] for t in block if t.get("name") == "Earlier box agent"]
-    assert removal == {"path": "{{ slm_root }}/bin/slm-box.py", "state": "absent"}
-    assert names.index("Earlier box agent") < names.index("Box agent")
     playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
     need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
     check = subprocess.run(
@@ -418,6 +413,90 @@ def test_rollout_writes_waves_that_ansible_accepts(tmp_path: Path, keys: tuple[P
         check=False,
     )
     assert listed.returncode == 0 and "hosts (8)" in listed.stdout
+
+
+def test_the_agent_tasks_leave_exactly_the_shipped_agent_on_a_box(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """The generated playbook's agent tasks, run by the real ansible-playbook on this machine (connection
+    local) against a box folder an earlier release left behind: a module the package no longer has, a
+    folder opened to everyone, the one-file agent of the releases before the package. After the run the
+    folder holds exactly the shipped files, at 0755/0644, and the one-file agent is gone; a second run
+    changes nothing."""
+    import yaml
+
+    out = write_rollout(tmp_path, keys)
+    play = yaml.safe_load((out / "playbook.yml").read_text())[0]
+    (block,) = [t["block"] for t in play["tasks"] if t.get("name") == "Rollout"]
+    tasks = [t for t in block if str(t.get("name", "")).startswith(("Box agent", "Earlier box agent"))]
+    assert [t["name"] for t in tasks][-1] == "Earlier box agent"  # removed only once the new agent is in place
+    root = tmp_path / "box"
+    agent = root / "bin" / "slm-box"
+    (agent / "boxagent").mkdir(parents=True)
+    (agent / "boxagent" / "gone.py").write_text("raise SystemExit('a module of an earlier release')\n")
+    (agent / "stale").mkdir()
+    (agent / "stale" / "x.py").write_text("")
+    (agent / "boxagent" / "__pycache__").mkdir()
+    (agent / "boxagent" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"")
+    agent.chmod(0o777)
+    (root / "bin" / "slm-box.py").write_text("# the one-file agent\n")
+    mini = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": {"slm_root": str(root), "ansible_python_interpreter": sys.executable},
+            "tasks": tasks,
+        }
+    ]
+    (out / "agent.yml").write_text(yaml.safe_dump(mini))
+    playbook_binary = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    need(Path(playbook_binary).is_file(), "ansible is not installed (pip install ansible)")
+
+    def run() -> str:
+        done = subprocess.run(
+            [playbook_binary, "-i", "localhost,", "agent.yml"], cwd=out, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run()
+    shipped = out / "files" / "slm-box"
+    on_box = sorted(str(p.relative_to(agent)) for p in agent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert on_box == sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file())
+    assert [p for p in (agent / "boxagent").iterdir() if p.name == "gone.py"] == [] and not (agent / "stale").exists()
+    assert not (root / "bin" / "slm-box.py").exists()
+    assert stat.S_IMODE(agent.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in agent.rglob("*.py")} == {0o644}
+    assert "changed=0" in run()  # nothing left to change (the compiled files a box's python3 writes are kept)
+    version = subprocess.run([sys.executable, "-I", "-S", str(agent), "--help"], capture_output=True, text=True, check=False)
+    assert version.returncode == 0, version.stderr
+
+
+def test_the_docs_agent_upgrade_for_a_pull_box_leaves_exactly_the_shipped_agent(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """docs/rollout.md's block for a pull or offline box, run as written (systemctl aside) with /srv
+    and OUT pointing here, on a box an earlier release set up: the folder is the shipped one, the
+    one-file agent is gone, the pull script is the new one, and the agent runs."""
+    import re
+
+    out = write_rollout(tmp_path, keys)
+    doc = (ROOT / "docs" / "rollout.md").read_text()
+    (block,) = [b for b in re.findall(r"^```sh\n(.*?)^```", doc, flags=re.S | re.M) if "slm-box.new" in b]
+    root = tmp_path / "srv" / "slm-deploy"
+    agent = root / "bin" / "slm-box"
+    (agent / "boxagent").mkdir(parents=True)
+    (agent / "boxagent" / "gone.py").write_text("")
+    (root / "bin" / "slm-box.py").write_text("# the one-file agent\n")
+    (root / "bin" / "slm-deploy-pull.sh").write_text('python3 "$ROOT/bin/slm-box.py" install\n')
+    lines = [line for line in block.splitlines() if line.strip() and not line.startswith("systemctl ")]
+    script = "set -eu\n" + "\n".join(lines).replace("/srv/slm-deploy", str(root)).replace("OUT/", f"{out}/")
+    script = script.replace("python3 ", f"{sys.executable} -I -S ")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped = out / "files" / "slm-box"
+    on_box = sorted(str(p.relative_to(agent)) for p in agent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert on_box == sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file())
+    assert not (root / "bin" / "slm-box.py").exists() and not (root / "bin" / "slm-box.new").exists()
+    assert (root / "bin" / "slm-deploy-pull.sh").read_text() == (out / "pull" / "slm-deploy-pull.sh").read_text()
+    assert stat.S_IMODE(agent.stat().st_mode) == 0o755
 
 
 def test_a_ring_naming_an_unknown_box_is_one_line(tmp_path: Path) -> None:

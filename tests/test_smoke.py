@@ -325,3 +325,25 @@ def test_an_event_that_is_not_a_json_object_fails_the_stream_check(handler: type
         result = run_smoke(f"http://{address}", API_KEY, requests=1, timeout=10)
     found = {c.name: c for c in result.checks}
     assert found["stream"].status == "fail" and detail in found["stream"].detail, found["stream"]
+
+
+class NestedModelsOpenAI(StreamingOpenAI):
+    """A /v1/models answer nested beyond the JSON parser's recursion limit."""
+
+    def do_GET(self) -> None:
+        data = b"[" * 200_000
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_a_models_answer_nested_too_deeply_fails_the_models_check_only() -> None:
+    """The peer's answer is the fault: the models check fails and names it, the run reports the
+    rest, and no error ends the whole smoke run (before: `error: input: nested too deeply`)."""
+    with serving(NestedModelsOpenAI) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=1, timeout=10)
+    found = {c.name: c for c in result.checks}
+    assert found["models"].status == "fail" and "not an OpenAI model list" in found["models"].detail, found["models"]
+    assert not result.passed

@@ -20,6 +20,7 @@ from slm_deploy.resolve import cache
 from slm_deploy.resolve.cache import unreachable
 from slm_deploy.resolve.gguf import GgufProblem, parse_header, resolved_from_header
 from slm_deploy.resolved import ResolvedModel
+from slm_deploy.safejson import json_object
 
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
 KIND = "ollama"
@@ -60,9 +61,9 @@ def _range(url: str, start: int, end: int) -> tuple[int, bytes]:
 
 def _error_code(body: bytes) -> str:
     try:
-        errors = json.loads(body).get("errors") or []
-        return str(errors[0].get("code") or "") if errors else ""
-    except (ValueError, AttributeError, IndexError):
+        errors = json_object(body).get("errors") or []
+        return str(errors[0].get("code") or "") if isinstance(errors, list) and errors else ""
+    except (ValueError, AttributeError):
         return ""
 
 

@@ -6,10 +6,10 @@ of ring sizes, hosts listed ring by ring, so Ansible's batches are exactly the r
 which more than `max_fail_percentage` of its boxes fail ends the play, and no later ring is touched
 (Ansible "Controlling playbook execution: strategies and more", serial and max_fail_percentage).
 
-On each box: copy the box agent (the slm_deploy/rollout/boxagent package, as the folder slm-box: see
-copy_agent) and the release keys, copy the
-box's OCI layout archive, let the agent verify and install it beside the previous release, create
-missing secrets (init-secrets.sh only creates what is missing), `docker compose up --wait` through
+On each box: copy the box agent (the slm_deploy/rollout/boxagent package, as the folder slm-box:
+see slm_deploy/rollout/shipping.py) and the release keys, copy the box's OCI layout archive, let
+the agent verify and install it beside the previous release, create missing secrets
+(init-secrets.sh only creates what is missing), `docker compose up --wait` through
 community.docker.docker_compose_v2, then the health gate: `slm-deploy smoke` from the controller
 against the box's gateway, then the plan gate on the box (slm_deploy/rollout/planguard.py, copied as
 slm-plan-gate.py): the model server's own start-up figures against the bundle's plan.json, within
@@ -27,11 +27,10 @@ from typing import Any
 from slm_deploy.bundle.swap import OPERATOR_ENTRIES
 from slm_deploy.errors import InputError
 from slm_deploy.fleet import Fleet, waves
-from slm_deploy.rollout import boxagent, planguard
+from slm_deploy.rollout import planguard
+from slm_deploy.rollout.shipping import AGENT_DIR, PULL_SCRIPT, PULL_SERVICE, PULL_TIMER, agent_tasks, copy_agent
 from slm_deploy.yamlout import dump
 
-AGENT = Path(boxagent.__file__).parent  # the package's folder; on a box, slm-box/boxagent/
-AGENT_DIR = "slm-box"  # `python3 slm-box ...` runs slm-box/__main__.py
 PLAN_GATE = Path(planguard.__file__)
 # How long the plan gate waits for the model server's start-up lines after the smoke gate passed
 # (the smoke requests have loaded the model: Ollama loads on the first request).
@@ -155,23 +154,7 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
                     "ansible.builtin.file": {"path": "{{ item }}", "state": "directory", "mode": "0755"},
                     "loop": ["{{ slm_root }}/bin", "{{ slm_root }}/incoming"],
                 },
-                {
-                    # The one-file agent that releases before the package shipped (bin/slm-box.py);
-                    # nothing runs it any more.
-                    "name": "Earlier box agent",
-                    "ansible.builtin.file": {"path": "{{ slm_root }}/bin/slm-box.py", "state": "absent"},
-                },
-                {
-                    "name": "Box agent",
-                    # `src` ends in a slash: the folder's contents into `dest` (ansible.builtin.copy);
-                    # `directory_mode` is what the folders it creates get, `mode` each file.
-                    "ansible.builtin.copy": {
-                        "src": f"files/{AGENT_DIR}/",
-                        "dest": agent,
-                        "mode": "0644",
-                        "directory_mode": "0755",
-                    },
-                },
+                *agent_tasks(agent),
                 {
                     "name": "Plan gate",
                     "ansible.builtin.copy": {"src": "files/slm-plan-gate.py", "dest": plan_gate, "mode": "0755"},
@@ -368,64 +351,6 @@ def playbook(fleet: Fleet, release: str) -> list[dict[str, Any]]:
     ]
 
 
-PULL_SCRIPT = """\
-#!/bin/sh
-# The pull variant (boxes behind NAT, issue 25): fetch this box's release tag, verify the signature
-# and manifest, install it beside the previous one, bring it up, and roll back when it does not come
-# up healthy. Run by slm-deploy-pull.timer; SLM_BOX, SLM_FLEET and SLM_REGISTRY come from /etc/slm-deploy/pull.env.
-# SLM_REGISTRY_AUTH_FILE (optional): a docker config.json or user:password, mode 0600, for a
-# private registry.
-set -eu
-ROOT=/srv/slm-deploy
-AGENT="$ROOT/bin/{agent}"
-rc=0
-python3 "$AGENT" install --box "$SLM_BOX" --allowed-signers "$ROOT/allowed_signers" \\
-  --registry "$SLM_REGISTRY:$SLM_BOX" --root "$ROOT" --fleet "$SLM_FLEET" \\
-  ${{SLM_REGISTRY_AUTH_FILE:+--registry-auth "$SLM_REGISTRY_AUTH_FILE"}}{operator} || rc=$?
-# 3: this release failed here before and was rolled back; it stays off until a newer release is
-# promoted or the operator runs the install with --retry-failed (not every tick, forever).
-if [ "$rc" -eq 3 ]; then exit 0; fi
-if [ "$rc" -ne 0 ]; then exit "$rc"; fi
-# The release folder itself, not the `current` link: through the link every release has the same
-# bind-mount paths and `up` would keep the old containers on the old files.
-up() {{ (cd "$(readlink -f "$ROOT/current")" && docker compose up -d --wait --remove-orphans); }}
-if ! up; then
-  failed="$(readlink -f "$ROOT/current")"
-  if python3 "$AGENT" rollback --root "$ROOT" --failed "did not come up healthy (docker compose up --wait)"; then
-    up
-  else
-    (cd "$failed" && docker compose down)  # the box's first release: nothing to go back to
-  fi
-  exit 1
-fi
-"""
-
-PULL_SERVICE = """\
-[Unit]
-Description=slm-deploy: fetch, verify and apply this box's release
-Wants=network-online.target
-After=network-online.target docker.service
-
-[Service]
-Type=oneshot
-EnvironmentFile=/etc/slm-deploy/pull.env
-ExecStart=/srv/slm-deploy/bin/slm-deploy-pull.sh
-"""
-
-PULL_TIMER = """\
-[Unit]
-Description=slm-deploy: check for this box's release every 15 minutes
-
-[Timer]
-OnBootSec=5min
-OnUnitActiveSec=15min
-RandomizedDelaySec=10min
-
-[Install]
-WantedBy=timers.target
-"""
-
-
 def write_rollout(
     out: Path, fleet: Fleet, release: str, artifacts: Path, allowed_signers: Path, hosts: dict[str, dict[str, Any]]
 ) -> list[Path]:
@@ -459,25 +384,4 @@ def write_rollout(
     (out / "reports").mkdir(exist_ok=True)
     (out / "work").mkdir(exist_ok=True)
     (out / "work").chmod(0o700)  # the boxes' API keys, fetched for the gate
-    return written
-
-
-def agent_files() -> list[tuple[str, Path]]:
-    """The box agent as a box gets it: (path inside the slm-box folder, source file), sorted. The
-    package's modules go to boxagent/ and its __main__.py also to the top, where `python3 slm-box`
-    looks for it; compiled files (__pycache__) stay behind: a box compiles for its own python3."""
-    modules = sorted(AGENT.glob("*.py"))
-    return [("__main__.py", AGENT / "__main__.py"), *((f"{AGENT.name}/{path.name}", path) for path in modules)]
-
-
-def copy_agent(folder: Path) -> list[Path]:
-    """Write the slm-box folder afresh (a module dropped from the package does not linger)."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    written = []
-    for rel, source in agent_files():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, path)
-        written.append(path)
     return written

@@ -147,8 +147,8 @@ def _retry_after(value: str | None) -> float:
 def _oauth_error(body: bytes) -> str:
     """` invalid_grant` from an OAuth2 error answer ({"error": ...}), else nothing."""
     try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
+        error = json_object(body).get("error")
+    except ValueError:
         return ""
     return f" {error}" if isinstance(error, str) and re.fullmatch(r"[\w.-]{1,64}", error) else ""
 
@@ -243,10 +243,10 @@ class RegistryClient:
         if status != 200:
             raise RegistryError(f"registry {host}: token endpoint answered HTTP {status}")
         try:
-            data = json.loads(body)
-            token = data.get("token") or data.get("access_token")
+            data = json_object(body)
         except ValueError:
-            token = None
+            data = {}
+        token = data.get("token") or data.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(f"registry {host}: token endpoint returned no token")
         return token

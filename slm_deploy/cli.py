@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from slm_deploy import __version__
+from slm_deploy import __version__, interrupts
 from slm_deploy.cli_common import NonEmptyPath, choice, clear_errors, fail, print_json
 from slm_deploy.cli_ops import catalog_command, init, lock, smoke
 from slm_deploy.cli_rollout import fleet, publish, rollout
@@ -439,6 +439,7 @@ main.add_command(fleet)
 
 
 def _terminated(signum: int, frame: Any) -> None:
+    interrupts.received(signum)  # checked again where work can stop: a library may swallow the exception
     raise KeyboardInterrupt  # so every clean-up (temporary folders, staged bundles) runs on SIGTERM too
 
 
@@ -447,11 +448,15 @@ def run() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
     try:
         from slm_deploy import netclient
 
         with netclient.command():
-            main.main(prog_name="slm-deploy", standalone_mode=False)
+            try:
+                main.main(prog_name="slm-deploy", standalone_mode=False)
+            finally:
+                interrupts.check()  # a signal is never answered by a normal end
     except InputError as exc:  # a bad SLM_DEPLOY_NET_* setting, before any command ran
         fail(str(exc))
     except click.UsageError as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slm_deploy import interrupts
 from slm_deploy.errors import InputError
 from slm_deploy.preview_outputs import OutputQueue
 from slm_deploy.safeyaml import read_input
@@ -258,6 +259,7 @@ def run_preview(stack: str, root: Path) -> PreviewResult:
         _run(result, config, secret_keys, source, root)
     finally:
         os.environ.update(aside)
+    interrupts.check()  # Pulumi's SDK may have swallowed the signal's exception (slm_deploy.interrupts)
     result.resources.sort(key=lambda r: r.urn)  # registration order follows async scheduling
     for resource in result.resources:
         if _is_manifest(resource):

@@ -162,3 +162,39 @@ def test_an_empty_output_path_is_refused_not_the_current_folder(
     code, _, err = invoke(capsys, *args)
     assert code == 2 and err.count("error:") == 1 and "an empty path" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_whose_exception_a_library_swallowed_still_interrupts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pulumi's SDK catches BaseException while it works out a resource's source position
+    (pulumi/runtime/resource.py `_get_source_position_for_frame`); a SIGTERM that lands there loses
+    its KeyboardInterrupt, and the review went on to exit 0 (seen in CI). Here the preview's program
+    receives SIGTERM inside such a handler: the command still ends as interrupted, exit 2."""
+    import contextlib
+    import signal
+    import sys
+    import time
+
+    from slm_deploy import cli, interrupts, preview
+
+    real_run = preview._run
+
+    def swallowing_run(*args: object, **kwargs: object) -> None:
+        with contextlib.suppress(BaseException):  # what the SDK does
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here, at the latest
+        real_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(preview, "_run", swallowing_run)
+    monkeypatch.setattr(interrupts, "_received", [])
+    old_term, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(sys, "argv", ["slm-deploy", "preview", "dev", "--project", str(ROOT)])
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "interrupted" in err and "Traceback" not in err, err

@@ -417,6 +417,22 @@ class ChartProfile(_Strict):
     images: tuple[ChartImage, ...] = ()
     images_source: str | None = None
 
+    def outside_kubernetes(self, minor: str) -> str | None:
+        """Why this chart version is not validated for the Kubernetes minor (`1.36`), or None."""
+        if self.kubernetes is None:
+            return None
+
+        def key(version: str) -> tuple[int, ...]:
+            return tuple(int(part) for part in version.split(".")[:2])
+
+        low, high = self.kubernetes.validated
+        if key(low) <= key(minor) <= key(high):
+            return None
+        return (
+            f"{self.id} {self.version} is validated for Kubernetes {low}-{high}, not {minor} "
+            f"({self.kubernetes.source}); {self.kubernetes.newer}"
+        )
+
 
 class _Profiles(_Strict):
     charts: tuple[ChartProfile, ...]

@@ -91,23 +91,10 @@ def _chart_windows(stack: Stack, minor: str) -> list[Finding]:
     findings = []
     for release in stack.releases():
         profile = chart_profile(release)
-        if profile is None or profile.kubernetes is None:
-            continue
-        low, high = profile.kubernetes.validated
-        if not _minor_key(low) <= _minor_key(minor) <= _minor_key(high):
-            findings.append(
-                Finding(
-                    "SLM-SIM-019",
-                    label(release),
-                    f"{profile.id} {profile.version} is validated for Kubernetes {low}-{high}, not {minor} "
-                    f"({profile.kubernetes.source}); {profile.kubernetes.newer}",
-                )
-            )
+        problem = profile.outside_kubernetes(minor) if profile else None
+        if problem:
+            findings.append(Finding("SLM-SIM-019", label(release), problem))
     return findings
-
-
-def _minor_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".")[:2])
 
 
 def _placeholders(stack: Stack, facts: AksFacts) -> list[Finding]:

@@ -50,14 +50,11 @@ def dated_notes(env: Environment) -> list[str]:
             f"preview and review warn {facts.warn_days} days ahead"
         )
         for profile in load_chart_profiles().values():
-            if profile.kubernetes is None or (profile.id == "gpu-operator" and not env.spec.gpu_pools):
+            if profile.id == "gpu-operator" and not env.spec.gpu_pools:
                 continue
-            low, high = profile.kubernetes.validated
-            if not _minor_in(minor.minor, low, high):
-                lines.append(
-                    f"dates: {profile.id} {profile.version} is validated for Kubernetes {low}-{high}, not "
-                    f"{minor.minor} ({profile.kubernetes.source}); {profile.kubernetes.newer}"
-                )
+            problem = profile.outside_kubernetes(minor.minor)
+            if problem:
+                lines.append(f"dates: {problem}")
     for retired in facts.retirements:
         # The others the program itself satisfies (the simulator checks them: SLM-SIM-019).
         if not retired.note_only or (retired.addon == "webAppRouting" and not env.spec.ingress.enabled):
@@ -66,13 +63,6 @@ def dated_notes(env: Environment) -> list[str]:
             state = "ended" if retired.date < now else "ends"
             lines.append(f"dates: {retired.what} {state} {retired.date}: {retired.instead}")
     return lines
-
-
-def _minor_in(minor: str, low: str, high: str) -> bool:
-    def key(v: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in v.split("."))
-
-    return key(low) <= key(minor) <= key(high)
 
 
 def runner_requirements(env: Environment) -> list[str]:

@@ -3,9 +3,14 @@ how the key reaches Caddy, and its configuration file."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from slm_deploy.spec import Runtime
 from slm_deploy.templating import render
+
+if TYPE_CHECKING:
+    from slm_deploy.catalog import Catalog
+    from slm_deploy.planner.types import Plan
 
 API_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 METRICS_PORT = 9180
@@ -37,13 +42,17 @@ def route(server: str, address: str, prefix: str = "", keepalive: bool = True) -
     return {"prefix": prefix, "upstream": address, "variable": variable, "keepalive": "on" if keepalive else "off"}
 
 
-def upstream_keepalive(runtime: str) -> bool:
-    """Whether the gateway may reuse connections to this runtime's server (catalog data)."""
-    if runtime == "onnx":
+def upstream_keepalive(plan: Plan, catalog: Catalog) -> bool:
+    """Whether the gateway may reuse connections to the plan's server (catalog data: the onnx
+    server's own entry, else the profile of the image the server runs)."""
+    if plan.runtime == Runtime.ONNX.value:
         from slm_deploy.onnx_builds import load_onnx_server
 
         return load_onnx_server().upstream_keepalive
-    return True
+    from slm_deploy.runtimes import runtime_image_id
+
+    profile = catalog.profiles.get(runtime_image_id(plan))
+    return profile is None or profile.upstream_keepalive
 
 
 def caddyfile(

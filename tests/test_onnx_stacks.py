@@ -439,10 +439,12 @@ def test_the_cpu_limit_is_the_nodes_vcpus_and_liveness_tolerates_a_busy_server(t
     assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (10, 6)
 
 
-def test_the_gateway_opens_a_new_connection_per_request_to_foundry_local_only() -> None:
+def test_the_gateway_opens_a_new_connection_per_request_to_foundry_local_and_llama_cpp_only() -> None:
     """Foundry Local's web service loses streamed replies on reused upstream connections
-    (tests/test_foundry_live.py): the staging gateway's route to phi4cpu keeps none alive, its
-    vLLM routes keep theirs; so does the onnx edge box's gateway, and no other box's."""
+    (tests/test_foundry_live.py), and llama-server closes its connection after each streamed reply
+    (tests/test_engines_live.py, check_connection_reuse): the staging gateway's route to phi4cpu keeps
+    none alive, its vLLM routes keep theirs; so do the onnx and llama.cpp edge boxes' gateways, and no
+    other box's."""
     from slm_deploy.bundle.writer import build_fleet
     from slm_deploy.fleet import load_fleet
 
@@ -455,4 +457,4 @@ def test_the_gateway_opens_a_new_connection_per_request_to_foundry_local_only() 
     fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
     for bundle in build_fleet(fleet, fleet.boxes):
         caddyfile = bundle.files["gateway/Caddyfile"].decode()
-        assert ("keepalive off" in caddyfile) == (bundle.box.id == "branch-0013"), bundle.box.id
+        assert ("keepalive off" in caddyfile) == (bundle.box.id in ("branch-0013", "clinic-0007")), bundle.box.id

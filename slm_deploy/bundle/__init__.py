@@ -295,7 +295,9 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         tls=True,
         port=GATEWAY_CONTAINER_PORT,
         routes=[
-            _health_checked(route(spec.service, f"{spec.service}:{spec.port}", keepalive=upstream_keepalive(spec.runtime)), spec)
+            _health_checked(
+                route(spec.service, f"{spec.service}:{spec.port}", keepalive=upstream_keepalive(plans[0], catalog)), spec
+            )
         ],
         grafana_upstream="grafana:3000" if box.options.monitoring else None,
         prometheus_upstream="prometheus:9090" if box.options.monitoring else None,

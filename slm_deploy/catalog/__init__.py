@@ -138,6 +138,10 @@ class ImageProfile(Frozen):
     needs_environment: tuple[str, ...] = ()
     exec_caches: tuple[str, ...] = ()
     downloads_at_start: str | None = None
+    # False: the server closes a connection after a response without saying so (no `Connection:
+    # close`), so a proxy that reuses it races the close and a POST sent on it fails (Go's
+    # "server closed idle connection": Caddy answers 502); the gateway opens one per request.
+    upstream_keepalive: bool = True
     source: str = Field(min_length=1)
 
 

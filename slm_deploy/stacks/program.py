@@ -189,7 +189,7 @@ def build(
             opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, *secrets_ready, *pull_ready]),
         )
         address = f"{planned.spec.name}.{spec.namespace}.svc.cluster.local:{server.port}"
-        upstreams.append((planned.spec.name, address, upstream_keepalive(planned.plan.runtime)))
+        upstreams.append((planned.spec.name, address, upstream_keepalive(planned.plan, catalog)))
     identity = {"azure.workload.identity/use": "true"} if key_vault is not None else {}
     Gateway(
         f"{name}-gateway",

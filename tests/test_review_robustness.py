@@ -65,7 +65,9 @@ def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) 
         while time.monotonic() < deadline and proc.poll() is None:
             family = _descendants(proc.pid)
             seen |= family
-            if any(_descendants(child) for child in family):
+            workers = set().union(*(_descendants(child) for child in family))
+            seen |= workers  # as seen now: a short-lived worker may be gone by the next look
+            if workers:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the review ended before checkov forked its workers"

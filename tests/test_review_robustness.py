@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def _alive(pids: set[int]) -> set[int]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) -> None:
-    for i in range(60):
+    # Enough manifests that checkov's workers live for seconds, not milliseconds (with 60 they were
+    # sometimes done before this test looked, on a fast run).
+    for i in range(300):
         (tmp_path / f"deploy-{i}.yaml").write_text(MANIFEST.replace("name: web\n", f"name: web-{i}\n", 1))
     proc = subprocess.Popen(
         [sys.executable, "-m", "slm_deploy.cli", "review", str(tmp_path), "--tool", "checkov"],
@@ -58,6 +61,15 @@ def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) 
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Both pipes are read all along: a review whose output filled a pipe nobody read would block
+    # on the write (it did, once its checkov had finished before the loop below saw a worker).
+    out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    readers = [
+        threading.Thread(target=lambda name, pipe: out[name].append(pipe.read()), args=(name, pipe), daemon=True)
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))
+    ]
+    for reader in readers:
+        reader.start()
     seen: set[int] = set()
     try:
         # Wait until checkov's child has forked its workers (grandchildren of the review).
@@ -74,11 +86,14 @@ def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) 
         seen |= _descendants(proc.pid)
         assert len(seen) >= 2, seen
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=120)  # a guard against the old hang
+        proc.wait(timeout=120)  # a guard against the old hang
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for reader in readers:
+            reader.join(timeout=30)
+    stderr = "".join(out["stderr"])
     assert "error: interrupted" in stderr
     assert "Traceback" not in stderr, stderr
     for _ in range(50):  # the kernel needs a moment to tear down killed processes

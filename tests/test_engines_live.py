@@ -15,8 +15,9 @@ KV-cache size it takes from VLLM_CPU_KVCACHE_SPACE instead of --gpu-memory-utili
 Checks, as a user meets them: chat and streamed chat through the gateway with the API key; every
 vllm:* / llamacpp:* name the box's alert rules and dashboards use is on the engine's /metrics and
 Prometheus scrapes it; Open WebUI's admin from the secret signs in, sign-up answers 403 and a chat
-from Open WebUI reaches the model server. (The day-2 walk with these real programs, a second `up`,
-`down` + `up`, regenerating, rotating and a reboot, is the example boxes', tests/test_compose_live.py.) And plan
+from Open WebUI reaches the model server; a second `up` and a `down` + `up` keep all of it. (The whole
+day-2 walk with these real programs on the example boxes is tests/test_compose_live.py's, opt-in with
+SLM_LIVE_EXAMPLE_ENGINES=1.) And plan
 against actual: the planner's KV-cache (and for llama.cpp weights) prediction for the tiny model's
 architecture against the engine's own start-up lines, judged by the rollout's plan gate
 (slm_deploy/rollout/planguard.py) and within TOLERANCE, with its table printed.
@@ -56,6 +57,7 @@ from tests.test_compose_live import (
     override,
     real_engine_overrides,
     real_images,
+    webui_admin,
 )
 from tests.tiny_engine_models import architecture
 
@@ -113,6 +115,10 @@ class EngineBox:
         start += " --wait --wait-timeout 840"  # within _operator_shell's 900 s
         result = _operator_shell(box, start)
         assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr[-3000:]}"
+
+    def wait_up(self) -> None:
+        up = self.box.dc("up", "-d", "--wait", "--wait-timeout", "1500", check=False, timeout=1800)
+        assert up.returncode == 0, f"compose up --wait failed:\n{up.stderr[-2000:]}"
 
     def key(self) -> list[str]:
         return ["-H", f"Authorization: Bearer {self.box.api_key()}"]
@@ -260,6 +266,13 @@ def scenario(box_id: str, bundles: Path, env: dict[str, str], images: dict[str, 
         check_connection_reuse(eb)
         check_plan_vs_actual(eb)
         check_webui_chat(eb.box, eb.served_model())
+        eb.wait_up()  # a second `up`, as after any change or by habit
+        check_chat(eb)
+        webui_admin(eb.box)
+        eb.box.dc("down")
+        eb.wait_up()
+        check_chat(eb)
+        check_webui_chat(eb.box, eb.served_model())  # the admin and its data survive down + up
     except BaseException as exc:
         ps = eb.box.dc("ps", "-a", check=False).stdout
         logs = eb.box.dc("logs", "--no-color", "--tail", "40", check=False).stdout

@@ -62,7 +62,7 @@ demo: $(STAMP)
 # PYTEST_ARGS selects tests, e.g. `make test PYTEST_ARGS='-m tools'` (what .ci/run's variant without
 # the Debian validators runs; a -m there replaces test's own).
 # `make test` leaves out the slow live tests that bring bundles up on a Docker engine (markers
-# live_compose and live_engines: about 25 minutes on 2 cores); `make test-live` runs them, and
+# live_compose and live_engines: about 35 minutes on 2 cores with the real engines); `make test-live` runs them, and
 # .ci/run runs both.
 PYTEST_ARGS ?=
 LIVE := live_compose or live_engines

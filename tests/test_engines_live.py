@@ -16,8 +16,8 @@ Checks, as a user meets them: chat and streamed chat through the gateway with th
 vllm:* / llamacpp:* name the box's alert rules and dashboards use is on the engine's /metrics and
 Prometheus scrapes it; Open WebUI's admin from the secret signs in, sign-up answers 403 and a chat
 from Open WebUI reaches the model server; a second `up` and a `down` + `up` keep all of it. (The whole
-day-2 walk with these real programs on the example boxes is tests/test_compose_live.py's, opt-in with
-SLM_LIVE_EXAMPLE_ENGINES=1.) And plan
+day-2 walk with these real programs on the example boxes, a reboot included, is
+tests/test_compose_live.py's, with the same SLM_LIVE_ENGINES=1.) And plan
 against actual: the planner's KV-cache (and for llama.cpp weights) prediction for the tiny model's
 architecture against the engine's own start-up lines, judged by the rollout's plan gate
 (slm_deploy/rollout/planguard.py) and within TOLERANCE, with its table printed.

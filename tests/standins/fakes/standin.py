@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -606,14 +607,15 @@ def webui(_: list[str]) -> None:
     env.py 416-424 reads WEBUI_ADMIN_EMAIL/PASSWORD/NAME; main.py 597 lifespan calls utils/auth.py 427
     create_admin_user, which does nothing once there is a user (437); routers/auths.py 709-717 refuses
     sign-up (403) when ENABLE_SIGNUP is off unless there are no users and ENABLE_INITIAL_ADMIN_SIGNUP
-    (env.py 409, default False) is on. Releases before 0.7.0 (0.6.34-0.6.43) have no WEBUI_ADMIN_*."""
+    (env.py 409, default False) is on. Releases before 0.7.0 (0.6.34-0.6.43) have no WEBUI_ADMIN_*.
+    Each user gets a uuid4 id at creation (models/auths.py 96, insert_new_auth), which sign-in answers with."""
     data = Path(os.environ.get("DATA_DIR", "/app/backend/data"))
     data.mkdir(parents=True, exist_ok=True)
     users = data / "users.json"
     people = json.loads(users.read_text()) if users.exists() else []
     email, password = os.environ.get("WEBUI_ADMIN_EMAIL", ""), os.environ.get("WEBUI_ADMIN_PASSWORD", "")
     if not people and email and password:
-        people.append({"email": email.lower(), "password": password, "role": "admin"})
+        people.append({"id": str(uuid.uuid4()), "email": email.lower(), "password": password, "role": "admin"})
         users.write_text(json.dumps(people))
         log(f"Creating admin account from environment variables: {email}")
     signup = os.environ.get("ENABLE_SIGNUP", "true").lower() == "true"
@@ -626,15 +628,16 @@ def webui(_: list[str]) -> None:
             h.send(403, {"detail": "You do not have permission to access this resource."})
             return
         role = "admin" if not people else os.environ.get("DEFAULT_USER_ROLE", "pending")
-        people.append({"email": body.get("email"), "password": body.get("password"), "role": role})
+        person = {"id": str(uuid.uuid4()), "email": body.get("email"), "password": body.get("password"), "role": role}
+        people.append(person)
         users.write_text(json.dumps(people))
-        h.send(200, {"email": body.get("email"), "role": role})
+        h.send(200, {"id": person["id"], "email": person["email"], "role": role, "token": "standin"})
 
     def signin(h: Handler, _: str) -> None:
         body = h.body()
         for p in people:
             if p["email"] == body.get("email") and p["password"] == body.get("password"):
-                h.send(200, {"email": p["email"], "role": p["role"], "token": "standin"})
+                h.send(200, {"id": p["id"], "email": p["email"], "role": p["role"], "token": "standin"})
                 return
         h.send(400, {"detail": "The email or password provided is incorrect."})
 

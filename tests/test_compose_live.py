@@ -70,7 +70,8 @@ HF_TEST_TOKEN = "hf_standin_token_for_the_live_test"
 # every other test's `slm-deploy verify` compare the stand-ins with the lock's (real) digests.
 ENGINE_ENV = "SLM_TEST_DOCKER_HOST"
 # SLM_LIVE_ENGINES=1 (.ci/run sets it): the real vLLM, llama.cpp and Open WebUI, on the example
-# boxes (the module docstring) and in tests/test_engines_live.py: the real_images fixture, read once.
+# boxes (the module docstring) and in tests/test_engines_live.py (the real_images fixture).
+REAL_ENGINES = os.environ.get("SLM_LIVE_ENGINES") == "1"
 REAL_IDS = ("vllm", "llamacpp", "open-webui")
 # VLLM_CPU_KVCACHE_SPACE: the CPU build's KV-cache size in GiB (vLLM v0.11.0 vllm/platforms/cpu.py:114-123,
 # 4 GiB if unset), which its worker reports as the memory available for the cache
@@ -80,7 +81,7 @@ VLLM_KV_GIB = 1
 # built from csrc/quantization/*marlin* for CUDA only; vllm/platforms/cpu.py lists no marlin method).
 CUDA_ONLY_QUANTIZATION = {"awq_marlin", "gptq_marlin", "marlin", "gptq_marlin_24"}
 # How long a box may take to become healthy: the real engines start on two cores shared by three boxes.
-WAIT = "1500" if os.environ.get("SLM_LIVE_ENGINES") == "1" else "420"
+WAIT = "1500" if REAL_ENGINES else "420"
 
 
 def _docker_env() -> dict[str, str]:
@@ -105,7 +106,7 @@ def engine() -> Iterator[dict[str, str]]:
 def real_images(engine: dict[str, str]) -> dict[str, str]:
     """image id -> the real program's image (tests/standins/real.py), built once (the wheelhouses are
     cached); empty unless SLM_LIVE_ENGINES=1."""
-    if os.environ.get("SLM_LIVE_ENGINES") != "1":
+    if not REAL_ENGINES:
         return {}
     from tests import standins
 
@@ -674,15 +675,15 @@ def changed_fleet_entry(bundles: Path, box_id: str, another_model: bool) -> Path
     serving = entry.get("serving") or {}
     if (entry.get("logs") or {}).get("enabled"):
         serving["concurrency"] = max(1, int(serving.get("concurrency", data["defaults"].get("concurrency", 2))) - 1)
-        entry["serving"] = serving
     else:
         entry["logs"] = {"enabled": True}
     runtime = serving.get("runtime", data["defaults"]["runtime"])
     if another_model and "models" not in entry and runtime in ("vllm", "llamacpp", "ollama"):
-        entry["serving"] = serving
         serving["model"] = "qwen3-4b" if serving.get("model", data["defaults"]["model"]) == "qwen3-1.7b" else "qwen3-1.7b"
         if runtime == "vllm":
             serving["quantization"] = "bf16"  # the catalog has an AWQ checkpoint of qwen3-4b only
+    if serving:  # never an empty `serving` beside a multi-model box's `models`
+        entry["serving"] = serving
     path = bundles.parent / f"fleet-day2-{box_id}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

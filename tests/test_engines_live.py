@@ -29,7 +29,6 @@ sets it), with SLM_TEST_DOCKER_HOST as for tests/test_compose_live.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -46,7 +45,9 @@ from slm_deploy.rollout import planguard
 from slm_deploy.spec import KvCacheDtype, Quantization, Runtime
 from tests.conftest import run_cli
 from tests.test_compose_live import (
+    REAL_ENGINES,
     VLLM_KV_GIB,
+    WAIT,
     Box,
     _operator_shell,
     _prom,
@@ -63,7 +64,7 @@ from tests.tiny_engine_models import architecture
 
 pytestmark = [
     pytest.mark.live_engines,
-    pytest.mark.skipif(os.environ.get("SLM_LIVE_ENGINES") != "1", reason="slow: set SLM_LIVE_ENGINES=1 (.ci/run does)"),
+    pytest.mark.skipif(not REAL_ENGINES, reason="slow: set SLM_LIVE_ENGINES=1 (.ci/run does)"),
 ]
 __all__ = ["engine", "real_images"]  # the compose live test's fixtures, shared
 
@@ -117,7 +118,7 @@ class EngineBox:
         assert result.returncode == 0, f"{start}\n{result.stdout}\n{result.stderr[-3000:]}"
 
     def wait_up(self) -> None:
-        up = self.box.dc("up", "-d", "--wait", "--wait-timeout", "1500", check=False, timeout=1800)
+        up = self.box.dc("up", "-d", "--wait", "--wait-timeout", WAIT, check=False, timeout=float(WAIT) + 300)
         assert up.returncode == 0, f"compose up --wait failed:\n{up.stderr[-2000:]}"
 
     def key(self) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -19,6 +20,7 @@ import yaml
 from slm_deploy.bundle import build_box
 from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
+from slm_deploy.image_profiles import profile_for
 from tests.conftest import ROOT, run_cli
 
 FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")
@@ -306,6 +308,73 @@ def test_e16_to_e20_e23_the_readme_has_prerequisites_upgrade_backup_and_rotation
     onnx = files("branch-0013")
     assert "docker compose build onnx" in onnx["README.md"] or "docker compose build" in onnx["README.md"].split("## Upgrade")[1]
     assert all(s.get("pull_policy") != "build" for s in yaml.safe_load(onnx["compose.yaml"])["services"].values())
+
+
+RUN_OPTIONS_WITH_VALUE = {"-v", "--volume", "--entrypoint", "--network", "--pull", "--platform", "-u", "--user", "-e", "--env"}
+
+
+def _docker_runs_on_box_data(readme: str, box_id: str) -> list[list[str]]:
+    """The README's `docker run` lines that mount one of the box's own volumes (the backup)."""
+    runs = []
+    for line in readme.splitlines():
+        if line.startswith("docker run ") and f"{box_id}_" in line:
+            runs.append(shlex.split(line.split("  #", 1)[0]))
+    return runs
+
+
+def _run_image_and_options(argv: list[str]) -> tuple[str, dict[str, str]]:
+    options: dict[str, str] = {}
+    rest = argv[2:]
+    while rest[0].startswith("-"):
+        flag = rest.pop(0)
+        if flag in RUN_OPTIONS_WITH_VALUE:
+            options[flag] = rest.pop(0)
+    return rest[0], options
+
+
+def test_every_readme_docker_run_on_the_box_data_uses_an_image_the_box_already_has_and_no_network() -> None:
+    """The backup line once ran `busybox`: in no images.txt, unpinned, pulled from Docker Hub on a
+    box that may reach no registry (air-gapped clinic-0007 has none). What it runs must be an image
+    the compose file already runs (and never pulled: `docker run` pulls a missing image whatever its
+    --network), a program that image's profile says it has, with no network."""
+    checked = 0
+    for box_id in BOXES:
+        bundle = files(box_id)
+        images = {s["image"] for s in yaml.safe_load(bundle["compose.yaml"])["services"].values() if "image" in s}
+        for argv in _docker_runs_on_box_data(bundle["README.md"], box_id):
+            image, options = _run_image_and_options(argv)
+            assert image in images, (box_id, image, sorted(images))
+            assert options.get("--network") == "none" and options.get("--pull") == "never", (box_id, argv)
+            profile = profile_for(image)
+            assert profile is not None, (box_id, image)
+            program = options.get("--entrypoint") or (profile.entrypoint or profile.command)[0]
+            assert program.rsplit("/", 1)[-1] in profile.binaries, (box_id, program, profile.binaries)
+            checked += 1
+    assert checked >= len(BOXES)
+
+
+def _section(readme: str, title: str) -> str:
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_air_gapped_box_upgrade_carries_the_new_images_and_loads_them_before_up() -> None:
+    """The air-gapped box's model image holds the model: a regenerated bundle that changes the model
+    names an image the box does not have until the new images.tar is built, carried and loaded. Its
+    Upgrade once said only `init-secrets.sh` and `up -d`, which would look for that image and fail."""
+    bundle = files("clinic-0007")
+    upgrade = [
+        line
+        for line in _section(bundle["README.md"], "Upgrade").splitlines()
+        if line.startswith(("docker ", "sudo ", "slm-deploy "))
+    ]
+    offline_image = yaml.safe_load(bundle["compose.yaml"])["services"]["llamacpp"]["image"]
+    steps = [next(i for i, line in enumerate(upgrade) if line.startswith(prefix)) for prefix in (
+        "docker compose build llamacpp", f"docker save -o images.tar {offline_image}", "docker load -i images.tar",
+        "slm-deploy verify .", "sudo ./init-secrets.sh", "docker compose up -d --remove-orphans",
+    )]  # fmt: skip
+    assert steps == sorted(steps), upgrade
+    connected = files("store-0001")["README.md"]
+    assert "docker load" not in _section(connected, "Upgrade") and "docker save" not in _section(connected, "Upgrade")
 
 
 COMPOSE_LINT = Path(sys.executable).parent / "compose-lint"

@@ -367,6 +367,7 @@ def build_box(box: Box, fleet: Fleet, catalog: Catalog | None = None) -> BoxBund
         example_lock=_example_lock(catalog),
         gpu=bool(plans[0].resources.gpu_count),
         volumes=sorted(compose["volumes"]),
+        backup_image=compose["services"]["gateway"]["image"],
     )
     encoded = {path: text.encode() for path, text in files.items()}
     encoded[IMAGE_LIST] = image_list(box, images)

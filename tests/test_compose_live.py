@@ -7,6 +7,12 @@ model server's lines in Loki, Grafana's Loki datasource healthy and an out-of-me
 through Loki's ruler; then every command the bundle README gives, in order, and a `down`/`up` that
 keeps the data.
 
+Every box runs under the compose project `slmlive-<box id>` (COMPOSE_PROJECT_NAME), not the bundle's
+own `name:` (the box id), so that a leftover of this test never meets an operator's box on the same
+engine. That changes two things an operator would see: the volumes' prefix, which the README's
+backup line names (the walk runs that line with this prefix), and init-secrets.sh's guard that looks
+for `<box id>_grafana-data` before it recreates an admin password (tested in test_bundle_day2.py).
+
 The only changes to a bundle are in an override file this test writes next to it: CPU limits
 capped to this machine's cores, GPU reservations and the NVIDIA runtime removed (no GPU here), and
 every network marked internal (nothing may leave this machine; a published port on an internal
@@ -358,11 +364,16 @@ def real_engine_overrides(box: Box) -> dict[str, dict[str, Any]]:
     return extra
 
 
-def _readme_commands(box: Box) -> list[str]:
-    """Every shell line of the README's sh blocks, in order (continuations joined)."""
+def _readme_commands(box: Box, section: str | None = None, without: str | None = None) -> list[str]:
+    """Every shell line of the README's sh blocks, in order (continuations joined); only those of the
+    `## SECTION`, or all but those of `## WITHOUT`."""
     readme = (box.dir / "README.md").read_text()
+    parts = re.split(r"^## ", readme, flags=re.M)
+    titles = [part.split("\n", 1)[0].strip() for part in parts]
+    assert section is None or section in titles, (section, titles)
+    kept = [part for part, title in zip(parts, titles, strict=True) if (section is None or title == section) and title != without]
     commands = []
-    for block in re.findall(r"```sh\n(.*?)```", readme, flags=re.S):
+    for block in re.findall(r"```sh\n(.*?)```", "".join(kept), flags=re.S):
         block = block.replace("\\\n", " ")
         for line in block.splitlines():
             line = line.split("  #", 1)[0].strip() if "  #" in line else line.strip()
@@ -415,6 +426,12 @@ def check_serving(box: Box) -> None:
     foundry = box.compose["services"].get("onnx")
     if foundry is not None:  # Foundry Local serves its own id, <name>:<version>
         served = [foundry["command"][foundry["command"].index("--model-id") + 1]]
+    else:
+        # The box's model(s), by the names the bundle serves them as: a server that answers any `model`
+        # with the one it loaded (llama-server, b11434 server-context.cpp) shows a model change only here.
+        tag = ":latest" if "ollama" in box.compose["services"] else ""  # `ollama create NAME` makes NAME:latest
+        missing = [m for m in served if m not in models and f"{m}{tag}" not in models]
+        assert not missing, f"the gateway's /v1/models does not list {missing}: {models}"
     chat = {"model": served[0], "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8}
     code, body = box.curl("/v1/chat/completions", *key, "-H", "Content-Type: application/json", "-d", json.dumps(chat))
     assert code == 200, f"chat completion through the gateway failed ({code}): {body}; models served: {models}"
@@ -536,7 +553,9 @@ def check_logs(box: Box) -> None:
         )
         return [(r["stream"], v[1]) for r in data["data"]["result"] for v in r["values"]]
 
-    found = _wait_for(f"log lines of {server} in Loki", lambda: (bool(got := lines(f'{{service="{server}"}}')), got), timeout=120)
+    # Alloy ships every compose project's lines on this engine (the README says so): this box's by its project.
+    mine = f'{{project="{box.project}", service="{server}"}}'
+    found = _wait_for(f"log lines of {server} in Loki", lambda: (bool(got := lines(mine)), got), timeout=120)
     labels = found[0][0]
     assert labels["box"] == box.id and labels["service"] == server, labels
     # The server's own start line (stand-ins; llama-server: "server is listening"; vLLM: "API server 0 on").
@@ -547,6 +566,11 @@ def check_logs(box: Box) -> None:
     assert code == 200 and json.loads(body)["status"] == "OK", f"Grafana's Loki datasource is not healthy ({code}): {body}"
     # The runtime prints an OOM line on its stdout: Alloy -> Loki -> the ruler -> Alertmanager.
     box.docker("exec", box.container(server), "sh", "-c", f"echo '{OOM_LINE}' > /proc/1/fd/1")
+    _wait_for(
+        "this box's out-of-memory line in Loki",
+        lambda: (bool(got := lines(f"{mine} |= `{OOM_LINE}`")), len(got)),
+        timeout=120,
+    )
 
     def alerted() -> tuple[bool, Any]:
         alerts = json.loads(box.exec_get("prometheus", "http://alertmanager:9093/api/v2/alerts"))
@@ -578,16 +602,26 @@ def volumes_state(box: Box, logs: bool = True) -> dict[str, str]:
     """A fingerprint of what the box keeps across a restart (and that nothing is downloaded again).
     `logs`: include Loki's lines (False for a box whose logs were only just turned on)."""
     state = {}
-    if "ollama" in box.compose["services"] and "model-fetch" in box.compose["services"]:
+    services = box.compose["services"]
+    if "ollama" in services and "model-fetch" in services:
         state["ollama pulls"] = box.docker("exec", box.container("ollama"), "cat", "/models/pulls.log").stdout
-    if "prometheus" in box.compose["services"]:
-        state["grafana.db"] = box.docker("exec", box.container("grafana"), "ls", "/var/lib/grafana/grafana.db").stdout
+    if "prometheus" in services:
+        # A new database has the same name: its birth time and inode are what a new file changes.
+        state["grafana.db"] = box.docker(
+            "exec", box.container("grafana"), "stat", "-c", "%n %W %i", "/var/lib/grafana/grafana.db"
+        ).stdout
+        # Prometheus's history: how many `up` series it had at a moment fixed at the box's first look
+        # (a new TSDB has none then).
+        at = HISTORY_AT.setdefault(box.id, time.time() - 30)
+        result = _prom(box, f"/api/v1/query?query=count(up)&time={at:.3f}")["data"]["result"]
+        assert result, f"Prometheus has no `up` series at {at:.0f} (its history is gone)"
+        state["prometheus history"] = result[0]["value"][1]
     if "open-webui" in box.compose["services"]:
         # The admin Open WebUI created at its first start, by its id: a new database would make a new one.
         state["webui admin"] = webui_admin(box)["id"]
     if logs and "loki" in box.compose["services"]:
         # Loki keeps the lines, and Alloy (its positions in alloy-data) sends none of them twice.
-        query = quote('{service=~".+"} |~ `CUDA out of memory`')
+        query = quote(f'{{project="{box.project}"}} |~ `CUDA out of memory`')
         data = json.loads(box.exec_get("prometheus", f"http://loki:3100/loki/api/v1/query_range?limit=1000&query={query}"))
         state["loki OOM lines"] = str(sum(len(r["values"]) for r in data["data"]["result"]))
         assert state["loki OOM lines"] != "0", "Loki has lost the out-of-memory line check_logs sent"
@@ -595,6 +629,8 @@ def volumes_state(box: Box, logs: bool = True) -> dict[str, str]:
 
 
 BOX_IDS = [b.id for b in FLEET.boxes]
+# box id -> the moment (epoch seconds) whose Prometheus series volumes_state compares, fixed at its first look.
+HISTORY_AT: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
@@ -689,9 +725,16 @@ def changed_fleet_entry(bundles: Path, box_id: str, another_model: bool) -> Path
     return path
 
 
-def day2_regenerate(box: Box, bundles: Path, start: str) -> Box:
+def connected_machine_step(box: Box, command: str) -> bool:
+    """A README line for the connected machine that this test does its own way: the pull by digest
+    (the stand-ins are built locally under the tags), and the air-gapped box's model image build (by
+    _prepare, with the network off)."""
+    return "docker pull" in command or (box.entry is not None and box.entry.options.offline and "docker compose build" in command)
+
+
+def day2_regenerate(box: Box, bundles: Path) -> Box:
     """Regenerate the used box folder from the changed fleet entry ("regenerate instead of editing",
-    README) and apply it with the README's start line, then wait for the box."""
+    README) and apply it with the NEW README's Upgrade lines, in order, then wait for the box."""
     fleet = changed_fleet_entry(bundles, box.id, another_model=bool(box.real))
     # This test's own build inputs (not operator files) leave the folder first, as an operator's
     # would once the offline image is built; _prepare makes them again for the new bundle.
@@ -706,8 +749,15 @@ def day2_regenerate(box: Box, bundles: Path, start: str) -> Box:
     env = {k: v for k, v in box.env.items() if k not in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME")}
     renewed = Box(box.id, bundles, env, box.real, fleet)
     _prepare(renewed)
-    applied = _operator_shell(renewed, start)
-    assert applied.returncode == 0, f"{start}\n{applied.stdout}\n{applied.stderr}"
+    upgrade = _readme_commands(renewed, section="Upgrade")
+    assert any("up -d" in c for c in upgrade), upgrade
+    for command in upgrade:
+        if connected_machine_step(renewed, command):
+            continue
+        applied = _operator_shell(renewed, command)
+        assert applied.returncode == 0, (
+            f"README Upgrade line failed: {command}\n{applied.stdout[-2000:]}\n{applied.stderr[-2000:]}"
+        )
     up = renewed.dc("up", "-d", "--wait", "--wait-timeout", WAIT, check=False, timeout=float(WAIT) + 300)
     assert up.returncode == 0, f"compose up --wait after regenerating failed:\n{up.stderr[-2000:]}"
     return renewed
@@ -721,7 +771,8 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str], real: dict[str,
     box.dc("down", "-v", "--remove-orphans", check=False)
     try:
         _prepare(box)
-        commands = _readme_commands(box)
+        # The whole README but its Upgrade section, which applies the regenerated bundle below.
+        commands = _readme_commands(box, without="Upgrade")
         assert commands, "the README gives no commands"
         # The start line first, exactly as written (init-secrets.sh, then compose up), then --wait.
         start = next(c for c in commands if "init-secrets.sh" in c and "up" in c)
@@ -744,7 +795,8 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str], real: dict[str,
             if command == start or "docker compose build" in command or "docker pull" in command:
                 continue  # the start already ran; the connected machine's steps (build, pull) were done above, offline
             if "VOLUME" in command:
-                continue  # the README's backup line is a template (one run per volume name), not a command
+                backup_volumes(box, command)  # the README's backup line names one volume: run it for each
+                continue
             result = _operator_shell(box, command)
             assert result.returncode == 0, f"README command failed: {command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         # The README's backup steps stop and start the box: the model server starts again.
@@ -755,16 +807,17 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str], real: dict[str,
         check_serving(box)
         logs_before = "loki" in box.compose["services"]
         before = box
-        box = day2_regenerate(box, bundles, start)
+        box = day2_regenerate(box, bundles)
         check_serving(box)  # the new model, through the gateway
         check_webui(box)  # the admin Open WebUI kept, and (real) the new model listed and chatting
+        check_logs(box)  # logs were turned on (or changed): the whole chain, on this box's own lines
         after = volumes_state(box, logs=logs_before)
         pulls, pulled = kept.pop("ollama pulls", None), after.pop("ollama pulls", None)
         assert after == kept, "the box lost data when the regenerated bundle was applied"
         if pulls is not None:  # Ollama keeps the models it pulled; another model is pulled beside them
             another = served_models(box) != served_models(before)
             assert pulled is not None and pulled.startswith(pulls) and (pulled != pulls) == another, (pulls, pulled, another)
-        state = volumes_state(box, logs=logs_before)
+        state = volumes_state(box)
     except BaseException as exc:
         failure = _failure(box, exc)
         teardown(box)
@@ -773,6 +826,23 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str], real: dict[str,
         return box, state
     teardown(box)
     return None
+
+
+def backup_volumes(box: Box, template: str) -> None:
+    """The README's backup line, run for every named volume of the box (the services are stopped):
+    each archive must open and hold the volume's files."""
+    assert f"{box.id}_VOLUME" in template, template
+    for volume in sorted(box.compose.get("volumes") or {}):
+        line = template.replace(f"{box.id}_VOLUME", f"{box.project}_{volume}").replace("VOLUME.tgz", f"{volume}.tgz")
+        result = _operator_shell(box, line)
+        assert result.returncode == 0, f"README backup line failed for {volume}: {line}\n{result.stderr[-2000:]}"
+        archive = box.dir / f"{volume}.tgz"
+        listing = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=False)
+        assert listing.returncode == 0, f"{archive.name} does not open: {listing.stderr[-500:]}"
+        assert "./" in listing.stdout.split(), f"{archive.name} is not the volume's folder: {listing.stdout[:300]}"
+        if volume in ("prometheus-data", "grafana-data"):  # these have written by now
+            assert len(listing.stdout.split()) > 1, f"{archive.name} holds nothing: {listing.stdout[:300]}"
+        archive.unlink()
 
 
 def _failure(box: Box, exc: BaseException) -> AssertionError:

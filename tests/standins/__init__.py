@@ -44,7 +44,13 @@ PACKAGES = (
     "python3.11-dev",
 )
 # Programs of the base that an image keeps only when its profile lists them.
-OPTIONAL = {"curl": "/usr/bin/curl", "wget": "/usr/bin/wget", "python3": "/usr/bin/python3", "bash": "/usr/bin/bash"}
+OPTIONAL = {
+    "curl": "/usr/bin/curl",
+    "wget": "/usr/bin/wget",
+    "python3": "/usr/bin/python3",
+    "bash": "/usr/bin/bash",
+    "tar": "/usr/bin/tar",
+}
 PY = "/opt/standin/python3"
 FAKE = "/opt/standin/standin.py"
 CACHE = Path(os.environ.get("SLM_STANDIN_CACHE", Path.home() / ".cache" / "slm-standins"))

@@ -503,9 +503,17 @@ def grafana(args: list[str]) -> None:
         db.write_text(json.dumps({"admin_password": args[3]}))
         print("Admin password changed successfully ✔", flush=True)
         return
+    # packaging/docker/run.sh (`#!/bin/bash -e`, line 59 in the code index's copy) turns each GF_*__FILE into GF_*
+    # with `export "$VAR_NAME"="$(< "${!VAR_NAME_FILE}")"`. bash 5.2 (the image's; 5.2 no longer forks for $(<file))
+    # fails that line on an unreadable file, and -e ends the script before `exec grafana`: tried here with bash
+    # 5.2.15 as uid 65534 (outside review, 2026-12-07). Trailing newlines are stripped, as $(...) does.
     password_file = os.environ.get("GF_SECURITY_ADMIN_PASSWORD__FILE")
-    if password_file and not os.access(password_file, os.R_OK):
-        die(f"Failed to read {password_file}: permission denied")
+    first = ""
+    if password_file:
+        try:
+            first = Path(password_file).read_text().rstrip("\n")
+        except OSError as exc:
+            die(f"/run.sh: line 59: {password_file}: {exc.strerror}")
     # grafana/grafana pkg/services/rendering/rendering.go ProvideService, at every start: os.MkdirAll(f, 0700) for
     # cfg.ImagesDir, cfg.CSVsDir and cfg.PDFsDir, failing start-up on an error; pkg/setting/setting.go puts them at
     # <data>/png, <data>/csv and <data>/pdf. Read in the code index's 10.x/11.x-era copy of rendering.go (the one with
@@ -519,8 +527,7 @@ def grafana(args: list[str]) -> None:
     if not db.exists():
         # Grafana applies GF_SECURITY_ADMIN_PASSWORD only when it creates its database (conf/defaults.ini:
         # "can be changed before first start of grafana, or in profile settings").
-        first = Path(password_file).read_text().strip() if password_file else "admin"
-        db.write_text(json.dumps({"admin_password": first}))
+        db.write_text(json.dumps({"admin_password": first or "admin"}))
     if os.environ.get("GF_PLUGINS_PREINSTALL_DISABLED", "false").lower() != "true":
         # Grafana 11 installs its preinstall plugins from grafana.com in the background.
         log(

@@ -301,7 +301,8 @@ def test_e16_to_e20_e23_the_readme_has_prerequisites_upgrade_backup_and_rotation
     gpu = files("store-0001")["README.md"]
     assert "nvidia-ctk runtime configure --runtime=docker" in gpu and "nvidia-container-toolkit#2026" in gpu
     assert "iptables" in gpu and "UFW" in gpu
-    assert "## Upgrade" in gpu and "docker compose up -d --remove-orphans" in gpu
+    # A regenerated folder replaces the old one: a container kept running sees its mounted folders empty.
+    assert "## Upgrade" in gpu and "docker compose up -d --force-recreate --remove-orphans" in _section(gpu, "Upgrade")
     assert "## Backup" in gpu and "grafana-data" in gpu.split("## Backup")[1]
     assert "reset-admin-password" in gpu and "rm secrets/tls_cert secrets/tls_key" in gpu
     assert "nvidia-ctk runtime configure --runtime=docker &&" not in files("kiosk-0003")["README.md"]
@@ -370,7 +371,7 @@ def test_the_air_gapped_box_upgrade_carries_the_new_images_and_loads_them_before
     offline_image = yaml.safe_load(bundle["compose.yaml"])["services"]["llamacpp"]["image"]
     steps = [next(i for i, line in enumerate(upgrade) if line.startswith(prefix)) for prefix in (
         "docker compose build llamacpp", f"docker save -o images.tar {offline_image}", "docker load -i images.tar",
-        "slm-deploy verify .", "sudo ./init-secrets.sh", "docker compose up -d --remove-orphans",
+        "slm-deploy verify .", "sudo ./init-secrets.sh", "docker compose up -d --force-recreate --remove-orphans",
     )]  # fmt: skip
     assert steps == sorted(steps), upgrade
     connected = files("store-0001")["README.md"]

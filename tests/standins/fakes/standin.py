@@ -811,6 +811,34 @@ def _selector(text: str) -> list[tuple[str, str, str]]:
     return re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"((?:[^"\\]|\\.)*)"', inner)
 
 
+def _line_filters(text: str) -> list[tuple[str, str]]:
+    """The line filters after the selector (LogQL `|=`, `!=`, `|~`, `!~`, each with a backtick or
+    double-quoted string) as [(op, value)]; anything else there is refused, never ignored."""
+    import re
+
+    rest = text.strip()[text.strip().index("}") + 1 :]
+    found = []
+    token = re.compile(r'\s*(\|=|!=|\|~|!~)\s*(`[^`]*`|"(?:[^"\\]|\\.)*")')
+    while rest.strip():
+        match = token.match(rest)
+        if match is None:
+            raise ValueError(f"parse error: the stand-in knows line filters only, not {rest.strip()[:60]!r}")
+        value = match.group(2)[1:-1] if match.group(2)[0] == "`" else json.loads(match.group(2))
+        found.append((match.group(1), value))
+        rest = rest[match.end() :]
+    return found
+
+
+def _line_ok(line: str, filters: list[tuple[str, str]]) -> bool:
+    import re
+
+    for op, value in filters:
+        ok = value in line if op in ("|=", "!=") else re.search(value, line) is not None
+        if ok != (op[0] == "|"):
+            return False
+    return True
+
+
 def _matches(labels: dict, matchers: list[tuple[str, str, str]]) -> bool:
     import re
 
@@ -897,9 +925,9 @@ def loki(args: list[str]) -> None:
 
     def select(query: str) -> list[dict]:
         matchers = _selector(query)
-        filters = re.findall(r"\|~\s*`([^`]*)`", query)
+        filters = _line_filters(query)
         with LOCK:
-            return [e for e in entries if _matches(e["labels"], matchers) and all(re.search(f, e["line"]) for f in filters)]
+            return [e for e in entries if _matches(e["labels"], matchers) and _line_ok(e["line"], filters)]
 
     def params(h: Handler) -> dict:
         from urllib.parse import parse_qs, urlsplit

@@ -848,8 +848,9 @@ def scenario(box_id: str, bundles: Path, engine: dict[str, str], real: dict[str,
 def check_mounts(box: Box) -> None:
     """Every folder of the box that a running service mounts shows, inside the container, what the
     box folder holds now. Regenerating puts a new folder in place of the old one: a container that
-    `up` kept running would see the old folder's mounted directories empty (Loki's ruler then loads
-    no rules, Grafana's provisioning loses its dashboards)."""
+    `up` kept running would still have the old, removed folder's directories mounted: listing them
+    gives nothing (Python) or ENOENT (Go: the real Loki's ruler and Grafana's provisioning log an
+    error and keep what they loaded), and the new files are never seen."""
     stale = []
     for name, service in box.compose["services"].items():
         if service.get("restart") == "no":

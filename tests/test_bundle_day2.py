@@ -301,7 +301,7 @@ def test_e16_to_e20_e23_the_readme_has_prerequisites_upgrade_backup_and_rotation
     gpu = files("store-0001")["README.md"]
     assert "nvidia-ctk runtime configure --runtime=docker" in gpu and "nvidia-container-toolkit#2026" in gpu
     assert "iptables" in gpu and "UFW" in gpu
-    # A regenerated folder replaces the old one: a container kept running sees its mounted folders empty.
+    # A regenerated folder replaces the old one: a container kept running never sees the new mounted files.
     assert "## Upgrade" in gpu and "docker compose up -d --force-recreate --remove-orphans" in _section(gpu, "Upgrade")
     assert "## Backup" in gpu and "grafana-data" in gpu.split("## Backup")[1]
     assert "reset-admin-password" in gpu and "rm secrets/tls_cert secrets/tls_key" in gpu

@@ -132,6 +132,9 @@ def test_a_finding_on_a_file_the_tool_was_not_given_is_not_dropped(tmp_path: Pat
         def __init__(self, *_args: object) -> None:
             pass
 
+        def send(self, *_args: object) -> Answered:
+            return self
+
         def result(self) -> object:
             return answer
 
@@ -139,6 +142,7 @@ def test_a_finding_on_a_file_the_tool_was_not_given_is_not_dropped(tmp_path: Pat
             pass
 
     monkeypatch.setattr(checkov, "Isolated", Answered)
+    monkeypatch.setattr(checkov, "prepare", lambda: Answered())
     report = review(paths=[Path("Dockerfile")], tools=["checkov"])
     lost = {(f.file, f.rule) for f in report.findings}
     assert ("/Dockerfile", "not-reviewed") in lost

@@ -187,3 +187,89 @@ def test_the_stacks_are_previewed_in_forks_only_from_a_process_with_one_thread(t
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts and all(n == 1 for n in counts), f"threads in the review at each fork: {counts}"
     assert (tmp_path / "stack-dev").is_dir() and (tmp_path / "stack-staging").is_dir()
+
+
+def test_a_signal_while_the_stacks_are_previewed_ends_every_child(tmp_path: Path) -> None:
+    """A review of several stacks forks checkov's child at once (it imports while the stacks are
+    previewed) and a preview child per core: interrupted then, it leaves none of them behind."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slm_deploy.cli", "review", "--stack", "dev", "--stack", "staging", "--stack", "prod"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SLM_EXAMPLE_STACKS": "1"},
+    )
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 600  # a guard on a loaded machine, not a measurement
+        while time.monotonic() < deadline and proc.poll() is None and len(_alive(_descendants(proc.pid))) < 3:
+            time.sleep(0.05)
+        seen = _descendants(proc.pid)
+        assert proc.poll() is None and len(seen) >= 3, f"children seen: {seen}"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "error: interrupted" in stderr and "Traceback" not in stderr, stderr
+    for _ in range(50):
+        if not _alive(seen):
+            break
+        time.sleep(0.1)
+    assert not _alive(seen), f"left behind: {_alive(seen)}"
+
+
+@pytest.mark.parametrize("order", [["dev", "staging", "prod"], ["staging", "prod", "dev"]])
+def test_the_first_refused_stack_in_the_command_line_order_is_the_error(order: list[str]) -> None:
+    """Stacks previewed in children, several to a child, are refused in the order given: without
+    SLM_EXAMPLE_STACKS every example stack is refused in its preview, and the error names the
+    first one on the command line, whichever child previewed it."""
+    env = {k: v for k, v in os.environ.items() if k != "SLM_EXAMPLE_STACKS"}
+    args = [a for stack in order for a in ("--stack", stack)]
+    done = subprocess.run(
+        [sys.executable, "-m", "slm_deploy.cli", "review", *args], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: Pulumi.{order[0]}.yaml: "), done.stderr
+
+
+TURN_PROBE = """
+import sys
+from pathlib import Path
+import slm_deploy.review.sources as sources
+
+sources._cores = lambda: 1  # one child previews every stack, in turn
+sources.preview_stacks(["dev", "staging", "prod"], Path("."), Path(sys.argv[1]), lambda *finding: None)
+"""
+
+FRESH_PROBE = """
+import sys
+from pathlib import Path
+from slm_deploy.preview import run_preview, write_manifests
+
+write_manifests(run_preview(sys.argv[2], Path(".")), Path(sys.argv[1]) / f"stack-{sys.argv[2]}")
+"""
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_stacks_previewed_in_turn_in_one_child_write_what_a_fresh_preview_writes(tmp_path: Path) -> None:
+    """A child previews its share of the stacks one after the other (the SDK imported once): a
+    stack previewed after others must come out byte for byte as from a process of its own."""
+    env = {**os.environ, "SLM_EXAMPLE_STACKS": "1"}
+    turn, fresh = tmp_path / "turn", tmp_path / "fresh"
+    done = subprocess.run([sys.executable, "-c", TURN_PROBE, str(turn)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for stack in ("staging", "prod"):
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH_PROBE, str(fresh), stack], cwd=ROOT, capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        ours, alone = _tree(turn / f"stack-{stack}"), _tree(fresh / f"stack-{stack}")
+        assert alone and ours.keys() == alone.keys()
+        assert [name for name in alone if ours[name] != alone[name]] == []

@@ -79,17 +79,48 @@ class Isolated(Generic[T]):
     that group and killed with it, by result() once answered and by cancel() at any time."""
 
     def __init__(self, func: Callable[..., T], *args: Any) -> None:
+        self._fork(func, args, None)
+
+    @classmethod
+    def warmed(cls, prepare: Callable[[], object], func: Callable[..., T]) -> Isolated[T]:
+        """A child that runs prepare() now (slow imports, while this process does other work) and
+        func(*args) once send(*args) hands it the arguments. Forked only from a process with one
+        thread, like any fork here; an error in prepare() is func's to raise again."""
+        job: Isolated[T] = cls.__new__(cls)
+        job._fork(func, None, prepare)
+        return job
+
+    def _fork(self, func: Callable[..., T], args: tuple[Any, ...] | None, prepare: Callable[[], object] | None) -> None:
         read_end, write_end = os.pipe()
+        request_read, request_write = os.pipe() if args is None else (-1, -1)
         pid = os.fork()
         if pid == 0:  # the child: never returns, never runs the parent's clean-up
             os.close(read_end)
-            _child(write_end, func, args)
+            if request_write >= 0:
+                os.close(request_write)
+            _child(write_end, func, args, request_read, prepare)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.setpgid(pid, pid)  # both sides set it: no window where a signal finds no group
         os.close(write_end)
+        if request_read >= 0:
+            os.close(request_read)
         self.pid = pid
         self.answers = os.fdopen(read_end, "rb")
+        self.request = os.fdopen(request_write, "wb") if request_write >= 0 else None
         self.done = False
+
+    def send(self, *args: Any) -> Isolated[T]:
+        """Hand a warmed child its arguments; it starts on them now. Returns the job."""
+        if self.request is None or self.request.closed:
+            raise RuntimeError("this child was given its arguments at its start")
+        data = pickle.dumps(args)
+        # Length first: children forked after this one hold the pipe too, so no EOF comes. An
+        # OSError: it died while warming, which result() reports.
+        with contextlib.suppress(OSError):
+            self.request.write(len(data).to_bytes(8, "big") + data)
+        with contextlib.suppress(OSError):
+            self.request.close()
+        return self
 
     def result(self) -> T:
         try:
@@ -114,9 +145,18 @@ class Isolated(Generic[T]):
                 os.waitpid(self.pid, 0)
             self.done = True
         self.answers.close()
+        if self.request is not None:
+            with contextlib.suppress(OSError):
+                self.request.close()
 
 
-def _child(write_end: int, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(
+    write_end: int,
+    func: Callable[..., Any],
+    args: tuple[Any, ...] | None,
+    request: int = -1,
+    prepare: Callable[[], object] | None = None,
+) -> None:
     status = 0
     try:
         os.setpgid(0, 0)
@@ -127,6 +167,16 @@ def _child(write_end: int, func: Callable[..., Any], args: tuple[Any, ...]) -> N
         os.dup2(quiet, 2)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if args is None:  # a warmed child: prepare, then wait for the arguments
+            if prepare is not None:
+                with contextlib.suppress(Exception):
+                    prepare()
+            with os.fdopen(request, "rb") as incoming:
+                size = int.from_bytes(incoming.read(8) or b"\0", "big")
+                data = incoming.read(size) if size else b""
+            if len(data) != size or not size:  # the parent closed without sending: nothing to do
+                os._exit(0)
+            args = pickle.loads(data)
         try:
             answer: tuple[str, Any] = ("ok", func(*args))
         except Exception as exc:  # reported by the parent as one line

@@ -16,7 +16,8 @@ from slm_deploy.errors import InputError
 from slm_deploy.review.artifacts import collect, read_artifact, yaml_problem
 from slm_deploy.review.dedup import fleet_artifacts
 from slm_deploy.review.model import Artifact, Finding, ReviewReport, Sink, Skip, ToolMissing, load_skips
-from slm_deploy.review.sources import preview_stacks
+from slm_deploy.review.process import single_threaded
+from slm_deploy.review.sources import StackPreviews
 from slm_deploy.review.tools import ADAPTERS_BY_NAME as ADAPTERS
 from slm_deploy.review.tools import TOOLS, YAML_READERS
 
@@ -33,6 +34,26 @@ def _temporary_files_under(workdir: Path) -> Iterator[None]:
         yield
     finally:
         tempfile.tempdir = previous
+
+
+class _Children:
+    """The review's children not yet handed to a tool or collected: killed however it ends."""
+
+    def __init__(self) -> None:
+        self.warm: dict[str, Any] = {}
+        self.started: list[Any] = []
+
+    def add(self, job: Any) -> Any:
+        self.started.append(job)
+        return job
+
+    def __enter__(self) -> _Children:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for job in [*self.warm.values(), *self.started]:
+            job.cancel()
+        self.warm.clear()
 
 
 def review(
@@ -66,20 +87,40 @@ def review(
     def not_reviewed(label: str, why: str) -> None:
         record(Finding("review", "not-reviewed", "high", label, "", why))
 
-    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)):
+    with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)), _Children() as children:
         workdir = Path(tmp)
+        # Forked first, while this process is a single thread: tools that import for seconds
+        # (checkov) do it now, beside the previews and the bundles (issue 24).
+        if single_threaded():
+            for tool in TOOLS:
+                if tool in wanted and hasattr(ADAPTERS[tool], "prepare"):
+                    children.warm[tool] = ADAPTERS[tool].prepare()
         artifacts: list[Artifact] = []
         if stacks:
             step("stacks " + ", ".join(stacks))
-        outs = preview_stacks(
-            stacks, project or Path.cwd(), workdir, lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg))
+        previews = children.add(
+            StackPreviews(
+                stacks,
+                project or Path.cwd(),
+                workdir,
+                lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg)),
+            )
         )
+        built: list[Artifact] = []
+        refused: InputError | None = None
+        try:  # the fleets' bundles are built while the stacks' previews run in their children
+            for fleet in fleets:
+                step(f"fleet {fleet}")
+                built += fleet_artifacts(fleet, workdir)
+        except InputError as exc:
+            refused = exc  # a stack's refusal, named first on the command line, is said first
+        outs = previews.finish()
+        if refused is not None:
+            raise refused
         for stack, out in zip(stacks, outs, strict=True):
             report.tools["slm"].checked += 1
             artifacts += collect(out, f"stack {stack}")
-        for fleet in fleets:
-            step(f"fleet {fleet}")
-            artifacts += fleet_artifacts(fleet, workdir)
+        artifacts += built
         for path in paths:
             if not os.path.lexists(path):
                 raise InputError(str(path), "", "no such file or directory")
@@ -121,7 +162,9 @@ def review(
                 sink = _sink(tool, found[tool], groups)
                 step(tool)
                 try:
-                    if hasattr(ADAPTERS[tool], "start"):
+                    if tool in children.warm:
+                        pending.append((tool, ADAPTERS[tool].start(selected, sink, children.warm.pop(tool))))
+                    elif hasattr(ADAPTERS[tool], "start"):
                         pending.append((tool, ADAPTERS[tool].start(selected, sink)))
                     else:
                         ADAPTERS[tool].run(selected, sink)

@@ -3,6 +3,7 @@ rules run on its resources (they see what no file shows)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,42 +43,97 @@ def stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Calla
 StackFinding = tuple[str, str, str, str, str]  # file, rule, severity, resource, message
 
 
-def _stack_job(stack: str, project: Path, workdir: Path) -> tuple[str, Any]:
-    """In a child: one stack's preview, its manifests written, its findings answered as data."""
-    found: list[StackFinding] = []
+def _stacks_job(stacks: list[str], project: Path, workdir: Path) -> list[tuple[str, Any]]:
+    """In a child: its stacks' previews one after the other (the SDK imported once), their
+    manifests written, their findings answered as data; it stops at a stack file's refusal."""
+    answers: list[tuple[str, Any]] = []
+    for stack in stacks:
+        found: list[StackFinding] = []
+        try:
+            stack_artifacts(stack, project, workdir, lambda *finding, into=found: into.append(finding))
+        except InputError as exc:
+            answers.append(("input", (exc.source, exc.field, exc.message)))
+            break
+        answers.append(("ok", found))
+    return answers
+
+
+def _cores() -> int:
     try:
-        stack_artifacts(stack, project, workdir, lambda *finding: found.append(finding))
-    except InputError as exc:
-        return "input", (exc.source, exc.field, exc.message)
-    return "ok", found
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
-def preview_stacks(stacks: list[str], project: Path, workdir: Path, report_rule: Callable[..., None]) -> list[Path]:
-    """Every stack's manifest folder, its rule findings reported in the stacks' order. Several
-    stacks are previewed side by side, each in a child of its own (the Pulumi mocks keep global
-    state, so a process each): issue 24, the three example stacks were two thirds of a review."""
-    import slm_deploy.preview
+class StackPreviews:
+    """Every stack's preview, started now and collected by finish(), so that the review does
+    other work (a fleet's bundles) meanwhile. Two or more stacks are previewed in children (the
+    Pulumi mocks keep global state, so never two in one process at once), one per core, each
+    taking its share of the stacks in turn: the SDK's modules, most of a preview's time, are
+    imported once per child (issue 24: three example stacks were two thirds of a review)."""
 
-    if len(stacks) < 2 or slm_deploy.preview.PREVIEWED or not single_threaded():
-        # One stack, or a process whose Pulumi runtime already ran (a fork would inherit its state
-        # and hang), or one running other threads (gRPC's, once Pulumi is imported), which a child
-        # could wait on forever: one after the other, here.
-        return [stack_artifacts(stack, project, workdir, report_rule) for stack in stacks]
-    # Shared by the children: what imports no gRPC. Each child imports Pulumi itself, after the fork.
-    import slm_deploy.simulator
+    def __init__(self, stacks: list[str], project: Path, workdir: Path, report_rule: Callable[..., None]) -> None:
+        import slm_deploy.preview
 
-    jobs = [Isolated(_stack_job, stack, project, workdir) for stack in stacks]
-    try:
-        for stack, job in zip(stacks, jobs, strict=True):
-            try:
-                kind, value = job.result()
-            except ChildFailed as exc:
-                raise InputError(f"stack {stack}", "", f"the offline preview failed ({exc})") from None
+        self.stacks, self.project, self.workdir, self.report_rule = stacks, project, workdir, report_rule
+        self.jobs: list[Isolated[list[tuple[str, Any]]]] = []
+        self.shares: list[list[str]] = []
+        from slm_deploy.stackfile import load_stack_file
+
+        for stack in stacks:  # a missing or unreadable stack file is refused now, not after the others' previews
+            load_stack_file(stack, project)
+        if len(stacks) < 2 or slm_deploy.preview.PREVIEWED or not single_threaded():
+            # One stack, or a process whose Pulumi runtime already ran (a fork would inherit its
+            # state and hang), or one running other threads (gRPC's, once Pulumi is imported),
+            # which a child could wait on forever: one after the other, here, in finish().
+            return
+        # Shared by the children: what imports no gRPC. Each child imports Pulumi itself, after the fork.
+        import slm_deploy.simulator
+
+        children = min(len(stacks), _cores())
+        self.shares = [stacks[k::children] for k in range(children)]
+        try:
+            for share in self.shares:
+                self.jobs.append(Isolated(_stacks_job, share, project, workdir))
+        except BaseException:
+            self.cancel()
+            raise
+
+    def finish(self) -> list[Path]:
+        """The stacks' manifest folders, their findings reported in the stacks' order."""
+        if not self.jobs:
+            return [stack_artifacts(stack, self.project, self.workdir, self.report_rule) for stack in self.stacks]
+        answers: dict[str, tuple[str, Any]] = {}
+        try:
+            for share, job in zip(self.shares, self.jobs, strict=True):
+                try:
+                    got = job.result()
+                except ChildFailed as exc:
+                    got = [("failed", str(exc))] * len(share)
+                answers.update(zip(share, got, strict=False))
+        finally:
+            self.cancel()
+        for stack in self.stacks:
+            # A child stops at its first refusal: a stack missing here comes after one, in the
+            # same child, and so after it in the stacks' order too.
+            kind, value = answers[stack]
+            if kind == "failed":
+                raise InputError(f"stack {stack}", "", f"the offline preview failed ({value})")
             if kind == "input":
                 raise InputError(*value)
             for finding in value:
-                report_rule(*finding)
-    finally:
-        for job in jobs:
+                self.report_rule(*finding)
+        return [self.workdir / f"stack-{stack}" for stack in self.stacks]
+
+    def cancel(self) -> None:
+        for job in self.jobs:
             job.cancel()
-    return [workdir / f"stack-{stack}" for stack in stacks]
+
+
+def preview_stacks(stacks: list[str], project: Path, workdir: Path, report_rule: Callable[..., None]) -> list[Path]:
+    """Every stack's manifest folder, its rule findings reported in the stacks' order."""
+    previews = StackPreviews(stacks, project, workdir, report_rule)
+    try:
+        return previews.finish()
+    finally:
+        previews.cancel()

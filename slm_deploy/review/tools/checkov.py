@@ -24,6 +24,23 @@ Failed = tuple[str, str, str, str, str, str]  # abs path, path, check id, severi
 Scan = tuple[str, list[Failed], list[str], str, list[str]]  # framework, failed, paths named, crash, kinds checked
 
 
+def _load() -> None:
+    """checkov's runners imported: seconds of a review's time (issue 24), done in a child forked
+    before the review previews or bundles anything, so that both cores work."""
+    logging.disable(logging.WARNING)  # checkov logs every parse at WARNING on some files
+    os.environ.setdefault("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
+    import checkov.dockerfile.runner
+    import checkov.kubernetes.runner
+    import checkov.runner_filter
+    import checkov.secrets.runner
+    import checkov.yaml_doc.runner  # noqa: F401
+
+
+def prepare() -> Isolated[list[Scan]]:
+    """A child that imports checkov now and scans what start() later hands it."""
+    return Isolated.warmed(_load, _scan)
+
+
 def _scan(plans: list[tuple[str, list[str], bool]]) -> list[Scan]:
     """In the child: checkov's runners, answered as plain data."""
     logging.disable(logging.WARNING)  # checkov logs every parse at WARNING on some files
@@ -84,9 +101,19 @@ def _sane_manifest(manifest: Any) -> bool:
 class Pending:
     """A checkov run under way in its own process group; finish() waits and reports."""
 
-    def __init__(self, sink: Sink, plans: list[tuple[str, list[str], bool]], indexes: dict[str, PathIndex]) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        plans: list[tuple[str, list[str], bool]],
+        indexes: dict[str, PathIndex],
+        warm: Isolated[list[Scan]] | None = None,
+    ) -> None:
         self.sink, self.plans, self.indexes = sink, plans, indexes
-        self.job = Isolated(_scan, plans) if plans else None
+        self.job: Isolated[list[Scan]] | None = None
+        if plans:
+            self.job = warm.send(plans) if warm is not None else Isolated(_scan, plans)
+        elif warm is not None:
+            warm.cancel()
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -125,8 +152,9 @@ class Pending:
                     sink.not_reviewed(art, f"checkov's {framework} runner was given this file and reported nothing on it")
 
 
-def start(artifacts: list[Artifact], sink: Sink) -> Pending:
-    """Start checkov on its own cores while the other tools run."""
+def start(artifacts: list[Artifact], sink: Sink, warm: Isolated[list[Scan]] | None = None) -> Pending:
+    """Start checkov on its own cores while the other tools run (in `warm`, prepare()'s child,
+    when there is one)."""
     selections: list[tuple[str, list[Artifact], bool]] = [
         ("kubernetes", [a for a in artifacts if a.role == "manifest" and a.parsed], True),
         ("dockerfile", [a for a in artifacts if a.role == "dockerfile"], True),
@@ -145,7 +173,7 @@ def start(artifacts: list[Artifact], sink: Sink) -> Pending:
         if selected:
             plans.append((framework, [tool_path(a.path) for a in selected], custom))
             indexes[framework] = PathIndex(selected)
-    return Pending(sink, plans, indexes)
+    return Pending(sink, plans, indexes, warm)
 
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:

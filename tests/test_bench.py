@@ -25,4 +25,5 @@ def test_bench_runs_every_measurement_and_prints_its_figures() -> None:
         assert figure in out, out
     assert out.count("boxes, streamed:") == 3 and "boxes took" in out and "time per box" in out, out
     assert "paired ratio" in out, out
+    assert "preview prod: floor, importing only the" in out and "x its floor" in out, out
     assert "fleet" in out.splitlines()[-1], out

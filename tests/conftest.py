@@ -4,6 +4,7 @@ instead when SLM_REQUIRE_TOOLS=1 (CI), so no validator is ever silently skipped 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,13 @@ os.environ.setdefault("SLM_DEPLOY_ALLOW_EXAMPLE_LOCK", "1")
 # The shipped stacks are examples (placeholders allowed only so), judged on a fixed day.
 os.environ.setdefault("SLM_EXAMPLE_STACKS", "1")
 os.environ.setdefault("SLM_TODAY", "2026-12-06")
+
+
+def markdown_sections(text: str) -> list[tuple[str, str]]:
+    """(title, body) of every `## ` section of a Markdown text, in order; what comes before the
+    first is the section titled ''. The body is what follows the title's line."""
+    first, *parts = re.split(r"^## ", text, flags=re.M)
+    return [("", first)] + [(part.split("\n", 1)[0].strip(), part.partition("\n")[2]) for part in parts]
 
 
 def need(condition: bool, reason: str) -> None:

@@ -21,7 +21,7 @@ from slm_deploy.bundle import build_box
 from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
 from slm_deploy.image_profiles import profile_for
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, markdown_sections, run_cli
 
 FLEET = load_fleet(ROOT / "examples" / "fleet.yaml")
 BOXES = {b.id: b for b in FLEET.boxes}
@@ -355,7 +355,7 @@ def test_every_readme_docker_run_on_the_box_data_uses_an_image_the_box_already_h
 
 
 def _section(readme: str, title: str) -> str:
-    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return next(body for name, body in markdown_sections(readme) if name == title)
 
 
 def test_the_air_gapped_box_upgrade_carries_the_new_images_and_loads_them_before_up() -> None:

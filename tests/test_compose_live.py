@@ -61,7 +61,7 @@ import yaml
 from slm_deploy.catalog import load_catalog
 from slm_deploy.fleet import load_fleet
 from slm_deploy.onnx_builds import load_onnx_server
-from tests.conftest import ROOT, compose_binary, need, run_cli
+from tests.conftest import ROOT, compose_binary, markdown_sections, need, run_cli
 from tests.tiny_engine_models import hf_script, write_gguf
 from tests.tiny_onnx_genai import generate
 
@@ -367,11 +367,9 @@ def real_engine_overrides(box: Box) -> dict[str, dict[str, Any]]:
 def _readme_commands(box: Box, section: str | None = None, without: str | None = None) -> list[str]:
     """Every shell line of the README's sh blocks, in order (continuations joined); only those of the
     `## SECTION`, or all but those of `## WITHOUT`."""
-    readme = (box.dir / "README.md").read_text()
-    parts = re.split(r"^## ", readme, flags=re.M)
-    titles = [part.split("\n", 1)[0].strip() for part in parts]
-    assert section is None or section in titles, (section, titles)
-    kept = [part for part, title in zip(parts, titles, strict=True) if (section is None or title == section) and title != without]
+    sections = markdown_sections((box.dir / "README.md").read_text())
+    assert section is None or section in [title for title, _ in sections], (section, sections)
+    kept = [body for title, body in sections if (section is None or title == section) and title != without]
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", "".join(kept), flags=re.S):
         block = block.replace("\\\n", " ")

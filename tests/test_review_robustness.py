@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,6 +152,7 @@ def test_malformed_compose_files_and_manifests_print_no_traceback(tmp_path: Path
 FORK_PROBE = """
 import os, sys
 from pathlib import Path
+from typing import Any
 
 threads_at_fork = []
 real_fork = os.fork
@@ -239,6 +241,7 @@ def test_the_first_refused_stack_in_the_command_line_order_is_the_error(order: l
 TURN_PROBE = """
 import sys
 from pathlib import Path
+from typing import Any
 import slm_deploy.review.sources as sources
 
 sources._cores = lambda: 1  # one child previews every stack, in turn
@@ -248,6 +251,7 @@ sources.preview_stacks(["dev", "staging", "prod"], Path("."), Path(sys.argv[1]),
 FRESH_PROBE = """
 import sys
 from pathlib import Path
+from typing import Any
 from slm_deploy.preview import run_preview, write_manifests
 
 write_manifests(run_preview(sys.argv[2], Path(".")), Path(sys.argv[1]) / f"stack-{sys.argv[2]}")
@@ -273,3 +277,77 @@ def test_stacks_previewed_in_turn_in_one_child_write_what_a_fresh_preview_writes
         ours, alone = _tree(turn / f"stack-{stack}"), _tree(fresh / f"stack-{stack}")
         assert alone and ours.keys() == alone.keys()
         assert [name for name in alone if ours[name] != alone[name]] == []
+
+
+SEQUENCE_PROBE = """
+import json, sys
+from pathlib import Path
+from typing import Any
+from slm_deploy.preview import run_preview
+
+result = None
+for stack in sys.argv[1:]:
+    result = run_preview(stack, Path("."))
+print(json.dumps({
+    "outputs": result.outputs,
+    "secret": sorted(result.secret_outputs),
+    "resources": [(r.urn, r.parent, r.inputs) for r in result.resources],
+}, sort_keys=True, default=str))
+"""
+
+
+def test_a_stack_previewed_after_another_in_one_process_declares_what_it_declares_alone() -> None:
+    """The SDK keeps the root Stack resource in a context variable that set_mocks reuses when set
+    (pulumi/runtime/mocks.py, settings.py ROOT): a stack previewed after prod in the same process
+    once exported prod's kubeconfig and had its resources under prod's Stack."""
+    env = {**os.environ, "SLM_EXAMPLE_STACKS": "1"}
+
+    def declared(*stacks: str) -> Any:
+        done = subprocess.run([sys.executable, "-c", SEQUENCE_PROBE, *stacks], cwd=ROOT, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    alone, after = declared("staging"), declared("prod", "staging")
+    assert sorted(after["outputs"]) == sorted(alone["outputs"])
+    assert after["secret"] == alone["secret"]
+    assert after == alone
+
+
+FAILING_PROBE = """
+import os, sys
+from pathlib import Path
+import slm_deploy.review.sources as sources
+from slm_deploy.errors import InputError
+
+def stack_artifacts(stack, project, workdir, report_rule):
+    if stack == sys.argv[1]:
+        if sys.argv[2] == "raise":
+            raise RuntimeError("the program failed")
+        os._exit(9)  # dies, as when the kernel kills it for memory
+    return workdir / stack
+
+sources.stack_artifacts = stack_artifacts
+sources._cores = lambda: 2  # shares: [dev, prod] and [staging]
+try:
+    sources.preview_stacks(["dev", "staging", "prod"], Path("."), Path("."), lambda *finding: None)
+except InputError as exc:
+    print(f"{exc.source}|{exc.message}")
+"""
+
+
+@pytest.mark.parametrize(
+    "failing, how, named",
+    [
+        ("prod", "raise", "stack prod"),
+        ("staging", "raise", "stack staging"),
+        ("prod", "die", "stacks dev, prod"),
+    ],
+)
+def test_a_failed_preview_is_named_by_its_own_stack(failing: str, how: str, named: str) -> None:
+    """A child previews several stacks: a program that fails is named by its stack (it was named by
+    the first stack of the child's share); a child that dies names every stack it had."""
+    done = subprocess.run([sys.executable, "-c", FAILING_PROBE, failing, how], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    source, _, message = done.stdout.strip().splitlines()[-1].partition("|")
+    assert source == named, done.stdout
+    assert ("the program failed" in message) == (how == "raise"), message

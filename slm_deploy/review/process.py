@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -34,6 +34,21 @@ def single_threaded() -> bool:
         return len(os.listdir("/proc/self/task")) == 1
     except OSError:  # no /proc: what Python can see
         return "grpc" not in sys.modules and threading.active_count() == 1
+
+
+HELD = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait (and come after) while a child is forked or the children are
+    killed: a signal between fork() and the child's own handlers would run the review's clean-up
+    in the child; one in the middle of the clean-up would leave the rest of the children running."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class ChildFailed(Exception):
@@ -93,21 +108,28 @@ class Isolated(Generic[T]):
     def _fork(self, func: Callable[..., T], args: tuple[Any, ...] | None, prepare: Callable[[], object] | None) -> None:
         read_end, write_end = os.pipe()
         request_read, request_write = os.pipe() if args is None else (-1, -1)
-        pid = os.fork()
-        if pid == 0:  # the child: never returns, never runs the parent's clean-up
-            os.close(read_end)
-            if request_write >= 0:
-                os.close(request_write)
-            _child(write_end, func, args, request_read, prepare)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.setpgid(pid, pid)  # both sides set it: no window where a signal finds no group
-        os.close(write_end)
-        if request_read >= 0:
-            os.close(request_read)
-        self.pid = pid
-        self.answers = os.fdopen(read_end, "rb")
-        self.request = os.fdopen(request_write, "wb") if request_write >= 0 else None
-        self.done = False
+        try:
+            with signals_held():  # a signal held here comes on leaving: this object is whole by then
+                pid = os.fork()
+                if pid == 0:  # the child: never returns, never runs the parent's clean-up
+                    os.close(read_end)
+                    if request_write >= 0:
+                        os.close(request_write)
+                    _child(write_end, func, args, request_read, prepare)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.setpgid(pid, pid)  # both sides set it: no window where a signal finds no group
+                os.close(write_end)
+                if request_read >= 0:
+                    os.close(request_read)
+                self.pid = pid
+                self.answers = os.fdopen(read_end, "rb")
+                self.request = os.fdopen(request_write, "wb") if request_write >= 0 else None
+                self.done = False  # reaped
+                self.closed = False  # reaped, its group killed once after, its pipes closed
+        except BaseException:
+            if hasattr(self, "closed"):  # interrupted as the signals were let through: no child left behind
+                self.cancel()
+            raise
 
     def send(self, *args: Any) -> Isolated[T]:
         """Hand a warmed child its arguments; it starts on them now. Returns the job."""
@@ -136,9 +158,18 @@ class Isolated(Generic[T]):
             raise ChildFailed(str(value))
         return value  # type: ignore[no-any-return]
 
+    def kill(self) -> None:
+        """Kill the child's whole group now; cancel() reaps it."""
+        if not self.closed:
+            _kill_group(self.pid)
+
     def cancel(self) -> None:
         """Kill the child's whole group (a worker that outlived its pool, or all of them when the
-        review is interrupted) and reap the child."""
+        review is interrupted) and reap the child. Once only: after that the group id may be
+        another process's."""
+        if self.closed:
+            return
+        self.closed = True
         _kill_group(self.pid)
         if not self.done:
             with contextlib.suppress(ChildProcessError):
@@ -167,6 +198,7 @@ def _child(
         os.dup2(quiet, 2)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)  # held by the parent around the fork
         if args is None:  # a warmed child: prepare, then wait for the arguments
             if prepare is not None:
                 with contextlib.suppress(Exception):

@@ -16,7 +16,7 @@ from slm_deploy.errors import InputError
 from slm_deploy.review.artifacts import collect, read_artifact, yaml_problem
 from slm_deploy.review.dedup import fleet_artifacts
 from slm_deploy.review.model import Artifact, Finding, ReviewReport, Sink, Skip, ToolMissing, load_skips
-from slm_deploy.review.process import single_threaded
+from slm_deploy.review.process import signals_held, single_threaded
 from slm_deploy.review.sources import StackPreviews
 from slm_deploy.review.tools import ADAPTERS_BY_NAME as ADAPTERS
 from slm_deploy.review.tools import TOOLS, YAML_READERS
@@ -51,8 +51,11 @@ class _Children:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for job in [*self.warm.values(), *self.started]:
-            job.cancel()
+        with signals_held():  # a second Ctrl-C must not leave a child running
+            for job in [*self.warm.values(), *self.started]:
+                job.kill()
+            for job in [*self.warm.values(), *self.started]:
+                job.cancel()
         self.warm.clear()
 
 
@@ -162,8 +165,9 @@ def review(
                 sink = _sink(tool, found[tool], groups)
                 step(tool)
                 try:
-                    if tool in children.warm:
-                        pending.append((tool, ADAPTERS[tool].start(selected, sink, children.warm.pop(tool))))
+                    if tool in children.warm:  # kept in children.warm until a job holds it
+                        pending.append((tool, ADAPTERS[tool].start(selected, sink, children.warm[tool])))
+                        del children.warm[tool]
                     elif hasattr(ADAPTERS[tool], "start"):
                         pending.append((tool, ADAPTERS[tool].start(selected, sink)))
                     else:

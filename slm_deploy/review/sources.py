@@ -54,6 +54,9 @@ def _stacks_job(stacks: list[str], project: Path, workdir: Path) -> list[tuple[s
         except InputError as exc:
             answers.append(("input", (exc.source, exc.field, exc.message)))
             break
+        except Exception as exc:  # this stack's program failed: its own error, named by its stack
+            answers.append(("failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
+            break
         answers.append(("ok", found))
     return answers
 
@@ -78,10 +81,6 @@ class StackPreviews:
         self.stacks, self.project, self.workdir, self.report_rule = stacks, project, workdir, report_rule
         self.jobs: list[Isolated[list[tuple[str, Any]]]] = []
         self.shares: list[list[str]] = []
-        from slm_deploy.stackfile import load_stack_file
-
-        for stack in stacks:  # a missing or unreadable stack file is refused now, not after the others' previews
-            load_stack_file(stack, project)
         if len(stacks) < 2 or slm_deploy.preview.PREVIEWED or not single_threaded():
             # One stack, or a process whose Pulumi runtime already ran (a fork would inherit its
             # state and hang), or one running other threads (gRPC's, once Pulumi is imported),
@@ -108,8 +107,8 @@ class StackPreviews:
             for share, job in zip(self.shares, self.jobs, strict=True):
                 try:
                     got = job.result()
-                except ChildFailed as exc:
-                    got = [("failed", str(exc))] * len(share)
+                except ChildFailed as exc:  # it died (killed, out of memory): on which stack is not known
+                    got = [("died", (", ".join(share), str(exc)))] * len(share)
                 answers.update(zip(share, got, strict=False))
         finally:
             self.cancel()
@@ -119,13 +118,21 @@ class StackPreviews:
             kind, value = answers[stack]
             if kind == "failed":
                 raise InputError(f"stack {stack}", "", f"the offline preview failed ({value})")
+            if kind == "died":
+                raise InputError(f"stacks {value[0]}", "", f"the child previewing them ended ({value[1]})")
             if kind == "input":
                 raise InputError(*value)
             for finding in value:
                 self.report_rule(*finding)
         return [self.workdir / f"stack-{stack}" for stack in self.stacks]
 
+    def kill(self) -> None:
+        for job in self.jobs:
+            job.kill()
+
     def cancel(self) -> None:
+        for job in self.jobs:  # every group killed first, then each child reaped
+            job.kill()
         for job in self.jobs:
             job.cancel()
 

@@ -4,6 +4,7 @@ pipe nobody read), pathological YAML costs one finding, malformed files print no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -351,3 +352,56 @@ def test_a_failed_preview_is_named_by_its_own_stack(failing: str, how: str, name
     source, _, message = done.stdout.strip().splitlines()[-1].partition("|")
     assert source == named, done.stdout
     assert ("the program failed" in message) == (how == "raise"), message
+
+
+def test_at_a_terminal_the_review_still_forks_its_children_and_leaves_none(tmp_path: Path) -> None:
+    """At a terminal the review shows a spinner, whose refresh thread made the review more than one
+    thread: it then forked nothing, previewing every stack in turn in itself (issue 24's speed-up
+    lost for everyone who runs it by hand). The spinner pauses for the forks."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slm_deploy.cli", "review", "--stack", "dev", "--stack", "staging", "--stack", "prod"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "SLM_EXAMPLE_STACKS": "1", "TERM": "xterm"},
+    )
+    os.close(follower)
+    screen: list[bytes] = []
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 4096):
+                screen.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    seen: set[int] = set()
+    most = 0
+    try:
+        deadline = time.monotonic() + 600  # a guard on a loaded machine, not a measurement
+        while time.monotonic() < deadline and proc.poll() is None and most < 3:
+            seen |= _alive(_descendants(proc.pid))
+            # its own children at once: checkov's, and one previewing per core (checkov's workers
+            # are its grandchildren; the tools it runs, one at a time)
+            children = {pid for pid, (parent, state) in _processes().items() if parent == proc.pid and state != "Z"}
+            most = max(most, len(children))
+            time.sleep(0.05)
+        assert most >= 3, f"children at once, at most: {most}; output: {b''.join(screen)[-300:]!r}"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=30)
+        os.close(leader)
+    assert b"Traceback" not in b"".join(screen)
+    for _ in range(50):
+        if not _alive(seen):
+            break
+        time.sleep(0.1)
+    assert not _alive(seen), f"left behind: {_alive(seen)}"

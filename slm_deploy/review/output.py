@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,16 +18,62 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+class ReviewProgress:
+    """What the review is doing, as a spinner on stderr, and a pause for its forks: the spinner's
+    refresh thread would make the review more than one thread, and a review forks its children
+    (previews, checkov) only from a single thread (review/process.py single_threaded)."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.task = progress.add_task("collecting", total=None) if progress is not None else None
+        self.done: threading.Event | None = None
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, what: str) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=what, refresh=True)
+
+    def _spin(self, done: threading.Event) -> None:
+        while not done.wait(0.1):
+            if self.progress is not None:
+                self.progress.refresh()
+
+    def resume(self) -> None:
+        if self.progress is not None and self.thread is None:
+            self.done = threading.Event()
+            self.thread = threading.Thread(target=self._spin, args=(self.done,), daemon=True)
+            self.thread.start()
+
+    def pause(self) -> None:
+        if self.thread is not None and self.done is not None:
+            self.done.set()
+            self.thread.join()
+            self.thread = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+
 @contextmanager
-def review_progress(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+def review_progress(enabled: bool = True) -> Iterator[ReviewProgress]:
     """What the review is doing, on stderr, on a terminal only: CI logs and pipes stay quiet."""
     if not enabled or not stderr.is_terminal:
-        yield lambda _what: None
+        yield ReviewProgress()
         return
     columns = (SpinnerColumn(), TextColumn("review: {task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task("collecting", total=None)
-        yield lambda what: progress.update(task, description=what)
+    # auto_refresh off: rich's own refresh thread cannot be paused; ReviewProgress refreshes.
+    with Progress(*columns, console=stderr, transient=True, auto_refresh=False) as progress:
+        step = ReviewProgress(progress)
+        step.resume()
+        try:
+            yield step
+        finally:
+            step.pause()
 
 
 def review_table(report: ReviewReport) -> None:

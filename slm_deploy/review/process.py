@@ -44,8 +44,9 @@ def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait (and come after) while a child is forked or the children are
     killed: a signal between fork() and the child's own handlers would run the review's clean-up
     in the child; one in the middle of the clean-up would leave the rest of the children running."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # read only: nothing to undo if a handler raises here
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -165,16 +166,17 @@ class Isolated(Generic[T]):
 
     def cancel(self) -> None:
         """Kill the child's whole group (a worker that outlived its pool, or all of them when the
-        review is interrupted) and reap the child. Once only: after that the group id may be
-        another process's."""
+        review is interrupted) and reap the child. Once done, never again: the group id may be
+        another process's by then. Interrupted half-way, it is done whole the next time."""
         if self.closed:
             return
-        self.closed = True
-        _kill_group(self.pid)
-        if not self.done:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self.done = True
+        with signals_held():
+            _kill_group(self.pid)
+            if not self.done:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+                self.done = True
+            self.closed = True
         self.answers.close()
         if self.request is not None:
             with contextlib.suppress(OSError):

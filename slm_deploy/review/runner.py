@@ -4,6 +4,7 @@ shares the content (issue 24), setting aside the listed skips."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections import defaultdict
@@ -51,11 +52,16 @@ class _Children:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        with signals_held():  # a second Ctrl-C must not leave a child running
-            for job in [*self.warm.values(), *self.started]:
+        jobs = [*self.warm.values(), *self.started]
+        try:
+            with signals_held():  # a second Ctrl-C must not leave a child running
+                for job in jobs:
+                    job.kill()
+                for job in jobs:
+                    job.cancel()
+        finally:
+            for job in jobs:  # a signal let through as the mask came back (or while it went on)
                 job.kill()
-            for job in [*self.warm.values(), *self.started]:
-                job.cancel()
         self.warm.clear()
 
 
@@ -92,23 +98,25 @@ def review(
 
     with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)), _Children() as children:
         workdir = Path(tmp)
-        # Forked first, while this process is a single thread: tools that import for seconds
-        # (checkov) do it now, beside the previews and the bundles (issue 24).
-        if single_threaded():
-            for tool in TOOLS:
-                if tool in wanted and hasattr(ADAPTERS[tool], "prepare"):
-                    children.warm[tool] = ADAPTERS[tool].prepare()
         artifacts: list[Artifact] = []
         if stacks:
             step("stacks " + ", ".join(stacks))
-        previews = children.add(
-            StackPreviews(
-                stacks,
-                project or Path.cwd(),
-                workdir,
-                lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg)),
+        # The children are forked first, while this process is a single thread (a terminal's
+        # spinner paused): tools that import for seconds (checkov) do it now, beside the previews
+        # and the bundles (issue 24).
+        with getattr(step, "paused", contextlib.nullcontext)():
+            if single_threaded():
+                for tool in TOOLS:
+                    if tool in wanted and hasattr(ADAPTERS[tool], "prepare"):
+                        children.warm[tool] = ADAPTERS[tool].prepare()
+            previews = children.add(
+                StackPreviews(
+                    stacks,
+                    project or Path.cwd(),
+                    workdir,
+                    lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg)),
+                )
             )
-        )
         built: list[Artifact] = []
         refused: InputError | None = None
         try:  # the fleets' bundles are built while the stacks' previews run in their children

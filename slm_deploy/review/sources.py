@@ -108,7 +108,8 @@ class StackPreviews:
                 try:
                     got = job.result()
                 except ChildFailed as exc:  # it died (killed, out of memory): on which stack is not known
-                    got = [("died", (", ".join(share), str(exc)))] * len(share)
+                    named = f"stack {share[0]}" if len(share) == 1 else f"stacks {', '.join(share)}"
+                    got = [("died", (named, str(exc)))] * len(share)
                 answers.update(zip(share, got, strict=False))
         finally:
             self.cancel()
@@ -119,7 +120,7 @@ class StackPreviews:
             if kind == "failed":
                 raise InputError(f"stack {stack}", "", f"the offline preview failed ({value})")
             if kind == "died":
-                raise InputError(f"stacks {value[0]}", "", f"the child previewing them ended ({value[1]})")
+                raise InputError(value[0], "", f"the offline preview's process {value[1]}")
             if kind == "input":
                 raise InputError(*value)
             for finding in value:

@@ -279,9 +279,8 @@ def _run(result: PreviewResult, config: dict[str, str], secret_keys: list[str], 
 
     stack = result.stack
     mocks = _mocks()
-    # set_mocks makes a root Stack only when the SDK has none (pulumi 3.x runtime/mocks.py), and
-    # keeps it in a context variable nothing clears (runtime/settings.py ROOT): a second stack in
-    # this process would be declared under the first one's Stack and export its outputs.
+    # set_mocks makes a root Stack only when there is none (pulumi runtime/mocks.py; settings.py ROOT,
+    # never cleared): a second stack here would be declared under the first one's Stack.
     settings.ROOT.set(None)
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_monitor(mocks, result))
     # set_mocks (pulumi 3.x, runtime/mocks.py MockSettings) starts a new RPC manager but keeps the

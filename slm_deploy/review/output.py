@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,9 +48,15 @@ class ReviewProgress:
 
     def pause(self) -> None:
         if self.thread is not None and self.done is not None:
+            native = self.thread.native_id
             self.done.set()
             self.thread.join()
             self.thread = None
+            # join() returns when the thread's Python code has ended; the kernel's thread goes a
+            # moment later (seen under load: the review then counted two threads and forked nothing).
+            deadline = time.monotonic() + 2
+            while os.path.exists(f"/proc/self/task/{native}") and time.monotonic() < deadline:
+                time.sleep(0.001)
 
     @contextmanager
     def paused(self) -> Iterator[None]:

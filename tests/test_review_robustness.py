@@ -50,6 +50,14 @@ def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
 
 
+def _assert_all_gone(pids: set[int]) -> None:
+    for _ in range(50):  # the kernel needs a moment to tear down killed processes
+        if not _alive(pids):
+            break
+        time.sleep(0.1)
+    assert not _alive(pids), f"left behind: {_alive(pids)}"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) -> None:
     # Enough manifests that checkov's workers live for seconds, not milliseconds (with 60 they were
@@ -98,11 +106,7 @@ def test_a_signal_ends_the_review_and_every_worker(tmp_path: Path, signum: int) 
     stderr = "".join(out["stderr"])
     assert "error: interrupted" in stderr
     assert "Traceback" not in stderr, stderr
-    for _ in range(50):  # the kernel needs a moment to tear down killed processes
-        if not _alive(seen):
-            break
-        time.sleep(0.1)
-    assert not _alive(seen), f"left behind: {_alive(seen)}"
+    _assert_all_gone(seen)
 
 
 def test_yaml_nested_fifty_thousand_levels_is_one_finding(tmp_path: Path) -> None:
@@ -217,11 +221,7 @@ def test_a_signal_while_the_stacks_are_previewed_ends_every_child(tmp_path: Path
             proc.kill()
             proc.wait()
     assert "error: interrupted" in stderr and "Traceback" not in stderr, stderr
-    for _ in range(50):
-        if not _alive(seen):
-            break
-        time.sleep(0.1)
-    assert not _alive(seen), f"left behind: {_alive(seen)}"
+    _assert_all_gone(seen)
 
 
 @pytest.mark.parametrize("order", [["dev", "staging", "prod"], ["staging", "prod", "dev"]])
@@ -400,8 +400,4 @@ def test_at_a_terminal_the_review_still_forks_its_children_and_leaves_none(tmp_p
         reader.join(timeout=30)
         os.close(leader)
     assert b"Traceback" not in b"".join(screen)
-    for _ in range(50):
-        if not _alive(seen):
-            break
-        time.sleep(0.1)
-    assert not _alive(seen), f"left behind: {_alive(seen)}"
+    _assert_all_gone(seen)

@@ -132,8 +132,7 @@ class StackPreviews:
             job.kill()
 
     def cancel(self) -> None:
-        for job in self.jobs:  # every group killed first, then each child reaped
-            job.kill()
+        self.kill()  # every group killed first, then each child reaped
         for job in self.jobs:
             job.cancel()
 

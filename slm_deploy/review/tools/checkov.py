@@ -43,8 +43,7 @@ def prepare() -> Isolated[list[Scan]]:
 
 def _scan(plans: list[tuple[str, list[str], bool]]) -> list[Scan]:
     """In the child: checkov's runners, answered as plain data."""
-    logging.disable(logging.WARNING)  # checkov logs every parse at WARNING on some files
-    os.environ.setdefault("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
+    _load()  # done already in a warmed child
     from checkov.dockerfile.runner import Runner as DockerfileRunner
     from checkov.kubernetes.runner import Runner as KubernetesRunner
     from checkov.runner_filter import RunnerFilter

@@ -59,6 +59,10 @@ class Unreachable(NetError):
     """No answer at all (refused, unresolvable, TLS failed, deadline passed): a cache may serve."""
 
 
+class CutShort(Unreachable):
+    """An answer whose body ended before its end: the connection closed inside it."""
+
+
 class TooLarge(NetError):
     pass
 
@@ -208,15 +212,34 @@ class Stream:
         self.status = resp.status
         self.headers = {k.lower(): v for k, v in resp.getheaders()}
         self.host = host_of(url)
+        self._got = 0  # body bytes read
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
 
     def _chunk(self, size: int) -> bytes:
+        """At most SIZE bytes of the body; b"" at its end. A body that ends before its end (the
+        connection closed inside it: a gateway whose upstream hung up mid-answer) is an error,
+        never a short answer: http.client's read1 returns b"" when the connection closes before
+        Content-Length is reached, and raises IncompleteRead inside a chunk."""
         try:
-            return self._resp.read1(size)
+            chunk = self._resp.read1(size)
+        except http.client.IncompleteRead:
+            if self._watchdog.fired:
+                raise self._client.late(self.host, self._seconds) from None
+            raise self._cut(None) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise self._client.failure(exc, self.host, self._watchdog, self._seconds) from None
+        self._got += len(chunk)
+        if not chunk and size and self._resp.length and not self._watchdog.fired:
+            raise self._cut(self._got + self._resp.length)
+        return chunk
+
+    def _cut(self, announced: int | None) -> CutShort:
+        of = f" of the {announced} announced" if announced is not None else ""
+        return CutShort(
+            self._client.service, self.host, f"the connection closed {self._got} bytes into the answer{of}, before its end"
+        )
 
     def content_length(self) -> int | None:
         value = self.header("content-length").strip()

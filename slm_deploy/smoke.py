@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
-from slm_deploy.netclient import Client, NetError, Stream, Watchdog, command_deadline
+from slm_deploy.netclient import Client, CutShort, NetError, Stream, Watchdog, command_deadline
 from slm_deploy.netclient import Unreachable as NoAnswer
 from slm_deploy.safejson import NotAJsonObject, json_object
 from slm_deploy.safeyaml import read_bytes
@@ -169,6 +169,8 @@ class Endpoint:
             with self.client.open(method, self.origin + self.base + path, headers, data) as answer:
                 payload = answer.read(MAX_BODY_BYTES, truncate=True)  # a model list, a completion: kilobytes
                 return Response(answer.status, payload, answer.headers)
+        except CutShort as exc:  # this answer failed; the endpoint answers, so the next checks run
+            raise StreamError(exc.message) from None
         except NetError as exc:
             raise Unreachable(exc.message) from None
 
@@ -191,6 +193,8 @@ class Endpoint:
                 if "text/event-stream" not in answer.header("Content-Type"):
                     raise StreamError(f"Content-Type {answer.header('Content-Type')!r}, not text/event-stream")
                 return _read_sse(answer, start, self.timeout)
+        except CutShort as exc:
+            raise StreamError(exc.message) from None
         except NetError as exc:
             raise Unreachable(exc.message) from None
 

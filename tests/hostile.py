@@ -6,6 +6,8 @@ connection gets one behaviour, whatever was asked.
 - `endless-line`: a 200 event stream whose first line never ends (as fast as the socket takes it);
 - `oversized`: a 200 whose body is far larger than any real answer, ignoring Range;
 - `lying-size`: Content-Length 10 but megabytes follow (the body is read as sent by some clients);
+- `cut-short` / `cut-short-chunked`: a 200 that announces BODY (by Content-Length, or one chunk of its
+  size) and closes after a third of it, as a gateway does when its upstream hangs up mid-answer;
 - `malformed-http`: not HTTP at all;
 - `malformed-json`: HTTP 200 with a body that is not JSON (or any other fixed answer);
 - `redirect`: 302 to another host (LOCATION).
@@ -92,6 +94,12 @@ class Hostile:
                 block = b"GGUF" + b"\xff" * 65532
                 while not self._stop.is_set() and here[0] < BIG:
                     send(block)
+            elif mode == "cut-short":  # a proxy whose upstream went away mid-answer: headers, part of the body, FIN
+                send(f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: {len(self.body)}\r\n\r\n".encode())
+                send(self.body[: len(self.body) // 3])
+            elif mode == "cut-short-chunked":
+                send(f"HTTP/1.1 200 OK\r\n{self.headers}Transfer-Encoding: chunked\r\n\r\n".encode())
+                send(f"{len(self.body):x}\r\n".encode() + self.body[: len(self.body) // 3])
             elif mode == "malformed-http":
                 send(b"HELLO THERE\r\n\r\n" + b"\x00" * 100)
             elif mode == "malformed-json":

@@ -84,3 +84,17 @@ def test_a_refused_connection_names_the_service_and_host() -> None:
         port = peer.port
     with pytest.raises(Unreachable, match=rf"^registry 127\.0\.0\.1:{port}: connection refused$"):
         client().request("GET", f"http://127.0.0.1:{port}/", limit=10)
+
+
+@pytest.mark.parametrize("mode", ["cut-short", "cut-short-chunked"])
+def test_an_answer_cut_short_is_an_error_not_a_short_answer(mode: str) -> None:
+    """A gateway whose upstream hangs up mid-answer closes the client's connection inside the body.
+    http.client returns b"" for the rest of a Content-Length body: the answer used to be read as
+    complete (smoke then said "not a chat completion: " with nothing after it)."""
+    body = b'{"choices": [{"message": {"content": "' + b"x" * 300 + b'"}}]}'
+    with serve(Hostile(mode, body=body)) as peer, pytest.raises(Unreachable) as info:
+        client().request("GET", f"{peer.url}/v1/chat/completions", limit=4096)
+    announced = f" of the {len(body)} announced" if mode == "cut-short" else ""
+    assert str(info.value) == (
+        f"registry {peer.host}: the connection closed {len(body) // 3} bytes into the answer{announced}, before its end"
+    )

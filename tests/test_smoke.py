@@ -97,6 +97,40 @@ def test_smoke_passes_against_the_live_gateway(live: tuple[str, Path], key_file:
     assert report["latency"]["tokens_per_second"]["p50"] > 0
 
 
+class HangingUpOpenAI(StreamingOpenAI):
+    """A plain chat completion whose connection closes after its headers and a few bytes of its
+    announced body: an upstream that hangs up mid-answer (the gateway then closes the client's
+    connection inside the body). Streams are answered whole."""
+
+    def _reply(self, status: int, body: dict[str, object]) -> None:
+        if self.command != "POST":
+            super()._reply(status, body)
+            return
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:7])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_an_answer_cut_short_behind_the_gateway_fails_its_check_and_says_so(tmp_path: Path, key_file: Path) -> None:
+    """Through the real Caddy and the box's Caddyfile. Before: http.client read the rest of a cut
+    Content-Length body as b"", and the chat check said "not a chat completion: " with nothing
+    after it (seen on the example llama.cpp boxes in CI). Now it says the connection closed, and
+    the checks after it still run."""
+    with running_gateway("store-0001", tmp_path / "gw", HangingUpOpenAI) as gw:
+        out = smoke_cli(gw.base, "--api-key-file", str(key_file), "--cacert", str(tmp_path / "gw" / "tls_cert"),
+                        "--min-cert-days", "1", "--requests", "2", "--json")  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    found = checks(out)
+    assert found["chat"]["status"] == "fail", found["chat"]
+    assert "the connection closed" in found["chat"]["detail"] and "before its end" in found["chat"]["detail"], found["chat"]
+    assert (found["stream"]["status"], found["burst"]["status"]) == ("pass", "pass"), found
+
+
 def test_certificate_close_to_expiry_fails(live: tuple[str, Path], key_file: Path) -> None:
     url, cert = live  # the test certificate is valid for two days; the default asks for 14
     out = smoke_cli(url, "--api-key-file", str(key_file), "--cacert", str(cert), "--requests", "1", "--json")

@@ -881,10 +881,42 @@ def backup_volumes(box: Box, template: str) -> None:
         archive.unlink()
 
 
+SERVING = ("gateway", "vllm", "llamacpp", "ollama", "onnx")  # what a failed request went through, first in a failure
+
+
+def _gateway_lines(log: str) -> list[str]:
+    """Caddy's JSON log, one short line per entry: each request's method, path, status, body size
+    and time, and each error with its message (an upstream that hung up mid-answer says so here)."""
+    out = []
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            out.append(line)
+            continue
+        request = entry.get("request")
+        if isinstance(request, dict):
+            out.append(f"{entry.get('level')} {request.get('method')} {request.get('uri')} -> {entry.get('status')} "
+                       f"{entry.get('size')} bytes in {entry.get('duration', 0):.3f} s {entry.get('err_id', '')}")  # fmt: skip
+        else:
+            out.append(f"{entry.get('level')} {entry.get('logger', '')}: {entry.get('msg')} {entry.get('error', '')}")
+    return out
+
+
 def _failure(box: Box, exc: BaseException) -> AssertionError:
+    """The failure with what a reader needs first: the gateway's recent requests and errors and the
+    model server's last lines, then the other services' last lines."""
     ps = box.dc("ps", "-a", check=False).stdout
-    logs = box.dc("logs", "--no-color", "--tail", "25", check=False).stdout
-    return AssertionError(f"{box.id}: {exc}\n--- compose ps\n{ps}\n--- logs\n{logs[-8000:]}")
+    parts = []
+    first = [name for name in SERVING if name in box.compose["services"]]
+    for name in first + sorted(set(box.compose["services"]) - set(first)):
+        tail = "40" if name in first else "10"
+        log = box.dc("logs", "--no-color", "--no-log-prefix", "--tail", tail, name, check=False).stdout
+        lines = _gateway_lines(log) if name == "gateway" else log.splitlines()
+        parts.append(f"--- {name}\n" + "\n".join(line[:400] for line in lines))
+    return AssertionError(f"{box.id}: {exc}\n--- compose ps\n{ps}\n" + "\n".join(parts)[:12000])
 
 
 def teardown(box: Box) -> None:

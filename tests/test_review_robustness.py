@@ -245,7 +245,7 @@ from pathlib import Path
 from typing import Any
 import slm_deploy.review.sources as sources
 
-sources._cores = lambda: 1  # one child previews every stack, in turn
+sources.cores = lambda: 1  # one child previews every stack, in turn
 sources.preview_stacks(["dev", "staging", "prod"], Path("."), Path(sys.argv[1]), lambda *finding: None)
 """
 
@@ -328,7 +328,7 @@ def stack_artifacts(stack, project, workdir, report_rule):
     return workdir / stack
 
 sources.stack_artifacts = stack_artifacts
-sources._cores = lambda: 2  # shares: [dev, prod] and [staging]
+sources.cores = lambda: 2  # shares: [dev, prod] and [staging]
 try:
     sources.preview_stacks(["dev", "staging", "prod"], Path("."), Path("."), lambda *finding: None)
 except InputError as exc:
@@ -401,3 +401,43 @@ def test_at_a_terminal_the_review_still_forks_its_children_and_leaves_none(tmp_p
         os.close(leader)
     assert b"Traceback" not in b"".join(screen)
     _assert_all_gone(seen)
+
+
+def test_validators_run_a_few_at_once_answer_in_order_and_none_outlives_the_review(tmp_path: Path) -> None:
+    """The per-file validators (Compose, promtool, hadolint, actionlint, zizmor) run up to AT_ONCE
+    programs side by side: answers come in the files' order, never more run at once than asked, a
+    program that cannot start answers 127 in its place, and a review that stops reading (an
+    interrupt) leaves none running."""
+    from slm_deploy.review.process import run_tools
+
+    log = tmp_path / "log"
+    # Each program notes its start and end; the later ones finish first, so order comes from us.
+    calls: list[Any] = [
+        (["sh", "-c", f"echo start >> {log}; sleep 0.{5 - i}; echo end >> {log}; echo {i}"], None, None) for i in range(4)
+    ]
+    calls.insert(2, ([str(tmp_path / "no-such-program")], None, None))
+    answers = list(run_tools(calls, 2))
+    assert [a.stdout.strip() for a in answers] == ["0", "1", "", "2", "3"]
+    assert answers[2].returncode == 127 and "cannot start" in answers[2].stderr
+    running = most = 0
+    for line in log.read_text().split():
+        running += 1 if line == "start" else -1
+        most = max(most, running)
+    assert most == 2, log.read_text()
+
+    marker = f"30.{os.getpid():07d}"  # sleep's argument, unique to this test run
+    sleepers: list[Any] = [(["true"], None, None)] + [(["sleep", marker], None, None)] * 3
+    answers_iter = run_tools(sleepers, 3)
+    assert next(answers_iter).returncode == 0  # `true` answered; two sleepers run, the third waits its turn
+    pids = {pid for pid in _processes() if marker in _cmdline(pid)}
+    assert len(pids) == 2, pids
+    answers_iter.close()  # what an interrupt does to the loop reading it
+    _assert_all_gone(pids)
+    assert not [pid for pid in _processes() if marker in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

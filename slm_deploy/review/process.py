@@ -36,6 +36,14 @@ def single_threaded() -> bool:
         return "grpc" not in sys.modules and threading.active_count() == 1
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 HELD = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -61,12 +69,13 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def run_tool(
-    args: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """A validator's program, its output captured; a program that cannot start answers 127."""
+ToolCall = tuple[Sequence[str], "Path | None", "Mapping[str, str] | None"]  # args, cwd, env
+
+
+def _start(call: ToolCall) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
+    args, cwd, env = call
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(args),
             cwd=cwd,
             env=dict(env) if env is not None else None,
@@ -79,6 +88,36 @@ def run_tool(
         )
     except OSError as exc:
         return subprocess.CompletedProcess(list(args), 127, "", f"{args[0]}: cannot start ({exc.strerror or exc})")
+
+
+def run_tools(calls: Sequence[ToolCall], at_once: int = 1) -> Iterator[subprocess.CompletedProcess[str]]:
+    """Each call's program (args, cwd, env) with its output captured (one that cannot start
+    answers 127), answered in the calls' order, up to AT_ONCE of them running at once: a review
+    runs a validator once per file, and Compose, promtool or hadolint spend most of a run
+    starting up. The ones after the one being read run on, their output kept in their pipes.
+    However this ends (an interrupt, a caller that stops reading), none is left running."""
+    running: list[tuple[Sequence[str], subprocess.Popen[str] | subprocess.CompletedProcess[str]]] = []
+    queued = iter(calls)
+    try:
+        for call in queued:
+            running.append((call[0], _start(call)))
+            if len(running) < max(1, at_once):
+                continue
+            yield _collect(*running.pop(0))
+        while running:
+            yield _collect(*running.pop(0))
+    finally:
+        for _, proc in running:
+            if isinstance(proc, subprocess.Popen):
+                _kill_group(proc.pid)
+                proc.communicate()
+
+
+def _collect(
+    args: Sequence[str], proc: subprocess.Popen[str] | subprocess.CompletedProcess[str]
+) -> subprocess.CompletedProcess[str]:
+    if isinstance(proc, subprocess.CompletedProcess):
+        return proc
     try:
         stdout, stderr = proc.communicate()
     except BaseException:

@@ -3,13 +3,12 @@ rules run on its resources (they see what no file shows)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from slm_deploy.errors import InputError
-from slm_deploy.review.process import ChildFailed, Isolated, single_threaded
+from slm_deploy.review.process import ChildFailed, Isolated, cores, single_threaded
 
 
 def stack_artifacts(stack: str, project: Path, workdir: Path, report_rule: Callable[[str, str, str, str, str], None]) -> Path:
@@ -61,13 +60,6 @@ def _stacks_job(stacks: list[str], project: Path, workdir: Path) -> list[tuple[s
     return answers
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class StackPreviews:
     """Every stack's preview, started now and collected by finish(), so that the review does
     other work (a fleet's bundles) meanwhile. Two or more stacks are previewed in children (the
@@ -89,7 +81,7 @@ class StackPreviews:
         # Shared by the children: what imports no gRPC. Each child imports Pulumi itself, after the fork.
         import slm_deploy.simulator
 
-        children = min(len(stacks), _cores())
+        children = min(len(stacks), cores())
         self.shares = [stacks[k::children] for k in range(children)]
         try:
             for share in self.shares:

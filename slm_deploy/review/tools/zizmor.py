@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from slm_deploy.review.model import Artifact, Sink
-from slm_deploy.review.process import run_tool
+from slm_deploy.review.process import ToolCall, cores, run_tools
 from slm_deploy.review.reconcile import tool_path
 from slm_deploy.review.tools.binaries import required_binary, tail
 
@@ -25,10 +25,11 @@ def _line(item: dict[str, Any]) -> str:
 
 def run(artifacts: list[Artifact], sink: Sink) -> None:
     binary = required_binary("zizmor", "pip install zizmor")
-    for art in artifacts:
-        if not art.parsed:
-            continue
-        out = run_tool([binary, "--offline", "--no-progress", "--format", "json", tool_path(art.path)])
+    checked = [art for art in artifacts if art.parsed]
+    calls: list[ToolCall] = [
+        ([binary, "--offline", "--no-progress", "--format", "json", tool_path(art.path)], None, None) for art in checked
+    ]
+    for art, out in zip(checked, run_tools(calls, cores()), strict=True):
         try:
             items = json.loads(out.stdout or "[]")
             if not isinstance(items, list):

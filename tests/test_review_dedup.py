@@ -3,6 +3,7 @@ checked once, and every finding is reported for every file that shares the conte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -58,3 +59,49 @@ def test_one_bundle_per_kind_of_box_gives_the_keys_of_every_box_built_in_full(tm
         for rel, data in bundle.files.items()
     )
     assert sorted((a.label, a.key) for a in fleet_artifacts(path, tmp_path / "work")) == full
+
+
+SPLIT_REVIEW = """
+import json, sys
+from pathlib import Path
+from slm_deploy.review import runner
+from slm_deploy.review.tools import yamllint
+calls = []
+real = yamllint.run
+def counting(artifacts, sink):
+    calls.append([a.key for a in artifacts])
+    real(artifacts, sink)
+yamllint.run = counting
+report = runner.review(paths=[Path(sys.argv[1])], stacks=["dev", "staging"], tools=["yamllint"])
+print(json.dumps({"calls": calls, "files": report.files, "distinct": report.distinct,
+                  "checked": report.tools["yamllint"].checked,
+                  "findings": sorted([f.file, f.rule] for f in report.findings)}))
+"""
+
+
+def test_files_checked_while_the_stacks_are_previewed_are_not_checked_again_with_them(tmp_path: Path) -> None:
+    """A review of stacks and paths gives the per-file tools the paths' files while the stacks are
+    previewed (issue 24), then the stacks' files: a content in both (a stack's manifest copied
+    into a path) is checked once; findings reach every file with the content, in the files' order."""
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    out = tmp_path / "previewed"
+    assert run_cli("preview", "dev", "--out", str(out), cwd=ROOT).returncode == 0
+    manifest = next(p for p in sorted(out.rglob("*.yaml")) if "Deployment" in p.read_text())
+    given = tmp_path / "given"
+    (given / "sub").mkdir(parents=True)
+    (given / "copy.yaml").write_bytes(manifest.read_bytes())  # also in stack dev
+    for bad in ("bad.yaml", "sub/bad.yaml"):
+        (given / bad).write_text("key: value   \n")  # trailing spaces
+    done = subprocess.run([sys.executable, "-c", SPLIT_REVIEW, str(given)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    early, late = result["calls"]  # two runs: the paths' contents first, the stacks' after
+    assert len(early) == 2 and not set(early) & set(late), result["calls"]  # copy.yaml's content is not given again
+    assert result["checked"] == len(early) + len(late) == len(set(early + late))  # each content once
+    assert result["files"] - result["distinct"] >= 2  # bad.yaml's twin, and the copy's in stack dev
+    bad = [f for f, rule in result["findings"] if rule == "yamllint:trailing-spaces"]
+    assert bad == [f"{given}/bad.yaml", f"{given}/sub/bad.yaml"], result["findings"]

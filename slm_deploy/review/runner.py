@@ -93,12 +93,9 @@ def review(
             report.findings.append(finding)
             summary.findings += 1
 
-    def not_reviewed(label: str, why: str) -> None:
-        record(Finding("review", "not-reviewed", "high", label, "", why))
-
     with tempfile.TemporaryDirectory(prefix="slm-review-") as tmp, _temporary_files_under(Path(tmp)), _Children() as children:
         workdir = Path(tmp)
-        artifacts: list[Artifact] = []
+        runs = _ToolRuns(wanted, report, require_tools, step)
         if stacks:
             step("stacks " + ", ".join(stacks))
         # The children are forked first, while this process is a single thread (a terminal's
@@ -117,29 +114,36 @@ def review(
                     lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg)),
                 )
             )
+        # While the stacks' previews run in their children: the fleets' bundles, the paths' files,
+        # and the tools that look at one file at a time, on those. What any of it refuses is said
+        # in the order of old (stacks first, then fleets, then paths, then a missing tool).
         built: list[Artifact] = []
         refused: InputError | None = None
-        try:  # the fleets' bundles are built while the stacks' previews run in their children
+        try:
             for fleet in fleets:
                 step(f"fleet {fleet}")
                 built += fleet_artifacts(fleet, workdir)
         except InputError as exc:
-            refused = exc  # a stack's refusal, named first on the command line, is said first
+            refused = exc
+        unreadable: list[tuple[str, str]] = []  # recorded after the stacks' findings, as before
+        given: list[Artifact] = []
+        if refused is None:
+            try:
+                given = _path_artifacts(paths, lambda label, why: unreadable.append((label, why)))
+            except InputError as exc:
+                refused = exc
+        if refused is None and previews.jobs:  # only when the previews run elsewhere meanwhile
+            runs.per_file(built + given)
         outs = previews.finish()
         if refused is not None:
             raise refused
+        artifacts: list[Artifact] = []
         for stack, out in zip(stacks, outs, strict=True):
             report.tools["slm"].checked += 1
             artifacts += collect(out, f"stack {stack}")
-        artifacts += built
-        for path in paths:
-            if not os.path.lexists(path):
-                raise InputError(str(path), "", "no such file or directory")
-            if path.is_dir():  # a path given on the command line is followed, even when a link
-                artifacts += collect(path, str(path), not_reviewed)
-            else:
-                art = read_artifact(path, str(path), not_reviewed, follow=True)
-                artifacts += [art] if art is not None else []
+        artifacts += built + given
+        for label, why in unreadable:
+            record(Finding("review", "not-reviewed", "high", label, "", why))
         report.files = len(artifacts)
         if not artifacts:
             asked = ", ".join([str(p) for p in paths] + [f"stack {s}" for s in stacks] + [str(f) for f in fleets])
@@ -156,53 +160,132 @@ def review(
                 if not art.parsed:
                     for twin in groups[art.key]:
                         record(Finding("review", "yaml-parse", "high", twin.label, "", yaml_problem(art.path)))
+        runs.rest(distinct, children.warm)
+        for finding in runs.findings(artifacts, groups):
+            record(finding)
+    return report
 
-        # Findings are kept per tool and recorded in the tools' order, whatever order they ran
-        # in: checkov starts first, in a child of its own, and works while the others run.
-        found: dict[str, list[Finding]] = {tool: [] for tool in TOOLS}
-        pending: list[Any] = []
+
+def _path_artifacts(paths: list[Path], not_reviewed: Callable[[str, str], None]) -> list[Artifact]:
+    artifacts: list[Artifact] = []
+    for path in paths:
+        if not os.path.lexists(path):
+            raise InputError(str(path), "", "no such file or directory")
+        if path.is_dir():  # a path given on the command line is followed, even when a link
+            artifacts += collect(path, str(path), not_reviewed)
+        else:
+            art = read_artifact(path, str(path), not_reviewed, follow=True)
+            artifacts += [art] if art is not None else []
+    return artifacts
+
+
+# A tool's word on one distinct content (its key), or on a file it was not given (key None).
+Said = tuple["str | None", Finding]
+
+
+class _ToolRuns:
+    """Every wanted tool over the distinct contents, each content once. The tools that look at one
+    file at a time may see some contents early (per_file, while the stacks are previewed) and the
+    rest later (rest). What each says is kept by content and, at the end, reported for every file
+    with that content, in the tools' order and, within a tool, in the files' order."""
+
+    def __init__(self, wanted: set[str], report: ReviewReport, require_tools: bool, step: Progress) -> None:
+        self.wanted, self.report, self.require_tools, self.step = wanted, report, require_tools, step
+        self.said: dict[str, list[Said]] = {tool: [] for tool in TOOLS}
+        self.seen: set[str] = set()  # the contents per_file gave its tools
+        self.missing: ToolMissing | None = None  # raised in its turn, after every refusal of the input
+
+    def _sink(self, tool: str) -> Sink:
+        said = self.said[tool]
+
+        def reporter(art: Artifact, rule: str, severity: str, resource: str, message: str) -> None:
+            said.append((art.key, Finding(tool, rule, severity, art.label, resource, message)))
+
+        def lost(where: str, what: str) -> None:
+            message = f"{tool} reported on a file it was not given: {what}"
+            said.append((None, Finding(tool, "not-reviewed", "high", where, "", message)))
+
+        return Sink(reporter, lost)
+
+    def _selected(self, tool: str, distinct: list[Artifact]) -> list[Artifact]:
+        roles = ADAPTERS[tool].ROLES
+        return [a for a in distinct if roles is None or a.role in roles]
+
+    def _missing(self, tool: str, selected: list[Artifact], exc: ToolMissing) -> None:
+        self.report.tools[tool].checked -= len(selected)
+        self.report.tools[tool].not_run = f"not installed: {exc.program} ({exc.install})"
+        if self.require_tools and self.missing is None:
+            self.missing = exc
+
+    def per_file(self, artifacts: list[Artifact]) -> None:
+        """The tools that check each file on its own (not our rules, whose set rules look at a
+        deployment's files together, nor the ones that run in a child), on these files' contents."""
+        firsts: dict[str, Artifact] = {}
+        for art in artifacts:
+            firsts.setdefault(art.key, art)
+        distinct = list(firsts.values())
+        self.seen = set(firsts)
+        for tool in TOOLS:
+            if tool not in self.wanted or tool == "slm" or hasattr(ADAPTERS[tool], "start"):
+                continue
+            selected = self._selected(tool, distinct)
+            if not selected or self.report.tools[tool].not_run:
+                continue
+            self.report.tools[tool].checked += len(selected)
+            self.step(tool)
+            try:
+                ADAPTERS[tool].run(selected, self._sink(tool))
+            except ToolMissing as exc:
+                self._missing(tool, selected, exc)
+
+    def rest(self, distinct: list[Artifact], warm: dict[str, Any]) -> None:
+        """Every tool on what it has not seen: checkov starts first, in a child of its own (warm
+        since the review began), and works while the others run."""
+        if self.missing is not None:
+            raise self.missing
+        pending: list[tuple[str, Any]] = []
         try:
             for tool in sorted(TOOLS, key=lambda name: not hasattr(ADAPTERS[name], "start")):
-                if tool not in wanted:
+                if tool not in self.wanted or self.report.tools[tool].not_run:
                     continue
-                roles = ADAPTERS[tool].ROLES
-                selected = [a for a in distinct if roles is None or a.role in roles]
-                report.tools[tool].checked += len(selected)
+                early = tool != "slm" and not hasattr(ADAPTERS[tool], "start")
+                selected = [a for a in self._selected(tool, distinct) if not (early and a.key in self.seen)]
+                self.report.tools[tool].checked += len(selected)
                 if not selected:
                     continue
-                sink = _sink(tool, found[tool], groups)
-                step(tool)
+                self.step(tool)
+                sink = self._sink(tool)
                 try:
-                    if tool in children.warm:  # kept in children.warm until a job holds it
-                        pending.append((tool, ADAPTERS[tool].start(selected, sink, children.warm[tool])))
-                        del children.warm[tool]
+                    if tool in warm:  # kept in warm until a job holds it
+                        pending.append((tool, ADAPTERS[tool].start(selected, sink, warm[tool])))
+                        del warm[tool]
                     elif hasattr(ADAPTERS[tool], "start"):
                         pending.append((tool, ADAPTERS[tool].start(selected, sink)))
                     else:
                         ADAPTERS[tool].run(selected, sink)
                 except ToolMissing as exc:
-                    if require_tools:
+                    if self.require_tools:
                         raise
-                    report.tools[tool].checked -= len(selected)
-                    report.tools[tool].not_run = f"not installed: {exc.program} ({exc.install})"
+                    self._missing(tool, selected, exc)
             for tool, job in pending:
-                step(f"{tool} (finishing)")
+                self.step(f"{tool} (finishing)")
                 job.finish()
         finally:
             for _, job in pending:
                 job.cancel()
+
+    def findings(self, artifacts: list[Artifact], groups: dict[str, list[Artifact]]) -> Iterator[Finding]:
+        """Each tool's findings, for every file that shares the content it was said of, the files
+        in the review's order (a tool's own order within a file); what it said of files it was
+        not given comes after."""
+        first: dict[str, int] = {}
+        for index, art in enumerate(artifacts):
+            first.setdefault(art.key, index)
         for tool in TOOLS:
-            for finding in found[tool]:
-                record(finding)
-    return report
-
-
-def _sink(tool: str, found: list[Finding], groups: dict[str, list[Artifact]]) -> Sink:
-    def reporter(art: Artifact, rule: str, severity: str, resource: str, message: str) -> None:
-        for twin in groups[art.key]:
-            found.append(Finding(tool, rule, severity, twin.label, resource, message))
-
-    def lost(where: str, what: str) -> None:
-        found.append(Finding(tool, "not-reviewed", "high", where, "", f"{tool} reported on a file it was not given: {what}"))
-
-    return Sink(reporter, lost)
+            said = sorted(self.said[tool], key=lambda item: len(artifacts) if item[0] is None else first[item[0]])
+            for key, finding in said:
+                if key is None:
+                    yield finding
+                    continue
+                for twin in groups[key]:
+                    yield Finding(finding.tool, finding.rule, finding.severity, twin.label, finding.resource, finding.message)

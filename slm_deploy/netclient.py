@@ -236,10 +236,11 @@ class Stream:
         return chunk
 
     def _cut(self, announced: int | None) -> CutShort:
-        of = f" of the {announced} announced" if announced is not None else ""
-        return CutShort(
-            self._client.service, self.host, f"the connection closed {self._got} bytes into the answer{of}, before its end"
-        )
+        if announced is None:  # chunked: http.client says IncompleteRead for a closed connection and a bad chunk alike
+            message = f"the answer broke off {self._got} bytes in, before its last chunk"
+        else:
+            message = f"the connection closed {self._got} bytes into the answer of the {announced} announced, before its end"
+        return CutShort(self._client.service, self.host, message)
 
     def content_length(self) -> int | None:
         value = self.header("content-length").strip()
@@ -257,7 +258,12 @@ class Stream:
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
-            chunk = self._chunk(min(READ_CHUNK, limit + 1 - size))
+            try:
+                chunk = self._chunk(min(READ_CHUNK, limit + 1 - size))
+            except CutShort:
+                if 200 <= self.status < 300:
+                    raise
+                break  # an error answer is read for its message: what came of it is kept, its status stands
             if not chunk:
                 break
             chunks.append(chunk)

@@ -241,6 +241,8 @@ def _read_sse(answer: Stream, start: float, timeout: float) -> StreamResult:
                         first = time.monotonic() - start
                     chunks += 1
                     text.append(content)
+    except CutShort as exc:  # before NoAnswer, whose kind it is: the stream broke off, it was not late
+        raise StreamError(f"the stream: {exc.message}") from None
     except NoAnswer:
         raise StreamError(f"stream not finished within {timeout:g} s") from None
     except NetError as exc:
@@ -379,6 +381,11 @@ def _check_chat(endpoint: Endpoint, key: str, report: SmokeReport) -> tuple[str,
         message = json_object(resp.body)["choices"][0]["message"]
         content, reasoning = _generated(message)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        if not resp.body.strip():
+            # A whole answer with nothing in it: llama-server sends this when it thinks the client
+            # left while it generated (server-context.cpp, is_terminated: status 200, no data).
+            length = resp.headers.get("content-length", "none")
+            return FAIL, f"HTTP 200 with an empty body (Content-Length: {length}): not a chat completion"
         return FAIL, f"not a chat completion: {_snippet(resp.body)}"
     if content.strip():
         return PASS, f"{elapsed:.2f} s: {_snippet(content.encode(), 60)!r}"
@@ -447,7 +454,7 @@ def _check_internal_metrics(url: str, cacert: Path | None, timeout: float) -> Ch
     endpoint = Endpoint(url, cacert, timeout)
     try:
         resp = endpoint.request("GET", "")
-    except Unreachable as exc:
+    except (Unreachable, StreamError) as exc:
         return Check("metrics-internal", FAIL, f"{url}: {exc}")
     if resp.status != 200:
         return Check("metrics-internal", FAIL, f"{url}: HTTP {resp.status}")

@@ -6,7 +6,7 @@ connection gets one behaviour, whatever was asked.
 - `endless-line`: a 200 event stream whose first line never ends (as fast as the socket takes it);
 - `oversized`: a 200 whose body is far larger than any real answer, ignoring Range;
 - `lying-size`: Content-Length 10 but megabytes follow (the body is read as sent by some clients);
-- `cut-short` / `cut-short-chunked`: a 200 that announces BODY (by Content-Length, or one chunk of its
+- `cut-short` / `cut-short-chunked`: a STATUS answer that announces BODY (by Content-Length, or one chunk of its
   size) and closes after a third of it, as a gateway does when its upstream hangs up mid-answer;
 - `malformed-http`: not HTTP at all;
 - `malformed-json`: HTTP 200 with a body that is not JSON (or any other fixed answer);
@@ -34,6 +34,7 @@ class Hostile:
     body: bytes = b"{not json"
     headers: str = "Content-Type: application/json\r\n"
     location: str = ""
+    status: str = "200 OK"  # the status line of the cut-short modes
     sent: int = 0
     most: int = 0
     requests: list[bytes] = field(default_factory=list)
@@ -95,10 +96,10 @@ class Hostile:
                 while not self._stop.is_set() and here[0] < BIG:
                     send(block)
             elif mode == "cut-short":  # a proxy whose upstream went away mid-answer: headers, part of the body, FIN
-                send(f"HTTP/1.1 200 OK\r\n{self.headers}Content-Length: {len(self.body)}\r\n\r\n".encode())
+                send(f"HTTP/1.1 {self.status}\r\n{self.headers}Content-Length: {len(self.body)}\r\n\r\n".encode())
                 send(self.body[: len(self.body) // 3])
             elif mode == "cut-short-chunked":
-                send(f"HTTP/1.1 200 OK\r\n{self.headers}Transfer-Encoding: chunked\r\n\r\n".encode())
+                send(f"HTTP/1.1 {self.status}\r\n{self.headers}Transfer-Encoding: chunked\r\n\r\n".encode())
                 send(f"{len(self.body):x}\r\n".encode() + self.body[: len(self.body) // 3])
             elif mode == "malformed-http":
                 send(b"HELLO THERE\r\n\r\n" + b"\x00" * 100)

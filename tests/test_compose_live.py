@@ -897,9 +897,12 @@ def _gateway_lines(log: str) -> list[str]:
             out.append(line)
             continue
         request = entry.get("request")
-        if isinstance(request, dict):
+        if isinstance(request, dict) and entry.get("msg") == "handled request":  # an access log line
             out.append(f"{entry.get('level')} {request.get('method')} {request.get('uri')} -> {entry.get('status')} "
                        f"{entry.get('size')} bytes in {entry.get('duration', 0):.3f} s {entry.get('err_id', '')}")  # fmt: skip
+        elif isinstance(request, dict):  # an error about a request (reverse_proxy's "aborting with incomplete response")
+            out.append(f"{entry.get('level')} {entry.get('logger', '')}: {entry.get('msg')} {entry.get('error', '')} "
+                       f"({request.get('method')} {request.get('uri')})")  # fmt: skip
         else:
             out.append(f"{entry.get('level')} {entry.get('logger', '')}: {entry.get('msg')} {entry.get('error', '')}")
     return out

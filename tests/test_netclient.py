@@ -94,7 +94,19 @@ def test_an_answer_cut_short_is_an_error_not_a_short_answer(mode: str) -> None:
     body = b'{"choices": [{"message": {"content": "' + b"x" * 300 + b'"}}]}'
     with serve(Hostile(mode, body=body)) as peer, pytest.raises(Unreachable) as info:
         client().request("GET", f"{peer.url}/v1/chat/completions", limit=4096)
-    announced = f" of the {len(body)} announced" if mode == "cut-short" else ""
-    assert str(info.value) == (
-        f"registry {peer.host}: the connection closed {len(body) // 3} bytes into the answer{announced}, before its end"
-    )
+    got = len(body) // 3
+    expected = {
+        "cut-short": f"the connection closed {got} bytes into the answer of the {len(body)} announced, before its end",
+        "cut-short-chunked": f"the answer broke off {got} bytes in, before its last chunk",
+    }[mode]
+    assert str(info.value) == f"registry {peer.host}: {expected}"
+
+
+@pytest.mark.parametrize("mode", ["cut-short", "cut-short-chunked"])
+def test_an_error_answer_cut_short_keeps_its_status_and_what_came(mode: str) -> None:
+    """An error answer is read for its message only: cut short, its status still stands (a 404 is
+    not "cannot reach the registry")."""
+    body = b'{"errors": [{"code": "MANIFEST_UNKNOWN", "message": "' + b"m" * 200 + b'"}]}'
+    with serve(Hostile(mode, body=body, status="404 Not Found")) as peer:
+        answer = client().request("GET", f"{peer.url}/v2/x/manifests/latest", limit=4096)
+    assert (answer.status, answer.body) == (404, body[: len(body) // 3])

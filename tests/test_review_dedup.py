@@ -105,3 +105,35 @@ def test_files_checked_while_the_stacks_are_previewed_are_not_checked_again_with
     assert result["files"] - result["distinct"] >= 2  # bad.yaml's twin, and the copy's in stack dev
     bad = [f for f, rule in result["findings"] if rule == "yamllint:trailing-spaces"]
     assert bad == [f"{given}/bad.yaml", f"{given}/sub/bad.yaml"], result["findings"]
+
+
+def test_a_tool_that_ran_once_keeps_its_own_order_of_findings(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The JSON and SARIF reports keep the findings' order. Only a tool whose findings came from
+    two runs has them merged in the files' order; checkov (one run, its frameworks in its own
+    order) keeps the order it reported in (it was re-sorted by file for a while)."""
+    from slm_deploy.review import runner
+    from tests.test_review_contract import MANIFEST
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "Dockerfile").write_text("FROM nginx:latest\nUSER root\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "deploy.yaml").write_text(MANIFEST)
+    reported: list[tuple[str, str]] = []
+    real = runner._ToolRuns._sink
+
+    def recording(self: runner._ToolRuns, tool: str) -> runner.Sink:
+        sink = real(self, tool)
+        inner = sink.report
+
+        def report(art: runner.Artifact, rule: str, *rest: str) -> None:
+            reported.append((art.label, rule))
+            inner(art, rule, *rest)
+
+        sink.report = report
+        return sink
+
+    monkeypatch.setattr(runner._ToolRuns, "_sink", recording)
+    result = review(paths=[tmp_path], tools=["checkov"])
+    files = {label.rsplit("/", 2)[-2] for label, _ in reported}
+    assert files == {"a", "b"}, reported  # both files have findings: their order is the test
+    assert [(f.file, f.rule) for f in result.findings] == reported

@@ -131,6 +131,70 @@ def test_an_answer_cut_short_behind_the_gateway_fails_its_check_and_says_so(tmp_
     assert (found["stream"]["status"], found["burst"]["status"]) == ("pass", "pass"), found
 
 
+class BrokenStreamOpenAI(StreamingOpenAI):
+    """A chunked event stream that breaks off after its first event (no last chunk): what a
+    gateway sends on when its upstream hangs up mid-stream. Plain answers are whole."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not body.get("stream"):
+            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "whole"}}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        event = b"data: " + json.dumps({"choices": [{"delta": {"content": "A "}}]}).encode() + b"\n\n"
+        self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+
+class EmptyChatOpenAI(StreamingOpenAI):
+    """A whole 200 with no body for a plain chat completion: llama-server's answer when it thinks
+    the client left while it generated (server-context.cpp, is_terminated)."""
+
+    def _reply(self, status: int, body: dict[str, object]) -> None:
+        if self.command != "POST":
+            super()._reply(status, body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_stream_that_breaks_off_says_so_not_that_it_was_late() -> None:
+    with serving(BrokenStreamOpenAI) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=2, timeout=10)
+    found = {c.name: c for c in result.checks}
+    assert found["chat"].status == "pass", found["chat"]
+    assert found["stream"].status == "fail", found["stream"]
+    assert "the stream: " in found["stream"].detail and "broke off" in found["stream"].detail, found["stream"]
+    assert "within" not in found["stream"].detail and "within" not in found["burst"].detail, found
+
+
+def test_an_empty_chat_answer_names_its_status_and_length() -> None:
+    with serving(EmptyChatOpenAI) as address:
+        result = run_smoke(f"http://{address}", API_KEY, requests=1, timeout=10)
+    found = {c.name: c for c in result.checks}
+    assert found["chat"].status == "fail"
+    assert found["chat"].detail == "HTTP 200 with an empty body (Content-Length: 0): not a chat completion", found["chat"]
+
+
+def test_internal_metrics_cut_short_fail_their_check_and_the_report_is_printed(key_file: Path) -> None:
+    """Before: the cut answer's error escaped smoke as a traceback (no report at all)."""
+    from tests.hostile import Hostile, serve
+
+    metrics = b"".join(f"# TYPE m{i} counter\nm{i} 1\n".encode() for i in range(60))
+    with serving(StreamingOpenAI) as address, serve(Hostile("cut-short", body=metrics, headers="")) as peer:
+        out = smoke_cli(f"http://{address}", "--api-key-file", str(key_file), "--metrics-url", f"{peer.url}/metrics",
+                        "--requests", "1", "--json")  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    found = checks(out)
+    assert found["metrics-internal"]["status"] == "fail", found["metrics-internal"]
+    assert "the connection closed" in found["metrics-internal"]["detail"], found["metrics-internal"]
+
+
 def test_certificate_close_to_expiry_fails(live: tuple[str, Path], key_file: Path) -> None:
     url, cert = live  # the test certificate is valid for two days; the default asks for 14
     out = smoke_cli(url, "--api-key-file", str(key_file), "--cacert", str(cert), "--requests", "1", "--json")

@@ -97,20 +97,31 @@ def run_tools(calls: Sequence[ToolCall], at_once: int = 1) -> Iterator[subproces
     starting up. The ones after the one being read run on, their output kept in their pipes.
     However this ends (an interrupt, a caller that stops reading), none is left running."""
     running: list[tuple[Sequence[str], subprocess.Popen[str] | subprocess.CompletedProcess[str]]] = []
-    queued = iter(calls)
     try:
-        for call in queued:
-            running.append((call[0], _start(call)))
-            if len(running) < max(1, at_once):
-                continue
-            yield _collect(*running.pop(0))
+        for call in calls:
+            # Held: Ctrl-C inside Popen (it waits for the exec) would lose a program that runs.
+            # The program inherits the held mask; it is only ever stopped with SIGKILL.
+            with signals_held():
+                running.append((call[0], _start(call)))
+            if len(running) >= max(1, at_once):
+                answer = _collect(*running[0])
+                running.pop(0)
+                yield answer
         while running:
-            yield _collect(*running.pop(0))
+            answer = _collect(*running[0])
+            running.pop(0)
+            yield answer
     finally:
-        for _, proc in running:
-            if isinstance(proc, subprocess.Popen):
-                _kill_group(proc.pid)
-                proc.communicate()
+        if running:
+            with signals_held():  # a second Ctrl-C must not leave the rest running
+                started = [proc for _, proc in running if isinstance(proc, subprocess.Popen)]
+                for proc in started:
+                    _kill_group(proc.pid)
+                for proc in started:  # wait, not communicate: a grandchild that left the group may hold the pipes
+                    proc.wait()
+                    for pipe in (proc.stdout, proc.stderr):
+                        if pipe is not None:
+                            pipe.close()
 
 
 def _collect(

@@ -193,6 +193,7 @@ class _ToolRuns:
         self.wanted, self.report, self.require_tools, self.step = wanted, report, require_tools, step
         self.said: dict[str, list[Said]] = {tool: [] for tool in TOOLS}
         self.seen: set[str] = set()  # the contents per_file gave its tools
+        self.twice: set[str] = set()  # the tools per_file ran: their findings come from two runs
         self.missing: ToolMissing | None = None  # raised in its turn, after every refusal of the input
 
     def _sink(self, tool: str) -> Sink:
@@ -233,6 +234,7 @@ class _ToolRuns:
                 continue
             self.report.tools[tool].checked += len(selected)
             self.step(tool)
+            self.twice.add(tool)
             try:
                 ADAPTERS[tool].run(selected, self._sink(tool))
             except ToolMissing as exc:
@@ -275,14 +277,17 @@ class _ToolRuns:
                 job.cancel()
 
     def findings(self, artifacts: list[Artifact], groups: dict[str, list[Artifact]]) -> Iterator[Finding]:
-        """Each tool's findings, for every file that shares the content it was said of, the files
-        in the review's order (a tool's own order within a file); what it said of files it was
-        not given comes after."""
+        """Each tool's findings in its own order, for every file that shares the content it was said
+        of. A tool that ran twice (per_file, then rest) has its two runs merged in the files'
+        order, which is its own order over all of them (each looks at one file at a time, in the
+        order given); what it said of files it was not given comes after."""
         first: dict[str, int] = {}
         for index, art in enumerate(artifacts):
             first.setdefault(art.key, index)
         for tool in TOOLS:
-            said = sorted(self.said[tool], key=lambda item: len(artifacts) if item[0] is None else first[item[0]])
+            said = self.said[tool]
+            if tool in self.twice:
+                said = sorted(said, key=lambda item: len(artifacts) if item[0] is None else first[item[0]])
             for key, finding in said:
                 if key is None:
                     yield finding

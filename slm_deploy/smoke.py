@@ -193,8 +193,6 @@ class Endpoint:
                 if "text/event-stream" not in answer.header("Content-Type"):
                     raise StreamError(f"Content-Type {answer.header('Content-Type')!r}, not text/event-stream")
                 return _read_sse(answer, start, self.timeout)
-        except CutShort as exc:
-            raise StreamError(exc.message) from None
         except NetError as exc:
             raise Unreachable(exc.message) from None
 

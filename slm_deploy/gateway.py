@@ -35,6 +35,13 @@ RELEASE_METRICS_PATH = "/slm/release-metrics"
 RELEASE_METRICS_MATCH = '{__name__=~"slm_release_.+|slm_rollbacks_total"}'
 
 
+# How much of a request's body Caddy reads before it proxies it (reverse_proxy `request_buffers`,
+# the Caddyfile says why). Above it, the rest streams: chat requests are well under; a larger
+# upload takes the upstream longer to read than the proxy takes to finish with the body, so the
+# race the buffer avoids does not arise in practice. Memory grows with the body, not this figure.
+REQUEST_BUFFERS = "1MiB"
+
+
 def route(server: str, address: str, prefix: str = "", keepalive: bool = True) -> dict[str, str]:
     """One upstream; `prefix` (e.g. /phi4mini) when several models share the gateway; `keepalive`
     False: a new upstream connection per request, for a server that loses replies on reused ones."""
@@ -83,5 +90,6 @@ def caddyfile(
         "grafana_upstream": grafana_upstream,
         "webui_upstream": webui_upstream,
         "api_healthz": api_healthz,
+        "request_buffers": REQUEST_BUFFERS,
     }
     return render("Caddyfile", **values)

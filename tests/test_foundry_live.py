@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -172,51 +171,54 @@ def test_foundry_local_streams_a_chat_completion_through_the_gateway(served: Ser
     assert "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == "pong"
 
 
-def test_the_gateway_loses_fewer_streams_without_upstream_keepalive(served: Served, tmp_path: Path) -> None:
-    """Foundry Local's web service (oatpp 1.3.0) behind a reverse proxy that keeps its upstream
-    connections alive lost streamed replies: the proxy got 200 and the headers, then its read failed
-    ("use of closed network connection"), and the client saw a stream without [DONE] (6-17 of 64
-    here, 4 at a time, with Debian's caddy 2.6.2 and caddy 2.10.2 alike). The generated route opens
-    a new connection per request; under CI load it still lost 2 of 64 once, so this compares the
-    generated gateway with the same one keeping connections alive, in the same run, read the way
-    `slm-deploy smoke` reads streams: the generated one loses at most the residual share, and no
-    more than the kept-alive one."""
+def test_foundry_local_keeps_its_connection_after_a_streamed_reply_as_the_catalog_says(served: Served) -> None:
+    """The gateway reuses its connections to Foundry Local (catalog upstream_keepalive) because the web
+    service keeps one after a streamed reply: a second request on the same connection is answered."""
+    import http.client
+
+    from slm_deploy.onnx_builds import load_onnx_server
+
+    host, port = served.direct.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", "/v1/chat/completions", _chat("ping", stream=True), {"Content-Type": "application/json"})
+        first = conn.getresponse()
+        assert first.status == 200 and first.read().rstrip().endswith(b"data: [DONE]")
+        sock = conn.sock
+        kept = sock is not None and not first.will_close
+        if kept:
+            conn.request("GET", "/v1/models")
+            second = conn.getresponse()
+            kept = conn.sock is sock and second.status == 200 and MODEL_ID.encode() in second.read()
+    finally:
+        conn.close()
+    assert kept is load_onnx_server().upstream_keepalive
+    generated = (served.gateway_dir / "Caddyfile").read_text()
+    assert ("keepalive off" not in generated) is kept, "the gateway's reuse of upstream connections does not follow the catalog"
+
+
+def test_a_burst_of_streams_through_the_gateway_loses_none(served: Served) -> None:
+    """256 streamed chats, 4 at a time, through the generated gateway (connections to Foundry Local
+    kept alive), read the way `slm-deploy smoke` reads them: every one ends with [DONE]. Before the
+    gateway read request bodies whole, Caddy cut about 1 in 100 after its headers, kept alive or
+    not ("aborting with incomplete response": "use of closed network connection"), which read as
+    Foundry Local losing streams (docs/onnx-runtime.md)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from slm_deploy.smoke import Endpoint, StreamError, Unreachable
 
-    def lost(gateway: Gateway) -> int:
-        endpoint = Endpoint(gateway.base, gateway.cert, timeout=30)
+    endpoint = Endpoint(served.gateway.base, served.gateway.cert, timeout=30)
 
-        def one(_: int) -> bool:
-            try:
-                endpoint.stream_chat(API_KEY, MODEL_ID, 16)
-            except (StreamError, Unreachable):
-                return True
-            return False
+    def one(_: int) -> str | None:
+        try:
+            endpoint.stream_chat(API_KEY, MODEL_ID, 16)
+        except (StreamError, Unreachable) as exc:
+            return f"{exc.__class__.__name__}: {exc}"
+        return None
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return sum(pool.map(one, range(64)))
-
-    generated = (served.gateway_dir / "Caddyfile").read_text()
-    assert "keepalive off" in generated
-    kept_alive = tmp_path / "Caddyfile"
-    kept_alive.write_text(re.sub(r"\n\t+# A new connection per request.*?\n\t+}", "", generated, flags=re.S))
-    assert "keepalive off" not in kept_alive.read_text() and "flush_interval -1" in kept_alive.read_text()
-    self_signed_cert(tmp_path)
-    upstream = served.direct.removeprefix("http://")
-    with _caddy(need_binary("caddy"), kept_alive, tmp_path, upstream, ()) as keepalive_gateway:
-        # Foundry Local's loss comes and goes with the machine's load (one run here lost 2 of 64 each
-        # way): rounds of 64 on both, side by side, until the kept-alive gateway has shown the loss
-        # (6 streams) or 4 rounds have run.
-        rounds = with_keepalive = without = 0
-        while rounds < 4 and (rounds == 0 or with_keepalive < 6):
-            with_keepalive += lost(keepalive_gateway)
-            without += lost(served.gateway)
-            rounds += 1
-    # The generated gateway: at most the residual loss docs/onnx-runtime.md states (2 of 64, about 3%),
-    # and never more than the same gateway keeping its upstream connections alive.
-    assert without <= 2 * rounds and without <= with_keepalive, (without, with_keepalive, rounds)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lost = [e for e in pool.map(one, range(256)) if e]
+    assert lost == [], f"{len(lost)} of 256 streams lost: {sorted(set(lost))}"
 
 
 def test_a_model_foundry_local_does_not_serve_is_refused(served: Served) -> None:

@@ -271,7 +271,8 @@ def test_a_burst_of_streams_through_the_gateway_loses_none(box_id: str, tmp_path
     ("aborting with incomplete response": "use of closed network connection" or "context
     canceled"). About 1 stream in 100 was lost that way behind the generated gateway, whatever the
     server and with or without upstream keep-alive. 512 streams, 4 at a time, through the API route
-    (and Open WebUI's, where the box has it), read the way `slm-deploy smoke` reads them: none lost."""
+    read the way `slm-deploy smoke` reads them, 256 with a prompt larger than the gateway's request
+    buffer, and 256 through Open WebUI's route where the box has it: none lost."""
     from concurrent.futures import ThreadPoolExecutor
 
     from slm_deploy.netclient import Client, NetError
@@ -281,7 +282,7 @@ def test_a_burst_of_streams_through_the_gateway_loses_none(box_id: str, tmp_path
     upstream_vars = ("SLM_WEBUI_UPSTREAM",) if webui else ()
     with running_gateway(box_id, tmp_path, HeadersFirstStream, upstream_vars=upstream_vars) as gw:
         endpoint = Endpoint(gw.base, gw.cert, timeout=30)
-        client = Client("Open WebUI", timeout=30, context=ssl.create_default_context(cafile=str(gw.cert)))
+        client = Client("gateway", timeout=30, context=ssl.create_default_context(cafile=str(gw.cert)))
 
         def api(_: int) -> str | None:
             try:
@@ -290,17 +291,23 @@ def test_a_burst_of_streams_through_the_gateway_loses_none(box_id: str, tmp_path
                 return f"{exc.__class__.__name__}: {exc}"
             return None
 
-        def through_webui(_: int) -> str | None:
-            body = json.dumps({"model": "fake-model", "stream": True, "messages": []}).encode()
+        def posted(path: str, prompt: str, headers: dict[str, str]) -> str | None:
+            body = json.dumps({"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": prompt}]})
             try:
-                with client.open("POST", gw.base + "/api/chat/completions", {"Content-Type": "application/json"}, body) as answer:
+                with client.open(
+                    "POST", gw.base + path, {"Content-Type": "application/json", **headers}, body.encode()
+                ) as answer:
                     lines = list(answer.lines(4096, 1 << 20))
             except NetError as exc:
                 return f"{exc.__class__.__name__}: {exc}"
             return None if b"data: [DONE]" in lines else f"no [DONE] in {lines!r}"
 
+        def long_prompt(_: int) -> str | None:  # a body larger than the gateway's request buffer
+            return posted("/v1/chat/completions", "x" * 1_000_000, {"Authorization": f"Bearer {API_KEY}"})
+
         with ThreadPoolExecutor(max_workers=4) as pool:
             lost = [e for e in pool.map(api, range(512)) if e]
+            lost += [e for e in pool.map(long_prompt, range(256)) if e]
             if webui:
-                lost += [e for e in pool.map(through_webui, range(256)) if e]
+                lost += [e for e in pool.map(lambda _: posted("/api/chat/completions", "hi", {}), range(256)) if e]
     assert lost == [], f"{len(lost)} streams lost: {sorted(set(lost))}"

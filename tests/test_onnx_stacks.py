@@ -446,13 +446,14 @@ def test_the_gateway_opens_a_new_connection_per_request_to_llama_cpp_only() -> N
     llama.cpp box's gateway keeps none, and every API route reads request bodies whole."""
     from slm_deploy.bundle.writer import build_fleet
     from slm_deploy.fleet import load_fleet
+    from slm_deploy.gateway import REQUEST_BUFFERS
 
     (config,) = [m for m in run_preview("staging", ROOT).manifests() if m["kind"] == "ConfigMap" and "Caddyfile" in m["data"]]
     blocks = [b.split("\n\t}")[0] for b in config["data"]["Caddyfile"].split("reverse_proxy ")[1:]]
     routes = [b for b in blocks if b.startswith("{$SLM_UPSTREAM_")]
     assert any(b.startswith("{$SLM_UPSTREAM_PHI4CPU") for b in routes) and len(routes) > 1
     assert not any("keepalive off" in b for b in routes)
-    assert all("request_buffers 1MiB" in b for b in routes)
+    assert all(f"request_buffers {REQUEST_BUFFERS}" in b for b in routes)
     fleet = load_fleet(ROOT / "examples" / "fleet.yaml")
     for bundle in build_fleet(fleet, fleet.boxes):
         caddyfile = bundle.files["gateway/Caddyfile"].decode()

@@ -91,15 +91,17 @@ def _with_parents(rel_dir: str) -> list[str]:
 
 
 def _write_tree(root: Path, bundle: BoxBundle) -> None:
+    """The bundle's files under ROOT, a folder made empty for them (the staging area's `new`): each
+    folder is made once, parents first, and each file created, never looked up first."""
     base = str(root)
-    dirs = sorted({os.path.dirname(rel) for rel in bundle.files} - {""})
-    for rel_dir in dirs:
-        os.makedirs(os.path.join(base, rel_dir), exist_ok=True)
+    umask = _current_umask()
     # Explicit modes: under a hardened umask (077, 027) the folders would be root's only, and the
     # containers' users (10001, nobody) could not read the config bind-mounted from them (E5).
-    for rel_dir in sorted({p for d in dirs for p in _with_parents(d)}):
-        os.chmod(os.path.join(base, rel_dir), 0o755)
-    umask = _current_umask()
+    for rel_dir in sorted({p for rel in bundle.files for p in _with_parents(os.path.dirname(rel)) if p}):
+        path = os.path.join(base, rel_dir)
+        os.mkdir(path, 0o755)
+        if umask & 0o755:
+            os.chmod(path, 0o755)
     for rel, data in bundle.files.items():
         path = os.path.join(base, rel)
         mode = bundle.modes[rel]

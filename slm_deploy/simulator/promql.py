@@ -127,16 +127,18 @@ def _term(selector: Selector, history: list[list[Sample]], now: int, step: int) 
         return None
     if selector.window is None:
         return sum(s.value for s in current)
+    # The samples Prometheus holds for each selected series inside the window: one per scrape
+    # interval. Gathered in one pass over the window, not one per series.
+    wanted: dict[tuple[str, Labels], list[float]] = {(s.metric, s.labels): [] for s in current}
+    for at, samples in zip(range(now - step * (len(history) - 1), now + 1, step), history, strict=True):
+        if at > now - selector.window:
+            for other in samples:
+                steps = wanted.get((other.metric, other.labels))
+                if steps is not None:
+                    steps.append(other.value)
     values = []
     for sample in current:
-        # The samples Prometheus holds for this series inside the window: one per scrape interval.
-        steps = [
-            other.value
-            for at, samples in zip(range(now - step * (len(history) - 1), now + 1, step), history, strict=True)
-            if at > now - selector.window
-            for other in samples
-            if other.metric == sample.metric and other.labels == sample.labels
-        ]
+        steps = wanted[(sample.metric, sample.labels)]
         scrapes = min(len(steps) * step, selector.window) // sample.scrape_interval
         if scrapes >= 2:
             values.append(sum(steps) / len(steps))

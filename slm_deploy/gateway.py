@@ -43,7 +43,9 @@ RELEASE_METRICS_MATCH = '{__name__=~"slm_release_.+|slm_rollbacks_total"}'
 # exposed: Caddy reads it to the limit without seeing its end (reverseproxy.go:1251), and the proxy's
 # last read can meet the closed body (20 of 1,000 streams lost at the limit, none 1 byte under it or
 # at twice it; the outside review, 2026-12-07). Small, because the Open WebUI and Grafana routes
-# buffer for clients without a login too, and Caddy sets no time limit on reading a body.
+# buffer for clients without a login too, and by default Caddy sets no time limit on reading a body
+# (`timeouts { read_body }` would, but its deadline stays on a connection after a WebSocket upgrade,
+# and Open WebUI's socket.io and Grafana Live run on those).
 REQUEST_BUFFERS = "64KiB"
 
 

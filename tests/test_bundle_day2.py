@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,36 @@ def test_e5_a_bundle_generated_under_umask_077_is_readable_and_verify_flags_unre
     flagged = run_cli("verify", str(box))
     assert flagged.returncode == 1 and "prometheus/prometheus.yml: mode 0600" in flagged.stdout, flagged.stdout
     assert "cannot read" in flagged.stdout
+
+
+@pytest.mark.parametrize("parent", ["setgid", "default ACL"])
+def test_e5_a_bundle_under_a_setgid_or_default_acl_folder_keeps_its_own_modes_and_verifies(parent: str, tmp_path: Path) -> None:
+    """An output folder with the setgid bit (a shared group folder) or a default ACL (u::rwx, g::---,
+    o::---) decides the modes of what is made in it, umask or not: every folder of the bundle is
+    still 0755 and every file its own mode, so the containers' users can read them and `verify`
+    passes (with the setgid bit inherited, it flagged every folder: "mode 2755 lets others change it")."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if parent == "setgid":
+        out.chmod(0o2755)
+    else:
+        entries = ((0x01, 0o7), (0x04, 0), (0x20, 0))  # ACL_USER_OBJ rwx, ACL_GROUP_OBJ ---, ACL_OTHER ---
+        acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in entries)
+        os.setxattr(out, "system.posix_acl_default", acl)
+    plain = tmp_path / "plain"  # the same bundle in a folder that decides nothing
+    for folder in (out, plain):
+        cmd = f"umask 022 && exec {sys.executable} -m slm_deploy.cli bundle {ROOT}/examples/fleet.yaml --out {folder} --box branch-0013"
+        made = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, cwd=ROOT, check=False)
+        assert made.returncode == 0, made.stderr
+
+    def modes(box: Path) -> dict[str, str]:
+        return {str(p.relative_to(box)): oct(stat.S_IMODE(p.stat().st_mode)) for p in box.rglob("*")}
+
+    box = out / "branch-0013"
+    assert modes(box) == modes(plain / "branch-0013")
+    assert {p for p, m in modes(box).items() if (box / p).is_dir() and m != oct(0o755)} == set()
+    checked = run_cli("verify", str(box))
+    assert checked.returncode == 0, checked.stdout
 
 
 def test_e7_regenerating_a_box_folder_after_init_secrets_and_the_offline_save_keeps_them_and_verifies(tmp_path: Path) -> None:

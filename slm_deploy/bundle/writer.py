@@ -79,12 +79,6 @@ def refuse_example_lock(fleet: Fleet, allowed: bool) -> None:
         )
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _with_parents(rel_dir: str) -> list[str]:
     parts = rel_dir.split("/")
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
@@ -94,32 +88,21 @@ def _write_tree(root: Path, bundle: BoxBundle) -> None:
     """The bundle's files under ROOT, a folder made empty for them (the staging area's `new`): each
     folder is made once, parents first, and each file created, never looked up first."""
     base = str(root)
-    umask = _current_umask()
-    # Explicit modes: under a hardened umask (077, 027) the folders would be root's only, and the
-    # containers' users (10001, nobody) could not read the config bind-mounted from them (E5).
+    # Explicit modes, always: the umask (077, 027), a default ACL or a setgid bit on the output
+    # folder would otherwise decide them, and the containers' users (10001, nobody) could not read
+    # the config bind-mounted from them (E5), or verify would find a folder others may change.
     for rel_dir in sorted({p for rel in bundle.files for p in _with_parents(os.path.dirname(rel)) if p}):
         path = os.path.join(base, rel_dir)
         os.mkdir(path, 0o755)
-        if umask & 0o755:
-            os.chmod(path, 0o755)
+        os.chmod(path, 0o755)
     for rel, data in bundle.files.items():
-        path = os.path.join(base, rel)
-        mode = bundle.modes[rel]
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if mode & umask:  # the umask took bits the bundle needs (e.g. umask 077)
-                os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
+        _write_file(os.path.join(base, rel), data, bundle.modes[rel])
 
 
 ARCHIVE = "archive.tar.gz"  # inside the staging folder, beside the staged bundle
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
+def _write_file(path: str | Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)

@@ -51,7 +51,8 @@ REQUEST_BUFFERS = "64KiB"
 
 def route(server: str, address: str, prefix: str = "", keepalive: bool = True) -> dict[str, str]:
     """One upstream; `prefix` (e.g. /phi4mini) when several models share the gateway; `keepalive`
-    False: a new upstream connection per request, for a server that loses replies on reused ones."""
+    False: a new upstream connection per request, for a server that closes its connections after a
+    reply without saying so."""
     variable = "SLM_UPSTREAM" + (f"_{server.upper().replace('-', '_')}" if prefix else "")
     return {"prefix": prefix, "upstream": address, "variable": variable, "keepalive": "on" if keepalive else "off"}
 

@@ -27,7 +27,7 @@ import pytest
 from slm_deploy.bundle.writer import build_fleet
 from slm_deploy.fleet import load_fleet
 from tests.conftest import ROOT, need, need_binary, stop
-from tests.test_gateway_live import API_KEY, Gateway, _caddy, free_port, self_signed_cert
+from tests.test_gateway_live import API_KEY, Gateway, _caddy, free_port, lost_streams, self_signed_cert
 from tests.tiny_onnx_genai import CONTEXT, EXTRA_PATH, foundry_env, generate
 
 pytestmark = [pytest.mark.foundry, pytest.mark.tools]
@@ -203,21 +203,7 @@ def test_a_burst_of_streams_through_the_gateway_loses_none(served: Served) -> No
     gateway read request bodies whole, Caddy cut about 1 in 100 after its headers, kept alive or
     not ("aborting with incomplete response": "use of closed network connection"), which read as
     Foundry Local losing streams (docs/onnx-runtime.md)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from slm_deploy.smoke import Endpoint, StreamError, Unreachable
-
-    endpoint = Endpoint(served.gateway.base, served.gateway.cert, timeout=30)
-
-    def one(_: int) -> str | None:
-        try:
-            endpoint.stream_chat(API_KEY, MODEL_ID, 16)
-        except (StreamError, Unreachable) as exc:
-            return f"{exc.__class__.__name__}: {exc}"
-        return None
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        lost = [e for e in pool.map(one, range(256)) if e]
+    lost = lost_streams(served.gateway, MODEL_ID, 256)
     assert lost == [], f"{len(lost)} of 256 streams lost: {sorted(set(lost))}"
 
 

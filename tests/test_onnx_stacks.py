@@ -443,7 +443,7 @@ def test_the_gateway_opens_a_new_connection_per_request_to_llama_cpp_only() -> N
     """llama-server closes its connection after each streamed reply (tests/test_engines_live.py,
     check_connection_reuse); Foundry Local keeps its own (tests/test_foundry_live.py). The staging
     gateway keeps its routes' connections alive, the onnx one included; of the edge boxes only the
-    llama.cpp box's gateway keeps none, and every API route reads request bodies whole."""
+    llama.cpp box's gateway keeps none, and every API route reads request bodies first."""
     from slm_deploy.bundle.writer import build_fleet
     from slm_deploy.fleet import load_fleet
     from slm_deploy.gateway import REQUEST_BUFFERS

@@ -443,10 +443,30 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # so every clean-up (temporary folders, staged bundles) runs on SIGTERM too
 
 
+def _freeze_heap_at_exit() -> None:
+    """Registered first, so it runs after every other exit handler (temporary folders removed,
+    files closed): what is left is moved out of the cyclic collector's reach. Python's shutdown
+    collects the whole heap several times while it clears the modules; after a preview or review
+    that heap holds the ~800 Pulumi SDK modules, and those passes took 1.1-1.4 s of a 4 s
+    `preview prod` (measured from the last line of the run to the process's end) against
+    0.05 s frozen. Nothing is skipped that the process needs: the standard streams are still
+    flushed and every file we write is closed explicitly; the kernel frees the rest."""
+    import gc
+
+    gc.freeze()
+
+
+_EXIT_HOOK: list[bool] = []
+
+
 def run() -> None:
     """The console script: click's usage errors become the same one-line `error:` as ours."""
+    import atexit
     import signal
 
+    if not _EXIT_HOOK:  # once per process, however often run() is called in it
+        _EXIT_HOOK.append(True)
+        atexit.register(_freeze_heap_at_exit)
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
     try:

@@ -184,3 +184,42 @@ def test_an_alias_bomb_is_not_handed_to_any_tool(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     [item] = [f for f in json.loads(result.stdout)["findings"] if f["rule"] == "not-reviewed"]
     assert "aliases are expanded" in item["message"]
+
+
+def test_checkov_parser_tables_are_cached_only_where_no_one_else_may_write(tmp_path: Path) -> None:
+    """checkov's HCL parser (python-hcl2 through Lark) built its tables on every review, in the
+    review's own temporary folder; they are now kept in the user's cache folder. Lark reads them
+    back with pickle, so a folder others may write to is never read: a planted file runs nothing."""
+    import pickle
+    import stat
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "Dockerfile").write_text("FROM scratch\nUSER 10001\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+
+    def review_it() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "slm_deploy.cli", "review", str(work), "--tool", "checkov", "--json"]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+
+    first = review_it()
+    assert first.returncode in (0, 1) and "Traceback" not in first.stderr, first.stderr[-2000:]
+    folder = cache / "slm-deploy" / "lark"
+    [tables] = list(folder.iterdir())
+    assert tables.name.startswith(".lark_cache_") and stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+    class Planted:  # unpickling it makes a folder: the proof that the file was read
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.mkdir, (str(tmp_path / "unpickled"),)
+
+    tables.write_bytes(b"planted\n" + pickle.dumps(Planted()))
+    folder.chmod(0o777)
+    second = review_it()
+    assert not (tmp_path / "unpickled").exists()
+    assert second.returncode == first.returncode and json.loads(second.stdout) == json.loads(first.stdout)
+    folder.chmod(0o700)  # this user's own again: the file is read (so the check above could fail)
+    review_it()
+    assert (tmp_path / "unpickled").is_dir()

@@ -63,7 +63,7 @@ def _stacks_job(stacks: list[str], project: Path, workdir: Path) -> list[tuple[s
 class StackPreviews:
     """Every stack's preview, started now and collected by finish(), so that the review does
     other work (a fleet's bundles) meanwhile. Two or more stacks are previewed in children (the
-    Pulumi mocks keep global state, so never two in one process at once), one per core, each
+    Pulumi mocks keep global state, so never two in one process at once), one per core but one, each
     taking its share of the stacks in turn: the SDK's modules, most of a preview's time, are
     imported once per child (issue 24: three example stacks were two thirds of a review)."""
 
@@ -81,7 +81,11 @@ class StackPreviews:
         # Shared by the children: what imports no gRPC. Each child imports Pulumi itself, after the fork.
         import slm_deploy.simulator
 
-        children = min(len(stacks), cores())
+        # One core is the parent's (the fleets' bundles, the per-file tools) and the warm checkov
+        # child's: on two cores a second preview child imported the SDK again (some 2 s of CPU)
+        # and the review took no less time (3 stacks + the example fleet: 8.1 s either way, 10 s
+        # of CPU against 12-13 s; 2026-12-07).
+        children = min(len(stacks), max(1, cores() - 1))
         self.shares = [stacks[k::children] for k in range(children)]
         try:
             for share in self.shares:

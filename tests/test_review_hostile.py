@@ -223,3 +223,25 @@ def test_checkov_parser_tables_are_cached_only_where_no_one_else_may_write(tmp_p
     folder.chmod(0o700)  # this user's own again: the file is read (so the check above could fail)
     review_it()
     assert (tmp_path / "unpickled").is_dir()
+
+
+def test_checkov_parser_cache_makes_nothing_in_a_home_that_is_not_this_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run as root with a user's HOME (sudo keeps it), the cache folder was made there first and
+    refused after: root's folders in the user's home, where the user's own reviews could then not
+    make theirs. Now nothing is made under a folder that is not this user's."""
+    from slm_deploy.review.tools import checkov
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(checkov.os, "geteuid", lambda: os.stat(cache).st_uid + 1)  # someone else's
+    assert checkov.held_parser_cache() is None
+    assert list(cache.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    held = checkov.held_parser_cache()  # this user's own: made, 0700, and held
+    assert held is not None
+    os.close(held)
+    assert oct((cache / "slm-deploy" / "lark").stat().st_mode & 0o777) == oct(0o700)

@@ -112,6 +112,7 @@ def review(
                     project or Path.cwd(),
                     workdir,
                     lambda f, r, sev, res, msg: record(Finding("slm", r, sev, f, res, msg)),
+                    beside=bool(children.warm or fleets or paths),
                 )
             )
         # While the stacks' previews run in their children: the fleets' bundles, the paths' files,

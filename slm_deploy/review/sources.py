@@ -63,11 +63,13 @@ def _stacks_job(stacks: list[str], project: Path, workdir: Path) -> list[tuple[s
 class StackPreviews:
     """Every stack's preview, started now and collected by finish(), so that the review does
     other work (a fleet's bundles) meanwhile. Two or more stacks are previewed in children (the
-    Pulumi mocks keep global state, so never two in one process at once), one per core but one, each
+    Pulumi mocks keep global state, so never two in one process at once), one per free core, each
     taking its share of the stacks in turn: the SDK's modules, most of a preview's time, are
     imported once per child (issue 24: three example stacks were two thirds of a review)."""
 
-    def __init__(self, stacks: list[str], project: Path, workdir: Path, report_rule: Callable[..., None]) -> None:
+    def __init__(
+        self, stacks: list[str], project: Path, workdir: Path, report_rule: Callable[..., None], *, beside: bool = False
+    ) -> None:
         import slm_deploy.preview
 
         self.stacks, self.project, self.workdir, self.report_rule = stacks, project, workdir, report_rule
@@ -81,11 +83,13 @@ class StackPreviews:
         # Shared by the children: what imports no gRPC. Each child imports Pulumi itself, after the fork.
         import slm_deploy.simulator
 
-        # One core is the parent's (the fleets' bundles, the per-file tools) and the warm checkov
-        # child's: on two cores a second preview child imported the SDK again (some 2 s of CPU)
-        # and the review took no less time (3 stacks + the example fleet: 8.1 s either way, 10 s
-        # of CPU against 12-13 s; 2026-12-07).
-        children = min(len(stacks), max(1, cores() - 1))
+        # BESIDE: other work runs meanwhile (a warm checkov child, the fleets' bundles and the
+        # per-file tools in this process), and it takes a core. On two cores a second preview
+        # child then imported the SDK again (some 2 s of CPU) for no shorter review (3 stacks +
+        # the example fleet: 8.1 s either way, 10 s of CPU against 12-13 s); with nothing beside
+        # them, two children were 2 s faster (`--tool slm`, 3 stacks: 6.0-6.5 s against 7.8-8.6 s;
+        # 2026-12-07).
+        children = min(len(stacks), max(1, cores() - (1 if beside else 0)))
         self.shares = [stacks[k::children] for k in range(children)]
         try:
             for share in self.shares:

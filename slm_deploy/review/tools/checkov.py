@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import tempfile
 from typing import Any
 
@@ -26,41 +25,43 @@ Failed = tuple[str, str, str, str, str, str]  # abs path, path, check id, severi
 Scan = tuple[str, list[Failed], list[str], str, list[str]]  # framework, failed, paths named, crash, kinds checked
 
 
-def _private_folder(path: str) -> bool:
-    """PATH and its parent are folders of this user's that no one else may write to, and the
-    grandparent is not writable by everyone: no one else can put a file there or swap a folder."""
-    try:
-        checks = ((path, 0o022), (os.path.dirname(path), 0o022), (os.path.dirname(os.path.dirname(path)), 0o002))
-        for folder, others_write in checks:
-            info = os.lstat(folder)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & others_write:
-                return False
-    except OSError:
-        return False
-    return True
-
-
-def parser_cache() -> str | None:
-    """Where checkov's HCL parser keeps its tables between reviews, or None (not cached).
+def held_parser_cache() -> int | None:
+    """A descriptor of the folder where checkov's HCL parser keeps its tables between reviews, or
+    None (not cached); the caller closes it.
 
     Importing checkov imports python-hcl2, whose parser class builds Lark LALR tables at import
     time with `cache=True` (hcl2/parser.py: `Lark(grammar=..., parser="lalr", cache=True)`): the
     tables go to `tempfile.gettempdir()/.lark_cache_<user>_<sha256>_<python>.tmp` and are read back
     with pickle (lark/lark.py, 1.3.1: `cache_fn = tempfile.gettempdir() + ...`, `pickle.load(f)`).
     A review points tempfile at its own folder, removed at its end, so every review built them
-    again: 0.7-1.0 s of CPU (2026-12-07). Nor may they go to the shared /tmp: anyone can put a
-    file by that name there first, and it is unpickled. So: a folder of this user's own, under
-    $XDG_CACHE_HOME (~/.cache), that no one else may write to; when there is none, no cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    again: 0.5-1.0 s of CPU (2026-12-07). Nor may they go to the shared /tmp: anyone can put a
+    file by that name there first, and it is unpickled.
+
+    So: $XDG_CACHE_HOME/slm-deploy/lark (~/.cache when XDG_CACHE_HOME is unset or relative, as the
+    XDG spec says), held open: Lark is given /proc/self/fd/N, so what counts is the folder itself,
+    checked on the descriptor (this user's, no one else may write to it), and no one can swap a
+    folder on the path between the check and Lark's open. Nothing is made under a folder that is
+    not this user's (a HOME kept by sudo)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        base = os.path.join(home, ".cache") if os.path.isabs(home) and home != "/" else ""
+    if not base:
         return None
-    folder = os.path.join(base, "slm-deploy", "lark")
     try:
-        os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)  # parents: the umask's mode
+        anchor = base if os.path.isdir(base) else os.path.dirname(base)
+        if os.stat(anchor).st_uid != os.geteuid():
+            return None
+        folder = os.path.join(base, "slm-deploy", "lark")
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    return folder if _private_folder(folder) else None
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not os.path.isdir(f"/proc/self/fd/{fd}"):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _load() -> None:
@@ -69,7 +70,9 @@ def _load() -> None:
     logging.disable(logging.WARNING)  # checkov logs every parse at WARNING on some files
     os.environ.setdefault("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
     review_temporary = tempfile.tempdir
-    tempfile.tempdir = parser_cache() or review_temporary  # only while hcl2's parser is made
+    cache = held_parser_cache()
+    if cache is not None:  # only while hcl2's parser is made
+        tempfile.tempdir = f"/proc/self/fd/{cache}"
     try:
         import checkov.dockerfile.runner
         import checkov.kubernetes.runner
@@ -78,6 +81,8 @@ def _load() -> None:
         import checkov.yaml_doc.runner  # noqa: F401
     finally:
         tempfile.tempdir = review_temporary
+        if cache is not None:
+            os.close(cache)
 
 
 def prepare() -> Isolated[list[Scan]]:

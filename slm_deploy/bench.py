@@ -84,20 +84,21 @@ SDK_MODULES = (
 PREVIEW_COMMAND = "import sys; sys.argv = ['slm-deploy', 'preview', 'prod']; from slm_deploy.cli import run; run()"
 
 
+# The bare import and the floor end as the console script does (slm_deploy.cli._freeze_heap_at_exit):
+# neither may count a shutdown that the preview does not pay.
+FROZEN_EXIT = "import atexit, gc; atexit.register(gc.freeze)\n"
+
+
 def bench_preview(rounds: int) -> None:
     """`slm-deploy preview prod` against a bare `import pulumi, pulumi_kubernetes`, in pairs run
     back to back, so that both see the same load; the ratio is the median of the pairs' ratios.
     Beside them, the floor: a process that only imports the Pulumi SDK modules the preview loads
     (the typed *Args the program is written with live in them), which no preview can go under."""
     *_, modules = _child(SDK_MODULES)
-    # with the console script's exit (slm_deploy.cli._freeze_heap_at_exit), or the floor would
-    # count a shutdown that the preview no longer pays
-    floor_code = (
-        f"import atexit, gc, importlib\natexit.register(gc.freeze)\nfor name in {modules!r}:\n    importlib.import_module(name)"
-    )
+    floor_code = f"{FROZEN_EXIT}import importlib\nfor name in {modules!r}:\n    importlib.import_module(name)"
     rounds_run = []
     for _ in range(rounds):
-        bare = _child("import pulumi, pulumi_kubernetes")
+        bare = _child(f"{FROZEN_EXIT}import pulumi, pulumi_kubernetes")
         preview = _child(PREVIEW_COMMAND)
         floor = _child(floor_code)
         rounds_run.append((bare, preview, floor))
@@ -136,23 +137,48 @@ def synthetic_boxes(n: int) -> Any:
     return Fleet(base.name, boxes, base.source, None)
 
 
-def bundle_child(n: int, where: str) -> None:
-    """In a fresh interpreter: `slm-deploy bundle`'s streamed build and write of N boxes under
-    WHERE (the fleet is made before the clock starts); prints wall and CPU seconds."""
+def bundle_child(n: int, out: str) -> None:
+    """In a fresh interpreter: `slm-deploy bundle`'s streamed build and write of N boxes to OUT
+    (the fleet is made before the clock starts); prints wall and CPU seconds."""
     from slm_deploy.bundle.writer import write_fleet
 
     fleet = synthetic_boxes(n)
     gc.collect()
-    with tempfile.TemporaryDirectory(dir=where) as tmp:
-        start, cpu = time.perf_counter(), time.process_time()
-        write_fleet(Path(tmp) / "out", fleet, fleet.boxes)
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        print(f"{wall} {cpu}")
+    start, cpu = time.perf_counter(), time.process_time()
+    write_fleet(Path(out), fleet, fleet.boxes)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"{wall} {cpu}")
+
+
+SCRATCH_PREFIX = "slm-bench-"
+
+
+def _remove_orphans(where: str) -> None:
+    """Scratch folders of a bench that was killed before it could remove them (named with its
+    process id): on a tmpfs they would hold memory until the machine restarts."""
+    import shutil
+
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if name.startswith(SCRATCH_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(where, name), ignore_errors=True)
 
 
 def _bundle_figure(n: int, where: str) -> tuple[float, float, float]:
-    """(wall ms/box, CPU ms/box, peak MB) of bundle_child(n, where)."""
-    _, _, peak, words = _child(f"from slm_deploy.bench import bundle_child; bundle_child({n}, {where!r})")
+    """(wall ms/box, CPU ms/box, peak MB) of bundle_child(n) writing under WHERE, in a scratch
+    folder this process removes, whatever becomes of the child (killed for memory, or by CI)."""
+    import shutil
+
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=where)
+    try:
+        out = os.path.join(scratch, "out")
+        _, _, peak, words = _child(f"from slm_deploy.bench import bundle_child; bundle_child({n}, {out!r})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     wall, cpu = (float(w) for w in words[-2:])
     return wall / n * 1000, cpu / n * 1000, peak
 
@@ -164,14 +190,39 @@ TMPFS = "/dev/shm"
 
 
 def _available_memory() -> int:
+    """Bytes this process may still fill: the machine's available memory, or less where a cgroup
+    (a container's limit) says so; tmpfs pages count against both."""
+    available = 0
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return 0
+    # cgroup v2 ("0::PATH": memory.max, memory.current) and v1 ("N:memory:PATH": memory.limit_in_bytes,
+    # memory.usage_in_bytes), the process's group and every group above it
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as cgroup:
+            lines = [line.strip().split(":", 2) for line in cgroup]
+    except OSError:
+        return available
+    for _, controllers, path in (parts for parts in lines if len(parts) == 3):
+        if controllers == "":
+            root, limit_name, used_name = Path("/sys/fs/cgroup"), "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            root, limit_name, used_name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        group = root / path.lstrip("/")
+        for folder in (group, *[p for p in group.parents if p.is_relative_to(root)]):
+            try:
+                limit = (folder / limit_name).read_text().strip()
+                if limit != "max":
+                    available = min(available, int(limit) - int((folder / used_name).read_text()))
+            except (OSError, ValueError):
+                continue
+    return available
 
 
 def bundle_folder(huge: int) -> tuple[str, str]:
@@ -185,14 +236,15 @@ def bundle_folder(huge: int) -> tuple[str, str]:
     if chosen:
         return chosen, "SLM_BENCH_DIR"
     need = huge * TMPFS_BYTES_PER_BOX
+    spare = 4 * 2**30  # what the machine keeps for everything else meanwhile
     try:
         room = os.statvfs(TMPFS)
-        fits = room.f_bavail * room.f_frsize > need * 1.25 and _available_memory() > need * 1.5
+        fits = room.f_bavail * room.f_frsize > need and _available_memory() > need + spare
     except OSError:
         fits = False
     if fits:
         return TMPFS, "a tmpfs: the writer's cost, not the disk's"
-    return tempfile.gettempdir(), f"no tmpfs with {need * 1.5 / 2**30:.1f} GB free for {huge:,} boxes"
+    return tempfile.gettempdir(), f"no tmpfs and {(need + spare) / 2**30:.1f} GB of free memory for {huge:,} boxes"
 
 
 def bench_bundles(small: int, large: int, huge: int, where: str) -> None:
@@ -292,12 +344,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m slm_deploy.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="every measurement at a small size")
     quick = parser.parse_args(argv).quick
+    import signal
+    import sys
+
+    # CI's cancel or `timeout` (SIGTERM to the group): the scratch folders are removed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The figures are taken on the bundled examples, named as examples as `make demo` names them
     # (their placeholder stacks and example lock are refused otherwise).
     os.environ.setdefault("SLM_EXAMPLE_STACKS", "1")
     os.environ.setdefault("SLM_DEPLOY_ALLOW_EXAMPLE_LOCK", "1")
     small, large, huge = (10, 100, 300) if quick else (1_000, 10_000, 100_000)
     where, why = bundle_folder(huge)
+    _remove_orphans(where)
     print(f"slm-deploy bench (one process, one core); bundles written under {where} ({why}; set SLM_BENCH_DIR)")
     bench_planner(5 if quick else 200)
     bench_preview(1 if quick else 5)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import re
+import stat
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -52,19 +55,38 @@ def _median(values: list[float]) -> float:
 PEAK_RSS = "import atexit, resource; atexit.register(lambda: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
 
 
+def _run_to_end(command: list[str], capture: bool = True) -> subprocess.CompletedProcess[str]:
+    """COMMAND run from the repository. Stopped on the way (SIGTERM from CI's cancel, Ctrl-C), it
+    is asked to end first and given time to clean up (a review removes its folder and children),
+    killed only if it does not: subprocess.run would kill it at once."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    with subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def _child(code: str) -> tuple[float, float, float, list[str]]:
     """Wall seconds, CPU seconds, peak RSS (MB) and the printed words of a fresh interpreter
     running `code` (`from pathlib import Path` first), as a user's command runs: a new process,
     timed to its end (Python's shutdown included)."""
     import resource
-    import subprocess
     import sys
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     script = f"{PEAK_RSS}\nfrom pathlib import Path; {code}"
-    done = subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, capture_output=True, text=True)
+    done = _run_to_end([sys.executable, "-c", script])
     wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"bench: a measured child exited {done.returncode}: {done.stderr.strip()[-500:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     words = done.stdout.split()
@@ -151,21 +173,29 @@ def bundle_child(n: int, out: str) -> None:
 
 
 SCRATCH_PREFIX = "slm-bench-"
+SCRATCH_NAME = re.compile(r"slm-bench-([0-9]+)-[a-z0-9_]{8}")  # SCRATCH_PREFIX, pid, mkdtemp's name
 
 
-def _remove_orphans(where: str) -> None:
-    """Scratch folders of a bench that was killed before it could remove them (named with its
-    process id): on a tmpfs they would hold memory until the machine restarts."""
+def _remove_orphans() -> None:
+    """Scratch folders of a bench that was killed before it could remove them, wherever one may
+    have written (a tmpfs one holds memory until the machine restarts, and would make this run
+    choose the disk): only folders with exactly that name, of this user, whose bench is gone."""
     import shutil
 
-    try:
-        names = os.listdir(where)
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if name.startswith(SCRATCH_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            shutil.rmtree(os.path.join(where, name), ignore_errors=True)
+    for where in {TMPFS, tempfile.gettempdir(), os.environ.get("SLM_BENCH_DIR") or TMPFS}:
+        try:
+            names = os.listdir(where)
+        except OSError:
+            continue
+        for name in names:
+            match = SCRATCH_NAME.fullmatch(name)
+            path = os.path.join(where, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if match and stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not os.path.exists(f"/proc/{match[1]}"):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _bundle_figure(n: int, where: str) -> tuple[float, float, float]:
@@ -286,12 +316,11 @@ def bench_bundles(small: int, large: int, huge: int, where: str) -> None:
 
 def _review_wall(*args: str, program: tuple[str, ...] = ()) -> float:
     """Wall seconds of one `slm-deploy review ARGS` (or of `program ARGS`) in a fresh process."""
-    import subprocess
     import sys
 
     command = [*program, *args] if program else [sys.executable, "-m", "slm_deploy.cli", "review", *args]
     start = time.perf_counter()
-    done = subprocess.run(command, check=False, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = _run_to_end(command, capture=False)
     wall = time.perf_counter() - start
     if done.returncode not in (0, 1):  # 1: findings, still a whole review; anything else timed a refusal
         raise SystemExit(f"bench: {' '.join(command[-3:])} exited {done.returncode}: {done.stderr.strip()[-500:]}")
@@ -354,8 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("SLM_EXAMPLE_STACKS", "1")
     os.environ.setdefault("SLM_DEPLOY_ALLOW_EXAMPLE_LOCK", "1")
     small, large, huge = (10, 100, 300) if quick else (1_000, 10_000, 100_000)
+    _remove_orphans()
     where, why = bundle_folder(huge)
-    _remove_orphans(where)
     print(f"slm-deploy bench (one process, one core); bundles written under {where} ({why}; set SLM_BENCH_DIR)")
     bench_planner(5 if quick else 200)
     bench_preview(1 if quick else 5)

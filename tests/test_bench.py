@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -27,3 +30,21 @@ def test_bench_runs_every_measurement_and_prints_its_figures() -> None:
     assert "paired ratio" in out, out
     assert "preview prod: floor, importing only the" in out and "x its floor" in out, out
     assert "fleet" in out.splitlines()[-1], out
+
+
+def test_bench_removes_only_scratch_folders_of_benches_that_are_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench killed outright leaves its scratch folder (on a tmpfs: memory until a restart); the
+    next one removes it, and nothing else: not a folder of the user's that merely starts the same
+    way (a date is no process id), not a live bench's."""
+    from slm_deploy import bench
+
+    monkeypatch.setenv("SLM_BENCH_DIR", str(tmp_path))
+    orphan = tmp_path / "slm-bench-3999999-abcd1234"
+    users = tmp_path / "slm-bench-20261207"
+    live = tmp_path / f"slm-bench-{os.getpid()}-abcd1234"
+    for folder in (orphan, users, live):
+        (folder / "out").mkdir(parents=True)
+        (folder / "out" / "figures.txt").write_text("kept?\n")
+    bench._remove_orphans()
+    assert not orphan.exists()
+    assert (users / "out" / "figures.txt").read_text() == "kept?\n" and (live / "out" / "figures.txt").exists()

@@ -46,13 +46,17 @@ def held_parser_cache() -> int | None:
     if not os.path.isabs(base):
         home = os.path.expanduser("~")
         base = os.path.join(home, ".cache") if os.path.isabs(home) and home != "/" else ""
-    if not base:
+    if not base or os.path.dirname(base) == base:  # nor the root folder
         return None
     try:
         anchor = base if os.path.isdir(base) else os.path.dirname(base)
         if os.stat(anchor).st_uid != os.geteuid():
             return None
-        folder = os.path.join(base, "slm-deploy", "lark")
+        ours = os.path.join(base, "slm-deploy")
+        os.makedirs(ours, mode=0o700, exist_ok=True)
+        if os.lstat(ours).st_uid != os.geteuid():  # someone else's slm-deploy: make nothing in it
+            return None
+        folder = os.path.join(ours, "lark")
         os.makedirs(folder, mode=0o700, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -71,18 +75,21 @@ def _load() -> None:
     os.environ.setdefault("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
     review_temporary = tempfile.tempdir
     cache = held_parser_cache()
-    if cache is not None:  # only while hcl2's parser is made
+    if cache is not None:  # only while hcl2's parser is made: checkov keeps gettempdir() from import
         tempfile.tempdir = f"/proc/self/fd/{cache}"
     try:
-        import checkov.dockerfile.runner
-        import checkov.kubernetes.runner
-        import checkov.runner_filter
-        import checkov.secrets.runner
-        import checkov.yaml_doc.runner  # noqa: F401
+        import hcl2  # noqa: F401  (checkov's HCL parser: its class body builds the tables)
+    except ImportError:
+        pass  # checkov's own import says what is missing
     finally:
         tempfile.tempdir = review_temporary
         if cache is not None:
             os.close(cache)
+    import checkov.dockerfile.runner
+    import checkov.kubernetes.runner
+    import checkov.runner_filter
+    import checkov.secrets.runner
+    import checkov.yaml_doc.runner  # noqa: F401
 
 
 def prepare() -> Isolated[list[Scan]]:

@@ -173,7 +173,7 @@ def bundle_child(n: int, out: str) -> None:
 
 
 SCRATCH_PREFIX = "slm-bench-"
-SCRATCH_NAME = re.compile(r"slm-bench-([0-9]+)-[a-z0-9_]{8}")  # SCRATCH_PREFIX, pid, mkdtemp's name
+SCRATCH_NAME = re.compile(re.escape(SCRATCH_PREFIX) + r"([0-9]+)-[a-z0-9_]{8}")  # the prefix, pid, mkdtemp's name
 
 
 def _remove_orphans() -> None:

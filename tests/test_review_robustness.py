@@ -51,6 +51,20 @@ def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
 
 
+def _children_at_once(proc: subprocess.Popen[Any], expected: int) -> tuple[int, set[int]]:
+    """Watch PROC until it has EXPECTED children of its own at once (zombies not counted) or ends:
+    the most it had, and every descendant seen alive meanwhile (to check that none outlives it)."""
+    seen: set[int] = set()
+    most = 0
+    deadline = time.monotonic() + 600  # a guard on a loaded machine, not a measurement
+    while time.monotonic() < deadline and proc.poll() is None and most < expected:
+        seen |= _alive(_descendants(proc.pid))
+        children = {pid for pid, (parent, state) in _processes().items() if parent == proc.pid and state != "Z"}
+        most = max(most, len(children))
+        time.sleep(0.05)
+    return most, seen
+
+
 def _assert_all_gone(pids: set[int]) -> None:
     for _ in range(50):  # the kernel needs a moment to tear down killed processes
         if not _alive(pids):
@@ -380,19 +394,12 @@ def test_at_a_terminal_the_review_still_forks_its_children_and_leaves_none(tmp_p
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    seen: set[int] = set()
-    most = 0
     # its own children at once: checkov's, and one previewing per core but the one that checkov
     # and the review itself (the fleet's bundles, the per-file tools) work on meanwhile
     # (checkov's workers are its grandchildren; the tools it runs, one at a time)
     expected = 1 + min(3, max(1, cores() - 1))
     try:
-        deadline = time.monotonic() + 600  # a guard on a loaded machine, not a measurement
-        while time.monotonic() < deadline and proc.poll() is None and most < expected:
-            seen |= _alive(_descendants(proc.pid))
-            children = {pid for pid, (parent, state) in _processes().items() if parent == proc.pid and state != "Z"}
-            most = max(most, len(children))
-            time.sleep(0.05)
+        most, seen = _children_at_once(proc, expected)
         assert most >= expected, f"children at once, at most: {most}; output: {b''.join(screen)[-300:]!r}"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -472,15 +479,8 @@ def test_stacks_reviewed_with_nothing_beside_them_are_previewed_on_every_core() 
         env={**os.environ, "SLM_EXAMPLE_STACKS": "1"},
     )
     expected = min(3, cores())
-    most = 0
-    seen: set[int] = set()
     try:
-        deadline = time.monotonic() + 600  # a guard on a loaded machine, not a measurement
-        while time.monotonic() < deadline and proc.poll() is None and most < expected:
-            seen |= _alive(_descendants(proc.pid))
-            children = {pid for pid, (parent, state) in _processes().items() if parent == proc.pid and state != "Z"}
-            most = max(most, len(children))
-            time.sleep(0.05)
+        most, seen = _children_at_once(proc, expected)
         _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
